@@ -1,0 +1,34 @@
+"""keras-grs: search for compact Keras models (GRS, JGRS, RRS, NWM), then translate them into C.
+
+Public names::
+
+    analyze(model) -> Structure        the model's width groups (what can be pruned)
+    shrink(model, remove) -> Model     a physically smaller copy with units removed, weights copied
+    count_params, count_flops          the seed's counting conventions
+    models.build(name, input_shape)    the seed's nn1, nn2, cnn1, cnn2 (and *_scaled)
+    datasets.calcium(), digits(), split()
+"""
+
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from keras_grs import datasets, models  # noqa: E402
+from keras_grs.costs import count_flops, count_params, flops_by_layer  # noqa: E402
+from keras_grs.structure import Structure, UnsupportedLayerError, WidthGroup, analyze  # noqa: E402
+from keras_grs.surgery import shrink  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Structure",
+    "UnsupportedLayerError",
+    "WidthGroup",
+    "analyze",
+    "count_flops",
+    "count_params",
+    "datasets",
+    "flops_by_layer",
+    "models",
+    "shrink",
+]

@@ -1,0 +1,48 @@
+"""Shared test helpers: random models of the supported layers, and a reference for removals."""
+
+import keras
+import numpy as np
+
+import keras_grs
+
+
+def randomize(model, rng):
+    """Give every weight random values (BatchNormalization variances positive) so that copies are really tested."""
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if not weights:
+            continue
+        if isinstance(layer, keras.layers.BatchNormalization):
+            new = [rng.normal(size=w.shape).astype(w.dtype) for w in weights]
+            new[-1] = rng.uniform(0.5, 2.0, size=weights[-1].shape).astype(weights[-1].dtype)
+        else:
+            new = [rng.normal(scale=0.5, size=w.shape).astype(w.dtype) for w in weights]
+        layer.set_weights(new)
+
+
+def silenced(model, remove):
+    """A copy of ``model`` whose removed units output exactly zero: kernel slice and bias zeroed (and the
+    following BatchNormalization's beta and moving mean, so that the normalized value is zero too)."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    chain = keras_grs.structure.layer_chain(copy)
+    for name, units in remove.items():
+        units = list(units)
+        position = next(i for i, layer in enumerate(chain) if layer.name == name)
+        layer = chain[position]
+        weights = layer.get_weights()
+        weights[0][..., units] = 0.0
+        for w in weights[1:]:
+            w[units] = 0.0
+        layer.set_weights(weights)
+        for follower in chain[position + 1 :]:
+            if isinstance(follower, keras_grs.structure.WIDTH_LAYERS):
+                break
+            if isinstance(follower, keras.layers.BatchNormalization):
+                names = [v.path.split("/")[-1] for v in follower.weights]
+                weights = follower.get_weights()
+                for label, w in zip(names, weights):
+                    if label in ("beta", "moving_mean"):
+                        w[units] = 0.0
+                follower.set_weights(weights)
+    return copy
