@@ -7,6 +7,8 @@ Public names::
     count_params, count_flops          the seed's counting conventions
     models.build(name, input_shape)    the seed's nn1, nn2, cnn1, cnn2 (and *_scaled)
     datasets.calcium(), digits(), split()
+    GRSTuner(hypermodel, method="grs")  a keras-tuner Tuner that prunes (GRS, JGRS, RRS, NWM)
+    GRSOracle, RRSOracle, NWMOracle, JGRSOracle   the methods as keras-tuner Oracles
 """
 
 import os
@@ -17,10 +19,16 @@ from keras_grs import datasets, models  # noqa: E402
 from keras_grs.costs import count_flops, count_params, flops_by_layer  # noqa: E402
 from keras_grs.structure import Structure, UnsupportedLayerError, WidthGroup, analyze  # noqa: E402
 from keras_grs.surgery import shrink  # noqa: E402
+from keras_grs.tuner import GRSOracle, GRSTuner, JGRSOracle, NWMOracle, RRSOracle  # noqa: E402
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GRSOracle",
+    "GRSTuner",
+    "JGRSOracle",
+    "NWMOracle",
+    "RRSOracle",
     "Structure",
     "UnsupportedLayerError",
     "WidthGroup",

@@ -44,22 +44,42 @@ def shrink(model: keras.Model, remove: Mapping[str, Iterable[int]], structure: S
     """
     structure = structure if structure is not None else analyze(model)
     keep = kept_units(structure, remove)
-    new_width = {name: len(indices) for name, indices in keep.items()}
+    child = resized(model, {name: len(indices) for name, indices in keep.items()})
+    set_chain_weights(child, surviving_weights(model, keep))
+    return child
+
+
+def resized(model: keras.Model, widths: Mapping[str, int]) -> keras.Model:
+    """A freshly initialized copy of ``model`` with new widths for the named Dense/Conv layers, compiled like it."""
 
     def clone_layer(layer):
         config = layer.get_config()
-        if layer.name in new_width:
-            config["units" if isinstance(layer, keras.layers.Dense) else "filters"] = new_width[layer.name]
+        if layer.name in widths:
+            config["units" if isinstance(layer, keras.layers.Dense) else "filters"] = int(widths[layer.name])
         return layer.__class__.from_config(config)
 
     child = keras.models.clone_model(model, clone_function=clone_layer)
-    for layer, weights in zip(layer_chain(model), surviving_weights(model, keep), strict=True):
-        if weights:
-            child.get_layer(layer.name).set_weights(weights)
     compile_config = model.get_compile_config() if model.compiled else None
     if compile_config:
         child.compile_from_config(compile_config)
     return child
+
+
+def set_chain_weights(model: keras.Model, weights: list[list[np.ndarray]]) -> None:
+    """Set the weights of every layer of ``model``'s chain, as :func:`surviving_weights` lists them."""
+    layers = layer_chain(model)
+    if len(layers) != len(weights):
+        raise ValueError(f"model {model.name!r} has {len(layers)} layers, the weights are for {len(weights)}")
+    for layer, values in zip(layers, weights):
+        if not values:
+            continue
+        expected = [tuple(w.shape) for w in layer.weights]
+        if expected != [tuple(v.shape) for v in values]:
+            raise ValueError(
+                f"layer {layer.name!r} has weights of shapes {expected}, the inherited ones are "
+                f"{[tuple(v.shape) for v in values]}"
+            )
+        layer.set_weights(values)
 
 
 def kept_units(structure: Structure, remove: Mapping[str, Iterable[int]]) -> dict[str, np.ndarray]:

@@ -1,0 +1,84 @@
+"""The pruning search: one engine, four methods.
+
+=======  ======================  ===================
+method   inter-layer order        unit selection
+=======  ======================  ===================
+grs      greedy                   random
+rrs      random                   random
+nwm      natural (input first)    weight magnitude
+jgrs     jumps, then greedy       random
+=======  ======================  ===================
+
+Example:
+    >>> from keras_grs.search import GroupSpec, make_search, run, Outcome
+    >>> search = make_search("grs", [GroupSpec("a", 4), GroupSpec("b", 3)], tolerance=0.9, seed=0)
+    >>> plan = run(search, lambda c: Outcome(score=1.0 if sum(c.widths) >= 5 else 0.5))
+    >>> plan.finished, sum(search.groups[i].width for i in range(2)) - sum(plan.path[-1].widths)
+    (True, 2)
+"""
+
+from __future__ import annotations
+
+from keras_grs.search.engine import (
+    INITIAL_KEY,
+    Candidate,
+    GroupSpec,
+    Outcome,
+    Plan,
+    Search,
+    SearchError,
+    Step,
+    check_tolerance,
+    run,
+)
+from keras_grs.search.order import DEFAULT_PHASES, Phase, check_phases, greedy, natural, phased, random_order
+from keras_grs.search.units import UNIT_SELECTIONS
+
+METHODS = {
+    "grs": (greedy, "random"),
+    "rrs": (random_order, "random"),
+    "nwm": (natural, "magnitude"),
+    "jgrs": (None, "random"),
+}
+
+
+def make_search(method, groups, tolerance=0.985, seed=0, phases=None, units=None) -> Search:
+    """Build the :class:`Search` of a named method.
+
+    Args:
+        method: ``grs``, ``rrs``, ``nwm`` or ``jgrs``.
+        groups: :class:`GroupSpec` list, in model order.
+        tolerance: acceptance: score >= tolerance x the initial structure's score.
+        seed: the seed of every random decision.
+        phases: JGRS phases (default: jumps at rate 0.5 and 0.2, then GRS, 3 attempts each).
+        units: override the method's unit selection (``random`` or ``magnitude``).
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    policy, default_units = METHODS[method]
+    selection = units or default_units
+    if selection not in UNIT_SELECTIONS:
+        raise ValueError(f"unknown unit selection {selection!r}; choose one of {', '.join(UNIT_SELECTIONS)}")
+    if phases is not None and method != "jgrs":
+        raise ValueError(f"phases only apply to method 'jgrs', not {method!r}")
+    root = phased(check_phases(phases if phases is not None else DEFAULT_PHASES)) if method == "jgrs" else None
+    return Search(groups, policy, UNIT_SELECTIONS[selection], tolerance=tolerance, seed=seed, root=root, name=method)
+
+
+__all__ = [
+    "DEFAULT_PHASES",
+    "INITIAL_KEY",
+    "METHODS",
+    "Candidate",
+    "GroupSpec",
+    "Outcome",
+    "Phase",
+    "Plan",
+    "Search",
+    "SearchError",
+    "Step",
+    "check_phases",
+    "check_tolerance",
+    "make_search",
+    "run",
+]

@@ -1,0 +1,363 @@
+"""The pruning search engine: pure Python, no Keras, no training.
+
+A search is a *policy* (which width groups to shrink, in what order, and when to stop) combined with a *unit
+selection* (which units of a group go) and an *acceptance rule* (``score >= tolerance x OriValAcc``). It never
+evaluates anything itself: :meth:`Search.plan` takes the outcomes known so far and answers which candidates must be
+evaluated next, or that the search is over. The plan is a pure function of (configuration, seed, outcomes), so any
+backend can stop at any moment and continue later, or in another process, from its stored results alone:
+keras-tuner Oracles keep them as trials, Optuna samplers as study trials, tests as a dict.
+
+Policies are written as generators that ``yield`` a batch of candidates and receive their outcomes. ``plan``
+replays the generator over the recorded outcomes until it asks for a candidate that has none yet. All randomness
+comes from generators seeded by (seed, scope), so a replay takes the same decisions as the original run.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+INITIAL_KEY = "init"
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """A prunable width, as the engine sees it: a name, the starting width and the smallest allowed width."""
+
+    name: str
+    width: int
+    min_width: int = 1
+
+    def __post_init__(self):
+        if not 1 <= self.min_width <= self.width:
+            raise ValueError(f"group {self.name!r}: min_width {self.min_width} must be in 1..width ({self.width})")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A structure to evaluate.
+
+    Attributes:
+        key: unique, deterministic identifier within the search (``init``, ``c12``, ``far1.a0.c3``, ...).
+        parent: key of the evaluated structure whose trained weights it inherits (None for the initial one).
+        units: for each group, the original indices of the units that survive (sorted).
+        removed: for each group changed, the indices *relative to the parent's units* of the units removed,
+            which is exactly what :func:`keras_grs.shrink` takes when applied to the parent's model.
+        phase: the part of the method that issued it (``initial``, ``grs``, ``rrs``, ``nwm``, ``far1``, ``near``).
+    """
+
+    key: str
+    parent: str | None
+    units: tuple[tuple[int, ...], ...]
+    removed: tuple[tuple[str, tuple[int, ...]], ...]
+    phase: str
+
+    @property
+    def widths(self) -> tuple[int, ...]:
+        return tuple(len(u) for u in self.units)
+
+    @property
+    def removed_dict(self) -> dict[str, list[int]]:
+        return {name: list(indices) for name, indices in self.removed}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What evaluating a candidate gave.
+
+    Attributes:
+        score: the objective (validation accuracy); None when the evaluation failed (counts as not valid).
+        params, flops: cost of the evaluated model, when the evaluator reports them.
+        unit_norms: per group name, the L1 norm of each unit's incoming weights in the trained model (needed by
+            magnitude unit selection only).
+    """
+
+    score: float | None
+    params: int | None = None
+    flops: int | None = None
+    unit_norms: Mapping[str, Sequence[float]] | None = None
+
+
+@dataclass(frozen=True)
+class Node:
+    """An evaluated candidate."""
+
+    candidate: Candidate
+    outcome: Outcome
+
+    @property
+    def key(self) -> str:
+        return self.candidate.key
+
+    @property
+    def score(self) -> float:
+        return self.outcome.score if self.outcome.score is not None else float("-inf")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One accepted structure on the pruning path."""
+
+    key: str
+    phase: str
+    widths: tuple[int, ...]
+    score: float
+    params: int | None
+    flops: int | None
+
+
+@dataclass
+class Plan:
+    """The answer of :meth:`Search.plan`.
+
+    Attributes:
+        pending: candidates that must be evaluated now (all of them may run in parallel). Empty when finished.
+        finished: the method has stopped; ``final`` is its result.
+        final: key of the compact structure (the last accepted, smallest valid one); while the search runs, the
+            best accepted so far.
+        path: the accepted structures, initial first, in order.
+        reference: OriValAcc, the initial structure's score (None until it is known).
+        candidates: every candidate issued so far, by key.
+        verdicts: per evaluated key: ``initial``, ``accepted`` (taken as the new structure), ``valid`` (within
+            tolerance but not taken) or ``failed``.
+        phase_ends: for methods with phases, the key of the structure each phase ended on.
+    """
+
+    pending: list[Candidate]
+    finished: bool
+    final: str | None
+    path: list[Step]
+    reference: float | None
+    candidates: dict[str, Candidate]
+    verdicts: dict[str, str]
+    phase_ends: dict[str, str] = field(default_factory=dict)
+
+
+class SearchError(RuntimeError):
+    """The search cannot go on (for example, the initial model failed to train)."""
+
+
+Request = list[Candidate]
+PolicyGen = Generator[Request, list[Outcome], "Branch"]
+
+
+@dataclass
+class Branch:
+    """Where a policy ended: its last accepted node, and the nodes it accepted on the way."""
+
+    node: Node
+    path: list[Node]
+
+
+class Context:
+    """What a policy may use: the groups, acceptance, unit selection, fresh candidates, seeded randomness."""
+
+    def __init__(self, search: Search):
+        self.search = search
+        self.groups = search.groups
+        self.reference: float | None = None
+        self.candidates: dict[str, Candidate] = {}
+        self.verdicts: dict[str, str] = {}
+        self.phase_ends: dict[str, str] = {}
+        self._counters: dict[str, int] = {}
+
+    def rng(self, scope: str) -> np.random.Generator:
+        return np.random.default_rng([self.search.seed, zlib.crc32(scope.encode())])
+
+    def valid(self, outcome: Outcome) -> bool:
+        return outcome.score is not None and outcome.score >= self.search.tolerance * self.reference
+
+    def judge(self, nodes: Sequence[Node], accepted: Node | None) -> None:
+        for node in nodes:
+            if accepted is not None and node.key == accepted.key:
+                self.verdicts[node.key] = "accepted"
+            else:
+                self.verdicts[node.key] = "valid" if self.valid(node.outcome) else "failed"
+
+    def prunable(self, node: Node) -> list[int]:
+        """Indices of the groups of ``node`` still above their minimum width."""
+        return [i for i, g in enumerate(self.groups) if len(node.candidate.units[i]) > g.min_width]
+
+    def cost(self, node: Node) -> float:
+        """FLOPs when the evaluator reports them, else the total width (a proxy that orders structures alike)."""
+        if node.outcome.flops is not None:
+            return node.outcome.flops
+        return sum(node.candidate.widths)
+
+    def select(self, node: Node, group: int, count: int, rng: np.random.Generator) -> tuple[int, ...]:
+        """``count`` unit positions of ``group`` in ``node`` to remove, by the search's unit selection."""
+        return self.search.select_units(self, node, group, count, rng)
+
+    def child(self, parent: Node, removal: Mapping[int, Sequence[int]], phase: str, scope: str) -> Candidate:
+        """A candidate derived from ``parent`` by removing units (positions relative to the parent, per group)."""
+        units, removed = [], []
+        for i, group in enumerate(self.groups):
+            current = parent.candidate.units[i]
+            positions = sorted(int(p) for p in removal.get(i, ()))
+            if positions:
+                removed.append((group.name, tuple(positions)))
+                drop = set(positions)
+                current = tuple(u for p, u in enumerate(current) if p not in drop)
+            units.append(current)
+        return self._issue(scope, parent.key, tuple(units), tuple(removed), phase)
+
+    def initial(self) -> Candidate:
+        units = tuple(tuple(range(g.width)) for g in self.groups)
+        candidate = Candidate(INITIAL_KEY, None, units, (), "initial")
+        self.candidates[candidate.key] = candidate
+        return candidate
+
+    def _issue(self, scope, parent, units, removed, phase) -> Candidate:
+        n = self._counters.get(scope, 0) + 1
+        self._counters[scope] = n
+        candidate = Candidate(f"{scope}c{n}", parent, units, removed, phase)
+        self.candidates[candidate.key] = candidate
+        return candidate
+
+
+def parallel(branches: Sequence[PolicyGen]) -> Generator[Request, list[Outcome], list[Branch]]:
+    """Run several policies in lockstep: their requests are merged into one batch, so they evaluate together."""
+    results: list[Branch | None] = [None] * len(branches)
+    requests: dict[int, Request] = {}
+    for i, branch in enumerate(branches):
+        try:
+            requests[i] = next(branch)
+        except StopIteration as stop:
+            results[i] = stop.value
+    while requests:
+        order = sorted(requests)
+        outcomes = yield [c for i in order for c in requests[i]]
+        position, following = 0, {}
+        for i in order:
+            part = outcomes[position : position + len(requests[i])]
+            position += len(requests[i])
+            try:
+                following[i] = branches[i].send(part)
+            except StopIteration as stop:
+                results[i] = stop.value
+        requests = following
+    return results
+
+
+# A policy: (context, start node, rng scope, phase name) -> generator returning a Branch.
+Policy = Callable[[Context, Node, str, str], PolicyGen]
+
+
+class Search:
+    """A configured pruning search.
+
+    Args:
+        groups: the prunable widths, in model order.
+        policy: the inter-layer order, a function ``(ctx, start, scope, phase) -> generator`` (see
+            :mod:`keras_grs.search.order`), or a callable building the whole method (see ``root``).
+        select_units: the intra-layer unit selection (see :mod:`keras_grs.search.units`).
+        tolerance: a candidate is valid when its score >= tolerance x the initial structure's score.
+        seed: all random decisions derive from it.
+        root: a generator function ``(ctx, start) -> Branch`` run after the initial evaluation; defaults to
+            running ``policy`` once.
+    """
+
+    def __init__(self, groups, policy, select_units, tolerance=0.985, seed=0, root=None, name="search"):
+        groups = tuple(groups)
+        if not groups:
+            raise ValueError("the model has no prunable width: nothing to search")
+        names = [g.name for g in groups]
+        if len(set(names)) != len(names):
+            raise ValueError(f"group names must be unique, got {names}")
+        check_tolerance(tolerance)
+        self.groups = groups
+        self.policy = policy
+        self.select_units = select_units
+        self.tolerance = float(tolerance)
+        self.seed = int(seed)
+        self.root = root
+        self.name = name
+
+    def _run(self, ctx: Context) -> PolicyGen:
+        start = ctx.initial()
+        (outcome,) = yield [start]
+        if outcome.score is None:
+            raise SearchError("the initial structure could not be evaluated; its trial failed")
+        ctx.reference = outcome.score
+        ctx.verdicts[start.key] = "initial"
+        node = Node(start, outcome)
+        if self.root is not None:
+            branch = yield from self.root(ctx, node)
+        else:
+            branch = yield from self.policy(ctx, node, f"{self.name}.", self.name)
+        return Branch(branch.node, [node, *branch.path])
+
+    def plan(self, outcomes: Mapping[str, Outcome]) -> Plan:
+        """Replay the method over the known outcomes; return what to evaluate next, or the final result."""
+        ctx = Context(self)
+        run = self._run(ctx)
+        finished, branch, pending = False, None, []
+        try:
+            request = next(run)
+            while True:
+                missing = [c for c in request if c.key not in outcomes]
+                if missing:
+                    pending = missing
+                    break
+                request = run.send([outcomes[c.key] for c in request])
+        except StopIteration as stop:
+            finished, branch = True, stop.value
+        path = branch.path if branch else _accepted_so_far(ctx, outcomes)
+        steps = [_step(node) for node in path]
+        return Plan(
+            pending=pending,
+            finished=finished,
+            final=steps[-1].key if steps else None,
+            path=steps,
+            reference=ctx.reference,
+            candidates=ctx.candidates,
+            verdicts=ctx.verdicts,
+            phase_ends=ctx.phase_ends,
+        )
+
+
+def _accepted_so_far(ctx: Context, outcomes: Mapping[str, Outcome]) -> list[Node]:
+    """While a search runs: the chain of accepted candidates ending at the latest one (initial first)."""
+    accepted = [k for k, v in ctx.verdicts.items() if v in ("initial", "accepted")]
+    if not accepted:
+        return []
+    chain, key = [], accepted[-1]
+    while key is not None:
+        candidate = ctx.candidates[key]
+        chain.append(Node(candidate, outcomes[key]))
+        key = candidate.parent
+    return chain[::-1]
+
+
+def _step(node: Node) -> Step:
+    c, o = node.candidate, node.outcome
+    return Step(c.key, c.phase, c.widths, node.score, o.params, o.flops)
+
+
+def check_tolerance(tolerance) -> None:
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 < tolerance <= 1:
+        raise ValueError(f"tolerance must be a number in (0, 1], got {tolerance!r}")
+
+
+def run(search: Search, evaluate: Callable[[Candidate], Outcome], max_evaluations: int | None = None) -> Plan:
+    """Drive a search synchronously: evaluate every pending candidate until the method stops.
+
+    ``evaluate`` receives a :class:`Candidate` and returns its :class:`Outcome`. Useful for tests and for
+    evaluators that do not need a tuning framework.
+    """
+    outcomes: dict[str, Outcome] = {}
+    while True:
+        plan = search.plan(outcomes)
+        if plan.finished or (max_evaluations is not None and len(outcomes) >= max_evaluations):
+            return plan
+        for candidate in plan.pending:
+            outcomes[candidate.key] = evaluate(candidate)
+
+
+def jump_size(width: int, min_width: int, rate: float) -> int:
+    """Units a jump removes from a group: ``rate`` of its width, rounded up, never below its minimum width."""
+    return max(0, min(math.ceil(rate * width), width - min_width))

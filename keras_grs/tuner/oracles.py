@@ -1,0 +1,325 @@
+"""GRS, RRS, NWM and JGRS as keras-tuner Oracles.
+
+An oracle only decides: it turns the finished trials into the engine's outcomes, asks the engine what comes next
+(:meth:`keras_grs.search.Search.plan`) and hands out one candidate per ``create_trial``. It never trains.
+
+Trial 0 is the initial structure (every width at its ``hp.Int`` ``max_value``); its objective is OriValAcc.
+Every later trial is a candidate whose hyperparameter values are the widths plus scalar bookkeeping values, so
+trials pass keras-tuner's gRPC protos for distributed tuning unchanged:
+
+==============  ======================================================================
+``grs_key``     the candidate's key in the search (``init``, ``grs.c7``, ``far1.a2.c1``)
+``grs_parent``  the trial id whose trained weights the candidate inherits ("" for trial 0)
+``grs_group``   the width names it prunes, comma-separated
+``grs_removed`` JSON: width name -> indices (relative to the parent's units) removed
+``grs_phase``   ``initial``, the method name, or the JGRS phase (``far1``, ``far2``, ``near``)
+==============  ======================================================================
+
+Every decision is derived from the stored trials and the seed, so a search killed at any moment resumes with
+``overwrite=False`` without losing or repeating a finished trial.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+
+import keras_tuner
+from keras_tuner.src.engine import trial as trial_module
+from keras_tuner.src.engine.hyperparameters import hp_types
+from keras_tuner.src.engine.oracle import Display
+
+from keras_grs.search import INITIAL_KEY, GroupSpec, Outcome, Plan, check_tolerance, make_search
+from keras_grs.search.order import DEFAULT_PHASES, check_phases
+from keras_grs.search.units import magnitude_units
+
+KEY, PARENT, GROUP, REMOVED, PHASE = "grs_key", "grs_parent", "grs_group", "grs_removed", "grs_phase"
+BOOKKEEPING = (KEY, PARENT, GROUP, REMOVED, PHASE)
+NORMS_FILE = "unit_norms.json"
+Status = trial_module.TrialStatus
+
+
+class PruningOracle(keras_tuner.Oracle):
+    """Base of the pruning oracles; ``method`` names the search (see :mod:`keras_grs.search`).
+
+    Args:
+        objective: the score to keep within tolerance, a keras-tuner objective (default ``val_accuracy``).
+        tolerance: a candidate is valid when ``score >= tolerance x OriValAcc`` (default 0.985).
+        widths: names of the ``hp.Int`` hyperparameters that are layer widths; default: every ``hp.Int``.
+        seed: seed of every random decision (keras-tuner picks one when None; it is saved with the project).
+        units: override the method's unit selection, ``random`` or ``magnitude``.
+        max_trials, hyperparameters, allow_new_entries, tune_new_entries, max_retries_per_trial,
+        max_consecutive_failed_trials: as for every keras-tuner Oracle.
+    """
+
+    method = "grs"
+
+    def __init__(
+        self,
+        objective="val_accuracy",
+        tolerance=0.985,
+        widths=None,
+        seed=None,
+        units=None,
+        max_trials=None,
+        hyperparameters=None,
+        allow_new_entries=True,
+        tune_new_entries=True,
+        max_retries_per_trial=0,
+        max_consecutive_failed_trials=3,
+        **method_options,
+    ):
+        check_tolerance(tolerance)
+        super().__init__(
+            objective=objective,
+            max_trials=max_trials,
+            hyperparameters=hyperparameters,
+            allow_new_entries=allow_new_entries,
+            tune_new_entries=tune_new_entries,
+            seed=seed,
+            max_retries_per_trial=max_retries_per_trial,
+            max_consecutive_failed_trials=max_consecutive_failed_trials,
+        )
+        self.tolerance = float(tolerance)
+        self.widths = list(widths) if widths is not None else None
+        self.units = units
+        self.method_options = method_options
+        for name in BOOKKEEPING:
+            self.hyperparameters.Fixed(name, "")
+        self._display = PruningDisplay(self)
+        self._search = None
+        self._plan_cache = (None, None)
+        self._norms = {}
+
+    # -- the search ----------------------------------------------------------------------------------------
+    def width_hyperparameters(self) -> list:
+        """The ``hp.Int`` entries of the space that are layer widths, in declaration order."""
+        ints = [
+            hp
+            for hp in self.hyperparameters.space
+            if isinstance(hp, hp_types.Int) and hp.name not in BOOKKEEPING
+        ]
+        if self.widths is None:
+            return ints
+        names = {hp.name for hp in ints}
+        missing = [name for name in self.widths if name not in names]
+        if missing:
+            raise ValueError(
+                f"widths {missing} are not hp.Int hyperparameters of the hypermodel; its hp.Int are {sorted(names)}"
+            )
+        return [hp for hp in ints if hp.name in self.widths]
+
+    @property
+    def search(self):
+        if self._search is None:
+            hps = self.width_hyperparameters()
+            if not hps:
+                raise ValueError(
+                    "the hypermodel declares no width: pruning needs at least one hp.Int(name, min_value, "
+                    "max_value) that sets a layer's units or filters"
+                )
+            groups = [GroupSpec(hp.name, int(hp.max_value), max(1, int(hp.min_value))) for hp in hps]
+            self._search = make_search(
+                self.method, groups, self.tolerance, self.seed, units=self.units, **self.method_options
+            )
+        return self._search
+
+    def plan(self) -> Plan:
+        """The engine's view of the search, replayed over the finished trials (cached until a trial changes)."""
+        signature = tuple((t.trial_id, t.status, t.score) for t in self.trials.values())
+        if self._plan_cache[0] != signature:
+            self._plan_cache = (signature, self.search.plan(self._outcomes()))
+        return self._plan_cache[1]
+
+    def _outcomes(self) -> dict[str, Outcome]:
+        outcomes = {}
+        needs_norms = self.search.select_units is magnitude_units
+        for trial in self.trials.values():
+            key = trial.hyperparameters.values.get(KEY)
+            if not key:
+                continue
+            if trial.status == Status.COMPLETED:
+                outcomes[key] = Outcome(
+                    score=trial.score,
+                    params=_last(trial, "params"),
+                    flops=_last(trial, "flops"),
+                    unit_norms=self._unit_norms(trial) if needs_norms else None,
+                )
+            elif trial.status == Status.FAILED:
+                outcomes[key] = Outcome(score=None)
+        return outcomes
+
+    def _unit_norms(self, trial):
+        if trial.trial_id not in self._norms:
+            path = os.path.join(self._project_dir, f"trial_{trial.trial_id}", NORMS_FILE)
+            norms = None
+            if os.path.exists(path):
+                with open(path) as f:
+                    norms = json.load(f)
+            self._norms[trial.trial_id] = norms
+        return self._norms[trial.trial_id]
+
+    def populate_space(self, trial_id):
+        plan = self.plan()
+        if plan.finished:
+            return {"status": Status.STOPPED, "values": None}
+        running = {t.hyperparameters.values.get(KEY) for t in self.ongoing_trials.values()}
+        running |= {self.trials[t].hyperparameters.values.get(KEY) for t in self._retry_queue}
+        for candidate in plan.pending:
+            if candidate.key not in running:
+                return {"status": Status.RUNNING, "values": self._values(candidate)}
+        return {"status": Status.IDLE, "values": None}
+
+    def _values(self, candidate) -> dict:
+        values = {hp.name: hp.default for hp in self.hyperparameters.space if hp.name not in BOOKKEEPING}
+        names = [g.name for g in self.search.groups]
+        values.update(dict(zip(names, candidate.widths)))
+        removed = candidate.removed_dict
+        values.update(
+            {
+                KEY: candidate.key,
+                PARENT: self.trial_id_of(candidate.parent) if candidate.parent else "",
+                GROUP: ",".join(removed),
+                REMOVED: json.dumps(removed, sort_keys=True),
+                PHASE: candidate.phase,
+            }
+        )
+        return values
+
+    def trial_id_of(self, key: str) -> str:
+        for trial in self.trials.values():
+            if trial.hyperparameters.values.get(KEY) == key and trial.status == Status.COMPLETED:
+                return trial.trial_id
+        raise KeyError(f"no completed trial holds candidate {key!r}")
+
+    # -- results -------------------------------------------------------------------------------------------
+    def get_best_trials(self, num_trials=1):
+        """The compact structure's trial first (last accepted, smallest valid), then the earlier accepted ones."""
+        plan = self.plan()
+        ids = [self.trial_id_of(step.key) for step in reversed(plan.path)]
+        return [self.trials[i] for i in ids[:num_trials]]
+
+    # -- state ---------------------------------------------------------------------------------------------
+    def _config(self) -> dict:
+        options = dict(self.method_options)
+        if "phases" in options:
+            options["phases"] = [[p.rate, p.attempts] for p in check_phases(options["phases"])]
+        return {
+            "method": self.method,
+            "tolerance": self.tolerance,
+            "widths": self.widths,
+            "units": self.units,
+            "options": options,
+        }
+
+    def get_state(self):
+        state = super().get_state()
+        state["pruning"] = self._config()
+        return state
+
+    def set_state(self, state):
+        saved = state.get("pruning")
+        if saved is not None and saved != self._config():
+            raise ValueError(
+                f"the project at {self._project_dir} was created with {saved}, not {self._config()}; resume it with "
+                "the same settings, or pass overwrite=True (or a new project_name) to start a new search"
+            )
+        super().set_state(state)
+        self._search = None
+
+    def reload(self):
+        super().reload()
+        # A trial that completed just before the process died may still be listed as ongoing: do not rerun it.
+        self._retry_queue = [t for t in self._retry_queue if self.trials[t].status != Status.COMPLETED]
+
+
+def _last(trial, name):
+    if trial.metrics.exists(name):
+        value = trial.metrics.get_last_value(name)
+        return int(value) if value is not None else None
+    return None
+
+
+class GRSOracle(PruningOracle):
+    """GRS: greedy inter-layer order, random selection of the unit to remove.
+
+    Each step issues one candidate per width above its minimum (one random unit removed); they may run in
+    parallel on distributed workers. The best valid candidate becomes the new structure; the search stops when
+    no candidate is valid or every width is at its minimum. ``create_trial`` answers IDLE while the current
+    step's candidates are still running, STOPPED when the search is over.
+
+    Example:
+        >>> oracle = GRSOracle(objective="val_accuracy", tolerance=0.985, seed=1)
+    """
+
+    method = "grs"
+
+
+class RRSOracle(PruningOracle):
+    """RRS: a random width loses a random unit at each step; stop at the first candidate that fails."""
+
+    method = "rrs"
+
+
+class NWMOracle(PruningOracle):
+    """NWM: widths in natural order (input to output); the unit with the smallest L1 norm of its incoming
+    weights goes; on a failure the last valid model is kept and the next width starts; stop after the last."""
+
+    method = "nwm"
+
+
+class JGRSOracle(PruningOracle):
+    """JGRS: far sub-phases of jumps (every width loses ``rate`` of its units at once), then GRS near the end.
+
+    Args:
+        phases: sequence of ``(rate, attempts)`` (``rate=None`` for the near phase, last); default
+            ``[(0.5, 3), (0.2, 3), (None, 3)]``. Attempts of a phase run together; the valid result with the
+            fewest FLOPs starts the next phase.
+    """
+
+    method = "jgrs"
+
+    def __init__(self, *args, phases=None, **kwargs):
+        phases = [[p.rate, p.attempts] for p in check_phases(phases if phases is not None else DEFAULT_PHASES)]
+        super().__init__(*args, phases=phases, **kwargs)
+
+
+ORACLES = {"grs": GRSOracle, "rrs": RRSOracle, "nwm": NWMOracle, "jgrs": JGRSOracle}
+
+
+class PruningDisplay(Display):
+    """One line as a trial starts and one as it ends: phase, structure, parent, score, verdict, elapsed."""
+
+    def on_trial_begin(self, trial):
+        if self.verbose < 1:
+            return
+        now = datetime.now()
+        self.trial_start[trial.trial_id] = now
+        self.search_start = self.search_start or now
+        self.trial_number[trial.trial_id] = len(self.oracle.trials)
+        values = trial.hyperparameters.values
+        widths = "x".join(str(values[g.name]) for g in self.oracle.search.groups)
+        source = f"from trial {values[PARENT]}, pruning {values[GROUP]}" if values.get(PARENT) else "initial structure"
+        print(f"Trial {trial.trial_id} [{values.get(PHASE)}] {widths}: {source}", flush=True)
+
+    def on_trial_end(self, trial):
+        if self.verbose < 1:
+            return
+        plan = self.oracle.plan()
+        key = trial.hyperparameters.values.get(KEY)
+        elapsed = self.format_duration(datetime.now() - self.search_start) if self.search_start else "?"
+        if trial.score is None:
+            print(f"  trial {trial.trial_id} failed: {str(trial.message or '').strip().splitlines()[-1:]}", flush=True)
+            return
+        if plan.reference is not None and key != INITIAL_KEY:
+            verdict = "valid" if trial.score >= self.oracle.tolerance * plan.reference else "failed"
+        else:
+            verdict = "initial"
+        best = plan.path[-1] if plan.path else None
+        best_text = "x".join(map(str, best.widths)) if best else "?"
+        print(
+            f"  {self.oracle.objective.name} {trial.score:.4f} {verdict}; compact so far {best_text}; "
+            f"elapsed {elapsed}",
+            flush=True,
+        )

@@ -1,0 +1,323 @@
+"""GRSTuner: a keras-tuner Tuner that turns pruning trials into trained, smaller models."""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import warnings
+
+import keras
+import keras_tuner
+
+from keras_grs.evaluate import Job, KerasEvaluator, unit_norms
+from keras_grs.evaluate.keras import validate
+from keras_grs.search import check_tolerance
+from keras_grs.structure import UnsupportedLayerError, analyze
+from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
+from keras_grs.tuner.oracles import NORMS_FILE, ORACLES, PARENT, REMOVED
+
+
+class GRSTuner(keras_tuner.Tuner):
+    """Search for a compact structure of a hypermodel, the keras-tuner way.
+
+    Drop-in for ``keras_tuner.RandomSearch`` and friends: ``tuner.search(x, y, validation_data=..., epochs=...)``,
+    ``tuner.get_best_models()``, ``tuner.results_summary()``. Each ``hp.Int`` of the hypermodel is a layer width
+    that starts at its ``max_value`` and shrinks toward its ``min_value``; other hyperparameters keep their default.
+    Trial 0 trains the initial structure; every later trial builds a candidate, copies its parent trial's trained
+    weights minus the removed units, fine-tunes it with your fit arguments and reports the objective, ``params``
+    and ``flops``.
+
+    Args:
+        hypermodel: a ``keras_tuner.HyperModel`` or a ``build(hp)`` function returning a compiled model.
+        objective: the score to keep within tolerance (default ``val_accuracy``).
+        tolerance: a candidate is valid when ``score >= tolerance x OriValAcc``; in (0, 1], default 0.985.
+        method: ``grs``, ``jgrs``, ``rrs`` or ``nwm``.
+        widths: names of the ``hp.Int`` that are layer widths (default: all of them).
+        inherit_weights: candidates start from their parent's trained weights (True) or from scratch (False).
+        seed: seed of the search's random decisions.
+        phases: for ``method="jgrs"``: ``[(rate, attempts), ..., (None, attempts)]``.
+        units: override the unit selection: ``random`` or ``magnitude``.
+        evaluator: how candidates are fine-tuned; default: one ``model.fit`` per trial.
+        **tuner_kwargs: every usual Tuner argument (directory, project_name, overwrite, max_trials,
+            executions_per_trial, max_retries_per_trial, ...).
+
+    Example:
+        >>> import keras, keras_grs
+        >>> def build(hp):
+        ...     model = keras.Sequential([
+        ...         keras.Input((20,)),
+        ...         keras.layers.Dense(hp.Int("units", 1, 16), activation="relu"),
+        ...         keras.layers.Dense(2, activation="softmax"),
+        ...     ])
+        ...     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        ...     return model
+        >>> import tempfile
+        >>> tuner = keras_grs.GRSTuner(build, directory=tempfile.mkdtemp(), seed=1)
+        >>> tuner.oracle.search.groups[0].width
+        16
+    """
+
+    def __init__(
+        self,
+        hypermodel=None,
+        objective="val_accuracy",
+        tolerance=0.985,
+        method="grs",
+        widths=None,
+        inherit_weights=True,
+        seed=None,
+        phases=None,
+        units=None,
+        evaluator=None,
+        max_trials=None,
+        hyperparameters=None,
+        tune_new_entries=True,
+        allow_new_entries=True,
+        max_retries_per_trial=0,
+        max_consecutive_failed_trials=3,
+        **tuner_kwargs,
+    ):
+        check_tolerance(tolerance)
+        if method not in ORACLES:
+            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(ORACLES)}")
+        if phases is not None and method != "jgrs":
+            raise ValueError(f"phases only apply to method 'jgrs', not {method!r}")
+        options = {"phases": phases} if method == "jgrs" else {}
+        oracle = ORACLES[method](
+            objective=objective,
+            tolerance=tolerance,
+            widths=widths,
+            seed=seed,
+            units=units,
+            max_trials=max_trials,
+            hyperparameters=hyperparameters,
+            tune_new_entries=tune_new_entries,
+            allow_new_entries=allow_new_entries,
+            max_retries_per_trial=max_retries_per_trial,
+            max_consecutive_failed_trials=max_consecutive_failed_trials,
+            **options,
+        )
+        super().__init__(oracle=oracle, hypermodel=hypermodel, **tuner_kwargs)
+        self.inherit_weights = inherit_weights
+        self.evaluator = evaluator or KerasEvaluator(
+            self.oracle.objective, self.hypermodel, self.executions_per_trial
+        )
+        self._source_weights = None
+        self._train_first = True
+        self._group_of = self._discover_widths()
+
+    # -- setting up -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_model(cls, model, train_first=True, min_width=1, **kwargs):
+        """Prune an existing Keras model.
+
+        Every Dense/Conv layer but the output becomes a width (named after the layer). Trial 0 starts from the
+        model's current weights and trains them (``train_first=True``) or only validates them
+        (``train_first=False``, for a pretrained model).
+
+        Args:
+            model: a compiled Sequential or Functional model that :func:`keras_grs.analyze` accepts.
+            train_first: train the initial model before pruning (True) or prune from its weights (False).
+            min_width: the smallest width, for all groups or per layer name.
+            **kwargs: as for :class:`GRSTuner`.
+        """
+        if not model.compiled:
+            raise ValueError(f"model {model.name!r} is not compiled; compile it with the loss and metrics to use")
+        tuner = cls(ModelHyperModel(model, min_width), **kwargs)
+        tuner._source_weights = model.get_weights()
+        tuner._train_first = bool(train_first)
+        return tuner
+
+    def _discover_widths(self) -> dict[str, int]:
+        """Which width group of the built model each width hyperparameter controls: build with every width at
+        its maximum, then with one width one smaller, and see which group changed."""
+        hps = self.oracle.width_hyperparameters()
+        if not hps:
+            raise ValueError(
+                "the hypermodel declares no width: pruning needs at least one hp.Int(name, min_value, max_value) "
+                "that sets a layer's units or filters"
+            )
+        base = self._structure_at({})
+        mapping = {}
+        for hp in hps:
+            if hp.max_value <= max(1, hp.min_value):
+                raise ValueError(f"width {hp.name!r} has nothing to prune: max_value {hp.max_value} <= min_value")
+            changed = [
+                i
+                for i, (a, b) in enumerate(zip(base.widths, self._structure_at({hp.name: hp.max_value - 1}).widths))
+                if a != b
+            ]
+            if len(changed) != 1:
+                where = "no layer" if not changed else f"{len(changed)} layers"
+                raise ValueError(
+                    f"hp.Int {hp.name!r} controls {where} of the built model; each width must set the units or "
+                    f"filters of exactly one Dense/Conv layer (pass widths=[...] to name the ones that do)"
+                )
+            if base.groups[changed[0]].width != hp.max_value:
+                raise ValueError(
+                    f"hp.Int {hp.name!r} at {hp.max_value} built a layer of width {base.groups[changed[0]].width}"
+                )
+            mapping[hp.name] = changed[0]
+        keras.backend.clear_session()
+        return mapping
+
+    def _structure_at(self, overrides):
+        hp = self.oracle.get_space()
+        for width_hp in self.oracle.width_hyperparameters():
+            hp.values[width_hp.name] = width_hp.max_value
+        hp.values.update(overrides)
+        keras.backend.clear_session()
+        try:
+            model = self._build_hypermodel(hp)
+            return analyze(model)
+        except UnsupportedLayerError as error:
+            raise UnsupportedLayerError(f"the hypermodel's model cannot be pruned: {error}") from None
+
+    # -- searching ------------------------------------------------------------------------------------------
+    def search(self, *fit_args, **fit_kwargs):
+        """Run the pruning search. Takes ``model.fit``'s arguments: ``x, y, validation_data=..., epochs=...``.
+
+        The validation data and the objective are checked before any trial runs. Searching again on a finished
+        project runs no new trial.
+        """
+        self._check_fit_arguments(fit_args, fit_kwargs)
+        return super().search(*fit_args, **fit_kwargs)
+
+    def _check_fit_arguments(self, fit_args, fit_kwargs):
+        objective = self.oracle.objective.name
+        if fit_kwargs.get("validation_data") is None:
+            if objective.startswith("val_"):
+                raise ValueError(
+                    f"the objective {objective!r} needs validation data: pass validation_data=(x_val, y_val) to "
+                    "search()"
+                )
+            return
+        validation = fit_kwargs["validation_data"]
+        if not isinstance(validation, (tuple, list)) or len(validation) < 2:
+            raise ValueError("validation_data must be a tuple (x_val, y_val)")
+        if self.oracle.plan().finished:
+            return
+        hp = self.oracle.get_space()
+        for width_hp in self.oracle.width_hyperparameters():
+            hp.values[width_hp.name] = width_hp.max_value
+        model = self._try_build(hp)
+        sample = (validation[0][:64], validation[1][:64])
+        values = validate(model, (), {"validation_data": sample, "batch_size": fit_kwargs.get("batch_size")})
+        available = set(values) | {name.removeprefix("val_") for name in values}
+        if objective not in available:
+            raise ValueError(
+                f"the model does not produce the objective {objective!r}; it reports {sorted(values)} "
+                "(compile it with the metric, e.g. metrics=['accuracy'])"
+            )
+        del model
+        keras.backend.clear_session()
+
+    def run_trial(self, trial, *fit_args, **fit_kwargs):
+        hp = trial.hyperparameters
+        parent_id = hp.values.get(PARENT) or None
+        inherited = None
+        if parent_id is not None and self.inherit_weights:
+            inherited = self._inherited_weights(parent_id, json.loads(hp.values[REMOVED]))
+        model = self._try_build(hp)
+        if parent_id is None and self._source_weights is not None:
+            model.set_weights(self._source_weights)
+        if inherited is not None:
+            set_chain_weights(model, inherited)
+        train = parent_id is not None or self._train_first
+        job = Job(model, train, self._get_checkpoint_fname(trial.trial_id), hp)
+        (metrics,) = self.evaluator.evaluate([job], fit_args, fit_kwargs)
+        self._save_unit_norms(trial.trial_id, model)
+        del model, job
+        gc.collect()
+        return metrics
+
+    def _inherited_weights(self, parent_id, removed):
+        """The parent trial's trained weights minus the removed units, layer by layer."""
+        parent = self.load_model(self.oracle.get_trial(parent_id))
+        structure = analyze(parent)
+        remove = {structure.groups[self._group_of[name]].name: indices for name, indices in removed.items()}
+        weights = surviving_weights(parent, kept_units(structure, remove))
+        del parent
+        return weights
+
+    def _save_unit_norms(self, trial_id, model):
+        groups = analyze(model).groups
+        norms = unit_norms(model)
+        by_width = {name: norms[groups[index].name] for name, index in self._group_of.items()}
+        with open(os.path.join(self.get_trial_dir(trial_id), NORMS_FILE), "w") as f:
+            json.dump(by_width, f)
+
+    # -- results --------------------------------------------------------------------------------------------
+    def pruning_path(self) -> list[dict]:
+        """The accepted structures, initial first: trial id, phase, widths, params, FLOPs, objective."""
+        plan = self.oracle.plan()
+        names = [g.name for g in self.oracle.search.groups]
+        return [
+            {
+                "trial_id": self.oracle.trial_id_of(step.key),
+                "phase": step.phase,
+                "widths": dict(zip(names, step.widths)),
+                "structure": "x".join(map(str, step.widths)),
+                "params": step.params,
+                "flops": step.flops,
+                "objective": float(step.score),
+            }
+            for step in plan.path
+        ]
+
+    def results_summary(self, num_trials=None):
+        """Print the pruning path (every accepted structure, initial first) and the overall reduction."""
+        plan = self.oracle.plan()
+        path = self.pruning_path()
+        objective = self.oracle.objective.name
+        state = "finished" if plan.finished else "not finished"
+        print(f"Results summary ({self.oracle.method.upper()} pruning search, {state})")
+        print(f"Results in {self.project_dir}")
+        print(f"Widths: {', '.join(g.name for g in self.oracle.search.groups)}; tolerance {self.oracle.tolerance}")
+        if not path:
+            print("No trial has completed yet.")
+            return
+        rows = path if num_trials is None else path[-num_trials:]
+        header = f"{'trial':>6}  {'phase':<8} {'structure':<20} {'params':>9} {'FLOPs':>11}  {objective}"
+        print(header)
+        for row in rows:
+            print(
+                f"{row['trial_id']:>6}  {row['phase']:<8} {row['structure']:<20} {row['params'] or 0:>9,} "
+                f"{row['flops'] or 0:>11,}  {row['objective']:.4f}"
+            )
+        first, last = path[0], path[-1]
+        if first["params"] and first["flops"]:
+            print(
+                f"Compact structure {last['structure']}: params {last['params'] / first['params']:.1%} and FLOPs "
+                f"{last['flops'] / first['flops']:.1%} of the initial {first['structure']}; {objective} "
+                f"{first['objective']:.4f} -> {last['objective']:.4f} (valid from {self.oracle.tolerance * first['objective']:.4f}); "
+                f"{len(self.oracle.trials)} trials"
+            )
+
+    def get_best_models(self, num_models=1):
+        """The compact model first (the last accepted, smallest valid structure), with its trained weights."""
+        return super().get_best_models(num_models)
+
+    def load_model(self, trial):
+        """The trial's model with the weights of its checkpoint (the epoch that achieved its score)."""
+        with warnings.catch_warnings():
+            # Checkpoints hold weights only; Keras warns that the fresh optimizer's variables were not restored.
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            return super().load_model(trial)
+
+
+class ModelHyperModel(keras_tuner.HyperModel):
+    """A hypermodel over the widths of a fixed Keras model: one ``hp.Int`` per width group, named after its layer."""
+
+    def __init__(self, model, min_width=1):
+        super().__init__(name=f"{model.name}_widths")
+        self.model = model
+        self.structure = analyze(model, min_width)
+        if not self.structure.groups:
+            raise ValueError(f"model {model.name!r} has no prunable layer (only an output layer)")
+
+    def build(self, hp):
+        widths = {g.name: hp.Int(g.name, g.min_width, g.width, default=g.width) for g in self.structure.groups}
+        return resized(self.model, widths)
+

@@ -1,0 +1,263 @@
+"""GRSTuner end to end on tiny data: real training, few epochs."""
+
+import gc
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+import keras_grs
+from keras_grs import GRSTuner, UnsupportedLayerError, datasets, shrink
+from keras_grs.evaluate import KerasEvaluator
+from keras_grs.tuner.oracles import KEY, NORMS_FILE, PARENT, REMOVED
+
+FIT = {"epochs": 2, "batch_size": 32, "verbose": 0}
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, y = datasets.calcium(n_neurons=24, n_frames=400, seed=2)
+    return datasets.split(x, y, val=0.25, test=0.0)
+
+
+def build(hp):
+    """A hypermodel as a keras-tuner user writes it: widths with steps, and a learning-rate choice."""
+    model = keras.Sequential(
+        [
+            keras.Input((24,)),
+            keras.layers.Dense(hp.Int("units_1", min_value=2, max_value=8, step=2), activation="relu"),
+            keras.layers.Dropout(0.2),
+            keras.layers.Dense(hp.Int("units_2", min_value=1, max_value=4), activation="relu"),
+            keras.layers.Dense(2, activation="softmax"),
+        ]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(hp.Choice("learning_rate", [1e-2, 1e-3])),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def widths_of(model):
+    return keras_grs.analyze(model).widths
+
+
+def test_a_keras_tuner_workflow_with_grs_in_place_of_random_search(tmp_path, data, capsys):
+    (x, y), validation, _ = data
+    tuner = GRSTuner(build, objective="val_accuracy", tolerance=0.95, seed=3, max_trials=12,
+                     directory=tmp_path, project_name="grs", overwrite=True)
+    tuner.search(x, y, validation_data=validation, **FIT)
+    trials = len(tuner.oracle.trials)
+    assert 2 <= trials <= 12
+
+    best_model = tuner.get_best_models(1)[0]
+    path = tuner.pruning_path()
+    final, initial = path[-1], path[0]
+    assert initial["widths"] == {"units_1": 8, "units_2": 4}
+    assert widths_of(best_model) == tuple(final["widths"].values())
+    assert final["params"] == best_model.count_params() <= initial["params"]
+    # the saved weights are the ones that achieved the trial's score, within tolerance of the initial one
+    _, accuracy = best_model.evaluate(*validation, verbose=0)
+    assert accuracy == pytest.approx(final["objective"], abs=1e-6)
+    assert final["objective"] >= 0.95 * initial["objective"]
+    best_hp = tuner.get_best_hyperparameters(1)[0]
+    assert (best_hp["units_1"], best_hp["units_2"]) == widths_of(best_model)
+    assert best_hp["learning_rate"] == 1e-2
+
+    tuner.results_summary()
+    out = capsys.readouterr().out
+    assert "Compact structure" in out and "initial" in out and "8x4" in out
+
+    # searching again on the same project runs no new trial
+    again = GRSTuner(build, objective="val_accuracy", tolerance=0.95, seed=3, max_trials=12,
+                     directory=tmp_path, project_name="grs")
+    again.search(x, y, validation_data=validation, **FIT)
+    assert len(again.oracle.trials) == trials
+    assert again.pruning_path() == path
+
+
+def test_candidates_inherit_the_parent_weights_minus_the_removed_units(tmp_path, data):
+    (x, y), validation, _ = data
+    seen = {}
+
+    class Recording(KerasEvaluator):
+        def evaluate(self, jobs, fit_args, fit_kwargs):
+            for job in jobs:
+                seen[job.checkpoint] = [w.copy() for w in job.model.get_weights()]
+            return super().evaluate(jobs, fit_args, fit_kwargs)
+
+    tuner = GRSTuner(build, tolerance=0.5, seed=1, max_trials=3, directory=tmp_path, project_name="inherit")
+    tuner.evaluator = Recording(tuner.oracle.objective)
+    tuner.search(x, y, validation_data=validation, **FIT)
+    second = tuner.oracle.start_order[1]
+    trial = tuner.oracle.get_trial(second)
+    values = trial.hyperparameters.values
+    parent = tuner.load_model(tuner.oracle.get_trial(values[PARENT]))
+    removed = json.loads(values[REMOVED])
+    layer_of = {"units_1": keras_grs.analyze(parent).groups[0].name, "units_2": keras_grs.analyze(parent).groups[1].name}
+    expected = shrink(parent, {layer_of[k]: v for k, v in removed.items()}).get_weights()
+    start = seen[tuner._get_checkpoint_fname(second)]
+    assert len(start) == len(expected)
+    for a, b in zip(start, expected):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_inherit_weights_false_trains_candidates_from_scratch(tmp_path, data):
+    (x, y), validation, _ = data
+    tuner = GRSTuner(build, tolerance=0.5, seed=1, max_trials=2, inherit_weights=False, directory=tmp_path)
+    first = []
+
+    class Recording(KerasEvaluator):
+        def evaluate(self, jobs, fit_args, fit_kwargs):
+            first.append(jobs[0].model.get_weights()[1].copy())  # dense bias: zero when freshly initialized
+            return super().evaluate(jobs, fit_args, fit_kwargs)
+
+    tuner.evaluator = Recording(tuner.oracle.objective)
+    tuner.search(x, y, validation_data=validation, **FIT)
+    assert len(first) == 2 and not first[1].any()
+
+
+def test_from_model_prunes_a_pretrained_model_without_training_it_first(tmp_path, data):
+    (x, y), validation, _ = data
+    model = keras_grs.models.build("nn2", (24,))
+    model.fit(x, y, epochs=5, verbose=0)
+    _, pretrained_accuracy = model.evaluate(*validation, verbose=0)
+    tuner = GRSTuner.from_model(model, train_first=False, tolerance=0.9, seed=0, max_trials=3,
+                                directory=tmp_path, project_name="pre")
+    assert [g.name for g in tuner.oracle.search.groups] == ["dense1"]
+    tuner.search(x, y, validation_data=validation, **FIT)
+    initial = tuner.oracle.get_trial(tuner.oracle.start_order[0])
+    assert initial.score == pytest.approx(pretrained_accuracy, abs=1e-6)
+    assert len(tuner.oracle.trials) == 3
+    assert widths_of(tuner.get_best_models(1)[0])[0] <= 32
+
+
+def test_nwm_removes_the_unit_with_the_smallest_l1_norm(tmp_path, data):
+    (x, y), validation, _ = data
+    tuner = GRSTuner(build, method="nwm", tolerance=0.5, seed=0, max_trials=3, directory=tmp_path)
+    tuner.search(x, y, validation_data=validation, **FIT)
+    child = tuner.oracle.get_trial(tuner.oracle.start_order[1]).hyperparameters.values
+    with open(os.path.join(tuner.get_trial_dir(child[PARENT]), NORMS_FILE)) as f:
+        norms = json.load(f)
+    assert json.loads(child[REMOVED]) == {"units_1": [int(np.argmin(norms["units_1"]))]}
+
+
+def test_jgrs_through_the_tuner_records_each_phase(tmp_path, data):
+    (x, y), validation, _ = data
+    tuner = GRSTuner(build, method="jgrs", phases=[(0.5, 2), (None, 1)], tolerance=0.9, seed=0, max_trials=10,
+                     directory=tmp_path)
+    tuner.search(x, y, validation_data=validation, **FIT)
+    phases = [t.hyperparameters.values["grs_phase"] for t in tuner.oracle.trials.values()]
+    assert phases[:3] == ["initial", "far1", "far1"]
+    assert tuner.oracle.get_trial(tuner.oracle.start_order[1]).hyperparameters.values["units_1"] == 4
+
+
+@pytest.mark.parametrize("tolerance", [0, 1.5, -0.1])
+def test_bad_tolerances_are_refused_before_anything_is_written(tmp_path, tolerance):
+    with pytest.raises(ValueError, match="tolerance"):
+        GRSTuner(build, tolerance=tolerance, directory=tmp_path / "t")
+    assert not (tmp_path / "t").exists()
+
+
+def test_hypermodel_errors_are_clear(tmp_path):
+    def no_width(hp):
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+
+    with pytest.raises(ValueError, match="declares no width"):
+        GRSTuner(no_width, directory=tmp_path, project_name="a")
+
+    def idle_width(hp):
+        hp.Int("batch", 1, 64)
+        return keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+
+    with pytest.raises(ValueError, match="'batch' controls no layer"):
+        GRSTuner(idle_width, directory=tmp_path, project_name="b")
+
+    def recurrent(hp):
+        return keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(hp.Int("u", 1, 4)), keras.layers.Dense(2)])
+
+    with pytest.raises(UnsupportedLayerError, match="LSTM"):
+        GRSTuner(recurrent, directory=tmp_path, project_name="c")
+    with pytest.raises(ValueError, match="unknown method"):
+        GRSTuner(build, method="magic", directory=tmp_path, project_name="d")
+
+
+def test_search_arguments_are_checked_before_any_trial(tmp_path, data):
+    (x, y), validation, _ = data
+    tuner = GRSTuner(build, directory=tmp_path, project_name="v")
+    with pytest.raises(ValueError, match="validation_data"):
+        tuner.search(x, y, **FIT)
+    auc = GRSTuner(build, objective=keras_tuner.Objective("val_auc", "max"), directory=tmp_path, project_name="w")
+    with pytest.raises(ValueError, match="does not produce the objective 'val_auc'"):
+        auc.search(x, y, validation_data=validation, **FIT)
+    assert not tuner.oracle.trials and not auc.oracle.trials
+
+
+def test_many_trials_do_not_keep_models_alive(tmp_path, data):
+    (x, y), validation, _ = data
+    tuner = GRSTuner(build, tolerance=0.3, seed=0, max_trials=8, directory=tmp_path)
+    tuner.search(x, y, validation_data=validation, epochs=1, verbose=0)
+    gc.collect()
+    alive = [o for o in gc.get_objects() if isinstance(o, keras.Model)]
+    assert len(alive) <= 3, f"{len(alive)} models still alive after 8 trials"
+
+
+RESUMABLE = textwrap.dedent(
+    """
+    import os, sys
+    import keras, numpy as np
+    from keras_grs import GRSTuner, datasets
+    sys.path.insert(0, {tests!r})
+    from test_tuner import build
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            done = len(os.listdir({project!r}))
+            if {crash_at} and done >= {crash_at}:
+                os._exit(3)
+
+    x, y = datasets.calcium(n_neurons=24, n_frames=400, seed=2)
+    (x, y), val, _ = datasets.split(x, y, val=0.25, test=0.0)
+    tuner = GRSTuner(build, tolerance=0.95, seed=5, max_trials=9, directory={directory!r}, project_name="p")
+    tuner.search(x, y, validation_data=val, epochs=1, verbose=0, callbacks=[Crash()])
+    print("FINISHED", len(tuner.oracle.trials))
+    """
+)
+
+
+def test_a_search_killed_mid_way_resumes_without_losing_or_repeating_trials(tmp_path):
+    tests = os.path.dirname(__file__)
+    project = str(tmp_path / "p")
+
+    def run(crash_at):
+        script = RESUMABLE.format(tests=tests, project=project, crash_at=crash_at, directory=str(tmp_path))
+        return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+
+    killed = run(crash_at=6)  # dies inside a trial, once the project holds a few trial folders
+    assert killed.returncode == 3, killed.stderr[-2000:]
+    before = {}
+    for name in os.listdir(project):
+        path = os.path.join(project, name, "trial.json")
+        if name.startswith("trial_") and os.path.exists(path):
+            with open(path) as f:
+                trial = json.load(f)
+            if trial["status"] == "COMPLETED":
+                before[trial["trial_id"]] = trial
+    assert before
+
+    resumed = run(crash_at=0)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "FINISHED" in resumed.stdout
+    tuner = GRSTuner(build, tolerance=0.95, seed=5, max_trials=9, directory=str(tmp_path), project_name="p")
+    trials = tuner.oracle.trials
+    for trial_id, old in before.items():  # nothing lost, nothing rerun
+        assert trials[trial_id].score == old["score"]
+    keys = [t.hyperparameters.values[KEY] for t in trials.values() if t.status == "COMPLETED"]
+    assert len(keys) == len(set(keys))
