@@ -57,12 +57,59 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from keras_grs import datasets
+    import tempfile
 
+    import keras
+
+    from keras_grs import GRSTuner, count_flops, count_params, datasets
+
+    keras.utils.set_random_seed(args.seed)
     x, y = datasets.calcium(n_neurons=140, n_frames=3000, seed=args.seed)
     print(f"simulated calcium data: {x.shape[0]} frames x {x.shape[1]} neurons, labels {sorted(set(y.tolist()))}")
-    print(format_analysis(load_model("nn1", x.shape[1:])))
+    (x_train, y_train), validation, test = datasets.split(x, y, val=0.2, test=0.1, seed=args.seed)
+    model = load_model("nn1", x.shape[1:])
+    print(format_analysis(model))
+    print(f"training nn1 for {args.pretrain_epochs} epochs ...", flush=True)
+    model.fit(x_train, y_train, epochs=args.pretrain_epochs, batch_size=32, verbose=0)
+    directory = args.directory or tempfile.mkdtemp(prefix="keras_grs_demo_")
+    tuner = GRSTuner.from_model(
+        model,
+        train_first=False,
+        tolerance=args.tolerance,
+        seed=args.seed,
+        max_trials=args.max_trials,
+        directory=directory,
+        project_name="nn1",
+    )
+    print(f"GRS search, tolerance {args.tolerance}, {args.epochs} fine-tuning epochs per candidate; run in {directory}")
+    tuner.search(x_train, y_train, validation_data=validation, epochs=args.epochs, batch_size=32, verbose=0)
+    tuner.results_summary()
+    compact = tuner.get_best_models(1)[0]
+    rows = [("", "structure", "params", "FLOPs", "val acc", "test acc")]
+    for label, m in (("initial", model), ("compact", compact)):
+        rows.append(
+            (
+                label,
+                str(analyze_structure(m)),
+                f"{count_params(m):,}",
+                f"{count_flops(m):,}",
+                f"{m.evaluate(*validation, verbose=0)[1]:.4f}",
+                f"{m.evaluate(*test, verbose=0)[1]:.4f}",
+            )
+        )
+    print(format_table(rows))
     return 0
+
+
+def analyze_structure(model):
+    from keras_grs import analyze
+
+    return analyze(model)
+
+
+def format_table(rows) -> str:
+    sizes = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).rjust(n) for c, n in zip(r, sizes)) for r in rows)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="the demo job on built-in data (what `make demo` runs)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tolerance", type=float, default=0.985)
+    p.add_argument("--pretrain-epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs per candidate")
+    p.add_argument("--max-trials", type=int, help="stop after this many trials (default: when the method stops)")
+    p.add_argument("--directory", help="where the keras-tuner project goes (default: a new temporary folder)")
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -27,7 +27,13 @@ def test_unknown_model_is_a_clear_error(capsys):
     assert "no_such_model" in err and "nn1" in err
 
 
-def test_module_entry_point_runs_the_demo():
-    result = subprocess.run([sys.executable, "-m", "keras_grs", "demo"], capture_output=True, text=True, timeout=300)
+def test_module_entry_point_runs_a_short_demo(tmp_path):
+    command = [sys.executable, "-m", "keras_grs", "demo", "--pretrain-epochs", "2", "--epochs", "1", "--max-trials", "4",
+               "--directory", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "structure 32x16x8" in result.stdout and "3000 frames x 140 neurons" in result.stdout
+    assert "Compact structure" in result.stdout
+    lines = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["initial"], ["compact"])]
+    assert [row[0] for row in lines[-2:]] == ["initial", "compact"]
+    assert lines[-2][1] == "32x16x8" and lines[-1][1] != "32x16x8"

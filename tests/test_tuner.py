@@ -206,7 +206,7 @@ def test_many_trials_do_not_keep_models_alive(tmp_path, data):
     tuner.search(x, y, validation_data=validation, epochs=1, verbose=0)
     gc.collect()
     alive = [o for o in gc.get_objects() if isinstance(o, keras.Model)]
-    assert len(alive) <= 3, f"{len(alive)} models still alive after 8 trials"
+    assert len(alive) <= 2 + 3, f"{len(alive)} models still alive after 8 trials"  # + the parent cache
 
 
 RESUMABLE = textwrap.dedent(

@@ -18,6 +18,9 @@ from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_
 from keras_grs.tuner.oracles import NORMS_FILE, ORACLES, PARENT, REMOVED
 
 
+PARENT_CACHE_SIZE = 3
+
+
 class GRSTuner(keras_tuner.Tuner):
     """Search for a compact structure of a hypermodel, the keras-tuner way.
 
@@ -105,6 +108,7 @@ class GRSTuner(keras_tuner.Tuner):
         )
         self._source_weights = None
         self._train_first = True
+        self._parents = {}
         self._group_of = self._discover_widths()
 
     # -- setting up -------------------------------------------------------------------------------------------
@@ -234,12 +238,22 @@ class GRSTuner(keras_tuner.Tuner):
 
     def _inherited_weights(self, parent_id, removed):
         """The parent trial's trained weights minus the removed units, layer by layer."""
-        parent = self.load_model(self.oracle.get_trial(parent_id))
+        parent = self._parent_model(parent_id)
         structure = analyze(parent)
         remove = {structure.groups[self._group_of[name]].name: indices for name, indices in removed.items()}
-        weights = surviving_weights(parent, kept_units(structure, remove))
-        del parent
-        return weights
+        return surviving_weights(parent, kept_units(structure, remove))
+
+    def _parent_model(self, trial_id):
+        """A trial's trained model, kept for the next few calls: the candidates of a GRS step (and of a JGRS
+        attempt) share their parent, so it is loaded from its checkpoint once instead of once per candidate."""
+        cache = self._parents
+        if trial_id in cache:
+            cache[trial_id] = cache.pop(trial_id)  # most recently used last
+        else:
+            cache[trial_id] = self.load_model(self.oracle.get_trial(trial_id))
+            while len(cache) > PARENT_CACHE_SIZE:
+                cache.pop(next(iter(cache)))
+        return cache[trial_id]
 
     def _save_unit_norms(self, trial_id, model):
         groups = analyze(model).groups
