@@ -9,15 +9,20 @@ Public names::
     datasets.calcium(), digits(), split()
     GRSTuner(hypermodel, method="grs")  a keras-tuner Tuner that prunes (GRS, JGRS, RRS, NWM)
     GRSOracle, RRSOracle, NWMOracle, JGRSOracle   the methods as keras-tuner Oracles
+    eup.threshold / quantize / tq      the unstructured stage
+    select(results, criterion)         design selection
+    prune(models, x, y, validation_data, ...) -> PruneResult   the whole job
 """
 
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from keras_grs import datasets, models  # noqa: E402
+from keras_grs import datasets, eup, models  # noqa: E402
 from keras_grs.costs import count_flops, count_params, flops_by_layer  # noqa: E402
 from keras_grs.structure import Structure, UnsupportedLayerError, WidthGroup, analyze  # noqa: E402
+from keras_grs.pipeline import ModelResult, PruneResult, prune  # noqa: E402
+from keras_grs.selection import select  # noqa: E402
 from keras_grs.surgery import shrink  # noqa: E402
 from keras_grs.tuner import GRSOracle, GRSTuner, JGRSOracle, NWMOracle, RRSOracle  # noqa: E402
 
@@ -32,11 +37,16 @@ __all__ = [
     "Structure",
     "UnsupportedLayerError",
     "WidthGroup",
+    "ModelResult",
+    "PruneResult",
     "analyze",
     "count_flops",
     "count_params",
     "datasets",
+    "eup",
     "flops_by_layer",
     "models",
+    "prune",
+    "select",
     "shrink",
 ]

@@ -1,13 +1,21 @@
-"""The ``keras-grs`` command line (also ``python -m keras_grs``)."""
+"""The ``keras-grs`` command line (also ``python -m keras_grs``).
+
+Commands: ``prune`` (the whole job), ``report`` (re-render a run's report), ``analyze`` (a model's width groups),
+``demo`` (the whole job on built-in data, what ``make demo`` runs).
+"""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+RUN_FILE = "run.json"
 
 
 class CommandError(Exception):
@@ -23,14 +31,23 @@ def load_model(spec: str, input_shape: tuple[int, ...] | None = None, num_classe
             input_shape = (12, 12, 1) if spec.startswith("cnn") else (140,)
         return models.build(spec, input_shape, num_classes=num_classes)
     path = Path(spec)
-    if not path.exists():
+    if not path.is_file():
         raise CommandError(f"model {spec!r} is neither a built-in model ({', '.join(models.NAMES)}) nor a file")
+    import warnings
+
     import keras
 
     try:
-        return keras.models.load_model(path)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            return keras.models.load_model(path)
     except Exception as error:  # keras raises many kinds for a bad file
         raise CommandError(f"cannot read model file {spec!r}: {error}") from None
+
+
+def format_table(rows) -> str:
+    sizes = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).rjust(n) for c, n in zip(r, sizes)).rstrip() for r in rows)
 
 
 def format_analysis(model) -> str:
@@ -50,6 +67,190 @@ def format_analysis(model) -> str:
     return "\n".join(lines)
 
 
+def format_summary(result) -> str:
+    """Initial vs compact (vs EUP) per model, and which one was selected."""
+    rows = [("model", "", "structure", "params", "nonzero", "FLOPs", "val acc", "test acc")]
+
+    def acc(value):
+        return "-" if value is None else f"{value:.4f}"
+
+    for i, r in enumerate(result.results):
+        mark = "*" if i == result.selected else " "
+        rows.append((f"{mark}{r.name}", "initial", r.initial_structure, f"{r.initial_params:,}", f"{r.initial_params:,}",
+                     f"{r.initial_flops:,}", acc(r.initial_val_accuracy), acc(r.initial_test_accuracy)))
+        rows.append(("", "compact", r.structure, f"{r.params:,}", f"{r.params:,}", f"{r.flops:,}",
+                     acc(r.val_accuracy), acc(r.test_accuracy)))
+        if r.eup is not None:
+            rows.append(("", "EUP", r.structure, f"{r.params:,}", f"{r.eup_nonzero_params:,}",
+                         f"{r.eup_nonzero_flops:,}", acc(r.eup_val_accuracy), acc(r.eup_test_accuracy)))
+    return format_table(rows) + f"\n(* selected: {result.results[result.selected].name})"
+
+
+# -- prune ------------------------------------------------------------------------------------------------------
+def parse_phases(text: str | None):
+    """``0.5:3,0.2:3,near:3`` -> [(0.5, 3), (0.2, 3), (None, 3)]."""
+    if text is None:
+        return None
+    phases = []
+    for part in text.split(","):
+        rate, _, attempts = part.partition(":")
+        try:
+            phases.append((None if rate.strip() == "near" else float(rate), int(attempts or 3)))
+        except ValueError:
+            raise CommandError(f"--phases: cannot read {part!r}; write RATE:ATTEMPTS or near:ATTEMPTS") from None
+    return phases
+
+
+def _file_digest(path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _num_classes(data) -> int:
+    import numpy as np
+
+    y = data["y_train"]
+    if y.ndim == 2 and y.shape[1] > 1:
+        return int(y.shape[1])
+    labels = [np.asarray(data[k]).reshape(-1) for k in ("y_train", "y_val", "y_test") if k in data]
+    return max(2, int(max(label.max() for label in labels)) + 1)
+
+
+def run_settings(args) -> dict:
+    """What defines a run: a resumed run must have the same."""
+    return {
+        "models": list(args.models),
+        "data": str(Path(args.data).resolve()),
+        "data_sha256": _file_digest(args.data),
+        "method": args.method,
+        "tolerance": args.tolerance,
+        "epochs": args.epochs,
+        "initial_epochs": args.initial_epochs,
+        "batch_size": args.batch_size,
+        "eup": not args.no_eup,
+        "selection": args.selection,
+        "seed": args.seed,
+        "phases": args.phases,
+        "max_trials": args.max_trials,
+    }
+
+
+def check_prune_arguments(args):
+    """Everything the job needs, checked before anything is written. Returns (data, models, settings)."""
+    from keras_grs.inputs import check_data, load_npz
+    from keras_grs.search import check_tolerance
+    from keras_grs.selection import CRITERIA
+
+    try:
+        check_tolerance(args.tolerance)
+    except ValueError as error:
+        raise CommandError(f"--tolerance: {error}") from None
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.initial_epochs is not None and args.initial_epochs < 1:
+        raise CommandError("--initial-epochs must be at least 1")
+    if args.selection not in CRITERIA:
+        raise CommandError(f"--selection must be one of {', '.join(CRITERIA)}")
+    phases = parse_phases(args.phases)
+    if phases is not None and args.method != "jgrs":
+        raise CommandError("--phases only applies to --method jgrs")
+    if phases is not None:
+        from keras_grs.search import check_phases
+
+        check_phases(phases)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"--out {str(out)!r} exists and is not a directory")
+    data = load_npz(args.data)
+    settings = run_settings(args)
+    if out.is_dir() and any(out.iterdir()):
+        if not args.resume:
+            raise CommandError(
+                f"output directory {str(out)!r} is not empty; pass --resume to continue the run it holds, or choose "
+                "another --out"
+            )
+        saved_path = out / RUN_FILE
+        if not saved_path.is_file():
+            raise CommandError(f"--resume: {str(out)!r} holds no {RUN_FILE}, so it is not a keras-grs run")
+        saved = json.loads(saved_path.read_text())
+        changed = sorted(k for k in settings if saved.get(k) != settings[k])
+        if changed:
+            raise CommandError(
+                "--resume: the run in " + repr(str(out)) + " was started with other settings: "
+                + "; ".join(f"{k} was {saved.get(k)!r}, now {settings[k]!r}" for k in changed)
+            )
+    test = (data["x_test"], data["y_test"]) if "x_test" in data else None
+    if args.selection == "maxtestacc" and test is None:
+        raise CommandError("--selection maxtestacc needs x_test and y_test in the data file")
+    num_classes = _num_classes(data)
+    models = [load_model(spec, data["x_train"].shape[1:], num_classes) for spec in args.models]
+    from keras_grs import analyze
+
+    for spec, model in zip(args.models, models):
+        if not model.compiled:
+            raise CommandError(f"model {spec!r} is not compiled: save it after model.compile(...)")
+        analyze(model)
+        try:
+            check_data(model, data["x_train"], data["y_train"], (data["x_val"], data["y_val"]), test)
+        except ValueError as error:
+            raise CommandError(f"model {spec!r}: {error}") from None
+    return data, models, settings, phases
+
+
+def cmd_prune(args) -> int:
+    import keras
+
+    from keras_grs import prune
+    from keras_grs.report.writer import write_text
+
+    data, models, settings, phases = check_prune_arguments(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text(out / RUN_FILE, json.dumps(settings, indent=2))
+    if args.seed is not None:
+        keras.utils.set_random_seed(args.seed)
+    test = (data["x_test"], data["y_test"]) if "x_test" in data else None
+    result = prune(
+        models,
+        data["x_train"],
+        data["y_train"],
+        (data["x_val"], data["y_val"]),
+        test_data=test,
+        method=args.method,
+        tolerance=args.tolerance,
+        eup=not args.no_eup,
+        selection=args.selection,
+        epochs=args.epochs,
+        initial_epochs=args.initial_epochs,
+        batch_size=args.batch_size,
+        directory=str(out / "tuner"),
+        seed=args.seed,
+        phases=phases,
+        max_trials=args.max_trials,
+        verbose=0 if args.quiet else 1,
+    )
+    result.save(out)
+    print(format_summary(result))
+    print(f"report: {out / 'report.md'}; models: {out / 'compact.keras'}" + ("" if args.no_eup else f", {out / 'eup.keras'}"))
+    return 0
+
+
+def cmd_report(args) -> int:
+    from keras_grs.report import read_report, write_report
+
+    try:
+        report = read_report(args.directory)
+    except FileNotFoundError as error:
+        raise CommandError(str(error)) from None
+    for path in write_report(report, args.directory):
+        print(path)
+    return 0
+
+
 def cmd_analyze(args) -> int:
     shape = tuple(args.input_shape) if args.input_shape else None
     print(format_analysis(load_model(args.model, shape, args.num_classes)))
@@ -57,64 +258,55 @@ def cmd_analyze(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    import tempfile
+    """JGRS + EUP on nn1 and cnn1 with the simulated calcium data, selection, report with plots."""
+    import numpy as np
 
-    import keras
+    from keras_grs import datasets
 
-    from keras_grs import GRSTuner, count_flops, count_params, datasets
-
-    keras.utils.set_random_seed(args.seed)
-    x, y = datasets.calcium(n_neurons=140, n_frames=3000, seed=args.seed)
-    print(f"simulated calcium data: {x.shape[0]} frames x {x.shape[1]} neurons, labels {sorted(set(y.tolist()))}")
-    (x_train, y_train), validation, test = datasets.split(x, y, val=0.2, test=0.1, seed=args.seed)
-    model = load_model("nn1", x.shape[1:])
-    print(format_analysis(model))
-    print(f"training nn1 for {args.pretrain_epochs} epochs ...", flush=True)
-    model.fit(x_train, y_train, epochs=args.pretrain_epochs, batch_size=32, verbose=0)
-    directory = args.directory or tempfile.mkdtemp(prefix="keras_grs_demo_")
-    tuner = GRSTuner.from_model(
-        model,
-        train_first=False,
-        tolerance=args.tolerance,
-        seed=args.seed,
-        max_trials=args.max_trials,
-        directory=directory,
-        project_name="nn1",
-    )
-    print(f"GRS search, tolerance {args.tolerance}, {args.epochs} fine-tuning epochs per candidate; run in {directory}")
-    tuner.search(x_train, y_train, validation_data=validation, epochs=args.epochs, batch_size=32, verbose=0)
-    tuner.results_summary()
-    compact = tuner.get_best_models(1)[0]
-    rows = [("", "structure", "params", "FLOPs", "val acc", "test acc")]
-    for label, m in (("initial", model), ("compact", compact)):
-        rows.append(
-            (
-                label,
-                str(analyze_structure(m)),
-                f"{count_params(m):,}",
-                f"{count_flops(m):,}",
-                f"{m.evaluate(*validation, verbose=0)[1]:.4f}",
-                f"{m.evaluate(*test, verbose=0)[1]:.4f}",
-            )
-        )
-    print(format_table(rows))
-    return 0
-
-
-def analyze_structure(model):
-    from keras_grs import analyze
-
-    return analyze(model)
-
-
-def format_table(rows) -> str:
-    sizes = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).rjust(n) for c, n in zip(r, sizes)) for r in rows)
+    out = Path(args.out)
+    x, y = datasets.calcium(n_neurons=140, n_frames=3000, seed=args.seed, image=True)
+    (x_train, y_train), (x_val, y_val), (x_test, y_test) = datasets.split(x, y, val=0.2, test=0.1, seed=args.seed)
+    print(f"simulated calcium data: {len(x)} frames of 140 neurons as {x.shape[1]}x{x.shape[2]} images; "
+          f"train {len(x_train)}, validation {len(x_val)}, test {len(x_test)}")
+    out.mkdir(parents=True, exist_ok=True)
+    data_path = out / "calcium.npz"
+    if not data_path.exists():
+        np.savez(data_path, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test)
+    run_dir = out / "run"
+    argv = ["prune", "nn1", "cnn1", "--data", str(data_path), "--method", "jgrs", "--out", str(run_dir),
+            "--epochs", str(args.epochs), "--initial-epochs", str(args.initial_epochs), "--seed", str(args.seed),
+            "--tolerance", str(args.tolerance), "--phases", args.phases, "--resume"]
+    if args.max_trials:
+        argv += ["--max-trials", str(args.max_trials)]
+    print("keras-grs " + " ".join(argv), flush=True)
+    return main(argv)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="keras-grs", description=__doc__)
+    parser = argparse.ArgumentParser(prog="keras-grs", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("prune", help="prune models, apply EUP, select one, write models and a report")
+    p.add_argument("models", nargs="+", metavar="MODEL", help="a .keras file or a built-in name (nn1, cnn1, ...)")
+    p.add_argument("--data", required=True, help="an .npz with x_train, y_train, x_val, y_val [, x_test, y_test]")
+    p.add_argument("--out", required=True, help="the run directory (must be empty unless --resume)")
+    p.add_argument("--method", choices=["grs", "jgrs", "rrs", "nwm"], default="grs")
+    p.add_argument("--tolerance", type=float, default=0.985, help="valid when ValAcc >= T x OriValAcc (0.985)")
+    p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs per candidate (10)")
+    p.add_argument("--initial-epochs", type=int, help="epochs to train each initial model (default: --epochs)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-eup", action="store_true", help="skip thresholding and quantization")
+    p.add_argument("--selection", default="minflops", help="minparams, minflops (default), maxvalacc, maxtestacc")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--phases", help="JGRS phases, e.g. 0.5:3,0.2:3,near:3 (the default)")
+    p.add_argument("--max-trials", type=int, help="cap on trials per model")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("report", help="re-render report.md and the plots of a run directory")
+    p.add_argument("directory")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("analyze", help="print a model's width groups, params and FLOPs")
     p.add_argument("model", help="a .keras file or a built-in model name (nn1, nn2, cnn1, cnn2, *_scaled)")
@@ -122,13 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-classes", type=int, default=2)
     p.set_defaults(func=cmd_analyze)
 
-    p = sub.add_parser("demo", help="the demo job on built-in data (what `make demo` runs)")
+    p = sub.add_parser("demo", help="JGRS + EUP on nn1 and cnn1 with simulated calcium data (what `make demo` runs)")
+    p.add_argument("--out", default="keras_grs_demo", help="where data and run go; an existing demo is resumed")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tolerance", type=float, default=0.985)
-    p.add_argument("--pretrain-epochs", type=int, default=30)
+    p.add_argument("--initial-epochs", type=int, default=30)
     p.add_argument("--epochs", type=int, default=2, help="fine-tuning epochs per candidate")
-    p.add_argument("--max-trials", type=int, help="stop after this many trials (default: when the method stops)")
-    p.add_argument("--directory", help="where the keras-tuner project goes (default: a new temporary folder)")
+    p.add_argument("--phases", default="0.5:2,0.25:2,0.1:2,near:1")
+    p.add_argument("--max-trials", type=int, default=60, help="cap on trials per model (0: none)")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -136,9 +329,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from keras_grs.structure import UnsupportedLayerError
+
     try:
         return args.func(args)
-    except (CommandError, ValueError) as error:
+    except (CommandError, UnsupportedLayerError, ValueError) as error:
         print(f"keras-grs: error: {error}", file=sys.stderr)
         return 2
 

@@ -28,12 +28,16 @@ def test_unknown_model_is_a_clear_error(capsys):
 
 
 def test_module_entry_point_runs_a_short_demo(tmp_path):
-    command = [sys.executable, "-m", "keras_grs", "demo", "--pretrain-epochs", "2", "--epochs", "1", "--max-trials", "4",
-               "--directory", str(tmp_path)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "keras_grs", "demo", "--initial-epochs", "2", "--epochs", "1", "--max-trials", "4",
+               "--out", str(tmp_path)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    assert "structure 32x16x8" in result.stdout and "3000 frames x 140 neurons" in result.stdout
-    assert "Compact structure" in result.stdout
-    lines = [line.split() for line in result.stdout.splitlines() if line.split()[:1] in (["initial"], ["compact"])]
-    assert [row[0] for row in lines[-2:]] == ["initial", "compact"]
-    assert lines[-2][1] == "32x16x8" and lines[-1][1] != "32x16x8"
+    assert "3000 frames of 140 neurons as 12x12 images" in result.stdout
+    assert "== model 1/2: nn1 32x16x8 (JGRS)" in result.stdout and "== model 2/2: cnn1" in result.stdout
+    assert "selected:" in result.stdout
+    for name in ("compact.keras", "eup.keras", "report.md", "plots/accuracy_vs_params.png"):
+        assert (tmp_path / "run" / name).exists()
+    # running the demo again resumes the finished run: no new trial, same report
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "Trial" not in again.stdout

@@ -88,6 +88,7 @@ class PruningOracle(keras_tuner.Oracle):
         for name in BOOKKEEPING:
             self.hyperparameters.Fixed(name, "")
         self._display = PruningDisplay(self)
+        self.progress = None  # when set, overrides the display's verbosity (fit's verbose stays the user's)
         self._search = None
         self._plan_cache = (None, None)
         self._norms = {}
@@ -289,10 +290,20 @@ ORACLES = {"grs": GRSOracle, "rrs": RRSOracle, "nwm": NWMOracle, "jgrs": JGRSOra
 
 
 class PruningDisplay(Display):
-    """One line as a trial starts and one as it ends: phase, structure, parent, score, verdict, elapsed."""
+    """One line as a trial starts and one as it ends: phase, structure, parent, score, verdict, elapsed; and a line
+    each time the search accepts a new structure."""
+
+    def __init__(self, oracle, verbose=1):
+        super().__init__(oracle, verbose)
+        self._last_accepted = None
+
+    @property
+    def active(self) -> bool:
+        progress = getattr(self.oracle, "progress", None)
+        return bool(progress) if progress is not None else self.verbose >= 1
 
     def on_trial_begin(self, trial):
-        if self.verbose < 1:
+        if not self.active:
             return
         now = datetime.now()
         self.trial_start[trial.trial_id] = now
@@ -304,7 +315,7 @@ class PruningDisplay(Display):
         print(f"Trial {trial.trial_id} [{values.get(PHASE)}] {widths}: {source}", flush=True)
 
     def on_trial_end(self, trial):
-        if self.verbose < 1:
+        if not self.active:
             return
         plan = self.oracle.plan()
         key = trial.hyperparameters.values.get(KEY)
@@ -318,8 +329,11 @@ class PruningDisplay(Display):
             verdict = "initial"
         best = plan.path[-1] if plan.path else None
         best_text = "x".join(map(str, best.widths)) if best else "?"
-        print(
-            f"  {self.oracle.objective.name} {trial.score:.4f} {verdict}; compact so far {best_text}; "
-            f"elapsed {elapsed}",
-            flush=True,
-        )
+        print(f"  {self.oracle.objective.name} {trial.score:.4f} {verdict}; elapsed {elapsed}", flush=True)
+        if best is not None and best.key != self._last_accepted:
+            self._last_accepted = best.key
+            if key != INITIAL_KEY:
+                print(f"  accepted {best_text} [{best.phase}]: {best.params or 0:,} params, {best.flops or 0:,} FLOPs, "
+                      f"{self.oracle.objective.name} {best.score:.4f}", flush=True)
+        if plan.finished:
+            print(f"  search finished: compact structure {best_text} after {len(self.oracle.trials)} trials", flush=True)

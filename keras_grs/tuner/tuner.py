@@ -41,6 +41,7 @@ class GRSTuner(keras_tuner.Tuner):
         seed: seed of the search's random decisions.
         phases: for ``method="jgrs"``: ``[(rate, attempts), ..., (None, attempts)]``.
         units: override the unit selection: ``random`` or ``magnitude``.
+        initial_epochs: epochs for trial 0 (the initial model) when it differs from the fine-tuning epochs.
         evaluator: how candidates are fine-tuned; default: one ``model.fit`` per trial.
         **tuner_kwargs: every usual Tuner argument (directory, project_name, overwrite, max_trials,
             executions_per_trial, max_retries_per_trial, ...).
@@ -72,6 +73,7 @@ class GRSTuner(keras_tuner.Tuner):
         seed=None,
         phases=None,
         units=None,
+        initial_epochs=None,
         evaluator=None,
         max_trials=None,
         hyperparameters=None,
@@ -103,6 +105,7 @@ class GRSTuner(keras_tuner.Tuner):
         )
         super().__init__(oracle=oracle, hypermodel=hypermodel, **tuner_kwargs)
         self.inherit_weights = inherit_weights
+        self.initial_epochs = initial_epochs
         self.evaluator = evaluator or KerasEvaluator(
             self.oracle.objective, self.hypermodel, self.executions_per_trial
         )
@@ -179,12 +182,14 @@ class GRSTuner(keras_tuner.Tuner):
             raise UnsupportedLayerError(f"the hypermodel's model cannot be pruned: {error}") from None
 
     # -- searching ------------------------------------------------------------------------------------------
-    def search(self, *fit_args, **fit_kwargs):
+    def search(self, *fit_args, progress=None, **fit_kwargs):
         """Run the pruning search. Takes ``model.fit``'s arguments: ``x, y, validation_data=..., epochs=...``.
 
         The validation data and the objective are checked before any trial runs. Searching again on a finished
-        project runs no new trial.
+        project runs no new trial. ``progress=True`` prints a line per trial and per accepted structure even when
+        ``verbose=0`` silences ``fit`` (keras-tuner ties both to ``verbose``); ``progress=False`` prints nothing.
         """
+        self.oracle.progress = progress
         self._check_fit_arguments(fit_args, fit_kwargs)
         return super().search(*fit_args, **fit_kwargs)
 
@@ -229,6 +234,8 @@ class GRSTuner(keras_tuner.Tuner):
         if inherited is not None:
             set_chain_weights(model, inherited)
         train = parent_id is not None or self._train_first
+        if parent_id is None and self.initial_epochs is not None:
+            fit_kwargs = dict(fit_kwargs, epochs=self.initial_epochs)
         job = Job(model, train, self._get_checkpoint_fname(trial.trial_id), hp)
         (metrics,) = self.evaluator.evaluate([job], fit_args, fit_kwargs)
         self._save_unit_norms(trial.trial_id, model)

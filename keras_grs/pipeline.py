@@ -1,0 +1,308 @@
+"""The end-to-end job: prune several initial models, apply EUP, select one, report."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_grs import eup as eup_module
+from keras_grs.costs import count_flops, count_params
+from keras_grs.inputs import check_data
+from keras_grs.scoring import accuracy
+from keras_grs.selection import select
+from keras_grs.structure import analyze
+from keras_grs.tuner import GRSTuner
+
+TIMING_FILE = "keras_grs_timing.json"
+
+
+@dataclass
+class ModelResult:
+    """The outcome of pruning one initial model. Accuracies are fractions; AL, FCI and PCI are percentages.
+
+    AL (accuracy loss) is the initial minus the compact model's test accuracy (validation accuracy when there is no
+    test data, see ``al_on``), in percentage points. FCI and PCI are the FLOP and parameter count improvements,
+    ``100 x (1 - final / initial)``; the ``eup_`` variants count non-zero weights of the EUP model.
+    """
+
+    name: str
+    project: str
+    method: str
+    initial_structure: str
+    structure: str
+    initial_params: int
+    initial_flops: int
+    params: int
+    flops: int
+    initial_val_accuracy: float
+    val_accuracy: float
+    initial_test_accuracy: float | None
+    test_accuracy: float | None
+    al: float
+    al_on: str
+    fci: float
+    pci: float
+    search_seconds: float
+    trials: int
+    finished: bool
+    path: list[dict]
+    phase_ends: dict[str, str]
+    eup: dict | None = None
+    eup_nonzero_params: int | None = None
+    eup_nonzero_flops: int | None = None
+    eup_val_accuracy: float | None = None
+    eup_test_accuracy: float | None = None
+    eup_al: float | None = None
+    eup_pci: float | None = None
+    eup_fci: float | None = None
+    model: keras.Model | None = field(default=None, repr=False, compare=False)
+    eup_model: keras.Model | None = field(default=None, repr=False, compare=False)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("model")
+        data.pop("eup_model")
+        return data
+
+
+@dataclass
+class PruneResult:
+    """What :func:`prune` returns.
+
+    Attributes:
+        model: the selected compact (structured) model.
+        eup_model: the selected model after thresholding and quantization (None without EUP).
+        results: one :class:`ModelResult` per initial model, in the order given.
+        selected: index of the selected result.
+        report: the run's report as a JSON-ready dict (config, data, selection, per-model figures).
+    """
+
+    model: keras.Model
+    eup_model: keras.Model | None
+    results: list[ModelResult]
+    selected: int
+    report: dict
+
+    def save(self, directory) -> Path:
+        """Write the selected models (``compact.keras``, ``eup.keras``), ``report.json``, ``report.md`` and plots.
+
+        Every file is written to a temporary name first and renamed, so an interrupted save leaves no half file.
+        """
+        from keras_grs.report import write_report
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        _save_model(self.model, directory / "compact.keras")
+        if self.eup_model is not None:
+            _save_model(self.eup_model, directory / "eup.keras")
+        write_report(self.report, directory)
+        return directory
+
+
+def _save_model(model, path: Path) -> None:
+    temporary = path.with_name(f".{path.stem}.partial.keras")
+    model.save(temporary)
+    os.replace(temporary, path)
+
+
+def _percent_improvement(initial, final):
+    return round(100.0 * (1.0 - final / initial), 4) if initial else 0.0
+
+
+def _project_name(index, model):
+    return f"{index}_{re.sub(r'[^A-Za-z0-9_.-]+', '_', model.name)}"
+
+
+def _timing(project_dir, add=0.0):
+    path = Path(project_dir) / TIMING_FILE
+    total = json.loads(path.read_text())["search_seconds"] if path.exists() else 0.0
+    if add:
+        total += add
+        temporary = path.with_suffix(".partial")
+        temporary.write_text(json.dumps({"search_seconds": total}))
+        os.replace(temporary, path)
+    return total
+
+
+def prune(
+    models,
+    x,
+    y,
+    validation_data,
+    test_data=None,
+    method="grs",
+    tolerance=0.985,
+    eup=True,
+    selection="minflops",
+    epochs=10,
+    initial_epochs=None,
+    batch_size=32,
+    directory="keras_grs_runs",
+    seed=None,
+    phases=None,
+    max_trials=None,
+    overwrite=False,
+    verbose=1,
+    eup_options=None,
+    **fit_kwargs,
+):
+    """Prune one or several initial models, apply EUP to each compact model, and select one.
+
+    Each model is trained (``initial_epochs``, default ``epochs``), then searched with ``method`` in its own
+    keras-tuner project under ``directory``; searches resume where they stopped unless ``overwrite``.
+
+    Args:
+        models: a compiled Keras model or a list of them (each pruned separately, then one is selected).
+        x, y: training data. validation_data: ``(x_val, y_val)``. test_data: optional ``(x_test, y_test)``.
+        method: ``grs``, ``jgrs``, ``rrs`` or ``nwm``. tolerance: valid when ValAcc >= tolerance x OriValAcc.
+        eup: apply thresholding and quantization to each compact model.
+        selection: ``minparams``, ``minflops``, ``maxvalacc``, ``maxtestacc`` or a function (see :func:`select`).
+        epochs: fine-tuning epochs per candidate; batch_size: as for ``fit``.
+        seed: seed of the searches' random decisions (also seeds Keras when given).
+        phases: JGRS phases. max_trials: cap on trials per model.
+        eup_options: keyword arguments for :func:`keras_grs.eup.tq`.
+        **fit_kwargs: further ``fit`` arguments (callbacks, ...).
+
+    Returns:
+        A :class:`PruneResult`.
+    """
+    models = list(models) if isinstance(models, (list, tuple)) else [models]
+    if not models:
+        raise ValueError("prune() needs at least one model")
+    for model in models:
+        if not isinstance(model, keras.Model):
+            raise TypeError(f"expected Keras models, got {type(model).__name__}")
+        if not model.compiled:
+            raise ValueError(f"model {model.name!r} is not compiled; compile it with its loss and an accuracy metric")
+        analyze(model)
+        check_data(model, x, y, validation_data, test_data)
+    if isinstance(selection, str) and selection == "maxtestacc" and test_data is None:
+        raise ValueError("selection 'maxtestacc' needs test_data")
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    x_val, y_val = validation_data
+    results = []
+    for index, model in enumerate(models):
+        if verbose:
+            print(f"== model {index + 1}/{len(models)}: {model.name} {analyze(model)} ({method.upper()})", flush=True)
+        tuner = GRSTuner.from_model(
+            model,
+            train_first=True,
+            method=method,
+            tolerance=tolerance,
+            seed=seed,
+            phases=phases,
+            initial_epochs=initial_epochs,
+            max_trials=max_trials,
+            directory=str(directory),
+            project_name=_project_name(index, model),
+            overwrite=overwrite,
+        )
+        started = time.perf_counter()
+        tuner.search(x, y, validation_data=validation_data, epochs=epochs, batch_size=batch_size, verbose=0,
+                     progress=bool(verbose), **fit_kwargs)
+        search_seconds = _timing(tuner.project_dir, add=time.perf_counter() - started)
+        results.append(_model_result(tuner, model.name, method, validation_data, test_data, eup, eup_options,
+                                     search_seconds))
+        if verbose:
+            r = results[-1]
+            stop = "" if r.finished else f" (stopped at max_trials={max_trials}: the search had not finished)"
+            print(f"   {r.initial_structure} -> {r.structure}: params {r.initial_params:,} -> {r.params:,}, "
+                  f"val acc {r.initial_val_accuracy:.4f} -> {r.val_accuracy:.4f}{stop}", flush=True)
+    chosen = select(results, selection)
+    selected = next(i for i, r in enumerate(results) if r is chosen)
+    report = {
+        "keras_grs_version": _version(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": {
+            "method": method,
+            "tolerance": tolerance,
+            "eup": bool(eup),
+            "eup_options": eup_options or {},
+            "selection": selection if isinstance(selection, str) else getattr(selection, "__name__", "function"),
+            "epochs": epochs,
+            "initial_epochs": initial_epochs if initial_epochs is not None else epochs,
+            "batch_size": batch_size,
+            "seed": seed,
+            "phases": phases,
+            "max_trials": max_trials,
+            "directory": str(directory),
+        },
+        "data": {
+            "train": list(np.shape(x)),
+            "validation": list(np.shape(x_val)),
+            "test": list(np.shape(test_data[0])) if test_data is not None else None,
+        },
+        "selection": {"criterion": selection if isinstance(selection, str) else "function", "index": selected,
+                      "name": results[selected].name},
+        "models": [r.as_dict() for r in results],
+    }
+    return PruneResult(results[selected].model, results[selected].eup_model, results, selected, report)
+
+
+def _version():
+    from keras_grs import __version__
+
+    return __version__
+
+
+def _model_result(tuner, name, method, validation_data, test_data, eup, eup_options, search_seconds) -> ModelResult:
+    path = tuner.pruning_path()
+    initial_model = tuner.load_model(tuner.oracle.get_trial(path[0]["trial_id"]))
+    compact = tuner.get_best_models(1)[0]
+    x_val, y_val = validation_data
+
+    def test_accuracy(m):
+        return accuracy(m, *test_data) if test_data is not None else None
+
+    initial_val, final_val = accuracy(initial_model, x_val, y_val), accuracy(compact, x_val, y_val)
+    initial_test, final_test = test_accuracy(initial_model), test_accuracy(compact)
+    al_on = "test" if test_data is not None else "validation"
+    before, after = (initial_test, final_test) if test_data is not None else (initial_val, final_val)
+    plan = tuner.oracle.plan()
+    result = ModelResult(
+        name=name,
+        project=tuner.project_dir,
+        method=method,
+        initial_structure=str(analyze(initial_model)),
+        structure=str(analyze(compact)),
+        initial_params=count_params(initial_model),
+        initial_flops=count_flops(initial_model),
+        params=count_params(compact),
+        flops=count_flops(compact),
+        initial_val_accuracy=initial_val,
+        val_accuracy=final_val,
+        initial_test_accuracy=initial_test,
+        test_accuracy=final_test,
+        al=round(100.0 * (before - after), 4),
+        al_on=al_on,
+        fci=_percent_improvement(count_flops(initial_model), count_flops(compact)),
+        pci=_percent_improvement(count_params(initial_model), count_params(compact)),
+        search_seconds=round(search_seconds, 3),
+        trials=len(tuner.oracle.trials),
+        finished=plan.finished,
+        path=path,
+        phase_ends={phase: tuner.oracle.trial_id_of(key) for phase, key in plan.phase_ends.items()},
+        model=compact,
+    )
+    if eup:
+        eup_model, info = eup_module.tq(compact, validation_data, reference=final_val, **(eup_options or {}))
+        eup_test = test_accuracy(eup_model)
+        result.eup = info.as_dict()
+        result.eup_model = eup_model
+        result.eup_nonzero_params = count_params(eup_model, nonzero=True)
+        result.eup_nonzero_flops = count_flops(eup_model, nonzero=True)
+        result.eup_val_accuracy = accuracy(eup_model, x_val, y_val)
+        result.eup_test_accuracy = eup_test
+        result.eup_al = round(100.0 * (before - (eup_test if test_data is not None else result.eup_val_accuracy)), 4)
+        result.eup_pci = _percent_improvement(result.initial_params, result.eup_nonzero_params)
+        result.eup_fci = _percent_improvement(result.initial_flops, result.eup_nonzero_flops)
+    return result

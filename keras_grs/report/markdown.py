@@ -1,0 +1,85 @@
+"""The readable report (``report.md``)."""
+
+from __future__ import annotations
+
+
+def _pct(value):
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _num(value):
+    return "-" if value is None else f"{value:,}"
+
+
+def _table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def render_markdown(report: dict, plots=()) -> str:
+    """The report as Markdown: configuration, selection, per-model figures, EUP, pruning paths, plots."""
+    config, models = report["config"], report["models"]
+    selected = report["selection"]
+    out = [
+        "# keras-grs pruning report",
+        "",
+        f"Created {report['created']} by keras-grs {report['keras_grs_version']}.",
+        "",
+        f"Method **{config['method'].upper()}**, tolerance {config['tolerance']} (a candidate is valid when its "
+        f"validation accuracy is at least {config['tolerance']} x the initial model's), {config['epochs']} "
+        f"fine-tuning epochs per candidate ({config['initial_epochs']} for the initial model), batch size "
+        f"{config['batch_size']}, seed {config['seed']}. Data: train {report['data']['train']}, validation "
+        f"{report['data']['validation']}, test {report['data']['test'] or 'none'}.",
+        "",
+        f"**Selected: {selected['name']}** (criterion `{selected['criterion']}`), saved as `compact.keras`"
+        + (" and, after EUP, `eup.keras`." if config["eup"] else "."),
+        "",
+        "## Structured search",
+        "",
+        "AL: accuracy loss (initial minus compact, percentage points, on the test data when given); FCI and PCI: FLOP "
+        "and parameter count improvement (percent).",
+        "",
+    ]
+    rows = []
+    for m in models:
+        rows.append([
+            m["name"], f"{m['initial_structure']} -> {m['structure']}", f"{_num(m['initial_params'])} -> {_num(m['params'])}",
+            f"{_num(m['initial_flops'])} -> {_num(m['flops'])}",
+            f"{_pct(m['initial_val_accuracy'])} -> {_pct(m['val_accuracy'])}",
+            f"{_pct(m['initial_test_accuracy'])} -> {_pct(m['test_accuracy'])}",
+            f"{m['al']:.2f} ({m['al_on']})", f"{m['fci']:.2f}", f"{m['pci']:.2f}",
+            f"{m['trials']}" + ("" if m.get("finished", True) else " (capped)"), f"{m['search_seconds']:.1f}",
+        ])
+    out.append(_table(["model", "structure", "params", "FLOPs", "val acc", "test acc", "AL", "FCI", "PCI", "trials",
+                       "search s"], rows))
+    if config["eup"]:
+        out += ["", "## Unstructured stage (EUP: thresholding, then quantization)", ""]
+        rows = []
+        for m in models:
+            t, q = m["eup"]["threshold"], m["eup"]["quantize"]
+            rows.append([
+                m["name"], t["mode"], "-" if t["threshold"] is None else f"{t['threshold']:g}",
+                "-" if q["digits"] is None else q["digits"], q["distinct_values"],
+                f"{_num(m['eup_nonzero_params'])} ({100 * m['eup_nonzero_params'] / m['initial_params']:.2f}% of initial)",
+                _num(m["eup_nonzero_flops"]), _pct(m["eup_val_accuracy"]), _pct(m["eup_test_accuracy"]),
+                f"{m['eup_al']:.2f}", f"{m['eup_pci']:.2f}",
+            ])
+        out.append(_table(["model", "mode", "threshold", "digits", "distinct values", "nonzero params",
+                           "nonzero FLOPs", "val acc", "test acc", "AL", "PCI"], rows))
+    out += ["", "## Pruning paths", ""]
+    for m in models:
+        out += [f"### {m['name']}", ""]
+        if m.get("phase_ends"):
+            out.append("Phase ends: " + ", ".join(f"{p} at trial {t}" for p, t in m["phase_ends"].items()) + ".")
+            out.append("")
+        out.append(_table(["trial", "phase", "structure", "params", "FLOPs", "val acc"], [
+            [s["trial_id"], s["phase"], s["structure"], _num(s["params"]), _num(s["flops"]), f"{s['objective']:.4f}"]
+            for s in m["path"]
+        ]))
+        out.append("")
+    if plots:
+        out += ["## Plots", ""]
+        out += [f"![{p.stem}]({p.as_posix()})" for p in plots]
+        out.append("")
+    return "\n".join(out)

@@ -1,0 +1,55 @@
+"""Design selection: choose the final model among the pruned results of several initial models."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+CRITERIA = ("minparams", "minflops", "maxvalacc", "maxtestacc")
+
+
+def _get(result, name):
+    value = result.get(name) if isinstance(result, Mapping) else getattr(result, name, None)
+    return value
+
+
+def select(results: Sequence, criterion: str | Callable = "minflops"):
+    """Pick one result.
+
+    Args:
+        results: per initial model, anything with ``params``, ``flops``, ``val_accuracy`` and ``test_accuracy``
+            (attributes or mapping keys), such as :class:`keras_grs.pipeline.ModelResult`.
+        criterion: ``minparams``, ``minflops``, ``maxvalacc``, ``maxtestacc``, or a callable that receives the
+            list and returns one of its items (or its index). Ties on params/FLOPs go to the higher validation
+            accuracy; ties on accuracy to the fewer FLOPs; remaining ties to the earlier result.
+
+    Returns:
+        The chosen item of ``results``.
+
+    Example:
+        >>> select([{"name": "a", "params": 10, "flops": 30, "val_accuracy": 0.9, "test_accuracy": 0.8},
+        ...         {"name": "b", "params": 20, "flops": 20, "val_accuracy": 0.95, "test_accuracy": 0.9}])["name"]
+        'b'
+    """
+    results = list(results)
+    if not results:
+        raise ValueError("select() needs at least one result")
+    if callable(criterion):
+        chosen = criterion(results)
+        if isinstance(chosen, int) and not isinstance(chosen, bool):
+            if not 0 <= chosen < len(results):
+                raise ValueError(f"the selection function returned index {chosen}, out of range")
+            return results[chosen]
+        if not any(chosen is r for r in results):
+            raise ValueError("the selection function must return one of the results it was given, or its index")
+        return chosen
+    if criterion not in CRITERIA:
+        raise ValueError(f"unknown selection criterion {criterion!r}; choose one of {', '.join(CRITERIA)} or a function")
+    if criterion == "maxtestacc" and any(_get(r, "test_accuracy") is None for r in results):
+        raise ValueError("criterion 'maxtestacc' needs test data: some results have no test accuracy")
+    keys = {
+        "minparams": lambda r: (_get(r, "params"), -_get(r, "val_accuracy")),
+        "minflops": lambda r: (_get(r, "flops"), -_get(r, "val_accuracy")),
+        "maxvalacc": lambda r: (-_get(r, "val_accuracy"), _get(r, "flops")),
+        "maxtestacc": lambda r: (-_get(r, "test_accuracy"), _get(r, "flops")),
+    }
+    return min(results, key=keys[criterion])
