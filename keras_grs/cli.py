@@ -135,6 +135,8 @@ def run_settings(args) -> dict:
         "seed": args.seed,
         "phases": args.phases,
         "max_trials": args.max_trials,
+        "backend": args.backend,
+        "storage": args.storage,
     }
 
 
@@ -165,6 +167,10 @@ def check_prune_arguments(args):
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out {str(out)!r} exists and is not a directory")
+    if args.storage is not None:
+        if "://" not in args.storage:
+            raise CommandError(f"--storage {args.storage!r} is not a storage URL (sqlite:///PATH, postgresql://...)")
+        find_storage(args.storage)  # refuses an unknown scheme before anything is written
     data = load_npz(args.data)
     settings = run_settings(args)
     if out.is_dir() and any(out.iterdir()):
@@ -232,6 +238,8 @@ def cmd_prune(args) -> int:
         phases=phases,
         max_trials=args.max_trials,
         verbose=0 if args.quiet else 1,
+        backend=args.backend,
+        storage=args.storage,
     )
     result.save(out)
     print(format_summary(result))
@@ -248,6 +256,30 @@ def cmd_report(args) -> int:
         raise CommandError(str(error)) from None
     for path in write_report(report, args.directory):
         print(path)
+    return 0
+
+
+def find_storage(target: str) -> str:
+    """A storage URL from a URL, an SQLite file, or a run directory holding one (DIR/optuna.db, DIR/tuner/optuna.db)."""
+    from keras_grs.optuna.study import DB_FILE, STORAGE_SCHEMES
+
+    if "://" in target:
+        if target.split(":", 1)[0].split("+", 1)[0] not in STORAGE_SCHEMES:
+            raise CommandError(f"unknown storage URL {target!r}")
+        return target
+    path = Path(target)
+    for candidate in (path, path / DB_FILE, path / "tuner" / DB_FILE):
+        if candidate.is_file():
+            return f"sqlite:///{candidate.resolve()}"
+    raise CommandError(f"no Optuna storage at {target!r}: give a storage URL, an SQLite file or a run directory")
+
+
+def cmd_dashboard(args) -> int:
+    storage = find_storage(args.target)
+    from optuna_dashboard import run_server
+
+    print(f"optuna-dashboard for {storage} at http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
+    run_server(storage, host=args.host, port=args.port)
     return 0
 
 
@@ -302,7 +334,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-trials", type=int, help="cap on trials per model")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
+    p.add_argument("--backend", choices=["keras-tuner", "optuna"], default="keras-tuner",
+                   help="keras-tuner (GRSTuner projects) or optuna (studies driven by the method's sampler)")
+    p.add_argument("--storage", help="Optuna storage URL: the optuna backend's studies (default: DIR/tuner/optuna.db), "
+                   "or where keras-tuner trials are mirrored")
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("dashboard", help="start optuna-dashboard on a run directory or storage URL")
+    p.add_argument("target", metavar="DIR_OR_URL")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_dashboard)
 
     p = sub.add_parser("report", help="re-render report.md and the plots of a run directory")
     p.add_argument("directory")

@@ -22,6 +22,76 @@ from keras_grs.structure import analyze
 from keras_grs.tuner import GRSTuner
 
 TIMING_FILE = "keras_grs_timing.json"
+BACKENDS = ("keras-tuner", "optuna")
+
+
+class _TunerRun:
+    """One model's search with the keras-tuner backend (a GRSTuner project)."""
+
+    def __init__(self, model, x, y, validation_data, storage, overwrite, fit, *, method, tolerance, seed, phases,
+                 initial_epochs, max_trials, directory, project, verbose):
+        tuner = GRSTuner.from_model(
+            model, train_first=True, method=method, tolerance=tolerance, seed=seed, phases=phases,
+            initial_epochs=initial_epochs, max_trials=max_trials, directory=directory, project_name=project,
+            overwrite=overwrite, optuna_storage=storage,
+        )
+        tuner.search(x, y, validation_data=validation_data, verbose=0, progress=bool(verbose), **fit)
+        plan = tuner.oracle.plan()
+        self.tuner = tuner
+        self.project = tuner.project_dir
+        self.path = tuner.pruning_path()
+        self.finished = plan.finished
+        self.trials = len(tuner.oracle.trials)
+        self.phase_ends = {phase: tuner.oracle.trial_id_of(key) for phase, key in plan.phase_ends.items()}
+
+    def initial_model(self):
+        return self.tuner.load_model(self.tuner.oracle.get_trial(self.path[0]["trial_id"]))
+
+    def compact_model(self):
+        return self.tuner.get_best_models(1)[0]
+
+
+class _OptunaRun:
+    """One model's search with the Optuna backend (a study driven by the method's sampler)."""
+
+    def __init__(self, model, x, y, validation_data, storage, fit, *, method, tolerance, seed, phases,
+                 initial_epochs, max_trials, directory, project, verbose):
+        import optuna
+
+        from keras_grs.optuna import create_study, optimize, pruning_path
+        from keras_grs.optuna.samplers import SAMPLERS, KEY_ATTR
+        from keras_grs.optuna.study import trial_number_of
+
+        options = {"phases": phases} if method == "jgrs" else {}
+        sampler = SAMPLERS[method](seed=seed, **options)
+        study = create_study(sampler, storage=storage, study_name=project, directory=directory)
+        remaining = None if max_trials is None else max(0, max_trials - len(study.trials))
+        verbosity = optuna.logging.get_verbosity()
+        optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+        try:
+            if remaining != 0:
+                optimize(study, model, x, y, validation_data, tolerance=tolerance, initial_epochs=initial_epochs,
+                         n_trials=remaining, directory=directory, **fit)
+        finally:
+            optuna.logging.set_verbosity(verbosity)
+        plan = sampler.plan(study)
+        self.study, self.model, self.directory = study, model, directory
+        self.project = str(Path(directory) / "checkpoints" / project)
+        Path(self.project).mkdir(parents=True, exist_ok=True)
+        self.path = pruning_path(study)
+        self.finished = plan.finished
+        self.trials = sum(1 for t in study.trials if t.system_attrs.get(KEY_ATTR))
+        self.phase_ends = {phase: str(trial_number_of(study, key)) for phase, key in plan.phase_ends.items()}
+
+    def initial_model(self):
+        from keras_grs.optuna import trial_model
+
+        return trial_model(self.study, self.model, int(self.path[0]["trial_id"]), self.directory)
+
+    def compact_model(self):
+        from keras_grs.optuna import trial_model
+
+        return trial_model(self.study, self.model, int(self.path[-1]["trial_id"]), self.directory)
 
 
 @dataclass
@@ -152,6 +222,8 @@ def prune(
     overwrite=False,
     verbose=1,
     eup_options=None,
+    backend="keras-tuner",
+    storage=None,
     **fit_kwargs,
 ):
     """Prune one or several initial models, apply EUP to each compact model, and select one.
@@ -169,6 +241,10 @@ def prune(
         seed: seed of the searches' random decisions (also seeds Keras when given).
         phases: JGRS phases. max_trials: cap on trials per model.
         eup_options: keyword arguments for :func:`keras_grs.eup.tq`.
+        backend: ``keras-tuner`` (a GRSTuner project per model) or ``optuna`` (an Optuna study per model, with
+            the method's sampler).
+        storage: an Optuna storage URL or object: the optuna backend's studies go there (default: an SQLite file
+            in ``directory``); with the keras-tuner backend, trials are mirrored there for optuna-dashboard.
         **fit_kwargs: further ``fit`` arguments (callbacks, ...).
 
     Returns:
@@ -188,29 +264,29 @@ def prune(
         raise ValueError("selection 'maxtestacc' needs test_data")
     if seed is not None:
         keras.utils.set_random_seed(seed)
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "optuna":
+        from keras_grs.optuna.study import open_storage
+
+        storage = open_storage(storage, directory)  # refuses an unknown URL before any work
     x_val, y_val = validation_data
     results = []
     for index, model in enumerate(models):
         if verbose:
-            print(f"== model {index + 1}/{len(models)}: {model.name} {analyze(model)} ({method.upper()})", flush=True)
-        tuner = GRSTuner.from_model(
-            model,
-            train_first=True,
-            method=method,
-            tolerance=tolerance,
-            seed=seed,
-            phases=phases,
-            initial_epochs=initial_epochs,
-            max_trials=max_trials,
-            directory=str(directory),
-            project_name=_project_name(index, model),
-            overwrite=overwrite,
-        )
+            print(f"== model {index + 1}/{len(models)}: {model.name} {analyze(model)} ({method.upper()}, {backend})",
+                  flush=True)
+        project = _project_name(index, model)
+        fit = dict(epochs=epochs, batch_size=batch_size, **fit_kwargs)
+        options = dict(method=method, tolerance=tolerance, seed=seed, phases=phases, initial_epochs=initial_epochs,
+                       max_trials=max_trials, directory=str(directory), project=project, verbose=verbose)
         started = time.perf_counter()
-        tuner.search(x, y, validation_data=validation_data, epochs=epochs, batch_size=batch_size, verbose=0,
-                     progress=bool(verbose), **fit_kwargs)
-        search_seconds = _timing(tuner.project_dir, add=time.perf_counter() - started)
-        results.append(_model_result(tuner, model.name, method, validation_data, test_data, eup, eup_options,
+        if backend == "optuna":
+            run = _OptunaRun(model, x, y, validation_data, storage, fit, **options)
+        else:
+            run = _TunerRun(model, x, y, validation_data, storage, overwrite, fit, **options)
+        search_seconds = _timing(run.project, add=time.perf_counter() - started)
+        results.append(_model_result(run, model.name, method, validation_data, test_data, eup, eup_options,
                                      search_seconds))
         if verbose:
             r = results[-1]
@@ -235,6 +311,7 @@ def prune(
             "phases": phases,
             "max_trials": max_trials,
             "directory": str(directory),
+            "backend": backend,
         },
         "data": {
             "train": list(np.shape(x)),
@@ -254,10 +331,10 @@ def _version():
     return __version__
 
 
-def _model_result(tuner, name, method, validation_data, test_data, eup, eup_options, search_seconds) -> ModelResult:
-    path = tuner.pruning_path()
-    initial_model = tuner.load_model(tuner.oracle.get_trial(path[0]["trial_id"]))
-    compact = tuner.get_best_models(1)[0]
+def _model_result(run, name, method, validation_data, test_data, eup, eup_options, search_seconds) -> ModelResult:
+    path = run.path
+    initial_model = run.initial_model()
+    compact = run.compact_model()
     x_val, y_val = validation_data
 
     def test_accuracy(m):
@@ -267,10 +344,9 @@ def _model_result(tuner, name, method, validation_data, test_data, eup, eup_opti
     initial_test, final_test = test_accuracy(initial_model), test_accuracy(compact)
     al_on = "test" if test_data is not None else "validation"
     before, after = (initial_test, final_test) if test_data is not None else (initial_val, final_val)
-    plan = tuner.oracle.plan()
     result = ModelResult(
         name=name,
-        project=tuner.project_dir,
+        project=run.project,
         method=method,
         initial_structure=str(analyze(initial_model)),
         structure=str(analyze(compact)),
@@ -287,10 +363,10 @@ def _model_result(tuner, name, method, validation_data, test_data, eup, eup_opti
         fci=_percent_improvement(count_flops(initial_model), count_flops(compact)),
         pci=_percent_improvement(count_params(initial_model), count_params(compact)),
         search_seconds=round(search_seconds, 3),
-        trials=len(tuner.oracle.trials),
-        finished=plan.finished,
+        trials=run.trials,
+        finished=run.finished,
         path=path,
-        phase_ends={phase: tuner.oracle.trial_id_of(key) for phase, key in plan.phase_ends.items()},
+        phase_ends=run.phase_ends,
         model=compact,
     )
     if eup:

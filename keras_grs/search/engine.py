@@ -136,6 +136,22 @@ class Plan:
     verdicts: dict[str, str]
     phase_ends: dict[str, str] = field(default_factory=dict)
 
+    def path_rows(self, names: Sequence[str], trial_id: Callable[[str], str]) -> list[dict]:
+        """The accepted path as plain dicts: trial id (by ``trial_id(key)``), phase, widths by group name,
+        structure, params, FLOPs, objective."""
+        return [
+            {
+                "trial_id": trial_id(step.key),
+                "phase": step.phase,
+                "widths": dict(zip(names, step.widths)),
+                "structure": "x".join(map(str, step.widths)),
+                "params": step.params,
+                "flops": step.flops,
+                "objective": float(step.score),
+            }
+            for step in self.path
+        ]
+
 
 class SearchError(RuntimeError):
     """The search cannot go on (for example, the initial model failed to train)."""

@@ -43,6 +43,8 @@ class GRSTuner(keras_tuner.Tuner):
         units: override the unit selection: ``random`` or ``magnitude``.
         initial_epochs: epochs for trial 0 (the initial model) when it differs from the fine-tuning epochs.
         evaluator: how candidates are fine-tuned; default: one ``model.fit`` per trial.
+        optuna_storage: an Optuna storage URL or object: every completed trial is mirrored into the study
+            ``optuna_study_name`` (default: the project name), to sit beside Optuna runs in optuna-dashboard.
         **tuner_kwargs: every usual Tuner argument (directory, project_name, overwrite, max_trials,
             executions_per_trial, max_retries_per_trial, ...).
 
@@ -75,6 +77,8 @@ class GRSTuner(keras_tuner.Tuner):
         units=None,
         initial_epochs=None,
         evaluator=None,
+        optuna_storage=None,
+        optuna_study_name=None,
         max_trials=None,
         hyperparameters=None,
         tune_new_entries=True,
@@ -113,6 +117,16 @@ class GRSTuner(keras_tuner.Tuner):
         self._train_first = True
         self._parents = {}
         self._group_of = self._discover_widths()
+        self._mirror = None
+        if optuna_storage is not None:
+            from keras_grs.optuna.mirror import StudyMirror
+
+            self._mirror = StudyMirror(
+                optuna_storage, optuna_study_name or self.project_name, self.oracle.search.groups,
+                self.oracle.objective.name, directory=self.directory,
+            )
+            for finished in self.oracle.trials.values():  # a resumed project: mirror what is missing
+                self._mirror.record(finished, finished.hyperparameters.values)
 
     # -- setting up -------------------------------------------------------------------------------------------
     @classmethod
@@ -269,23 +283,16 @@ class GRSTuner(keras_tuner.Tuner):
         with open(os.path.join(self.get_trial_dir(trial_id), NORMS_FILE), "w") as f:
             json.dump(by_width, f)
 
+    def on_trial_end(self, trial):
+        super().on_trial_end(trial)
+        if self._mirror is not None:
+            finished = self.oracle.get_trial(trial.trial_id)
+            self._mirror.record(finished, finished.hyperparameters.values)
+
     # -- results --------------------------------------------------------------------------------------------
     def pruning_path(self) -> list[dict]:
         """The accepted structures, initial first: trial id, phase, widths, params, FLOPs, objective."""
-        plan = self.oracle.plan()
-        names = [g.name for g in self.oracle.search.groups]
-        return [
-            {
-                "trial_id": self.oracle.trial_id_of(step.key),
-                "phase": step.phase,
-                "widths": dict(zip(names, step.widths)),
-                "structure": "x".join(map(str, step.widths)),
-                "params": step.params,
-                "flops": step.flops,
-                "objective": float(step.score),
-            }
-            for step in plan.path
-        ]
+        return self.oracle.plan().path_rows([g.name for g in self.oracle.search.groups], self.oracle.trial_id_of)
 
     def results_summary(self, num_trials=None):
         """Print the pruning path (every accepted structure, initial first) and the overall reduction."""

@@ -1,0 +1,280 @@
+"""Running a pruning search as an Optuna study, and getting its compact model back."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import keras
+import optuna
+from optuna.trial import TrialState
+
+from keras_grs.costs import count_params
+from keras_grs.evaluate import Job, KerasEvaluator, unit_norms
+from keras_grs.optuna.samplers import CONFIG_ATTR, FINISHED_ATTR, KEY_ATTR, PATH_ATTR, PruningSampler
+from keras_grs.search import check_tolerance
+from keras_grs.search.units import magnitude_units
+from keras_grs.structure import analyze
+from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
+
+DIRECTIONS = ["maximize", "minimize"]
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+DB_FILE = "optuna.db"
+
+
+def open_storage(storage=None, directory="keras_grs_runs"):
+    """An Optuna storage: the default is an SQLite file ``DIRECTORY/optuna.db`` (embedded, no server).
+
+    ``storage`` may be any Optuna storage object (e.g. a JournalStorage on shared disk) or a database URL
+    (``sqlite:///...``, ``postgresql://...``, ``mysql://...``). Database storages get a heartbeat, so trials of a
+    worker that died are marked failed and run again.
+    """
+    if storage is not None and not isinstance(storage, str):
+        return storage
+    if storage is None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        storage = f"sqlite:///{Path(directory).resolve() / DB_FILE}"
+    scheme = storage.split(":", 1)[0].split("+", 1)[0]
+    if "://" not in storage or scheme not in STORAGE_SCHEMES:
+        raise ValueError(
+            f"unknown storage URL {storage!r}: use sqlite:///PATH, postgresql://..., mysql://... or pass an Optuna "
+            "storage object (for example a JournalStorage)"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(storage, heartbeat_interval=10, grace_period=30)
+
+
+def create_study(sampler, storage=None, study_name="keras_grs", directory="keras_grs_runs", load_if_exists=True):
+    """An Optuna study for a pruning search: objectives (validation accuracy, FLOPs), maximize and minimize."""
+    if not isinstance(sampler, PruningSampler):
+        raise TypeError(f"a pruning study needs a keras-grs sampler (GRSSampler, ...), got {type(sampler).__name__}")
+    study = optuna.create_study(
+        storage=open_storage(storage, directory),
+        sampler=sampler,
+        study_name=study_name,
+        directions=DIRECTIONS,
+        load_if_exists=load_if_exists,
+    )
+    return study
+
+
+def _as_model(model_or_hypermodel):
+    if isinstance(model_or_hypermodel, keras.Model):
+        return model_or_hypermodel
+    import keras_tuner
+    from keras_tuner.src.engine.hyperparameters import hp_types
+
+    hp = keras_tuner.HyperParameters()
+    build = getattr(model_or_hypermodel, "build", model_or_hypermodel)
+    build(hp)  # declare the hyperparameters
+    for entry in hp.space:
+        if isinstance(entry, hp_types.Int):
+            hp.values[entry.name] = entry.max_value
+    return build(hp)
+
+
+def _config(sampler, structure, tolerance, model) -> dict:
+    return {
+        "groups": [{"name": g.name, "width": g.width, "min_width": g.min_width} for g in structure.groups],
+        "tolerance": float(tolerance),
+        "sampler": sampler.config(),
+        "model": {"name": model.name, "layers": [type(layer).__name__ for layer in model.layers]},
+    }
+
+
+def checkpoint_path(directory, study, number) -> Path:
+    return Path(directory) / "checkpoints" / study.study_name / f"trial_{number}.weights.h5"
+
+
+def optimize(
+    study,
+    model_or_hypermodel,
+    x,
+    y,
+    validation_data,
+    tolerance=0.985,
+    epochs=10,
+    n_trials=None,
+    timeout=None,
+    directory="keras_grs_runs",
+    batch_size=32,
+    min_width=1,
+    initial_epochs=None,
+    train_first=True,
+    objective="val_accuracy",
+    **fit_kwargs,
+):
+    """Run a pruning search in an Optuna study (a new one, or one to continue from any process).
+
+    Each trial's parameters are the widths (one integer distribution per width group, named after its layer);
+    its values are (validation accuracy, FLOPs); its user attributes hold ``params``, ``parent`` (trial number
+    whose weights it inherited), ``removed`` (JSON), ``phase``, ``structure`` and ``valid`` (within tolerance).
+    The study's user attribute ``keras_grs_path`` lists the accepted trials. Trained weights are saved under
+    ``directory/checkpoints/STUDY/`` (a shared directory when several machines work on one study).
+
+    Args:
+        study: from :func:`create_study` (or ``optuna.create_study`` with a keras-grs sampler and directions
+            ``["maximize", "minimize"]``).
+        model_or_hypermodel: a compiled Keras model, or a keras-tuner hypermodel / ``build(hp)`` function, built
+            once with every ``hp.Int`` at its maximum.
+        x, y, validation_data: the data; tolerance: valid when score >= tolerance x the initial score.
+        epochs: fine-tuning epochs per candidate (``initial_epochs`` for the initial model).
+        n_trials, timeout: as for ``study.optimize``; the study also stops when the method stops.
+        **fit_kwargs: further ``fit`` arguments.
+
+    Returns:
+        The study.
+    """
+    sampler = study.sampler
+    if not isinstance(sampler, PruningSampler):
+        raise TypeError(f"the study's sampler is {type(sampler).__name__}; use GRSSampler, RRSSampler, ...")
+    if [d.name.lower() for d in study.directions] != DIRECTIONS:
+        raise ValueError(
+            f"study {study.study_name!r} has directions {[d.name.lower() for d in study.directions]}; a pruning study "
+            f"needs {DIRECTIONS} (validation accuracy, FLOPs)"
+        )
+    check_tolerance(tolerance)
+    if validation_data is None:
+        raise ValueError("optimize() needs validation_data=(x_val, y_val)")
+    model = _as_model(model_or_hypermodel)
+    structure = analyze(model, min_width)
+    config = _config(sampler, structure, tolerance, model)
+    existing = study.user_attrs.get(CONFIG_ATTR)
+    if existing is not None and existing != config:
+        differing = sorted(k for k in config if existing.get(k) != config[k])
+        raise ValueError(
+            f"study {study.study_name!r} holds a pruning search with other settings ({', '.join(differing)}): "
+            f"it was {({k: existing.get(k) for k in differing})}; use the same model, sampler and tolerance, or "
+            "another study"
+        )
+    if existing is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([objective, "flops"])
+        study.set_user_attr(CONFIG_ATTR, config)
+    run = _Objective(study, sampler, model, structure, x, y, validation_data, tolerance, epochs, initial_epochs,
+                     batch_size, directory, train_first, objective, fit_kwargs)
+    if sampler.plan(study).finished:
+        return study
+    study.optimize(run, n_trials=n_trials, timeout=timeout, callbacks=[run.after_trial])
+    return study
+
+
+class _Objective:
+    def __init__(self, study, sampler, model, structure, x, y, validation_data, tolerance, epochs, initial_epochs,
+                 batch_size, directory, train_first, objective, fit_kwargs):
+        self.study, self.sampler, self.model, self.structure = study, sampler, model, structure
+        self.fit_args = (x, y)
+        self.fit_kwargs = dict(fit_kwargs, validation_data=validation_data, epochs=epochs, batch_size=batch_size)
+        self.fit_kwargs.setdefault("verbose", 0)
+        self.initial_epochs = initial_epochs
+        self.tolerance = tolerance
+        self.directory = directory
+        self.train_first = train_first
+        self.base_weights = model.get_weights()
+        self.evaluator = KerasEvaluator(keras_tuner_objective(objective))
+        self.objective = objective
+
+    def __call__(self, trial):
+        attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
+        if attrs.get(FINISHED_ATTR):
+            trial.study.stop()
+            raise optuna.TrialPruned("the pruning search has finished")
+        key = attrs[KEY_ATTR]
+        plan = self.sampler.plan(trial.study)
+        candidate = plan.candidates[key]
+        widths = {g.name: trial.suggest_int(g.name, g.min_width, g.width) for g in self.structure.groups}
+        if tuple(widths.values()) != candidate.widths:
+            raise RuntimeError(f"trial {trial.number} sampled {widths}, the search asked for {candidate.widths}")
+        keras.backend.clear_session()
+        model = resized(self.model, widths)
+        fit_kwargs = self.fit_kwargs
+        if candidate.parent is None:
+            model.set_weights(self.base_weights)
+            train = self.train_first
+            parent = None
+            if self.initial_epochs is not None:
+                fit_kwargs = dict(fit_kwargs, epochs=self.initial_epochs)
+        else:
+            parent = trial_number_of(trial.study, candidate.parent)
+            set_chain_weights(model, self._inherited(parent, trial.study, candidate))
+            train = True
+        path = checkpoint_path(self.directory, trial.study, trial.number)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (metrics,) = self.evaluator.evaluate([Job(model, train, str(path))], self.fit_args, fit_kwargs)
+        score, flops = float(metrics[self.objective]), int(metrics["flops"])
+        reference = plan.reference if plan.reference is not None else score
+        trial.set_user_attr("params", count_params(model))
+        trial.set_user_attr("parent", parent)
+        trial.set_user_attr("removed", json.dumps(candidate.removed_dict, sort_keys=True))
+        trial.set_user_attr("phase", candidate.phase)
+        trial.set_user_attr("structure", "x".join(map(str, candidate.widths)))
+        trial.set_user_attr("valid", bool(score >= self.tolerance * reference))
+        if self.sampler.search(trial.study).select_units is magnitude_units:
+            trial.set_user_attr("unit_norms", json.dumps(unit_norms(model)))
+        return score, flops
+
+    def _inherited(self, parent_number, study, candidate):
+        parent_widths = {g.name: study.trials[parent_number].params[g.name] for g in self.structure.groups}
+        parent = resized(self.model, parent_widths)
+        parent.load_weights(checkpoint_path(self.directory, study, parent_number))
+        structure = analyze(parent)
+        return surviving_weights(parent, kept_units(structure, candidate.removed_dict))
+
+    def after_trial(self, study, trial):
+        plan = self.sampler.plan(study)
+        study.set_user_attr(PATH_ATTR, [
+            {"trial": trial_number_of(study, step.key), "phase": step.phase, "structure": "x".join(map(str, step.widths)),
+             "objective": step.score, "flops": step.flops, "params": step.params}
+            for step in plan.path
+        ])
+        if plan.finished:
+            study.stop()
+
+
+def keras_tuner_objective(name):
+    import keras_tuner
+
+    return keras_tuner.Objective(name, "max")
+
+
+def trial_number_of(study, key) -> int:
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if trial.system_attrs.get(KEY_ATTR) == key:
+            return trial.number
+    raise KeyError(f"no completed trial of study {study.study_name!r} holds candidate {key!r}")
+
+
+def pruning_path(study) -> list[dict]:
+    """The accepted trials, initial first (as in ``GRSTuner.pruning_path``)."""
+    sampler = study.sampler
+    names = [g.name for g in sampler.search(study).groups]
+    return sampler.plan(study).path_rows(names, lambda key: str(trial_number_of(study, key)))
+
+
+def trial_model(study, model, number, directory="keras_grs_runs"):
+    """The trained model of one trial of a pruning study of ``model``."""
+    config = study.user_attrs[CONFIG_ATTR]
+    widths = {g["name"]: study.trials[number].params[g["name"]] for g in config["groups"]}
+    result = resized(model, widths)
+    result.load_weights(checkpoint_path(directory, study, number))
+    return result
+
+
+def best_model(study, model, directory="keras_grs_runs"):
+    """The compact model: the best accepted trial (last accepted, smallest valid structure), with its weights.
+
+    Args:
+        study: a pruning study (its sampler attached: ``optuna.load_study(..., sampler=GRSSampler(seed))``).
+        model: the initial model the study pruned (its architecture is reused).
+        directory: where ``optimize`` saved the checkpoints.
+    """
+    path = pruning_path(study)
+    if not path:
+        raise ValueError(f"study {study.study_name!r} has no completed trial yet")
+    return trial_model(study, model, int(path[-1]["trial_id"]), directory)
+
+
+__all__ = ["best_model", "create_study", "open_storage", "optimize", "pruning_path", "trial_model"]
