@@ -7,9 +7,20 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test install clean
+.PHONY: demo test install c-toolchains clean
 
 install: $(STAMP)
+
+# The C backend's tests compile with gcc and clang and run ARMv6 (Raspberry Pi Zero) builds under qemu.
+C_TOOLS := arm-linux-gnueabi-gcc qemu-arm clang make gcc file
+c-toolchains:
+	@missing=""; for tool in $(C_TOOLS); do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages for:$$missing"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq gcc-arm-linux-gnueabi qemu-user clang make gcc file >/dev/null; \
+	fi
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,10 +28,10 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) c-toolchains
 	$(PY) -m keras_grs demo
 
-test: $(STAMP)
+test: $(STAMP) c-toolchains
 	$(PY) -m pytest -q
 
 clean:

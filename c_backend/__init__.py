@@ -1,1 +1,10 @@
-"""c_backend: translate a compact Keras model into LIDE-style dataflow C."""
+"""c_backend: translate a compact Keras model into LIDE-style dataflow C, and check it against Keras.
+
+    export(model, out_dir, name=None, target="host", precision="float32", sparse="auto", calibration=None)
+    verify(model, out_dir, x, y=None)  -> Verification(max_abs_diff, agreement, accuracies)
+"""
+
+from c_backend.export import Export, export
+from c_backend.verify import Verification, build, verify
+
+__all__ = ["Export", "Verification", "build", "export", "verify"]

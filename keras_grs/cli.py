@@ -1,7 +1,7 @@
 """The ``keras-grs`` command line (also ``python -m keras_grs``).
 
-Commands: ``prune`` (the whole job), ``report`` (re-render a run's report), ``analyze`` (a model's width groups),
-``demo`` (the whole job on built-in data, what ``make demo`` runs).
+Commands: ``prune`` (the whole job), ``export-c`` (a model as C), ``report`` (re-render a run's report),
+``analyze`` (a model's width groups), ``dashboard`` (optuna-dashboard), ``demo`` (what ``make demo`` runs).
 """
 
 from __future__ import annotations
@@ -242,8 +242,58 @@ def cmd_prune(args) -> int:
         storage=args.storage,
     )
     result.save(out)
+    export_run_c(result, out, data)
     print(format_summary(result))
     print(f"report: {out / 'report.md'}; models: {out / 'compact.keras'}" + ("" if args.no_eup else f", {out / 'eup.keras'}"))
+    return 0
+
+
+def export_run_c(result, out: Path, data) -> None:
+    """Write the selected model (after EUP when there is one) as C into ``out/c``, verify it against Keras on the
+    validation data, and record the check in the report."""
+    import c_backend
+    from keras_grs.report import write_report
+
+    model = result.eup_model if result.eup_model is not None else result.model
+    c_dir = out / "c"
+    exported = c_backend.export(model, c_dir, name=model.name)
+    check = c_backend.verify(model, c_dir, data["x_val"], data["y_val"])
+    result.report["c_export"] = {
+        "directory": str(c_dir),
+        "name": exported.name,
+        "model": "eup" if result.eup_model is not None else "compact",
+        "actors": [op["kind"] for op in exported.ops],
+        **check.as_dict(),
+    }
+    write_report(result.report, out)
+    print(f"C code: {c_dir} ({len(exported.ops)} actors); compiled and run on the validation data: max |C - Keras| "
+          f"{check.max_abs_diff:.2e}, same class for {check.agreement:.2%} of samples")
+
+
+def cmd_export_c(args) -> int:
+    import c_backend
+
+    from keras_grs.inputs import check_split, load_npz
+
+    model = load_model(args.model)
+    data = None
+    if args.verify or args.int8:
+        if not args.verify:
+            raise CommandError("--int8 needs --verify DATA.npz: its samples calibrate the quantization")
+        data = load_npz(args.verify)
+        check_split("validation data", data["x_val"], data["y_val"])
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise CommandError(f"{str(out)!r} exists and is not a directory")
+    exported = c_backend.export(
+        model, out, name=args.name, target=args.target, precision="int8" if args.int8 else "float32",
+        sparse=args.sparse, calibration=data["x_train"][:512] if args.int8 else None,
+    )
+    print(f"wrote {len(exported.files)} files to {out}: {', '.join(op['actor'] for op in exported.ops)}")
+    if data is not None:
+        check = c_backend.verify(model, out, data["x_val"], data["y_val"])
+        print(f"verified on {check.samples} validation samples: max |C - Keras| {check.max_abs_diff:.3e}, same class "
+              f"{check.agreement:.2%}, accuracy Keras {check.keras_accuracy:.4f} / C {check.c_accuracy:.4f}")
     return 0
 
 
@@ -345,6 +395,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_dashboard)
+
+    p = sub.add_parser("export-c", help="write a model as LIDE-style dataflow C (and check it against Keras)")
+    p.add_argument("model", help="a .keras file or a built-in model name")
+    p.add_argument("out", help="the directory to write")
+    p.add_argument("--name", help="C name of the model (default: the model's name)")
+    p.add_argument("--target", choices=["host", "pi-zero"], default="host", help="the Makefile's default build")
+    p.add_argument("--int8", action="store_true", help="int8 Dense layers, calibrated on the data's x_train")
+    p.add_argument("--sparse", choices=["auto", "never", "always"], default="auto")
+    p.add_argument("--verify", metavar="DATA.npz", help="compile, run on x_val and compare with Keras")
+    p.set_defaults(func=cmd_export_c)
 
     p = sub.add_parser("report", help="re-render report.md and the plots of a run directory")
     p.add_argument("directory")

@@ -40,6 +40,9 @@ def test_prune_writes_models_report_and_plots_then_report_rerenders(npz, tmp_pat
         assert (out / name).exists(), name
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["method"] == "rrs" and report["models"][0]["name"] == "nn2"
+    # the selected model's C is written and checked against Keras
+    assert report["c_export"]["max_abs_diff"] <= 1e-4 and report["c_export"]["model"] == "eup"
+    assert (out / "c" / "nn2.h").exists() and "## C code" in (out / "report.md").read_text()
 
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0

@@ -1,0 +1,105 @@
+"""Render a Keras model as LIDE-style dataflow C from the templates in ``c_backend/templates``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+import numpy as np
+
+from c_backend.ir import c_identifier, describe
+
+TEMPLATES = Path(__file__).parent / "templates"
+RUNTIME = ("lide_c_fifo.h", "lide_c_fifo.c", "lide_c_actor.h", "lide_c_graph.h", "lide_c_graph.c")
+TARGETS = ("host", "pi-zero")
+
+
+@dataclass(frozen=True)
+class Export:
+    """What :func:`export` wrote: the directory, the C name of the model, its files and operations."""
+
+    directory: Path
+    name: str
+    files: tuple[str, ...]
+    ops: tuple[dict, ...]
+    precision: str
+    target: str
+    input_size: int
+    output_size: int
+
+
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=False,
+        lstrip_blocks=False,
+    )
+
+
+def export(model, out_dir, name=None, target="host", precision="float32", sparse="auto", calibration=None) -> Export:
+    """Write C99 inference code for ``model`` into ``out_dir``.
+
+    Args:
+        model: a Keras model of the layers :func:`keras_grs.analyze` supports.
+        out_dir: the directory to write (created if needed; files of the same names are replaced).
+        name: the C name of the model (default: the Keras name), made a valid identifier.
+        target: ``host`` or ``pi-zero``: the default of the generated Makefile's ``all`` target.
+        precision: ``float32``, or ``int8`` (Dense layers: per-unit symmetric int8 weights, the input quantized
+            with a scale calibrated on ``calibration``, int32 accumulation).
+        sparse: ``auto`` (Dense layers at most half non-zero are stored sparsely), ``never`` or ``always``.
+        calibration: sample inputs, required for ``int8``.
+
+    Returns:
+        An :class:`Export` record.
+
+    Example:
+        >>> import tempfile
+        >>> from keras_grs import models
+        >>> from c_backend import export
+        >>> result = export(models.build("nn1", (140,)), tempfile.mkdtemp())
+        >>> result.name, [op["kind"] for op in result.ops]
+        ('nn1', ['dense', 'dense', 'dense', 'dense'])
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    c_name = c_identifier(name if name is not None else model.name)
+    ops = describe(model, c_name, precision=precision, sparse=sparse, calibration=calibration)
+    input_shape = [int(d) for d in model.input_shape[1:]]
+    context = {
+        "model": c_name,
+        "keras_name": str(model.name).replace("`", "'"),
+        "ops": ops,
+        "precision": precision,
+        "target": target,
+        "input_shape": input_shape,
+        "input_size": int(np.prod(input_shape)),
+        "output_size": int(np.prod(model.output_shape[1:])),
+    }
+    environment = _environment()
+    rendered = {}
+    for runtime in RUNTIME:
+        rendered[runtime] = environment.get_template(f"{runtime}.j2").render(context)
+    rendered[f"{c_name}_actors.h"] = environment.get_template("actors.h.j2").render(context)
+    for op in ops:
+        rendered[f"{op['actor']}.c"] = environment.get_template("actor.c.j2").render(context, op=op)
+    rendered[f"{c_name}.h"] = environment.get_template("model.h.j2").render(context)
+    rendered[f"{c_name}.c"] = environment.get_template("model.c.j2").render(context)
+    rendered["main.c"] = environment.get_template("main.c.j2").render(context)
+    makefile = environment.get_template("Makefile.j2").render(context)
+    if target == "pi-zero":
+        makefile = makefile.replace(f"all: {c_name}", "all: pi-zero", 1)
+    rendered["Makefile"] = makefile
+    rendered["README.md"] = environment.get_template("README.md.j2").render(context)
+
+    directory = Path(out_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    for filename, text in rendered.items():
+        temporary = directory / f".{filename}.partial"
+        temporary.write_text(text)
+        os.replace(temporary, directory / filename)
+    return Export(directory, c_name, tuple(rendered), tuple(ops), precision, target, context["input_size"],
+                  context["output_size"])
