@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test install c-toolchains clean
+.PHONY: demo test install c-toolchains bench-c clean
 
 install: $(STAMP)
 
@@ -33,6 +33,10 @@ demo: $(STAMP) c-toolchains
 
 test: $(STAMP) c-toolchains
 	$(PY) -m pytest -q
+
+# Benchmarks are run by hand, never as tests; results go to benchmarks/results/.
+bench-c: $(STAMP) c-toolchains
+	$(PY) benchmarks/c_latency.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

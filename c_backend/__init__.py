@@ -5,6 +5,6 @@
 """
 
 from c_backend.export import Export, export
-from c_backend.verify import Verification, build, verify
+from c_backend.verify import Verification, build, run, verify
 
-__all__ = ["Export", "Verification", "build", "export", "verify"]
+__all__ = ["Export", "Verification", "build", "export", "run", "verify"]
