@@ -33,7 +33,7 @@ def test_module_entry_point_runs_a_short_demo(tmp_path):
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert "3000 frames of 140 neurons as 12x12 images" in result.stdout
-    assert "== model 1/2: nn1 32x16x8 (JGRS)" in result.stdout and "== model 2/2: cnn1" in result.stdout
+    assert "== model 1/2: nn1 32x16x8 (JGRS, keras-tuner)" in result.stdout and "== model 2/2: cnn1" in result.stdout
     assert "selected:" in result.stdout
     for name in ("compact.keras", "eup.keras", "report.md", "plots/accuracy_vs_params.png"):
         assert (tmp_path / "run" / name).exists()
