@@ -12,6 +12,15 @@ from dataclasses import dataclass
 from keras_grs.search.engine import Branch, Context, Node, PolicyGen, jump_size, parallel
 
 
+def _evaluate_one(ctx: Context, candidate) -> PolicyGen:
+    """Evaluate one candidate; return its node when it is valid (and so accepted), else None."""
+    (outcome,) = yield [candidate]
+    node = Node(candidate, outcome)
+    accepted = ctx.valid(outcome)
+    ctx.judge([node], node if accepted else None)
+    return node if accepted else None
+
+
 def greedy(ctx: Context, start: Node, scope: str, phase: str = "grs") -> PolicyGen:
     """GRS: every group above its minimum width offers one candidate with one unit removed; the best valid one
     (highest score, then fewest FLOPs) becomes the new structure. Stop when none is valid or nothing is left.
@@ -39,11 +48,8 @@ def random_order(ctx: Context, start: Node, scope: str, phase: str = "rrs") -> P
     while groups := ctx.prunable(current):
         group = int(rng.choice(groups))
         candidate = ctx.child(current, {group: ctx.select(current, group, 1, rng)}, phase, scope)
-        (outcome,) = yield [candidate]
-        node = Node(candidate, outcome)
-        accepted = ctx.valid(outcome)
-        ctx.judge([node], node if accepted else None)
-        if not accepted:
+        node = yield from _evaluate_one(ctx, candidate)
+        if node is None:
             break
         current = node
         path.append(node)
@@ -58,11 +64,8 @@ def natural(ctx: Context, start: Node, scope: str, phase: str = "nwm") -> Policy
     for group in range(len(ctx.groups)):
         while group in ctx.prunable(current):
             candidate = ctx.child(current, {group: ctx.select(current, group, 1, rng)}, phase, scope)
-            (outcome,) = yield [candidate]
-            node = Node(candidate, outcome)
-            accepted = ctx.valid(outcome)
-            ctx.judge([node], node if accepted else None)
-            if not accepted:
+            node = yield from _evaluate_one(ctx, candidate)
+            if node is None:
                 break
             current = node
             path.append(node)
@@ -83,11 +86,8 @@ def jump_attempt(ctx: Context, start: Node, scope: str, phase: str, rate: float)
         if not removal:
             break
         candidate = ctx.child(current, removal, phase, scope)
-        (outcome,) = yield [candidate]
-        node = Node(candidate, outcome)
-        accepted = ctx.valid(outcome)
-        ctx.judge([node], node if accepted else None)
-        if not accepted:
+        node = yield from _evaluate_one(ctx, candidate)
+        if node is None:
             break
         current = node
         path.append(node)
