@@ -109,6 +109,24 @@ def _file_digest(path) -> str:
     return digest.hexdigest()
 
 
+def _class_ids_for_builtins(data, specs):
+    """Built-in models train on class ids (sparse cross-entropy): one-hot labels are turned into ids for them."""
+    from keras_grs import models
+
+    one_hot = [k for k in ("y_train", "y_val", "y_test") if k in data and data[k].ndim == 2 and data[k].shape[1] > 1]
+    if not one_hot:
+        return data
+    builtin = [spec in models.NAMES for spec in specs]
+    if any(builtin) and not all(builtin):
+        raise CommandError("one-hot labels cannot serve built-in models (class ids) and model files together; "
+                           "store class ids in the data file")
+    if all(builtin):
+        data = dict(data)
+        for key in one_hot:
+            data[key] = data[key].argmax(axis=1).astype("int32")
+    return data
+
+
 def _num_classes(data) -> int:
     import numpy as np
 
@@ -172,6 +190,7 @@ def check_prune_arguments(args):
             raise CommandError(f"--storage {args.storage!r} is not a storage URL (sqlite:///PATH, postgresql://...)")
         find_storage(args.storage)  # refuses an unknown scheme before anything is written
     data = load_npz(args.data)
+    data = _class_ids_for_builtins(data, args.models)
     settings = run_settings(args)
     if out.is_dir() and any(out.iterdir()):
         if not args.resume:

@@ -84,6 +84,15 @@ def test_bad_data_is_refused_and_nothing_is_written(npz, tmp_path, capsys, chang
     assert not out.exists()
 
 
+def test_one_hot_labels_serve_builtin_models(npz, tmp_path):
+    data = arrays(npz)
+    for key in ("y_train", "y_val", "y_test"):
+        data[key] = np.eye(2, dtype="float32")[data[key]]
+    path = write(tmp_path, **data)
+    assert main(["prune", "nn2", "--data", str(path), "--out", str(tmp_path / "run"), "--no-eup", *TINY]) == 0
+    assert (tmp_path / "run" / "report.json").exists()
+
+
 def test_labels_that_do_not_fit_a_model_file(npz, tmp_path, capsys):
     path = tmp_path / "three.keras"
     models.build("nn2", (20,), num_classes=3).save(path)
