@@ -42,7 +42,9 @@ class GRSTuner(keras_tuner.Tuner):
         phases: for ``method="jgrs"``: ``[(rate, attempts), ..., (None, attempts)]``.
         units: override the unit selection: ``random`` or ``magnitude``.
         initial_epochs: epochs for trial 0 (the initial model) when it differs from the fine-tuning epochs.
-        evaluator: how candidates are fine-tuned; default: one ``model.fit`` per trial.
+        evaluator: how candidates are fine-tuned: ``"keras"`` (default, one ``model.fit`` per trial), ``"batched"``
+            (all pending trials trained together in one compiled computation; MLPs for now, others fall back), or
+            an evaluator object.
         optuna_storage: an Optuna storage URL or object: every completed trial is mirrored into the study
             ``optuna_study_name`` (default: the project name), to sit beside Optuna runs in optuna-dashboard.
         **tuner_kwargs: every usual Tuner argument (directory, project_name, overwrite, max_trials,
@@ -110,9 +112,16 @@ class GRSTuner(keras_tuner.Tuner):
         super().__init__(oracle=oracle, hypermodel=hypermodel, **tuner_kwargs)
         self.inherit_weights = inherit_weights
         self.initial_epochs = initial_epochs
-        self.evaluator = evaluator or KerasEvaluator(
-            self.oracle.objective, self.hypermodel, self.executions_per_trial
-        )
+        if evaluator is None or evaluator == "keras":
+            evaluator = KerasEvaluator(self.oracle.objective, self.hypermodel, self.executions_per_trial)
+        elif evaluator == "batched":
+            from keras_grs.evaluate.batched import BatchedEvaluator
+
+            evaluator = BatchedEvaluator(self.oracle.objective, self.hypermodel, self.executions_per_trial,
+                                         seed=self.oracle.seed)
+        elif isinstance(evaluator, str):
+            raise ValueError(f"unknown evaluator {evaluator!r}; use 'keras', 'batched' or an evaluator object")
+        self.evaluator = evaluator
         self._source_weights = None
         self._train_first = True
         self._parents = {}
@@ -205,6 +214,10 @@ class GRSTuner(keras_tuner.Tuner):
         """
         self.oracle.progress = progress
         self._check_fit_arguments(fit_args, fit_kwargs)
+        if getattr(self.evaluator, "batches", False):
+            if "verbose" in fit_kwargs:
+                self.oracle.verbose = fit_kwargs["verbose"]
+            return self._search_in_batches(fit_args, fit_kwargs)
         return super().search(*fit_args, **fit_kwargs)
 
     def _check_fit_arguments(self, fit_args, fit_kwargs):
@@ -237,12 +250,21 @@ class GRSTuner(keras_tuner.Tuner):
         keras.backend.clear_session()
 
     def run_trial(self, trial, *fit_args, **fit_kwargs):
+        job, fit_kwargs = self._prepare_job(trial, fit_kwargs)
+        (metrics,) = self.evaluator.evaluate([job], fit_args, fit_kwargs)
+        self._save_unit_norms(trial.trial_id, job.model)
+        del job
+        gc.collect()
+        return metrics
+
+    def _prepare_job(self, trial, fit_kwargs):
+        """Build the trial's candidate with its inherited weights; the fit arguments it trains with."""
         hp = trial.hyperparameters
         parent_id = hp.values.get(PARENT) or None
         inherited = None
         if parent_id is not None and self.inherit_weights:
             inherited = self._inherited_weights(parent_id, json.loads(hp.values[REMOVED]))
-        model = self._try_build(hp)
+        model = self._try_build(hp) if not getattr(self.evaluator, "batches", False) else self._build_hypermodel(hp)
         if parent_id is None and self._source_weights is not None:
             model.set_weights(self._source_weights)
         if inherited is not None:
@@ -250,12 +272,52 @@ class GRSTuner(keras_tuner.Tuner):
         train = parent_id is not None or self._train_first
         if parent_id is None and self.initial_epochs is not None:
             fit_kwargs = dict(fit_kwargs, epochs=self.initial_epochs)
-        job = Job(model, train, self._get_checkpoint_fname(trial.trial_id), hp)
-        (metrics,) = self.evaluator.evaluate([job], fit_args, fit_kwargs)
-        self._save_unit_norms(trial.trial_id, model)
-        del model, job
-        gc.collect()
-        return metrics
+        return Job(model, train, self._get_checkpoint_fname(trial.trial_id), hp), fit_kwargs
+
+    def _search_in_batches(self, fit_args, fit_kwargs):
+        """Pull every pending trial from the oracle (a GRS step, a JGRS phase's attempts), evaluate them together,
+        and record each as an ordinary trial."""
+        self.on_search_begin()
+        while True:
+            self.pre_create_trial()
+            trials, trial = [], None
+            while True:
+                trial = self.oracle.create_trial(self.tuner_id if not trials else f"{self.tuner_id}-{len(trials)}")
+                if trial.status != "RUNNING":
+                    break
+                trials.append(trial)
+            if not trials:
+                if trial.status == "STOPPED":
+                    break
+                continue
+            for t in trials:
+                self.on_trial_begin(t)
+            keras.backend.clear_session()
+            try:
+                prepared = [self._prepare_job(t, fit_kwargs) for t in trials]
+                groups = {}
+                for t, (job, kwargs) in zip(trials, prepared):
+                    groups.setdefault(json.dumps(kwargs.get("epochs")), []).append((t, job, kwargs))
+                for members in groups.values():
+                    jobs = [job for _, job, _ in members]
+                    results = self.evaluator.evaluate(jobs, fit_args, members[0][2])
+                    for (t, job, _), metrics in zip(members, results):
+                        self.oracle.update_trial(t.trial_id, metrics)
+                        self._save_unit_norms(t.trial_id, job.model)
+                        t.status = "COMPLETED"
+            except Exception as error:  # as keras-tuner does for one trial: mark them and go on
+                import traceback
+
+                for t in trials:
+                    if t.status != "COMPLETED":
+                        t.status = "FAILED"
+                        t.message = traceback.format_exc()
+                if isinstance(error, (KeyboardInterrupt, SystemExit)):
+                    raise
+            for t in trials:
+                self.on_trial_end(t)
+            gc.collect()
+        self.on_search_end()
 
     def _inherited_weights(self, parent_id, removed):
         """The parent trial's trained weights minus the removed units, layer by layer."""
