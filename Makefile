@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test install c-toolchains bench-c clean
+.PHONY: demo test install c-toolchains bench-c bench-search clean
 
 install: $(STAMP)
 
@@ -37,6 +37,9 @@ test: $(STAMP) c-toolchains
 # Benchmarks are run by hand, never as tests; results go to benchmarks/results/.
 bench-c: $(STAMP) c-toolchains
 	$(PY) benchmarks/c_latency.py
+
+bench-search: $(STAMP)
+	$(PY) benchmarks/search_speed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
