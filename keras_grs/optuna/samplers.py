@@ -4,7 +4,8 @@ A sampler keeps nothing that the study's storage does not hold. Before each tria
 (:meth:`keras_grs.search.Search.plan`) over the study's finished trials, picks a pending candidate that no running
 trial holds, and writes the candidate's key into the trial's system attributes; the trial's parameters are the
 candidate's widths. Any process that loads the study continues the same search, and several workers on one
-study share a GRS step's candidates between them.
+study share a GRS step's candidates between them: a claim is written, then checked against every other trial's
+(see ``_claim_holds``).
 
 The search's configuration (widths, tolerance, method) lives in the study's user attributes, written by
 :func:`keras_grs.optuna.optimize` on the study's first run.
@@ -13,6 +14,7 @@ The search's configuration (widths, tolerance, method) lives in the study's user
 from __future__ import annotations
 
 import json
+import random
 import time
 
 import optuna
@@ -117,14 +119,17 @@ class PruningSampler(BaseSampler):
                 study._storage.set_trial_system_attr(trial._trial_id, KEY_ATTR, candidate.key)
                 if self._claim_holds(study, trial, candidate.key):
                     return
+                study._storage.set_trial_system_attr(trial._trial_id, KEY_ATTR, None)  # back off
             if time.monotonic() - started > self.idle_timeout:
                 raise RuntimeError(f"no candidate became available within {self.idle_timeout} s")
-            time.sleep(IDLE_POLL_SECONDS)
+            time.sleep(IDLE_POLL_SECONDS * (0.5 + random.random()))  # jitter: two workers that backed off differ
 
     def _claim_holds(self, study, trial, key) -> bool:
-        """Two workers may claim one candidate at once: the trial with the lower number keeps it."""
+        """Checked after writing the claim: if any other running or finished trial holds the candidate, back off.
+        Of two claims on one candidate, the later writer always sees the earlier one, so both can never keep it
+        (at worst both back off and try again)."""
         for other in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
-            if other.number < trial.number and other.system_attrs.get(KEY_ATTR) == key:
+            if other.number != trial.number and other.system_attrs.get(KEY_ATTR) == key:
                 return False
         return True
 
