@@ -25,6 +25,7 @@ import numpy as np
 
 from keras_grs.costs import count_flops, count_params
 from keras_grs.scoring import accuracy
+from keras_grs.search.engine import check_tolerance
 from keras_grs.structure import WIDTH_LAYERS, layer_chain
 from keras_grs.surgery import resized
 
@@ -93,11 +94,6 @@ def _check_validation(validation_data):
     return np.asarray(x), np.asarray(y)
 
 
-def _check_tolerance(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ValueError(f"{name} must be a number in (0, 1], got {value!r}")
-
-
 def _thresholded(originals, layers, t, mode):
     for layer, weights in zip(layers, originals):
         if mode == "relative":
@@ -134,7 +130,7 @@ def threshold(model, validation_data, reference=None, tolerance=0.995, mode="rel
         True
     """
     x, y = _check_validation(validation_data)
-    _check_tolerance("tolerance", tolerance)
+    check_tolerance(tolerance)
     if mode not in ("relative", "absolute"):
         raise ValueError(f"mode must be 'relative' or 'absolute', got {mode!r}")
     default_init, default_step = (0.3, 0.1) if mode == "relative" else (0.001, 0.001)
@@ -197,7 +193,7 @@ def quantize(model, validation_data, reference=None, tolerance=0.990, start_digi
         ``(new_model, QuantizeResult)``.
     """
     x, y = _check_validation(validation_data)
-    _check_tolerance("tolerance", tolerance)
+    check_tolerance(tolerance)
     if isinstance(start_digits, bool) or not isinstance(start_digits, (int, np.integer)) or start_digits < 0:
         raise ValueError(f"start_digits must be a non-negative integer, got {start_digits!r}")
     reference = accuracy(model, x, y) if reference is None else float(reference)

@@ -354,9 +354,10 @@ def _step(node: Node) -> Step:
     return Step(c.key, c.phase, c.widths, node.score, o.params, o.flops)
 
 
-def check_tolerance(tolerance) -> None:
+def check_tolerance(tolerance, name="tolerance") -> None:
+    """Refuse anything but a number in (0, 1] (NaN and booleans included), naming the argument."""
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 < tolerance <= 1:
-        raise ValueError(f"tolerance must be a number in (0, 1], got {tolerance!r}")
+        raise ValueError(f"{name} must be a number in (0, 1], got {tolerance!r}")
 
 
 def run(search: Search, evaluate: Callable[[Candidate], Outcome], max_evaluations: int | None = None) -> Plan:
