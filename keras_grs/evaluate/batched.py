@@ -214,7 +214,7 @@ class BatchedEvaluator:
                     return tf.nn.softmax(z, axis=-1)
                 h = ACTIVATIONS[activations[i]](z) * masks[i][:, None, :]
                 if training and dropouts[i] > 0:
-                    keep = tf.random.stateless_uniform(h.shape, seed=seed + i) >= dropouts[i]
+                    keep = tf.random.stateless_uniform(h.shape, seed=seed + i, alg="threefry") >= dropouts[i]
                     h = tf.where(keep, h / (1 - dropouts[i]), 0.0)
             return h
 
