@@ -5,12 +5,15 @@ import warnings
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_grs
 from keras_grs import GRSTuner, datasets, models
 from keras_grs.evaluate import Job, KerasEvaluator
-from keras_grs.evaluate.batched import BatchedEvaluator
+from keras_grs.evaluate.batched import BatchedEvaluator, _forward_function, _plan
 from keras_tuner import Objective
+
+from helpers import randomize
 
 OBJECTIVE = Objective("val_accuracy", "max")
 
@@ -70,7 +73,9 @@ def test_the_best_epoch_weights_are_saved_into_each_smaller_model(tmp_path, data
 def test_unsupported_models_fall_back_with_one_warning(tmp_path):
     x = np.random.default_rng(0).normal(size=(40, 6, 6, 1)).astype("float32")
     y = (x.mean(axis=(1, 2, 3)) > 0).astype("int32")
-    model = models.build("cnn2", (6, 6, 1))
+    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(4, 2), keras.layers.BatchNormalization(),
+                              keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     evaluator = BatchedEvaluator(OBJECTIVE)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -78,7 +83,65 @@ def test_unsupported_models_fall_back_with_one_warning(tmp_path):
             evaluator.evaluate([Job(model, True, str(tmp_path / f"c{i}.weights.h5"))], (x, y),
                                {"epochs": 1, "validation_data": (x, y), "verbose": 0})
     messages = [str(w.message) for w in caught if "batched evaluation" in str(w.message)]
-    assert len(messages) == 1 and "Conv2D" in messages[0]
+    assert len(messages) == 1 and "BatchNormalization" in messages[0]
+    assert evaluator._calls == 0
+
+
+def conv1d_model():
+    model = keras.Sequential([
+        keras.Input((20, 3)),
+        keras.layers.Conv1D(6, 3, strides=2, padding="same", activation="tanh", name="c1"),
+        keras.layers.AveragePooling1D(2, padding="same"),
+        keras.layers.Conv1D(5, 2, name="c2"),
+        keras.layers.ReLU(),
+        keras.layers.MaxPooling1D(3, strides=1),
+        keras.layers.Dropout(0.2),
+        keras.layers.GlobalMaxPooling1D(),
+        keras.layers.Dense(4, name="d"),
+        keras.layers.Activation("softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("case", ["cnn1", "conv1d"])
+def test_stacked_masked_candidates_compute_what_each_smaller_model_computes(case):
+    if case == "cnn1":
+        base, shape = models.build("cnn1", (9, 9, 1)), (9, 9, 1)
+        removals = [{"conv1": [0, 3]}, {"conv2": [1], "dense1": [2, 5]}, {"dense3": [0]}]
+    else:
+        base, shape = conv1d_model(), (20, 3)
+        removals = [{}, {"c1": [1, 2]}, {"c2": [0, 4]}]
+    randomize(base, np.random.default_rng(3))
+    jobs = [Job(keras_grs.shrink(base, r), True, "") for r in removals]
+    evaluator = BatchedEvaluator(OBJECTIVE)
+    plan = _plan(jobs[0].model)
+    per_job, params, masks = evaluator._pack(jobs, plan, shape[-1])
+    x = np.random.default_rng(0).normal(size=(6, *shape)).astype("float32")
+    probabilities = tf.nn.softmax(_forward_function(plan, evaluator._slots)(params, masks, tf.constant(x), None))
+    outputs = [job.model.predict(x, verbose=0) for job in jobs]
+    for j, expected in enumerate(outputs):
+        np.testing.assert_allclose(probabilities[j].numpy(), expected, atol=1e-5)
+    assert np.abs(outputs[0] - outputs[1]).max() > 1e-4  # the candidates really differ
+    evaluator._unpack(per_job, plan, [p.numpy() for p in params])
+    for job, removal in zip(jobs, removals):
+        for got, want in zip(job.model.get_weights(), keras_grs.shrink(base, removal).get_weights()):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_a_cnn_trained_batched_learns_like_one_fit_per_candidate(tmp_path):
+    x, y = datasets.calcium(n_neurons=36, n_frames=900, seed=2, image=True)
+    (x, y), validation, _ = datasets.split(x, y, val=0.3, test=0.0)
+    keras.utils.set_random_seed(1)
+    base = models.build("cnn2", x.shape[1:])
+    fit = {"epochs": 15, "batch_size": 32, "validation_data": validation}
+    scores = {}
+    for name, evaluator in (("batched", BatchedEvaluator(OBJECTIVE)), ("keras", KerasEvaluator(OBJECTIVE))):
+        jobs = [Job(keras_grs.shrink(base, {"conv1": [i]}), True, str(tmp_path / f"{name}{i}.weights.h5"))
+                for i in range(2)]
+        scores[name] = [r["val_accuracy"] for r in evaluator.evaluate(jobs, (x, y), fit)]
+    assert abs(np.mean(scores["batched"]) - np.mean(scores["keras"])) < 0.05, scores
+    assert min(scores["batched"]) > 0.7, scores
 
 
 def test_a_batched_search_takes_the_same_decisions_on_a_deterministic_case(tmp_path, data):

@@ -2,22 +2,27 @@
 
 Small models spend almost all of ``model.fit``'s time on per-step Python dispatch, not arithmetic. This evaluator
 trains every job of a batch (the candidates of a GRS step, the attempts of a JGRS phase) at once: their weights are
-stacked along a leading candidate axis at the batch's largest widths, units a candidate does not have are masked to
-zero, and each epoch runs as one XLA-compiled loop over the mini-batches. Each candidate keeps its own weights,
-dropout masks and Adam state; loss, optimizer settings, epochs, batch size, per-epoch shuffling and the best-epoch
-rule are those of the keras path. The best epoch's weights are copied back into each job's (physically smaller)
-model and saved to its checkpoint, so trials look exactly like the keras evaluator's.
+stacked along a leading candidate axis at the largest widths seen so far, units a candidate does not have are
+masked to zero, and each epoch runs as one XLA-compiled loop over the mini-batches. Because the padded shapes only
+grow, a whole search usually runs on one or two compiled programs. Each candidate keeps its own weights, dropout
+masks and Adam state; loss, optimizer settings, epochs, batch size, per-epoch shuffling and the best-epoch rule are
+those of the keras path. The best epoch's weights are copied back into each job's (physically smaller) model and
+saved to its checkpoint, so trials look exactly like the keras evaluator's.
 
-Supported for now: chains of Dense layers (with Dropout, Activation/ReLU and a leading Flatten), softmax output,
-sparse categorical cross-entropy, Adam. Anything else falls back to :class:`KerasEvaluator`, said once.
+Supported: chains of Dense, Conv1D/Conv2D (channels last, no dilation or groups), max/average pooling, global
+pooling, Flatten, Dropout and Activation/ReLU layers, a softmax output, sparse categorical cross-entropy and Adam,
+trained by the default ``fit`` (no callbacks, no HyperModel ``fit`` of its own). Anything else falls back to
+:class:`KerasEvaluator`, said once.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass, field
 
 import keras
+import keras_tuner
 import numpy as np
 import tensorflow as tf
 
@@ -26,14 +31,47 @@ from keras_grs.evaluate.keras import KerasEvaluator
 from keras_grs.structure import layer_chain
 
 ACTIVATIONS = {"relu": tf.nn.relu, "linear": tf.identity, "tanh": tf.tanh, "sigmoid": tf.sigmoid}
+CONVS = (keras.layers.Conv1D, keras.layers.Conv2D)
+POOLS = {
+    keras.layers.MaxPooling1D: "MAX", keras.layers.MaxPooling2D: "MAX",
+    keras.layers.AveragePooling1D: "AVG", keras.layers.AveragePooling2D: "AVG",
+}
+GLOBAL_POOLS = {
+    keras.layers.GlobalMaxPooling1D: tf.reduce_max, keras.layers.GlobalMaxPooling2D: tf.reduce_max,
+    keras.layers.GlobalAveragePooling1D: tf.reduce_mean, keras.layers.GlobalAveragePooling2D: tf.reduce_mean,
+}
+FIT_ARGUMENTS = {"epochs", "batch_size", "validation_data", "verbose", "callbacks", "shuffle"}
 
 
 class UnsupportedForBatching(ValueError):
     pass
 
 
+@dataclass
+class _Op:
+    """One step of the computation. ``kind``: dense, conv, pool, gpool, flatten, dropout or activation."""
+
+    kind: str
+    activation: str = "linear"
+    window: tuple = ()  # conv kernel size or pool size
+    strides: tuple = ()
+    padding: str = "valid"
+    pooling: str = ""  # MAX/AVG
+    rate: float = 0.0
+    spatial: tuple = ()  # for a Dense after a Flatten: the spatial shape that was flattened
+    layer: object = field(default=None, compare=False, repr=False)
+
+    @property
+    def weighted(self):
+        return self.kind in ("dense", "conv")
+
+    def key(self):
+        return (self.kind, self.activation, self.window, self.strides, self.padding, self.pooling, self.rate,
+                self.spatial)
+
+
 def _plan(model):
-    """The model as a list of steps: ("dense", layer, activation) and ("dropout", rate), or raise."""
+    """The model as a list of :class:`_Op`, or raise UnsupportedForBatching naming what is not supported."""
     config = model.get_compile_config() if model.compiled else {}
     loss = config.get("loss")
     if loss not in ("sparse_categorical_crossentropy",):
@@ -41,34 +79,71 @@ def _plan(model):
     optimizer = model.optimizer
     if type(optimizer) is not keras.optimizers.Adam or optimizer.amsgrad:
         raise UnsupportedForBatching(f"optimizer {type(optimizer).__name__}")
-    steps = []
-    for i, layer in enumerate(layer_chain(model)):
+    ops, flattened = [], ()
+    for layer in layer_chain(model):
+        name = type(layer).__name__
         if isinstance(layer, keras.layers.Dense):
             if len(layer.input.shape) != 2:
                 raise UnsupportedForBatching("Dense on a sequence")
-            steps.append(["dense", layer, layer.activation.__name__])
+            ops.append(_Op("dense", layer.activation.__name__, spatial=flattened, layer=layer))
+            flattened = ()
+        elif isinstance(layer, CONVS):
+            if layer.data_format != "channels_last" or layer.groups != 1 or set(layer.dilation_rate) != {1} \
+                    or layer.padding not in ("valid", "same"):
+                raise UnsupportedForBatching(f"{name} {layer.name!r} options")
+            ops.append(_Op("conv", layer.activation.__name__, tuple(layer.kernel_size), tuple(layer.strides),
+                           layer.padding, layer=layer))
+        elif type(layer) in POOLS:
+            if layer.data_format != "channels_last" or layer.padding not in ("valid", "same"):
+                raise UnsupportedForBatching(f"{name} {layer.name!r} options")
+            ops.append(_Op("pool", window=tuple(layer.pool_size), strides=tuple(layer.strides),
+                           padding=layer.padding.upper(), pooling=POOLS[type(layer)]))
+        elif type(layer) in GLOBAL_POOLS:
+            if layer.data_format != "channels_last" or layer.keepdims:
+                raise UnsupportedForBatching(f"{name} {layer.name!r} options")
+            ops.append(_Op("gpool", pooling=name))
+        elif isinstance(layer, keras.layers.Flatten):
+            flattened = tuple(int(d) for d in layer.input.shape[1:-1])
+            ops.append(_Op("flatten"))
         elif isinstance(layer, keras.layers.Dropout):
-            steps.append(["dropout", float(layer.rate)])
-        elif isinstance(layer, (keras.layers.Activation, keras.layers.ReLU)) and steps and steps[-1][0] == "dense" \
-                and steps[-1][2] == "linear":
-            steps[-1][2] = "relu" if isinstance(layer, keras.layers.ReLU) else layer.activation.__name__
-        elif isinstance(layer, keras.layers.Flatten) and i == 0:
-            continue
+            if layer.noise_shape is not None:
+                raise UnsupportedForBatching("Dropout with a noise_shape")
+            ops.append(_Op("dropout", rate=float(layer.rate)))
+        elif isinstance(layer, (keras.layers.Activation, keras.layers.ReLU)):
+            if isinstance(layer, keras.layers.ReLU) and (layer.max_value is not None or layer.negative_slope
+                                                          or layer.threshold):
+                raise UnsupportedForBatching("ReLU options")
+            activation = "relu" if isinstance(layer, keras.layers.ReLU) else layer.activation.__name__
+            if ops and ops[-1].weighted and ops[-1].activation == "linear":
+                ops[-1].activation = activation  # fused, so that masked units stay exactly zero
+            else:
+                ops.append(_Op("activation", activation))
         else:
-            raise UnsupportedForBatching(f"layer {type(layer).__name__}")
-    dense = [s for s in steps if s[0] == "dense"]
-    if dense[-1][2] != "softmax" or any(s[2] not in ACTIVATIONS for s in dense[:-1]):
-        raise UnsupportedForBatching("activations")
-    return steps
+            raise UnsupportedForBatching(f"layer {name}")
+    last = max(i for i, op in enumerate(ops) if op.weighted)
+    if ops[last].activation != "softmax" or last != len(ops) - 1:
+        raise UnsupportedForBatching("output: needs a softmax as the last layer")
+    ops[last].activation = "logits"
+    for op in ops[:last]:
+        # a standalone activation must keep the masked (zero) units zero
+        allowed = ("relu", "linear", "tanh") if op.kind == "activation" else tuple(ACTIVATIONS)
+        if (op.weighted or op.kind == "activation") and op.activation not in allowed:
+            raise UnsupportedForBatching(f"activation {op.activation!r}")
+    return ops
 
 
-def _signature(steps, model):
+def _signature(ops, model):
     optimizer = model.optimizer.get_config()
     return (
-        tuple((s[0], s[2]) if s[0] == "dense" else tuple(s) for s in steps),
-        int(np.prod(model.input_shape[1:])),
+        tuple(op.key() for op in ops),
+        tuple(int(d) for d in model.input_shape[1:]),
         tuple(sorted((k, str(v)) for k, v in optimizer.items() if k in ("learning_rate", "beta_1", "beta_2", "epsilon"))),
     )
+
+
+def _kernel_prefix(op):
+    """The kernel's leading dimensions before its (input channels, output channels)."""
+    return op.window if op.kind == "conv" else op.spatial
 
 
 class BatchedEvaluator:
@@ -76,11 +151,15 @@ class BatchedEvaluator:
 
     Args:
         objective: a keras-tuner Objective (``val_accuracy``).
+        hypermodel: the tuner's HyperModel; one with its own ``fit`` is trained by the keras evaluator.
+        executions_per_trial: more than 1 is handled by the keras evaluator.
         seed: seed of shuffling and dropout.
     """
 
     def __init__(self, objective, hypermodel=None, executions_per_trial=1, seed=0):
         self.objective = objective
+        self.hypermodel = hypermodel
+        self.executions_per_trial = executions_per_trial
         self.fallback = KerasEvaluator(objective, hypermodel, executions_per_trial)
         self.seed = seed
         self._warned = False
@@ -91,21 +170,36 @@ class BatchedEvaluator:
 
     batches = True  # the tuner hands it every pending trial at once
 
+    def supports(self, jobs, fit_kwargs):
+        """Why these jobs cannot be trained together (a string), or None when they can."""
+        try:
+            self._check(jobs, fit_kwargs)
+        except (UnsupportedForBatching, TypeError) as reason:
+            return str(reason)
+        return None
+
+    def _check(self, jobs, fit_kwargs):
+        if self.objective.name != "val_accuracy":
+            raise UnsupportedForBatching(f"objective {self.objective.name}")
+        if self.executions_per_trial != 1:
+            raise UnsupportedForBatching("executions_per_trial > 1")
+        if self.hypermodel is not None and type(self.hypermodel).fit is not keras_tuner.HyperModel.fit:
+            raise UnsupportedForBatching("the HyperModel has its own fit()")
+        if set(fit_kwargs) - FIT_ARGUMENTS:
+            raise UnsupportedForBatching(f"fit arguments {sorted(set(fit_kwargs) - FIT_ARGUMENTS)}")
+        if fit_kwargs.get("callbacks"):
+            raise UnsupportedForBatching("callbacks")
+        plans = [_plan(job.model) for job in jobs]
+        if len({_signature(p, j.model) for p, j in zip(plans, jobs)}) != 1:
+            raise UnsupportedForBatching("jobs differ")
+        float(jobs[0].model.optimizer.get_config()["learning_rate"])  # TypeError for a schedule
+        return plans[0]
+
     def evaluate(self, jobs, fit_args, fit_kwargs):
         if not all(job.train for job in jobs):
             return self.fallback.evaluate(jobs, fit_args, fit_kwargs)
         try:
-            if self.objective.name != "val_accuracy":
-                raise UnsupportedForBatching(f"objective {self.objective.name}")
-            plans = [_plan(job.model) for job in jobs]
-            signatures = {_signature(p, j.model) for p, j in zip(plans, jobs)}
-            if len(signatures) != 1:
-                raise UnsupportedForBatching("jobs differ")
-            float(jobs[0].model.optimizer.get_config()["learning_rate"])
-            if set(fit_kwargs) - {"epochs", "batch_size", "validation_data", "verbose", "callbacks", "shuffle"}:
-                raise UnsupportedForBatching(f"fit arguments {sorted(fit_kwargs)}")
-            if fit_kwargs.get("callbacks"):
-                raise UnsupportedForBatching("callbacks")
+            plan = self._check(jobs, fit_kwargs)
         except (UnsupportedForBatching, TypeError) as reason:
             if not self._warned:
                 warnings.warn(f"batched evaluation does not support this model ({reason}); using one fit per trial",
@@ -113,51 +207,66 @@ class BatchedEvaluator:
                 self._warned = True
             return self.fallback.evaluate(jobs, fit_args, fit_kwargs)
         self._calls += 1
-        return self._train(jobs, plans[0], fit_args, fit_kwargs)
+        return self._train(jobs, plan, fit_args, fit_kwargs)
 
     # -------------------------------------------------------------------------------------------------------
-    def _train(self, jobs, plan, fit_args, fit_kwargs):
-        x, y = (np.asarray(a) for a in fit_args[:2])
-        x = x.reshape(len(x), -1).astype("float32")
-        y = y.reshape(-1).astype("int32")
-        x_val, y_val = fit_kwargs["validation_data"][:2]
-        x_val = np.asarray(x_val).reshape(len(x_val), -1).astype("float32")
-        y_val = np.asarray(y_val).reshape(-1).astype("int32")
-        epochs = int(fit_kwargs.get("epochs", 1))
-        batch = int(fit_kwargs.get("batch_size") or 32)
-        shuffle = fit_kwargs.get("shuffle", True)
-        per_job = [[layer for layer in layer_chain(job.model) if isinstance(layer, keras.layers.Dense)] for job in jobs]
-        # Pad to the largest widths and candidate count seen so far, so later batches reuse the compiled program.
-        widths = [max(layers[i].units for layers in per_job) for i in range(len(per_job[0]))]
+    def _pack(self, jobs, plan, in_channels):
+        """Stack the jobs' weights at the padded widths: per weighted layer a (slots, inputs, outputs) kernel,
+        a (slots, outputs) bias and a (slots, outputs) mask of the units each job has."""
+        per_job = [[layer for layer in layer_chain(job.model) if isinstance(layer, (keras.layers.Dense, *CONVS))]
+                   for job in jobs]
+        widths = [max(layers[i].kernel.shape[-1] for layers in per_job) for i in range(len(per_job[0]))]
         self._capacity = [max(a, b) for a, b in zip(widths, self._capacity or widths)]
         self._slots = max(self._slots, len(jobs))
         widths, k = self._capacity, self._slots
-        inputs = [x.shape[1]] + widths[:-1]
+        ops = [op for op in plan if op.weighted]
         params, masks = [], []
-        for i, (n_in, n_out) in enumerate(zip(inputs, widths)):
-            kernel = np.zeros((k, n_in, n_out), "float32")
+        for i, (op, n_in, n_out) in enumerate(zip(ops, [in_channels] + widths[:-1], widths)):
+            prefix = _kernel_prefix(op)
+            kernel = np.zeros((k, *prefix, n_in, n_out), "float32")
             bias = np.zeros((k, n_out), "float32")
             mask = np.zeros((k, n_out), "float32")
             for j, layers in enumerate(per_job):
                 w, b = layers[i].get_weights()
-                kernel[j, : w.shape[0], : w.shape[1]] = w
+                w = w.reshape(*prefix, -1, w.shape[-1])
+                kernel[j, ..., : w.shape[-2], : w.shape[-1]] = w
                 bias[j, : b.shape[0]] = b
                 mask[j, : b.shape[0]] = 1.0
-            params += [tf.constant(kernel), tf.constant(bias)]
+            params += [tf.constant(kernel.reshape(k, -1, n_out)), tf.constant(bias)]
             masks.append(tf.constant(mask))
+        return per_job, params, masks
+
+    def _unpack(self, per_job, plan, best_params):
+        ops = [op for op in plan if op.weighted]
+        for j, layers in enumerate(per_job):
+            for i, (op, layer) in enumerate(zip(ops, layers)):
+                prefix = _kernel_prefix(op)
+                kernel, bias = best_params[2 * i][j], best_params[2 * i + 1][j]
+                n_in = layer.kernel.shape[-2] if op.kind == "conv" else layer.kernel.shape[0] // math.prod(prefix)
+                n_out = layer.kernel.shape[-1]
+                kernel = kernel.reshape(*prefix, -1, kernel.shape[-1])[..., :n_in, :n_out]
+                layer.set_weights([kernel.reshape(layer.kernel.shape), bias[:n_out]])
+
+    def _train(self, jobs, plan, fit_args, fit_kwargs):
+        x, y = (np.asarray(a) for a in fit_args[:2])
+        x = x.astype("float32")
+        y = y.reshape(-1).astype("int32")
+        x_val, y_val = fit_kwargs["validation_data"][:2]
+        x_val = np.asarray(x_val).astype("float32")
+        y_val = np.asarray(y_val).reshape(-1).astype("int32")
+        epochs = int(fit_kwargs.get("epochs", 1))
+        batch = int(fit_kwargs.get("batch_size") or 32)
+        shuffle = fit_kwargs.get("shuffle", True)
+        input_shape = tuple(int(d) for d in jobs[0].model.input_shape[1:])
+        x, x_val = x.reshape(-1, *input_shape), x_val.reshape(-1, *input_shape)
+        per_job, params, masks = self._pack(jobs, plan, input_shape[-1])
+        k = self._slots
         active = tf.constant((np.arange(k) < len(jobs)).astype("float32"))
         config = jobs[0].model.optimizer.get_config()
         hyper = tuple(float(config[n]) for n in ("learning_rate", "beta_1", "beta_2", "epsilon"))
-        activations = tuple(s[2] for s in plan if s[0] == "dense")
-        dropouts = []  # the dropout rate after each dense layer
-        for step in plan:
-            if step[0] == "dense":
-                dropouts.append(0.0)
-            elif dropouts:
-                dropouts[-1] = 1 - (1 - dropouts[-1]) * (1 - step[1])
         n_batches = math.ceil(len(x) / batch)
-        epoch_fn, validate_fn = self._programs(k, tuple(widths), x.shape[1], n_batches, batch, hyper, activations,
-                                               tuple(dropouts))
+        epoch_fn, validate_fn = self._programs(k, tuple(self._capacity), input_shape, n_batches, batch, hyper,
+                                               plan)
         moments = [tf.zeros_like(p) for p in params] + [tf.zeros_like(p) for p in params]
         step = tf.constant(0.0)
         rng = np.random.default_rng([self.seed, self._calls])
@@ -166,15 +275,16 @@ class BatchedEvaluator:
         best_loss = np.zeros(k)
         padded = n_batches * batch
         x_val_t, y_val_t = tf.constant(x_val), tf.constant(y_val)
+        weights = np.concatenate([np.ones(len(x)), np.zeros(padded - len(x))]).astype("float32")
+        weights = tf.constant(weights.reshape(n_batches, batch))
         for _ in range(epochs):
             order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
             index = np.concatenate([order, np.zeros(padded - len(x), dtype=int)])
-            weights = np.concatenate([np.ones(len(x)), np.zeros(padded - len(x))]).astype("float32")
             params, moments, step, losses = epoch_fn(
                 params, moments, step, masks, active,
-                tf.constant(x[index].reshape(n_batches, batch, -1)),
+                tf.constant(x[index].reshape(n_batches, batch, *input_shape)),
                 tf.constant(y[index].reshape(n_batches, batch)),
-                tf.constant(weights.reshape(n_batches, batch)),
+                weights,
                 tf.constant(int(rng.integers(1 << 30)), tf.int32),
             )
             accuracy = validate_fn(params, masks, x_val_t, y_val_t).numpy()
@@ -184,11 +294,9 @@ class BatchedEvaluator:
                     store[improved] = p.numpy()[improved]
                 best[improved] = accuracy[improved]
                 best_loss[improved] = losses.numpy()[improved]
+        self._unpack(per_job, plan, best_params)
         results = []
-        for j, (job, layers) in enumerate(zip(jobs, per_job)):
-            for i, layer in enumerate(layers):
-                w_in, w_out = layer.kernel.shape
-                layer.set_weights([best_params[2 * i][j, :w_in, :w_out], best_params[2 * i + 1][j, :w_out]])
+        for j, job in enumerate(jobs):
             job.model.save_weights(job.checkpoint)
             results.append({
                 "val_accuracy": float(best[j]),
@@ -198,25 +306,13 @@ class BatchedEvaluator:
             })
         return results
 
-    def _programs(self, k, widths, n_inputs, n_batches, batch, hyper, activations, dropouts):
+    def _programs(self, k, widths, input_shape, n_batches, batch, hyper, plan):
         """The compiled epoch and validation functions for one shape of problem, built once and reused."""
-        key = (k, widths, n_inputs, n_batches, batch, hyper, activations, dropouts)
+        key = (k, widths, input_shape, n_batches, batch, hyper, tuple(op.key() for op in plan))
         if key in self._compiled:
             return self._compiled[key]
         lr, beta_1, beta_2, eps = hyper
-        layers = len(widths)
-
-        def forward(params, masks, xb, training, seed):
-            h = tf.broadcast_to(xb[None], (k, *xb.shape))
-            for i in range(layers):
-                z = tf.einsum("kbi,kio->kbo", h, params[2 * i]) + params[2 * i + 1][:, None, :]
-                if i == layers - 1:
-                    return tf.nn.softmax(z, axis=-1)
-                h = ACTIVATIONS[activations[i]](z) * masks[i][:, None, :]
-                if training and dropouts[i] > 0:
-                    keep = tf.random.stateless_uniform(h.shape, seed=seed + i, alg="threefry") >= dropouts[i]
-                    h = tf.where(keep, h / (1 - dropouts[i]), 0.0)
-            return h
+        forward = _forward_function(plan, k)
 
         @tf.function(jit_compile=True, reduce_retracing=True)
         def epoch(params, moments, step, masks, active, xs, ys, ws, seed):
@@ -226,9 +322,10 @@ class BatchedEvaluator:
             for i in tf.range(n_batches):
                 with tf.GradientTape() as tape:
                     tape.watch(list(params))
-                    probs = tf.clip_by_value(forward(params, masks, xs[i], True, tf.stack([seed, i])), 1e-7, 1 - 1e-7)
-                    picked = tf.reduce_sum(probs * tf.one_hot(ys[i], probs.shape[-1])[None], axis=-1)  # (k, batch)
-                    losses = -tf.reduce_sum(tf.math.log(picked) * ws[i], axis=1) / tf.reduce_sum(ws[i])
+                    logits = forward(params, masks, xs[i], tf.stack([seed, i]))
+                    labels = tf.broadcast_to(ys[i][None], (k, batch))
+                    per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+                    losses = tf.reduce_sum(per_sample * ws[i], axis=1) / tf.reduce_sum(ws[i])
                     loss = tf.reduce_sum(losses * active)
                 grads = tape.gradient(loss, list(params))
                 step = step + 1.0
@@ -241,9 +338,87 @@ class BatchedEvaluator:
 
         @tf.function(jit_compile=True, reduce_retracing=True)
         def validate(params, masks, xv, yv):
-            probs = forward(params, masks, xv, False, tf.constant([0, 0]))
-            correct = tf.cast(tf.equal(tf.argmax(probs, axis=-1, output_type=tf.int32), yv[None]), tf.float32)
+            logits = forward(params, masks, xv, None)
+            correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), yv[None]), tf.float32)
             return tf.reduce_mean(correct, axis=1)
 
         self._compiled[key] = (epoch, validate)
         return epoch, validate
+
+
+def _forward_function(plan, k):
+    """forward(params, masks, x, seed) -> logits (k, batch, classes); ``seed=None`` for inference."""
+
+    def forward(params, masks, x, seed):
+        h, shared, w = x, True, 0  # shared: no candidate axis yet (the input is the same for all)
+        for n, op in enumerate(plan):
+            if shared and op.kind not in ("dense", "conv", "flatten"):
+                h, shared = tf.broadcast_to(h[None], (k, *h.shape)), False
+            if op.kind == "flatten":
+                h = tf.reshape(h, (*h.shape[: 1 if shared else 2], -1))
+            elif op.weighted:
+                kernel, bias = params[2 * w], params[2 * w + 1]
+                if op.kind == "conv":
+                    h = _patches(h, op, 1 if shared else 2)
+                spec = "..." if shared else "k..."
+                z = tf.einsum(f"{spec}p,kpo->k...o", h, kernel)
+                broadcast = (k,) + (1,) * (len(z.shape) - 2) + (bias.shape[-1],)
+                z = z + tf.reshape(bias, broadcast)
+                shared = False
+                if op.activation == "logits":
+                    return z
+                h = ACTIVATIONS[op.activation](z) * tf.reshape(masks[w], broadcast)
+                w += 1
+            elif op.kind == "activation":
+                h = ACTIVATIONS[op.activation](h)
+            elif op.kind == "dropout":
+                if seed is not None and op.rate > 0:
+                    keep = tf.random.stateless_uniform(h.shape, seed=seed + n, alg="threefry") >= op.rate
+                    h = tf.where(keep, h / (1 - op.rate), 0.0)
+            elif op.kind == "pool":
+                h = _pool(h, op, k)
+            elif op.kind == "gpool":
+                reduce = tf.reduce_max if "Max" in op.pooling else tf.reduce_mean
+                h = reduce(h, axis=list(range(2, len(h.shape) - 1)))
+        raise AssertionError("the plan has no output layer")
+
+    return forward
+
+
+def _patches(h, op, lead):
+    """Image patches of a convolution: (..., *spatial, channels) -> (..., *out_spatial, window * channels),
+    ordered (window position, channel) like a Keras kernel reshaped to (-1, filters)."""
+    spatial = h.shape[lead:-1]
+    if op.padding == "same":
+        pads = [[0, 0]] * lead
+        for size, window, stride in zip(spatial, op.window, op.strides):
+            total = max((math.ceil(size / stride) - 1) * stride + window - size, 0)
+            pads.append([total // 2, total - total // 2])
+        h = tf.pad(h, pads + [[0, 0]])
+        spatial = h.shape[lead:-1]
+    out = [(size - window) // stride + 1 for size, window, stride in zip(spatial, op.window, op.strides)]
+    pieces = []
+    for offset in np.ndindex(*op.window):
+        index = [slice(None)] * lead
+        index += [slice(o, o + (n - 1) * s + 1, s) for o, n, s in zip(offset, out, op.strides)]
+        pieces.append(h[tuple(index)])
+    return tf.concat(pieces, axis=-1)
+
+
+def _pool(h, op, k):
+    """Max or average pooling of (k, batch, *spatial, channels)."""
+    if op.padding == "VALID" and op.window == op.strides:
+        # non-overlapping windows as a reshape and a reduction: XLA's select-and-scatter gradient of max_pool is
+        # several times slower on CPU
+        spatial = h.shape[2:-1]
+        out = [n // w for n, w in zip(spatial, op.window)]
+        h = h[(slice(None), slice(None), *(slice(0, o * w) for o, w in zip(out, op.window)))]
+        shape = [k, -1]
+        for o, w in zip(out, op.window):
+            shape += [o, w]
+        h = tf.reshape(h, shape + [h.shape[-1]])
+        reduce = tf.reduce_max if op.pooling == "MAX" else tf.reduce_mean
+        return reduce(h, axis=[3 + 2 * i for i in range(len(out))])
+    flat = tf.reshape(h, (-1, *h.shape[2:]))
+    pooled = tf.nn.pool(flat, op.window, op.pooling, strides=op.strides, padding=op.padding)
+    return tf.reshape(pooled, (k, -1, *pooled.shape[1:]))
