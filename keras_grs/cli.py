@@ -259,6 +259,7 @@ def cmd_prune(args) -> int:
         verbose=0 if args.quiet else 1,
         backend=args.backend,
         storage=args.storage,
+        evaluator=args.evaluator,
     )
     result.save(out)
     export_run_c(result, out, data)
@@ -403,6 +404,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-trials", type=int, help="cap on trials per model")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
+    p.add_argument("--evaluator", choices=["batched", "keras"], default="batched",
+                   help="batched (default): a step's candidates trained together in one compiled computation; "
+                        "keras: one model.fit per candidate")
     p.add_argument("--backend", choices=["keras-tuner", "optuna"], default="keras-tuner",
                    help="keras-tuner (GRSTuner projects) or optuna (studies driven by the method's sampler)")
     p.add_argument("--storage", help="Optuna storage URL: the optuna backend's studies (default: DIR/tuner/optuna.db), "

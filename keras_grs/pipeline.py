@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_grs import eup as eup_module
 from keras_grs.costs import count_flops, count_params
+from keras_grs.evaluate import EVALUATORS
 from keras_grs.inputs import check_data
 from keras_grs.scoring import accuracy
 from keras_grs.selection import select
@@ -29,11 +30,11 @@ class _TunerRun:
     """One model's search with the keras-tuner backend (a GRSTuner project)."""
 
     def __init__(self, model, x, y, validation_data, storage, overwrite, fit, *, method, tolerance, seed, phases,
-                 initial_epochs, max_trials, directory, project, verbose):
+                 initial_epochs, max_trials, directory, project, verbose, evaluator):
         tuner = GRSTuner.from_model(
             model, train_first=True, method=method, tolerance=tolerance, seed=seed, phases=phases,
             initial_epochs=initial_epochs, max_trials=max_trials, directory=directory, project_name=project,
-            overwrite=overwrite, optuna_storage=storage,
+            overwrite=overwrite, optuna_storage=storage, evaluator=evaluator,
         )
         tuner.search(x, y, validation_data=validation_data, verbose=0, progress=bool(verbose), **fit)
         plan = tuner.oracle.plan()
@@ -55,7 +56,7 @@ class _OptunaRun:
     """One model's search with the Optuna backend (a study driven by the method's sampler)."""
 
     def __init__(self, model, x, y, validation_data, storage, fit, *, method, tolerance, seed, phases,
-                 initial_epochs, max_trials, directory, project, verbose):
+                 initial_epochs, max_trials, directory, project, verbose, evaluator):
         import optuna
 
         from keras_grs.optuna import create_study, optimize, pruning_path
@@ -71,7 +72,7 @@ class _OptunaRun:
         try:
             if remaining != 0:
                 optimize(study, model, x, y, validation_data, tolerance=tolerance, initial_epochs=initial_epochs,
-                         n_trials=remaining, directory=directory, **fit)
+                         n_trials=remaining, directory=directory, evaluator=evaluator, **fit)
         finally:
             optuna.logging.set_verbosity(verbosity)
         plan = sampler.plan(study)
@@ -224,6 +225,7 @@ def prune(
     eup_options=None,
     backend="keras-tuner",
     storage=None,
+    evaluator="batched",
     **fit_kwargs,
 ):
     """Prune one or several initial models, apply EUP to each compact model, and select one.
@@ -245,6 +247,8 @@ def prune(
             the method's sampler).
         storage: an Optuna storage URL or object: the optuna backend's studies go there (default: an SQLite file
             in ``directory``); with the keras-tuner backend, trials are mirrored there for optuna-dashboard.
+        evaluator: ``batched`` (default: the candidates of a step trained together in one compiled computation)
+            or ``keras`` (one ``model.fit`` per candidate); see :class:`keras_grs.GRSTuner`.
         **fit_kwargs: further ``fit`` arguments (callbacks, ...).
 
     Returns:
@@ -266,6 +270,8 @@ def prune(
         keras.utils.set_random_seed(seed)
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if isinstance(evaluator, str) and evaluator not in EVALUATORS:
+        raise ValueError(f"unknown evaluator {evaluator!r}; choose one of {', '.join(EVALUATORS)}")
     if backend == "optuna":
         from keras_grs.optuna.study import open_storage
 
@@ -279,7 +285,8 @@ def prune(
         project = _project_name(index, model)
         fit = dict(epochs=epochs, batch_size=batch_size, **fit_kwargs)
         options = dict(method=method, tolerance=tolerance, seed=seed, phases=phases, initial_epochs=initial_epochs,
-                       max_trials=max_trials, directory=str(directory), project=project, verbose=verbose)
+                       max_trials=max_trials, directory=str(directory), project=project, verbose=verbose,
+                       evaluator=evaluator)
         started = time.perf_counter()
         if backend == "optuna":
             run = _OptunaRun(model, x, y, validation_data, storage, fit, **options)

@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import TrialState
 
 from keras_grs.costs import count_params
-from keras_grs.evaluate import Job, KerasEvaluator, unit_norms
+from keras_grs.evaluate import Job, make_evaluator, unit_norms
 from keras_grs.optuna.samplers import CONFIG_ATTR, FINISHED_ATTR, KEY_ATTR, PATH_ATTR, PruningSampler
 from keras_grs.search import check_tolerance
 from keras_grs.search.units import magnitude_units
@@ -104,6 +104,7 @@ def optimize(
     initial_epochs=None,
     train_first=True,
     objective="val_accuracy",
+    evaluator="batched",
     **fit_kwargs,
 ):
     """Run a pruning search in an Optuna study (a new one, or one to continue from any process).
@@ -122,6 +123,8 @@ def optimize(
         x, y, validation_data: the data; tolerance: valid when score >= tolerance x the initial score.
         epochs: fine-tuning epochs per candidate (``initial_epochs`` for the initial model).
         n_trials, timeout: as for ``study.optimize``; the study also stops when the method stops.
+        evaluator: ``batched`` (default: each trial trained by one compiled computation), ``keras`` (one
+            ``model.fit`` per trial) or an evaluator object; see :class:`keras_grs.GRSTuner`.
         **fit_kwargs: further ``fit`` arguments.
 
     Returns:
@@ -155,7 +158,7 @@ def optimize(
             study.set_metric_names([objective, "flops"])
         study.set_user_attr(CONFIG_ATTR, config)
     run = _Objective(study, sampler, model, structure, x, y, validation_data, tolerance, epochs, initial_epochs,
-                     batch_size, directory, train_first, objective, fit_kwargs)
+                     batch_size, directory, train_first, objective, fit_kwargs, evaluator)
     if sampler.plan(study).finished:
         return study
     study.optimize(run, n_trials=n_trials, timeout=timeout, callbacks=[run.after_trial])
@@ -164,7 +167,7 @@ def optimize(
 
 class _Objective:
     def __init__(self, study, sampler, model, structure, x, y, validation_data, tolerance, epochs, initial_epochs,
-                 batch_size, directory, train_first, objective, fit_kwargs):
+                 batch_size, directory, train_first, objective, fit_kwargs, evaluator):
         self.study, self.sampler, self.model, self.structure = study, sampler, model, structure
         self.fit_args = (x, y)
         self.fit_kwargs = dict(fit_kwargs, validation_data=validation_data, epochs=epochs, batch_size=batch_size)
@@ -174,7 +177,7 @@ class _Objective:
         self.directory = directory
         self.train_first = train_first
         self.base_weights = model.get_weights()
-        self.evaluator = KerasEvaluator(keras_tuner_objective(objective))
+        self.evaluator = make_evaluator(evaluator, keras_tuner_objective(objective), seed=sampler.seed)
         self.objective = objective
 
     def __call__(self, trial):

@@ -10,7 +10,7 @@ import warnings
 import keras
 import keras_tuner
 
-from keras_grs.evaluate import Job, KerasEvaluator, unit_norms
+from keras_grs.evaluate import Job, make_evaluator, unit_norms
 from keras_grs.evaluate.keras import validate
 from keras_grs.search import check_tolerance
 from keras_grs.structure import UnsupportedLayerError, analyze
@@ -42,9 +42,9 @@ class GRSTuner(keras_tuner.Tuner):
         phases: for ``method="jgrs"``: ``[(rate, attempts), ..., (None, attempts)]``.
         units: override the unit selection: ``random`` or ``magnitude``.
         initial_epochs: epochs for trial 0 (the initial model) when it differs from the fine-tuning epochs.
-        evaluator: how candidates are fine-tuned: ``"keras"`` (default, one ``model.fit`` per trial), ``"batched"``
-            (all pending trials trained together in one compiled computation; MLPs for now, others fall back), or
-            an evaluator object.
+        evaluator: how candidates are fine-tuned: ``"batched"`` (default: all pending trials trained together in
+            one compiled computation; a model it does not support falls back to ``model.fit``, said once),
+            ``"keras"`` (one ``model.fit`` per trial, the reference), or an evaluator object.
         optuna_storage: an Optuna storage URL or object: every completed trial is mirrored into the study
             ``optuna_study_name`` (default: the project name), to sit beside Optuna runs in optuna-dashboard.
         **tuner_kwargs: every usual Tuner argument (directory, project_name, overwrite, max_trials,
@@ -112,16 +112,8 @@ class GRSTuner(keras_tuner.Tuner):
         super().__init__(oracle=oracle, hypermodel=hypermodel, **tuner_kwargs)
         self.inherit_weights = inherit_weights
         self.initial_epochs = initial_epochs
-        if evaluator is None or evaluator == "keras":
-            evaluator = KerasEvaluator(self.oracle.objective, self.hypermodel, self.executions_per_trial)
-        elif evaluator == "batched":
-            from keras_grs.evaluate.batched import BatchedEvaluator
-
-            evaluator = BatchedEvaluator(self.oracle.objective, self.hypermodel, self.executions_per_trial,
-                                         seed=self.oracle.seed)
-        elif isinstance(evaluator, str):
-            raise ValueError(f"unknown evaluator {evaluator!r}; use 'keras', 'batched' or an evaluator object")
-        self.evaluator = evaluator
+        self.evaluator = make_evaluator(evaluator, self.oracle.objective, self.hypermodel, self.executions_per_trial,
+                                        seed=self.oracle.seed)
         self._source_weights = None
         self._train_first = True
         self._parents = {}
