@@ -3,6 +3,7 @@
 import warnings
 
 import keras
+import keras_tuner
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -172,3 +173,34 @@ def test_a_batched_grs_step_is_trained_together_and_recorded_as_trials(tmp_path,
                                 directory=tmp_path, project_name="grs")
     again.search(x, y, validation_data=validation, epochs=2, verbose=0)
     assert len(again.oracle.trials) == 7
+
+
+def test_a_hypermodel_with_its_own_fit_is_trained_by_it(tmp_path, data):
+    (x, y), validation, _ = data
+    calls = []
+
+    class OwnFit(keras_tuner.HyperModel):
+        def build(self, hp):
+            model = keras.Sequential([keras.Input((30,)), keras.layers.Dense(hp.Int("units", 2, 6), activation="relu"),
+                                      keras.layers.Dense(2, activation="softmax")])
+            model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            return model
+
+        def fit(self, hp, model, *args, **kwargs):
+            calls.append(hp.values["units"])
+            return model.fit(*args, **kwargs)
+
+    tuner = GRSTuner(OwnFit(), tolerance=0.5, max_trials=3, directory=tmp_path, seed=0)
+    assert isinstance(tuner.evaluator, BatchedEvaluator)  # the default
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuner.search(x, y, validation_data=validation, epochs=1, verbose=0)
+    assert calls and calls[0] == 6
+    assert any("its own fit" in str(w.message) for w in caught)
+
+
+def test_prune_refuses_an_unknown_evaluator_before_any_work(tmp_path, data):
+    (x, y), validation, _ = data
+    with pytest.raises(ValueError, match="unknown evaluator 'fast'.*batched, keras"):
+        keras_grs.prune(models.build("nn2", (30,)), x, y, validation, evaluator="fast", directory=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -5,7 +5,7 @@ The search engine never trains; backends hand candidates to an evaluator. ``Kera
 batch of candidates together in one compiled computation and falls back to the reference where it cannot.
 """
 
-from keras_grs.evaluate.base import Evaluator, Job
+from keras_grs.evaluate.base import Evaluator, Job, tidy
 from keras_grs.evaluate.keras import KerasEvaluator, unit_norms
 
 EVALUATORS = ("batched", "keras")
@@ -25,4 +25,4 @@ def make_evaluator(evaluator, objective, hypermodel=None, executions_per_trial=1
     return evaluator
 
 
-__all__ = ["EVALUATORS", "Evaluator", "Job", "KerasEvaluator", "make_evaluator", "unit_norms"]
+__all__ = ["EVALUATORS", "Evaluator", "Job", "KerasEvaluator", "make_evaluator", "tidy", "unit_norms"]

@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import gc
+import itertools
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import keras
+
+FULL_COLLECTION_EVERY = 20
+_tidy_calls = itertools.count(1)
+
+
+def tidy() -> None:
+    """Between trials: reset Keras' global state, and collect garbage fully only every FULL_COLLECTION_EVERY calls.
+
+    A full collection walks every Python object of TensorFlow and Keras (about 0.2 s once a search is under way),
+    which costs more than fine-tuning a small candidate with the batched evaluator; the young generations are
+    collected as usual, and the periodic full collection keeps memory flat (``benchmarks/memory.py``).
+    """
+    keras.backend.clear_session(free_memory=False)
+    if next(_tidy_calls) % FULL_COLLECTION_EVERY == 0:
+        gc.collect()
 
 
 @dataclass

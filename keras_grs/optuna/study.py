@@ -11,7 +11,7 @@ import optuna
 from optuna.trial import TrialState
 
 from keras_grs.costs import count_params
-from keras_grs.evaluate import Job, make_evaluator, unit_norms
+from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
 from keras_grs.optuna.samplers import CONFIG_ATTR, FINISHED_ATTR, KEY_ATTR, PATH_ATTR, PruningSampler
 from keras_grs.search import check_tolerance
 from keras_grs.search.units import magnitude_units
@@ -191,7 +191,7 @@ class _Objective:
         widths = {g.name: trial.suggest_int(g.name, g.min_width, g.width) for g in self.structure.groups}
         if tuple(widths.values()) != candidate.widths:
             raise RuntimeError(f"trial {trial.number} sampled {widths}, the search asked for {candidate.widths}")
-        keras.backend.clear_session()
+        tidy()
         model = resized(self.model, widths)
         fit_kwargs = self.fit_kwargs
         if candidate.parent is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import warnings
@@ -10,7 +9,7 @@ import warnings
 import keras
 import keras_tuner
 
-from keras_grs.evaluate import Job, make_evaluator, unit_norms
+from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
 from keras_grs.evaluate.keras import validate
 from keras_grs.search import check_tolerance
 from keras_grs.structure import UnsupportedLayerError, analyze
@@ -246,8 +245,19 @@ class GRSTuner(keras_tuner.Tuner):
         (metrics,) = self.evaluator.evaluate([job], fit_args, fit_kwargs)
         self._save_unit_norms(trial.trial_id, job.model)
         del job
-        gc.collect()
         return metrics
+
+    def _try_build(self, hp):
+        # keras-tuner's own version collects garbage fully twice per build; see tidy()
+        tidy()
+        model = self._build_hypermodel(hp)
+        if not isinstance(model, keras.Model):
+            raise keras_tuner.errors.FatalTypeError(
+                f"the hypermodel's build() must return a Keras Model, got {type(model).__name__}"
+            )
+        if self.max_model_size and model.count_params() > self.max_model_size:
+            raise keras_tuner.errors.FailedTrialError(f"Oversized model: {model.count_params()} parameters")
+        return model
 
     def _prepare_job(self, trial, fit_kwargs):
         """Build the trial's candidate with its inherited weights; the fit arguments it trains with."""
@@ -284,7 +294,7 @@ class GRSTuner(keras_tuner.Tuner):
                 continue
             for t in trials:
                 self.on_trial_begin(t)
-            keras.backend.clear_session()
+            tidy()
             try:
                 prepared = [self._prepare_job(t, fit_kwargs) for t in trials]
                 groups = {}
@@ -308,7 +318,6 @@ class GRSTuner(keras_tuner.Tuner):
                     raise
             for t in trials:
                 self.on_trial_end(t)
-            gc.collect()
         self.on_search_end()
 
     def _inherited_weights(self, parent_id, removed):
