@@ -204,3 +204,20 @@ def test_prune_refuses_an_unknown_evaluator_before_any_work(tmp_path, data):
     with pytest.raises(ValueError, match="unknown evaluator 'fast'.*batched, keras"):
         keras_grs.prune(models.build("nn2", (30,)), x, y, validation, evaluator="fast", directory=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"use_bias": False}, "no bias"),
+    ({"kernel_regularizer": "l2"}, "kernel_regularizer"),
+    ({"optimizer": keras.optimizers.SGD()}, "optimizer SGD"),
+    ({"optimizer": keras.optimizers.Adam(clipnorm=1.0)}, "Adam with clipnorm"),
+    ({"loss": "categorical_crossentropy"}, "loss"),
+])
+def test_what_the_batched_path_cannot_reproduce_is_named(change, reason):
+    layer_options = {k: v for k, v in change.items() if k in ("use_bias", "kernel_regularizer")}
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="relu", **layer_options),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=change.get("optimizer", "adam"), loss=change.get("loss", "sparse_categorical_crossentropy"),
+                  metrics=["accuracy"])
+    reason_given = BatchedEvaluator(OBJECTIVE).supports([Job(model, True, "")], {"epochs": 1})
+    assert reason_given is not None and reason in reason_given

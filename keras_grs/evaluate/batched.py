@@ -77,11 +77,21 @@ def _plan(model):
     if loss not in ("sparse_categorical_crossentropy",):
         raise UnsupportedForBatching(f"loss {loss!r}")
     optimizer = model.optimizer
-    if type(optimizer) is not keras.optimizers.Adam or optimizer.amsgrad:
+    if type(optimizer) is not keras.optimizers.Adam:
         raise UnsupportedForBatching(f"optimizer {type(optimizer).__name__}")
+    options = optimizer.get_config()
+    extras = [k for k in ("amsgrad", "weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
+                          "gradient_accumulation_steps", "loss_scale_factor") if options.get(k)]
+    if extras:
+        raise UnsupportedForBatching(f"Adam with {', '.join(extras)}")
     ops, flattened = [], ()
     for layer in layer_chain(model):
         name = type(layer).__name__
+        if isinstance(layer, (keras.layers.Dense, *CONVS)):
+            extras = [k for k in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
+                                  "kernel_constraint", "bias_constraint") if getattr(layer, k, None) is not None]
+            if not layer.use_bias or extras:
+                raise UnsupportedForBatching(f"{name} {layer.name!r} with {', '.join(extras) or 'no bias'}")
         if isinstance(layer, keras.layers.Dense):
             if len(layer.input.shape) != 2:
                 raise UnsupportedForBatching("Dense on a sequence")
