@@ -116,6 +116,7 @@ class GRSTuner(keras_tuner.Tuner):
         self._source_weights = None
         self._train_first = True
         self._parents = {}
+        self._just_trained = {}  # trial id -> model of the last batch: the next step's parent is among them
         self._group_of = self._discover_widths()
         self._mirror = None
         if optuna_storage is not None:
@@ -300,12 +301,14 @@ class GRSTuner(keras_tuner.Tuner):
                 groups = {}
                 for t, (job, kwargs) in zip(trials, prepared):
                     groups.setdefault(json.dumps(kwargs.get("epochs")), []).append((t, job, kwargs))
+                self._just_trained = {}
                 for members in groups.values():
                     jobs = [job for _, job, _ in members]
                     results = self.evaluator.evaluate(jobs, fit_args, members[0][2])
                     for (t, job, _), metrics in zip(members, results):
                         self.oracle.update_trial(t.trial_id, metrics)
                         self._save_unit_norms(t.trial_id, job.model)
+                        self._just_trained[t.trial_id] = job.model  # holds its checkpoint's weights
                         t.status = "COMPLETED"
             except Exception as error:  # as keras-tuner does for one trial: mark them and go on
                 import traceback
@@ -318,6 +321,7 @@ class GRSTuner(keras_tuner.Tuner):
                     raise
             for t in trials:
                 self.on_trial_end(t)
+        self._just_trained = {}
         self.on_search_end()
 
     def _inherited_weights(self, parent_id, removed):
@@ -334,7 +338,8 @@ class GRSTuner(keras_tuner.Tuner):
         if trial_id in cache:
             cache[trial_id] = cache.pop(trial_id)  # most recently used last
         else:
-            cache[trial_id] = self.load_model(self.oracle.get_trial(trial_id))
+            model = self._just_trained.get(trial_id)
+            cache[trial_id] = model if model is not None else self.load_model(self.oracle.get_trial(trial_id))
             while len(cache) > PARENT_CACHE_SIZE:
                 cache.pop(next(iter(cache)))
         return cache[trial_id]
