@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test install c-toolchains bench-c bench-search clean
+.PHONY: demo test install c-toolchains bench bench-c bench-search bench-tables bench-memory clean
 
 install: $(STAMP)
 
@@ -40,6 +40,14 @@ bench-c: $(STAMP) c-toolchains
 
 bench-search: $(STAMP)
 	$(PY) benchmarks/search_speed.py
+
+bench-tables: $(STAMP)
+	$(PY) benchmarks/seed_tables.py $(TABLES_ARGS)
+
+bench-memory: $(STAMP)
+	$(PY) benchmarks/memory.py
+
+bench: bench-c bench-search bench-tables bench-memory
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,76 +1,103 @@
-"""Search speed: GRS on nn1 with the simulated calcium data, keras evaluator vs batched evaluator, in one run.
+"""Search speed: GRS with the keras evaluator (one model.fit per trial) vs the batched evaluator, in one run.
 
-The seed's protocol: 3000 frames of 140 neurons, fine-tuning epochs per candidate (100 in the seed), batch 32.
-Both evaluators run the same number of trials (--max-trials) from the same pretrained model, so their wall times
-compare the same work; the final structure, parameters and test accuracy show the quality.
+The seed's protocol: simulated calcium data (3000 frames, 140 neurons; 12x12 images for cnn1), 100 fine-tuning
+epochs per candidate, batch 32. Both evaluators prune the same pretrained model with the same seed for the same
+number of trials (--max-trials), so their wall times compare the same work; structure, parameters and test accuracy
+at the end show the quality. A full GRS with the keras evaluator at 100 epochs would run for hours on a CPU, hence
+the cap (stated in the table).
 
-Run: .venv/bin/python benchmarks/search_speed.py [--epochs 100] [--max-trials 13]
+Run: .venv/bin/python benchmarks/search_speed.py [--models nn1 cnn1] [--epochs 100] [--max-trials 31 11]
      (writes benchmarks/results/search_speed.md)
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
-import tempfile
-import time
-from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import keras  # noqa: E402
-
-import keras_grs  # noqa: E402
-from keras_grs import datasets, models  # noqa: E402
-from keras_grs.scoring import accuracy  # noqa: E402
+from common import calcium_splits, machine, pretrained, search, write
 
 
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--models", nargs="*", default=["nn1", "cnn1"], help="capped side-by-side searches")
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--max-trials", type=int, default=13)
+    parser.add_argument("--max-trials", type=int, nargs="+", default=[31, 11],
+                        help="per model: trial 0 plus whole GRS steps (nn1: 3 candidates a step, cnn1: 5)")
     parser.add_argument("--pretrain-epochs", type=int, default=30)
+    parser.add_argument("--quality-epochs", type=int, default=10,
+                        help="epochs of the uncapped nn1 searches that compare the final quality (0: skip)")
     args = parser.parse_args()
-    x, y = datasets.calcium(n_neurons=140, n_frames=3000, seed=0)
-    (xt, yt), validation, test = datasets.split(x, y, val=0.2, test=0.1)
-    keras.utils.set_random_seed(0)
-    pretrained = models.build("nn1", (140,))
-    pretrained.fit(xt, yt, epochs=args.pretrain_epochs, batch_size=32, verbose=0)
-    weights = pretrained.get_weights()
+    caps = dict(zip(args.models, args.max_trials + args.max_trials[-1:] * len(args.models)))
     rows = []
-    for evaluator in ("keras", "batched"):
-        model = models.build("nn1", (140,))
-        model.set_weights(weights)
-        tuner = keras_grs.GRSTuner.from_model(model, train_first=False, seed=0, evaluator=evaluator,
-                                              max_trials=args.max_trials, directory=tempfile.mkdtemp())
-        tuner.oracle.verbose = 0
-        start = time.perf_counter()
-        tuner.search(xt, yt, validation_data=validation, epochs=args.epochs, batch_size=32, verbose=0)
-        seconds = time.perf_counter() - start
-        compact = tuner.get_best_models(1)[0]
-        rows.append((evaluator, seconds, len(tuner.oracle.trials), str(keras_grs.analyze(compact)),
-                     keras_grs.count_params(compact), accuracy(compact, *test)))
-        print(rows[-1], flush=True)
-    (_, keras_s, *_), (_, batched_s, *_) = rows
+    for name in args.models:
+        data = calcium_splits(name, seed=0)
+        model = pretrained(name, data[0], args.pretrain_epochs, seed=0)
+        runs = {}
+        for evaluator in ("keras", "batched"):
+            runs[evaluator] = search(model, data, evaluator=evaluator, epochs=args.epochs, max_trials=caps[name])
+            run = runs[evaluator]
+            print(f"{name} {evaluator}: {run.seconds:.1f} s, {run.trials} trials, {run.structure}, "
+                  f"{run.params} params, test {run.test:.4f}", flush=True)
+        keras_run, batched = runs["keras"], runs["batched"]
+        rows.append((name, keras_run, batched))
+    complete = []
+    if args.quality_epochs:
+        data = calcium_splits("nn1", seed=0)
+        model = pretrained("nn1", data[0], args.pretrain_epochs, seed=0)
+        for evaluator in ("keras", "batched"):
+            complete.append(search(model, data, evaluator=evaluator, epochs=args.quality_epochs))
+            run = complete[-1]
+            print(f"nn1 complete {evaluator}: {run.seconds:.1f} s, {run.trials} trials, {run.structure}", flush=True)
     lines = [
         "# Search speed: keras evaluator vs batched evaluator",
         "",
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}. GRS on nn1, "
-        f"simulated calcium data (3000 frames, 140 neurons), {args.epochs} fine-tuning epochs per candidate, batch 32, "
-        f"the same {args.max_trials} trials for both (trial 0 validates the same pretrained model), one run of "
-        "`benchmarks/search_speed.py`.",
+        f"Machine: {machine()}.",
         "",
-        "| evaluator | wall s | trials | s per trial | compact structure | params | test accuracy |",
-        "|---|---|---|---|---|---|---|",
+        f"GRS, simulated calcium data (3000 frames, 140 neurons, 70/20/10 split; 12x12 images for the CNN), "
+        f"{args.epochs} fine-tuning epochs per candidate, batch 32. Each model is pretrained for "
+        f"{args.pretrain_epochs} epochs, then both evaluators prune it with seed 0 for the same number of trials "
+        "(trial 0 validates the pretrained model; then whole GRS steps). One run of `benchmarks/search_speed.py` "
+        "(`make bench-search`).",
+        "",
+        "| model | evaluator | trials | wall s | s per trial | structure | params | test accuracy | speed-up |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, seconds, trials, structure, params, test_acc in rows:
-        lines.append(f"| {name} | {seconds:.1f} | {trials} | {seconds / trials:.2f} | {structure} | {params:,} | "
-                     f"{test_acc:.4f} |")
-    lines += ["", f"Batched is {keras_s / batched_s:.1f}x faster on this run."]
-    out = Path(__file__).parent / "results" / "search_speed.md"
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    for name, keras_run, batched in rows:
+        for run in (keras_run, batched):
+            speedup = f"**{keras_run.seconds / run.seconds:.1f}x**" if run is batched else "1x"
+            lines.append(f"| {name} | {run.evaluator} | {run.trials} | {run.seconds:.1f} | "
+                         f"{run.seconds / run.trials:.2f} | {run.structure} | {run.params:,} | {run.test:.4f} | "
+                         f"{speedup} |")
+    lines += ["", "Quality after the same trials (batched vs keras; the paths differ once training noise picks "
+              "another candidate, so this compares two capped searches, not the final results): "]
+    for name, keras_run, batched in rows:
+        lines.append(f"- {name}: params {100 * (batched.params / keras_run.params - 1):+.1f}%, test accuracy "
+                     f"{100 * (batched.test - keras_run.test):+.2f} points")
+    if rows:
+        write("search_speed.md", lines)
+    if complete:
+        keras_run, batched = complete
+        lines = [
+            f"# Complete searches: nn1, {args.quality_epochs} epochs per candidate, no cap",
+            "",
+            f"Machine: {machine()}.",
+            "",
+            "Simulated calcium data as in `search_speed.md`, the same pretrained nn1 and seed; one run of "
+            f"`benchmarks/search_speed.py --models --quality-epochs {args.quality_epochs}`.",
+            "",
+            "Both GRS searches run until no candidate is valid; the final results compare the quality (target: "
+            "params within 15%, accuracy loss within 0.5 points).",
+            "",
+            "| evaluator | trials | wall s | structure | params | test accuracy | initial test accuracy |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for run in complete:
+            lines.append(f"| {run.evaluator} | {run.trials} | {run.seconds:.1f} | {run.structure} | {run.params:,} | "
+                         f"{run.test:.4f} | {run.initial_test:.4f} |")
+        lines += ["", f"Batched vs keras: **{keras_run.seconds / batched.seconds:.1f}x** faster, params "
+                      f"{100 * (batched.params / keras_run.params - 1):+.1f}%, test accuracy "
+                      f"{100 * (batched.test - keras_run.test):+.2f} points."]
+        write("search_quality.md", lines)
 
 
 if __name__ == "__main__":

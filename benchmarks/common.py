@@ -1,0 +1,127 @@
+"""What the search benchmarks share: the machine's description, the seed's data, pretraining, one timed search."""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_grs  # noqa: E402
+from keras_grs import datasets, models  # noqa: E402
+from keras_grs.scoring import accuracy  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def machine() -> str:
+    """One line: CPU, cores, memory, Python and library versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f", {kib / 2**20:.0f} GiB RAM"
+    except (OSError, ValueError, IndexError):
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores{memory}, no GPU; Python {platform.python_version()}, "
+            f"TensorFlow {tf.__version__}, Keras {keras.__version__}")
+
+
+def calcium_splits(model_name: str, seed: int, n_frames: int = 3000, n_neurons: int = 140):
+    """The seed's data shape (3000 frames, 140 neurons; 12x12 images for the CNNs), 70/20/10 split."""
+    image = model_name.startswith("cnn")
+    x, y = datasets.calcium(n_neurons=n_neurons, n_frames=n_frames, seed=seed, image=image)
+    return datasets.split(x, y, val=0.2, test=0.1, seed=seed)
+
+
+def pretrained(model_name: str, train, epochs: int, seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    model = models.build(model_name, train[0].shape[1:])
+    model.fit(*train, epochs=epochs, batch_size=32, verbose=0)
+    return model
+
+
+@dataclass
+class Run:
+    """One finished (or capped) search and its compact model's figures."""
+
+    method: str
+    evaluator: str
+    seconds: float
+    trials: int
+    finished: bool
+    initial_params: int
+    initial_flops: int
+    initial_test: float
+    structure: str
+    params: int
+    flops: int
+    test: float
+    compact: keras.Model
+
+    @property
+    def al(self) -> float:
+        """Test accuracy loss, percentage points."""
+        return 100 * (self.initial_test - self.test)
+
+    @property
+    def fci(self) -> float:
+        """FLOP count improvement, percent."""
+        return 100 * (1 - self.flops / self.initial_flops)
+
+    @property
+    def pci(self) -> float:
+        """Parameter count improvement, percent."""
+        return 100 * (1 - self.params / self.initial_params)
+
+
+def search(model: keras.Model, data, *, method="grs", evaluator="batched", epochs=100, seed=0, max_trials=None,
+           tolerance=0.985, phases=None) -> Run:
+    """Prune a trained model (its weights are copied, never changed) and time the search."""
+    train, validation, test = data
+    options = {"phases": phases} if phases else {}
+    with tempfile.TemporaryDirectory() as directory:
+        tuner = keras_grs.GRSTuner.from_model(model, train_first=False, method=method, seed=seed,
+                                              evaluator=evaluator, tolerance=tolerance, max_trials=max_trials,
+                                              directory=directory, **options)
+        tuner.oracle.verbose = 0
+        start = time.perf_counter()
+        tuner.search(*train, validation_data=validation, epochs=epochs, batch_size=32, verbose=0, progress=False)
+        seconds = time.perf_counter() - start
+        compact = tuner.get_best_models(1)[0]
+        finished = tuner.oracle.plan().finished
+        trials = len(tuner.oracle.trials)
+    return Run(method, evaluator, seconds, trials, finished, keras_grs.count_params(model),
+               keras_grs.count_flops(model), accuracy(model, *test), str(keras_grs.analyze(compact)),
+               keras_grs.count_params(compact), keras_grs.count_flops(compact), accuracy(compact, *test), compact)
+
+
+def write(name: str, lines: list[str]) -> Path:
+    """Write a result file atomically and echo it."""
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / name
+    temporary = out.with_suffix(".tmp")
+    temporary.write_text("\n".join(lines) + "\n")
+    os.replace(temporary, out)
+    print("\n".join(lines), flush=True)
+    return out
+
+
+def stats(values) -> tuple[float, float, float]:
+    values = np.asarray(list(values), dtype=float)
+    return float(values.min()), float(values.max()), float(values.mean())
