@@ -6,8 +6,8 @@ number of trials (--max-trials), so their wall times compare the same work; stru
 at the end show the quality. A full GRS with the keras evaluator at 100 epochs would run for hours on a CPU, hence
 the cap (stated in the table).
 
-Run: .venv/bin/python benchmarks/search_speed.py [--models nn1 cnn1] [--epochs 100] [--max-trials 31 11]
-     (writes benchmarks/results/search_speed.md)
+Run: .venv/bin/python benchmarks/search_speed.py [--models nn1 cnn1] [--epochs 100] [--max-trials 16 11]
+     (writes benchmarks/results/search_speed.md, and search_quality.md for the complete nn1 searches)
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="*", default=["nn1", "cnn1"], help="capped side-by-side searches")
     parser.add_argument("--epochs", type=int, default=100)
-    parser.add_argument("--max-trials", type=int, nargs="+", default=[31, 11],
+    parser.add_argument("--max-trials", type=int, nargs="+", default=[16, 11],
                         help="per model: trial 0 plus whole GRS steps (nn1: 3 candidates a step, cnn1: 5)")
     parser.add_argument("--pretrain-epochs", type=int, default=30)
     parser.add_argument("--quality-epochs", type=int, default=10,

@@ -370,8 +370,7 @@ def _forward_function(plan, k):
                 kernel, bias = params[2 * w], params[2 * w + 1]
                 if op.kind == "conv":
                     h = _patches(h, op, 1 if shared else 2)
-                spec = "..." if shared else "k..."
-                z = tf.einsum(f"{spec}p,kpo->k...o", h, kernel)
+                z = _matmul(h, kernel, shared, k)
                 broadcast = (k,) + (1,) * (len(z.shape) - 2) + (bias.shape[-1],)
                 z = z + tf.reshape(bias, broadcast)
                 shared = False
@@ -393,6 +392,23 @@ def _forward_function(plan, k):
         raise AssertionError("the plan has no output layer")
 
     return forward
+
+
+def _matmul(h, kernel, shared, k):
+    """(k,) batch, *positions, inputs times a (k, inputs, outputs) kernel -> (k, batch, *positions, outputs).
+
+    Written as plain 2-D/3-D matmuls: XLA on CPU lowers the equivalent einsum with broadcast positions to a much
+    slower loop (a cnn1 epoch of 5 candidates: 726 ms as an einsum, 198 ms as matmuls).
+    """
+    n_in, n_out = kernel.shape[1], kernel.shape[2]
+    if shared:  # one GEMM of the shared input with every candidate's kernel side by side
+        lead = h.shape[:-1]
+        z = tf.matmul(tf.reshape(h, (-1, n_in)), tf.reshape(tf.transpose(kernel, (1, 0, 2)), (n_in, k * n_out)))
+        z = tf.reshape(z, (*lead, k, n_out))
+        return tf.transpose(z, (len(lead), *range(len(lead)), len(lead) + 1))
+    lead = h.shape[1:-1]
+    z = tf.matmul(tf.reshape(h, (k, -1, n_in)), kernel)
+    return tf.reshape(z, (k, *lead, n_out))
 
 
 def _patches(h, op, lead):
