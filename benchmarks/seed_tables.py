@@ -121,8 +121,9 @@ def table(args, runs) -> list[str]:
         "datasets x trials as in the tables and the fine-tuning epochs per candidate in the `epochs` column (the "
         f"seed: 100); batch 32, tolerance 0.985, batched evaluator; each model pretrained {args.pretrain_epochs} "
         "epochs, then pruned by every method with the same seed. "
-        f"Searches stopped by the --max-trials cap: {capped}. One run of `benchmarks/seed_tables.py` "
-        "(`make bench-tables`). Seed figures: their recordings, a GTX 1080 GPU.",
+        f"Searches stopped by the --max-trials cap: {capped}. Written by `benchmarks/seed_tables.py` "
+        "(`make bench-tables`) from every search in `seed_tables.json`, which may come from several invocations "
+        "(one per epoch setting). Seed figures: their recordings, a GTX 1080 GPU.",
         "",
         "## GRS",
         "",
