@@ -221,3 +221,16 @@ def test_what_the_batched_path_cannot_reproduce_is_named(change, reason):
                   metrics=["accuracy"])
     reason_given = BatchedEvaluator(OBJECTIVE).supports([Job(model, True, "")], {"epochs": 1})
     assert reason_given is not None and reason in reason_given
+
+
+def test_progress_accepts_once_per_step_after_the_whole_step(tmp_path, data, capsys):
+    # the trials of a step end one by one; none may be seen as finished without its score
+    (x, y), validation, _ = data
+    tuner = GRSTuner.from_model(models.build("nn1", (30,)), tolerance=0.3, seed=0, max_trials=7,
+                                directory=tmp_path)
+    tuner.search(x, y, validation_data=validation, epochs=1, verbose=0, progress=True)
+    lines = capsys.readouterr().out.splitlines()
+    accepted = [line for line in lines if line.strip().startswith("accepted")]
+    assert len(accepted) == 2, accepted
+    last_score = [i for i, line in enumerate(lines) if "valid;" in line][-1]
+    assert lines.index(accepted[-1]) > last_score  # after the step's last trial, not before

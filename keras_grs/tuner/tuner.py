@@ -296,6 +296,7 @@ class GRSTuner(keras_tuner.Tuner):
             for t in trials:
                 self.on_trial_begin(t)
             tidy()
+            done = set()  # marked COMPLETED one by one as each ends, so the oracle never sees one unscored
             try:
                 prepared = [self._prepare_job(t, fit_kwargs) for t in trials]
                 groups = {}
@@ -309,17 +310,19 @@ class GRSTuner(keras_tuner.Tuner):
                         self.oracle.update_trial(t.trial_id, metrics)
                         self._save_unit_norms(t.trial_id, job.model)
                         self._just_trained[t.trial_id] = job.model  # holds its checkpoint's weights
-                        t.status = "COMPLETED"
+                        done.add(t.trial_id)
             except Exception as error:  # as keras-tuner does for one trial: mark them and go on
                 import traceback
 
                 for t in trials:
-                    if t.status != "COMPLETED":
+                    if t.trial_id not in done:
                         t.status = "FAILED"
                         t.message = traceback.format_exc()
                 if isinstance(error, (KeyboardInterrupt, SystemExit)):
                     raise
             for t in trials:
+                if t.trial_id in done:
+                    t.status = "COMPLETED"
                 self.on_trial_end(t)
         self._just_trained = {}
         self.on_search_end()
