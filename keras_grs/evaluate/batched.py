@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import keras
 import keras_tuner
@@ -37,8 +37,8 @@ POOLS = {
     keras.layers.AveragePooling1D: "AVG", keras.layers.AveragePooling2D: "AVG",
 }
 GLOBAL_POOLS = {
-    keras.layers.GlobalMaxPooling1D: tf.reduce_max, keras.layers.GlobalMaxPooling2D: tf.reduce_max,
-    keras.layers.GlobalAveragePooling1D: tf.reduce_mean, keras.layers.GlobalAveragePooling2D: tf.reduce_mean,
+    keras.layers.GlobalMaxPooling1D: "MAX", keras.layers.GlobalMaxPooling2D: "MAX",
+    keras.layers.GlobalAveragePooling1D: "AVG", keras.layers.GlobalAveragePooling2D: "AVG",
 }
 FIT_ARGUMENTS = {"epochs", "batch_size", "validation_data", "verbose", "callbacks", "shuffle"}
 
@@ -59,7 +59,6 @@ class _Op:
     pooling: str = ""  # MAX/AVG
     rate: float = 0.0
     spatial: tuple = ()  # for a Dense after a Flatten: the spatial shape that was flattened
-    layer: object = field(default=None, compare=False, repr=False)
 
     @property
     def weighted(self):
@@ -95,14 +94,14 @@ def _plan(model):
         if isinstance(layer, keras.layers.Dense):
             if len(layer.input.shape) != 2:
                 raise UnsupportedForBatching("Dense on a sequence")
-            ops.append(_Op("dense", layer.activation.__name__, spatial=flattened, layer=layer))
+            ops.append(_Op("dense", layer.activation.__name__, spatial=flattened))
             flattened = ()
         elif isinstance(layer, CONVS):
             if layer.data_format != "channels_last" or layer.groups != 1 or set(layer.dilation_rate) != {1} \
                     or layer.padding not in ("valid", "same"):
                 raise UnsupportedForBatching(f"{name} {layer.name!r} options")
             ops.append(_Op("conv", layer.activation.__name__, tuple(layer.kernel_size), tuple(layer.strides),
-                           layer.padding, layer=layer))
+                           layer.padding))
         elif type(layer) in POOLS:
             if layer.data_format != "channels_last" or layer.padding not in ("valid", "same"):
                 raise UnsupportedForBatching(f"{name} {layer.name!r} options")
@@ -111,7 +110,7 @@ def _plan(model):
         elif type(layer) in GLOBAL_POOLS:
             if layer.data_format != "channels_last" or layer.keepdims:
                 raise UnsupportedForBatching(f"{name} {layer.name!r} options")
-            ops.append(_Op("gpool", pooling=name))
+            ops.append(_Op("gpool", pooling=GLOBAL_POOLS[type(layer)]))
         elif isinstance(layer, keras.layers.Flatten):
             flattened = tuple(int(d) for d in layer.input.shape[1:-1])
             ops.append(_Op("flatten"))
@@ -387,7 +386,7 @@ def _forward_function(plan, k):
             elif op.kind == "pool":
                 h = _pool(h, op, k)
             elif op.kind == "gpool":
-                reduce = tf.reduce_max if "Max" in op.pooling else tf.reduce_mean
+                reduce = tf.reduce_max if op.pooling == "MAX" else tf.reduce_mean
                 h = reduce(h, axis=list(range(2, len(h.shape) - 1)))
         raise AssertionError("the plan has no output layer")
 
