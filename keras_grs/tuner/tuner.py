@@ -242,6 +242,7 @@ class GRSTuner(keras_tuner.Tuner):
         keras.backend.clear_session()
 
     def run_trial(self, trial, *fit_args, **fit_kwargs):
+        tidy()
         job, fit_kwargs = self._prepare_job(trial, fit_kwargs)
         (metrics,) = self.evaluator.evaluate([job], fit_args, fit_kwargs)
         self._save_unit_norms(trial.trial_id, job.model)
@@ -251,6 +252,10 @@ class GRSTuner(keras_tuner.Tuner):
     def _try_build(self, hp):
         # keras-tuner's own version collects garbage fully twice per build; see tidy()
         tidy()
+        return self._checked_build(hp)
+
+    def _checked_build(self, hp):
+        """Build the hypermodel's model with keras-tuner's checks (a Keras model, max_model_size)."""
         model = self._build_hypermodel(hp)
         if not isinstance(model, keras.Model):
             raise keras_tuner.errors.FatalTypeError(
@@ -267,7 +272,7 @@ class GRSTuner(keras_tuner.Tuner):
         inherited = None
         if parent_id is not None and self.inherit_weights:
             inherited = self._inherited_weights(parent_id, json.loads(hp.values[REMOVED]))
-        model = self._try_build(hp) if not getattr(self.evaluator, "batches", False) else self._build_hypermodel(hp)
+        model = self._checked_build(hp)  # the caller tidies, once per trial or per batch
         if parent_id is None and self._source_weights is not None:
             model.set_weights(self._source_weights)
         if inherited is not None:
@@ -311,15 +316,13 @@ class GRSTuner(keras_tuner.Tuner):
                         self._save_unit_norms(t.trial_id, job.model)
                         self._just_trained[t.trial_id] = job.model  # holds its checkpoint's weights
                         done.add(t.trial_id)
-            except Exception as error:  # as keras-tuner does for one trial: mark them and go on
+            except Exception:  # as keras-tuner does for one trial: mark them and go on
                 import traceback
 
                 for t in trials:
                     if t.trial_id not in done:
                         t.status = "FAILED"
                         t.message = traceback.format_exc()
-                if isinstance(error, (KeyboardInterrupt, SystemExit)):
-                    raise
             for t in trials:
                 if t.trial_id in done:
                     t.status = "COMPLETED"
