@@ -224,3 +224,64 @@ def test_unknown_method_and_unit_selection():
         make_search("xyz", groups(4))
     with pytest.raises(ValueError, match="unit selection"):
         make_search("grs", groups(4), units="biggest")
+
+
+# -- objectives of either direction, and the guard's walk back ---------------------------------------------------
+def test_a_minimized_loss_is_valid_only_within_reference_over_tolerance():
+    search = make_search("grs", groups(4, 4), tolerance=0.9, seed=0, direction="min")
+
+    def evaluate(c):  # the loss grows by 0.1 per unit removed from g0, 0.01 per unit of g1
+        return Outcome(score=1.0 + 0.1 * (4 - c.widths[0]) + 0.01 * (4 - c.widths[1]))
+
+    plan = run(search, evaluate)
+    # valid while loss <= 1 / 0.9 = 1.111: the cheap group g1 goes first (lower loss is better), down to 1;
+    # then g0 once (1.03 + 0.1 = 1.13 > 1.111 fails): the path never accepts a loss beyond the bound
+    assert all(step.score <= 1.0 / 0.9 for step in plan.path)
+    assert plan.path[-1].widths == (4, 1)
+    assert {plan.verdicts[k] for k, c in plan.candidates.items() if evaluate(c).score > 1.0 / 0.9} == {"failed"}
+
+
+def test_a_maximized_score_read_as_a_loss_would_accept_everything_worse():
+    # the same evaluator with the seed's direction: every worse loss counts as valid, so direction matters
+    search = make_search("rrs", groups(3), tolerance=0.9, seed=0, direction="max")
+    plan = run(search, lambda c: Outcome(score=1.0 + (3 - c.widths[0])))
+    assert plan.path[-1].widths == (1,)
+    search = make_search("rrs", groups(3), tolerance=0.9, seed=0, direction="min")
+    assert run(search, lambda c: Outcome(score=1.0 + (3 - c.widths[0]))).path[-1].widths == (3,)
+
+
+@pytest.mark.parametrize("direction", ["maximize", "MIN", "max"])
+def test_directions_are_spelled_the_keras_tuner_or_the_optuna_way(direction):
+    assert make_search("grs", groups(2), direction=direction).direction in ("max", "min")
+
+
+def test_an_unknown_direction_is_refused():
+    with pytest.raises(ValueError, match="direction must be"):
+        make_search("grs", groups(2), direction="up")
+
+
+def test_the_final_structure_walks_back_to_the_last_one_the_guard_confirms():
+    search = make_search("rrs", groups(6), tolerance=0.95, seed=0)
+
+    def evaluate(c):  # validation stays perfect, the guard drops with every unit below 4
+        w = c.widths[0]
+        return Outcome(score=1.0, guard=1.0 if w >= 4 else 0.5)
+
+    plan = run(search, evaluate)
+    assert plan.path[-1].widths == (1,)  # the search itself accepted everything
+    assert plan.candidates[plan.final].widths == (4,)  # the guard confirms down to 4 units
+    assert plan.guard_reference == 1.0 and plan.path[plan.final_index].key == plan.final
+    rows = plan.path_rows(["g0"], str)
+    assert [r["final"] for r in rows].count(True) == 1 and rows[plan.final_index]["guard"] == 1.0
+
+
+def test_without_guard_scores_the_final_structure_is_the_last_accepted():
+    search = make_search("rrs", groups(4), tolerance=0.95, seed=0)
+    plan = run(search, lambda c: Outcome(score=1.0))
+    assert plan.final == plan.path[-1].key and plan.guard_reference is None
+
+
+def test_a_guard_that_never_confirms_keeps_the_initial_structure():
+    search = make_search("rrs", groups(4), tolerance=0.95, seed=0)
+    plan = run(search, lambda c: Outcome(score=1.0, guard=1.0 if c.widths[0] == 4 else 0.1))
+    assert plan.final == plan.path[0].key

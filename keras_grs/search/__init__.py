@@ -28,6 +28,8 @@ from keras_grs.search.engine import (
     Search,
     SearchError,
     Step,
+    DIRECTIONS,
+    check_direction,
     check_tolerance,
     run,
 )
@@ -42,16 +44,18 @@ METHODS = {
 }
 
 
-def make_search(method, groups, tolerance=0.985, seed=0, phases=None, units=None) -> Search:
+def make_search(method, groups, tolerance=0.985, seed=0, phases=None, units=None, direction="max") -> Search:
     """Build the :class:`Search` of a named method.
 
     Args:
         method: ``grs``, ``rrs``, ``nwm`` or ``jgrs``.
         groups: :class:`GroupSpec` list, in model order.
-        tolerance: acceptance: score >= tolerance x the initial structure's score.
+        tolerance: acceptance: score >= tolerance x the initial structure's score (direction ``max``), or
+            score <= the initial structure's score / tolerance (direction ``min``).
         seed: the seed of every random decision.
         phases: JGRS phases (default: jumps at rate 0.5 and 0.2, then GRS, 3 attempts each).
         units: override the method's unit selection (``random`` or ``magnitude``).
+        direction: ``max`` for a score to maximize (accuracy), ``min`` for one to minimize (a loss).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -62,11 +66,13 @@ def make_search(method, groups, tolerance=0.985, seed=0, phases=None, units=None
     if phases is not None and method != "jgrs":
         raise ValueError(f"phases only apply to method 'jgrs', not {method!r}")
     root = phased(check_phases(phases if phases is not None else DEFAULT_PHASES)) if method == "jgrs" else None
-    return Search(groups, policy, UNIT_SELECTIONS[selection], tolerance=tolerance, seed=seed, root=root, name=method)
+    return Search(groups, policy, UNIT_SELECTIONS[selection], tolerance=tolerance, seed=seed, root=root, name=method,
+                  direction=direction)
 
 
 __all__ = [
     "DEFAULT_PHASES",
+    "DIRECTIONS",
     "INITIAL_KEY",
     "METHODS",
     "Candidate",
@@ -77,6 +83,7 @@ __all__ = [
     "Search",
     "SearchError",
     "Step",
+    "check_direction",
     "check_phases",
     "check_tolerance",
     "make_search",

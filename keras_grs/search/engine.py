@@ -1,7 +1,8 @@
 """The pruning search engine: pure Python, no Keras, no training.
 
 A search is a *policy* (which width groups to shrink, in what order, and when to stop) combined with a *unit
-selection* (which units of a group go) and an *acceptance rule* (``score >= tolerance x OriValAcc``). It never
+selection* (which units of a group go) and an *acceptance rule* (``score >= tolerance x OriValAcc`` for a score to
+maximize, ``score <= OriValLoss / tolerance`` for one to minimize). It never
 evaluates anything itself: :meth:`Search.plan` takes the outcomes known so far and answers which candidates must be
 evaluated next, or that the search is over. The plan is a pure function of (configuration, seed, outcomes), so any
 backend can stop at any moment and continue later, or in another process, from its stored results alone:
@@ -72,6 +73,8 @@ class Outcome:
     Attributes:
         score: the objective (validation accuracy); None when the evaluation failed (counts as not valid).
         params, flops: cost of the evaluated model, when the evaluator reports them.
+        guard: the objective on the guard split, data the search never trains or decides on (None without a
+            guard). Only the final walk back along the accepted path reads it (see :attr:`Plan.final`).
         unit_norms: per group name, the L1 norm of each unit's incoming weights in the trained model (needed by
             magnitude unit selection only).
     """
@@ -80,6 +83,7 @@ class Outcome:
     params: int | None = None
     flops: int | None = None
     unit_norms: Mapping[str, Sequence[float]] | None = None
+    guard: float | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class Step:
     score: float
     params: int | None
     flops: int | None
+    guard: float | None = None
 
 
 @dataclass
@@ -117,10 +122,13 @@ class Plan:
     Attributes:
         pending: candidates that must be evaluated now (all of them may run in parallel). Empty when finished.
         finished: the method has stopped; ``final`` is its result.
-        final: key of the compact structure (the last accepted, smallest valid one); while the search runs, the
-            best accepted so far.
-        path: the accepted structures, initial first, in order.
+        final: key of the compact structure: the last accepted (smallest valid) one; with guard scores, the last
+            accepted one whose guard score is also within tolerance of the initial structure's guard score (the
+            *walk back*: structures accepted on a lucky validation score are dropped). While the search runs, the
+            same rule over what is accepted so far.
+        path: the accepted structures, initial first, in order (the walk back does not shorten it).
         reference: OriValAcc, the initial structure's score (None until it is known).
+        guard_reference: the initial structure's guard score (None without a guard).
         candidates: every candidate issued so far, by key.
         verdicts: per evaluated key: ``initial``, ``accepted`` (taken as the new structure), ``valid`` (within
             tolerance but not taken) or ``failed``.
@@ -135,6 +143,13 @@ class Plan:
     candidates: dict[str, Candidate]
     verdicts: dict[str, str]
     phase_ends: dict[str, str] = field(default_factory=dict)
+    guard_reference: float | None = None
+
+    @property
+    def final_index(self) -> int | None:
+        """Position of ``final`` in ``path``."""
+        keys = [step.key for step in self.path]
+        return keys.index(self.final) if self.final in keys else None
 
     def path_rows(self, names: Sequence[str], trial_id: Callable[[str], str]) -> list[dict]:
         """The accepted path as plain dicts: trial id (by ``trial_id(key)``), phase, widths by group name,
@@ -148,6 +163,8 @@ class Plan:
                 "params": step.params,
                 "flops": step.flops,
                 "objective": float(step.score),
+                "guard": None if step.guard is None else float(step.guard),
+                "final": step.key == self.final,
             }
             for step in self.path
         ]
@@ -185,7 +202,11 @@ class Context:
         return np.random.default_rng([self.search.seed, zlib.crc32(scope.encode())])
 
     def valid(self, outcome: Outcome) -> bool:
-        return outcome.score is not None and outcome.score >= self.search.tolerance * self.reference
+        return self.search.accepts(outcome.score, self.reference)
+
+    def better(self, node: Node) -> float:
+        """A node's score oriented so that larger is better (failed evaluations last)."""
+        return self.search.oriented(node.outcome.score)
 
     def judge(self, nodes: Sequence[Node], accepted: Node | None) -> None:
         for node in nodes:
@@ -271,13 +292,16 @@ class Search:
         policy: the inter-layer order, a function ``(ctx, start, scope, phase) -> generator`` (see
             :mod:`keras_grs.search.order`), or a callable building the whole method (see ``root``).
         select_units: the intra-layer unit selection (see :mod:`keras_grs.search.units`).
-        tolerance: a candidate is valid when its score >= tolerance x the initial structure's score.
+        tolerance: a candidate is valid when its score >= tolerance x the initial structure's score (``max``
+            direction), or <= the initial score / tolerance (``min`` direction, for a loss).
         seed: all random decisions derive from it.
+        direction: ``max`` (accuracy, AUC, ...) or ``min`` (a loss, an error).
         root: a generator function ``(ctx, start) -> Branch`` run after the initial evaluation; defaults to
             running ``policy`` once.
     """
 
-    def __init__(self, groups, policy, select_units, tolerance=0.985, seed=0, root=None, name="search"):
+    def __init__(self, groups, policy, select_units, tolerance=0.985, seed=0, root=None, name="search",
+                 direction="max"):
         groups = tuple(groups)
         if not groups:
             raise ValueError("the model has no prunable width: nothing to search")
@@ -285,6 +309,7 @@ class Search:
         if len(set(names)) != len(names):
             raise ValueError(f"group names must be unique, got {names}")
         check_tolerance(tolerance)
+        self.direction = check_direction(direction)
         self.groups = groups
         self.policy = policy
         self.select_units = select_units
@@ -292,6 +317,20 @@ class Search:
         self.seed = int(seed)
         self.root = root
         self.name = name
+
+    def accepts(self, score: float | None, reference: float | None) -> bool:
+        """The acceptance rule: is ``score`` within tolerance of ``reference`` (both in the objective's units)?"""
+        if score is None or reference is None or math.isnan(score):
+            return False
+        if self.direction == "min":
+            return score <= reference / self.tolerance
+        return score >= self.tolerance * reference
+
+    def oriented(self, score: float | None) -> float:
+        """``score`` as a number where larger is better, whatever the direction (-inf for a failed evaluation)."""
+        if score is None or math.isnan(score):
+            return float("-inf")
+        return -score if self.direction == "min" else score
 
     def _run(self, ctx: Context) -> PolicyGen:
         start = ctx.initial()
@@ -324,16 +363,29 @@ class Search:
             finished, branch = True, stop.value
         path = branch.path if branch else _accepted_so_far(ctx, outcomes)
         steps = [_step(node) for node in path]
+        guard_reference = steps[0].guard if steps else None
         return Plan(
             pending=pending,
             finished=finished,
-            final=steps[-1].key if steps else None,
+            final=self._walk_back(steps, guard_reference),
             path=steps,
             reference=ctx.reference,
+            guard_reference=guard_reference,
             candidates=ctx.candidates,
             verdicts=ctx.verdicts,
             phase_ends=ctx.phase_ends,
         )
+
+    def _walk_back(self, steps: Sequence[Step], guard_reference: float | None) -> str | None:
+        """The last accepted structure whose guard score is within tolerance too (the last one without a guard)."""
+        if not steps:
+            return None
+        if guard_reference is None:
+            return steps[-1].key
+        for step in reversed(steps[1:]):
+            if self.accepts(step.guard, guard_reference):
+                return step.key
+        return steps[0].key
 
 
 def _accepted_so_far(ctx: Context, outcomes: Mapping[str, Outcome]) -> list[Node]:
@@ -351,13 +403,26 @@ def _accepted_so_far(ctx: Context, outcomes: Mapping[str, Outcome]) -> list[Node
 
 def _step(node: Node) -> Step:
     c, o = node.candidate, node.outcome
-    return Step(c.key, c.phase, c.widths, node.score, o.params, o.flops)
+    return Step(c.key, c.phase, c.widths, node.score, o.params, o.flops, o.guard)
 
 
 def check_tolerance(tolerance, name="tolerance") -> None:
     """Refuse anything but a number in (0, 1] (NaN and booleans included), naming the argument."""
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 < tolerance <= 1:
         raise ValueError(f"{name} must be a number in (0, 1], got {tolerance!r}")
+
+
+DIRECTIONS = ("max", "min")
+
+
+def check_direction(direction) -> str:
+    """``max`` or ``min`` (keras-tuner's spelling); Optuna's ``maximize``/``minimize`` are accepted too."""
+    aliases = {"max": "max", "maximize": "max", "min": "min", "minimize": "min"}
+    name = getattr(direction, "name", direction)  # optuna.study.StudyDirection
+    key = str(name).lower() if name is not None else ""
+    if key not in aliases:
+        raise ValueError(f"direction must be 'max' or 'min' (or 'maximize'/'minimize'), got {direction!r}")
+    return aliases[key]
 
 
 def run(search: Search, evaluate: Callable[[Candidate], Outcome], max_evaluations: int | None = None) -> Plan:

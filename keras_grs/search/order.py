@@ -23,7 +23,7 @@ def _evaluate_one(ctx: Context, candidate) -> PolicyGen:
 
 def greedy(ctx: Context, start: Node, scope: str, phase: str = "grs") -> PolicyGen:
     """GRS: every group above its minimum width offers one candidate with one unit removed; the best valid one
-    (highest score, then fewest FLOPs) becomes the new structure. Stop when none is valid or nothing is left.
+    (best score in the objective's direction, then fewest FLOPs) becomes the new structure. Stop when none is valid or nothing is left.
     No group is frozen: a group whose candidate failed may be chosen at a later step."""
     rng = ctx.rng(scope)
     current, path = start, []
@@ -32,7 +32,7 @@ def greedy(ctx: Context, start: Node, scope: str, phase: str = "grs") -> PolicyG
         outcomes = yield batch
         nodes = [Node(c, o) for c, o in zip(batch, outcomes)]
         valid = [n for n in nodes if ctx.valid(n.outcome)]
-        best = max(valid, key=lambda n: (n.score, -ctx.cost(n))) if valid else None
+        best = max(valid, key=lambda n: (ctx.better(n), -ctx.cost(n))) if valid else None
         ctx.judge(nodes, best)
         if best is None:
             break
@@ -155,7 +155,7 @@ def phased(phases: Sequence[Phase]):
                     jump_attempt(ctx, current, f"{name}.a{i}.", name, phase.rate) for i in range(phase.attempts)
                 ]
             branches = yield from parallel(attempts)
-            best = min(branches, key=lambda b: (ctx.cost(b.node), -b.node.score))
+            best = min(branches, key=lambda b: (ctx.cost(b.node), -ctx.better(b.node)))
             current = best.node
             path += best.path
             ctx.phase_ends[name] = current.key
