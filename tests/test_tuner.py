@@ -15,6 +15,7 @@ import pytest
 import keras_grs
 from keras_grs import GRSTuner, UnsupportedLayerError, datasets, shrink
 from keras_grs.evaluate import KerasEvaluator
+from keras_grs.guard import split_guard
 from keras_grs.tuner.oracles import KEY, NORMS_FILE, PARENT, REMOVED
 from keras_grs.tuner.tuner import PARENT_CACHE_SIZE
 
@@ -60,14 +61,20 @@ def test_a_keras_tuner_workflow_with_grs_in_place_of_random_search(tmp_path, dat
 
     best_model = tuner.get_best_models(1)[0]
     path = tuner.pruning_path()
-    final, initial = path[-1], path[0]
+    initial = path[0]
+    (final,) = [row for row in path if row["final"]]
     assert initial["widths"] == {"units_1": 8, "units_2": 4}
     assert widths_of(best_model) == tuple(final["widths"].values())
     assert final["params"] == best_model.count_params() <= initial["params"]
-    # the saved weights are the ones that achieved the trial's score, within tolerance of the initial one
-    _, accuracy = best_model.evaluate(*validation, verbose=0)
+    # by default (acceptance="guard") 40% of the validation data is the guard, the rest is what the search saw:
+    # the saved weights are the ones that achieved the trial's score, within tolerance of the initial one, on both
+    searched, guard = split_guard(validation, 0.4, seed=3)
+    _, accuracy = best_model.evaluate(*searched, verbose=0)
     assert accuracy == pytest.approx(final["objective"], abs=1e-6)
     assert final["objective"] >= 0.95 * initial["objective"]
+    _, accuracy = best_model.evaluate(*guard, verbose=0)
+    assert accuracy == pytest.approx(final["guard"], abs=1e-6)
+    assert final["guard"] >= 0.95 * initial["guard"]
     best_hp = tuner.get_best_hyperparameters(1)[0]
     assert (best_hp["units_1"], best_hp["units_2"]) == widths_of(best_model)
     assert best_hp["learning_rate"] == 1e-2
@@ -131,7 +138,7 @@ def test_from_model_prunes_a_pretrained_model_without_training_it_first(tmp_path
     model.fit(x, y, epochs=5, verbose=0)
     _, pretrained_accuracy = model.evaluate(*validation, verbose=0)
     tuner = GRSTuner.from_model(model, train_first=False, tolerance=0.9, seed=0, max_trials=3,
-                                directory=tmp_path, project_name="pre")
+                                directory=tmp_path, project_name="pre", acceptance="seed")
     assert [g.name for g in tuner.oracle.search.groups] == ["dense1"]
     tuner.search(x, y, validation_data=validation, **FIT)
     initial = tuner.oracle.get_trial(tuner.oracle.start_order[0])

@@ -30,6 +30,8 @@ from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine.hyperparameters import hp_types
 from keras_tuner.src.engine.oracle import Display
 
+from keras_grs.guard import DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_acceptance, check_guard_fraction
+from keras_grs.scoring import objective_direction, objective_name
 from keras_grs.search import INITIAL_KEY, GroupSpec, Outcome, Plan, check_tolerance, make_search
 from keras_grs.search.order import DEFAULT_PHASES, check_phases
 from keras_grs.search.units import magnitude_units
@@ -37,15 +39,36 @@ from keras_grs.search.units import magnitude_units
 KEY, PARENT, GROUP, REMOVED, PHASE = "grs_key", "grs_parent", "grs_group", "grs_removed", "grs_phase"
 BOOKKEEPING = (KEY, PARENT, GROUP, REMOVED, PHASE)
 NORMS_FILE = "unit_norms.json"
+GUARD_PREFIX = "guard_"  # a trial's score on the guard split is its metric guard_<objective without val_>
 Status = trial_module.TrialStatus
+
+
+def guard_metric(objective) -> str:
+    """The trial metric that holds the guard split's score: ``guard_accuracy`` for ``val_accuracy``."""
+    return GUARD_PREFIX + objective_name(objective)
+
+
+def _as_objective(objective):
+    """keras-tuner infers a direction for known metric names only; any ``*loss`` is minimized here too."""
+    if isinstance(objective, str) and objective.endswith("loss"):
+        return keras_tuner.Objective(objective, "min")
+    if isinstance(objective, (list, tuple)):
+        raise ValueError("a pruning search keeps one objective within tolerance; pass one, not a list")
+    return objective
 
 
 class PruningOracle(keras_tuner.Oracle):
     """Base of the pruning oracles; ``method`` names the search (see :mod:`keras_grs.search`).
 
     Args:
-        objective: the score to keep within tolerance, a keras-tuner objective (default ``val_accuracy``).
-        tolerance: a candidate is valid when ``score >= tolerance x OriValAcc`` (default 0.985).
+        objective: the score to keep within tolerance, a keras-tuner objective (default ``val_accuracy``); its
+            direction decides acceptance: a maximized score is valid when ``score >= tolerance x reference``, a
+            minimized one (``val_loss``, ``Objective("val_mse", "min")``) when ``score <= reference / tolerance``.
+        tolerance: in (0, 1], default 0.985; the reference is the initial structure's score.
+        acceptance: ``guard`` (default): the final structure is the last accepted one that the guard split
+            confirms (see :mod:`keras_grs.guard`); ``seed``: the seed's rule, the last accepted structure.
+        guard_fraction: the share of the validation data held back as the guard when no ``guard_data`` is given
+            to ``search``.
         widths: names of the ``hp.Int`` hyperparameters that are layer widths; default: every ``hp.Int``.
         seed: seed of every random decision (keras-tuner picks one when None; it is saved with the project).
         units: override the method's unit selection, ``random`` or ``magnitude``.
@@ -62,6 +85,8 @@ class PruningOracle(keras_tuner.Oracle):
         widths=None,
         seed=None,
         units=None,
+        acceptance=DEFAULT_ACCEPTANCE,
+        guard_fraction=DEFAULT_GUARD_FRACTION,
         max_trials=None,
         hyperparameters=None,
         allow_new_entries=True,
@@ -71,8 +96,10 @@ class PruningOracle(keras_tuner.Oracle):
         **method_options,
     ):
         check_tolerance(tolerance)
+        self.acceptance = check_acceptance(acceptance)
+        self.guard_fraction = check_guard_fraction(guard_fraction)
         super().__init__(
-            objective=objective,
+            objective=_as_objective(objective),
             max_trials=max_trials,
             hyperparameters=hyperparameters,
             allow_new_entries=allow_new_entries,
@@ -122,7 +149,8 @@ class PruningOracle(keras_tuner.Oracle):
                 )
             groups = [GroupSpec(hp.name, int(hp.max_value), max(1, int(hp.min_value))) for hp in hps]
             self._search = make_search(
-                self.method, groups, self.tolerance, self.seed, units=self.units, **self.method_options
+                self.method, groups, self.tolerance, self.seed, units=self.units,
+                direction=objective_direction(self.objective), **self.method_options
             )
         return self._search
 
@@ -136,6 +164,7 @@ class PruningOracle(keras_tuner.Oracle):
     def _outcomes(self) -> dict[str, Outcome]:
         outcomes = {}
         needs_norms = self.search.select_units is magnitude_units
+        guard = guard_metric(self.objective) if self.acceptance == "guard" else None
         for trial in self.trials.values():
             key = trial.hyperparameters.values.get(KEY)
             if not key:
@@ -146,6 +175,7 @@ class PruningOracle(keras_tuner.Oracle):
                     params=_last(trial, "params"),
                     flops=_last(trial, "flops"),
                     unit_norms=self._unit_norms(trial) if needs_norms else None,
+                    guard=_last(trial, guard, float) if guard else None,
                 )
             elif trial.status == Status.FAILED:
                 outcomes[key] = Outcome(score=None)
@@ -196,9 +226,12 @@ class PruningOracle(keras_tuner.Oracle):
 
     # -- results -------------------------------------------------------------------------------------------
     def get_best_trials(self, num_trials=1):
-        """The compact structure's trial first (last accepted, smallest valid), then the earlier accepted ones."""
+        """The compact structure's trial first (the final one: last accepted, smallest valid, confirmed by the
+        guard with ``acceptance="guard"``), then the earlier accepted ones."""
         plan = self.plan()
-        ids = [self.trial_id_of(step.key) for step in reversed(plan.path)]
+        final = plan.final_index
+        steps = plan.path[: final + 1] if final is not None else []
+        ids = [self.trial_id_of(step.key) for step in reversed(steps)]
         return [self.trials[i] for i in ids[:num_trials]]
 
     # -- state ---------------------------------------------------------------------------------------------
@@ -212,6 +245,10 @@ class PruningOracle(keras_tuner.Oracle):
             "widths": self.widths,
             "units": self.units,
             "options": options,
+            "objective": self.objective.name,
+            "direction": objective_direction(self.objective),
+            "acceptance": self.acceptance,
+            "guard_fraction": self.guard_fraction,
         }
 
     def get_state(self):
@@ -235,10 +272,10 @@ class PruningOracle(keras_tuner.Oracle):
         self._retry_queue = [t for t in self._retry_queue if self.trials[t].status != Status.COMPLETED]
 
 
-def _last(trial, name):
+def _last(trial, name, kind=int):
     if trial.metrics.exists(name):
         value = trial.metrics.get_last_value(name)
-        return int(value) if value is not None else None
+        return kind(value) if value is not None else None
     return None
 
 
@@ -323,10 +360,9 @@ class PruningDisplay(Display):
         if trial.score is None:
             print(f"  trial {trial.trial_id} failed: {str(trial.message or '').strip().splitlines()[-1:]}", flush=True)
             return
-        if plan.reference is not None and key != INITIAL_KEY:
-            verdict = "valid" if trial.score >= self.oracle.tolerance * plan.reference else "failed"
-        else:
-            verdict = "initial"
+        verdict = plan.verdicts.get(key)  # the engine's verdict; a GRS step decides once all its trials end
+        if verdict is None:
+            verdict = "valid" if self.oracle.search.accepts(trial.score, plan.reference) else "failed"
         best = plan.path[-1] if plan.path else None
         best_text = "x".join(map(str, best.widths)) if best else "?"
         print(f"  {self.oracle.objective.name} {trial.score:.4f} {verdict}; elapsed {elapsed}", flush=True)

@@ -11,10 +11,12 @@ import keras_tuner
 
 from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
 from keras_grs.evaluate.keras import validate
+from keras_grs.guard import DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_guard_data, split_guard
+from keras_grs.scoring import score
 from keras_grs.search import check_tolerance
 from keras_grs.structure import UnsupportedLayerError, analyze
 from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
-from keras_grs.tuner.oracles import NORMS_FILE, ORACLES, PARENT, REMOVED
+from keras_grs.tuner.oracles import NORMS_FILE, ORACLES, PARENT, REMOVED, guard_metric
 
 
 PARENT_CACHE_SIZE = 3
@@ -32,8 +34,15 @@ class GRSTuner(keras_tuner.Tuner):
 
     Args:
         hypermodel: a ``keras_tuner.HyperModel`` or a ``build(hp)`` function returning a compiled model.
-        objective: the score to keep within tolerance (default ``val_accuracy``).
-        tolerance: a candidate is valid when ``score >= tolerance x OriValAcc``; in (0, 1], default 0.985.
+        objective: the score to keep within tolerance (default ``val_accuracy``). A maximized objective is valid
+            when ``score >= tolerance x OriValAcc``; a minimized one (``val_loss``, any ``*loss``,
+            ``keras_tuner.Objective("val_mse", "min")``) when ``score <= reference / tolerance``.
+        tolerance: in (0, 1], default 0.985.
+        acceptance: ``"guard"`` (default): part of the validation data (``guard_fraction``, or the
+            ``guard_data`` given to ``search``) is held back from the search; at the end the accepted path is
+            walked back to the smallest structure whose guard score is within tolerance too, so the result does
+            not rest on a lucky validation score. ``"seed"``: the seed's rule (the last accepted structure).
+        guard_fraction: share of the validation data carved out as the guard (stratified by class), in (0, 0.9).
         method: ``grs``, ``jgrs``, ``rrs`` or ``nwm``.
         widths: names of the ``hp.Int`` that are layer widths (default: all of them).
         inherit_weights: candidates start from their parent's trained weights (True) or from scratch (False).
@@ -76,6 +85,8 @@ class GRSTuner(keras_tuner.Tuner):
         seed=None,
         phases=None,
         units=None,
+        acceptance=DEFAULT_ACCEPTANCE,
+        guard_fraction=DEFAULT_GUARD_FRACTION,
         initial_epochs=None,
         evaluator=None,
         optuna_storage=None,
@@ -100,6 +111,8 @@ class GRSTuner(keras_tuner.Tuner):
             widths=widths,
             seed=seed,
             units=units,
+            acceptance=acceptance,
+            guard_fraction=guard_fraction,
             max_trials=max_trials,
             hyperparameters=hyperparameters,
             tune_new_entries=tune_new_entries,
@@ -118,6 +131,7 @@ class GRSTuner(keras_tuner.Tuner):
         self._parents = {}
         self._just_trained = {}  # trial id -> model of the last batch: the next step's parent is among them
         self._group_of = self._discover_widths()
+        self._guard = None  # (x_guard, y_guard) while a search with acceptance="guard" runs
         self._mirror = None
         if optuna_storage is not None:
             from keras_grs.optuna.mirror import StudyMirror
@@ -197,20 +211,53 @@ class GRSTuner(keras_tuner.Tuner):
             raise UnsupportedLayerError(f"the hypermodel's model cannot be pruned: {error}") from None
 
     # -- searching ------------------------------------------------------------------------------------------
-    def search(self, *fit_args, progress=None, **fit_kwargs):
+    def search(self, *fit_args, progress=None, guard_data=None, **fit_kwargs):
         """Run the pruning search. Takes ``model.fit``'s arguments: ``x, y, validation_data=..., epochs=...``.
 
         The validation data and the objective are checked before any trial runs. Searching again on a finished
         project runs no new trial. ``progress=True`` prints a line per trial and per accepted structure even when
         ``verbose=0`` silences ``fit`` (keras-tuner ties both to ``verbose``); ``progress=False`` prints nothing.
+
+        With ``acceptance="guard"``, ``guard_data=(x, y)`` is the guard split; without it, ``guard_fraction`` of
+        ``validation_data`` is carved out (the same samples on every resume: the split is seeded by the search's
+        seed). The guard never reaches ``fit`` or the search's decisions; each trial's model is scored on it once
+        (trial metric ``guard_<objective>``), and the final structure is chosen by walking back along the path.
         """
         self.oracle.progress = progress
+        fit_kwargs = self._hold_back_guard(guard_data, fit_kwargs)
         self._check_fit_arguments(fit_args, fit_kwargs)
-        if getattr(self.evaluator, "batches", False):
-            if "verbose" in fit_kwargs:
-                self.oracle.verbose = fit_kwargs["verbose"]
-            return self._search_in_batches(fit_args, fit_kwargs)
-        return super().search(*fit_args, **fit_kwargs)
+        try:
+            if getattr(self.evaluator, "batches", False):
+                if "verbose" in fit_kwargs:
+                    self.oracle.verbose = fit_kwargs["verbose"]
+                return self._search_in_batches(fit_args, fit_kwargs)
+            return super().search(*fit_args, **fit_kwargs)
+        finally:
+            self._guard = None
+
+    def _hold_back_guard(self, guard_data, fit_kwargs):
+        """Set the guard split aside; the fit arguments the search trains and decides with."""
+        acceptance = self.oracle.acceptance
+        guard_data = check_guard_data(guard_data, acceptance)
+        if acceptance != "guard":
+            return fit_kwargs
+        if guard_data is None:
+            validation = fit_kwargs.get("validation_data")
+            if validation is None:
+                raise ValueError(
+                    "acceptance='guard' needs validation_data=(x_val, y_val) to carve the guard from (or "
+                    "guard_data=(x, y)); acceptance='seed' uses no guard"
+                )
+            validation, guard_data = split_guard(validation, self.oracle.guard_fraction, seed=self.oracle.seed)
+            fit_kwargs = dict(fit_kwargs, validation_data=validation)
+        self._guard = guard_data
+        return fit_kwargs
+
+    def _score_guard(self, metrics, model):
+        """Add the trial's guard score (its checkpoint's weights on the guard split) to its metrics."""
+        if self._guard is not None:
+            metrics[guard_metric(self.oracle.objective)] = score(model, *self._guard, self.oracle.objective)
+        return metrics
 
     def _check_fit_arguments(self, fit_args, fit_kwargs):
         objective = self.oracle.objective.name
@@ -245,6 +292,7 @@ class GRSTuner(keras_tuner.Tuner):
         tidy()
         job, fit_kwargs = self._prepare_job(trial, fit_kwargs)
         (metrics,) = self.evaluator.evaluate([job], fit_args, fit_kwargs)
+        self._score_guard(metrics, job.model)
         self._save_unit_norms(trial.trial_id, job.model)
         del job
         return metrics
@@ -312,7 +360,7 @@ class GRSTuner(keras_tuner.Tuner):
                     jobs = [job for _, job, _ in members]
                     results = self.evaluator.evaluate(jobs, fit_args, members[0][2])
                     for (t, job, _), metrics in zip(members, results):
-                        self.oracle.update_trial(t.trial_id, metrics)
+                        self.oracle.update_trial(t.trial_id, self._score_guard(metrics, job.model))
                         self._save_unit_norms(t.trial_id, job.model)
                         self._just_trained[t.trial_id] = job.model  # holds its checkpoint's weights
                         done.add(t.trial_id)
@@ -369,36 +417,47 @@ class GRSTuner(keras_tuner.Tuner):
         return self.oracle.plan().path_rows([g.name for g in self.oracle.search.groups], self.oracle.trial_id_of)
 
     def results_summary(self, num_trials=None):
-        """Print the pruning path (every accepted structure, initial first) and the overall reduction."""
+        """Print the pruning path (every accepted structure, initial first), the final structure (marked ``*``;
+        with ``acceptance="guard"`` the last one the guard confirms) and the overall reduction."""
         plan = self.oracle.plan()
         path = self.pruning_path()
         objective = self.oracle.objective.name
         state = "finished" if plan.finished else "not finished"
         print(f"Results summary ({self.oracle.method.upper()} pruning search, {state})")
         print(f"Results in {self.project_dir}")
-        print(f"Widths: {', '.join(g.name for g in self.oracle.search.groups)}; tolerance {self.oracle.tolerance}")
+        print(f"Widths: {', '.join(g.name for g in self.oracle.search.groups)}; tolerance {self.oracle.tolerance}; "
+              f"acceptance {self.oracle.acceptance}")
         if not path:
             print("No trial has completed yet.")
             return
+        guarded = plan.guard_reference is not None
         rows = path if num_trials is None else path[-num_trials:]
-        header = f"{'trial':>6}  {'phase':<8} {'structure':<20} {'params':>9} {'FLOPs':>11}  {objective}"
-        print(header)
+        header = f"{'trial':>7}  {'phase':<8} {'structure':<20} {'params':>9} {'FLOPs':>11}  {objective}"
+        print(header + ("  guard" if guarded else ""))
         for row in rows:
+            guard = f"  {row['guard']:.4f}" if guarded and row["guard"] is not None else ""
             print(
-                f"{row['trial_id']:>6}  {row['phase']:<8} {row['structure']:<20} {row['params'] or 0:>9,} "
-                f"{row['flops'] or 0:>11,}  {row['objective']:.4f}"
+                f"{'*' if row['final'] else ' '}{row['trial_id']:>6}  {row['phase']:<8} {row['structure']:<20} "
+                f"{row['params'] or 0:>9,} {row['flops'] or 0:>11,}  {row['objective']:.4f}{guard}"
             )
-        first, last = path[0], path[-1]
+        first, final = path[0], next(row for row in path if row["final"])
         if first["params"] and first["flops"]:
+            bound = "min" if self.oracle.search.direction == "max" else "max"
+            limit = (self.oracle.tolerance * first["objective"] if bound == "min"
+                     else first["objective"] / self.oracle.tolerance)
             print(
-                f"Compact structure {last['structure']}: params {last['params'] / first['params']:.1%} and FLOPs "
-                f"{last['flops'] / first['flops']:.1%} of the initial {first['structure']}; {objective} "
-                f"{first['objective']:.4f} -> {last['objective']:.4f} (valid from {self.oracle.tolerance * first['objective']:.4f}); "
-                f"{len(self.oracle.trials)} trials"
+                f"Compact structure {final['structure']}: params {final['params'] / first['params']:.1%} and FLOPs "
+                f"{final['flops'] / first['flops']:.1%} of the initial {first['structure']}; {objective} "
+                f"{first['objective']:.4f} -> {final['objective']:.4f} (valid {'from' if bound == 'min' else 'up to'} "
+                f"{limit:.4f}); {len(self.oracle.trials)} trials"
             )
+            if final is not path[-1]:
+                print(f"The guard walked back from {path[-1]['structure']} (its guard score "
+                      f"{path[-1]['guard']:.4f} is outside tolerance of the initial {first['guard']:.4f})")
 
     def get_best_models(self, num_models=1):
-        """The compact model first (the last accepted, smallest valid structure), with its trained weights."""
+        """The compact model first (the final structure: last accepted and, with ``acceptance="guard"``, confirmed
+        by the guard), then the structures accepted before it, each with its trained weights."""
         return super().get_best_models(num_models)
 
     def load_model(self, trial):

@@ -1,0 +1,98 @@
+"""The guard split: validation data the search never trains on or decides with, read once at the end.
+
+Every candidate of a search is compared with the same validation split, hundreds of times; a candidate whose score
+passes by luck is accepted, and the next ones build on it. The guard is a second, smaller split held back from
+all of that. When the search is over, the accepted path is walked back to the smallest structure whose guard score
+is also within tolerance of the initial structure's (see :attr:`keras_grs.search.Plan.final`). Its score is an
+honest estimate because nothing was chosen on it except that one cut along an ordered path.
+
+``acceptance="guard"`` (the default) carves the guard from the validation data, stratified by class, unless a
+``guard_data`` split is given; ``acceptance="seed"`` is the seed's rule (no guard: the last accepted structure).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from keras_grs.inputs import DataError, check_split
+
+ACCEPTANCE = ("guard", "seed")
+DEFAULT_ACCEPTANCE = "guard"
+DEFAULT_GUARD_FRACTION = 0.4
+
+
+def check_acceptance(acceptance) -> str:
+    if acceptance not in ACCEPTANCE:
+        raise ValueError(f"unknown acceptance {acceptance!r}; choose one of {', '.join(ACCEPTANCE)}")
+    return acceptance
+
+
+def check_guard_fraction(fraction) -> float:
+    """A fraction of the validation data in (0, 0.9)."""
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 0.9:
+        raise ValueError(f"guard fraction must be a number in (0, 0.9), got {fraction!r}")
+    return float(fraction)
+
+
+def _class_ids(y) -> np.ndarray | None:
+    """Class ids of labels (ids, one-hot rows or 0/1), or None for targets that are not classes."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] > 1:
+        return y.argmax(axis=1)
+    flat = y.reshape(len(y))
+    if np.issubdtype(flat.dtype, np.integer) or flat.dtype == bool:
+        return flat.astype(int)
+    if np.all(np.equal(np.mod(flat, 1), 0)) and len(np.unique(flat)) <= max(2, len(flat) // 2):
+        return flat.astype(int)
+    return None
+
+
+def split_guard(validation_data, fraction=DEFAULT_GUARD_FRACTION, seed=0):
+    """Split ``(x_val, y_val)`` into the search's validation data and the guard, stratified by class.
+
+    Each class gives ``round(fraction x its count)`` samples to the guard; a class too small to leave at least one
+    sample on each side is refused (the guard could not judge it).
+
+    Returns:
+        ``((x_val, y_val), (x_guard, y_guard))``.
+
+    Example:
+        >>> import numpy as np
+        >>> (xv, yv), (xg, yg) = split_guard((np.zeros((10, 2)), np.array([0, 1] * 5)), 0.4, seed=0)
+        >>> len(xv), len(xg), sorted(np.bincount(yg))
+        (6, 4, [2, 2])
+    """
+    fraction = check_guard_fraction(fraction)
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) < 2:
+        raise DataError("validation_data must be a tuple (x_val, y_val)")
+    x, y = np.asarray(validation_data[0]), np.asarray(validation_data[1])
+    check_split("validation data", x, y)
+    rng = np.random.default_rng([0 if seed is None else int(seed), 7919])
+    classes = _class_ids(y)
+    groups = {0: np.arange(len(y))} if classes is None else {c: np.flatnonzero(classes == c) for c in np.unique(classes)}
+    guard = []
+    for label, members in groups.items():
+        take = int(round(fraction * len(members)))
+        if take < 1 or take >= len(members):
+            what = "the validation data" if classes is None else f"class {label} ({len(members)} validation samples)"
+            raise DataError(
+                f"a guard split of {fraction:g} is too small or too large for {what}: it would hold {take} of "
+                f"{len(members)} samples, and both the guard and the search's validation data need at least one of "
+                "each class; pass more validation data, another guard fraction, or guard_data explicitly"
+            )
+        guard.append(rng.choice(members, size=take, replace=False))
+    chosen = np.zeros(len(y), bool)
+    chosen[np.concatenate(guard)] = True
+    return (x[~chosen], y[~chosen]), (x[chosen], y[chosen])
+
+
+def check_guard_data(guard_data, acceptance):
+    """An explicit guard split: only with ``acceptance="guard"``, a tuple ``(x, y)`` of non-empty, finite data."""
+    if guard_data is None:
+        return None
+    if acceptance != "guard":
+        raise ValueError(f"guard_data only serves acceptance='guard', not {acceptance!r}")
+    if not isinstance(guard_data, (tuple, list)) or len(guard_data) != 2:
+        raise DataError("guard_data must be a tuple (x_guard, y_guard)")
+    check_split("guard data", *guard_data)
+    return guard_data
