@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test install c-toolchains bench bench-c bench-search bench-tables bench-memory clean
+.PHONY: demo test install c-toolchains bench bench-c bench-search bench-tables bench-memory bench-unseen clean
 
 install: $(STAMP)
 
@@ -47,7 +47,11 @@ bench-tables: $(STAMP)
 bench-memory: $(STAMP)
 	$(PY) benchmarks/memory.py
 
-bench: bench-c bench-search bench-tables bench-memory
+# the tolerance on unseen data: the seed's acceptance rule against the guard (continues its store)
+bench-unseen: $(STAMP)
+	$(PY) benchmarks/unseen_accuracy.py $(UNSEEN_ARGS)
+
+bench: bench-c bench-search bench-tables bench-memory bench-unseen
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -68,22 +68,28 @@ def format_analysis(model) -> str:
 
 
 def format_summary(result) -> str:
-    """Initial vs compact (vs EUP) per model, and which one was selected."""
-    rows = [("model", "", "structure", "params", "nonzero", "FLOPs", "val acc", "test acc")]
+    """Initial vs compact (vs EUP) per model, scored by the search's objective on validation, guard and test data,
+    and which one was selected."""
+    first = result.results[0]
+    name = first.objective.removeprefix("val_")
+    rows = [("model", "", "structure", "params", "nonzero", "FLOPs", f"val {name}", f"guard {name}", f"test {name}")]
 
-    def acc(value):
+    def num(value):
         return "-" if value is None else f"{value:.4f}"
 
     for i, r in enumerate(result.results):
         mark = "*" if i == result.selected else " "
         rows.append((f"{mark}{r.name}", "initial", r.initial_structure, f"{r.initial_params:,}", f"{r.initial_params:,}",
-                     f"{r.initial_flops:,}", acc(r.initial_val_accuracy), acc(r.initial_test_accuracy)))
+                     f"{r.initial_flops:,}", num(r.initial_val_score), num(r.initial_guard_score),
+                     num(r.initial_test_score)))
         rows.append(("", "compact", r.structure, f"{r.params:,}", f"{r.params:,}", f"{r.flops:,}",
-                     acc(r.val_accuracy), acc(r.test_accuracy)))
+                     num(r.val_score), num(r.guard_score), num(r.test_score)))
         if r.eup is not None:
             rows.append(("", "EUP", r.structure, f"{r.params:,}", f"{r.eup_nonzero_params:,}",
-                         f"{r.eup_nonzero_flops:,}", acc(r.eup_val_accuracy), acc(r.eup_test_accuracy)))
-    return format_table(rows) + f"\n(* selected: {result.results[result.selected].name})"
+                         f"{r.eup_nonzero_flops:,}", num(r.eup_val_score), num(r.eup_guard_score),
+                         num(r.eup_test_score)))
+    note = f"\n(* selected: {result.results[result.selected].name}; acceptance {first.acceptance})"
+    return format_table(rows) + note
 
 
 # -- prune ------------------------------------------------------------------------------------------------------
@@ -155,6 +161,9 @@ def run_settings(args) -> dict:
         "max_trials": args.max_trials,
         "backend": args.backend,
         "storage": args.storage,
+        "objective": args.objective,
+        "acceptance": args.acceptance,
+        "guard_fraction": args.guard_fraction,
     }
 
 
@@ -171,6 +180,19 @@ def check_prune_arguments(args):
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
+    from keras_grs.guard import DEFAULT_GUARD_FRACTION, check_guard_fraction
+    from keras_grs.scoring import objective_direction
+
+    if args.guard_fraction is None:
+        args.guard_fraction = DEFAULT_GUARD_FRACTION
+    try:
+        check_guard_fraction(args.guard_fraction)
+    except ValueError as error:
+        raise CommandError(f"--guard-fraction: {error}") from None
+    try:
+        objective_direction(args.objective)
+    except ValueError as error:
+        raise CommandError(f"--objective: {error}") from None
     if args.initial_epochs is not None and args.initial_epochs < 1:
         raise CommandError("--initial-epochs must be at least 1")
     if args.selection not in CRITERIA:
@@ -209,8 +231,15 @@ def check_prune_arguments(args):
                 + "; ".join(f"{k} was {saved.get(k)!r}, now {settings[k]!r}" for k in changed)
             )
     test = (data["x_test"], data["y_test"]) if "x_test" in data else None
-    if args.selection == "maxtestacc" and test is None:
-        raise CommandError("--selection maxtestacc needs x_test and y_test in the data file")
+    if args.selection in ("maxtestacc", "besttest") and test is None:
+        raise CommandError(f"--selection {args.selection} needs x_test and y_test in the data file")
+    if args.acceptance == "guard":
+        from keras_grs.guard import split_guard
+
+        try:
+            split_guard((data["x_val"], data["y_val"]), args.guard_fraction, seed=args.seed)
+        except ValueError as error:
+            raise CommandError(f"--guard-fraction: {error}") from None
     num_classes = _num_classes(data)
     models = [load_model(spec, data["x_train"].shape[1:], num_classes) for spec in args.models]
     from keras_grs import analyze
@@ -260,10 +289,16 @@ def cmd_prune(args) -> int:
         backend=args.backend,
         storage=args.storage,
         evaluator=args.evaluator,
+        objective=args.objective,
+        acceptance=args.acceptance,
+        guard_fraction=args.guard_fraction,
     )
     result.save(out)
     export_run_c(result, out, data)
     print(format_summary(result))
+    for model_result in result.results:
+        for warning in model_result.warnings:
+            print(f"WARNING: {warning}")
     print(f"report: {out / 'report.md'}; models: {out / 'compact.keras'}" + ("" if args.no_eup else f", {out / 'eup.keras'}"))
     return 0
 
@@ -393,12 +428,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="an .npz with x_train, y_train, x_val, y_val [, x_test, y_test]")
     p.add_argument("--out", required=True, help="the run directory (must be empty unless --resume)")
     p.add_argument("--method", choices=["grs", "jgrs", "rrs", "nwm"], default="grs")
-    p.add_argument("--tolerance", type=float, default=0.985, help="valid when ValAcc >= T x OriValAcc (0.985)")
+    p.add_argument("--tolerance", type=float, default=0.985,
+                   help="valid when score >= T x initial score (T x for a maximized objective, / T for a loss); 0.985")
+    p.add_argument("--objective", default="val_accuracy",
+                   help="the score kept within tolerance through search, EUP and selection: val_accuracy (default), "
+                        "val_loss, or a metric the models are compiled with (val_auc, ...)")
+    p.add_argument("--acceptance", choices=["guard", "seed"], default="guard",
+                   help="guard (default): a guard split held back from the search confirms the final structure; "
+                        "seed: the seed's rule (the last accepted structure)")
+    p.add_argument("--guard-fraction", type=float,
+                   help="share of the validation data held back as the guard, in (0, 0.9) (default 0.4)")
     p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs per candidate (10)")
     p.add_argument("--initial-epochs", type=int, help="epochs to train each initial model (default: --epochs)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-eup", action="store_true", help="skip thresholding and quantization")
-    p.add_argument("--selection", default="minflops", help="minparams, minflops (default), maxvalacc, maxtestacc")
+    p.add_argument("--selection", default="minflops",
+                   help="minparams, minflops (default), maxvalacc, maxtestacc, bestval, besttest (best objective)")
     p.add_argument("--seed", type=int)
     p.add_argument("--phases", help="JGRS phases, e.g. 0.5:3,0.2:3,near:3 (the default)")
     p.add_argument("--max-trials", type=int, help="cap on trials per model")

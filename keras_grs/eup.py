@@ -12,6 +12,9 @@ Applied to the compact model of a structured search:
   passing model is kept. It reports the number of distinct weight values.
 * :func:`tq` does both, in that order.
 
+"Accuracy" above is the search's objective (``objective=``, default ``val_accuracy``): a minimized one such as
+``val_loss`` passes while ``loss <= reference / tolerance``. The records' ``val_accuracy`` fields hold that score.
+
 Inputs are never changed: every function returns a new model and a record of what it did. BatchNormalization
 parameters are left alone (they fold into the preceding layer for inference).
 """
@@ -24,8 +27,8 @@ import keras
 import numpy as np
 
 from keras_grs.costs import count_flops, count_params
-from keras_grs.scoring import accuracy
-from keras_grs.search.engine import check_tolerance
+from keras_grs.scoring import objective_direction, score
+from keras_grs.search.engine import check_tolerance, within_tolerance
 from keras_grs.structure import WIDTH_LAYERS, layer_chain
 from keras_grs.surgery import resized
 
@@ -34,7 +37,8 @@ MAX_STEPS = 1000
 
 @dataclass(frozen=True)
 class ThresholdResult:
-    """What :func:`threshold` did. ``threshold`` is the last passing ``t`` (None: no step passed)."""
+    """What :func:`threshold` did. ``threshold`` is the last passing ``t`` (None: no step passed); ``val_accuracy``
+    is the objective's validation score."""
 
     mode: str
     threshold: float | None
@@ -45,6 +49,7 @@ class ThresholdResult:
     nonzero_params: int
     flops: int
     nonzero_flops: int
+    objective: str = "val_accuracy"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -60,6 +65,7 @@ class QuantizeResult:
     distinct_values: int
     nonzero_params: int
     nonzero_flops: int
+    objective: str = "val_accuracy"
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -104,7 +110,8 @@ def _thresholded(originals, layers, t, mode):
         layer.set_weights([np.where(np.abs(w) < limit, np.zeros_like(w), w) for w in weights])
 
 
-def threshold(model, validation_data, reference=None, tolerance=0.995, mode="relative", init=None, step=None):
+def threshold(model, validation_data, reference=None, tolerance=0.995, mode="relative", init=None, step=None,
+              objective="val_accuracy"):
     """Zero small weights while validation accuracy stays within ``tolerance`` of ``reference``.
 
     Args:
@@ -114,6 +121,8 @@ def threshold(model, validation_data, reference=None, tolerance=0.995, mode="rel
         tolerance: a step passes when ``accuracy >= tolerance x reference`` (default 0.995).
         mode: ``relative`` (threshold = t x the layer's weight standard deviation) or ``absolute``.
         init, step: the first ``t`` and its increment; defaults 0.3 / 0.1 (relative), 0.001 / 0.001 (absolute).
+        objective: the score checked (default ``val_accuracy``; ``val_loss`` or a compiled metric, see
+            :func:`keras_grs.scoring.score`), in its direction.
 
     Returns:
         ``(new_model, ThresholdResult)``.
@@ -138,7 +147,8 @@ def threshold(model, validation_data, reference=None, tolerance=0.995, mode="rel
     step = default_step if step is None else float(step)
     if init < 0 or step <= 0:
         raise ValueError(f"init must be >= 0 and step > 0, got init={init}, step={step}")
-    reference = accuracy(model, x, y) if reference is None else float(reference)
+    direction = objective_direction(objective)
+    reference = score(model, x, y, objective) if reference is None else float(reference)
 
     work = _copy(model)
     layers = _prunable_layers(work)
@@ -147,18 +157,18 @@ def threshold(model, validation_data, reference=None, tolerance=0.995, mode="rel
     for i in range(MAX_STEPS):
         t = init + i * step
         _thresholded(originals, layers, t, mode)
-        score = accuracy(work, x, y)
+        value = score(work, x, y, objective)
         steps += 1
-        if score < tolerance * reference:
+        if not within_tolerance(value, reference, tolerance, direction):
             break
-        best_t, best_accuracy = t, score
+        best_t, best_accuracy = t, value
         best_weights = [layer.get_weights() for layer in layers]
         if not any(np.any(w) for weights in best_weights for w in weights):
             break
     for layer, weights in zip(layers, best_weights or originals):
         layer.set_weights(weights)
     if best_weights is None:
-        best_accuracy = accuracy(work, x, y)
+        best_accuracy = score(work, x, y, objective)
     result = ThresholdResult(
         mode=mode,
         threshold=None if best_t is None else round(best_t, 10),
@@ -169,6 +179,7 @@ def threshold(model, validation_data, reference=None, tolerance=0.995, mode="rel
         nonzero_params=count_params(work, nonzero=True),
         flops=count_flops(work),
         nonzero_flops=count_flops(work, nonzero=True),
+        objective=objective,
     )
     return work, result
 
@@ -179,7 +190,7 @@ def distinct_values(model) -> int:
     return int(np.unique(np.concatenate(values)).size) if values else 0
 
 
-def quantize(model, validation_data, reference=None, tolerance=0.990, start_digits=4):
+def quantize(model, validation_data, reference=None, tolerance=0.990, start_digits=4, objective="val_accuracy"):
     """Round weights to fewer and fewer decimal digits while validation accuracy stays within tolerance.
 
     Args:
@@ -188,6 +199,7 @@ def quantize(model, validation_data, reference=None, tolerance=0.990, start_digi
         reference: the accuracy to compare with; default: ``model``'s own validation accuracy.
         tolerance: a step passes when ``accuracy >= tolerance x reference`` (default 0.990).
         start_digits: the first number of decimal digits tried (then one fewer each step, down to 0).
+        objective: the score checked, in its direction (as for :func:`threshold`).
 
     Returns:
         ``(new_model, QuantizeResult)``.
@@ -196,7 +208,8 @@ def quantize(model, validation_data, reference=None, tolerance=0.990, start_digi
     check_tolerance(tolerance)
     if isinstance(start_digits, bool) or not isinstance(start_digits, (int, np.integer)) or start_digits < 0:
         raise ValueError(f"start_digits must be a non-negative integer, got {start_digits!r}")
-    reference = accuracy(model, x, y) if reference is None else float(reference)
+    direction = objective_direction(objective)
+    reference = score(model, x, y, objective) if reference is None else float(reference)
     work = _copy(model)
     layers = _prunable_layers(work)
     originals = [layer.get_weights() for layer in layers]
@@ -204,15 +217,15 @@ def quantize(model, validation_data, reference=None, tolerance=0.990, start_digi
     for digits in range(int(start_digits), -1, -1):
         for layer, weights in zip(layers, originals):
             layer.set_weights([np.round(w, digits).astype(w.dtype) for w in weights])
-        score = accuracy(work, x, y)
-        if score < tolerance * reference:
+        value = score(work, x, y, objective)
+        if not within_tolerance(value, reference, tolerance, direction):
             break
-        best_digits, best_accuracy = digits, score
+        best_digits, best_accuracy = digits, value
         best_weights = [layer.get_weights() for layer in layers]
     for layer, weights in zip(layers, best_weights or originals):
         layer.set_weights(weights)
     if best_weights is None:
-        best_accuracy = accuracy(work, x, y)
+        best_accuracy = score(work, x, y, objective)
     result = QuantizeResult(
         digits=best_digits,
         reference=reference,
@@ -220,6 +233,7 @@ def quantize(model, validation_data, reference=None, tolerance=0.990, start_digi
         distinct_values=distinct_values(work),
         nonzero_params=count_params(work, nonzero=True),
         nonzero_flops=count_flops(work, nonzero=True),
+        objective=objective,
     )
     return work, result
 
@@ -234,17 +248,19 @@ def tq(
     init=None,
     step=None,
     start_digits=4,
+    objective="val_accuracy",
 ):
-    """Thresholding, then quantization (the seed's TQ). Quantization's reference is the thresholded accuracy.
+    """Thresholding, then quantization (the seed's TQ). Quantization's reference is the thresholded score.
 
     Returns:
         ``(new_model, TQResult)``.
     """
     thresholded, t_result = threshold(
-        model, validation_data, reference=reference, tolerance=threshold_tolerance, mode=mode, init=init, step=step
+        model, validation_data, reference=reference, tolerance=threshold_tolerance, mode=mode, init=init, step=step,
+        objective=objective,
     )
     quantized, q_result = quantize(
         thresholded, validation_data, reference=t_result.val_accuracy, tolerance=quantize_tolerance,
-        start_digits=start_digits,
+        start_digits=start_digits, objective=objective,
     )
     return quantized, TQResult(t_result, q_result)

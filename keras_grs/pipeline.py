@@ -16,8 +16,11 @@ import numpy as np
 from keras_grs import eup as eup_module
 from keras_grs.costs import count_flops, count_params
 from keras_grs.evaluate import EVALUATORS
-from keras_grs.inputs import check_data
-from keras_grs.scoring import accuracy
+from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_acceptance, check_guard_data,
+                             check_guard_fraction, split_guard)
+from keras_grs.inputs import check_data, check_fits_model
+from keras_grs.scoring import accuracy, objective_direction, score
+from keras_grs.search import check_direction, within_tolerance
 from keras_grs.selection import select
 from keras_grs.structure import analyze
 from keras_grs.tuner import GRSTuner
@@ -29,14 +32,16 @@ BACKENDS = ("keras-tuner", "optuna")
 class _TunerRun:
     """One model's search with the keras-tuner backend (a GRSTuner project)."""
 
-    def __init__(self, model, x, y, validation_data, storage, overwrite, fit, *, method, tolerance, seed, phases,
-                 initial_epochs, max_trials, directory, project, verbose, evaluator):
+    def __init__(self, model, x, y, validation_data, guard_data, storage, overwrite, fit, *, method, tolerance, seed,
+                 phases, initial_epochs, max_trials, directory, project, verbose, evaluator, objective, acceptance):
         tuner = GRSTuner.from_model(
             model, train_first=True, method=method, tolerance=tolerance, seed=seed, phases=phases,
             initial_epochs=initial_epochs, max_trials=max_trials, directory=directory, project_name=project,
-            overwrite=overwrite, optuna_storage=storage, evaluator=evaluator,
+            overwrite=overwrite, optuna_storage=storage, evaluator=evaluator, objective=objective,
+            acceptance=acceptance,
         )
-        tuner.search(x, y, validation_data=validation_data, verbose=0, progress=bool(verbose), **fit)
+        tuner.search(x, y, validation_data=validation_data, guard_data=guard_data, verbose=0,
+                     progress=bool(verbose), **fit)
         plan = tuner.oracle.plan()
         self.tuner = tuner
         self.project = tuner.project_dir
@@ -49,14 +54,14 @@ class _TunerRun:
         return self.tuner.load_model(self.tuner.oracle.get_trial(self.path[0]["trial_id"]))
 
     def compact_model(self):
-        return self.tuner.get_best_models(1)[0]
+        return self.tuner.get_best_models(1)[0]  # the final structure (the guard's, with acceptance="guard")
 
 
 class _OptunaRun:
     """One model's search with the Optuna backend (a study driven by the method's sampler)."""
 
-    def __init__(self, model, x, y, validation_data, storage, fit, *, method, tolerance, seed, phases,
-                 initial_epochs, max_trials, directory, project, verbose, evaluator):
+    def __init__(self, model, x, y, validation_data, guard_data, storage, fit, *, method, tolerance, seed, phases,
+                 initial_epochs, max_trials, directory, project, verbose, evaluator, objective, acceptance):
         import optuna
 
         from keras_grs.optuna import create_study, optimize, pruning_path
@@ -65,14 +70,16 @@ class _OptunaRun:
 
         options = {"phases": phases} if method == "jgrs" else {}
         sampler = SAMPLERS[method](seed=seed, **options)
-        study = create_study(sampler, storage=storage, study_name=project, directory=directory)
+        study = create_study(sampler, storage=storage, study_name=project, directory=directory,
+                             direction=objective_direction(objective))
         remaining = None if max_trials is None else max(0, max_trials - len(study.trials))
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
         try:
             if remaining != 0:
                 optimize(study, model, x, y, validation_data, tolerance=tolerance, initial_epochs=initial_epochs,
-                         n_trials=remaining, directory=directory, evaluator=evaluator, **fit)
+                         n_trials=remaining, directory=directory, evaluator=evaluator, objective=objective,
+                         acceptance=acceptance, guard_data=guard_data, **fit)
         finally:
             optuna.logging.set_verbosity(verbosity)
         plan = sampler.plan(study)
@@ -80,6 +87,7 @@ class _OptunaRun:
         self.project = str(Path(directory) / "checkpoints" / project)
         Path(self.project).mkdir(parents=True, exist_ok=True)
         self.path = pruning_path(study)
+        self.final = next(row for row in self.path if row["final"])
         self.finished = plan.finished
         self.trials = sum(1 for t in study.trials if t.system_attrs.get(KEY_ATTR))
         self.phase_ends = {phase: str(trial_number_of(study, key)) for phase, key in plan.phase_ends.items()}
@@ -92,7 +100,7 @@ class _OptunaRun:
     def compact_model(self):
         from keras_grs.optuna import trial_model
 
-        return trial_model(self.study, self.model, int(self.path[-1]["trial_id"]), self.directory)
+        return trial_model(self.study, self.model, int(self.final["trial_id"]), self.directory)
 
 
 @dataclass
@@ -134,6 +142,20 @@ class ModelResult:
     eup_al: float | None = None
     eup_pci: float | None = None
     eup_fci: float | None = None
+    objective: str = "val_accuracy"
+    direction: str = "max"
+    acceptance: str = "seed"
+    initial_val_score: float | None = None
+    val_score: float | None = None
+    initial_guard_score: float | None = None
+    guard_score: float | None = None
+    initial_test_score: float | None = None
+    test_score: float | None = None
+    eup_val_score: float | None = None
+    eup_guard_score: float | None = None
+    eup_test_score: float | None = None
+    walked_back: int = 0
+    warnings: list[str] = field(default_factory=list)
     model: keras.Model | None = field(default=None, repr=False, compare=False)
     eup_model: keras.Model | None = field(default=None, repr=False, compare=False)
 
@@ -226,6 +248,10 @@ def prune(
     backend="keras-tuner",
     storage=None,
     evaluator="batched",
+    objective="val_accuracy",
+    acceptance=DEFAULT_ACCEPTANCE,
+    guard_fraction=DEFAULT_GUARD_FRACTION,
+    guard_data=None,
     **fit_kwargs,
 ):
     """Prune one or several initial models, apply EUP to each compact model, and select one.
@@ -249,6 +275,12 @@ def prune(
             in ``directory``); with the keras-tuner backend, trials are mirrored there for optuna-dashboard.
         evaluator: ``batched`` (default: the candidates of a step trained together in one compiled computation)
             or ``keras`` (one ``model.fit`` per candidate); see :class:`keras_grs.GRSTuner`.
+        objective: the score kept within tolerance through the whole job: the search, EUP's checks and the
+            selection's tie-breaks (``val_accuracy``, ``val_loss``, or any metric the models are compiled with,
+            such as ``val_auc``; its direction as keras-tuner infers it, any ``*loss`` minimized).
+        acceptance: ``guard`` (default) or ``seed``; see :mod:`keras_grs.guard`. With ``guard``, ``guard_data``
+            or else ``guard_fraction`` of ``validation_data`` is held back from the search and EUP, and confirms
+            the final structure.
         **fit_kwargs: further ``fit`` arguments (callbacks, ...).
 
     Returns:
@@ -264,8 +296,17 @@ def prune(
             raise ValueError(f"model {model.name!r} is not compiled; compile it with its loss and an accuracy metric")
         analyze(model)
         check_data(model, x, y, validation_data, test_data)
-    if isinstance(selection, str) and selection == "maxtestacc" and test_data is None:
-        raise ValueError("selection 'maxtestacc' needs test_data")
+    if isinstance(selection, str) and selection in ("maxtestacc", "besttest") and test_data is None:
+        raise ValueError(f"selection {selection!r} needs test_data")
+    check_acceptance(acceptance)
+    check_guard_fraction(guard_fraction)
+    direction = check_direction(objective_direction(objective))
+    if guard_data is not None:
+        check_guard_data(guard_data, acceptance)
+        for model in models:
+            check_fits_model("guard data", model, *guard_data)
+    elif acceptance == "guard":
+        validation_data, guard_data = split_guard(validation_data, guard_fraction, seed=seed)
     if seed is not None:
         keras.utils.set_random_seed(seed)
     if backend not in BACKENDS:
@@ -276,7 +317,6 @@ def prune(
         from keras_grs.optuna.study import open_storage
 
         storage = open_storage(storage, directory)  # refuses an unknown URL before any work
-    x_val, y_val = validation_data
     results = []
     for index, model in enumerate(models):
         if verbose:
@@ -286,20 +326,23 @@ def prune(
         fit = dict(epochs=epochs, batch_size=batch_size, **fit_kwargs)
         options = dict(method=method, tolerance=tolerance, seed=seed, phases=phases, initial_epochs=initial_epochs,
                        max_trials=max_trials, directory=str(directory), project=project, verbose=verbose,
-                       evaluator=evaluator)
+                       evaluator=evaluator, objective=objective, acceptance=acceptance)
         started = time.perf_counter()
         if backend == "optuna":
-            run = _OptunaRun(model, x, y, validation_data, storage, fit, **options)
+            run = _OptunaRun(model, x, y, validation_data, guard_data, storage, fit, **options)
         else:
-            run = _TunerRun(model, x, y, validation_data, storage, overwrite, fit, **options)
+            run = _TunerRun(model, x, y, validation_data, guard_data, storage, overwrite, fit, **options)
         search_seconds = _timing(run.project, add=time.perf_counter() - started)
-        results.append(_model_result(run, model.name, method, validation_data, test_data, eup, eup_options,
-                                     search_seconds))
+        splits = _Splits(validation_data, guard_data, test_data, objective, direction, tolerance)
+        results.append(_model_result(run, model.name, method, acceptance, splits, eup, eup_options, search_seconds))
         if verbose:
             r = results[-1]
             stop = "" if r.finished else f" (stopped at max_trials={max_trials}: the search had not finished)"
+            back = f"; the guard walked back {r.walked_back} accepted step(s)" if r.walked_back else ""
             print(f"   {r.initial_structure} -> {r.structure}: params {r.initial_params:,} -> {r.params:,}, "
-                  f"val acc {r.initial_val_accuracy:.4f} -> {r.val_accuracy:.4f}{stop}", flush=True)
+                  f"{splits.describe(r)}{back}{stop}", flush=True)
+            for warning in r.warnings:
+                print(f"   WARNING: {warning}", flush=True)
     chosen = select(results, selection)
     selected = next(i for i, r in enumerate(results) if r is chosen)
     report = {
@@ -319,10 +362,15 @@ def prune(
             "max_trials": max_trials,
             "directory": str(directory),
             "backend": backend,
+            "objective": objective if isinstance(objective, str) else objective.name,
+            "direction": direction,
+            "acceptance": acceptance,
+            "guard_fraction": guard_fraction if acceptance == "guard" else None,
         },
         "data": {
             "train": list(np.shape(x)),
-            "validation": list(np.shape(x_val)),
+            "validation": list(np.shape(validation_data[0])),
+            "guard": list(np.shape(guard_data[0])) if guard_data is not None else None,
             "test": list(np.shape(test_data[0])) if test_data is not None else None,
         },
         "selection": {"criterion": selection if isinstance(selection, str) else "function", "index": selected,
@@ -338,19 +386,47 @@ def _version():
     return __version__
 
 
-def _model_result(run, name, method, validation_data, test_data, eup, eup_options, search_seconds) -> ModelResult:
+@dataclass
+class _Splits:
+    """The data a run's models are scored on, and the objective they are scored with."""
+
+    validation: tuple
+    guard: tuple | None
+    test: tuple | None
+    objective: str
+    direction: str
+    tolerance: float
+
+    def scores(self, model) -> tuple[float, float | None, float | None]:
+        """The objective on validation, guard and test data (None for a split the run has not got)."""
+        return tuple(None if data is None else score(model, *data, self.objective)
+                     for data in (self.validation, self.guard, self.test))
+
+    def describe(self, result) -> str:
+        name = self.objective.removeprefix("val_")
+        parts = [f"val {name} {result.initial_val_score:.4f} -> {result.val_score:.4f}"]
+        if result.guard_score is not None:
+            parts.append(f"guard {result.initial_guard_score:.4f} -> {result.guard_score:.4f}")
+        if result.test_score is not None:
+            parts.append(f"test {result.initial_test_score:.4f} -> {result.test_score:.4f}")
+        return ", ".join(parts)
+
+
+def _model_result(run, name, method, acceptance, splits, eup, eup_options, search_seconds) -> ModelResult:
     path = run.path
     initial_model = run.initial_model()
     compact = run.compact_model()
-    x_val, y_val = validation_data
+    validation_data, test_data = splits.validation, splits.test
 
     def test_accuracy(m):
         return accuracy(m, *test_data) if test_data is not None else None
 
-    initial_val, final_val = accuracy(initial_model, x_val, y_val), accuracy(compact, x_val, y_val)
+    initial_val, final_val = accuracy(initial_model, *validation_data), accuracy(compact, *validation_data)
     initial_test, final_test = test_accuracy(initial_model), test_accuracy(compact)
     al_on = "test" if test_data is not None else "validation"
     before, after = (initial_test, final_test) if test_data is not None else (initial_val, final_val)
+    initial_scores, scores = splits.scores(initial_model), splits.scores(compact)
+    final_index = next(i for i, row in enumerate(path) if row["final"])
     result = ModelResult(
         name=name,
         project=run.project,
@@ -374,18 +450,44 @@ def _model_result(run, name, method, validation_data, test_data, eup, eup_option
         finished=run.finished,
         path=path,
         phase_ends=run.phase_ends,
+        objective=splits.objective,
+        direction=splits.direction,
+        acceptance=acceptance,
+        initial_val_score=initial_scores[0],
+        val_score=scores[0],
+        initial_guard_score=initial_scores[1],
+        guard_score=scores[1],
+        initial_test_score=initial_scores[2],
+        test_score=scores[2],
+        walked_back=len(path) - 1 - final_index,
         model=compact,
     )
+    _warn_outside_tolerance(result, splits, "compact", scores[2])
     if eup:
-        eup_model, info = eup_module.tq(compact, validation_data, reference=final_val, **(eup_options or {}))
+        eup_model, info = eup_module.tq(compact, validation_data, reference=scores[0], objective=splits.objective,
+                                        **(eup_options or {}))
         eup_test = test_accuracy(eup_model)
+        eup_scores = splits.scores(eup_model)
         result.eup = info.as_dict()
         result.eup_model = eup_model
         result.eup_nonzero_params = count_params(eup_model, nonzero=True)
         result.eup_nonzero_flops = count_flops(eup_model, nonzero=True)
-        result.eup_val_accuracy = accuracy(eup_model, x_val, y_val)
+        result.eup_val_accuracy = accuracy(eup_model, *validation_data)
         result.eup_test_accuracy = eup_test
+        result.eup_val_score, result.eup_guard_score, result.eup_test_score = eup_scores
         result.eup_al = round(100.0 * (before - (eup_test if test_data is not None else result.eup_val_accuracy)), 4)
         result.eup_pci = _percent_improvement(result.initial_params, result.eup_nonzero_params)
         result.eup_fci = _percent_improvement(result.initial_flops, result.eup_nonzero_flops)
+        _warn_outside_tolerance(result, splits, "EUP", eup_scores[2])
     return result
+
+
+def _warn_outside_tolerance(result, splits, which, test_score) -> None:
+    """Say so when the model's test score is outside tolerance of the initial model's: the promise did not hold."""
+    if test_score is None or result.initial_test_score is None:
+        return
+    if not within_tolerance(test_score, result.initial_test_score, splits.tolerance, splits.direction):
+        result.warnings.append(
+            f"{result.name}: the {which} model's test {splits.objective.removeprefix('val_')} {test_score:.4f} is "
+            f"outside tolerance {splits.tolerance} of the initial model's {result.initial_test_score:.4f}"
+        )

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-CRITERIA = ("minparams", "minflops", "maxvalacc", "maxtestacc")
+CRITERIA = ("minparams", "minflops", "maxvalacc", "maxtestacc", "bestval", "besttest")
 
 
 def _get(result, name):
     value = result.get(name) if isinstance(result, Mapping) else getattr(result, name, None)
     return value
+
+
+def _goodness(result, split):
+    """The search objective's score on ``split`` (``val`` or ``test``), larger is better whatever its direction;
+    plain accuracy for results that carry no objective score."""
+    value = _get(result, f"{split}_score")
+    if value is None:
+        return _get(result, f"{split}_accuracy")
+    return -value if _get(result, "direction") == "min" else value
 
 
 def select(results: Sequence, criterion: str | Callable = "minflops"):
@@ -18,9 +27,11 @@ def select(results: Sequence, criterion: str | Callable = "minflops"):
     Args:
         results: per initial model, anything with ``params``, ``flops``, ``val_accuracy`` and ``test_accuracy``
             (attributes or mapping keys), such as :class:`keras_grs.pipeline.ModelResult`.
-        criterion: ``minparams``, ``minflops``, ``maxvalacc``, ``maxtestacc``, or a callable that receives the
-            list and returns one of its items (or its index). Ties on params/FLOPs go to the higher validation
-            accuracy; ties on accuracy to the fewer FLOPs; remaining ties to the earlier result.
+        criterion: ``minparams``, ``minflops``, ``maxvalacc``, ``maxtestacc``, ``bestval``/``besttest`` (the
+            best score of the search's objective, e.g. the lowest ``val_loss``, on validation / test data), or a
+            callable that receives the list and returns one of its items (or its index). Ties on params/FLOPs go
+            to the better validation score of the search's objective (accuracy when the results carry none); ties
+            on a score to the fewer FLOPs; remaining ties to the earlier result.
 
     Returns:
         The chosen item of ``results``.
@@ -44,12 +55,14 @@ def select(results: Sequence, criterion: str | Callable = "minflops"):
         return chosen
     if criterion not in CRITERIA:
         raise ValueError(f"unknown selection criterion {criterion!r}; choose one of {', '.join(CRITERIA)} or a function")
-    if criterion == "maxtestacc" and any(_get(r, "test_accuracy") is None for r in results):
-        raise ValueError("criterion 'maxtestacc' needs test data: some results have no test accuracy")
+    if criterion in ("maxtestacc", "besttest") and any(_goodness(r, "test") is None for r in results):
+        raise ValueError(f"criterion {criterion!r} needs test data: some results have no test score")
     keys = {
-        "minparams": lambda r: (_get(r, "params"), -_get(r, "val_accuracy")),
-        "minflops": lambda r: (_get(r, "flops"), -_get(r, "val_accuracy")),
+        "minparams": lambda r: (_get(r, "params"), -_goodness(r, "val")),
+        "minflops": lambda r: (_get(r, "flops"), -_goodness(r, "val")),
         "maxvalacc": lambda r: (-_get(r, "val_accuracy"), _get(r, "flops")),
         "maxtestacc": lambda r: (-_get(r, "test_accuracy"), _get(r, "flops")),
+        "bestval": lambda r: (-_goodness(r, "val"), _get(r, "flops")),
+        "besttest": lambda r: (-_goodness(r, "test"), _get(r, "flops")),
     }
     return min(results, key=keys[criterion])

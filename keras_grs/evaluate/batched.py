@@ -11,7 +11,8 @@ saved to its checkpoint, so trials look exactly like the keras evaluator's.
 
 Supported: chains of Dense, Conv1D/Conv2D (channels last, no dilation or groups), max/average pooling, global
 pooling, Flatten, Dropout and Activation/ReLU layers, a softmax output, sparse categorical cross-entropy and Adam,
-trained by the default ``fit`` (no callbacks, no HyperModel ``fit`` of its own). Anything else falls back to
+trained by the default ``fit`` (no callbacks, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized)
+or ``val_loss`` (minimized) as the objective. Anything else falls back to
 :class:`KerasEvaluator`, said once.
 """
 
@@ -41,6 +42,7 @@ GLOBAL_POOLS = {
     keras.layers.GlobalAveragePooling1D: "AVG", keras.layers.GlobalAveragePooling2D: "AVG",
 }
 FIT_ARGUMENTS = {"epochs", "batch_size", "validation_data", "verbose", "callbacks", "shuffle"}
+OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}  # the validation scores computed on the device
 
 
 class UnsupportedForBatching(ValueError):
@@ -188,8 +190,8 @@ class BatchedEvaluator:
         return None
 
     def _check(self, jobs, fit_kwargs):
-        if self.objective.name != "val_accuracy":
-            raise UnsupportedForBatching(f"objective {self.objective.name}")
+        if OBJECTIVES.get(self.objective.name) != self.objective.direction:
+            raise UnsupportedForBatching(f"objective {self.objective.name} ({self.objective.direction})")
         if self.executions_per_trial != 1:
             raise UnsupportedForBatching("executions_per_trial > 1")
         if self.hypermodel is not None and type(self.hypermodel).fit is not keras_tuner.HyperModel.fit:
@@ -279,9 +281,10 @@ class BatchedEvaluator:
         moments = [tf.zeros_like(p) for p in params] + [tf.zeros_like(p) for p in params]
         step = tf.constant(0.0)
         rng = np.random.default_rng([self.seed, self._calls])
-        best = np.full(k, -np.inf)
+        minimize = self.objective.direction == "min"
+        best = np.full(k, -np.inf)  # the objective oriented so that larger is better
         best_params = [p.numpy() for p in params]
-        best_loss = np.zeros(k)
+        best_loss, best_accuracy, best_val_loss = np.zeros(k), np.zeros(k), np.zeros(k)
         padded = n_batches * batch
         x_val_t, y_val_t = tf.constant(x_val), tf.constant(y_val)
         weights = np.concatenate([np.ones(len(x)), np.zeros(padded - len(x))]).astype("float32")
@@ -296,19 +299,23 @@ class BatchedEvaluator:
                 weights,
                 tf.constant(int(rng.integers(1 << 30)), tf.int32),
             )
-            accuracy = validate_fn(params, masks, x_val_t, y_val_t).numpy()
-            improved = accuracy > best
+            accuracy, val_loss = (t.numpy() for t in validate_fn(params, masks, x_val_t, y_val_t))
+            value = -val_loss if minimize else accuracy
+            improved = value > best  # Keras' best-epoch rule: the first epoch reaching the best value
             if improved.any():
                 for store, p in zip(best_params, params):
                     store[improved] = p.numpy()[improved]
-                best[improved] = accuracy[improved]
+                best[improved] = value[improved]
                 best_loss[improved] = losses.numpy()[improved]
+                best_accuracy[improved] = accuracy[improved]
+                best_val_loss[improved] = val_loss[improved]
         self._unpack(per_job, plan, best_params)
         results = []
         for j, job in enumerate(jobs):
             job.model.save_weights(job.checkpoint)
             results.append({
-                "val_accuracy": float(best[j]),
+                "val_accuracy": float(best_accuracy[j]),
+                "val_loss": float(best_val_loss[j]),
                 "loss": float(best_loss[j]),
                 "params": count_params(job.model),
                 "flops": count_flops(job.model),
@@ -349,7 +356,9 @@ class BatchedEvaluator:
         def validate(params, masks, xv, yv):
             logits = forward(params, masks, xv, None)
             correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), yv[None]), tf.float32)
-            return tf.reduce_mean(correct, axis=1)
+            labels = tf.broadcast_to(yv[None], tf.shape(logits)[:2])
+            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+            return tf.reduce_mean(correct, axis=1), tf.reduce_mean(loss, axis=1)
 
         self._compiled[key] = (epoch, validate)
         return epoch, validate

@@ -68,7 +68,8 @@ class PruningSampler(BaseSampler):
         if signature not in self._searches:
             groups = [GroupSpec(g["name"], g["width"], g["min_width"]) for g in config["groups"]]
             self._searches[signature] = make_search(
-                self.method, groups, config["tolerance"], self.seed, units=self.units, **self.method_options
+                self.method, groups, config["tolerance"], self.seed, units=self.units,
+                direction=config.get("direction", "max"), **self.method_options
             )
         return self._searches[signature]
 
@@ -87,6 +88,7 @@ class PruningSampler(BaseSampler):
                     params=trial.user_attrs.get("params"),
                     flops=int(trial.values[1]),
                     unit_norms=json.loads(norms) if norms else None,
+                    guard=trial.user_attrs.get("guard"),
                 )
             elif trial.state == TrialState.FAIL:
                 failures[key] = failures.get(key, 0) + 1

@@ -13,7 +13,9 @@ from optuna.trial import TrialState
 from keras_grs.costs import count_params
 from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
 from keras_grs.optuna.samplers import CONFIG_ATTR, FINISHED_ATTR, KEY_ATTR, PATH_ATTR, PruningSampler
-from keras_grs.search import check_tolerance
+from keras_grs.guard import DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_guard_data, split_guard
+from keras_grs.scoring import objective_direction, score as objective_score
+from keras_grs.search import check_direction, check_tolerance
 from keras_grs.search.units import magnitude_units
 from keras_grs.structure import analyze
 from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
@@ -46,15 +48,17 @@ def open_storage(storage=None, directory="keras_grs_runs"):
         return optuna.storages.RDBStorage(storage, heartbeat_interval=10, grace_period=30)
 
 
-def create_study(sampler, storage=None, study_name="keras_grs", directory="keras_grs_runs", load_if_exists=True):
-    """An Optuna study for a pruning search: objectives (validation accuracy, FLOPs), maximize and minimize."""
+def create_study(sampler, storage=None, study_name="keras_grs", directory="keras_grs_runs", load_if_exists=True,
+                 direction="maximize"):
+    """An Optuna study for a pruning search: objectives (the score, FLOPs); the score is maximized (accuracy) or,
+    with ``direction="minimize"``, minimized (a loss); FLOPs are minimized."""
     if not isinstance(sampler, PruningSampler):
         raise TypeError(f"a pruning study needs a keras-grs sampler (GRSSampler, ...), got {type(sampler).__name__}")
     study = optuna.create_study(
         storage=open_storage(storage, directory),
         sampler=sampler,
         study_name=study_name,
-        directions=DIRECTIONS,
+        directions=[f"{check_direction(direction)}imize", "minimize"],
         load_if_exists=load_if_exists,
     )
     return study
@@ -75,10 +79,12 @@ def _as_model(model_or_hypermodel):
     return build(hp)
 
 
-def _config(sampler, structure, tolerance, model) -> dict:
+def _config(sampler, structure, tolerance, model, objective, acceptance) -> dict:
     return {
         "groups": [{"name": g.name, "width": g.width, "min_width": g.min_width} for g in structure.groups],
         "tolerance": float(tolerance),
+        "direction": objective_direction(objective),
+        "acceptance": acceptance,
         "sampler": sampler.config(),
         "model": {"name": model.name, "layers": [type(layer).__name__ for layer in model.layers]},
     }
@@ -105,6 +111,9 @@ def optimize(
     train_first=True,
     objective="val_accuracy",
     evaluator="batched",
+    acceptance=DEFAULT_ACCEPTANCE,
+    guard_fraction=DEFAULT_GUARD_FRACTION,
+    guard_data=None,
     **fit_kwargs,
 ):
     """Run a pruning search in an Optuna study (a new one, or one to continue from any process).
@@ -120,7 +129,12 @@ def optimize(
             ``["maximize", "minimize"]``).
         model_or_hypermodel: a compiled Keras model, or a keras-tuner hypermodel / ``build(hp)`` function, built
             once with every ``hp.Int`` at its maximum.
-        x, y, validation_data: the data; tolerance: valid when score >= tolerance x the initial score.
+        x, y, validation_data: the data; tolerance: valid when score >= tolerance x the initial score (or, for a
+            minimized objective such as ``val_loss`` in a study whose first direction is ``minimize``,
+            score <= the initial score / tolerance).
+        acceptance, guard_fraction, guard_data: as for :class:`keras_grs.GRSTuner`: with ``guard`` (default) a
+            guard split is held back; each trial's guard score is its user attribute ``guard``, and the compact
+            model is the last accepted trial the guard confirms.
         epochs: fine-tuning epochs per candidate (``initial_epochs`` for the initial model).
         n_trials, timeout: as for ``study.optimize``; the study also stops when the method stops.
         evaluator: ``batched`` (default: each trial trained by one compiled computation), ``keras`` (one
@@ -133,17 +147,22 @@ def optimize(
     sampler = study.sampler
     if not isinstance(sampler, PruningSampler):
         raise TypeError(f"the study's sampler is {type(sampler).__name__}; use GRSSampler, RRSSampler, ...")
-    if [d.name.lower() for d in study.directions] != DIRECTIONS:
+    directions = [d.name.lower() for d in study.directions]
+    expected = [f"{objective_direction(objective)}imize", "minimize"]
+    if directions != expected:
         raise ValueError(
-            f"study {study.study_name!r} has directions {[d.name.lower() for d in study.directions]}; a pruning study "
-            f"needs {DIRECTIONS} (validation accuracy, FLOPs)"
+            f"study {study.study_name!r} has directions {directions}; a pruning study of {objective!r} needs "
+            f"{expected} (the score, FLOPs)"
         )
     check_tolerance(tolerance)
     if validation_data is None:
         raise ValueError("optimize() needs validation_data=(x_val, y_val)")
+    guard_data = check_guard_data(guard_data, acceptance)
+    if acceptance == "guard" and guard_data is None:
+        validation_data, guard_data = split_guard(validation_data, guard_fraction, seed=sampler.seed)
     model = _as_model(model_or_hypermodel)
     structure = analyze(model, min_width)
-    config = _config(sampler, structure, tolerance, model)
+    config = _config(sampler, structure, tolerance, model, objective, acceptance)
     existing = study.user_attrs.get(CONFIG_ATTR)
     if existing is not None and existing != config:
         differing = sorted(k for k in config if existing.get(k) != config[k])
@@ -158,7 +177,7 @@ def optimize(
             study.set_metric_names([objective, "flops"])
         study.set_user_attr(CONFIG_ATTR, config)
     run = _Objective(study, sampler, model, structure, x, y, validation_data, tolerance, epochs, initial_epochs,
-                     batch_size, directory, train_first, objective, fit_kwargs, evaluator)
+                     batch_size, directory, train_first, objective, fit_kwargs, evaluator, guard_data)
     if sampler.plan(study).finished:
         return study
     study.optimize(run, n_trials=n_trials, timeout=timeout, callbacks=[run.after_trial])
@@ -167,8 +186,9 @@ def optimize(
 
 class _Objective:
     def __init__(self, study, sampler, model, structure, x, y, validation_data, tolerance, epochs, initial_epochs,
-                 batch_size, directory, train_first, objective, fit_kwargs, evaluator):
+                 batch_size, directory, train_first, objective, fit_kwargs, evaluator, guard_data):
         self.study, self.sampler, self.model, self.structure = study, sampler, model, structure
+        self.guard_data = guard_data
         self.fit_args = (x, y)
         self.fit_kwargs = dict(fit_kwargs, validation_data=validation_data, epochs=epochs, batch_size=batch_size)
         self.fit_kwargs.setdefault("verbose", 0)
@@ -214,7 +234,9 @@ class _Objective:
         trial.set_user_attr("removed", json.dumps(candidate.removed_dict, sort_keys=True))
         trial.set_user_attr("phase", candidate.phase)
         trial.set_user_attr("structure", "x".join(map(str, candidate.widths)))
-        trial.set_user_attr("valid", bool(score >= self.tolerance * reference))
+        trial.set_user_attr("valid", self.sampler.search(trial.study).accepts(score, reference))
+        if self.guard_data is not None:
+            trial.set_user_attr("guard", objective_score(model, *self.guard_data, self.objective))
         if self.sampler.search(trial.study).select_units is magnitude_units:
             trial.set_user_attr("unit_norms", json.dumps(unit_norms(model)))
         return score, flops
@@ -230,7 +252,8 @@ class _Objective:
         plan = self.sampler.plan(study)
         study.set_user_attr(PATH_ATTR, [
             {"trial": trial_number_of(study, step.key), "phase": step.phase, "structure": "x".join(map(str, step.widths)),
-             "objective": step.score, "flops": step.flops, "params": step.params}
+             "objective": step.score, "flops": step.flops, "params": step.params, "guard": step.guard,
+             "final": step.key == plan.final}
             for step in plan.path
         ])
         if plan.finished:
@@ -240,7 +263,7 @@ class _Objective:
 def keras_tuner_objective(name):
     import keras_tuner
 
-    return keras_tuner.Objective(name, "max")
+    return keras_tuner.Objective(name, objective_direction(name))
 
 
 def trial_number_of(study, key) -> int:
@@ -267,7 +290,8 @@ def trial_model(study, model, number, directory="keras_grs_runs"):
 
 
 def best_model(study, model, directory="keras_grs_runs"):
-    """The compact model: the best accepted trial (last accepted, smallest valid structure), with its weights.
+    """The compact model: the final accepted trial (last accepted, smallest valid structure, confirmed by the
+    guard when the study has one), with its weights.
 
     Args:
         study: a pruning study (its sampler attached: ``optuna.load_study(..., sampler=GRSSampler(seed))``).
@@ -277,7 +301,8 @@ def best_model(study, model, directory="keras_grs_runs"):
     path = pruning_path(study)
     if not path:
         raise ValueError(f"study {study.study_name!r} has no completed trial yet")
-    return trial_model(study, model, int(path[-1]["trial_id"]), directory)
+    final = next(row for row in path if row["final"])
+    return trial_model(study, model, int(final["trial_id"]), directory)
 
 
 __all__ = ["best_model", "create_study", "open_storage", "optimize", "pruning_path", "trial_model"]

@@ -11,6 +11,14 @@ def _num(value):
     return "-" if value is None else f"{value:,}"
 
 
+def _score(value):
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _pair(before, after):
+    return "-" if before is None and after is None else f"{_score(before)} -> {_score(after)}"
+
+
 def _table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -21,19 +29,57 @@ def render_markdown(report: dict, plots=()) -> str:
     """The report as Markdown: configuration, selection, per-model figures, EUP, pruning paths, plots."""
     config, models = report["config"], report["models"]
     selected = report["selection"]
+    objective = config.get("objective", "val_accuracy")
+    name = objective.removeprefix("val_")
+    rule = (f"at least {config['tolerance']} x the initial model's" if config.get("direction", "max") == "max"
+            else f"at most the initial model's / {config['tolerance']}")
+    acceptance = config.get("acceptance", "seed")
+    guard_text = (
+        f" Acceptance `guard`: {config.get('guard_fraction')} of the validation data was held back as a guard "
+        "split the search never trained or decided on; the final structure is the last accepted one whose guard "
+        "score is within tolerance too." if acceptance == "guard" else
+        " Acceptance `seed`: the final structure is the last one the search accepted (no guard)."
+    )
     out = [
         "# keras-grs pruning report",
         "",
         f"Created {report['created']} by keras-grs {report['keras_grs_version']}.",
         "",
-        f"Method **{config['method'].upper()}**, tolerance {config['tolerance']} (a candidate is valid when its "
-        f"validation accuracy is at least {config['tolerance']} x the initial model's), {config['epochs']} "
+        f"Method **{config['method'].upper()}**, objective `{objective}`, tolerance {config['tolerance']} (a candidate "
+        f"is valid when its {objective} is {rule}), {config['epochs']} "
         f"fine-tuning epochs per candidate ({config['initial_epochs']} for the initial model), batch size "
-        f"{config['batch_size']}, seed {config['seed']}. Data: train {report['data']['train']}, validation "
-        f"{report['data']['validation']}, test {report['data']['test'] or 'none'}.",
+        f"{config['batch_size']}, seed {config['seed']}.{guard_text} Data: train {report['data']['train']}, "
+        f"validation {report['data']['validation']}, guard {report['data'].get('guard') or 'none'}, test "
+        f"{report['data']['test'] or 'none'}.",
         "",
         f"**Selected: {selected['name']}** (criterion `{selected['criterion']}`), saved as `compact.keras`"
         + (" and, after EUP, `eup.keras`." if config["eup"] else "."),
+        "",
+    ]
+    warnings = [w for m in models for w in m.get("warnings", [])]
+    if warnings:
+        out += ["> **Warning: the tolerance did not hold on the test data.**", ">"]
+        out += [f"> - {w}" for w in warnings]
+        out.append("")
+    out += [
+        "## Generalisation: the objective on every split",
+        "",
+        f"`{objective}` of the initial -> compact (-> EUP) model on the validation data the search used, on the guard "
+        "and on the test data. Only the validation column was used to choose; guard and test are the honest "
+        "estimates.",
+        "",
+    ]
+    rows = []
+    for m in models:
+        rows.append([m["name"], "compact", _pair(m.get("initial_val_score"), m.get("val_score")),
+                     _pair(m.get("initial_guard_score"), m.get("guard_score")),
+                     _pair(m.get("initial_test_score"), m.get("test_score"))])
+        if m.get("eup") is not None:
+            rows.append([m["name"], "EUP", _pair(m.get("initial_val_score"), m.get("eup_val_score")),
+                         _pair(m.get("initial_guard_score"), m.get("eup_guard_score")),
+                         _pair(m.get("initial_test_score"), m.get("eup_test_score"))])
+    out.append(_table(["model", "model kind", f"val {name}", f"guard {name}", f"test {name}"], rows))
+    out += [
         "",
         "## Structured search",
         "",
@@ -80,8 +126,12 @@ def render_markdown(report: dict, plots=()) -> str:
         if m.get("phase_ends"):
             out.append("Phase ends: " + ", ".join(f"{p} at trial {t}" for p, t in m["phase_ends"].items()) + ".")
             out.append("")
-        out.append(_table(["trial", "phase", "structure", "params", "FLOPs", "val acc"], [
-            [s["trial_id"], s["phase"], s["structure"], _num(s["params"]), _num(s["flops"]), f"{s['objective']:.4f}"]
+        if m.get("walked_back"):
+            out.append(f"The guard walked back {m['walked_back']} accepted structure(s): the final one is marked.")
+            out.append("")
+        out.append(_table(["trial", "phase", "structure", "params", "FLOPs", f"val {name}", f"guard {name}", "final"], [
+            [s["trial_id"], s["phase"], s["structure"], _num(s["params"]), _num(s["flops"]), f"{s['objective']:.4f}",
+             _score(s.get("guard")), "**final**" if s.get("final") else ""]
             for s in m["path"]
         ]))
         out.append("")

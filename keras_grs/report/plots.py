@@ -29,6 +29,8 @@ def plot_report(report: dict, directory) -> list[Path]:
     tolerance = report["config"]["tolerance"]
     paths = []
 
+    objective = report["config"].get("objective", "val_accuracy")
+    minimize = report["config"].get("direction", "max") == "min"
     figure, axis = plt.subplots(figsize=(7, 4.5))
     for model in report["models"]:
         path = model["path"]
@@ -37,7 +39,15 @@ def plot_report(report: dict, directory) -> list[Path]:
         (line,) = axis.plot(params, scores, "-", alpha=0.6, label=f"{model['name']} ({model['method'].upper()})")
         colours = [PHASE_COLOURS.get(step["phase"], line.get_color()) for step in path]
         axis.scatter(params, scores, c=colours, s=18, zorder=3)
-        axis.axhline(tolerance * path[0]["objective"], color=line.get_color(), linestyle=":", linewidth=1)
+        bound = path[0]["objective"] / tolerance if minimize else tolerance * path[0]["objective"]
+        axis.axhline(bound, color=line.get_color(), linestyle=":", linewidth=1)
+        guarded = [(p, step["guard"]) for p, step in zip(params, path) if step.get("guard") is not None]
+        if guarded:
+            axis.plot(*zip(*guarded), "--", color=line.get_color(), alpha=0.8, linewidth=1,
+                      label=f"{model['name']} on the guard")
+        final = next((p, step) for p, step in zip(params, path) if step.get("final", step is path[-1]))
+        axis.scatter([final[0]], [final[1]["objective"]], marker="*", s=160, color=line.get_color(),
+                     edgecolors="black", zorder=4, label=f"{model['name']} final")
     phases = sorted({step["phase"] for model in report["models"] for step in model["path"]},
                     key=list(PHASE_COLOURS).index if all(
                         step["phase"] in PHASE_COLOURS for m in report["models"] for step in m["path"]) else str)
@@ -47,8 +57,8 @@ def plot_report(report: dict, directory) -> list[Path]:
     axis.set_xscale("log")
     axis.invert_xaxis()
     axis.set_xlabel("parameters (log scale, pruning goes right)")
-    axis.set_ylabel("validation accuracy")
-    axis.set_title("Pruning path: accepted structures (dotted: tolerance x initial accuracy)")
+    axis.set_ylabel(objective.replace("_", " "))
+    axis.set_title("Pruning path: accepted structures (dotted: the tolerance bound; dashed: guard)")
     axis.legend(loc="lower left", fontsize="small")
     axis.grid(alpha=0.3)
     paths.append(_save(figure, plot_dir / "accuracy_vs_params.png"))

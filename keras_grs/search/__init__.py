@@ -32,6 +32,7 @@ from keras_grs.search.engine import (
     check_direction,
     check_tolerance,
     run,
+    within_tolerance,
 )
 from keras_grs.search.order import DEFAULT_PHASES, Phase, check_phases, greedy, natural, phased, random_order
 from keras_grs.search.units import UNIT_SELECTIONS
@@ -88,4 +89,5 @@ __all__ = [
     "check_tolerance",
     "make_search",
     "run",
+    "within_tolerance",
 ]

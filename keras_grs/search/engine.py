@@ -320,11 +320,7 @@ class Search:
 
     def accepts(self, score: float | None, reference: float | None) -> bool:
         """The acceptance rule: is ``score`` within tolerance of ``reference`` (both in the objective's units)?"""
-        if score is None or reference is None or math.isnan(score):
-            return False
-        if self.direction == "min":
-            return score <= reference / self.tolerance
-        return score >= self.tolerance * reference
+        return within_tolerance(score, reference, self.tolerance, self.direction)
 
     def oriented(self, score: float | None) -> float:
         """``score`` as a number where larger is better, whatever the direction (-inf for a failed evaluation)."""
@@ -413,6 +409,16 @@ def check_tolerance(tolerance, name="tolerance") -> None:
 
 
 DIRECTIONS = ("max", "min")
+
+
+def within_tolerance(score, reference, tolerance, direction="max") -> bool:
+    """The acceptance rule, the one place it is written: ``score >= tolerance x reference`` for a score to
+    maximize, ``score <= reference / tolerance`` for one to minimize. A missing or NaN score is never within."""
+    if score is None or reference is None or math.isnan(score):
+        return False
+    if direction == "min":
+        return score <= reference / tolerance
+    return score >= tolerance * reference
 
 
 def check_direction(direction) -> str:

@@ -1,0 +1,186 @@
+"""Does the tolerance hold on data the search never saw? The seed's acceptance rule against the guard, side by side.
+
+Real data sets that ship with scikit-learn: digits as an MLP and as a CNN, wine, breast cancer. For every data set
+and seed, one split (60% train, 20% validation, 20% test, stratified) and one initial model; both acceptance rules
+prune it with the same settings (``keras_grs.prune``, tolerance 0.98 by default). The reference is the same
+initial model trained plainly (``model.fit`` for the initial epochs): "test loss" is its test accuracy minus the
+compact model's, in points. Target (T = 0.98): mean loss <= 100 x (1 - T) + 1 = 3 points for every data set, no
+single run worse than 100 x (1 - T) + 3 = 5 points, and params kept no more than 1.5x the seed rule's.
+
+    python benchmarks/unseen_accuracy.py                     # all data sets, seeds 0 1 2
+    python benchmarks/unseen_accuracy.py --datasets wine --seeds 0
+
+Runs are stored in results/unseen_accuracy.json as they finish; a second call continues the store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+
+from common import RESULTS, machine, stats, write
+
+import keras
+import numpy as np
+
+import keras_grs
+from keras_grs.scoring import accuracy
+
+STORE = RESULTS / "unseen_accuracy.json"
+RULES = ("seed", "guard")
+
+
+def _standardized(x_train, *others):
+    mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-6
+    return [((x - mean) / std).astype("float32") for x in (x_train, *others)]
+
+
+def load(name: str, seed: int):
+    """(train, validation, test) of a scikit-learn data set, stratified 60/20/20 by ``seed``."""
+    from sklearn import datasets as sk
+    from sklearn.model_selection import train_test_split
+
+    if name.startswith("digits"):
+        x, y = keras_grs.datasets.digits()
+        if name == "digits_mlp":
+            x = x.reshape(len(x), -1)
+    else:
+        loader = {"wine": sk.load_wine, "breast_cancer": sk.load_breast_cancer}[name]
+        x, y = loader(return_X_y=True)
+        x, y = x.astype("float32"), y.astype("int32")
+    x_train, x_rest, y_train, y_rest = train_test_split(x, y, test_size=0.4, stratify=y, random_state=seed)
+    x_val, x_test, y_val, y_test = train_test_split(x_rest, y_rest, test_size=0.5, stratify=y_rest,
+                                                    random_state=seed)
+    if not name.startswith("digits"):
+        x_train, x_val, x_test = _standardized(x_train, x_val, x_test)
+    return (x_train, y_train), (x_val, y_val), (x_test, y_test)
+
+
+def build(name: str, input_shape, classes: int) -> keras.Model:
+    """An over-sized model for the data set: a 64x32 MLP, or a small CNN for the digit images."""
+    layers = keras.layers
+    if name == "digits_cnn":
+        body = [layers.Conv2D(16, 3, activation="relu", name="conv1"), layers.Conv2D(16, 3, activation="relu",
+                name="conv2"), layers.MaxPooling2D(2), layers.Flatten(), layers.Dense(32, activation="relu",
+                name="dense1"), layers.Dropout(0.3)]
+    else:
+        body = [layers.Dense(64, activation="relu", name="dense1"), layers.Dropout(0.3),
+                layers.Dense(32, activation="relu", name="dense2"), layers.Dropout(0.3)]
+    model = keras.Sequential([keras.Input(input_shape), *body, layers.Dense(classes, activation="softmax")],
+                             name=name)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def one_run(name, seed, rule, args) -> dict:
+    train, validation, test = load(name, seed)
+    classes = int(train[1].max()) + 1
+    keras.utils.set_random_seed(seed)
+    plain = build(name, train[0].shape[1:], classes)
+    plain.fit(*train, epochs=args.initial_epochs, batch_size=32, verbose=0)
+    reference = accuracy(plain, *test)
+    keras.utils.set_random_seed(seed)
+    model = build(name, train[0].shape[1:], classes)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as directory:
+        result = keras_grs.prune(
+            model, *train, validation, test_data=test, method=args.method, tolerance=args.tolerance,
+            epochs=args.epochs, initial_epochs=args.initial_epochs, directory=directory, seed=seed, verbose=0,
+            acceptance=rule, selection="minflops",
+        )
+    r = result.results[0]
+    return {
+        "dataset": name, "seed": seed, "rule": rule, "method": args.method, "tolerance": args.tolerance,
+        "epochs": args.epochs, "initial_epochs": args.initial_epochs,
+        "reference_test": reference, "initial_test": r.initial_test_accuracy, "test": r.test_accuracy,
+        "eup_test": r.eup_test_accuracy, "params": r.params, "initial_params": r.initial_params,
+        "structure": r.structure, "initial_structure": r.initial_structure, "trials": r.trials,
+        "walked_back": r.walked_back, "seconds": round(time.perf_counter() - started, 1),
+        "loss": 100 * (reference - r.test_accuracy), "eup_loss": 100 * (reference - r.eup_test_accuracy),
+    }
+
+
+def render(runs, args) -> list[str]:
+    bound_mean = 100 * (1 - args.tolerance) + 1
+    bound_single = 100 * (1 - args.tolerance) + 3
+    lines = [
+        "# Accuracy on unseen data: the seed's acceptance rule against the guard",
+        "",
+        f"Machine: {machine()}.",
+        "",
+        f"`python benchmarks/unseen_accuracy.py` ({args.method.upper()}, tolerance {args.tolerance}, "
+        f"{args.epochs} fine-tuning epochs, {args.initial_epochs} initial epochs, batched evaluator). Splits 60/20/20 "
+        "stratified per seed; the guard is 40% of the validation split (the default). Test loss: the plainly "
+        "trained initial model's test accuracy minus the compact model's, in points (EUP: after thresholding and "
+        f"quantization). Targets: mean <= {bound_mean:g}, every run <= {bound_single:g}, params kept <= 1.5x the "
+        "seed rule's.",
+        "",
+        "| data set | rule | runs | test loss mean | min | max | EUP loss mean | EUP max | params kept mean | "
+        "vs seed rule | walked back | s per run |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    verdicts = []
+    for name in dict.fromkeys(r["dataset"] for r in runs):
+        kept_seed = None
+        for rule in RULES:
+            rows = [r for r in runs if r["dataset"] == name and r["rule"] == rule]
+            if not rows:
+                continue
+            lo, hi, mean = stats(r["loss"] for r in rows)
+            _, ehi, emean = stats(r["eup_loss"] for r in rows)
+            kept = float(np.mean([100 * r["params"] / r["initial_params"] for r in rows]))
+            if rule == "seed":
+                kept_seed = kept
+            ratio = "-" if kept_seed is None or rule == "seed" else f"{kept / kept_seed:.2f}x"
+            lines.append(
+                f"| {name} | {rule} | {len(rows)} | {mean:.2f} | {lo:.2f} | {hi:.2f} | {emean:.2f} | {ehi:.2f} | "
+                f"{kept:.1f}% | {ratio} | {np.mean([r['walked_back'] for r in rows]):.1f} | "
+                f"{np.mean([r['seconds'] for r in rows]):.0f} |"
+            )
+            if rule == "guard":
+                ok = mean <= bound_mean and hi <= bound_single and (kept_seed is None or kept <= 1.5 * kept_seed)
+                verdicts.append(f"- {name}: {'meets' if ok else 'MISSES'} the targets with the guard.")
+    lines += ["", *verdicts, "", "## Runs", "",
+              "| data set | seed | rule | initial -> compact | params | reference test | compact test | EUP test |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r['dataset']} | {r['seed']} | {r['rule']} | {r['initial_structure']} -> {r['structure']} "
+                     f"| {r['params']:,} | {r['reference_test']:.4f} | {r['test']:.4f} | {r['eup_test']:.4f} |")
+    return lines
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", nargs="+", default=["digits_mlp", "digits_cnn", "wine", "breast_cancer"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES)
+    parser.add_argument("--method", default="grs")
+    parser.add_argument("--tolerance", type=float, default=0.98)
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--initial-epochs", type=int, default=40)
+    parser.add_argument("--fresh", action="store_true", help="start a new store instead of continuing it")
+    args = parser.parse_args()
+    runs = [] if args.fresh or not STORE.exists() else json.loads(STORE.read_text())
+    settings = ("method", "tolerance", "epochs", "initial_epochs")
+    for name in args.datasets:
+        for seed in args.seeds:
+            for rule in args.rules:
+                done = [r for r in runs if (r["dataset"], r["seed"], r["rule"]) == (name, seed, rule)
+                        and all(r[k] == getattr(args, k) for k in settings)]
+                if done:
+                    continue
+                run = one_run(name, seed, rule, args)
+                print(json.dumps(run), flush=True)
+                runs.append(run)
+                STORE.parent.mkdir(exist_ok=True)
+                temporary = STORE.with_suffix(".tmp")
+                temporary.write_text(json.dumps(runs, indent=1))
+                temporary.replace(STORE)
+    runs = [r for r in runs if all(r[k] == getattr(args, k) for k in settings)]
+    write("unseen_accuracy.md", render(runs, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,236 @@
+"""Acceptance that survives validation noise (the guard), and objectives of either direction, through the job."""
+
+import json
+import subprocess
+import sys
+import warnings
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+import keras_grs
+from keras_grs import GRSTuner, datasets, eup, models, select
+from keras_grs.evaluate import KerasEvaluator
+from keras_grs.guard import split_guard
+from keras_grs.inputs import DataError
+from keras_grs.scoring import objective_direction, score
+
+FIT = {"epochs": 2, "batch_size": 32, "verbose": 0}
+
+
+@pytest.fixture(scope="module")
+def data():
+    x, y = datasets.calcium(n_neurons=20, n_frames=400, seed=4)
+    return datasets.split(x, y, val=0.3, test=0.0)
+
+
+def build(hp):
+    model = keras.Sequential([
+        keras.Input((20,)),
+        keras.layers.Dense(hp.Int("units", 1, 6), activation="relu"),
+        keras.layers.Dense(2, activation="softmax"),
+    ])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def rows(x):
+    return {row.tobytes() for row in np.asarray(x, "float32")}
+
+
+# -- directions -----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("objective, direction", [
+    ("val_accuracy", "max"), ("val_loss", "min"), ("val_output_loss", "min"), ("val_mse", "min"),
+    ("val_mae", "min"), ("val_auc", "max"), (keras_tuner.Objective("val_custom", "min"), "min"),
+])
+def test_objective_directions_follow_keras_tuner_and_every_loss_is_minimized(objective, direction):
+    assert objective_direction(objective) == direction
+
+
+def test_an_objective_whose_direction_cannot_be_told_is_refused():
+    with pytest.raises(ValueError, match="maximized or minimized"):
+        objective_direction("val_my_score")
+
+
+def test_a_val_loss_search_never_accepts_a_loss_beyond_reference_over_tolerance(tmp_path, data):
+    (x, y), validation, _ = data
+    tuner = GRSTuner(build, objective="val_loss", tolerance=0.9, seed=1, acceptance="seed", directory=tmp_path,
+                     project_name="loss")
+    assert tuner.oracle.search.direction == "min"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuner.search(x, y, validation_data=validation, **FIT)
+    # the batched evaluator trains a val_loss search itself: no fall back to one fit per trial
+    assert not [w for w in caught if "batched evaluation does not support" in str(w.message)]
+    plan = tuner.oracle.plan()
+    assert plan.finished
+    for key, verdict in plan.verdicts.items():
+        trial = tuner.oracle.get_trial(tuner.oracle.trial_id_of(key)) if verdict != "failed" else None
+        if trial is not None and verdict in ("accepted", "valid"):
+            assert trial.score <= plan.reference / 0.9 + 1e-9
+    # every failed candidate is a worse loss than the bound: no worse loss was ever taken
+    failed = [t for t in tuner.oracle.trials.values()
+              if plan.verdicts.get(t.hyperparameters.values["grs_key"]) == "failed"]
+    assert all(t.score > plan.reference / 0.9 for t in failed)
+    compact = tuner.get_best_models(1)[0]
+    assert compact.evaluate(*validation, verbose=0)[0] == pytest.approx(tuner.pruning_path()[-1]["objective"],
+                                                                          rel=1e-4)
+
+
+# -- the guard ------------------------------------------------------------------------------------------------
+def test_the_guard_never_reaches_training_or_the_search(tmp_path, data):
+    (x, y), validation, _ = data
+    searched, guard = split_guard(validation, 0.4, seed=5)
+    seen = []
+
+    class Spy(KerasEvaluator):
+        def evaluate(self, jobs, fit_args, fit_kwargs):
+            seen.append(rows(fit_args[0]) | rows(fit_kwargs["validation_data"][0]))
+            return super().evaluate(jobs, fit_args, fit_kwargs)
+
+    tuner = GRSTuner(build, seed=5, max_trials=5, directory=tmp_path, project_name="spy")
+    tuner.evaluator = Spy(tuner.oracle.objective)
+    tuner.search(x, y, validation_data=validation, **FIT)
+    assert seen and not any(r & rows(guard[0]) for r in seen)
+    assert all(rows(searched[0]) <= r for r in seen)  # the rest of the validation data is what the search used
+    trial = next(iter(tuner.oracle.trials.values()))
+    assert trial.metrics.exists("guard_accuracy")
+    model = tuner.load_model(trial)
+    assert trial.metrics.get_last_value("guard_accuracy") == pytest.approx(score(model, *guard), abs=1e-6)
+
+
+def test_an_explicit_guard_split_is_used_as_given(tmp_path, data):
+    (x, y), validation, test = data
+    guard = (x[:40], y[:40])
+    tuner = GRSTuner(build, seed=2, max_trials=3, directory=tmp_path, project_name="explicit")
+    tuner.search(x[40:], y[40:], validation_data=validation, guard_data=guard, **FIT)
+    path = tuner.pruning_path()
+    model = tuner.load_model(tuner.oracle.get_trial(path[0]["trial_id"]))
+    assert path[0]["guard"] == pytest.approx(score(model, *guard), abs=1e-6)
+    assert path[0]["objective"] == pytest.approx(score(model, *validation), abs=1e-6)
+
+
+def test_a_resumed_guard_search_uses_the_same_guard_and_repeats_no_trial(tmp_path, data):
+    (x, y), validation, _ = data
+    first = GRSTuner(build, seed=3, max_trials=3, directory=tmp_path, project_name="resume")
+    first.search(x, y, validation_data=validation, **FIT)
+    guard_scores = {t.trial_id: t.metrics.get_last_value("guard_accuracy") for t in first.oracle.trials.values()}
+    second = GRSTuner(build, seed=3, max_trials=8, directory=tmp_path, project_name="resume")
+    second.search(x, y, validation_data=validation, **FIT)
+    trials = second.oracle.trials.values()
+    keys = [t.hyperparameters.values["grs_key"] for t in trials]
+    assert len(keys) == len(set(keys)) and len(keys) > 3
+    for trial_id, value in guard_scores.items():  # kept, and the same split scores the new trials
+        assert second.oracle.trials[trial_id].metrics.get_last_value("guard_accuracy") == value
+    plan = second.oracle.plan()
+    assert plan.guard_reference == guard_scores[second.pruning_path()[0]["trial_id"]]
+    with pytest.raises(ValueError, match="acceptance"):
+        GRSTuner(build, seed=3, max_trials=8, directory=tmp_path, project_name="resume", acceptance="seed")
+
+
+@pytest.mark.parametrize("fraction", [0, 0.9, 1.5, -0.1, "0.3", True])
+def test_a_guard_fraction_outside_0_to_0_9_is_refused(fraction):
+    with pytest.raises(ValueError, match=r"guard fraction must be a number in \(0, 0.9\)"):
+        split_guard((np.zeros((20, 2)), np.arange(20) % 2), fraction)
+    with pytest.raises(ValueError, match="guard fraction"):
+        GRSTuner(build, guard_fraction=fraction, directory="/nonexistent/never-written")
+
+
+def test_a_guard_too_small_to_hold_a_sample_of_every_class_is_refused(tmp_path):
+    x, y = np.zeros((12, 20), "float32"), np.array([0] * 10 + [1] * 2)
+    with pytest.raises(DataError, match="class 1 .2 validation samples"):
+        split_guard((x, y), 0.2)
+    model = models.build("nn2", (20,))
+    with pytest.raises(DataError, match="too small"):
+        keras_grs.prune(model, x, y, (x, y), directory=tmp_path / "run", guard_fraction=0.2)
+    assert not (tmp_path / "run").exists()
+
+
+def test_guard_data_with_the_seed_rule_is_refused(tmp_path, data):
+    (x, y), validation, _ = data
+    tuner = GRSTuner(build, acceptance="seed", directory=tmp_path, project_name="p")
+    with pytest.raises(ValueError, match="guard_data only serves acceptance='guard'"):
+        tuner.search(x, y, validation_data=validation, guard_data=validation, **FIT)
+
+
+def test_the_cli_refuses_a_bad_guard_fraction_and_writes_nothing(tmp_path):
+    x, y = datasets.calcium(n_neurons=16, n_frames=200, seed=0)
+    (xt, yt), (xv, yv), _ = datasets.split(x, y, val=0.3, test=0.0)
+    np.savez(tmp_path / "d.npz", x_train=xt, y_train=yt, x_val=xv, y_val=yv)
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "keras_grs", "prune", "nn2", "--data", str(tmp_path / "d.npz"),
+                           "--out", str(out), "--guard-fraction", "0.95"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "--guard-fraction: guard fraction must be a number in (0, 0.9)" in done.stderr
+    assert "Traceback" not in done.stderr and not out.exists()
+
+
+# -- one objective through the job ----------------------------------------------------------------------------
+def test_eup_checks_a_minimized_loss_against_reference_over_tolerance():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 6)).astype("float32")
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype("int32")
+    model = models.build("nn2", (6,))
+    model.fit(x, y, epochs=15, verbose=0)
+    reference = score(model, x, y, "val_loss")
+    sparse, info = eup.threshold(model, (x, y), objective="val_loss", tolerance=0.9, init=0.0, step=0.2)
+    assert info.objective == "val_loss" and info.reference == pytest.approx(reference)
+    assert score(sparse, x, y, "val_loss") <= reference / 0.9 + 1e-6
+    assert info.nonzero_params < info.params  # it did threshold something
+
+
+def test_selection_reads_the_objective_in_its_direction():
+    results = [
+        {"name": "a", "params": 10, "flops": 10, "val_accuracy": 0.9, "test_accuracy": 0.9, "val_score": 0.30,
+         "test_score": 0.2, "direction": "min"},
+        {"name": "b", "params": 10, "flops": 10, "val_accuracy": 0.8, "test_accuracy": 0.8, "val_score": 0.25,
+         "test_score": 0.4, "direction": "min"},
+    ]
+    assert select(results, "bestval")["name"] == "b"  # the lower loss, though its accuracy is lower
+    assert select(results, "besttest")["name"] == "a"
+    assert select(results, "minflops")["name"] == "b"  # a tie on FLOPs goes to the better objective
+
+
+def test_prune_reports_validation_guard_and_test_and_warns_when_test_leaves_tolerance(tmp_path):
+    keras.utils.set_random_seed(0)
+    x, y = datasets.calcium(n_neurons=20, n_frames=500, seed=2)
+    train, validation, test = datasets.split(x, y, val=0.3, test=0.2)
+    result = keras_grs.prune(models.build("nn2", (20,)), *train, validation, test_data=test, method="rrs",
+                             tolerance=0.95, epochs=1, initial_epochs=5, directory=tmp_path / "t", seed=1,
+                             max_trials=5, verbose=0)
+    r = result.results[0]
+    assert r.acceptance == "guard" and r.objective == "val_accuracy"
+    searched, guard = split_guard(validation, 0.4, seed=1)
+    assert r.val_score == pytest.approx(score(r.model, *searched))
+    assert r.guard_score == pytest.approx(score(r.model, *guard))
+    assert r.test_score == pytest.approx(score(r.model, *test))
+    assert r.eup_guard_score is not None and r.eup_test_score is not None
+    final = [row for row in r.path if row["final"]]
+    assert len(final) == 1 and final[0]["structure"] == r.structure
+    assert r.walked_back == len(r.path) - 1 - r.path.index(final[0])
+    out = result.save(tmp_path / "run")
+    text = (out / "report.md").read_text()
+    assert "## Generalisation" in text and "guard accuracy" in text
+    assert json.loads((out / "report.json").read_text())["data"]["guard"][0] == len(guard[0])
+    # the warning, when the compact model's test score leaves the tolerance: rendered at the top of the report
+    report = json.loads((out / "report.json").read_text())
+    report["models"][0]["warnings"] = ["nn2: the compact model's test accuracy 0.5 is outside tolerance"]
+    from keras_grs.report.markdown import render_markdown
+
+    assert "> **Warning: the tolerance did not hold on the test data.**" in render_markdown(report)
+
+
+def test_a_test_score_outside_tolerance_produces_a_warning():
+    from keras_grs.pipeline import ModelResult, _Splits, _warn_outside_tolerance
+
+    result = ModelResult(**{f.name: None for f in ModelResult.__dataclass_fields__.values()
+                            if f.name not in ("warnings", "model", "eup_model")})
+    result.name, result.initial_test_score, result.warnings = "m", 0.90, []
+    splits = _Splits(None, None, None, "val_accuracy", "max", 0.98)
+    _warn_outside_tolerance(result, splits, "compact", 0.89)
+    assert not result.warnings  # 0.89 >= 0.98 x 0.90 = 0.882
+    _warn_outside_tolerance(result, splits, "compact", 0.85)
+    assert result.warnings and "outside tolerance 0.98" in result.warnings[0]
