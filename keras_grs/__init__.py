@@ -10,6 +10,7 @@ Public names::
     GRSTuner(hypermodel, method="grs")  a keras-tuner Tuner that prunes (GRS, JGRS, RRS, NWM)
     GRSOracle, RRSOracle, NWMOracle, JGRSOracle   the methods as keras-tuner Oracles
     eup.threshold / quantize / tq      the unstructured stage
+    metrics.BalancedAccuracy           a metric to search on for imbalanced classes
     select(results, criterion)         design selection
     prune(models, x, y, validation_data, ...) -> PruneResult   the whole job
 """
@@ -18,7 +19,7 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from keras_grs import datasets, eup, models  # noqa: E402
+from keras_grs import datasets, eup, metrics, models  # noqa: E402
 from keras_grs.costs import count_flops, count_params, flops_by_layer  # noqa: E402
 from keras_grs.structure import Structure, UnsupportedLayerError, WidthGroup, analyze  # noqa: E402
 from keras_grs.pipeline import ModelResult, PruneResult, prune  # noqa: E402
@@ -45,6 +46,7 @@ __all__ = [
     "datasets",
     "eup",
     "flops_by_layer",
+    "metrics",
     "models",
     "prune",
     "select",

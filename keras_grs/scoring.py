@@ -46,13 +46,16 @@ def objective_name(objective) -> str:
 
 def objective_direction(objective) -> str:
     """``max`` or ``min``: the direction an objective carries (a keras-tuner Objective), or the one keras-tuner
-    infers from its name; any name ending in ``loss`` is minimized (``val_loss``, ``val_output_loss``)."""
+    infers from its name; any name ending in ``loss`` is minimized (``val_loss``, ``val_output_loss``), any
+    ending in ``accuracy`` or ``auc`` maximized (``val_balanced_accuracy``)."""
     direction = getattr(objective, "direction", None)
     if direction in ("max", "min"):
         return direction
     name = getattr(objective, "name", objective)
     if str(name).endswith("loss"):
         return "min"
+    if str(name).endswith(("accuracy", "auc")):  # balanced_accuracy and other scores keras-tuner cannot look up
+        return "max"
     from keras_tuner.src.engine.metrics_tracking import infer_metric_direction
 
     inferred = infer_metric_direction(name)

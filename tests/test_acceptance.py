@@ -234,3 +234,23 @@ def test_a_test_score_outside_tolerance_produces_a_warning():
     assert not result.warnings  # 0.89 >= 0.98 x 0.90 = 0.882
     _warn_outside_tolerance(result, splits, "compact", 0.85)
     assert result.warnings and "outside tolerance 0.98" in result.warnings[0]
+
+
+def test_imbalanced_data_is_judged_by_balanced_accuracy_through_the_job(tmp_path):
+    keras.utils.set_random_seed(1)
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(600, 8)).astype("float32")
+    y = (x[:, 0] + 0.3 * rng.normal(size=600) > 1.0).astype("int32")  # about 16% positives
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, activation="relu", name="hidden"),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy", keras_grs.metrics.BalancedAccuracy(num_classes=2)])
+    train, validation, test = (x[:360], y[:360]), (x[360:480], y[360:480]), (x[480:], y[480:])
+    result = keras_grs.prune(model, *train, validation, test_data=test, method="rrs", tolerance=0.9, epochs=1,
+                             initial_epochs=8, directory=tmp_path, seed=0, max_trials=3, verbose=0,
+                             objective="val_balanced_accuracy")
+    r = result.results[0]
+    assert r.objective == "val_balanced_accuracy" and r.direction == "max"
+    assert r.eup["threshold"]["objective"] == "val_balanced_accuracy"
+    assert r.test_score == pytest.approx(score(r.model, *test, "val_balanced_accuracy"))
+    assert r.test_score != pytest.approx(r.test_accuracy)  # a different judge than plain accuracy

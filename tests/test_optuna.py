@@ -146,12 +146,17 @@ def test_optimize_prunes_a_real_model_and_best_model_returns_it(tmp_path):
     assert set(trial.user_attrs) >= {"params", "removed", "structure", "valid"}
     assert study.metric_names == ["val_accuracy", "flops"]
     compact = kgo.best_model(study, model, directory=tmp_path)
-    last = kgo.pruning_path(study)[-1]
-    assert keras_grs.analyze(compact).widths == tuple(last["widths"].values())
+    path = kgo.pruning_path(study)
+    (final,) = [row for row in path if row["final"]]  # the last accepted structure the guard confirms
+    assert keras_grs.analyze(compact).widths == tuple(final["widths"].values())
+    from keras_grs.guard import split_guard
     from keras_grs.scoring import accuracy
 
-    assert accuracy(compact, *validation) == pytest.approx(last["objective"], abs=1e-6)
-    assert study.user_attrs["keras_grs_path"][-1]["structure"] == last["structure"]
+    searched, guard = split_guard(validation, 0.4, seed=0)  # the default guard, seeded by the sampler's seed
+    assert accuracy(compact, *searched) == pytest.approx(final["objective"], abs=1e-6)
+    assert accuracy(compact, *guard) == pytest.approx(final["guard"], abs=1e-6)
+    assert trial.user_attrs["guard"] == pytest.approx(study.trials[1].user_attrs["guard"])
+    assert study.user_attrs["keras_grs_path"][-1]["structure"] == path[-1]["structure"]
 
     # the same study with another model or tolerance is refused
     with pytest.raises(ValueError, match="other settings"):

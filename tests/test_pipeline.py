@@ -8,6 +8,7 @@ import pytest
 
 import keras_grs
 from keras_grs import count_flops, count_params, datasets, models
+from keras_grs.guard import split_guard
 from keras_grs.scoring import accuracy
 
 
@@ -21,7 +22,8 @@ def run(tmp_path_factory):
                              epochs=1, initial_epochs=8, directory=tmp_path_factory.mktemp("tuner"), seed=3,
                              selection="minflops", max_trials=6, verbose=0)
     out = result.save(tmp_path_factory.mktemp("run"))
-    return result, out, validation, test
+    searched, _ = split_guard(validation, 0.4, seed=3)  # the default acceptance holds 40% back as the guard
+    return result, out, searched, test
 
 
 def test_one_result_per_model_and_the_selection_follows_the_criterion(run):
@@ -50,10 +52,12 @@ def test_report_figures_match_the_saved_models(run):
         assert m["fci"] == pytest.approx(100 * (1 - m["flops"] / m["initial_flops"]), abs=1e-3)
         assert m["al"] == pytest.approx(100 * (m["initial_test_accuracy"] - m["test_accuracy"]), abs=1e-3)
         assert m["al_on"] == "test"
-        assert m["path"][0]["phase"] == "initial" and m["path"][-1]["structure"] == m["structure"]
+        (final,) = [row for row in m["path"] if row["final"]]
+        assert m["path"][0]["phase"] == "initial" and final["structure"] == m["structure"]
         assert m["trials"] >= len(m["path"])
-        # the compact model is valid: within tolerance of the initial validation accuracy
-        assert m["path"][-1]["objective"] >= 0.97 * m["path"][0]["objective"]
+        # the compact model is valid: within tolerance of the initial score on validation and on the guard
+        assert final["objective"] >= 0.97 * m["path"][0]["objective"]
+        assert final["guard"] >= 0.97 * m["path"][0]["guard"]
 
 
 def test_report_files_and_plots(run):

@@ -49,9 +49,10 @@ def guard_metric(objective) -> str:
 
 
 def _as_objective(objective):
-    """keras-tuner infers a direction for known metric names only; any ``*loss`` is minimized here too."""
-    if isinstance(objective, str) and objective.endswith("loss"):
-        return keras_tuner.Objective(objective, "min")
+    """keras-tuner infers a direction for known metric names only; keras-grs also knows ``*loss`` (minimized) and
+    ``*accuracy``/``*auc`` (maximized)."""
+    if isinstance(objective, str):
+        return keras_tuner.Objective(objective, objective_direction(objective))
     if isinstance(objective, (list, tuple)):
         raise ValueError("a pruning search keeps one objective within tolerance; pass one, not a list")
     return objective
