@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test install c-toolchains bench bench-c bench-search bench-tables bench-memory clean
+.PHONY: demo test install c-toolchains bench bench-c bench-armv6 bench-search bench-tables bench-memory clean
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ test: $(STAMP) c-toolchains
 bench-c: $(STAMP) c-toolchains
 	$(PY) benchmarks/c_latency.py
 
+# Instructions per MAC on the Pi Zero's ARM1176, counted under qemu-arm (see docs/c_backend.md).
+bench-armv6: $(STAMP) c-toolchains
+	$(PY) benchmarks/c_armv6.py
+
 bench-search: $(STAMP)
 	$(PY) benchmarks/search_speed.py
 
@@ -47,7 +51,7 @@ bench-tables: $(STAMP)
 bench-memory: $(STAMP)
 	$(PY) benchmarks/memory.py
 
-bench: bench-c bench-search bench-tables bench-memory
+bench: bench-c bench-armv6 bench-search bench-tables bench-memory
 
 clean:
 	rm -rf $(VENV) build *.egg-info
