@@ -123,6 +123,8 @@ class Measurement:
     executions: Counter = field(default_factory=Counter)  # instruction address -> times executed
     blocks: dict = field(default_factory=dict)  # block start -> its Instructions (for the cycle estimate)
     block_runs: Counter = field(default_factory=Counter)  # block start -> runs counted
+    block_symbol: dict = field(default_factory=dict)  # block start -> the function it starts in
+    vfp_registers_loaded: int = 0  # registers filled by vldr/vldm/vpop (a vldm of 8 registers counts 8)
 
     def per_call(self) -> float:
         return self.instructions / self.calls if self.calls else float(self.instructions)
@@ -209,8 +211,11 @@ def measure(executable, args=(), window=None, singlestep=False, runner=QEMU, tim
         block = blocks[key]
         measurement.block_runs[block[0].address] += count
         measurement.blocks[block[0].address] = block
+        measurement.block_symbol[block[0].address] = symbols.at(block[0].address)
         for instruction in block:
             measurement.executions[instruction.address] += count
+            if instruction.category == "vfp_load":
+                measurement.vfp_registers_loaded += count * instruction.transfers
             by_symbol_category[symbols.at(instruction.address)][instruction.category] += count
     measurement.by_symbol_category = dict(by_symbol_category)
     for symbol, categories in by_symbol_category.items():
@@ -367,14 +372,29 @@ def estimate_cycles(measurement: Measurement, data_bytes: int = 0) -> dict:
         milliseconds at 1 GHz}``, all per call.
     """
     issue = stalls = 0.0
-    for start, runs in measurement.block_runs.items():
-        block = measurement.blocks[start]
-        once, in_flight = _block_cycles(block)
-        steady = _block_cycles(block, in_flight)[0] if runs > 1 else once
-        issue += len(block) * runs
-        stalls += once + steady * (runs - 1) - len(block) * runs
+    for _, instructions, cycles in _block_estimates(measurement):
+        issue += instructions
+        stalls += cycles - instructions
     calls = max(measurement.calls, 1)
     memory = (data_bytes // LINE_BYTES) * MISS_CYCLES if data_bytes > CACHE_BYTES else 0
     cycles = (issue + stalls) / calls + memory
     return {"issue": issue / calls, "stalls": stalls / calls, "memory": float(memory), "cycles": cycles,
             "ms": cycles / CLOCK_HZ * 1e3}
+
+
+def _block_estimates(measurement: Measurement):
+    """(block start, instructions, cycles) of every block counted, over all calls."""
+    for start, runs in measurement.block_runs.items():
+        block = measurement.blocks[start]
+        once, in_flight = _block_cycles(block)
+        steady = _block_cycles(block, in_flight)[0] if runs > 1 else once
+        yield start, len(block) * runs, once + steady * (runs - 1)
+
+
+def cycles_by_group(measurement: Measurement, group) -> dict[str, float]:
+    """The core part of :func:`estimate_cycles` (no cache misses) per call, split by ``group(symbol)`` of the
+    function each block starts in (e.g. the actor of an ``_invoke`` function)."""
+    result: dict[str, float] = defaultdict(float)
+    for start, _, cycles in _block_estimates(measurement):
+        result[group(measurement.block_symbol[start])] += cycles / max(measurement.calls, 1)
+    return dict(result)
