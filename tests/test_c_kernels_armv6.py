@@ -70,3 +70,12 @@ def test_dense_and_conv2d_stay_within_their_instruction_budgets(tmp_path):
     assert nn1["dense1"] <= 2.0 and nn1["dense2"] <= 2.0, nn1
     cnn1 = instructions_per_mac(models.build("cnn1", (12, 12, 1)), tmp_path / "cnn1", "cnn1")
     assert cnn1["conv1"] <= 2.5 and cnn1["conv2"] <= 2.5 and cnn1["dense1"] <= 2.0, cnn1
+
+
+def test_pooling_inside_and_across_the_padding_under_qemu(tmp_path):
+    model = seq((7, 9, 3), L.MaxPooling2D(2, padding="same"), L.AveragePooling2D((2, 3), strides=1),
+                L.MaxPooling2D(1), L.Flatten(), L.Dense(2))
+    x = np.random.default_rng(10).normal(size=(4, 7, 9, 3)).astype("float32")
+    c_backend.export(model, tmp_path, target="pi-zero")
+    for options in ({}, {"cc": armv6.CC, "cflags": armv6.CFLAGS, "runner": list(armv6.QEMU)}):
+        assert c_backend.verify(model, tmp_path, x, **options).max_abs_diff <= 1e-5
