@@ -29,6 +29,7 @@ Example (needs ``make c-toolchains``)::
 
 from __future__ import annotations
 
+import bisect
 import re
 import shutil
 import subprocess
@@ -36,6 +37,8 @@ import tempfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from c_backend.verify import build
 
 CC = "arm-linux-gnueabi-gcc"
 NM = "arm-linux-gnueabi-nm"
@@ -167,8 +170,6 @@ class Symbols:
         self.address = dict(zip(self.names, self.starts))
 
     def at(self, address: int) -> str:
-        import bisect
-
         index = bisect.bisect_right(self.starts, address) - 1
         return self.names[index] if index >= 0 else "?"
 
@@ -270,8 +271,6 @@ def _read_log(log: Path, window):
 
 def build_dir(directory, cc=CC, cflags=CFLAGS) -> Path:
     """Build an exported model (:func:`c_backend.export`) for ARMv6 with its Makefile; return the executable."""
-    from c_backend.verify import build
-
     return build(directory, cc=cc, cflags=cflags)
 
 
