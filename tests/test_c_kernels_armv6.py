@@ -1,6 +1,9 @@
 """The register-blocked float kernels: their ARMv6 path (inline VFP assembly) agrees with Keras under qemu for every
 block shape, and stays within the instruction budgets per multiply-accumulate."""
 
+import shutil
+import subprocess
+
 import keras
 import numpy as np
 import pytest
@@ -79,3 +82,18 @@ def test_pooling_inside_and_across_the_padding_under_qemu(tmp_path):
     c_backend.export(model, tmp_path, target="pi-zero")
     for options in ({}, {"cc": armv6.CC, "cflags": armv6.CFLAGS, "runner": list(armv6.QEMU)}):
         assert c_backend.verify(model, tmp_path, x, **options).max_abs_diff <= 1e-5
+
+
+@pytest.mark.skipif(shutil.which("clang") is None, reason="make c-toolchains installs clang")
+def test_clang_compiles_the_arm_path_with_warnings_as_errors(tmp_path):
+    model = CASES["dense_blocks_and_tails"]()
+    c_backend.export(model, tmp_path, target="pi-zero")
+    flags = ["--target=arm-linux-gnueabi", "-march=armv6zk", "-mfpu=vfp2", "-mfloat-abi=softfp", "-O2", "-std=c99",
+             "-Wall", "-Wextra", "-Werror", "-pedantic", "-isystem", "/usr/arm-linux-gnueabi/include"]
+    sources = [s for s in tmp_path.glob("*.c") if "__asm__" in s.read_text()]
+    assert len(sources) == 4  # the four Dense actors
+    for source in sources:
+        subprocess.run(["clang", *flags, "-c", str(source), "-o", str(source.with_suffix(".o"))], check=True)
+        listing = subprocess.run(["arm-linux-gnueabi-objdump", "-d", str(source.with_suffix(".o"))],
+                                 capture_output=True, text=True, check=True).stdout
+        assert "vldmia" in listing and "vmla.f32" in listing
