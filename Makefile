@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test install c-toolchains bench bench-c bench-search bench-tables bench-memory bench-unseen clean
+.PHONY: demo test install c-toolchains bench bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen clean
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ test: $(STAMP) c-toolchains
 bench-c: $(STAMP) c-toolchains
 	$(PY) benchmarks/c_latency.py
 
+# Instructions per MAC on the Pi Zero's ARM1176, counted under qemu-arm (see docs/c_backend.md).
+bench-armv6: $(STAMP) c-toolchains
+	$(PY) benchmarks/c_armv6.py
+
 bench-search: $(STAMP)
 	$(PY) benchmarks/search_speed.py
 
@@ -51,7 +55,7 @@ bench-memory: $(STAMP)
 bench-unseen: $(STAMP)
 	$(PY) benchmarks/unseen_accuracy.py $(UNSEEN_ARGS)
 
-bench: bench-c bench-search bench-tables bench-memory bench-unseen
+bench: bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen
 
 clean:
 	rm -rf $(VENV) build *.egg-info

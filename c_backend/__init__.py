@@ -2,6 +2,7 @@
 
     export(model, out_dir, name=None, target="host", precision="float32", sparse="auto", calibration=None)
     verify(model, out_dir, x, y=None)  -> Verification(max_abs_diff, agreement, accuracies)
+    c_backend.armv6: the ARMv6 cost meter (instructions counted under qemu-arm, cycle estimate for the Pi Zero)
 """
 
 from c_backend.export import Export, export
