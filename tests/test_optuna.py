@@ -1,7 +1,6 @@
 """The Optuna backend: samplers' decisions, continuation and concurrent workers, the dashboard, optimize()."""
 
 import json
-import os
 
 import keras
 import numpy as np

@@ -72,6 +72,17 @@ def test_a_loss_minimized_is_judged_in_its_direction():
     assert all(t.values[0] <= complete[0].values[0] / 0.985 for t in complete[:-1])
 
 
+def test_jgrs_jumps_then_refines_in_a_plain_objective():
+    study = optuna.create_study(direction="maximize", sampler=kgo.JGRSSampler(seed=3, phases=[[0.5, 2], [None, 2]]))
+    drive(study, values="score")
+    phases = [t.user_attrs["phase"] for t in study.trials]
+    assert phases[0] == "initial" and set(phases[1:]) == {"far1", "near"}
+    assert phases.index("near") > max(i for i, p in enumerate(phases) if p == "far1")
+    path = kgo.pruning_path(study)
+    assert path[-1]["objective"] >= 0.985 and path[-1]["structure"] != "6x5x4"
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
 def test_the_study_stops_itself_and_a_trial_started_after_the_end_is_pruned_before_the_objective_runs():
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=kgo.GRSSampler(seed=3))
     drive(study, n_trials=500)

@@ -85,10 +85,10 @@ class PruningSampler(BaseSampler):
     Example (plain Optuna; see :func:`keras_grs.optuna.inherit` for training)::
 
         >>> import optuna, keras_grs.optuna as kgo
-        >>> study = optuna.create_study(direction="maximize", sampler=kgo.GRSSampler(tolerance=0.9, seed=0))
-        >>> study.optimize(lambda t: 1.0 - (8 - t.suggest_int("a", 1, 8)) / 20, n_trials=50)
+        >>> study = optuna.create_study(direction="maximize", sampler=kgo.GRSSampler(tolerance=0.95, seed=0))
+        >>> study.optimize(lambda t: 1.0 - (8 - t.suggest_int("a", 1, 8)) / 30, n_trials=50)
         >>> study.trials[0].params, kgo.pruning_path(study)[-1]["structure"]
-        ({'a': 8}, '6')
+        ({'a': 8}, '7')
     """
 
     method = "grs"
