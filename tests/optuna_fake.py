@@ -52,7 +52,8 @@ def storage_of(spec):
 
 
 if __name__ == "__main__":
-    spec, method, n_trials, delay, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+    spec, method = sys.argv[1], sys.argv[2]
+    n_trials, delay, seed = int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=storage_of(spec), study_name="fake", sampler=SAMPLERS[method](seed=seed),
                                 directions=["maximize", "minimize"], load_if_exists=True)

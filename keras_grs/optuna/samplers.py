@@ -35,7 +35,16 @@ from optuna.distributions import IntDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
-from keras_grs.search import INITIAL_KEY, METHODS, GroupSpec, Outcome, check_direction, check_tolerance, make_search
+from keras_grs.search import (
+    DEFAULT_PHASES,
+    INITIAL_KEY,
+    METHODS,
+    GroupSpec,
+    Outcome,
+    check_direction,
+    check_tolerance,
+    make_search,
+)
 from keras_grs.search.order import check_phases
 
 CONFIG_ATTR = "keras_grs_config"
@@ -445,8 +454,6 @@ class JGRSSampler(PruningSampler):
     method = "jgrs"
 
     def __init__(self, seed=None, phases=None, **kwargs):
-        from keras_grs.search import DEFAULT_PHASES
-
         phases = [[p.rate, p.attempts] for p in check_phases(phases if phases is not None else DEFAULT_PHASES)]
         super().__init__(seed=seed, phases=phases, **kwargs)
 

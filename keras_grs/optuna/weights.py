@@ -23,6 +23,7 @@ from pathlib import Path
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+from optuna.trial import TrialState
 
 from keras_grs.costs import count_flops, count_params
 from keras_grs.evaluate import unit_norms
@@ -96,8 +97,9 @@ def inherit(trial, model, store=None, layers=None) -> int | None:
     if candidate is None or candidate.parent is None:
         return None
     study = trial.study
-    number = trial_number_of(study, candidate.parent)
-    parent = study.trials[number]
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    number = trial_number_of(study, candidate.parent, trials)
+    parent = next(t for t in trials if t.number == number)
     artifact_id = parent.user_attrs.get(WEIGHTS_ATTR)
     if artifact_id is None:
         raise ValueError(
