@@ -268,3 +268,20 @@ def test_keep_checks_that_the_widths_set_the_models_layers_in_order(data):
     assert "weights" in study.trials[0].user_attrs
     with pytest.raises(TypeError, match="keras-grs sampler"):
         optuna.create_study().optimize(lambda t: kgo.keep(t, build(2, 2)), n_trials=1)
+
+
+def test_optimize_runs_a_single_objective_study_minimizing_the_validation_loss(data, tmp_path):
+    from keras_grs import models
+
+    xt, yt, xv, yv = data
+    model = models.build("nn2", (FEATURES,))
+    study = optuna.create_study(direction="minimize", sampler=kgo.GRSSampler(tolerance=0.5, seed=0))
+    kgo.optimize(study, model, xt, yt, (xv, yv), objective="val_loss", evaluator="keras", epochs=1,
+                 initial_epochs=2, n_trials=3, directory=tmp_path)
+    assert [len(t.values) for t in study.trials] == [1, 1, 1]
+    assert study.trials[1].params == {"dense1": 31}
+    initial, first = study.trials[0].values[0], study.trials[1].values[0]
+    assert study.trials[1].user_attrs["valid"] == (first <= initial / 0.5)
+    maximized = optuna.create_study(direction="maximize", sampler=kgo.GRSSampler())
+    with pytest.raises(ValueError, match="'val_loss' is to be minimized"):
+        kgo.optimize(maximized, model, xt, yt, (xv, yv), objective="val_loss", directory=tmp_path)

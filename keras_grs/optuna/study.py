@@ -125,8 +125,8 @@ def optimize(
             default: the sampler's ``tolerance``, else 0.985.
         epochs: fine-tuning epochs per candidate (``initial_epochs`` for the initial model).
         n_trials, timeout: as for ``study.optimize``; the study also stops when the method stops.
-        objective: the metric candidates are judged by (a name with ``loss`` or ``error`` is minimized, anything
-            else maximized: the study's first direction must agree).
+        objective: the metric candidates are judged by, in the study's first direction (which must agree with
+            the metric's, when keras-tuner knows it: ``val_loss`` is minimized, ``val_accuracy`` maximized).
         evaluator: ``batched`` (default: each trial trained by one compiled computation), ``keras`` (one
             ``model.fit`` per trial) or an evaluator object; see :class:`keras_grs.GRSTuner`.
         **fit_kwargs: further ``fit`` arguments.
@@ -138,8 +138,10 @@ def optimize(
     if not isinstance(sampler, PruningSampler):
         raise TypeError(f"the study's sampler is {type(sampler).__name__}; use GRSSampler, RRSSampler, ...")
     direction = sampler.direction(study)
-    expected = "min" if "loss" in objective or "error" in objective else "max"
-    if direction != expected:
+    from keras_tuner.engine.metrics_tracking import infer_metric_direction
+
+    expected = infer_metric_direction(objective)  # None for a metric keras-tuner does not know: the study decides
+    if expected is not None and direction != expected:
         raise ValueError(
             f"study {study.study_name!r} has directions {[d.name.lower() for d in study.directions]}, but objective "
             f"{objective!r} is to be {expected}imized"
