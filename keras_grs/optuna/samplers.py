@@ -206,7 +206,7 @@ class PruningSampler(BaseSampler):
             if key is None:
                 continue
             if trial.state == TrialState.COMPLETE:
-                outcomes[key] = trial_outcome(trial.values, trial.user_attrs)
+                outcomes[key] = self.outcome(trial.number, trial.values, trial.user_attrs)
             elif trial.state == TrialState.PRUNED:
                 outcomes.setdefault(key, Outcome(score=None))
             elif trial.state == TrialState.FAIL:
@@ -215,21 +215,28 @@ class PruningSampler(BaseSampler):
                     outcomes.setdefault(key, Outcome(score=None))
         return outcomes
 
+    def outcome(self, number, values, user_attrs) -> Outcome:
+        """Completed trial ``number`` as the engine sees it: the first value is the score; FLOPs are the second
+        value, or what :func:`keras_grs.optuna.keep` recorded."""
+        norms = user_attrs.get("unit_norms")
+        if self.needs_norms and not norms:
+            raise ValueError(
+                f"trial {number} recorded no unit norms: {type(self).__name__} removes the units of smallest weight "
+                "magnitude, so the objective calls keras_grs.optuna.keep(trial, model) after training"
+            )
+        flops = values[1] if len(values) > 1 else user_attrs.get("flops")
+        return Outcome(
+            score=values[0],
+            params=user_attrs.get("params"),
+            flops=None if flops is None else int(flops),
+            unit_norms=json.loads(norms) if norms else None,
+        )
+
     def plan(self, study, trials=None, extra=None):
         """The method replayed over the study's trials (plus ``extra`` outcomes by key)."""
-        search = self.search(study)
         outcomes = self.outcomes(study, trials)
         outcomes.update(extra or {})
-        try:
-            return search.plan(outcomes)
-        except ValueError as error:
-            if self.needs_norms and "L1 norms" in str(error):
-                raise ValueError(
-                    f"{type(self).__name__} removes the units of smallest weight magnitude: call "
-                    "keras_grs.optuna.keep(trial, model) after training in the objective, so that every trial "
-                    f"records its units' norms ({error})"
-                ) from error
-            raise
+        return self.search(study).plan(outcomes)
 
     def candidate(self, trial):
         """The candidate a running trial of this process evaluates (None: the search had finished)."""
@@ -393,7 +400,7 @@ class PruningSampler(BaseSampler):
         if state != TrialState.COMPLETE:
             return
         trials = study.get_trials(deepcopy=False)
-        plan = self.plan(study, trials, extra={key: trial_outcome(values, trial.user_attrs)})
+        plan = self.plan(study, trials, extra={key: self.outcome(trial.number, values, trial.user_attrs)})
         search = self.search(study)
         _set_trial_attr(study, trial, "valid", bool(search.accepts(values[0], plan.reference)))
         numbers = {t.system_attrs.get(KEY_ATTR): t.number for t in trials if t.state == TrialState.COMPLETE}
@@ -405,19 +412,6 @@ class PruningSampler(BaseSampler):
         ])
         if plan.finished:
             _stop(study)
-
-
-def trial_outcome(values, user_attrs) -> Outcome:
-    """A completed trial as the engine sees it: the first value is the score; FLOPs are the second value, or
-    what :func:`keras_grs.optuna.keep` recorded."""
-    flops = values[1] if len(values) > 1 else user_attrs.get("flops")
-    norms = user_attrs.get("unit_norms")
-    return Outcome(
-        score=values[0],
-        params=user_attrs.get("params"),
-        flops=None if flops is None else int(flops),
-        unit_norms=json.loads(norms) if norms else None,
-    )
 
 
 def trial_number_of(study, key, trials=None) -> int:
