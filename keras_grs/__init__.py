@@ -26,6 +26,7 @@ from keras_grs.pipeline import ModelResult, PruneResult, prune  # noqa: E402
 from keras_grs.selection import select  # noqa: E402
 from keras_grs.surgery import shrink  # noqa: E402
 from keras_grs.tuner import GRSOracle, GRSTuner, JGRSOracle, NWMOracle, RRSOracle  # noqa: E402
+from keras_grs import optuna  # noqa: E402  (keras_grs.optuna.GRSSampler, ... after a plain "import keras_grs")
 
 __version__ = "0.1.0"
 

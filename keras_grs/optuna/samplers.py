@@ -1,80 +1,204 @@
-"""Pruning searches as Optuna samplers.
+"""Pruning searches as Optuna samplers, for plain Optuna objectives.
 
 A sampler keeps nothing that the study's storage does not hold. Before each trial it replays the method
 (:meth:`keras_grs.search.Search.plan`) over the study's finished trials, picks a pending candidate that no running
-trial holds, and writes the candidate's key into the trial's system attributes; the trial's parameters are the
-candidate's widths. Any process that loads the study continues the same search, and several workers on one
-study share a GRS step's candidates between them: a claim is written, then checked against every other trial's
-(see ``_claim_holds``).
+trial holds, and writes the candidate's key into the trial's system attributes; the trial's ``suggest_int`` calls
+then return the candidate's widths. Any process that loads the study continues the same search, and several workers
+on one study share a GRS step's candidates between them: a claim is written, then checked against every other
+trial's (see ``_claim_holds``).
 
-The search's configuration (widths, tolerance, method) lives in the study's user attributes, written by
-:func:`keras_grs.optuna.optimize` on the study's first run.
+The search space is learnt from the objective: the study's first trial is the initial structure, so every
+``suggest_int`` of it returns its upper bound, and the integer parameters it suggests, in that order, are the width
+groups. They are recorded with the method's settings in the study's user attribute ``keras_grs_config`` when that
+trial completes, so every process agrees on them (:func:`keras_grs.optuna.optimize` writes them beforehand, from
+the model).
+
+Values: the first is the score (its direction, the study's first direction, is honoured); a second value, when the
+study has one, is the cost (FLOPs, to minimize). Without it the cost is the FLOPs that
+:func:`keras_grs.optuna.keep` recorded, else the total width.
+
+The end: when the method stops, the sampler calls ``study.stop()`` (from ``after_trial``, so a single process starts
+no further trial); a trial that starts after the end (another worker's) is pruned at its first ``suggest_*`` call,
+before the objective builds or trains anything, with the message "the pruning search has finished".
 """
 
 from __future__ import annotations
 
 import json
 import random
+import threading
 import time
+import warnings
 
 import optuna
 from optuna.distributions import IntDistribution
 from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
-from keras_grs.search import GroupSpec, Outcome, make_search
-from keras_grs.search.order import DEFAULT_PHASES, check_phases
+from keras_grs.search import (
+    DEFAULT_PHASES,
+    INITIAL_KEY,
+    METHODS,
+    GroupSpec,
+    Outcome,
+    check_direction,
+    check_tolerance,
+    make_search,
+)
+from keras_grs.search.order import check_phases
 
 CONFIG_ATTR = "keras_grs_config"
 PATH_ATTR = "keras_grs_path"
 KEY_ATTR = "keras_grs_key"
-FINISHED_ATTR = "keras_grs_finished"
+DEFAULT_TOLERANCE = 0.985
+DEFAULT_SEED = 0
 MAX_FAILURES = 2  # a candidate whose trial failed this many times counts as not valid
 IDLE_POLL_SECONDS = 0.5
+FINISHED_MESSAGE = "the pruning search has finished"
+
+
+def _set_trial_attr(study, trial, key, value, system=False) -> None:
+    """Write an attribute of a running trial from a sampler hook.
+
+    Optuna 5.0 has no public way to do this: the hooks receive a FrozenTrial, and a study exposes neither its
+    storage nor a trial's id publicly; Optuna's own samplers (GridSampler, ...) write through ``study._storage``.
+    """
+    storage, trial_id = study._storage, trial._trial_id
+    if system:
+        storage.set_trial_system_attr(trial_id, key, value)
+    else:
+        storage.set_trial_user_attr(trial_id, key, value)
+
+
+def _stop(study) -> None:
+    """``study.stop()``, which Optuna refuses outside ``study.optimize`` (with ask-and-tell the caller stops)."""
+    try:
+        study.stop()
+    except RuntimeError:
+        pass
 
 
 class PruningSampler(BaseSampler):
     """Base of the pruning samplers. ``method`` names the search (see :mod:`keras_grs.search`).
 
     Args:
-        seed: seed of the search's random decisions (every process of a study must use the same).
+        seed: seed of the search's random decisions. A study keeps the seed of the process that started it; a
+            worker passing another one joins with a warning and follows the study's (None: the study's, or 0).
+        tolerance: acceptance: a candidate is valid when its score >= tolerance x the initial score (a score to
+            maximize) or <= the initial score / tolerance (to minimize). None: the study's, or 0.985.
         units: override the method's unit selection (``random`` or ``magnitude``).
+        store: where :func:`keras_grs.optuna.keep` puts trained weights when not told otherwise: a directory (on
+            shared disk for several machines) or an Optuna artifact store. None: next to the storage's file.
         idle_timeout: seconds a worker waits for the running candidates of a step before giving up on the trial.
+
+    Example (plain Optuna; see :func:`keras_grs.optuna.inherit` for training)::
+
+        >>> import optuna, keras_grs.optuna as kgo
+        >>> study = optuna.create_study(direction="maximize", sampler=kgo.GRSSampler(tolerance=0.95, seed=0))
+        >>> study.optimize(lambda t: 1.0 - (8 - t.suggest_int("a", 1, 8)) / 30, n_trials=50)
+        >>> study.trials[0].params, kgo.pruning_path(study)[-1]["structure"]
+        ({'a': 8}, '7')
     """
 
     method = "grs"
 
-    def __init__(self, seed=None, units=None, idle_timeout=3600.0, **method_options):
-        self.seed = 0 if seed is None else int(seed)
+    def __init__(self, seed=None, tolerance=None, units=None, store=None, idle_timeout=3600.0, **method_options):
+        if tolerance is not None:
+            check_tolerance(tolerance)
+        self.seed = None if seed is None else int(seed)
+        self.tolerance = None if tolerance is None else float(tolerance)
         self.units = units
+        self.store = store
         self.idle_timeout = idle_timeout
         self.method_options = method_options
         self._searches = {}
+        self._warned = set()
+        # What one process knows about the trials it runs (claims, and the initial trial's suggestions in order).
+        self._running = {}
+        self._lock = threading.Lock()
+
+    @property
+    def needs_norms(self) -> bool:
+        """Whether the method reads the trained units' L1 norms (NWM): :func:`keep` records them then."""
+        return (self.units or METHODS[self.method][1]) == "magnitude"
 
     # -- configuration ------------------------------------------------------------------------------------
-    def config(self) -> dict:
+    def config(self, seed=None) -> dict:
+        """The sampler's settings as the study records them (``seed``: the one to record)."""
         options = dict(self.method_options)
         if "phases" in options:
             options["phases"] = [[p.rate, p.attempts] for p in check_phases(options["phases"])]
-        return {"method": self.method, "seed": self.seed, "units": self.units, "options": options}
+        chosen = seed if seed is not None else self.seed
+        return {"method": self.method, "seed": DEFAULT_SEED if chosen is None else chosen, "units": self.units,
+                "options": options}
 
-    def search(self, study):
+    def settings(self, study) -> dict | None:
+        """The study's recorded configuration, checked against this sampler (None for a study not started yet).
+
+        A different method, unit selection, options or tolerance is refused; a different seed is overruled by
+        the study's, with a warning (so workers may pass their own seeds, as Optuna users do)."""
         config = study.user_attrs.get(CONFIG_ATTR)
         if config is None:
+            return None
+        recorded, mine = config["sampler"], self.config(seed=config["sampler"]["seed"])
+        differing = sorted(k for k in mine if recorded.get(k) != mine[k])
+        if differing:
             raise ValueError(
-                f"study {study.study_name!r} is not a keras-grs pruning study: run keras_grs.optuna.optimize on it"
+                f"study {study.study_name!r} runs another pruning search ({', '.join(differing)}: "
+                f"{({k: recorded.get(k) for k in differing})}); this sampler has {({k: mine[k] for k in differing})}"
             )
-        signature = json.dumps(config, sort_keys=True)
+        if self.tolerance is not None and self.tolerance != config["tolerance"]:
+            raise ValueError(
+                f"study {study.study_name!r} was started with tolerance {config['tolerance']}; this sampler has "
+                f"{self.tolerance}"
+            )
+        if self.seed is not None and self.seed != recorded["seed"] and study.study_name not in self._warned:
+            self._warned.add(study.study_name)
+            warnings.warn(
+                f"study {study.study_name!r} was started with sampler seed {recorded['seed']}; this worker's seed "
+                f"{self.seed} is ignored so that every worker takes the same decisions",
+                stacklevel=2,
+            )
+        return config
+
+    def study_seed(self, study) -> int:
+        """The seed the study's search uses (the recorded one once the study has started)."""
+        config = self.settings(study)
+        return config["sampler"]["seed"] if config is not None else self.config()["seed"]
+
+    def search(self, study):
+        """The study's :class:`keras_grs.search.Search` (its widths are known once the first trial completed)."""
+        config = self.settings(study)
+        if config is None or "groups" not in config:
+            raise ValueError(
+                f"study {study.study_name!r} has no completed first trial yet: its widths are learnt from the "
+                "first trial's suggest_int calls"
+            )
+        direction = self.direction(study)
+        signature = json.dumps([config, direction], sort_keys=True)
         if signature not in self._searches:
             groups = [GroupSpec(g["name"], g["width"], g["min_width"]) for g in config["groups"]]
             self._searches[signature] = make_search(
-                self.method, groups, config["tolerance"], self.seed, units=self.units,
-                direction=config.get("direction", "max"), **self.method_options
+                self.method, groups, config["tolerance"], config["sampler"]["seed"], units=self.units,
+                direction=direction, **self.method_options,
             )
         return self._searches[signature]
 
+    @staticmethod
+    def direction(study) -> str:
+        """``max`` or ``min``: the study's first direction (a second one, for FLOPs, must be ``minimize``)."""
+        directions = study.directions
+        if len(directions) > 2 or (len(directions) == 2 and directions[1] != optuna.study.StudyDirection.MINIMIZE):
+            raise ValueError(
+                f"study {study.study_name!r} has directions {[d.name.lower() for d in directions]}; a pruning study "
+                "has one value (the score) or two (the score, then FLOPs to minimize)"
+            )
+        return check_direction(directions[0])
+
     # -- the study's state ----------------------------------------------------------------------------------
     def outcomes(self, study, trials=None) -> dict[str, Outcome]:
+        """The evaluated candidates, by key: completed trials, trials the objective pruned or that failed twice
+        (not valid)."""
         trials = trials if trials is not None else study.get_trials(deepcopy=False)
         outcomes, failures = {}, {}
         for trial in trials:
@@ -82,49 +206,129 @@ class PruningSampler(BaseSampler):
             if key is None:
                 continue
             if trial.state == TrialState.COMPLETE:
-                norms = trial.user_attrs.get("unit_norms")
-                outcomes[key] = Outcome(
-                    score=trial.values[0],
-                    params=trial.user_attrs.get("params"),
-                    flops=int(trial.values[1]),
-                    unit_norms=json.loads(norms) if norms else None,
-                    guard=trial.user_attrs.get("guard"),
-                )
+                outcomes[key] = self.outcome(trial.number, trial.values, trial.user_attrs)
+            elif trial.state == TrialState.PRUNED:
+                outcomes.setdefault(key, Outcome(score=None))
             elif trial.state == TrialState.FAIL:
                 failures[key] = failures.get(key, 0) + 1
-                if failures[key] >= MAX_FAILURES and key not in outcomes:
-                    outcomes[key] = Outcome(score=None)
+                if failures[key] >= MAX_FAILURES:
+                    outcomes.setdefault(key, Outcome(score=None))
         return outcomes
 
-    def plan(self, study):
-        return self.search(study).plan(self.outcomes(study))
+    def outcome(self, number, values, user_attrs) -> Outcome:
+        """Completed trial ``number`` as the engine sees it: the first value is the score; FLOPs are the second
+        value, or what :func:`keras_grs.optuna.keep` recorded; ``guard`` the score on the guard split, when the
+        objective recorded one (``optimize`` does with ``acceptance="guard"``)."""
+        norms = user_attrs.get("unit_norms")
+        if self.needs_norms and not norms:
+            raise ValueError(
+                f"trial {number} recorded no unit norms: {type(self).__name__} removes the units of smallest weight "
+                "magnitude, so the objective calls keras_grs.optuna.keep(trial, model) after training"
+            )
+        flops = values[1] if len(values) > 1 else user_attrs.get("flops")
+        return Outcome(
+            score=values[0],
+            params=user_attrs.get("params"),
+            flops=None if flops is None else int(flops),
+            unit_norms=json.loads(norms) if norms else None,
+            guard=user_attrs.get("guard"),
+        )
+
+    def plan(self, study, trials=None, extra=None):
+        """The method replayed over the study's trials (plus ``extra`` outcomes by key)."""
+        outcomes = self.outcomes(study, trials)
+        outcomes.update(extra or {})
+        return self.search(study).plan(outcomes)
+
+    def candidate(self, trial):
+        """The candidate a running trial of this process evaluates (None: the search had finished)."""
+        key = self._running.get((trial.study.study_name, trial.number), {}).get("key")
+        if key is None:
+            return None
+        if key == INITIAL_KEY and "groups" not in (self.settings(trial.study) or {}):
+            return None  # the initial structure of a study whose widths are being learnt: no parent
+        return self.plan(trial.study).candidates[key]
 
     # -- Optuna's sampler interface -------------------------------------------------------------------------
     def before_trial(self, study, trial) -> None:
         """Claim a pending candidate for this trial (waiting while a step's candidates run elsewhere)."""
-        search = self.search(study)
+        self.direction(study)
         started = time.monotonic()
         while True:
             trials = study.get_trials(deepcopy=False)
-            plan = search.plan(self.outcomes(study, trials))
-            if plan.finished:
-                study._storage.set_trial_system_attr(trial._trial_id, FINISHED_ATTR, True)
-                return
-            taken = {
-                t.system_attrs.get(KEY_ATTR): t.number
-                for t in trials
-                if t.state == TrialState.RUNNING and t.number != trial.number and t.system_attrs.get(KEY_ATTR)
-            }
-            for candidate in plan.pending:
-                if candidate.key in taken:
-                    continue
-                study._storage.set_trial_system_attr(trial._trial_id, KEY_ATTR, candidate.key)
-                if self._claim_holds(study, trial, candidate.key):
+            config = self.settings(study)
+            if config is None or "groups" not in config:
+                if self._claim_initial(study, trial, trials, config):
                     return
-                study._storage.set_trial_system_attr(trial._trial_id, KEY_ATTR, None)  # back off
+            else:
+                plan = self.plan(study, trials)
+                if plan.finished:
+                    self._remember(study, trial, finished=True)
+                    _stop(study)
+                    return
+                if self._claim_pending(study, trial, trials, plan):
+                    return
             if time.monotonic() - started > self.idle_timeout:
                 raise RuntimeError(f"no candidate became available within {self.idle_timeout} s")
             time.sleep(IDLE_POLL_SECONDS * (0.5 + random.random()))  # jitter: two workers that backed off differ
+
+    def _claim_pending(self, study, trial, trials, plan) -> bool:
+        names = [g.name for g in self.search(study).groups]
+        taken = {
+            t.system_attrs.get(KEY_ATTR)
+            for t in trials
+            if t.state == TrialState.RUNNING and t.number != trial.number and t.system_attrs.get(KEY_ATTR)
+        }
+        for candidate in plan.pending:
+            if candidate.key in taken or not self._claim(study, trial, candidate.key):
+                continue
+            parent = None if candidate.parent is None else trial_number_of(study, candidate.parent, trials)
+            for name, value in (
+                ("parent", parent),
+                ("removed", json.dumps(candidate.removed_dict, sort_keys=True)),
+                ("phase", candidate.phase),
+                ("structure", "x".join(map(str, candidate.widths))),
+            ):
+                _set_trial_attr(study, trial, name, value)
+            self._remember(study, trial, key=candidate.key, widths=dict(zip(names, candidate.widths)))
+            return True
+        return False
+
+    def _claim_initial(self, study, trial, trials, config) -> bool:
+        """The first trial of a study whose widths are not known yet: claim the initial structure (unless another
+        trial runs it), and record the sampler's settings."""
+        initial = [t for t in trials if t.system_attrs.get(KEY_ATTR) == INITIAL_KEY and t.number != trial.number]
+        if any(t.state == TrialState.COMPLETE for t in initial):
+            done = next(t for t in initial if t.state == TrialState.COMPLETE)
+            raise ValueError(
+                f"trial {done.number} of study {study.study_name!r} completed without suggesting an integer: a "
+                "pruning study learns its widths from the first trial's suggest_int calls"
+            )
+        if any(t.state == TrialState.RUNNING for t in initial):
+            return False
+        failed = [t for t in initial if t.state in (TrialState.FAIL, TrialState.PRUNED)]
+        if len(failed) >= MAX_FAILURES or any(t.state == TrialState.PRUNED for t in failed):
+            raise ValueError(
+                f"the initial structure of study {study.study_name!r} could not be evaluated: trials "
+                f"{[t.number for t in failed]} failed or were pruned"
+            )
+        if not self._claim(study, trial, INITIAL_KEY):
+            return False
+        if config is None:
+            study.set_user_attr(CONFIG_ATTR, {
+                "tolerance": DEFAULT_TOLERANCE if self.tolerance is None else self.tolerance,
+                "sampler": self.config(),
+            })
+        _set_trial_attr(study, trial, "phase", "initial")
+        self._remember(study, trial, key=INITIAL_KEY, learning=[])
+        return True
+
+    def _claim(self, study, trial, key) -> bool:
+        _set_trial_attr(study, trial, KEY_ATTR, key, system=True)
+        if self._claim_holds(study, trial, key):
+            return True
+        _set_trial_attr(study, trial, KEY_ATTR, None, system=True)  # back off
+        return False
 
     def _claim_holds(self, study, trial, key) -> bool:
         """Checked after writing the claim: if any other running or finished trial holds the candidate, back off.
@@ -135,26 +339,91 @@ class PruningSampler(BaseSampler):
                 return False
         return True
 
+    def _remember(self, study, trial, **state) -> None:
+        with self._lock:
+            self._running[(study.study_name, trial.number)] = state
+
+    def _state(self, study, trial) -> dict:
+        return self._running.get((study.study_name, trial.number), {})
+
     def infer_relative_search_space(self, study, trial):
-        config = study.user_attrs.get(CONFIG_ATTR)
-        if config is None:
-            return {}
-        return {g["name"]: IntDistribution(g["min_width"], g["width"]) for g in config["groups"]}
+        config = study.user_attrs.get(CONFIG_ATTR) or {}
+        return {g["name"]: IntDistribution(g["min_width"], g["width"]) for g in config.get("groups", ())}
 
     def sample_relative(self, study, trial, search_space):
-        # The frozen trial was read before before_trial claimed a candidate: ask the storage.
-        key = study._storage.get_trial_system_attrs(trial._trial_id).get(KEY_ATTR)
-        if key is None:
-            return {}
-        candidate = self.plan(study).candidates[key]
-        names = [g.name for g in self.search(study).groups]
-        return dict(zip(names, candidate.widths))
+        # Optuna calls this at the trial's first suggest_* call, inside the objective: the place to prune a trial
+        # that started after the search ended, before the objective builds or trains anything.
+        state = self._state(study, trial)
+        if state.get("finished"):
+            raise optuna.TrialPruned(FINISHED_MESSAGE)
+        return dict(state.get("widths", {}))
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        # Only the widths are sampled, relatively; anything else keeps the low end of its range.
-        return optuna.samplers.RandomSampler(seed=self.seed).sample_independent(
+        state = self._state(study, trial)
+        if state.get("finished"):
+            raise optuna.TrialPruned(FINISHED_MESSAGE)
+        if isinstance(param_distribution, IntDistribution):
+            learning = state.get("learning")
+            if learning is None:
+                known = list(self.infer_relative_search_space(study, trial))
+                raise ValueError(
+                    f"suggest_int({param_name!r}, {param_distribution.low}, {param_distribution.high}) is not one of "
+                    f"the study's widths {known} as its first trial suggested them: every trial of a pruning study "
+                    "suggests the same widths with the same bounds"
+                )
+            if param_distribution.step != 1:
+                raise ValueError(
+                    f"width {param_name!r} has step {param_distribution.step}: a pruning search removes one unit at "
+                    "a time, so widths are suggested with step 1"
+                )
+            learning.append({"name": param_name, "width": param_distribution.high,
+                             "min_width": param_distribution.low})
+            return param_distribution.high  # the first trial is the initial structure: every width at its maximum
+        # Anything but a width keeps one value for the whole search, the same in every process (drawn from the seed).
+        return optuna.samplers.RandomSampler(seed=self.study_seed(study)).sample_independent(
             study, trial, param_name, param_distribution
         )
+
+    def after_trial(self, study, trial, state, values) -> None:
+        """Record the widths after the first trial, the trial's verdict and the path; stop the study at the end."""
+        with self._lock:
+            mine = self._running.pop((study.study_name, trial.number), {})
+        key = mine.get("key")
+        if key is None:
+            return
+        if mine.get("learning") is not None and state == TrialState.COMPLETE:
+            if not mine["learning"]:
+                raise ValueError(
+                    f"trial {trial.number} of study {study.study_name!r} suggested no integer: a pruning study "
+                    "learns its widths from the first trial's suggest_int calls"
+                )
+            config = dict(study.user_attrs[CONFIG_ATTR], groups=mine["learning"])
+            study.set_user_attr(CONFIG_ATTR, config)  # before the trial is marked complete: no worker sees one without
+        if state != TrialState.COMPLETE:
+            return
+        trials = study.get_trials(deepcopy=False)
+        plan = self.plan(study, trials, extra={key: self.outcome(trial.number, values, trial.user_attrs)})
+        search = self.search(study)
+        _set_trial_attr(study, trial, "valid", bool(search.accepts(values[0], plan.reference)))
+        numbers = {t.system_attrs.get(KEY_ATTR): t.number for t in trials if t.state == TrialState.COMPLETE}
+        numbers[key] = trial.number
+        study.set_user_attr(PATH_ATTR, [
+            {"trial": numbers.get(step.key), "phase": step.phase, "structure": "x".join(map(str, step.widths)),
+             "objective": step.score, "flops": step.flops, "params": step.params, "guard": step.guard,
+             "final": step.key == plan.final}
+            for step in plan.path
+        ])
+        if plan.finished:
+            _stop(study)
+
+
+def trial_number_of(study, key, trials=None) -> int:
+    """The number of the completed trial that evaluated candidate ``key``."""
+    trials = trials if trials is not None else study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    for trial in trials:
+        if trial.state == TrialState.COMPLETE and trial.system_attrs.get(KEY_ATTR) == key:
+            return trial.number
+    raise KeyError(f"no completed trial of study {study.study_name!r} holds candidate {key!r}")
 
 
 class GRSSampler(PruningSampler):
@@ -170,12 +439,10 @@ class RRSSampler(PruningSampler):
 
 
 class NWMSampler(PruningSampler):
-    """NWM as an Optuna sampler: widths in model order, the unit with the smallest L1 norm goes first."""
+    """NWM as an Optuna sampler: widths in model order, the unit with the smallest L1 norm goes first (the
+    objective calls :func:`keras_grs.optuna.keep`, which records the norms)."""
 
     method = "nwm"
-
-    def __init__(self, seed=None, **kwargs):
-        super().__init__(seed=seed, **kwargs)
 
 
 class JGRSSampler(PruningSampler):

@@ -8,15 +8,13 @@ from pathlib import Path
 
 import keras
 import optuna
-from optuna.trial import TrialState
 
 from keras_grs.costs import count_params
 from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
-from keras_grs.optuna.samplers import CONFIG_ATTR, FINISHED_ATTR, KEY_ATTR, PATH_ATTR, PruningSampler
-from keras_grs.guard import DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_guard_data, split_guard
-from keras_grs.scoring import objective_direction, score as objective_score
+from keras_grs.optuna.samplers import CONFIG_ATTR, DEFAULT_TOLERANCE, PruningSampler, trial_number_of
+from keras_grs.guard import DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_acceptance, check_guard_data, split_guard
+from keras_grs.scoring import score as objective_score
 from keras_grs.search import check_direction, check_tolerance
-from keras_grs.search.units import magnitude_units
 from keras_grs.structure import analyze
 from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
 
@@ -79,13 +77,12 @@ def _as_model(model_or_hypermodel):
     return build(hp)
 
 
-def _config(sampler, structure, tolerance, model, objective, acceptance) -> dict:
+def _config(sampler, structure, tolerance, model, seed, acceptance) -> dict:
     return {
         "groups": [{"name": g.name, "width": g.width, "min_width": g.min_width} for g in structure.groups],
         "tolerance": float(tolerance),
-        "direction": objective_direction(objective),
         "acceptance": acceptance,
-        "sampler": sampler.config(),
+        "sampler": sampler.config(seed),
         "model": {"name": model.name, "layers": [type(layer).__name__ for layer in model.layers]},
     }
 
@@ -100,7 +97,7 @@ def optimize(
     x,
     y,
     validation_data,
-    tolerance=0.985,
+    tolerance=None,
     epochs=10,
     n_trials=None,
     timeout=None,
@@ -118,27 +115,32 @@ def optimize(
 ):
     """Run a pruning search in an Optuna study (a new one, or one to continue from any process).
 
-    Each trial's parameters are the widths (one integer distribution per width group, named after its layer);
-    its values are (validation accuracy, FLOPs); its user attributes hold ``params``, ``parent`` (trial number
-    whose weights it inherited), ``removed`` (JSON), ``phase``, ``structure`` and ``valid`` (within tolerance).
-    The study's user attribute ``keras_grs_path`` lists the accepted trials. Trained weights are saved under
-    ``directory/checkpoints/STUDY/`` (a shared directory when several machines work on one study).
+    The convenience over a plain objective (see :func:`keras_grs.optuna.inherit`): the model is built, inherits,
+    is trained and checkpointed for you. Each trial's parameters are the widths (one integer distribution per
+    width group, named after its layer); its values are the objective and, when the study has two directions,
+    FLOPs; its user attributes hold ``params``, ``flops``, ``parent`` (trial number whose weights it inherited),
+    ``removed`` (JSON), ``phase``, ``structure`` and ``valid`` (within tolerance). The study's user attribute
+    ``keras_grs_path`` lists the accepted trials. Trained weights are saved under ``directory/checkpoints/STUDY/``
+    (a shared directory when several machines work on one study).
 
     Args:
         study: from :func:`create_study` (or ``optuna.create_study`` with a keras-grs sampler and directions
-            ``["maximize", "minimize"]``).
+            ``["maximize", "minimize"]``, or the objective's direction alone).
         model_or_hypermodel: a compiled Keras model, or a keras-tuner hypermodel / ``build(hp)`` function, built
             once with every ``hp.Int`` at its maximum.
-        x, y, validation_data: the data; tolerance: valid when score >= tolerance x the initial score (or, for a
-            minimized objective such as ``val_loss`` in a study whose first direction is ``minimize``,
-            score <= the initial score / tolerance).
-        acceptance, guard_fraction, guard_data: as for :class:`keras_grs.GRSTuner`: with ``guard`` (default) a
-            guard split is held back; each trial's guard score is its user attribute ``guard``, and the compact
-            model is the last accepted trial the guard confirms.
+        x, y, validation_data: the data.
+        tolerance: valid when score >= tolerance x the initial score (a loss: <= the initial loss / tolerance);
+            default: the sampler's ``tolerance``, else 0.985.
         epochs: fine-tuning epochs per candidate (``initial_epochs`` for the initial model).
         n_trials, timeout: as for ``study.optimize``; the study also stops when the method stops.
+        objective: the metric candidates are judged by, in the study's first direction (which must agree with
+            the metric's, when keras-tuner knows it: ``val_loss`` is minimized, ``val_accuracy`` maximized).
         evaluator: ``batched`` (default: each trial trained by one compiled computation), ``keras`` (one
             ``model.fit`` per trial) or an evaluator object; see :class:`keras_grs.GRSTuner`.
+        acceptance, guard_fraction, guard_data: as for :class:`keras_grs.GRSTuner`: with ``guard`` (default) a
+            guard split is held back (carved from ``validation_data`` with the study's seed unless given); each
+            trial's guard score is its user attribute ``guard``, and :func:`best_model` is the last accepted trial
+            the guard confirms.
         **fit_kwargs: further ``fit`` arguments.
 
     Returns:
@@ -147,23 +149,29 @@ def optimize(
     sampler = study.sampler
     if not isinstance(sampler, PruningSampler):
         raise TypeError(f"the study's sampler is {type(sampler).__name__}; use GRSSampler, RRSSampler, ...")
-    directions = [d.name.lower() for d in study.directions]
-    expected = [f"{objective_direction(objective)}imize", "minimize"]
-    if directions != expected:
+    direction = sampler.direction(study)
+    from keras_tuner.engine.metrics_tracking import infer_metric_direction
+
+    expected = infer_metric_direction(objective)  # None for a metric keras-tuner does not know: the study decides
+    if expected is not None and direction != expected:
         raise ValueError(
-            f"study {study.study_name!r} has directions {directions}; a pruning study of {objective!r} needs "
-            f"{expected} (the score, FLOPs)"
+            f"study {study.study_name!r} has directions {[d.name.lower() for d in study.directions]}, but objective "
+            f"{objective!r} is to be {expected}imized"
         )
+    if tolerance is None:
+        tolerance = sampler.tolerance if sampler.tolerance is not None else DEFAULT_TOLERANCE
     check_tolerance(tolerance)
+    if sampler.tolerance is not None and sampler.tolerance != tolerance:
+        raise ValueError(f"optimize(tolerance={tolerance}) differs from the sampler's tolerance {sampler.tolerance}")
     if validation_data is None:
         raise ValueError("optimize() needs validation_data=(x_val, y_val)")
+    check_acceptance(acceptance)
     guard_data = check_guard_data(guard_data, acceptance)
-    if acceptance == "guard" and guard_data is None:
-        validation_data, guard_data = split_guard(validation_data, guard_fraction, seed=sampler.seed)
     model = _as_model(model_or_hypermodel)
     structure = analyze(model, min_width)
-    config = _config(sampler, structure, tolerance, model, objective, acceptance)
     existing = study.user_attrs.get(CONFIG_ATTR)
+    config = _config(sampler, structure, tolerance, model, existing["sampler"]["seed"] if existing else None,
+                     acceptance)
     if existing is not None and existing != config:
         differing = sorted(k for k in config if existing.get(k) != config[k])
         raise ValueError(
@@ -171,44 +179,43 @@ def optimize(
             f"it was {({k: existing.get(k) for k in differing})}; use the same model, sampler and tolerance, or "
             "another study"
         )
+    sampler.settings(study)  # a worker's other seed: the study's wins, with a warning
+    if acceptance == "guard" and guard_data is None:  # the same samples in every process: the study's seed
+        validation_data, guard_data = split_guard(validation_data, guard_fraction, seed=sampler.study_seed(study))
     if existing is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([objective, "flops"])
+            study.set_metric_names([objective, "flops"][: len(study.directions)])
         study.set_user_attr(CONFIG_ATTR, config)
-    run = _Objective(study, sampler, model, structure, x, y, validation_data, tolerance, epochs, initial_epochs,
-                     batch_size, directory, train_first, objective, fit_kwargs, evaluator, guard_data)
+    run = _Objective(study, sampler, model, structure, x, y, validation_data, epochs, initial_epochs,
+                     batch_size, directory, train_first, objective, direction, fit_kwargs, evaluator, guard_data)
     if sampler.plan(study).finished:
         return study
-    study.optimize(run, n_trials=n_trials, timeout=timeout, callbacks=[run.after_trial])
+    # The sampler records the accepted path after each trial and stops the study when the method stops.
+    study.optimize(run, n_trials=n_trials, timeout=timeout)
     return study
 
 
 class _Objective:
-    def __init__(self, study, sampler, model, structure, x, y, validation_data, tolerance, epochs, initial_epochs,
-                 batch_size, directory, train_first, objective, fit_kwargs, evaluator, guard_data):
+    def __init__(self, study, sampler, model, structure, x, y, validation_data, epochs, initial_epochs,
+                 batch_size, directory, train_first, objective, direction, fit_kwargs, evaluator, guard_data):
         self.study, self.sampler, self.model, self.structure = study, sampler, model, structure
         self.guard_data = guard_data
         self.fit_args = (x, y)
         self.fit_kwargs = dict(fit_kwargs, validation_data=validation_data, epochs=epochs, batch_size=batch_size)
         self.fit_kwargs.setdefault("verbose", 0)
         self.initial_epochs = initial_epochs
-        self.tolerance = tolerance
         self.directory = directory
         self.train_first = train_first
         self.base_weights = model.get_weights()
-        self.evaluator = make_evaluator(evaluator, keras_tuner_objective(objective), seed=sampler.seed)
+        self.evaluator = make_evaluator(evaluator, keras_tuner_objective(objective, direction),
+                                        seed=sampler.study_seed(study))
         self.objective = objective
 
     def __call__(self, trial):
-        attrs = trial.study._storage.get_trial_system_attrs(trial._trial_id)
-        if attrs.get(FINISHED_ATTR):
-            trial.study.stop()
-            raise optuna.TrialPruned("the pruning search has finished")
-        key = attrs[KEY_ATTR]
-        plan = self.sampler.plan(trial.study)
-        candidate = plan.candidates[key]
+        # The first suggest_int prunes a trial that started after the search ended (see the sampler).
         widths = {g.name: trial.suggest_int(g.name, g.min_width, g.width) for g in self.structure.groups}
+        candidate = self.sampler.candidate(trial)
         if tuple(widths.values()) != candidate.widths:
             raise RuntimeError(f"trial {trial.number} sampled {widths}, the search asked for {candidate.widths}")
         tidy()
@@ -217,7 +224,6 @@ class _Objective:
         if candidate.parent is None:
             model.set_weights(self.base_weights)
             train = self.train_first
-            parent = None
             if self.initial_epochs is not None:
                 fit_kwargs = dict(fit_kwargs, epochs=self.initial_epochs)
         else:
@@ -228,18 +234,13 @@ class _Objective:
         path.parent.mkdir(parents=True, exist_ok=True)
         (metrics,) = self.evaluator.evaluate([Job(model, train, str(path))], self.fit_args, fit_kwargs)
         score, flops = float(metrics[self.objective]), int(metrics["flops"])
-        reference = plan.reference if plan.reference is not None else score
         trial.set_user_attr("params", count_params(model))
-        trial.set_user_attr("parent", parent)
-        trial.set_user_attr("removed", json.dumps(candidate.removed_dict, sort_keys=True))
-        trial.set_user_attr("phase", candidate.phase)
-        trial.set_user_attr("structure", "x".join(map(str, candidate.widths)))
-        trial.set_user_attr("valid", self.sampler.search(trial.study).accepts(score, reference))
-        if self.guard_data is not None:
-            trial.set_user_attr("guard", objective_score(model, *self.guard_data, self.objective))
-        if self.sampler.search(trial.study).select_units is magnitude_units:
+        trial.set_user_attr("flops", flops)
+        if self.sampler.needs_norms:
             trial.set_user_attr("unit_norms", json.dumps(unit_norms(model)))
-        return score, flops
+        if self.guard_data is not None:  # read only by the final walk back, never by the search's decisions
+            trial.set_user_attr("guard", objective_score(model, *self.guard_data, self.objective))
+        return (score, flops) if len(trial.study.directions) == 2 else score
 
     def _inherited(self, parent_number, study, candidate):
         parent_widths = {g.name: study.trials[parent_number].params[g.name] for g in self.structure.groups}
@@ -248,29 +249,11 @@ class _Objective:
         structure = analyze(parent)
         return surviving_weights(parent, kept_units(structure, candidate.removed_dict))
 
-    def after_trial(self, study, trial):
-        plan = self.sampler.plan(study)
-        study.set_user_attr(PATH_ATTR, [
-            {"trial": trial_number_of(study, step.key), "phase": step.phase, "structure": "x".join(map(str, step.widths)),
-             "objective": step.score, "flops": step.flops, "params": step.params, "guard": step.guard,
-             "final": step.key == plan.final}
-            for step in plan.path
-        ])
-        if plan.finished:
-            study.stop()
 
-
-def keras_tuner_objective(name):
+def keras_tuner_objective(name, direction="max"):
     import keras_tuner
 
-    return keras_tuner.Objective(name, objective_direction(name))
-
-
-def trial_number_of(study, key) -> int:
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if trial.system_attrs.get(KEY_ATTR) == key:
-            return trial.number
-    raise KeyError(f"no completed trial of study {study.study_name!r} holds candidate {key!r}")
+    return keras_tuner.Objective(name, direction)
 
 
 def pruning_path(study) -> list[dict]:
@@ -305,4 +288,4 @@ def best_model(study, model, directory="keras_grs_runs"):
     return trial_model(study, model, int(final["trial_id"]), directory)
 
 
-__all__ = ["best_model", "create_study", "open_storage", "optimize", "pruning_path", "trial_model"]
+__all__ = ["best_model", "create_study", "open_storage", "optimize", "pruning_path", "trial_model", "trial_number_of"]
