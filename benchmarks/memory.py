@@ -53,7 +53,7 @@ def main():
     with tempfile.TemporaryDirectory() as directory:
         # a tolerance every candidate meets, so that the search runs all its trials
         tuner = Recording.from_model(model, train_first=False, tolerance=0.01, seed=0, evaluator=args.evaluator,
-                                     max_trials=args.trials, directory=directory)
+                                     acceptance="seed", max_trials=args.trials, directory=directory)
         tuner.samples = []
         tuner.search(*data[0], validation_data=data[1], epochs=args.epochs, batch_size=32, verbose=0,
                      progress=False)
