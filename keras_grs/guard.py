@@ -59,7 +59,7 @@ def split_guard(validation_data, fraction=DEFAULT_GUARD_FRACTION, seed=0):
     Example:
         >>> import numpy as np
         >>> (xv, yv), (xg, yg) = split_guard((np.zeros((10, 2)), np.array([0, 1] * 5)), 0.4, seed=0)
-        >>> len(xv), len(xg), sorted(np.bincount(yg))
+        >>> len(xv), len(xg), np.bincount(yg).tolist()
         (6, 4, [2, 2])
     """
     fraction = check_guard_fraction(fraction)
