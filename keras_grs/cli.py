@@ -22,9 +22,11 @@ class CommandError(Exception):
     """A problem with the user's input: printed as ``keras-grs: error: ...``, exit status 2."""
 
 
-def load_model(spec: str, input_shape: tuple[int, ...] | None = None, num_classes: int = 2):
-    """A model from a ``.keras`` file or a built-in name (nn1, cnn1, ...)."""
+def load_model(spec: str, input_shape: tuple[int, ...] | None = None, num_classes: int = 2, safe_mode: bool = True):
+    """A model from a ``.keras`` file or a built-in name (nn1, cnn1, ...). Files load in Keras' safe mode (no
+    Lambda layer or other code from the file runs) unless ``safe_mode=False`` (``--unsafe-model``)."""
     from keras_grs import models
+    from keras_grs.inputs import check_model_file
 
     if spec in models.NAMES:
         if input_shape is None:
@@ -33,6 +35,7 @@ def load_model(spec: str, input_shape: tuple[int, ...] | None = None, num_classe
     path = Path(spec)
     if not path.is_file():
         raise CommandError(f"model {spec!r} is neither a built-in model ({', '.join(models.NAMES)}) nor a file")
+    check_model_file(path)
     import warnings
 
     import keras
@@ -40,9 +43,10 @@ def load_model(spec: str, input_shape: tuple[int, ...] | None = None, num_classe
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            return keras.models.load_model(path)
+            return keras.models.load_model(path, safe_mode=safe_mode)
     except Exception as error:  # keras raises many kinds for a bad file
-        raise CommandError(f"cannot read model file {spec!r}: {error}") from None
+        hint = "; pass --unsafe-model only if you trust this file" if "safe_mode" in str(error) else ""
+        raise CommandError(f"cannot read model file {spec!r}: {error}{hint}") from None
 
 
 def format_table(rows) -> str:
@@ -173,6 +177,7 @@ def check_prune_arguments(args):
             raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
     if args.initial_epochs is not None and args.initial_epochs < 1:
         raise CommandError("--initial-epochs must be at least 1")
+    check_options(args)
     if args.selection not in CRITERIA:
         raise CommandError(f"--selection must be one of {', '.join(CRITERIA)}")
     phases = parse_phases(args.phases)
@@ -185,6 +190,9 @@ def check_prune_arguments(args):
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out {str(out)!r} exists and is not a directory")
+    from keras_grs.runlock import check_not_locked
+
+    check_not_locked(out)  # a run in progress there: say whose, before loading anything
     if args.storage is not None:
         if "://" not in args.storage:
             raise CommandError(f"--storage {args.storage!r} is not a storage URL (sqlite:///PATH, postgresql://...)")
@@ -192,27 +200,13 @@ def check_prune_arguments(args):
     data = load_npz(args.data)
     data = _class_ids_for_builtins(data, args.models)
     settings = run_settings(args)
-    if out.is_dir() and any(out.iterdir()):
-        if not args.resume:
-            raise CommandError(
-                f"output directory {str(out)!r} is not empty; pass --resume to continue the run it holds, or choose "
-                "another --out"
-            )
-        saved_path = out / RUN_FILE
-        if not saved_path.is_file():
-            raise CommandError(f"--resume: {str(out)!r} holds no {RUN_FILE}, so it is not a keras-grs run")
-        saved = json.loads(saved_path.read_text())
-        changed = sorted(k for k in settings if saved.get(k) != settings[k])
-        if changed:
-            raise CommandError(
-                "--resume: the run in " + repr(str(out)) + " was started with other settings: "
-                + "; ".join(f"{k} was {saved.get(k)!r}, now {settings[k]!r}" for k in changed)
-            )
+    check_run_directory(out, args.resume, settings)
     test = (data["x_test"], data["y_test"]) if "x_test" in data else None
     if args.selection == "maxtestacc" and test is None:
         raise CommandError("--selection maxtestacc needs x_test and y_test in the data file")
     num_classes = _num_classes(data)
-    models = [load_model(spec, data["x_train"].shape[1:], num_classes) for spec in args.models]
+    safe_mode = not getattr(args, "unsafe_model", False)
+    models = [load_model(spec, data["x_train"].shape[1:], num_classes, safe_mode) for spec in args.models]
     from keras_grs import analyze
 
     for spec, model in zip(args.models, models):
@@ -226,16 +220,59 @@ def check_prune_arguments(args):
     return data, models, settings, phases
 
 
+def check_run_directory(out: Path, resume: bool, settings: dict) -> None:
+    """An empty (or new) directory, or with ``resume`` a run started with the same settings. Checked once before
+    anything is written and again once the directory's lock is held, when no other process can change it."""
+    from keras_grs.runlock import is_lock_file
+
+    if out.is_dir() and any(not is_lock_file(p) for p in out.iterdir()):
+        if not resume:
+            raise CommandError(
+                f"output directory {str(out)!r} is not empty; pass --resume to continue the run it holds, or choose "
+                "another --out"
+            )
+        saved_path = out / RUN_FILE
+        if not saved_path.is_file():
+            raise CommandError(f"--resume: {str(out)!r} holds no {RUN_FILE}, so it is not a keras-grs run")
+        try:
+            saved = json.loads(saved_path.read_text())
+        except ValueError:
+            raise CommandError(f"--resume: {str(saved_path)!r} is not valid JSON; the run cannot be resumed") from None
+        changed = sorted(k for k in settings if saved.get(k) != settings[k])
+        if changed:
+            raise CommandError(
+                "--resume: the run in " + repr(str(out)) + " was started with other settings: "
+                + "; ".join(f"{k} was {saved.get(k)!r}, now {settings[k]!r}" for k in changed)
+            )
+
+
+def check_options(args) -> None:
+    """Option values that parse but make no sense."""
+    if args.max_trials is not None and args.max_trials < 1:
+        raise CommandError("--max-trials must be at least 1")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise CommandError("--seed must be in 0..4294967295")
+
+
 def cmd_prune(args) -> int:
+    data, models, settings, phases = check_prune_arguments(args)
+    from keras_grs.files import remove_partials
+    from keras_grs.runlock import RunLock
+
+    out = Path(args.out)
+    with RunLock(out, command="keras-grs prune"):
+        check_run_directory(out, args.resume, settings)  # again: another process may have started a run meanwhile
+        remove_partials(out)  # what a killed run was writing
+        return _prune_locked(args, out, data, models, settings, phases)
+
+
+def _prune_locked(args, out, data, models, settings, phases) -> int:
     import keras
 
     from keras_grs import prune
-    from keras_grs.report.writer import write_text
+    from keras_grs.files import write_json
 
-    data, models, settings, phases = check_prune_arguments(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / RUN_FILE, json.dumps(settings, indent=2))
+    write_json(out / RUN_FILE, settings, indent=2)
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
     test = (data["x_test"], data["y_test"]) if "x_test" in data else None
@@ -404,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-trials", type=int, help="cap on trials per model")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
+    p.add_argument("--unsafe-model", action="store_true",
+                   help="load model files with Keras' safe mode off (runs Lambda layers' code): trusted files only")
     p.add_argument("--evaluator", choices=["batched", "keras"], default="batched",
                    help="batched (default): a step's candidates trained together in one compiled computation; "
                         "keras: one model.fit per candidate")
@@ -454,13 +493,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from keras_grs.files import DiskFullError
+    from keras_grs.runlock import RunLocked
     from keras_grs.structure import UnsupportedLayerError
 
     try:
         return args.func(args)
-    except (CommandError, UnsupportedLayerError, ValueError) as error:
-        print(f"keras-grs: error: {error}", file=sys.stderr)
+    except (CommandError, UnsupportedLayerError, ValueError, RunLocked) as error:
+        print(f"keras-grs: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
         return 2
+    except DiskFullError as error:
+        print(f"keras-grs: error: {error.strerror}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,10 @@ class DataError(ValueError):
 
 def load_npz(path) -> dict[str, np.ndarray]:
     """Read a run's data file: x_train, y_train, x_val, y_val and optionally x_test, y_test.
+
+    The file is read with ``allow_pickle=False``: an object array is refused, never unpickled (unpickling runs
+    code from the file). Every split is checked with :func:`check_split` (an empty split is named here, before
+    anything computes over its labels).
 
     Raises DataError naming the missing keys, an unreadable file, or a test split with only one half.
     """
@@ -35,7 +40,40 @@ def load_npz(path) -> dict[str, np.ndarray]:
         )
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise DataError(f"data file {str(path)!r} has only one of x_test and y_test")
+    for name, split in SPLITS.items():
+        if f"x_{split}" in arrays:
+            check_split(name, arrays[f"x_{split}"], arrays[f"y_{split}"])
     return arrays
+
+
+SPLITS = {"training data": "train", "validation data": "val", "test data": "test"}
+
+
+def check_model_file(path) -> None:
+    """A ``.keras`` file is a complete zip archive holding a model config, and matches the size and SHA-256
+    recorded when keras-grs wrote it (see :func:`keras_grs.files.verify`).
+
+    Keras itself answers a truncated file with "File not found"; this names the real problem.
+    """
+    from keras_grs.files import verify
+
+    path = Path(path)
+    verify(path)
+    if path.suffix != ".keras":
+        return
+    what = f"cannot read model file {str(path)!r}: it is not a valid or complete .keras file"
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{what} (not a zip archive: truncated, or not a saved Keras model)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+        raise DataError(f"{what}: {error}") from None
+    if damaged is not None:
+        raise DataError(f"{what}: its member {damaged!r} is damaged (checksum mismatch)")
+    if "config.json" not in names:
+        raise DataError(f"{what}: it holds no config.json")
 
 
 def check_split(name: str, x, y) -> None:

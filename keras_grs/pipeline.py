@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,7 +15,9 @@ import numpy as np
 from keras_grs import eup as eup_module
 from keras_grs.costs import count_flops, count_params
 from keras_grs.evaluate import EVALUATORS
+from keras_grs.files import save_model, write_json
 from keras_grs.inputs import check_data
+from keras_grs.runlock import holding_lock
 from keras_grs.scoring import accuracy
 from keras_grs.selection import select
 from keras_grs.structure import analyze
@@ -179,9 +180,7 @@ class PruneResult:
 
 
 def _save_model(model, path: Path) -> None:
-    temporary = path.with_name(f".{path.stem}.partial.keras")
-    model.save(temporary)
-    os.replace(temporary, path)
+    save_model(model, path)
 
 
 def _percent_improvement(initial, final):
@@ -197,12 +196,11 @@ def _timing(project_dir, add=0.0):
     total = json.loads(path.read_text())["search_seconds"] if path.exists() else 0.0
     if add:
         total += add
-        temporary = path.with_suffix(".partial")
-        temporary.write_text(json.dumps({"search_seconds": total}))
-        os.replace(temporary, path)
+        write_json(path, {"search_seconds": total})
     return total
 
 
+@holding_lock("directory", command="keras_grs.prune()")  # one run, one owner (see keras_grs.runlock)
 def prune(
     models,
     x,

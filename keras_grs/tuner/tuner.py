@@ -11,6 +11,8 @@ import keras_tuner
 
 from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
 from keras_grs.evaluate.keras import validate
+from keras_grs.files import verify, write_json
+from keras_grs.runlock import RunLock
 from keras_grs.search import check_tolerance
 from keras_grs.structure import UnsupportedLayerError, analyze
 from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
@@ -206,11 +208,12 @@ class GRSTuner(keras_tuner.Tuner):
         """
         self.oracle.progress = progress
         self._check_fit_arguments(fit_args, fit_kwargs)
-        if getattr(self.evaluator, "batches", False):
-            if "verbose" in fit_kwargs:
-                self.oracle.verbose = fit_kwargs["verbose"]
-            return self._search_in_batches(fit_args, fit_kwargs)
-        return super().search(*fit_args, **fit_kwargs)
+        with RunLock(self.project_dir, command="GRSTuner.search"):  # one process per project
+            if getattr(self.evaluator, "batches", False):
+                if "verbose" in fit_kwargs:
+                    self.oracle.verbose = fit_kwargs["verbose"]
+                return self._search_in_batches(fit_args, fit_kwargs)
+            return super().search(*fit_args, **fit_kwargs)
 
     def _check_fit_arguments(self, fit_args, fit_kwargs):
         objective = self.oracle.objective.name
@@ -354,8 +357,7 @@ class GRSTuner(keras_tuner.Tuner):
         groups = analyze(model).groups
         norms = unit_norms(model)
         by_width = {name: norms[groups[index].name] for name, index in self._group_of.items()}
-        with open(os.path.join(self.get_trial_dir(trial_id), NORMS_FILE), "w") as f:
-            json.dump(by_width, f)
+        write_json(os.path.join(self.get_trial_dir(trial_id), NORMS_FILE), by_width)
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
@@ -403,6 +405,7 @@ class GRSTuner(keras_tuner.Tuner):
 
     def load_model(self, trial):
         """The trial's model with the weights of its checkpoint (the epoch that achieved its score)."""
+        verify(self._get_checkpoint_fname(trial.trial_id))  # a truncated or altered checkpoint is named, not loaded
         with warnings.catch_warnings():
             # Checkpoints hold weights only; Keras warns that the fresh optimizer's variables were not restored.
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
