@@ -302,7 +302,18 @@ def _prune_locked(args, out, data, models, settings, phases) -> int:
     export_run_c(result, out, data)
     print(format_summary(result))
     print(f"report: {out / 'report.md'}; models: {out / 'compact.keras'}" + ("" if args.no_eup else f", {out / 'eup.keras'}"))
-    return 0
+    return _failed_trials_status(result)
+
+
+def _failed_trials_status(result) -> int:
+    """0, or 3 with a warning when trials failed: the result is written but is not a normal one."""
+    from keras_grs.failures import failure_summary
+
+    failed = [(r.name, r.failed_trials) for r in result.results if r.failed_trials]
+    for name, trials in failed:
+        print(f"keras-grs: warning: model {name!r}: {len(trials)} trial(s) FAILED ({failure_summary(trials)}); they "
+              "counted as rejected candidates, so this is not a normal result", file=sys.stderr)
+    return 3 if failed else 0
 
 
 def export_run_c(result, out: Path, data) -> None:
@@ -493,6 +504,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from keras_grs.failures import SearchFailed
     from keras_grs.files import DiskFullError
     from keras_grs.runlock import RunLocked
     from keras_grs.structure import UnsupportedLayerError
@@ -504,6 +516,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except DiskFullError as error:
         print(f"keras-grs: error: {error.strerror}", file=sys.stderr)
+        return 1
+    except SearchFailed as error:
+        print(f"keras-grs: error: {error}; fix the cause and run again in a new --out (with --resume the failed candidates stay rejected)", file=sys.stderr)
         return 1
 
 

@@ -15,6 +15,7 @@ import numpy as np
 from keras_grs import eup as eup_module
 from keras_grs.costs import count_flops, count_params
 from keras_grs.evaluate import EVALUATORS
+from keras_grs.failures import failure_summary, study_failures, study_search_failed, tuner_failures, tuner_search_failed
 from keras_grs.files import save_model, write_json
 from keras_grs.inputs import check_data
 from keras_grs.runlock import holding_lock
@@ -37,7 +38,14 @@ class _TunerRun:
             initial_epochs=initial_epochs, max_trials=max_trials, directory=directory, project_name=project,
             overwrite=overwrite, optuna_storage=storage, evaluator=evaluator,
         )
-        tuner.search(x, y, validation_data=validation_data, verbose=0, progress=bool(verbose), **fit)
+        try:
+            tuner.search(x, y, validation_data=validation_data, verbose=0, progress=bool(verbose), **fit)
+        except RuntimeError as error:  # keras-tuner's max_consecutive_failed_trials stop: name the trial and why
+            failed = tuner_search_failed(model.name, tuner.oracle, error)
+            if failed is None:
+                raise
+            raise failed from error
+        self.failed_trials = tuner_failures(tuner.oracle)
         plan = tuner.oracle.plan()
         self.tuner = tuner
         self.project = tuner.project_dir
@@ -70,12 +78,19 @@ class _OptunaRun:
         remaining = None if max_trials is None else max(0, max_trials - len(study.trials))
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+        failed_before = len(study_failures(study))
         try:
             if remaining != 0:
                 optimize(study, model, x, y, validation_data, tolerance=tolerance, initial_epochs=initial_epochs,
                          n_trials=remaining, directory=directory, evaluator=evaluator, **fit)
+        except Exception as error:  # Optuna re-raises a trial's exception: name the trial
+            failed = study_search_failed(model.name, study, error, failed_before)
+            if failed is None:
+                raise
+            raise failed from error
         finally:
             optuna.logging.set_verbosity(verbosity)
+        self.failed_trials = study_failures(study)
         plan = sampler.plan(study)
         self.study, self.model, self.directory = study, model, directory
         self.project = str(Path(directory) / "checkpoints" / project)
@@ -135,6 +150,7 @@ class ModelResult:
     eup_al: float | None = None
     eup_pci: float | None = None
     eup_fci: float | None = None
+    failed_trials: list[dict] = field(default_factory=list)  # trials that failed: not a normal result when any
     model: keras.Model | None = field(default=None, repr=False, compare=False)
     eup_model: keras.Model | None = field(default=None, repr=False, compare=False)
 
@@ -296,6 +312,7 @@ def prune(
         if verbose:
             r = results[-1]
             stop = "" if r.finished else f" (stopped at max_trials={max_trials}: the search had not finished)"
+            stop += f"; {len(r.failed_trials)} trials FAILED ({failure_summary(r.failed_trials)})" if r.failed_trials else ""
             print(f"   {r.initial_structure} -> {r.structure}: params {r.initial_params:,} -> {r.params:,}, "
                   f"val acc {r.initial_val_accuracy:.4f} -> {r.val_accuracy:.4f}{stop}", flush=True)
     chosen = select(results, selection)
@@ -372,6 +389,7 @@ def _model_result(run, name, method, validation_data, test_data, eup, eup_option
         finished=run.finished,
         path=path,
         phase_ends=run.phase_ends,
+        failed_trials=run.failed_trials,
         model=compact,
     )
     if eup:
