@@ -16,6 +16,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RUN_FILE = "run.json"
+UNSAFE_HELP = "load the model file with Keras' safe mode off (runs code it holds, e.g. Lambda layers): trusted files only"
 
 
 class CommandError(Exception):
@@ -45,8 +46,10 @@ def load_model(spec: str, input_shape: tuple[int, ...] | None = None, num_classe
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
             return keras.models.load_model(path, safe_mode=safe_mode)
     except Exception as error:  # keras raises many kinds for a bad file
-        hint = "; pass --unsafe-model only if you trust this file" if "safe_mode" in str(error) else ""
-        raise CommandError(f"cannot read model file {spec!r}: {error}{hint}") from None
+        if "safe_mode" in str(error):  # Keras' safe mode refused code stored in the file
+            raise CommandError(f"model file {spec!r} holds code (a Lambda layer or similar) that Keras' safe mode "
+                               "refuses to run; pass --unsafe-model only if you trust this file") from None
+        raise CommandError(f"cannot read model file {spec!r}: {error}") from None
 
 
 def format_table(rows) -> str:
@@ -186,7 +189,10 @@ def check_prune_arguments(args):
     if phases is not None:
         from keras_grs.search import check_phases
 
-        check_phases(phases)
+        try:
+            check_phases(phases)
+        except ValueError as error:
+            raise CommandError(f"--phases: {error}") from None
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out {str(out)!r} exists and is not a directory")
@@ -205,7 +211,7 @@ def check_prune_arguments(args):
     if args.selection == "maxtestacc" and test is None:
         raise CommandError("--selection maxtestacc needs x_test and y_test in the data file")
     num_classes = _num_classes(data)
-    safe_mode = not getattr(args, "unsafe_model", False)
+    safe_mode = not args.unsafe_model
     models = [load_model(spec, data["x_train"].shape[1:], num_classes, safe_mode) for spec in args.models]
     from keras_grs import analyze
 
@@ -343,7 +349,7 @@ def cmd_export_c(args) -> int:
 
     from keras_grs.inputs import check_split, load_npz
 
-    model = load_model(args.model)
+    model = load_model(args.model, safe_mode=not args.unsafe_model)
     data = None
     if args.verify or args.int8:
         if not args.verify:
@@ -403,7 +409,7 @@ def cmd_dashboard(args) -> int:
 
 def cmd_analyze(args) -> int:
     shape = tuple(args.input_shape) if args.input_shape else None
-    print(format_analysis(load_model(args.model, shape, args.num_classes)))
+    print(format_analysis(load_model(args.model, shape, args.num_classes, safe_mode=not args.unsafe_model)))
     return 0
 
 
@@ -452,8 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-trials", type=int, help="cap on trials per model")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
-    p.add_argument("--unsafe-model", action="store_true",
-                   help="load model files with Keras' safe mode off (runs Lambda layers' code): trusted files only")
+    p.add_argument("--unsafe-model", action="store_true", help=UNSAFE_HELP)
     p.add_argument("--evaluator", choices=["batched", "keras"], default="batched",
                    help="batched (default): a step's candidates trained together in one compiled computation; "
                         "keras: one model.fit per candidate")
@@ -477,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="int8 Dense layers, calibrated on the data's x_train")
     p.add_argument("--sparse", choices=["auto", "never", "always"], default="auto")
     p.add_argument("--verify", metavar="DATA.npz", help="compile, run on x_val and compare with Keras")
+    p.add_argument("--unsafe-model", action="store_true", help=UNSAFE_HELP)
     p.set_defaults(func=cmd_export_c)
 
     p = sub.add_parser("report", help="re-render report.md and the plots of a run directory")
@@ -487,6 +493,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .keras file or a built-in model name (nn1, nn2, cnn1, cnn2, *_scaled)")
     p.add_argument("--input-shape", type=int, nargs="+", help="input shape of a built-in model (default 140 or 12 12 1)")
     p.add_argument("--num-classes", type=int, default=2)
+    p.add_argument("--unsafe-model", action="store_true", help=UNSAFE_HELP)
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("demo", help="JGRS + EUP on nn1 and cnn1 with simulated calcium data (what `make demo` runs)")

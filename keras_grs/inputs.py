@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -68,7 +69,7 @@ def check_model_file(path) -> None:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
             damaged = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as error:
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as error:
         raise DataError(f"{what}: {error}") from None
     if damaged is not None:
         raise DataError(f"{what}: its member {damaged!r} is damaged (checksum mismatch)")
