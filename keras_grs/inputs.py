@@ -33,6 +33,9 @@ def load_npz(path) -> dict[str, np.ndarray]:
             arrays = {key: npz[key] for key in npz.files}
     except Exception as error:  # numpy raises several kinds for a bad file
         raise DataError(f"cannot read data file {str(path)!r} as .npz: {error}") from None
+    for key, value in arrays.items():  # numpy hands back a member without the .npy header as raw bytes
+        if not isinstance(value, np.ndarray):
+            raise DataError(f"data file {str(path)!r}: {key!r} is not a NumPy array (.npy) member")
     missing = [key for key in REQUIRED_KEYS if key not in arrays]
     if missing:
         raise DataError(
@@ -80,6 +83,8 @@ def check_model_file(path) -> None:
 def check_split(name: str, x, y) -> None:
     """A split's samples and labels: same length, non-empty, numeric, finite."""
     x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0:
+        raise DataError(f"{name}: x and y must be arrays with one entry per sample, not single values")
     if len(x) != len(y):
         raise DataError(f"{name}: x has {len(x)} samples but y has {len(y)} labels")
     if len(x) == 0:
