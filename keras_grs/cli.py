@@ -10,6 +10,7 @@ import argparse
 import hashlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -266,10 +267,22 @@ def cmd_prune(args) -> int:
     from keras_grs.runlock import RunLock
 
     out = Path(args.out)
-    with RunLock(out, command="keras-grs prune"):
-        check_run_directory(out, args.resume, settings)  # again: another process may have started a run meanwhile
-        remove_partials(out)  # what a killed run was writing
-        return _prune_locked(args, out, data, models, settings, phases)
+    previous = signal.signal(signal.SIGTERM, _stop)  # a polite kill stops like Ctrl-C: lock released, no traceback
+    try:
+        with RunLock(out, command="keras-grs prune"):
+            check_run_directory(out, args.resume, settings)  # again: another process may have started meanwhile
+            remove_partials(out)  # what a killed run was writing
+            return _prune_locked(args, out, data, models, settings, phases)
+    except KeyboardInterrupt:
+        again = "the same command" + ("" if args.resume else " plus --resume")
+        print(f"keras-grs: stopped; finished trials are kept: run {again} to continue", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _prune_locked(args, out, data, models, settings, phases) -> int:

@@ -359,6 +359,12 @@ class GRSTuner(keras_tuner.Tuner):
         by_width = {name: norms[groups[index].name] for name, index in self._group_of.items()}
         write_json(os.path.join(self.get_trial_dir(trial_id), NORMS_FILE), by_width)
 
+    def save(self):
+        """As keras-tuner's, with every JSON file written whole or not at all (see :mod:`keras_grs.files`)."""
+        if not self._is_worker():
+            self.oracle.save()
+        write_json(self._get_tuner_fname(), self.get_state())
+
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
         if self._mirror is not None:
