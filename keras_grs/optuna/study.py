@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from keras_grs.costs import count_params
 from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
+from keras_grs.files import verify
 from keras_grs.optuna.samplers import CONFIG_ATTR, FINISHED_ATTR, KEY_ATTR, PATH_ATTR, PruningSampler
 from keras_grs.search import check_tolerance
 from keras_grs.search.units import magnitude_units
@@ -222,7 +223,7 @@ class _Objective:
     def _inherited(self, parent_number, study, candidate):
         parent_widths = {g.name: study.trials[parent_number].params[g.name] for g in self.structure.groups}
         parent = resized(self.model, parent_widths)
-        parent.load_weights(checkpoint_path(self.directory, study, parent_number))
+        parent.load_weights(_checked(checkpoint_path(self.directory, study, parent_number)))
         structure = analyze(parent)
         return surviving_weights(parent, kept_units(structure, candidate.removed_dict))
 
@@ -241,6 +242,12 @@ def keras_tuner_objective(name):
     import keras_tuner
 
     return keras_tuner.Objective(name, "max")
+
+
+def _checked(path):
+    """A checkpoint that still matches the size and SHA-256 recorded when it was written (else CorruptFileError)."""
+    verify(path)
+    return path
 
 
 def trial_number_of(study, key) -> int:
@@ -262,7 +269,7 @@ def trial_model(study, model, number, directory="keras_grs_runs"):
     config = study.user_attrs[CONFIG_ATTR]
     widths = {g["name"]: study.trials[number].params[g["name"]] for g in config["groups"]}
     result = resized(model, widths)
-    result.load_weights(checkpoint_path(directory, study, number))
+    result.load_weights(_checked(checkpoint_path(directory, study, number)))
     return result
 
 
