@@ -266,7 +266,12 @@ def prune(
         **fit_kwargs: further ``fit`` arguments (callbacks, ...).
 
     Returns:
-        A :class:`PruneResult`.
+        A :class:`PruneResult`. Trials that failed are listed in each result's ``failed_trials`` (not a normal
+        result when any).
+
+    Raises:
+        keras_grs.runlock.RunLocked: another process holds ``directory`` (one run, one owner).
+        keras_grs.failures.SearchFailed: the trials kept failing; names the last failed trial and its error.
     """
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     if not models:
