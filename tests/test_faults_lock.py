@@ -131,3 +131,31 @@ def test_two_runs_started_at_once_on_a_new_directory_one_proceeds(npz, tmp_path)
     assert compact_row[1] == structure  # the result the winner printed is the one left in the directory
     assert not (out / LOCK_FILE).exists()
     assert time.time() - started < 120
+
+
+RACER = """
+import importlib.util, sys, time
+spec = importlib.util.spec_from_file_location("runlock", sys.argv[1])
+runlock = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(runlock)
+time.sleep(max(0.0, float(sys.argv[3]) - time.time()))  # all racers try at the same instant
+try:
+    lock = runlock.RunLock(sys.argv[2]).acquire()
+except runlock.RunLocked:
+    print("lost", flush=True)
+else:
+    print("won", flush=True)
+    time.sleep(3)  # held until every other racer has tried
+    lock.release()
+"""
+
+
+def test_racers_on_a_new_directory_exactly_one_wins_each_round(tmp_path):
+    for round_ in range(3):
+        directory = tmp_path / f"round{round_}" / "run"
+        start = time.time() + 1.5
+        racers = [subprocess.Popen([sys.executable, "-c", RACER, runlock.__file__, str(directory), str(start)],
+                                   stdout=subprocess.PIPE, text=True) for _ in range(6)]
+        results = sorted(r.communicate(timeout=60)[0].strip() for r in racers)
+        assert results == ["lost"] * 5 + ["won"], results
+        assert not directory.exists()  # created by the lock, removed with it: no trace
