@@ -17,7 +17,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RUN_FILE = "run.json"
-UNSAFE_HELP = "load the model file with Keras' safe mode off (runs code it holds, e.g. Lambda layers): trusted files only"
+UNSAFE_HELP = "load the model file with Keras' safe mode off (runs code it holds, e.g. Lambda layers): trusted only"
 
 
 class CommandError(Exception):
@@ -538,7 +538,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"keras-grs: error: {error.strerror}", file=sys.stderr)
         return 1
     except SearchFailed as error:
-        print(f"keras-grs: error: {error}; fix the cause and run again in a new --out (with --resume the failed candidates stay rejected)", file=sys.stderr)
+        print(f"keras-grs: error: {error}; fix the cause and run again in a new --out (with --resume the failed "
+              "candidates stay rejected)", file=sys.stderr)
         return 1
 
 

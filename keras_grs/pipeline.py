@@ -317,7 +317,8 @@ def prune(
         if verbose:
             r = results[-1]
             stop = "" if r.finished else f" (stopped at max_trials={max_trials}: the search had not finished)"
-            stop += f"; {len(r.failed_trials)} trials FAILED ({failure_summary(r.failed_trials)})" if r.failed_trials else ""
+            if r.failed_trials:
+                stop += f"; {len(r.failed_trials)} trials FAILED ({failure_summary(r.failed_trials)})"
             print(f"   {r.initial_structure} -> {r.structure}: params {r.initial_params:,} -> {r.params:,}, "
                   f"val acc {r.initial_val_accuracy:.4f} -> {r.val_accuracy:.4f}{stop}", flush=True)
     chosen = select(results, selection)

@@ -98,7 +98,8 @@ def test_a_full_disk_stops_the_run_which_resumes_once_space_is_back(npz, tmp_pat
     monkeypatch.setattr(keras.Model, "save", disk_full_for_the_final_model)
     assert main(argv) == 1
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("keras-grs: error: no space left on the device while writing") and "compact.keras" in err[-1]
+    assert err[-1].startswith("keras-grs: error: no space left on the device while writing")
+    assert "compact.keras" in err[-1]
     assert not (out / "compact.keras").exists() and not (out / "report.json").exists() and partials(out) == []
     assert not (out / ".keras-grs.lock").exists()
 
