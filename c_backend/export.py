@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import jinja2
 import numpy as np
 
 from c_backend.ir import c_identifier, describe
+from keras_grs.files import write_text
 
 TEMPLATES = Path(__file__).parent / "templates"
 RUNTIME = ("lide_c_fifo.h", "lide_c_fifo.c", "lide_c_actor.h", "lide_c_graph.h", "lide_c_graph.c")
@@ -98,8 +98,6 @@ def export(model, out_dir, name=None, target="host", precision="float32", sparse
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
     for filename, text in rendered.items():
-        temporary = directory / f".{filename}.partial"
-        temporary.write_text(text)
-        os.replace(temporary, directory / filename)
+        write_text(directory / filename, text)
     return Export(directory, c_name, tuple(rendered), tuple(ops), precision, target, context["input_size"],
                   context["output_size"])

@@ -10,21 +10,25 @@ import argparse
 import hashlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 RUN_FILE = "run.json"
+UNSAFE_HELP = "load the model file with Keras' safe mode off (runs code it holds, e.g. Lambda layers): trusted only"
 
 
 class CommandError(Exception):
     """A problem with the user's input: printed as ``keras-grs: error: ...``, exit status 2."""
 
 
-def load_model(spec: str, input_shape: tuple[int, ...] | None = None, num_classes: int = 2):
-    """A model from a ``.keras`` file or a built-in name (nn1, cnn1, ...)."""
+def load_model(spec: str, input_shape: tuple[int, ...] | None = None, num_classes: int = 2, safe_mode: bool = True):
+    """A model from a ``.keras`` file or a built-in name (nn1, cnn1, ...). Files load in Keras' safe mode (no
+    Lambda layer or other code from the file runs) unless ``safe_mode=False`` (``--unsafe-model``)."""
     from keras_grs import models
+    from keras_grs.inputs import check_model_file
 
     if spec in models.NAMES:
         if input_shape is None:
@@ -33,6 +37,7 @@ def load_model(spec: str, input_shape: tuple[int, ...] | None = None, num_classe
     path = Path(spec)
     if not path.is_file():
         raise CommandError(f"model {spec!r} is neither a built-in model ({', '.join(models.NAMES)}) nor a file")
+    check_model_file(path)
     import warnings
 
     import keras
@@ -40,8 +45,11 @@ def load_model(spec: str, input_shape: tuple[int, ...] | None = None, num_classe
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            return keras.models.load_model(path)
+            return keras.models.load_model(path, safe_mode=safe_mode)
     except Exception as error:  # keras raises many kinds for a bad file
+        if "safe_mode" in str(error):  # Keras' safe mode refused code stored in the file
+            raise CommandError(f"model file {spec!r} holds code (a Lambda layer or similar) that Keras' safe mode "
+                               "refuses to run; pass --unsafe-model only if you trust this file") from None
         raise CommandError(f"cannot read model file {spec!r}: {error}") from None
 
 
@@ -195,6 +203,7 @@ def check_prune_arguments(args):
         raise CommandError(f"--objective: {error}") from None
     if args.initial_epochs is not None and args.initial_epochs < 1:
         raise CommandError("--initial-epochs must be at least 1")
+    check_options(args)
     if args.selection not in CRITERIA:
         raise CommandError(f"--selection must be one of {', '.join(CRITERIA)}")
     phases = parse_phases(args.phases)
@@ -203,10 +212,16 @@ def check_prune_arguments(args):
     if phases is not None:
         from keras_grs.search import check_phases
 
-        check_phases(phases)
+        try:
+            check_phases(phases)
+        except ValueError as error:
+            raise CommandError(f"--phases: {error}") from None
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CommandError(f"--out {str(out)!r} exists and is not a directory")
+    from keras_grs.runlock import check_not_locked
+
+    check_not_locked(out)  # a run in progress there: say whose, before loading anything
     if args.storage is not None:
         if "://" not in args.storage:
             raise CommandError(f"--storage {args.storage!r} is not a storage URL (sqlite:///PATH, postgresql://...)")
@@ -214,22 +229,7 @@ def check_prune_arguments(args):
     data = load_npz(args.data)
     data = _class_ids_for_builtins(data, args.models)
     settings = run_settings(args)
-    if out.is_dir() and any(out.iterdir()):
-        if not args.resume:
-            raise CommandError(
-                f"output directory {str(out)!r} is not empty; pass --resume to continue the run it holds, or choose "
-                "another --out"
-            )
-        saved_path = out / RUN_FILE
-        if not saved_path.is_file():
-            raise CommandError(f"--resume: {str(out)!r} holds no {RUN_FILE}, so it is not a keras-grs run")
-        saved = json.loads(saved_path.read_text())
-        changed = sorted(k for k in settings if saved.get(k) != settings[k])
-        if changed:
-            raise CommandError(
-                "--resume: the run in " + repr(str(out)) + " was started with other settings: "
-                + "; ".join(f"{k} was {saved.get(k)!r}, now {settings[k]!r}" for k in changed)
-            )
+    check_run_directory(out, args.resume, settings)
     test = (data["x_test"], data["y_test"]) if "x_test" in data else None
     if args.selection in ("maxtestacc", "besttest") and test is None:
         raise CommandError(f"--selection {args.selection} needs x_test and y_test in the data file")
@@ -241,7 +241,8 @@ def check_prune_arguments(args):
         except ValueError as error:
             raise CommandError(f"--guard-fraction: {error}") from None
     num_classes = _num_classes(data)
-    models = [load_model(spec, data["x_train"].shape[1:], num_classes) for spec in args.models]
+    safe_mode = not args.unsafe_model
+    models = [load_model(spec, data["x_train"].shape[1:], num_classes, safe_mode) for spec in args.models]
     from keras_grs import analyze
 
     for spec, model in zip(args.models, models):
@@ -255,16 +256,71 @@ def check_prune_arguments(args):
     return data, models, settings, phases
 
 
+def check_run_directory(out: Path, resume: bool, settings: dict) -> None:
+    """An empty (or new) directory, or with ``resume`` a run started with the same settings. Checked once before
+    anything is written and again once the directory's lock is held, when no other process can change it."""
+    from keras_grs.runlock import is_lock_file
+
+    if out.is_dir() and any(not is_lock_file(p) for p in out.iterdir()):
+        if not resume:
+            raise CommandError(
+                f"output directory {str(out)!r} is not empty; pass --resume to continue the run it holds, or choose "
+                "another --out"
+            )
+        saved_path = out / RUN_FILE
+        if not saved_path.is_file():
+            raise CommandError(f"--resume: {str(out)!r} holds no {RUN_FILE}, so it is not a keras-grs run")
+        try:
+            saved = json.loads(saved_path.read_text())
+        except ValueError:
+            raise CommandError(f"--resume: {str(saved_path)!r} is not valid JSON; the run cannot be resumed") from None
+        changed = sorted(k for k in settings if saved.get(k) != settings[k])
+        if changed:
+            raise CommandError(
+                "--resume: the run in " + repr(str(out)) + " was started with other settings: "
+                + "; ".join(f"{k} was {saved.get(k)!r}, now {settings[k]!r}" for k in changed)
+            )
+
+
+def check_options(args) -> None:
+    """Option values that parse but make no sense."""
+    if args.max_trials is not None and args.max_trials < 1:
+        raise CommandError("--max-trials must be at least 1")
+    if args.seed is not None and not 0 <= args.seed < 2**32:
+        raise CommandError("--seed must be in 0..4294967295")
+
+
 def cmd_prune(args) -> int:
+    data, models, settings, phases = check_prune_arguments(args)
+    from keras_grs.files import remove_partials
+    from keras_grs.runlock import RunLock
+
+    out = Path(args.out)
+    previous = signal.signal(signal.SIGTERM, _stop)  # a polite kill stops like Ctrl-C: lock released, no traceback
+    try:
+        with RunLock(out, command="keras-grs prune"):
+            check_run_directory(out, args.resume, settings)  # again: another process may have started meanwhile
+            remove_partials(out)  # what a killed run was writing
+            return _prune_locked(args, out, data, models, settings, phases)
+    except KeyboardInterrupt:
+        again = "the same command" + ("" if args.resume else " plus --resume")
+        print(f"keras-grs: stopped; finished trials are kept: run {again} to continue", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt
+
+
+def _prune_locked(args, out, data, models, settings, phases) -> int:
     import keras
 
     from keras_grs import prune
-    from keras_grs.report.writer import write_text
+    from keras_grs.files import write_json
 
-    data, models, settings, phases = check_prune_arguments(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_text(out / RUN_FILE, json.dumps(settings, indent=2))
+    write_json(out / RUN_FILE, settings, indent=2)
     if args.seed is not None:
         keras.utils.set_random_seed(args.seed)
     test = (data["x_test"], data["y_test"]) if "x_test" in data else None
@@ -300,7 +356,18 @@ def cmd_prune(args) -> int:
         for warning in model_result.warnings:
             print(f"WARNING: {warning}")
     print(f"report: {out / 'report.md'}; models: {out / 'compact.keras'}" + ("" if args.no_eup else f", {out / 'eup.keras'}"))
-    return 0
+    return _failed_trials_status(result)
+
+
+def _failed_trials_status(result) -> int:
+    """0, or 3 with a warning when trials failed: the result is written but is not a normal one."""
+    from keras_grs.failures import failure_summary
+
+    failed = [(r.name, r.failed_trials) for r in result.results if r.failed_trials]
+    for name, trials in failed:
+        print(f"keras-grs: warning: model {name!r}: {len(trials)} trial(s) FAILED ({failure_summary(trials)}); they "
+              "counted as rejected candidates, so this is not a normal result", file=sys.stderr)
+    return 3 if failed else 0
 
 
 def export_run_c(result, out: Path, data) -> None:
@@ -330,7 +397,7 @@ def cmd_export_c(args) -> int:
 
     from keras_grs.inputs import check_split, load_npz
 
-    model = load_model(args.model)
+    model = load_model(args.model, safe_mode=not args.unsafe_model)
     data = None
     if args.verify or args.int8:
         if not args.verify:
@@ -390,7 +457,7 @@ def cmd_dashboard(args) -> int:
 
 def cmd_analyze(args) -> int:
     shape = tuple(args.input_shape) if args.input_shape else None
-    print(format_analysis(load_model(args.model, shape, args.num_classes)))
+    print(format_analysis(load_model(args.model, shape, args.num_classes, safe_mode=not args.unsafe_model)))
     return 0
 
 
@@ -429,7 +496,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="the run directory (must be empty unless --resume)")
     p.add_argument("--method", choices=["grs", "jgrs", "rrs", "nwm"], default="grs")
     p.add_argument("--tolerance", type=float, default=0.985,
-                   help="valid when score >= T x initial score (T x for a maximized objective, / T for a loss); 0.985")
+                   help="valid when score >= T x the initial score (a loss: <= the initial loss / T); default 0.985")
     p.add_argument("--objective", default="val_accuracy",
                    help="the score kept within tolerance through search, EUP and selection: val_accuracy (default), "
                         "val_loss, or a metric the models are compiled with (val_auc, ...)")
@@ -449,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-trials", type=int, help="cap on trials per model")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
+    p.add_argument("--unsafe-model", action="store_true", help=UNSAFE_HELP)
     p.add_argument("--evaluator", choices=["batched", "keras"], default="batched",
                    help="batched (default): a step's candidates trained together in one compiled computation; "
                         "keras: one model.fit per candidate")
@@ -472,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="int8 Dense layers, calibrated on the data's x_train")
     p.add_argument("--sparse", choices=["auto", "never", "always"], default="auto")
     p.add_argument("--verify", metavar="DATA.npz", help="compile, run on x_val and compare with Keras")
+    p.add_argument("--unsafe-model", action="store_true", help=UNSAFE_HELP)
     p.set_defaults(func=cmd_export_c)
 
     p = sub.add_parser("report", help="re-render report.md and the plots of a run directory")
@@ -482,6 +551,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .keras file or a built-in model name (nn1, nn2, cnn1, cnn2, *_scaled)")
     p.add_argument("--input-shape", type=int, nargs="+", help="input shape of a built-in model (default 140 or 12 12 1)")
     p.add_argument("--num-classes", type=int, default=2)
+    p.add_argument("--unsafe-model", action="store_true", help=UNSAFE_HELP)
     p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("demo", help="JGRS + EUP on nn1 and cnn1 with simulated calcium data (what `make demo` runs)")
@@ -499,13 +569,23 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from keras_grs.failures import SearchFailed
+    from keras_grs.files import DiskFullError
+    from keras_grs.runlock import RunLocked
     from keras_grs.structure import UnsupportedLayerError
 
     try:
         return args.func(args)
-    except (CommandError, UnsupportedLayerError, ValueError) as error:
-        print(f"keras-grs: error: {error}", file=sys.stderr)
+    except (CommandError, UnsupportedLayerError, ValueError, RunLocked) as error:
+        print(f"keras-grs: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
         return 2
+    except DiskFullError as error:
+        print(f"keras-grs: error: {error.strerror}", file=sys.stderr)
+        return 1
+    except SearchFailed as error:
+        print(f"keras-grs: error: {error}; fix the cause and run again in a new --out (with --resume the failed "
+              "candidates stay rejected)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +19,10 @@ class DataError(ValueError):
 def load_npz(path) -> dict[str, np.ndarray]:
     """Read a run's data file: x_train, y_train, x_val, y_val and optionally x_test, y_test.
 
+    The file is read with ``allow_pickle=False``: an object array is refused, never unpickled (unpickling runs
+    code from the file). Every split is checked with :func:`check_split` (an empty split is named here, before
+    anything computes over its labels).
+
     Raises DataError naming the missing keys, an unreadable file, or a test split with only one half.
     """
     path = Path(path)
@@ -27,6 +33,9 @@ def load_npz(path) -> dict[str, np.ndarray]:
             arrays = {key: npz[key] for key in npz.files}
     except Exception as error:  # numpy raises several kinds for a bad file
         raise DataError(f"cannot read data file {str(path)!r} as .npz: {error}") from None
+    for key, value in arrays.items():  # numpy hands back a member without the .npy header as raw bytes
+        if not isinstance(value, np.ndarray):
+            raise DataError(f"data file {str(path)!r}: {key!r} is not a NumPy array (.npy) member")
     missing = [key for key in REQUIRED_KEYS if key not in arrays]
     if missing:
         raise DataError(
@@ -35,12 +44,47 @@ def load_npz(path) -> dict[str, np.ndarray]:
         )
     if ("x_test" in arrays) != ("y_test" in arrays):
         raise DataError(f"data file {str(path)!r} has only one of x_test and y_test")
+    for name, split in SPLITS.items():
+        if f"x_{split}" in arrays:
+            check_split(name, arrays[f"x_{split}"], arrays[f"y_{split}"])
     return arrays
+
+
+SPLITS = {"training data": "train", "validation data": "val", "test data": "test"}
+
+
+def check_model_file(path) -> None:
+    """A ``.keras`` file is a complete zip archive holding a model config, and matches the size and SHA-256
+    recorded when keras-grs wrote it (see :func:`keras_grs.files.verify`).
+
+    Keras itself answers a truncated file with "File not found"; this names the real problem.
+    """
+    from keras_grs.files import verify
+
+    path = Path(path)
+    verify(path)
+    if path.suffix != ".keras":
+        return
+    what = f"cannot read model file {str(path)!r}: it is not a valid or complete .keras file"
+    if not zipfile.is_zipfile(path):
+        raise DataError(f"{what} (not a zip archive: truncated, or not a saved Keras model)")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError) as error:
+        raise DataError(f"{what}: {error}") from None
+    if damaged is not None:
+        raise DataError(f"{what}: its member {damaged!r} is damaged (checksum mismatch)")
+    if "config.json" not in names:
+        raise DataError(f"{what}: it holds no config.json")
 
 
 def check_split(name: str, x, y) -> None:
     """A split's samples and labels: same length, non-empty, numeric, finite."""
     x, y = np.asarray(x), np.asarray(y)
+    if x.ndim == 0 or y.ndim == 0:
+        raise DataError(f"{name}: x and y must be arrays with one entry per sample, not single values")
     if len(x) != len(y):
         raise DataError(f"{name}: x has {len(x)} samples but y has {len(y)} labels")
     if len(x) == 0:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,9 +15,12 @@ import numpy as np
 from keras_grs import eup as eup_module
 from keras_grs.costs import count_flops, count_params
 from keras_grs.evaluate import EVALUATORS
+from keras_grs.failures import failure_summary, study_failures, study_search_failed, tuner_failures, tuner_search_failed
+from keras_grs.files import save_model, write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_acceptance, check_guard_data,
                              check_guard_fraction, split_guard)
 from keras_grs.inputs import check_data, check_fits_model
+from keras_grs.runlock import holding_lock
 from keras_grs.scoring import accuracy, objective_direction, score
 from keras_grs.search import check_direction, within_tolerance
 from keras_grs.selection import select
@@ -40,8 +42,15 @@ class _TunerRun:
             overwrite=overwrite, optuna_storage=storage, evaluator=evaluator, objective=objective,
             acceptance=acceptance,
         )
-        tuner.search(x, y, validation_data=validation_data, guard_data=guard_data, verbose=0,
-                     progress=bool(verbose), **fit)
+        try:
+            tuner.search(x, y, validation_data=validation_data, guard_data=guard_data, verbose=0,
+                         progress=bool(verbose), **fit)
+        except RuntimeError as error:  # keras-tuner's max_consecutive_failed_trials stop: name the trial and why
+            failed = tuner_search_failed(model.name, tuner.oracle, error)
+            if failed is None:
+                raise
+            raise failed from error
+        self.failed_trials = tuner_failures(tuner.oracle)
         plan = tuner.oracle.plan()
         self.tuner = tuner
         self.project = tuner.project_dir
@@ -75,13 +84,20 @@ class _OptunaRun:
         remaining = None if max_trials is None else max(0, max_trials - len(study.trials))
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+        failed_before = len(study_failures(study))
         try:
             if remaining != 0:
                 optimize(study, model, x, y, validation_data, tolerance=tolerance, initial_epochs=initial_epochs,
                          n_trials=remaining, directory=directory, evaluator=evaluator, objective=objective,
                          acceptance=acceptance, guard_data=guard_data, **fit)
+        except Exception as error:  # Optuna re-raises a trial's exception: name the trial
+            failed = study_search_failed(model.name, study, error, failed_before)
+            if failed is None:
+                raise
+            raise failed from error
         finally:
             optuna.logging.set_verbosity(verbosity)
+        self.failed_trials = study_failures(study)
         plan = sampler.plan(study)
         self.study, self.model, self.directory = study, model, directory
         self.project = str(Path(directory) / "checkpoints" / project)
@@ -142,6 +158,7 @@ class ModelResult:
     eup_al: float | None = None
     eup_pci: float | None = None
     eup_fci: float | None = None
+    failed_trials: list[dict] = field(default_factory=list)  # trials that failed: not a normal result when any
     objective: str = "val_accuracy"
     direction: str = "max"
     acceptance: str = "seed"
@@ -201,9 +218,7 @@ class PruneResult:
 
 
 def _save_model(model, path: Path) -> None:
-    temporary = path.with_name(f".{path.stem}.partial.keras")
-    model.save(temporary)
-    os.replace(temporary, path)
+    save_model(model, path)
 
 
 def _percent_improvement(initial, final):
@@ -219,12 +234,11 @@ def _timing(project_dir, add=0.0):
     total = json.loads(path.read_text())["search_seconds"] if path.exists() else 0.0
     if add:
         total += add
-        temporary = path.with_suffix(".partial")
-        temporary.write_text(json.dumps({"search_seconds": total}))
-        os.replace(temporary, path)
+        write_json(path, {"search_seconds": total})
     return total
 
 
+@holding_lock("directory", command="keras_grs.prune()")  # one run, one owner (see keras_grs.runlock)
 def prune(
     models,
     x,
@@ -284,7 +298,12 @@ def prune(
         **fit_kwargs: further ``fit`` arguments (callbacks, ...).
 
     Returns:
-        A :class:`PruneResult`.
+        A :class:`PruneResult`. Trials that failed are listed in each result's ``failed_trials`` (not a normal
+        result when any).
+
+    Raises:
+        keras_grs.runlock.RunLocked: another process holds ``directory`` (one run, one owner).
+        keras_grs.failures.SearchFailed: the trials kept failing; names the last failed trial and its error.
     """
     models = list(models) if isinstance(models, (list, tuple)) else [models]
     if not models:
@@ -339,6 +358,8 @@ def prune(
             r = results[-1]
             stop = "" if r.finished else f" (stopped at max_trials={max_trials}: the search had not finished)"
             back = f"; the guard walked back {r.walked_back} accepted step(s)" if r.walked_back else ""
+            if r.failed_trials:
+                stop += f"; {len(r.failed_trials)} trials FAILED ({failure_summary(r.failed_trials)})"
             print(f"   {r.initial_structure} -> {r.structure}: params {r.initial_params:,} -> {r.params:,}, "
                   f"{splits.describe(r)}{back}{stop}", flush=True)
             for warning in r.warnings:
@@ -450,6 +471,7 @@ def _model_result(run, name, method, acceptance, splits, eup, eup_options, searc
         finished=run.finished,
         path=path,
         phase_ends=run.phase_ends,
+        failed_trials=run.failed_trials,
         objective=splits.objective,
         direction=splits.direction,
         acceptance=acceptance,

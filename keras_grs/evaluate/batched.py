@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from keras_grs.costs import count_flops, count_params
 from keras_grs.evaluate.keras import KerasEvaluator
+from keras_grs.files import save_weights
 from keras_grs.structure import layer_chain
 
 ACTIVATIONS = {"relu": tf.nn.relu, "linear": tf.identity, "tanh": tf.tanh, "sigmoid": tf.sigmoid}
@@ -312,7 +313,7 @@ class BatchedEvaluator:
         self._unpack(per_job, plan, best_params)
         results = []
         for j, job in enumerate(jobs):
-            job.model.save_weights(job.checkpoint)
+            save_weights(job.model, job.checkpoint)
             results.append({
                 "val_accuracy": float(best_accuracy[j]),
                 "val_loss": float(best_val_loss[j]),

@@ -10,6 +10,7 @@ from keras_tuner.src.engine import tuner_utils
 
 from keras_grs.costs import count_flops, count_params
 from keras_grs.evaluate.base import Job
+from keras_grs.files import record_digest, save_weights
 from keras_grs.structure import WIDTH_LAYERS, analyze
 
 
@@ -39,10 +40,11 @@ class KerasEvaluator:
         model = job.model
         if job.train:
             results = self._fit(job, fit_args, fit_kwargs)
+            record_digest(job.checkpoint)  # keras-tuner's callback wrote it; a later truncation is now detectable
             model.load_weights(job.checkpoint)
         else:
             results = validate(model, fit_args, fit_kwargs)
-            model.save_weights(job.checkpoint)
+            save_weights(model, job.checkpoint)
         metrics = tuner_utils.convert_to_metrics_dict(results, self.objective)
         metrics = {name: float(value) for name, value in metrics.items()}
         metrics["params"] = count_params(model)

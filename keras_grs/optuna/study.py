@@ -11,8 +11,9 @@ import optuna
 
 from keras_grs.costs import count_params
 from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
-from keras_grs.optuna.samplers import CONFIG_ATTR, DEFAULT_TOLERANCE, PruningSampler, trial_number_of
+from keras_grs.files import verify
 from keras_grs.guard import DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_acceptance, check_guard_data, split_guard
+from keras_grs.optuna.samplers import CONFIG_ATTR, DEFAULT_TOLERANCE, PruningSampler, trial_number_of
 from keras_grs.scoring import score as objective_score
 from keras_grs.search import check_direction, check_tolerance
 from keras_grs.structure import analyze
@@ -245,7 +246,7 @@ class _Objective:
     def _inherited(self, parent_number, study, candidate):
         parent_widths = {g.name: study.trials[parent_number].params[g.name] for g in self.structure.groups}
         parent = resized(self.model, parent_widths)
-        parent.load_weights(checkpoint_path(self.directory, study, parent_number))
+        parent.load_weights(_checked(checkpoint_path(self.directory, study, parent_number)))
         structure = analyze(parent)
         return surviving_weights(parent, kept_units(structure, candidate.removed_dict))
 
@@ -254,6 +255,12 @@ def keras_tuner_objective(name, direction="max"):
     import keras_tuner
 
     return keras_tuner.Objective(name, direction)
+
+
+def _checked(path):
+    """A checkpoint that still matches the size and SHA-256 recorded when it was written (else CorruptFileError)."""
+    verify(path)
+    return path
 
 
 def pruning_path(study) -> list[dict]:
@@ -268,7 +275,7 @@ def trial_model(study, model, number, directory="keras_grs_runs"):
     config = study.user_attrs[CONFIG_ATTR]
     widths = {g["name"]: study.trials[number].params[g["name"]] for g in config["groups"]}
     result = resized(model, widths)
-    result.load_weights(checkpoint_path(directory, study, number))
+    result.load_weights(_checked(checkpoint_path(directory, study, number)))
     return result
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from keras_grs.failures import failure_summary
+
 
 def _pct(value):
     return "-" if value is None else f"{100 * value:.2f}%"
@@ -55,6 +57,8 @@ def render_markdown(report: dict, plots=()) -> str:
         f"**Selected: {selected['name']}** (criterion `{selected['criterion']}`), saved as `compact.keras`"
         + (" and, after EUP, `eup.keras`." if config["eup"] else "."),
         "",
+        *[f"**Not a normal result: {len(m['failed_trials'])} trial(s) of {m['name']} FAILED** and counted as rejected "
+          f"candidates: {failure_summary(m['failed_trials'])}.\n" for m in models if m.get("failed_trials")],
     ]
     warnings = [w for m in models for w in m.get("warnings", [])]
     if warnings:

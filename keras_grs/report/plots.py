@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -10,14 +9,17 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from keras_grs.files import atomic_path  # noqa: E402
+
 PHASE_COLOURS = {"initial": "black", "far1": "tab:red", "far2": "tab:orange", "far3": "tab:brown", "near": "tab:blue"}
 
 
 def _save(figure, path: Path) -> Path:
-    temporary = path.with_name(f".{path.stem}.partial.png")
-    figure.savefig(temporary, dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    os.replace(temporary, path)
+    try:
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=110, bbox_inches="tight")
+    finally:
+        plt.close(figure)
     return path
 
 

@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from keras_grs.files import write_text
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and a rename, so readers never see half a file."""
-    temporary = path.with_name(f".{path.name}.partial")
-    temporary.write_text(text)
-    os.replace(temporary, path)
 
 
 def write_report(report: dict, directory) -> list[Path]:

@@ -30,6 +30,7 @@ from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine.hyperparameters import hp_types
 from keras_tuner.src.engine.oracle import Display
 
+from keras_grs.files import write_json
 from keras_grs.guard import DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_acceptance, check_guard_fraction
 from keras_grs.scoring import objective_direction, objective_name
 from keras_grs.search import INITIAL_KEY, GroupSpec, Outcome, Plan, check_tolerance, make_search
@@ -271,6 +272,15 @@ class PruningOracle(keras_tuner.Oracle):
         super().reload()
         # A trial that completed just before the process died may still be listed as ongoing: do not rerun it.
         self._retry_queue = [t for t in self._retry_queue if self.trials[t].status != Status.COMPLETED]
+
+    # keras-tuner writes its JSON state by truncating the file in place: a stop mid-write left an empty oracle.json
+    # or trial.json that made --resume fail. The same content goes through keras_grs.files instead (Oracle.save is
+    # public; _save_trial is keras-tuner's private hook, the one place trial.json is written).
+    def save(self):
+        write_json(self._get_oracle_fname(), self.get_state())
+
+    def _save_trial(self, trial):
+        write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
 
 
 def _last(trial, name, kind=int):

@@ -11,7 +11,9 @@ import keras_tuner
 
 from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
 from keras_grs.evaluate.keras import validate
+from keras_grs.files import verify, write_json
 from keras_grs.guard import DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_guard_data, split_guard
+from keras_grs.runlock import RunLock
 from keras_grs.scoring import score
 from keras_grs.search import check_tolerance
 from keras_grs.structure import UnsupportedLayerError, analyze
@@ -227,11 +229,12 @@ class GRSTuner(keras_tuner.Tuner):
         fit_kwargs = self._hold_back_guard(guard_data, fit_kwargs)
         self._check_fit_arguments(fit_args, fit_kwargs)
         try:
-            if getattr(self.evaluator, "batches", False):
-                if "verbose" in fit_kwargs:
-                    self.oracle.verbose = fit_kwargs["verbose"]
-                return self._search_in_batches(fit_args, fit_kwargs)
-            return super().search(*fit_args, **fit_kwargs)
+            with RunLock(self.project_dir, command="GRSTuner.search"):  # one process per project
+                if getattr(self.evaluator, "batches", False):
+                    if "verbose" in fit_kwargs:
+                        self.oracle.verbose = fit_kwargs["verbose"]
+                    return self._search_in_batches(fit_args, fit_kwargs)
+                return super().search(*fit_args, **fit_kwargs)
         finally:
             self._guard = None
 
@@ -402,8 +405,13 @@ class GRSTuner(keras_tuner.Tuner):
         groups = analyze(model).groups
         norms = unit_norms(model)
         by_width = {name: norms[groups[index].name] for name, index in self._group_of.items()}
-        with open(os.path.join(self.get_trial_dir(trial_id), NORMS_FILE), "w") as f:
-            json.dump(by_width, f)
+        write_json(os.path.join(self.get_trial_dir(trial_id), NORMS_FILE), by_width)
+
+    def save(self):
+        """As keras-tuner's, with every JSON file written whole or not at all (see :mod:`keras_grs.files`)."""
+        if not self._is_worker():
+            self.oracle.save()
+        write_json(self._get_tuner_fname(), self.get_state())
 
     def on_trial_end(self, trial):
         super().on_trial_end(trial)
@@ -462,6 +470,7 @@ class GRSTuner(keras_tuner.Tuner):
 
     def load_model(self, trial):
         """The trial's model with the weights of its checkpoint (the epoch that achieved its score)."""
+        verify(self._get_checkpoint_fname(trial.trial_id))  # a truncated or altered checkpoint is named, not loaded
         with warnings.catch_warnings():
             # Checkpoints hold weights only; Keras warns that the fresh optimizer's variables were not restored.
             warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")

@@ -1,0 +1,176 @@
+"""Writing a run's files so that a kill, a crash or a full disk never leaves half a file under a real name.
+
+Every file the project writes goes through :func:`atomic_path`: the content goes to a temporary file in the same
+directory (so the rename cannot cross file systems), is flushed and fsynced, renamed over the final name with
+``os.replace`` (atomic on POSIX: readers see the old file or the new one, never a mix), and the directory is fsynced
+so the rename itself survives a power cut. A failure removes the temporary file; a full disk raises
+:class:`DiskFullError` with a message saying what could not be written.
+
+Models and checkpoints also get a small sidecar ``NAME.sha256.json`` holding their size and SHA-256, so that a file
+truncated or altered later is detected by :func:`verify` instead of being loaded as garbage.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> from keras_grs.files import write_json, read_json
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "settings.json"
+    >>> write_json(path, {"epochs": 3})
+    >>> read_json(path)
+    {'epochs': 3}
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+from pathlib import Path
+
+PARTIAL_PREFIX = ".partial-"
+DIGEST_SUFFIX = ".sha256.json"
+
+
+class DiskFullError(OSError):
+    """The disk (or quota) filled up while a file was written; nothing half-written was left behind."""
+
+
+class CorruptFileError(ValueError):
+    """A file does not match the size and SHA-256 recorded when it was written."""
+
+
+def _fsync_directory(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some file systems do not open directories; the rename is still atomic there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; once the block ends without error, it becomes ``path`` durably.
+
+    The temporary name keeps the final name's ending (``.keras``, ``.weights.h5``, ``.png``), because Keras and
+    matplotlib choose the format from it, and holds the process id, so two writers never share a temporary file.
+    """
+    path = Path(path)
+    temporary = path.with_name(f"{PARTIAL_PREFIX}{os.getpid()}-{path.name}")
+    try:
+        yield temporary
+        with open(temporary, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(temporary, path)
+    except BaseException as error:
+        with contextlib.suppress(FileNotFoundError):
+            temporary.unlink()
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFullError(error.errno, f"no space left on the device while writing {str(path)!r}; nothing was "
+                                f"left half-written: free some space and run again (with --resume)") from None
+        raise
+    _fsync_directory(path.parent)
+
+
+def write_bytes(path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as f:
+            f.write(data)
+            f.flush()
+
+
+def write_text(path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, value, **dump_options) -> None:
+    """Write ``value`` as JSON to ``path`` atomically."""
+    write_text(path, json.dumps(value, **dump_options))
+
+
+def read_json(path):
+    """The JSON value in ``path``."""
+    return json.loads(Path(path).read_text())
+
+
+def digest(path) -> dict:
+    """``{"size": bytes, "sha256": hex}`` of a file."""
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha.update(chunk)
+            size += len(chunk)
+    return {"size": size, "sha256": sha.hexdigest()}
+
+
+def digest_path(path) -> Path:
+    path = Path(path)
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def record_digest(path) -> None:
+    """Store the size and SHA-256 of ``path`` beside it, for :func:`verify`."""
+    write_json(digest_path(path), digest(path))
+
+
+def verify(path) -> bool:
+    """Check ``path`` against its recorded size and SHA-256.
+
+    Returns True when it matches, False when nothing was recorded (a file from an older run or another tool).
+
+    Raises:
+        CorruptFileError: the file is missing, truncated or altered since it was written.
+    """
+    path = Path(path)
+    recorded_at = digest_path(path)
+    if not recorded_at.is_file():
+        return False
+    try:
+        recorded = read_json(recorded_at)
+        expected_size, expected_sha = int(recorded["size"]), str(recorded["sha256"])
+    except (ValueError, KeyError, TypeError):
+        raise CorruptFileError(f"{str(recorded_at)!r} is not a valid size/SHA-256 record") from None
+    if not path.is_file():
+        raise CorruptFileError(f"{str(path)!r} is missing, but its size and SHA-256 were recorded")
+    actual = digest(path)
+    if actual["size"] != expected_size:
+        raise CorruptFileError(f"{str(path)!r} has {actual['size']} bytes but {expected_size} were written: it is "
+                               "truncated or was changed")
+    if actual["sha256"] != expected_sha:
+        raise CorruptFileError(f"{str(path)!r} does not hold the bytes that were written (SHA-256 differs)")
+    return True
+
+
+def save_model(model, path) -> None:
+    """``model.save(path)`` atomically, with its size and SHA-256 recorded."""
+    with atomic_path(path) as temporary:
+        model.save(temporary)
+    record_digest(path)
+
+
+def save_weights(model, path) -> None:
+    """``model.save_weights(path)`` atomically (a checkpoint), with its size and SHA-256 recorded."""
+    with atomic_path(path) as temporary:
+        model.save_weights(temporary)
+    record_digest(path)
+
+
+def remove_partials(directory) -> list[Path]:
+    """Delete the temporary files a killed process left under ``directory`` (recursively); return them.
+
+    Only call it while holding the run's lock (:mod:`keras_grs.runlock`): another live writer's file would go too.
+    """
+    removed = []
+    for path in Path(directory).rglob(f"{PARTIAL_PREFIX}*"):
+        if path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
