@@ -30,6 +30,7 @@ from keras_grs.scoring import accuracy
 
 STORE = RESULTS / "unseen_accuracy.json"
 RULES = ("seed", "guard")
+WALK_BACK = "monotone"  # how the guard's walk back reads the path (runs of an earlier rule are run again)
 
 
 def _standardized(x_train, *others):
@@ -99,6 +100,7 @@ def one_run(name, seed, rule, args) -> dict:
         "structure": r.structure, "initial_structure": r.initial_structure, "trials": r.trials,
         "walked_back": r.walked_back, "seconds": round(time.perf_counter() - started, 1),
         "loss": 100 * (reference - r.test_accuracy), "eup_loss": 100 * (reference - r.eup_test_accuracy),
+        "walk_back": WALK_BACK if rule == "guard" else None,
     }
 
 
@@ -168,7 +170,8 @@ def main():
         for seed in args.seeds:
             for rule in args.rules:
                 done = [r for r in runs if (r["dataset"], r["seed"], r["rule"]) == (name, seed, rule)
-                        and all(r[k] == getattr(args, k) for k in settings)]
+                        and all(r[k] == getattr(args, k) for k in settings)
+                        and r.get("walk_back") == (WALK_BACK if rule == "guard" else None)]
                 if done:
                     continue
                 run = one_run(name, seed, rule, args)
@@ -178,7 +181,8 @@ def main():
                 temporary = STORE.with_suffix(".tmp")
                 temporary.write_text(json.dumps(runs, indent=1))
                 temporary.replace(STORE)
-    runs = [r for r in runs if all(r[k] == getattr(args, k) for k in settings)]
+    runs = [r for r in runs if all(r[k] == getattr(args, k) for k in settings)
+            and r.get("walk_back") == (WALK_BACK if r["rule"] == "guard" else None)]
     write("unseen_accuracy.md", render(runs, args))
 
 

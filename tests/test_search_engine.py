@@ -285,3 +285,19 @@ def test_a_guard_that_never_confirms_keeps_the_initial_structure():
     search = make_search("rrs", groups(4), tolerance=0.95, seed=0)
     plan = run(search, lambda c: Outcome(score=1.0, guard=1.0 if c.widths[0] == 4 else 0.1))
     assert plan.final == plan.path[0].key
+
+
+def test_a_lucky_guard_score_after_failing_ones_does_not_carry_the_final_structure():
+    search = make_search("rrs", groups(5), tolerance=0.95, seed=0)
+    guards = {5: 1.0, 4: 1.0, 3: 0.5, 2: 1.0, 1: 0.5}  # width 2 passes the guard by luck, after width 3 failed
+
+    plan = run(search, lambda c: Outcome(score=1.0, guard=guards[c.widths[0]]))
+    # the monotone fit pools 3 and 2 to 0.75: the last structure within tolerance is width 4, not the lucky 2
+    assert plan.candidates[plan.final].widths == (4,)
+
+
+def test_a_minimized_guard_score_walks_back_in_its_direction():
+    search = make_search("rrs", groups(4), tolerance=0.9, seed=0, direction="min")
+    losses = {4: 1.0, 3: 1.05, 2: 1.5, 1: 1.6}
+    plan = run(search, lambda c: Outcome(score=1.0, guard=losses[c.widths[0]]))
+    assert plan.candidates[plan.final].widths == (3,)  # 1.05 <= 1 / 0.9; 1.5 is not

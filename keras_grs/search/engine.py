@@ -373,13 +373,20 @@ class Search:
         )
 
     def _walk_back(self, steps: Sequence[Step], guard_reference: float | None) -> str | None:
-        """The last accepted structure whose guard score is within tolerance too (the last one without a guard)."""
+        """The last accepted structure whose guard score is within tolerance too (the last one without a guard).
+
+        The guard scores along the path are read through a monotone fit first: the path only ever removes units,
+        so its objective is taken to worsen step by step, and a guard score that rises again after failing ones
+        is pooled with its neighbours (pool-adjacent-violators) instead of being taken at face value. A small
+        guard is noisy; without the fit the walk back would stop at the last lucky score.
+        """
         if not steps:
             return None
         if guard_reference is None:
             return steps[-1].key
-        for step in reversed(steps[1:]):
-            if self.accepts(step.guard, guard_reference):
+        fitted = monotone_decreasing([self.oriented(step.guard) for step in steps])
+        for step, value in zip(reversed(steps[1:]), reversed(fitted[1:])):
+            if self.accepts(-value if self.direction == "min" else value, guard_reference):
                 return step.key
         return steps[0].key
 
@@ -409,6 +416,24 @@ def check_tolerance(tolerance, name="tolerance") -> None:
 
 
 DIRECTIONS = ("max", "min")
+
+
+def monotone_decreasing(values: Sequence[float]) -> list[float]:
+    """The closest non-increasing sequence in least squares (pool-adjacent-violators): every run that rises is
+    replaced by its mean. A missing value (-inf) pools everything after it down to -inf.
+
+    Example:
+        >>> monotone_decreasing([1.0, 1.0, 0.5, 1.0, 0.5])
+        [1.0, 1.0, 0.75, 0.75, 0.5]
+    """
+    blocks: list[list[float]] = []  # [sum, count] of pooled runs
+    for value in values:
+        blocks.append([float(value), 1])
+        while len(blocks) > 1 and blocks[-1][0] / blocks[-1][1] > blocks[-2][0] / blocks[-2][1]:
+            total, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += count
+    return [total / count for total, count in blocks for _ in range(count)]
 
 
 def within_tolerance(score, reference, tolerance, direction="max") -> bool:
