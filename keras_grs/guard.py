@@ -8,6 +8,10 @@ honest estimate because nothing was chosen on it except that one cut along an or
 
 ``acceptance="guard"`` (the default) carves the guard from the validation data, stratified by class, unless a
 ``guard_data`` split is given; ``acceptance="seed"`` is the seed's rule (no guard: the last accepted structure).
+
+The guard comes with a less optimistic candidate score (``epoch_score="last"``): a candidate's last epoch (its
+score and weights) instead of its best epoch. The best of many noisy epochs passes the
+tolerance by luck, and on a small validation split its weights are often an early, under-trained checkpoint.
 """
 
 from __future__ import annotations
@@ -19,6 +23,15 @@ from keras_grs.inputs import DataError, check_split
 ACCEPTANCE = ("guard", "seed")
 DEFAULT_ACCEPTANCE = "guard"
 DEFAULT_GUARD_FRACTION = 0.4
+# how a candidate's epochs make its score, by acceptance rule: the seed's best epoch, or the last epochs' mean
+EPOCH_SCORE_OF = {"guard": "last", "seed": "best"}
+
+
+def epoch_score_for(acceptance, epoch_score=None) -> str:
+    """The epoch rule a search uses: the one given, else the acceptance rule's (``guard``: ``last``)."""
+    from keras_grs.evaluate.base import check_epoch_score
+
+    return check_epoch_score(epoch_score if epoch_score is not None else EPOCH_SCORE_OF[check_acceptance(acceptance)])
 
 
 def check_acceptance(acceptance) -> str:

@@ -17,8 +17,8 @@ from keras_grs.costs import count_flops, count_params
 from keras_grs.evaluate import EVALUATORS
 from keras_grs.failures import failure_summary, study_failures, study_search_failed, tuner_failures, tuner_search_failed
 from keras_grs.files import save_model, write_json
-from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_acceptance, check_guard_data,
-                             check_guard_fraction, split_guard)
+from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_guard_data, check_guard_fraction,
+                             epoch_score_for, split_guard)
 from keras_grs.inputs import check_data, check_fits_model
 from keras_grs.runlock import holding_lock
 from keras_grs.scoring import accuracy, objective_direction, score
@@ -35,12 +35,13 @@ class _TunerRun:
     """One model's search with the keras-tuner backend (a GRSTuner project)."""
 
     def __init__(self, model, x, y, validation_data, guard_data, storage, overwrite, fit, *, method, tolerance, seed,
-                 phases, initial_epochs, max_trials, directory, project, verbose, evaluator, objective, acceptance):
+                 phases, initial_epochs, max_trials, directory, project, verbose, evaluator, objective, acceptance,
+                 epoch_score):
         tuner = GRSTuner.from_model(
             model, train_first=True, method=method, tolerance=tolerance, seed=seed, phases=phases,
             initial_epochs=initial_epochs, max_trials=max_trials, directory=directory, project_name=project,
             overwrite=overwrite, optuna_storage=storage, evaluator=evaluator, objective=objective,
-            acceptance=acceptance,
+            acceptance=acceptance, epoch_score=epoch_score,
         )
         try:
             tuner.search(x, y, validation_data=validation_data, guard_data=guard_data, verbose=0,
@@ -70,7 +71,8 @@ class _OptunaRun:
     """One model's search with the Optuna backend (a study driven by the method's sampler)."""
 
     def __init__(self, model, x, y, validation_data, guard_data, storage, fit, *, method, tolerance, seed, phases,
-                 initial_epochs, max_trials, directory, project, verbose, evaluator, objective, acceptance):
+                 initial_epochs, max_trials, directory, project, verbose, evaluator, objective, acceptance,
+                 epoch_score):
         import optuna
 
         from keras_grs.optuna import create_study, optimize, pruning_path
@@ -89,7 +91,7 @@ class _OptunaRun:
             if remaining != 0:
                 optimize(study, model, x, y, validation_data, tolerance=tolerance, initial_epochs=initial_epochs,
                          n_trials=remaining, directory=directory, evaluator=evaluator, objective=objective,
-                         acceptance=acceptance, guard_data=guard_data, **fit)
+                         acceptance=acceptance, guard_data=guard_data, epoch_score=epoch_score, **fit)
         except Exception as error:  # Optuna re-raises a trial's exception: name the trial
             failed = study_search_failed(model.name, study, error, failed_before)
             if failed is None:
@@ -266,6 +268,7 @@ def prune(
     acceptance=DEFAULT_ACCEPTANCE,
     guard_fraction=DEFAULT_GUARD_FRACTION,
     guard_data=None,
+    epoch_score=None,
     **fit_kwargs,
 ):
     """Prune one or several initial models, apply EUP to each compact model, and select one.
@@ -295,6 +298,8 @@ def prune(
         acceptance: ``guard`` (default) or ``seed``; see :mod:`keras_grs.guard`. With ``guard``, ``guard_data``
             or else ``guard_fraction`` of ``validation_data`` is held back from the search and EUP, and confirms
             the final structure.
+        epoch_score: ``last`` (default with the guard: a candidate's last epoch, its weights and score) or
+            ``best`` (default with the seed's rule: its best epoch).
         **fit_kwargs: further ``fit`` arguments (callbacks, ...).
 
     Returns:
@@ -317,7 +322,7 @@ def prune(
         check_data(model, x, y, validation_data, test_data)
     if isinstance(selection, str) and selection in ("maxtestacc", "besttest") and test_data is None:
         raise ValueError(f"selection {selection!r} needs test_data")
-    check_acceptance(acceptance)
+    epoch_score = epoch_score_for(acceptance, epoch_score)
     check_guard_fraction(guard_fraction)
     direction = check_direction(objective_direction(objective))
     if guard_data is not None:
@@ -345,7 +350,7 @@ def prune(
         fit = dict(epochs=epochs, batch_size=batch_size, **fit_kwargs)
         options = dict(method=method, tolerance=tolerance, seed=seed, phases=phases, initial_epochs=initial_epochs,
                        max_trials=max_trials, directory=str(directory), project=project, verbose=verbose,
-                       evaluator=evaluator, objective=objective, acceptance=acceptance)
+                       evaluator=evaluator, objective=objective, acceptance=acceptance, epoch_score=epoch_score)
         started = time.perf_counter()
         if backend == "optuna":
             run = _OptunaRun(model, x, y, validation_data, guard_data, storage, fit, **options)
@@ -387,6 +392,7 @@ def prune(
             "direction": direction,
             "acceptance": acceptance,
             "guard_fraction": guard_fraction if acceptance == "guard" else None,
+            "epoch_score": epoch_score,
         },
         "data": {
             "train": list(np.shape(x)),

@@ -10,6 +10,17 @@ from typing import Any, Protocol
 import keras
 
 FULL_COLLECTION_EVERY = 20
+EPOCH_SCORES = ("best", "last")
+
+
+def check_epoch_score(epoch_score) -> str:
+    """``best``: a candidate's best epoch (its score and weights; keras-tuner's rule). ``last``: its last epoch.
+    The best of many noisy epochs is an optimistic score, and on a small validation split its weights are often
+    an early, under-trained checkpoint; the last epoch is neither."""
+    if epoch_score not in EPOCH_SCORES:
+        raise ValueError(f"epoch_score must be one of {', '.join(EPOCH_SCORES)}, got {epoch_score!r}")
+    return epoch_score
+
 _tidy_calls = itertools.count(1)
 
 

@@ -5,8 +5,8 @@ trains every job of a batch (the candidates of a GRS step, the attempts of a JGR
 stacked along a leading candidate axis at the largest widths seen so far, units a candidate does not have are
 masked to zero, and each epoch runs as one XLA-compiled loop over the mini-batches. Because the padded shapes only
 grow, a whole search usually runs on one or two compiled programs. Each candidate keeps its own weights, dropout
-masks and Adam state; loss, optimizer settings, epochs, batch size, per-epoch shuffling and the best-epoch rule are
-those of the keras path. The best epoch's weights are copied back into each job's (physically smaller) model and
+masks and Adam state; loss, optimizer settings, epochs, batch size, per-epoch shuffling and the epoch rule (the
+best or the last epoch) are those of the keras path. The chosen epoch's weights are copied back into each job's (physically smaller) model and
 saved to its checkpoint, so trials look exactly like the keras evaluator's.
 
 Supported: chains of Dense, Conv1D/Conv2D (channels last, no dilation or groups), max/average pooling, global
@@ -28,6 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_grs.costs import count_flops, count_params
+from keras_grs.evaluate.base import check_epoch_score
 from keras_grs.evaluate.keras import KerasEvaluator
 from keras_grs.files import save_weights
 from keras_grs.structure import layer_chain
@@ -168,11 +169,12 @@ class BatchedEvaluator:
         seed: seed of shuffling and dropout.
     """
 
-    def __init__(self, objective, hypermodel=None, executions_per_trial=1, seed=0):
+    def __init__(self, objective, hypermodel=None, executions_per_trial=1, seed=0, epoch_score="best"):
         self.objective = objective
         self.hypermodel = hypermodel
         self.executions_per_trial = executions_per_trial
-        self.fallback = KerasEvaluator(objective, hypermodel, executions_per_trial)
+        self.epoch_score = check_epoch_score(epoch_score)
+        self.fallback = KerasEvaluator(objective, hypermodel, executions_per_trial, epoch_score=epoch_score)
         self.seed = seed
         self._warned = False
         self._calls = 0
@@ -290,6 +292,7 @@ class BatchedEvaluator:
         x_val_t, y_val_t = tf.constant(x_val), tf.constant(y_val)
         weights = np.concatenate([np.ones(len(x)), np.zeros(padded - len(x))]).astype("float32")
         weights = tf.constant(weights.reshape(n_batches, batch))
+        history = []  # per epoch: (loss, val_accuracy, val_loss), each per candidate
         for _ in range(epochs):
             order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
             index = np.concatenate([order, np.zeros(padded - len(x), dtype=int)])
@@ -301,6 +304,9 @@ class BatchedEvaluator:
                 tf.constant(int(rng.integers(1 << 30)), tf.int32),
             )
             accuracy, val_loss = (t.numpy() for t in validate_fn(params, masks, x_val_t, y_val_t))
+            history.append((losses.numpy(), accuracy, val_loss))
+            if self.epoch_score == "last":
+                continue
             value = -val_loss if minimize else accuracy
             improved = value > best  # Keras' best-epoch rule: the first epoch reaching the best value
             if improved.any():
@@ -310,6 +316,9 @@ class BatchedEvaluator:
                 best_loss[improved] = losses.numpy()[improved]
                 best_accuracy[improved] = accuracy[improved]
                 best_val_loss[improved] = val_loss[improved]
+        if self.epoch_score == "last" and history:  # the last epoch's weights and metrics
+            best_params = [p.numpy() for p in params]
+            best_loss, best_accuracy, best_val_loss = history[-1]
         self._unpack(per_job, plan, best_params)
         results = []
         for j, job in enumerate(jobs):

@@ -9,43 +9,52 @@ import numpy as np
 from keras_tuner.src.engine import tuner_utils
 
 from keras_grs.costs import count_flops, count_params
-from keras_grs.evaluate.base import Job
+from keras_grs.evaluate.base import Job, check_epoch_score
 from keras_grs.files import record_digest, save_weights
 from keras_grs.structure import WIDTH_LAYERS, analyze
 
 
 class KerasEvaluator:
-    """Fine-tune each candidate with ``model.fit`` (or a HyperModel's own ``fit``) and keep its best epoch.
+    """Fine-tune each candidate with ``model.fit`` (or a HyperModel's own ``fit``) and score it.
 
-    The score of a candidate is the best value of the objective over its epochs, and the weights of that epoch
-    are the ones saved, inherited by its children and returned by ``get_best_models``: keras-tuner's own
-    convention. With ``executions_per_trial > 1``, each execution starts again from the inherited weights with a
-    fresh optimizer; the metrics are averaged and the best epoch of all executions is saved.
+    With ``epoch_score="best"`` the score of a candidate is the best value of the objective over its epochs, and
+    the weights of that epoch are the ones saved, inherited by its children and returned by ``get_best_models``:
+    keras-tuner's own convention (and the seed's). With ``epoch_score="last"`` the weights and the score are those of
+    the last epoch. With ``executions_per_trial > 1``, each
+    execution starts again from the inherited weights with a fresh optimizer; the metrics are averaged and the best
+    epoch of all executions ("best") or the last execution ("last") is saved.
 
     Args:
         objective: a keras-tuner Objective.
         hypermodel: the HyperModel whose ``fit`` trains (its default is ``model.fit``).
         executions_per_trial: how many times each candidate is fine-tuned.
+        epoch_score: ``best`` or ``last`` (see above).
     """
 
-    def __init__(self, objective, hypermodel=None, executions_per_trial=1):
+    def __init__(self, objective, hypermodel=None, executions_per_trial=1, epoch_score="best"):
         self.objective = objective
         self.hypermodel = hypermodel
         self.executions_per_trial = executions_per_trial
+        self.epoch_score = check_epoch_score(epoch_score)
 
     def evaluate(self, jobs: list[Job], fit_args: tuple, fit_kwargs: dict) -> list[dict]:
         return [self._evaluate_one(job, fit_args, fit_kwargs) for job in jobs]
 
     def _evaluate_one(self, job: Job, fit_args: tuple, fit_kwargs: dict) -> dict:
         model = job.model
-        if job.train:
+        if job.train and self.epoch_score == "last":
+            histories = self._fit(job, fit_args, fit_kwargs)
+            save_weights(model, job.checkpoint)  # the last epoch's weights
+            metrics = _last_epoch_metrics(histories if isinstance(histories, list) else [histories])
+        elif job.train:
             results = self._fit(job, fit_args, fit_kwargs)
             record_digest(job.checkpoint)  # keras-tuner's callback wrote it; a later truncation is now detectable
             model.load_weights(job.checkpoint)
+            metrics = tuner_utils.convert_to_metrics_dict(results, self.objective)
         else:
             results = validate(model, fit_args, fit_kwargs)
             save_weights(model, job.checkpoint)
-        metrics = tuner_utils.convert_to_metrics_dict(results, self.objective)
+            metrics = tuner_utils.convert_to_metrics_dict(results, self.objective)
         metrics = {name: float(value) for name, value in metrics.items()}
         metrics["params"] = count_params(model)
         metrics["flops"] = count_flops(model)
@@ -56,19 +65,26 @@ class KerasEvaluator:
         start = model.get_weights()
         compile_config = model.get_compile_config()
         saver = tuner_utils.SaveBestEpoch(objective=self.objective, filepath=job.checkpoint)
+        savers = [saver] if self.epoch_score == "best" else []
         user_callbacks = fit_kwargs.get("callbacks", [])
         histories = []
         for execution in range(self.executions_per_trial):
             if execution:
                 model.set_weights(start)
                 model.compile_from_config(compile_config)  # a fresh optimizer state
-            kwargs = dict(fit_kwargs, callbacks=[*copy.deepcopy(user_callbacks), saver])
+            kwargs = dict(fit_kwargs, callbacks=[*copy.deepcopy(user_callbacks), *savers])
             if self.hypermodel is not None and job.hyperparameters is not None:
                 history = self.hypermodel.fit(job.hyperparameters, model, *fit_args, **kwargs)
             else:
                 history = model.fit(*fit_args, **kwargs)
             histories.append(history)
         return histories if len(histories) > 1 else histories[0]
+
+
+def _last_epoch_metrics(histories) -> dict:
+    """Every metric of the last epoch, averaged over executions."""
+    names = histories[0].history.keys()
+    return {name: float(np.mean([h.history[name][-1] for h in histories])) for name in names}
 
 
 def validate(model: keras.Model, fit_args: tuple, fit_kwargs: dict) -> dict:

@@ -12,7 +12,8 @@ import optuna
 from keras_grs.costs import count_params
 from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
 from keras_grs.files import verify
-from keras_grs.guard import DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_acceptance, check_guard_data, split_guard
+from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_guard_data, epoch_score_for,
+                             split_guard)
 from keras_grs.optuna.samplers import CONFIG_ATTR, DEFAULT_TOLERANCE, PruningSampler, trial_number_of
 from keras_grs.scoring import score as objective_score
 from keras_grs.search import check_direction, check_tolerance
@@ -78,11 +79,12 @@ def _as_model(model_or_hypermodel):
     return build(hp)
 
 
-def _config(sampler, structure, tolerance, model, seed, acceptance) -> dict:
+def _config(sampler, structure, tolerance, model, seed, acceptance, epoch_score) -> dict:
     return {
         "groups": [{"name": g.name, "width": g.width, "min_width": g.min_width} for g in structure.groups],
         "tolerance": float(tolerance),
         "acceptance": acceptance,
+        "epoch_score": epoch_score,
         "sampler": sampler.config(seed),
         "model": {"name": model.name, "layers": [type(layer).__name__ for layer in model.layers]},
     }
@@ -112,6 +114,7 @@ def optimize(
     acceptance=DEFAULT_ACCEPTANCE,
     guard_fraction=DEFAULT_GUARD_FRACTION,
     guard_data=None,
+    epoch_score=None,
     **fit_kwargs,
 ):
     """Run a pruning search in an Optuna study (a new one, or one to continue from any process).
@@ -142,6 +145,7 @@ def optimize(
             guard split is held back (carved from ``validation_data`` with the study's seed unless given); each
             trial's guard score is its user attribute ``guard``, and :func:`best_model` is the last accepted trial
             the guard confirms.
+        epoch_score: ``last`` (default with the guard) or ``best``; see :class:`keras_grs.GRSTuner`.
         **fit_kwargs: further ``fit`` arguments.
 
     Returns:
@@ -166,13 +170,13 @@ def optimize(
         raise ValueError(f"optimize(tolerance={tolerance}) differs from the sampler's tolerance {sampler.tolerance}")
     if validation_data is None:
         raise ValueError("optimize() needs validation_data=(x_val, y_val)")
-    check_acceptance(acceptance)
+    epoch_score = epoch_score_for(acceptance, epoch_score)
     guard_data = check_guard_data(guard_data, acceptance)
     model = _as_model(model_or_hypermodel)
     structure = analyze(model, min_width)
     existing = study.user_attrs.get(CONFIG_ATTR)
     config = _config(sampler, structure, tolerance, model, existing["sampler"]["seed"] if existing else None,
-                     acceptance)
+                     acceptance, epoch_score)
     if existing is not None and existing != config:
         differing = sorted(k for k in config if existing.get(k) != config[k])
         raise ValueError(
@@ -189,7 +193,8 @@ def optimize(
             study.set_metric_names([objective, "flops"][: len(study.directions)])
         study.set_user_attr(CONFIG_ATTR, config)
     run = _Objective(study, sampler, model, structure, x, y, validation_data, epochs, initial_epochs,
-                     batch_size, directory, train_first, objective, direction, fit_kwargs, evaluator, guard_data)
+                     batch_size, directory, train_first, objective, direction, fit_kwargs, evaluator, guard_data,
+                     epoch_score)
     if sampler.plan(study).finished:
         return study
     # The sampler records the accepted path after each trial and stops the study when the method stops.
@@ -199,7 +204,8 @@ def optimize(
 
 class _Objective:
     def __init__(self, study, sampler, model, structure, x, y, validation_data, epochs, initial_epochs,
-                 batch_size, directory, train_first, objective, direction, fit_kwargs, evaluator, guard_data):
+                 batch_size, directory, train_first, objective, direction, fit_kwargs, evaluator, guard_data,
+                 epoch_score):
         self.study, self.sampler, self.model, self.structure = study, sampler, model, structure
         self.guard_data = guard_data
         self.fit_args = (x, y)
@@ -210,7 +216,7 @@ class _Objective:
         self.train_first = train_first
         self.base_weights = model.get_weights()
         self.evaluator = make_evaluator(evaluator, keras_tuner_objective(objective, direction),
-                                        seed=sampler.study_seed(study))
+                                        seed=sampler.study_seed(study), epoch_score=epoch_score)
         self.objective = objective
 
     def __call__(self, trial):

@@ -31,7 +31,8 @@ from keras_tuner.src.engine.hyperparameters import hp_types
 from keras_tuner.src.engine.oracle import Display
 
 from keras_grs.files import write_json
-from keras_grs.guard import DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_acceptance, check_guard_fraction
+from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_acceptance, check_guard_fraction,
+                             epoch_score_for)
 from keras_grs.scoring import objective_direction, objective_name
 from keras_grs.search import INITIAL_KEY, GroupSpec, Outcome, Plan, check_tolerance, make_search
 from keras_grs.search.order import DEFAULT_PHASES, check_phases
@@ -71,6 +72,9 @@ class PruningOracle(keras_tuner.Oracle):
             confirms (see :mod:`keras_grs.guard`); ``seed``: the seed's rule, the last accepted structure.
         guard_fraction: the share of the validation data held back as the guard when no ``guard_data`` is given
             to ``search``.
+        epoch_score: how a candidate's epochs make its score: ``best`` (keras-tuner's best epoch) or ``last``
+            (the last epoch's score and weights); default: ``last`` with the guard,
+            ``best`` with the seed's rule.
         widths: names of the ``hp.Int`` hyperparameters that are layer widths; default: every ``hp.Int``.
         seed: seed of every random decision (keras-tuner picks one when None; it is saved with the project).
         units: override the method's unit selection, ``random`` or ``magnitude``.
@@ -89,6 +93,7 @@ class PruningOracle(keras_tuner.Oracle):
         units=None,
         acceptance=DEFAULT_ACCEPTANCE,
         guard_fraction=DEFAULT_GUARD_FRACTION,
+        epoch_score=None,
         max_trials=None,
         hyperparameters=None,
         allow_new_entries=True,
@@ -100,6 +105,7 @@ class PruningOracle(keras_tuner.Oracle):
         check_tolerance(tolerance)
         self.acceptance = check_acceptance(acceptance)
         self.guard_fraction = check_guard_fraction(guard_fraction)
+        self.epoch_score = epoch_score_for(acceptance, epoch_score)
         super().__init__(
             objective=_as_objective(objective),
             max_trials=max_trials,
@@ -251,6 +257,7 @@ class PruningOracle(keras_tuner.Oracle):
             "direction": objective_direction(self.objective),
             "acceptance": self.acceptance,
             "guard_fraction": self.guard_fraction,
+            "epoch_score": self.epoch_score,
         }
 
     def get_state(self):

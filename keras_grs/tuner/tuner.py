@@ -45,6 +45,10 @@ class GRSTuner(keras_tuner.Tuner):
             walked back to the smallest structure whose guard score is within tolerance too, so the result does
             not rest on a lucky validation score. ``"seed"``: the seed's rule (the last accepted structure).
         guard_fraction: share of the validation data carved out as the guard (stratified by class), in (0, 0.9).
+        epoch_score: ``"last"`` (default with the guard): a candidate keeps its last epoch's weights and score;
+            ``"best"`` (default with the seed's rule): its best epoch, as
+            keras-tuner does. The best of many noisy epochs is optimistic, and on a small validation split an
+            early, under-trained checkpoint.
         method: ``grs``, ``jgrs``, ``rrs`` or ``nwm``.
         widths: names of the ``hp.Int`` that are layer widths (default: all of them).
         inherit_weights: candidates start from their parent's trained weights (True) or from scratch (False).
@@ -89,6 +93,7 @@ class GRSTuner(keras_tuner.Tuner):
         units=None,
         acceptance=DEFAULT_ACCEPTANCE,
         guard_fraction=DEFAULT_GUARD_FRACTION,
+        epoch_score=None,
         initial_epochs=None,
         evaluator=None,
         optuna_storage=None,
@@ -115,6 +120,7 @@ class GRSTuner(keras_tuner.Tuner):
             units=units,
             acceptance=acceptance,
             guard_fraction=guard_fraction,
+            epoch_score=epoch_score,
             max_trials=max_trials,
             hyperparameters=hyperparameters,
             tune_new_entries=tune_new_entries,
@@ -127,7 +133,7 @@ class GRSTuner(keras_tuner.Tuner):
         self.inherit_weights = inherit_weights
         self.initial_epochs = initial_epochs
         self.evaluator = make_evaluator(evaluator, self.oracle.objective, self.hypermodel, self.executions_per_trial,
-                                        seed=self.oracle.seed)
+                                        seed=self.oracle.seed, epoch_score=self.oracle.epoch_score)
         self._source_weights = None
         self._train_first = True
         self._parents = {}
