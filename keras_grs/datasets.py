@@ -11,14 +11,15 @@ number, positions in a 512 x 512 pixel field of view, tuning and calcium kinetic
 behaviour, the spikes and the noise.
 
 1. behaviour ``s`` is a two-state Markov chain over frames (bouts of about ``1 / switch`` frames); a hidden context
-   ``c`` (e.g. a task rule the decoder never sees) is a slower, independent two-state chain;
+   ``c`` (e.g. a task rule the decoder never sees) alternates in slower blocks, independent of behaviour;
 2. behaviour is encoded sparsely and mostly non-linearly: a minority of neurons is (weakly) tuned to ``s`` alone;
    mixed-selective neurons fire for a conjunction of ``s`` and ``c`` or for their XOR, which a linear read-out of
    ``s`` cannot use without knowing ``c``; context neurons fire for ``c`` alone; transition neurons fire a burst
-   after the onset or offset of a state; the rest fire at their base rate only;
+   after the onset of their preferred state (the offset of the other); the rest fire at their base rate only; a
+   neuron responds in only some bouts, at a varying strength (MSNs are unreliable);
 3. spike counts per frame are Poisson; calcium is the spike train filtered by a GCaMP-like kernel (rise of about a
    frame, decay of several frames, per neuron);
-4. fluorescence = baseline x slow drift (shared bleaching plus a per-neuron random walk) x (1 + calcium + neuropil),
+4. fluorescence = baseline x slow drift (bleaching and a few slow shared components) x (1 + calcium + neuropil),
    where neuropil is the calcium of the neighbouring cells weighted by distance, mixed into each neuron with its
    own contamination ratio; measurement noise is partly shared between nearby neurons (correlation decays with
    distance); then dF/F against the 10th percentile.
