@@ -100,27 +100,27 @@ def main():
         rows.append(f"| {dataset} | {train[0].shape[1]} | {nn1:.4f} | {logistic:.4f} ({100 * (logistic - nn1):+.1f}) "
                     f"| {tiny:.4f} ({100 * (tiny - nn1):+.1f}) | {cnn} | {'yes' if all(ok) else 'no'} |")
         print(rows[-1], flush=True)
-    minutes = (time.perf_counter() - start) / 60
-    write("calibration.md", [
-        "# Calibration of the realistic calcium simulator",
-        "",
-        f"Machine: {machine()}.",
-        "",
-        f"`datasets.calcium(dataset=k)` (realistic, the default), 3000 frames, 70/20/10 split (split seed k). "
-        f"Validation accuracy after {args.epochs} epochs, batch 32, Adam (networks seeded 0); logistic regression "
-        f"with its L2 strength chosen by 5-fold cross-validation on the training set; 3x2x1 = nn1 resized to "
-        f"3x2x1, best of three initialisations. In brackets: points relative to nn1. Targets (issue 16): nn1 in "
-        f"[{NN1_RANGE[0]:.2f}, {NN1_RANGE[1]:.2f}], logistic regression at least {LOGISTIC_GAP:.0f} points below "
-        f"nn1, 3x2x1 at least {TINY_GAP:.0f} points below. One run of `benchmarks/calibration.py` "
-        f"(`make bench-calibration`), {minutes:.0f} min.",
-        "",
-        f"| dataset | neurons | nn1 | logistic regression | nn1 at 3x2x1 | cnn1 (image, {cnn_epochs} epochs) "
-        "| targets met |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
-        "",
-        f"Targets met on {sum(verdicts)} of {len(verdicts)} recordings.",
-    ])
+        minutes = (time.perf_counter() - start) / 60
+        write("calibration.md", [
+            "# Calibration of the realistic calcium simulator",
+            "",
+            f"Machine: {machine()}.",
+            "",
+            f"`datasets.calcium(dataset=k)` (realistic, the default), 3000 frames, 70/20/10 split (split seed k). "
+            f"Validation accuracy after {args.epochs} epochs, batch 32, Adam (networks seeded 0); logistic regression "
+            f"with its L2 strength chosen by 5-fold cross-validation on the training set; 3x2x1 = nn1 resized to "
+            f"3x2x1, best of three initialisations. In brackets: points relative to nn1. Targets (issue 16): nn1 in "
+            f"[{NN1_RANGE[0]:.2f}, {NN1_RANGE[1]:.2f}], logistic regression at least {LOGISTIC_GAP:.0f} points below "
+            f"nn1, 3x2x1 at least {TINY_GAP:.0f} points below. One run of `benchmarks/calibration.py` "
+            f"(`make bench-calibration`), {minutes:.0f} min.",
+            "",
+            f"| dataset | neurons | nn1 | logistic regression | nn1 at 3x2x1 | cnn1 (image, {cnn_epochs} epochs) "
+            "| targets met |",
+            "|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Targets met on {sum(verdicts)} of {len(verdicts)} recordings.",
+        ])
 
 
 if __name__ == "__main__":
