@@ -7,7 +7,7 @@ from sklearn.linear_model import LogisticRegression
 
 from keras_grs import datasets, models, surgery
 
-EPOCHS = 20  # of the calibration test; the full calibration (100 epochs) is benchmarks/calibration.py
+EPOCHS = 40  # of the calibration test (nn1 is near 0.85 at 20); the full calibration is benchmarks/calibration.py
 
 
 def test_calcium_is_deterministic_balanced_and_standardized():
@@ -131,7 +131,7 @@ def test_nn1_learns_the_easy_simulator_quickly():
 
 
 def test_realistic_data_needs_a_non_linear_and_wide_enough_decoder():
-    """The calibration of docs/datasets.md in miniature: few epochs, loose bounds."""
+    """The calibration of docs/datasets.md in miniature: few epochs, best of two 3x2x1 initialisations, loose bounds."""
     (xt, yt), (xv, yv), _ = datasets.split(*datasets.calcium(dataset=0), val=0.2, test=0.1, seed=0)
 
     def trained(model):
@@ -143,7 +143,7 @@ def test_realistic_data_needs_a_non_linear_and_wide_enough_decoder():
     nn1 = trained(models.build("nn1", (140,)))
     logistic = LogisticRegression(C=0.1, max_iter=2000).fit(xt, yt).score(xv, yv)
     tiny = 0.0
-    for seed in range(3):
+    for seed in range(2):
         keras.utils.set_random_seed(seed)
         tiny = max(tiny, trained(surgery.resized(models.build("nn1", (140,)), {"dense1": 3, "dense2": 2, "dense3": 1})))
     assert 0.80 <= nn1 <= 0.95
