@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test install c-toolchains bench bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen clean
+.PHONY: demo test install c-toolchains bench bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration clean
 
 install: $(STAMP)
 
@@ -55,7 +55,11 @@ bench-memory: $(STAMP)
 bench-unseen: $(STAMP)
 	$(PY) benchmarks/unseen_accuracy.py $(UNSEEN_ARGS)
 
-bench: bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen
+# the simulator's difficulty: nn1, logistic regression and a 3x2x1 MLP on each recording
+bench-calibration: $(STAMP)
+	$(PY) benchmarks/calibration.py
+
+bench: bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration
 
 clean:
 	rm -rf $(VENV) build *.egg-info

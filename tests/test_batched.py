@@ -21,7 +21,7 @@ OBJECTIVE = Objective("val_accuracy", "max")
 
 @pytest.fixture(scope="module")
 def data():
-    x, y = datasets.calcium(n_neurons=30, n_frames=800, seed=5)
+    x, y = datasets.calcium(n_neurons=30, n_frames=800, seed=5, difficulty="easy")
     return datasets.split(x, y, val=0.3, test=0.0)
 
 
@@ -131,7 +131,7 @@ def test_stacked_masked_candidates_compute_what_each_smaller_model_computes(case
 
 
 def test_a_cnn_trained_batched_learns_like_one_fit_per_candidate(tmp_path):
-    x, y = datasets.calcium(n_neurons=36, n_frames=900, seed=2, image=True)
+    x, y = datasets.calcium(n_neurons=36, n_frames=900, seed=2, image=True, difficulty="easy")
     (x, y), validation, _ = datasets.split(x, y, val=0.3, test=0.0)
     keras.utils.set_random_seed(1)
     base = models.build("cnn2", x.shape[1:])

@@ -109,7 +109,7 @@ def test_sparse_options_choose_the_storage(tmp_path):
 def test_int8_reports_its_accuracy_change(tmp_path):
     from keras_grs import datasets
 
-    x, y = datasets.calcium(n_neurons=30, n_frames=400, seed=3)
+    x, y = datasets.calcium(n_neurons=30, n_frames=400, seed=3, difficulty="easy")
     model = models.build("nn1", (30,))
     model.fit(x, y, epochs=10, verbose=0)
     c_backend.export(model, tmp_path, precision="int8", calibration=x[:200])
@@ -176,7 +176,7 @@ def test_random_models_match_keras(tmp_path_factory, data):
 def test_cli_export_c_with_verification(tmp_path, capsys):
     from keras_grs import datasets
 
-    x, y = datasets.calcium(n_neurons=20, n_frames=200, seed=0)
+    x, y = datasets.calcium(n_neurons=20, n_frames=200, seed=0, difficulty="easy")
     np.savez(tmp_path / "d.npz", x_train=x[:150], y_train=y[:150], x_val=x[150:], y_val=y[150:])
     path = tmp_path / "m.keras"
     models.build("nn1", (20,)).save(path)

@@ -19,7 +19,7 @@ TINY = ["--method", "rrs", "--epochs", "1", "--initial-epochs", "3", "--seed", "
 
 @pytest.fixture(scope="module")
 def npz(tmp_path_factory):
-    x, y = datasets.calcium(n_neurons=20, n_frames=300, seed=0)
+    x, y = datasets.calcium(n_neurons=20, n_frames=300, seed=0, difficulty="easy")
     (xt, yt), (xv, yv), (xs, ys) = datasets.split(x, y, val=0.25, test=0.15)
     path = tmp_path_factory.mktemp("data") / "data.npz"
     np.savez(path, x_train=xt, y_train=yt, x_val=xv, y_val=yv, x_test=xs, y_test=ys)

@@ -1,8 +1,13 @@
+import hashlib
+
 import keras
 import numpy as np
 import pytest
+from sklearn.linear_model import LogisticRegression
 
-from keras_grs import datasets, models
+from keras_grs import datasets, models, surgery
+
+EPOCHS = 40  # of the calibration test (nn1 is near 0.85 at 20); the full calibration is benchmarks/calibration.py
 
 
 def test_calcium_is_deterministic_balanced_and_standardized():
@@ -40,6 +45,60 @@ def test_bad_arguments():
         datasets.calcium(n_frames=101)
     with pytest.raises(ValueError, match="n_neurons"):
         datasets.calcium(n_neurons=0)
+    with pytest.raises(ValueError, match="difficulty"):
+        datasets.calcium(difficulty="hard")
+    with pytest.raises(ValueError, match="dataset"):
+        datasets.calcium(dataset=-1)
+    with pytest.raises(ValueError, match="easy one has none"):
+        datasets.calcium(dataset=0, difficulty="easy")
+
+
+@pytest.mark.parametrize(
+    "arguments, digest",
+    [
+        # digests of the first simulator's arrays, taken before the realistic one became the default
+        (dict(n_neurons=30, n_frames=400, seed=2), "77e343f5dd2e8f78f4510dad1c4408d483fe1d223262038170e8a4bb196d24da"),
+        (dict(n_neurons=36, n_frames=200, seed=1, image=True),
+         "8dfdd51f5b8833565dc56be9b70a9f1f90ae496283d49d4e5ff3bd2a18cf122d"),
+    ],
+)
+def test_easy_difficulty_gives_the_first_simulators_arrays(arguments, digest):
+    x, y = datasets.calcium(difficulty="easy", **arguments)
+    assert hashlib.sha256(x.tobytes() + y.tobytes()).hexdigest() == digest
+
+
+def test_recordings_differ_in_neurons_and_a_session_keeps_its_recording():
+    shapes = [datasets.calcium(dataset=k, n_frames=200)[0].shape for k in range(3)]
+    assert shapes == [(200, n) for n in datasets.RECORDING_NEURONS]
+    assert 100 <= datasets.calcium(dataset=5, n_frames=200)[0].shape[1] <= 300
+    assert datasets.calcium(dataset=1, n_frames=200, n_neurons=50)[0].shape == (200, 50)
+    # one recording, two sessions: the same cells (same tuning) in different behaviour
+    first, second = (datasets.calcium(dataset=0, seed=s, n_frames=200)[0] for s in (0, 1))
+    assert first.shape == second.shape and not np.allclose(first, second)
+    # without dataset, the seed picks the recording as well
+    np.testing.assert_array_equal(datasets.calcium(seed=0, n_frames=200)[0], first)
+
+
+def test_mixed_selective_neurons_encode_state_only_together_with_context():
+    session = datasets._session(140, 3000, 0, 0, 0.45, 0.02, 0.15)
+    cells, state, context = session.cells, session.state, session.context
+    xor = np.flatnonzero(cells.role == "xor")
+    assert len(xor) >= 20
+    preferred = (state[:, None] ^ context[:, None]) == cells.preferred_state[xor]
+    activity = session.dff[:, xor]
+    by_conjunction = activity[preferred].mean() - activity[~preferred].mean()
+    by_state = np.abs([np.corrcoef(activity[:, i], state)[0, 1] for i in range(len(xor))]).mean()
+    assert by_conjunction > 0.5  # a strong response to (state XOR context) ...
+    assert by_state < 0.2  # ... while state alone explains little of any one neuron
+
+
+def test_plot_traces_draws_one_row_per_response_type(tmp_path):
+    figure = datasets.plot_traces(tmp_path / "traces.png", frames=200)
+    assert (tmp_path / "traces.png").stat().st_size > 10_000
+    titles = [axis.get_title(loc="left") for axis in figure.axes]
+    assert any("XOR" in title for title in titles) and any("untuned" in title for title in titles)
+    with pytest.raises(ValueError, match="frames"):
+        datasets.plot_traces(frames=10**6)
 
 
 def test_digits_are_real_images():
@@ -62,10 +121,32 @@ def test_split_is_stratified_disjoint_and_complete():
         datasets.split(x, y[:10])
 
 
-def test_nn1_learns_the_simulated_behaviour():
-    x, y = datasets.calcium(n_neurons=140, n_frames=3000, seed=0)
+def test_nn1_learns_the_easy_simulator_quickly():
+    x, y = datasets.calcium(n_neurons=140, n_frames=3000, seed=0, difficulty="easy")
     (xt, yt), (xv, yv), _ = datasets.split(x, y)
     model = models.build("nn1", (140,))
     history = model.fit(xt, yt, epochs=10, batch_size=32, validation_data=(xv, yv), verbose=0)
     assert history.history["val_accuracy"][-1] >= 0.85
     keras.backend.clear_session()
+
+
+def test_realistic_data_needs_a_non_linear_and_wide_enough_decoder():
+    """The calibration of docs/datasets.md in miniature: few epochs, best of two 3x2x1 initialisations, loose bounds."""
+    (xt, yt), (xv, yv), _ = datasets.split(*datasets.calcium(dataset=0), val=0.2, test=0.1, seed=0)
+
+    def trained(model):
+        history = model.fit(xt, yt, epochs=EPOCHS, batch_size=32, validation_data=(xv, yv), verbose=0)
+        keras.backend.clear_session()
+        return history.history["val_accuracy"][-1]
+
+    keras.utils.set_random_seed(0)
+    nn1 = trained(models.build("nn1", (140,)))
+    logistic = LogisticRegression(C=0.1, max_iter=2000).fit(xt, yt).score(xv, yv)
+    tiny = 0.0
+    for seed in range(2):
+        keras.utils.set_random_seed(seed)
+        tiny = max(tiny, trained(surgery.resized(models.build("nn1", (140,)), {"dense1": 3, "dense2": 2, "dense3": 1})))
+    assert 0.80 <= nn1 <= 0.95
+    assert nn1 - logistic >= 0.03, (nn1, logistic)
+    assert nn1 - tiny >= 0.03, (nn1, tiny)
+

@@ -7,7 +7,7 @@ from keras_grs.scoring import accuracy
 
 @pytest.fixture(scope="module")
 def trained():
-    x, y = datasets.calcium(n_neurons=60, n_frames=1000, seed=4)
+    x, y = datasets.calcium(n_neurons=60, n_frames=1000, seed=4, difficulty="easy")
     (xt, yt), validation, _ = datasets.split(x, y, val=0.3, test=0.0)
     model = models.build("nn2", (60,))
     model.fit(xt, yt, epochs=20, batch_size=32, verbose=0)

@@ -126,7 +126,7 @@ def test_dashboard_api_lists_studies_trials_params_and_user_attributes(tmp_path)
 
 def test_optimize_prunes_a_real_model_and_best_model_returns_it(tmp_path):
     keras.utils.set_random_seed(0)
-    x, y = datasets.calcium(n_neurons=20, n_frames=300, seed=0)
+    x, y = datasets.calcium(n_neurons=20, n_frames=300, seed=0, difficulty="easy")
     (xt, yt), validation, _ = datasets.split(x, y, val=0.25, test=0.0)
     model = models.build("nn1", (20,))
     study = kgo.create_study(kgo.GRSSampler(seed=0), directory=tmp_path, study_name="nn1")
@@ -172,7 +172,7 @@ def test_bad_storages_directions_and_samplers(tmp_path):
 
 
 def test_keras_tuner_trials_are_mirrored_into_an_optuna_study(tmp_path):
-    x, y = datasets.calcium(n_neurons=20, n_frames=300, seed=0)
+    x, y = datasets.calcium(n_neurons=20, n_frames=300, seed=0, difficulty="easy")
     (xt, yt), validation, _ = datasets.split(x, y, val=0.25, test=0.0)
     url = f"sqlite:///{tmp_path / 'mirror.db'}"
     tuner = keras_grs.GRSTuner.from_model(models.build("nn1", (20,)), tolerance=0.9, seed=0, max_trials=4,
@@ -187,7 +187,7 @@ def test_keras_tuner_trials_are_mirrored_into_an_optuna_study(tmp_path):
 def test_cli_optuna_backend_and_dashboard_storage_lookup(tmp_path, capsys):
     from keras_grs.cli import CommandError, find_storage, main
 
-    x, y = datasets.calcium(n_neurons=20, n_frames=300, seed=0)
+    x, y = datasets.calcium(n_neurons=20, n_frames=300, seed=0, difficulty="easy")
     (xt, yt), (xv, yv), _ = datasets.split(x, y, val=0.25, test=0.0)
     np.savez(tmp_path / "d.npz", x_train=xt, y_train=yt, x_val=xv, y_val=yv)
     out = tmp_path / "run"

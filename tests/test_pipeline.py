@@ -15,7 +15,7 @@ from keras_grs.scoring import accuracy
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     keras.utils.set_random_seed(0)
-    x, y = datasets.calcium(n_neurons=30, n_frames=500, seed=1, image=False)
+    x, y = datasets.calcium(n_neurons=30, n_frames=500, seed=1, image=False, difficulty="easy")
     train, validation, test = datasets.split(x, y, val=0.25, test=0.15)
     candidates = [models.build("nn2", (30,)), models.build("nn1", (30,))]
     result = keras_grs.prune(candidates, *train, validation, test_data=test, method="rrs", tolerance=0.97,

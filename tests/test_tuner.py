@@ -24,7 +24,7 @@ FIT = {"epochs": 2, "batch_size": 32, "verbose": 0}
 
 @pytest.fixture(scope="module")
 def data():
-    x, y = datasets.calcium(n_neurons=24, n_frames=400, seed=2)
+    x, y = datasets.calcium(n_neurons=24, n_frames=400, seed=2, difficulty="easy")
     return datasets.split(x, y, val=0.25, test=0.0)
 
 
@@ -233,7 +233,7 @@ RESUMABLE = textwrap.dedent(
             if {crash_at} and done >= {crash_at}:
                 os._exit(3)
 
-    x, y = datasets.calcium(n_neurons=24, n_frames=400, seed=2)
+    x, y = datasets.calcium(n_neurons=24, n_frames=400, seed=2, difficulty="easy")
     (x, y), val, _ = datasets.split(x, y, val=0.25, test=0.0)
     tuner = GRSTuner(build, tolerance=0.95, seed=5, max_trials=9, directory={directory!r}, project_name="p")
     tuner.search(x, y, validation_data=val, epochs=1, verbose=0, callbacks=[Crash()])
