@@ -3,7 +3,7 @@ the instruction mix and an estimate of cycles and milliseconds.
 
 Each model is exported with c_backend.export, built with arm-linux-gnueabi-gcc (c_backend.armv6.CFLAGS: -O2
 -march=armv6zk -mfpu=vfp -mfloat-abi=softfp -static) and run under qemu-arm -cpu arm1176 on SAMPLES inputs;
-c_backend.armv6.measure counts what runs inside NAME_infer (the driver is outside the window) and the count is
+c_backend.armv6.measure counts what runs inside NAME_context_infer (the driver is outside the window) and the count is
 cross-checked with qemu's -singlestep on one sample. The cycle model is c_backend.armv6.estimate_cycles.
 
 Run: .venv/bin/python benchmarks/c_armv6.py   (or make bench-armv6; writes benchmarks/results/c_armv6.md)
@@ -34,7 +34,7 @@ CASES = [
 SEED_PI_ZERO_MS = {"nn1": (1.203, 0.572), "cnn1": (16.277, 4.646)}  # the seed's LIDE-C, original -> pruned
 MIX = ("vfp_mac", "vfp_load", "vfp_other", "vfp_store", "load", "store", "integer", "branch")
 GRAPH = "graph (scheduler, FIFOs, copy-out)"
-# Called by the FIFOs (ring index modulo) and NAME_infer (output copy): part of the graph's cost.
+# Called by the FIFOs (ring index modulo) and NAME_context_infer (output copy): part of the graph's cost.
 GRAPH_HELPERS = ("memcpy", "__aeabi_idivmod", ".divsi3_skip_div0_test")
 # Debian's armel glibc computes expf (softmax) in soft-float double; Raspberry Pi OS's armhf libm uses the VFP.
 MATH = "expf (softmax), with armel's soft-float double helpers"
@@ -64,7 +64,7 @@ def actor_of(ops, model_name):
     def group(symbol):
         if symbol in functions:
             return functions[symbol]
-        if symbol.startswith("lide_c") or symbol == f"{model_name}_infer" or symbol in GRAPH_HELPERS:
+        if symbol.startswith("lide_c") or symbol == f"{model_name}_context_infer" or symbol in GRAPH_HELPERS:
             return GRAPH
         if symbol.startswith(("exp", "__")):
             return MATH
@@ -82,7 +82,7 @@ def measure_case(label, shape, remove, rng):
         executable = armv6.build_dir(directory)
         x = rng.normal(size=(SAMPLES, *shape)).astype("<f4")
         x.tofile(directory / "in.bin")
-        window = (f"{name}_infer", "main")
+        window = (f"{name}_context_infer", "main")
         run = armv6.measure(executable, [directory / "in.bin", directory / "out.bin"], window=window)
         x[:1].tofile(directory / "one.bin")
         block = armv6.measure(executable, [directory / "one.bin", directory / "out.bin"], window=window)
@@ -105,7 +105,7 @@ def report(rows) -> str:
         "",
         f"Measured in one run by `benchmarks/c_armv6.py` (`make bench-armv6`): float32, random weights, "
         f"{SAMPLES} inferences per model, `{armv6.CC} {armv6.CFLAGS}`, `{' '.join(armv6.QEMU)}`. Counted from "
-        "entering `NAME_infer` until back in `main` (the scheduler, FIFOs and the output copy are included, the "
+        "entering `NAME_context_infer` until back in `main` (the scheduler, FIFOs and the output copy are included, the "
         "driver is not); the count was cross-checked with `-singlestep` on one inference. The cycles and "
         "milliseconds are an *estimate* from `c_backend.armv6.estimate_cycles` (ARM1176 at 1 GHz; assumptions "
         "in docs/c_backend.md), not a measurement on a board.",
