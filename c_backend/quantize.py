@@ -10,7 +10,8 @@ Lite's int8 interpreter computes on the same model and calibration data.
   multiplier and a power-of-two shift; the C applies TFLite's reference rounding (saturating rounding doubling
   high multiply, then rounding divide by a power of two; ``int8_arith.h``).
 - A ReLU is a clamp at the output's zero point. Max/average pooling keep their input's parameters (as TFLite
-  does); a global average pool is TFLite's MEAN; sigmoid, tanh and softmax outputs have TFLite's fixed parameters
+  does); a global average pool is TFLite's MEAN (which
+  rescales the mean in float32); sigmoid, tanh and softmax outputs have TFLite's fixed parameters
   (1/256 and -128, 1/128 and 0, 1/256 and -128) and are computed in float from the dequantized input, then
   quantized. Elementwise functions without a kernel of their own (a standalone activation, an unfolded
   BatchNormalization) are 256-entry tables per channel built the same way.
@@ -180,7 +181,9 @@ def quantize_ops(name: str, taken: set, layers, ops: list[dict], calibration: np
             op["kind"] += "_int8"
         elif op["kind"] == "global_pool":
             output = activation_params(*ranges[source])
-            op["multiplier"], op["shift"] = quantize_multiplier(current[0] / output[0])
+            # TFLite's int8 MEAN rescales in float32: round(sum / n * (s_in / s_out) - zp_in * (s_in / s_out)) + zp_out
+            ratio = np.float32(current[0]) / np.float32(output[0])
+            op["ratio"], op["offset"] = float(ratio), float(np.float32(-current[1]) * ratio)
             op["kind"] += "_int8"
         elif op["activation"] == "softmax":  # a standalone softmax
             split, output = None, FIXED_OUTPUT["softmax"]

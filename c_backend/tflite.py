@@ -1,7 +1,7 @@
 """TensorFlow Lite's own int8 conversion and interpreter, as the reference the int8 C is checked against.
 
     convert_int8(model, calibration) -> bytes         (TFLiteConverter, representative dataset, int8 in and out)
-    run_int8(model_bytes, x) -> Int8Run               (reference kernels: TFLite's MultiplyByQuantizedMultiplier)
+    run_int8(model_bytes, x) -> Int8Run               (TFLite's builtin int8 kernels, without XNNPACK)
 """
 
 from __future__ import annotations
@@ -42,15 +42,19 @@ def convert_int8(model, calibration) -> bytes:
     return converter.convert()
 
 
-def run_int8(model_bytes: bytes, x, reference=True) -> Int8Run:
-    """Run a converted model on float samples ``x`` (quantized as the C's quantize actor does). ``reference``
-    uses TFLite's reference kernels (no XNNPACK, whose requantization rounds differently)."""
+def run_int8(model_bytes: bytes, x, kernels="builtin") -> Int8Run:
+    """Run a converted model on float samples ``x`` (quantized as the C's quantize actor does).
+
+    ``kernels``: ``builtin`` (TFLite's own int8 kernels without the XNNPACK delegate, whose requantization rounds
+    differently), ``reference`` (its reference kernels: the same integer arithmetic, but a fixed-point softmax
+    less exact than the float one the C uses) or ``auto`` (what ``tf.lite.Interpreter`` does by default)."""
     import tensorflow as tf
 
     resolver = tf.lite.experimental.OpResolverType
     interpreter = tf.lite.Interpreter(
         model_content=model_bytes,
-        experimental_op_resolver_type=resolver.BUILTIN_REF if reference else resolver.AUTO,
+        experimental_op_resolver_type={"builtin": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                                       "reference": resolver.BUILTIN_REF, "auto": resolver.AUTO}[kernels],
     )
     interpreter.allocate_tensors()
     source, target = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
