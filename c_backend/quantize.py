@@ -30,6 +30,9 @@ from c_backend.ir import c_identifier
 
 QMIN, QMAX = -128, 127
 WEIGHT_MAX = 127
+# Output units computed together by the int8 Dense/convolution kernel: each word of 4 loaded inputs feeds this many
+# accumulators; on ARMv6 each unit then costs two weight words and two SMLAD (two 16-bit MACs each) per 4 inputs.
+INT8_BLOCK = 4
 FIXED_OUTPUT = {"sigmoid": (1.0 / 256.0, -128), "softmax": (1.0 / 256.0, -128), "tanh": (1.0 / 128.0, 0)}
 
 
@@ -241,9 +244,28 @@ def _quantize_weights(op: dict, raw, source: tuple, output: tuple) -> None:
         raise ValueError(f"layer {op['layer']!r}: a bias does not fit int32 at the calibrated scales")
     factors = [quantize_multiplier(float(np.float32(source[0])) * float(s) / float(np.float32(output[0])))
                for s in scales]
-    op["weights"] = [str(int(v)) for v in quantized.ravel()]
+    op["blocks"], packed = _pack(quantized)
+    op["weights"] = [str(int(v)) for v in packed]
     op["bias"] = [str(int(v)) for v in folded]
     op["multiplier"] = [str(m) for m, _ in factors]
     op["shift"] = [str(s) for _, s in factors]
     op["act_min"] = max(QMIN, output[1]) if op["activation"] == "relu" else QMIN
     op["act_max"] = QMAX
+
+
+def _pack(quantized: np.ndarray) -> tuple[list[dict], np.ndarray]:
+    """Blocks of output units (``INT8_BLOCK`` wide, then the rest) and the ``[units][inputs]`` int8 weights packed as
+    the kernel reads them: block by block, group of 4 inputs by group (the last one padded with zeros), unit by unit,
+    each group's 4 weights as 16-bit values in the order (0, 2, 1, 3) that SXTB16 gives the inputs, so that one
+    SMLAD multiplies a word of two inputs by a word of two weights."""
+    units, n = quantized.shape
+    groups = -(-n // 4)
+    padded = np.zeros((units, groups * 4), dtype=np.int64)
+    padded[:, :n] = quantized
+    full, rest = divmod(units, INT8_BLOCK)
+    blocks = [{"size": INT8_BLOCK, "count": full, "start": 0}] if full else []
+    if rest:
+        blocks.append({"size": rest, "count": 1, "start": full * INT8_BLOCK})
+    packed = [padded[u:u + b["size"]].reshape(b["size"], groups, 4)[:, :, [0, 2, 1, 3]].transpose(1, 0, 2).ravel()
+              for b in blocks for u in range(b["start"], b["start"] + b["count"] * b["size"], b["size"])]
+    return blocks, np.concatenate(packed)

@@ -79,6 +79,9 @@ def test_int8_builds_with_clang_and_for_armv6_under_qemu_as_on_the_host(tmp_path
     _, arm, _ = against_tflite(model, tmp_path / "arm", cc=armv6.CC, cflags=armv6.CFLAGS,
                                runner=list(armv6.QEMU))
     assert np.array_equal(arm, host)  # integer arithmetic: the same bits on both
+    code = subprocess.run([armv6.CC.replace("gcc", "objdump"), "-d", str(tmp_path / "arm" / "sequential")],
+                          capture_output=True, text=True, check=True).stdout
+    assert "smlad" in code and "sxtb16" in code  # the ARMv6 DSP path, not the plain C one
     assert np.max(np.abs(reference.steps(arm) - reference.output)) <= 1
 
 
