@@ -162,7 +162,8 @@ def quantize_ops(name: str, taken: set, layers, ops: list[dict], calibration: np
     result = [{
         "kind": "quantize", "layer": "input", "actor": c_identifier(f"{name}_quantize", taken),
         "in_size": first["in_size"], "out_size": first["in_size"], "positions": 1, "channels": first["in_size"],
-        "activation": "linear", "in_type": "float", "out_type": "int8_t", "scratch": None, "input_q": (0.0, 0), "output_q": current,
+        "activation": "linear", "in_type": "float", "out_type": "int8_t", "scratch": None, "input_q": (0.0, 0),
+        "output_q": current,
         "description": f"the float input quantized to int8 (scale {current[0]:.6g}, zero point {current[1]})",
     }]
     for op in ops:
@@ -221,7 +222,8 @@ def quantize_ops(name: str, taken: set, layers, ops: list[dict], calibration: np
     result.append({
         "kind": "dequantize", "layer": "output", "actor": actor, "prefix": actor.upper(),
         "in_size": last["out_size"], "out_size": last["out_size"], "positions": 1, "channels": last["out_size"],
-        "activation": "linear", "in_type": "int8_t", "out_type": "float", "scratch": None, "input_q": current, "output_q": current,
+        "activation": "linear", "in_type": "int8_t", "out_type": "float", "scratch": None, "input_q": current,
+        "output_q": current,
         "description": f"the int8 output as float (scale {current[0]:.6g}, zero point {current[1]})",
     })
     result[0]["prefix"] = result[0]["actor"].upper()
