@@ -3,7 +3,7 @@ the instruction mix and an estimate of cycles and milliseconds.
 
 Each model is exported with c_backend.export, built with arm-linux-gnueabi-gcc (c_backend.armv6.CFLAGS: -O2
 -march=armv6zk -mfpu=vfp -mfloat-abi=softfp -static) and run under qemu-arm -cpu arm1176 on SAMPLES inputs;
-c_backend.armv6.measure counts what runs inside NAME_infer (the driver is outside the window) and the count is
+c_backend.armv6.measure counts what runs inside NAME_context_infer (the driver is outside the window) and the count is
 cross-checked with qemu's -singlestep on one sample. The cycle model is c_backend.armv6.estimate_cycles.
 
 Run: .venv/bin/python benchmarks/c_armv6.py   (or make bench-armv6; writes benchmarks/results/c_armv6.md)
@@ -34,7 +34,7 @@ CASES = [
 SEED_PI_ZERO_MS = {"nn1": (1.203, 0.572), "cnn1": (16.277, 4.646)}  # the seed's LIDE-C, original -> pruned
 MIX = ("vfp_mac", "vfp_load", "vfp_other", "vfp_store", "load", "store", "integer", "branch")
 GRAPH = "graph (scheduler, FIFOs, copy-out)"
-# Called by the FIFOs (ring index modulo) and NAME_infer (output copy): part of the graph's cost.
+# Called by the FIFOs (ring index modulo) and NAME_context_infer (output copy): part of the graph's cost.
 GRAPH_HELPERS = ("memcpy", "__aeabi_idivmod", ".divsi3_skip_div0_test")
 # Debian's armel glibc computes expf (softmax) in soft-float double; Raspberry Pi OS's armhf libm uses the VFP.
 MATH = "expf (softmax), with armel's soft-float double helpers"
@@ -52,7 +52,7 @@ def op_macs(op) -> int:
         return op["positions"] * op["inputs"] * op["units"]
     if op["kind"] == "dense_sparse":
         return op["positions"] * op["nonzero"]
-    if op["kind"] == "conv":
+    if op["kind"] in ("conv", "conv_int8"):
         return op["out_h"] * op["out_w"] * op["filters"] * op["k_h"] * op["k_w"] * op["in_c"]
     return 0
 
@@ -64,7 +64,7 @@ def actor_of(ops, model_name):
     def group(symbol):
         if symbol in functions:
             return functions[symbol]
-        if symbol.startswith("lide_c") or symbol == f"{model_name}_infer" or symbol in GRAPH_HELPERS:
+        if symbol.startswith("lide_c") or symbol == f"{model_name}_context_infer" or symbol in GRAPH_HELPERS:
             return GRAPH
         if symbol.startswith(("exp", "__")):
             return MATH
@@ -73,16 +73,19 @@ def actor_of(ops, model_name):
     return group
 
 
-def measure_case(label, shape, remove, rng):
+def measure_case(label, shape, remove, rng, precision="float32"):
     model = build(label, shape, remove)
     name = label.split()[0]
+    label = label if precision == "float32" else f"{label} int8"
+    calibration = rng.normal(size=(64, *shape)).astype("float32")  # the int8 ranges: samples like the inputs
     with tempfile.TemporaryDirectory() as directory:
         directory = Path(directory)
-        exported = c_backend.export(model, directory, name=name, target="pi-zero")
+        exported = c_backend.export(model, directory, name=name, target="pi-zero", precision=precision,
+                                    calibration=calibration if precision == "int8" else None)
         executable = armv6.build_dir(directory)
         x = rng.normal(size=(SAMPLES, *shape)).astype("<f4")
         x.tofile(directory / "in.bin")
-        window = (f"{name}_infer", "main")
+        window = (f"{name}_context_infer", "main")
         run = armv6.measure(executable, [directory / "in.bin", directory / "out.bin"], window=window)
         x[:1].tofile(directory / "one.bin")
         block = armv6.measure(executable, [directory / "one.bin", directory / "out.bin"], window=window)
@@ -91,7 +94,7 @@ def measure_case(label, shape, remove, rng):
         symbols = armv6.Symbols(executable)
     actors = {op["actor"] for op in exported.ops}
     data = sum(size for symbol, size in symbols.data.items() if any(symbol.startswith(a + "_") for a in actors))
-    data += 4 * int(np.prod(shape))
+    data += 4 * int(np.prod(shape)) + symbols.data.get("instance", 0)  # input, and the model's context
     return {
         "label": label, "ops": exported.ops, "run": run, "macs": count_flops(model) // 2, "data": data,
         "cycles": armv6.estimate_cycles(run, data_bytes=data), "group": actor_of(exported.ops, name),
@@ -103,9 +106,11 @@ def report(rows) -> str:
     lines = [
         "# Generated C on the Pi Zero's ARM1176: instructions per multiply-accumulate (qemu-arm count)",
         "",
-        f"Measured in one run by `benchmarks/c_armv6.py` (`make bench-armv6`): float32, random weights, "
+        f"Measured in one run by `benchmarks/c_armv6.py` (`make bench-armv6`): float32 and int8 (TFLite's "
+        f"scheme, calibrated on 64 random inputs; its MACs are SMLAD halves, counted in `integer`), random weights, "
         f"{SAMPLES} inferences per model, `{armv6.CC} {armv6.CFLAGS}`, `{' '.join(armv6.QEMU)}`. Counted from "
-        "entering `NAME_infer` until back in `main` (the scheduler, FIFOs and the output copy are included, the "
+        "entering `NAME_context_infer` until back in `main` (the scheduler, FIFOs and the output copy are included, "
+        "the "
         "driver is not); the count was cross-checked with `-singlestep` on one inference. The cycles and "
         "milliseconds are an *estimate* from `c_backend.armv6.estimate_cycles` (ARM1176 at 1 GHz; assumptions "
         "in docs/c_backend.md), not a measurement on a board.",
@@ -159,11 +164,12 @@ def report(rows) -> str:
 def main():
     rng = np.random.default_rng(1)
     rows = []
-    for label, shape, remove in CASES:
-        rows.append(measure_case(label, shape, remove, rng))
-        run = rows[-1]["run"]
-        print(f"{label}: {run.per_call():,.0f} instructions per inference, "
-              f"{run.per_call() / rows[-1]['macs']:.2f} per MAC", flush=True)
+    for precision in ("float32", "int8"):
+        for label, shape, remove in CASES:
+            rows.append(measure_case(label, shape, remove, rng, precision))
+            run = rows[-1]["run"]
+            print(f"{rows[-1]['label']}: {run.per_call():,.0f} instructions per inference, "
+                  f"{run.per_call() / rows[-1]['macs']:.2f} per MAC", flush=True)
     text = report(rows)
     out = Path(__file__).parent / "results" / "c_armv6.md"
     out.write_text(text + "\n")

@@ -9,7 +9,7 @@ translates one instruction per block instead (slower; the same count, used to cr
 
 Only a *window* of the run is counted when ``window=(entry, caller)`` is given: from each arrival at the first
 instruction of the function ``entry`` until execution is back in the function ``caller``. For a model that is
-``NAME_infer`` called from ``main``, so the driver (start-up, file input and output) is never counted and
+``NAME_context_infer`` called from ``main``, so the driver (start-up, file input and output) is never counted and
 every inference is counted whole, with the scheduler, FIFOs and ``memcpy`` it calls.
 
 Instructions are attributed to the symbol (from ``nm``) whose range holds them, and sorted into a mix:
@@ -23,7 +23,7 @@ Example (needs ``make c-toolchains``)::
 
     from c_backend import armv6
     exe = armv6.build_dir("out/c")                  # the exported model, built for ARMv6
-    run = armv6.measure(exe, ["in.bin", "out.bin"], window=("nn1_infer", "main"))
+    run = armv6.measure(exe, ["in.bin", "out.bin"], window=("nn1_context_infer", "main"))
     run.calls, run.instructions / run.calls, run.by_category["vfp_mac"]
 """
 

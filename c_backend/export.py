@@ -8,7 +8,7 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from c_backend.ir import c_identifier, describe
+from c_backend.ir import c_float, c_identifier, describe
 from keras_grs.files import write_text
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -31,13 +31,15 @@ class Export:
 
 
 def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=False,
         lstrip_blocks=False,
     )
+    environment.filters["c_float"] = c_float
+    return environment
 
 
 def export(model, out_dir, name=None, target="host", precision="float32", sparse="auto", calibration=None) -> Export:
@@ -48,10 +50,12 @@ def export(model, out_dir, name=None, target="host", precision="float32", sparse
         out_dir: the directory to write (created if needed; files of the same names are replaced).
         name: the C name of the model (default: the Keras name), made a valid identifier.
         target: ``host`` or ``pi-zero``: the default of the generated Makefile's ``all`` target.
-        precision: ``float32``, or ``int8`` (Dense layers: per-unit symmetric int8 weights, the input quantized
-            with a scale calibrated on ``calibration``, int32 accumulation).
+        precision: ``float32``, or ``int8``: every layer in int8 by TFLite's int8 scheme (weights symmetric per
+            output channel, activations asymmetric per tensor with ranges calibrated on ``calibration``, int32
+            biases, fixed-point requantization; see :mod:`c_backend.quantize`). Float input and output.
         sparse: ``auto`` (Dense layers at most half non-zero are stored sparsely), ``never`` or ``always``.
-        calibration: sample inputs, required for ``int8``.
+        calibration: sample inputs (``(samples, *input shape)``), required for ``int8``: the same samples given to
+            TFLite's converter as its representative dataset give the same quantization.
 
     Returns:
         An :class:`Export` record.
@@ -81,7 +85,7 @@ def export(model, out_dir, name=None, target="host", precision="float32", sparse
     }
     environment = _environment()
     rendered = {}
-    for runtime in RUNTIME:
+    for runtime in RUNTIME + (("int8_arith.h",) if precision == "int8" else ()):
         rendered[runtime] = environment.get_template(f"{runtime}.j2").render(context)
     rendered[f"{c_name}_actors.h"] = environment.get_template("actors.h.j2").render(context)
     for op in ops:

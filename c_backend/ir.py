@@ -86,7 +86,8 @@ def describe(model, name: str, precision="float32", sparse="auto", calibration=N
     analyze(model)  # refuses unsupported layers and graphs, naming them
     layers = layer_chain(model)
     taken = {name}
-    inputs = _calibration_inputs(model, layers, calibration) if precision == "int8" else {}
+    if precision == "int8" and calibration is None:
+        raise ValueError("precision='int8' needs calibration data: export(..., calibration=x_sample)")
     ops: list[dict] = []
     for layer in layers:
         in_shape = tuple(int(d) for d in layer.input.shape[1:])
@@ -99,6 +100,7 @@ def describe(model, name: str, precision="float32", sparse="auto", calibration=N
             if previous is not None and previous["activation"] == "linear" and previous["kind"] in FUSES_ACTIVATION:
                 previous["activation"] = activation
                 previous["description"] += f", then {activation}"
+                previous["_pre"], previous["_source"] = previous["_source"], layer.name
                 continue
             ops.append(_op(layer, name, taken, "activation", in_shape, out_shape, activation=activation,
                            description=f"{activation} on {int(np.prod(out_shape))} values"))
@@ -110,6 +112,7 @@ def describe(model, name: str, precision="float32", sparse="auto", calibration=N
                     and previous["out_shape"] == in_shape:
                 previous["raw"] = (previous["raw"][0] * scale[:, None], previous["raw"][1] * scale + shift)
                 previous["description"] += ", BatchNormalization folded in"
+                previous["_source"] = layer.name
                 continue
             ops.append(_op(layer, name, taken, "affine", in_shape, out_shape, activation="linear",
                            scale=[c_float(v) for v in scale], shift=[c_float(v) for v in shift],
@@ -121,7 +124,6 @@ def describe(model, name: str, precision="float32", sparse="auto", calibration=N
                      inputs=in_shape[-1], units=out_shape[-1],
                      description=f"Dense {in_shape[-1]} -> {out_shape[-1]}")
             op["raw"] = (kernel.T.copy(), bias)  # [units][inputs]
-            op["calibration"] = inputs.get(layer.name)
             ops.append(op)
             continue
         if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
@@ -137,6 +139,7 @@ def describe(model, name: str, precision="float32", sparse="auto", calibration=N
             op = _op(layer, name, taken, "conv", in_shape, out_shape, activation=_activation(layer),
                      in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, filters=f, k_h=kh, k_w=kw, s_h=sh, s_w=sw,
                      pad_t=_padding(ih, oh, kh, sh, layer.padding), pad_l=_padding(iw, ow, kw, sw, layer.padding),
+                     scratch=("float", kh * kw * ic),
                      description=f"Conv {kh}x{kw}, {ic} -> {f} channels, output {oh}x{ow}")
             op["raw"] = (np.transpose(kernel, (3, 0, 1, 2)).reshape(f, -1).copy(), bias)  # [filter][kh][kw][c]
             ops.append(op)
@@ -163,6 +166,10 @@ def describe(model, name: str, precision="float32", sparse="auto", calibration=N
         raise UnsupportedLayerError(f"layer {layer.name!r} ({type(layer).__name__}) has no C translation")
     if not ops:
         raise UnsupportedLayerError("the model computes nothing that needs an actor")
+    if precision == "int8":
+        from c_backend.quantize import quantize_ops
+
+        return quantize_ops(name, taken, layers, ops, np.asarray(calibration, dtype="float32"))
     for op in ops:
         _finish(op, precision, sparse)
     return ops
@@ -181,6 +188,12 @@ def _op(layer, model_name, taken, kind, in_shape, out_shape, **fields) -> dict:
         "positions": int(np.prod(out_shape)) // channels,
         "channels": channels,
         "out_shape": tuple(out_shape),
+        # for int8 calibration: the layer whose output this op produces, and the one before its activation
+        "_source": layer.name,
+        "_pre": layer,
+        "in_type": "float",
+        "out_type": "float",
+        "scratch": None,  # (C type, count) of a work buffer the actor needs, kept in the model's context
         **fields,
     }
 
@@ -200,36 +213,14 @@ def _bn_affine(layer):
     return scale, beta - mean * scale
 
 
-def _calibration_inputs(model, layers, calibration):
-    """Per Dense layer, the largest absolute input value over the calibration samples."""
-    if calibration is None:
-        raise ValueError("precision='int8' needs calibration data: export(..., calibration=x_sample)")
-    dense = [layer for layer in layers if isinstance(layer, keras.layers.Dense)]
-    probe = keras.Model(model.inputs, [layer.input for layer in dense])
-    values = probe([np.asarray(calibration, dtype="float32")], training=False)
-    values = values if isinstance(values, (list, tuple)) else [values]
-    return {layer.name: float(np.max(np.abs(keras.ops.convert_to_numpy(v)))) for layer, v in zip(dense, values)}
-
-
 def _finish(op: dict, precision: str, sparse: str) -> None:
+    op.pop("_source")
+    op.pop("_pre")
     raw = op.pop("raw", None)
-    calibration = op.pop("calibration", None)
     if raw is None:
         return
     weights, bias = raw
     op["bias"] = [c_float(v) for v in bias]
-    if op["kind"] == "dense" and precision == "int8":
-        op["kind"] = "dense_int8"
-        largest = np.max(np.abs(weights), axis=1)
-        scales = np.where(largest > 0, largest / 127.0, 1.0)
-        quantized = np.clip(np.round(weights / scales[:, None]), -127, 127).astype(int)
-        input_scale = calibration / 127.0 if calibration else 1.0
-        op["weights"] = [str(v) for v in quantized.ravel()]
-        op["scales"] = [c_float(s * input_scale) for s in scales]
-        op["input_scale"] = c_float(input_scale)
-        op["input_inverse"] = c_float(1.0 / input_scale)
-        op["description"] += " (int8)"
-        return
     nonzero = int(np.count_nonzero(weights))
     density = nonzero / weights.size
     if op["kind"] == "dense" and (sparse == "always" or (sparse == "auto" and density <= SPARSE_DENSITY)):

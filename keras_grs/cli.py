@@ -542,7 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="the directory to write")
     p.add_argument("--name", help="C name of the model (default: the model's name)")
     p.add_argument("--target", choices=["host", "pi-zero"], default="host", help="the Makefile's default build")
-    p.add_argument("--int8", action="store_true", help="int8 Dense layers, calibrated on the data's x_train")
+    p.add_argument("--int8", action="store_true", help="every layer in int8 (TFLite's scheme), calibrated on x_train")
     p.add_argument("--sparse", choices=["auto", "never", "always"], default="auto")
     p.add_argument("--verify", metavar="DATA.npz", help="compile, run on x_val and compare with Keras")
     p.add_argument("--unsafe-model", action="store_true", help=UNSAFE_HELP)

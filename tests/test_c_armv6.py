@@ -104,7 +104,8 @@ def test_a_dense_model_runs_one_vmla_per_mac_per_inference(tmp_path):
     c_backend.export(model, tmp_path)
     executable = armv6.build_dir(tmp_path)
     np.random.default_rng(1).normal(size=(3, 20)).astype("<f4").tofile(tmp_path / "in.bin")
-    measured = armv6.measure(executable, [tmp_path / "in.bin", tmp_path / "out.bin"], window=("nn2_infer", "main"))
+    measured = armv6.measure(executable, [tmp_path / "in.bin", tmp_path / "out.bin"],
+                             window=("nn2_context_infer", "main"))
     assert measured.calls == 3
     assert measured.by_category["vfp_mac"] == 3 * (20 * 32 + 32 * 2)
     assert measured.by_symbol["main"] == 0  # the driver is outside the window

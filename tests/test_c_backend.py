@@ -147,7 +147,10 @@ def test_the_header_declares_exactly_the_api(tmp_path):
     header = (tmp_path / "nn2.h").read_text()
     assert "int nn2_init(void);" in header and "int nn2_infer(const float *input, float *output);" in header
     assert "void nn2_terminate(void);" in header
-    assert len(re.findall(r"^\w[\w ]*\**\w+\(", header, flags=re.MULTILINE)) == 3  # nothing else is declared
+    assert "int nn2_context_init(nn2_context_type *context);" in header
+    assert "int nn2_context_infer(nn2_context_type *context, const float *input, float *output);" in header
+    assert "#define NN2_CONTEXT_SIZE sizeof(nn2_context_type)" in header
+    assert len(re.findall(r"^\w[\w ]*\**\w+\(", header, flags=re.MULTILINE)) == 5  # nothing else is declared
     assert "static const float" in (tmp_path / "nn2_dense1.c").read_text()
 
 

@@ -54,7 +54,8 @@ def instructions_per_mac(model, tmp_path, name):
     executable = armv6.build_dir(tmp_path)
     x = np.random.default_rng(9).normal(size=(2, *model.input_shape[1:])).astype("<f4")
     x.tofile(tmp_path / "in.bin")
-    run = armv6.measure(executable, [tmp_path / "in.bin", tmp_path / "out.bin"], window=(f"{name}_infer", "main"))
+    run = armv6.measure(executable, [tmp_path / "in.bin", tmp_path / "out.bin"],
+                        window=(f"{name}_context_infer", "main"))
     per_mac = {}
     for op in exported.ops:
         if op["kind"] == "dense":

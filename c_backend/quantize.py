@@ -1,0 +1,273 @@
+"""Int8 quantization following the TFLite int8 specification, so that the generated C computes what TensorFlow
+Lite's int8 interpreter computes on the same model and calibration data.
+
+- Activations: asymmetric per tensor, int8 with a zero point. The range of each tensor is its smallest and largest
+  value over the calibration samples, widened to contain 0; scale = (max - min) / 255 and the zero point is nudged
+  to an integer (TFLite's rule: from whichever end, min or max, gives the smaller rounding error).
+- Weights: symmetric per output channel, int8 in [-127, 127], zero point 0, scale = max |w| / 127.
+- Biases: int32, scale = input scale x weight scale of the channel.
+- Requantization: the real factor input scale x weight scale / output scale becomes a 31-bit fixed-point
+  multiplier and a power-of-two shift; the C applies TFLite's reference rounding (saturating rounding doubling
+  high multiply, then rounding divide by a power of two; ``int8_arith.h``).
+- A ReLU is a clamp at the output's zero point. Max/average pooling keep their input's parameters (as TFLite
+  does); a global average pool is TFLite's MEAN (which
+  rescales the mean in float32); sigmoid, tanh and softmax outputs have TFLite's fixed parameters
+  (1/256 and -128, 1/128 and 0, 1/256 and -128) and are computed in float from the dequantized input, then
+  quantized. Elementwise functions without a kernel of their own (a standalone activation, an unfolded
+  BatchNormalization) are 256-entry tables per channel built the same way.
+
+The C keeps float input and output: a ``quantize`` actor first, a ``dequantize`` actor last.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from c_backend.ir import c_identifier
+
+QMIN, QMAX = -128, 127
+WEIGHT_MAX = 127
+# Output units computed together by the int8 Dense/convolution kernel: each word of 4 loaded inputs feeds this many
+# accumulators; on ARMv6 each unit then costs two weight words and two SMLAD (two 16-bit MACs each) per 4 inputs.
+INT8_BLOCK = 4
+FIXED_OUTPUT = {"sigmoid": (1.0 / 256.0, -128), "softmax": (1.0 / 256.0, -128), "tanh": (1.0 / 128.0, 0)}
+
+
+def round_away(value):
+    """Round half away from zero, as C's ``round`` (and TFLite's ``TfLiteRound``) do; numpy rounds half to even."""
+    value = np.asarray(value, dtype=np.float64)
+    return np.sign(value) * np.floor(np.abs(value) + 0.5)
+
+
+def activation_params(low: float, high: float) -> tuple[float, int]:
+    """(scale, zero point) of an int8 tensor whose real values span [low, high], by TFLite's nudging rule."""
+    low, high = min(float(low), 0.0), max(float(high), 0.0)
+    if high - low < np.finfo(np.float64).eps:
+        return 1.0, 0
+    scale = float(np.float32(np.float32(high) - np.float32(low)) / np.float32(QMAX - QMIN))  # TFLite: in float32
+    from_min, from_max = QMIN - low / scale, QMAX - high / scale
+    error_min, error_max = abs(QMIN) + abs(low / scale), abs(QMAX) + abs(high / scale)
+    zero = from_min if error_min < error_max else from_max
+    zero_point = QMIN if zero < QMIN else QMAX if zero > QMAX else int(round_away(zero))
+    return scale, zero_point
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """TFLite's fixed-point form of a positive real factor: (multiplier in [2^30, 2^31), shift) with
+    real ~= multiplier * 2^(shift - 31)."""
+    if real <= 0:
+        return 0, 0
+    fraction, shift = math.frexp(real)
+    multiplier = int(round_away(fraction * (1 << 31)))
+    if multiplier == 1 << 31:
+        multiplier //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    if shift > 30:
+        raise ValueError(f"a requantization factor of {real} is too large for int8 (scales far apart)")
+    return multiplier, shift
+
+
+def _weights(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per output channel (rows of ``weights``): int8 values and their float32 scales."""
+    largest = np.max(np.abs(weights), axis=1)
+    scales = np.where(largest > 0, largest / WEIGHT_MAX, 1.0).astype(np.float32)
+    quantized = np.clip(round_away(weights / scales.astype(np.float64)[:, None]), -WEIGHT_MAX, WEIGHT_MAX)
+    return quantized.astype(np.int64), scales
+
+
+def _move_biases(ops) -> dict:
+    """TFLite's converter moves the bias of a Dense layer without activation into the next Dense layer's bias
+    (W2 (W1 x + b1) + b2 = W2 (W1 x) + (W2 b1 + b2)), so the tensor between them is calibrated without it: do the
+    same. Returns the moved biases by the name of the layer that lost them."""
+    moved = {}
+    for first, second in zip(ops, ops[1:]):
+        alone = not isinstance(first["_pre"], str) and first["_source"] == first["_pre"].name  # nothing fused
+        if first["kind"] == second["kind"] == "dense" and first["activation"] == "linear" and alone \
+                and np.any(first["raw"][1]):
+            (w1, b1), (w2, b2) = first["raw"], second["raw"]
+            first["raw"], second["raw"] = (w1, np.zeros_like(b1)), (w2, b2 + w2 @ b1)
+            moved[first["_source"]] = b1
+    return moved
+
+
+def _ranges(layers, calibration: np.ndarray, ops, moved: dict) -> dict:
+    """The calibration range of every layer's output (and of the linear part of layers whose own activation is
+    sigmoid, tanh or softmax), running the Keras layers one after another on the samples. Layers in ``moved``
+    are measured without the bias that moved on."""
+    if calibration.ndim < 2 or len(calibration) == 0:
+        raise ValueError("calibration must hold at least one sample (an array of shape (samples, *input shape))")
+    expected = tuple(int(d) for d in layers[0].input.shape[1:])
+    if tuple(calibration.shape[1:]) != expected:
+        raise ValueError(f"calibration samples have shape {calibration.shape[1:]}, the model takes {expected}")
+    if not np.all(np.isfinite(calibration)):
+        raise ValueError("calibration holds values that are not finite")
+    linear_of = {id(op["_pre"]) for op in ops if not isinstance(op["_pre"], str) and op["activation"] in FIXED_OUTPUT}
+    ranges = {"<input>": (float(calibration.min()), float(calibration.max()))}
+    x = calibration
+    for layer in layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if id(layer) in linear_of:
+            config = {**layer.get_config(), "activation": "linear"}
+            linear = type(layer).from_config(config)
+            linear.build(x.shape)
+            linear.set_weights(layer.get_weights())
+            values = keras.ops.convert_to_numpy(linear(x))
+            ranges[("linear", layer.name)] = (float(values.min()), float(values.max()))
+        x = keras.ops.convert_to_numpy(layer(x, training=False))
+        measured = x - moved[layer.name] if layer.name in moved else x
+        ranges[layer.name] = (float(measured.min()), float(measured.max()))
+    return ranges
+
+
+def _table(function, channels: int, source: tuple, target: tuple) -> list[str]:
+    """A table [channel][256] of int8 results of ``function`` (values, channel index) over every int8 input."""
+    q = np.arange(QMIN, QMAX + 1, dtype=np.float64)
+    real = (q - source[1]) * source[0]
+    rows = [function(np.float32(real), c) for c in range(channels)]
+    out = np.clip(round_away(np.asarray(rows, dtype=np.float64) / target[0]) + target[1], QMIN, QMAX)
+    return [str(int(v)) for v in out.ravel()]
+
+
+def _elementwise(op: dict):
+    """The function an elementwise op applies, as f(values, channel)."""
+    if op["kind"] == "affine":
+        scale = [np.float32(float(v[:-1])) for v in op["scale"]]
+        shift = [np.float32(float(v[:-1])) for v in op["shift"]]
+        inner = lambda v, c: v * scale[c] + shift[c]  # noqa: E731
+    else:
+        inner = lambda v, c: v  # noqa: E731
+    activation = op["activation"]
+    if activation == "relu":
+        return lambda v, c: np.maximum(inner(v, c), 0)
+    if activation == "sigmoid":
+        return lambda v, c: 1 / (1 + np.exp(-inner(v, c).astype(np.float64)))
+    if activation == "tanh":
+        return lambda v, c: np.tanh(inner(v, c))
+    return inner
+
+
+def quantize_ops(name: str, taken: set, layers, ops: list[dict], calibration: np.ndarray) -> list[dict]:
+    """The int8 form of the float operations ``ops`` of model ``name`` (see the module docstring), calibrated on
+    ``calibration``; new actors get names not in ``taken``."""
+    moved = _move_biases(ops)
+    ranges = _ranges(layers, calibration, ops, moved)
+    current = activation_params(*ranges["<input>"])
+    first = ops[0]
+    result = [{
+        "kind": "quantize", "layer": "input", "actor": c_identifier(f"{name}_quantize", taken),
+        "in_size": first["in_size"], "out_size": first["in_size"], "positions": 1, "channels": first["in_size"],
+        "activation": "linear", "in_type": "float", "out_type": "int8_t", "scratch": None, "input_q": (0.0, 0),
+        "output_q": current,
+        "description": f"the float input quantized to int8 (scale {current[0]:.6g}, zero point {current[1]})",
+    }]
+    for op in ops:
+        source, pre = op.pop("_source"), op.pop("_pre")
+        raw = op.pop("raw", None)
+        op["in_type"] = op["out_type"] = "int8_t"
+        if op.get("scratch"):  # a convolution's patch holds int8 values now
+            op["scratch"] = ("int8_t", op["scratch"][1])
+        op["input_q"] = current
+        split = op["activation"] if op["activation"] in FIXED_OUTPUT else None
+        if op["kind"] in ("dense", "conv"):
+            key = (pre if isinstance(pre, str) else ("linear", pre.name)) if split else source
+            output = activation_params(*ranges[key])
+            _quantize_weights(op, raw, current, output)
+            op["kind"] += "_int8"
+            op["description"] += " (int8)"
+        elif op["kind"] in ("pool",) or (op["kind"] == "global_pool" and op["mode"] == "max"):
+            output = current
+            op["kind"] += "_int8"
+        elif op["kind"] == "global_pool":
+            output = activation_params(*ranges[source])
+            # TFLite's int8 MEAN rescales in float32: round(sum / n * (s_in / s_out) - zp_in * (s_in / s_out)) + zp_out
+            ratio = np.float32(current[0]) / np.float32(output[0])
+            op["ratio"], op["offset"] = float(ratio), float(np.float32(-current[1]) * ratio)
+            op["kind"] += "_int8"
+        elif op["activation"] == "softmax":  # a standalone softmax
+            split, output = None, FIXED_OUTPUT["softmax"]
+            op["kind"] = "softmax_int8"
+            op["scratch"] = ("float", op["channels"])
+        else:  # activation or affine: a table per channel
+            output = FIXED_OUTPUT.get(op["activation"]) or activation_params(*ranges[source])
+            tables = op["channels"] if op["kind"] == "affine" else 1
+            op["table"] = _table(_elementwise(op), tables, current, output)
+            op["tables"] = tables
+            op["kind"] = "table_int8"
+            split = None
+        op["output_q"] = output
+        result.append(op)
+        current = output
+        if split:  # sigmoid, tanh or softmax after an int8 kernel: an op of its own, as in TFLite
+            op["activation"] = "linear"
+            follow = {key: op[key] for key in ("layer", "out_size", "positions", "channels", "out_shape")}
+            follow.update(kind="softmax_int8" if split == "softmax" else "table_int8", activation=split,
+                          in_size=op["out_size"], in_type="int8_t", out_type="int8_t", scratch=None, input_q=current,
+                          output_q=FIXED_OUTPUT[split], description=f"{split} on int8 values")
+            follow["actor"] = c_identifier(f"{op['actor']}_{split}", taken)
+            follow["prefix"] = follow["actor"].upper()
+            if split == "softmax":
+                follow["scratch"] = ("float", op["channels"])
+            if split != "softmax":
+                follow["table"], follow["tables"] = _table(_elementwise(follow), 1, current, FIXED_OUTPUT[split]), 1
+            result.append(follow)
+            current = FIXED_OUTPUT[split]
+    last = result[-1]
+    actor = c_identifier(f"{name}_dequantize", taken)
+    result.append({
+        "kind": "dequantize", "layer": "output", "actor": actor, "prefix": actor.upper(),
+        "in_size": last["out_size"], "out_size": last["out_size"], "positions": 1, "channels": last["out_size"],
+        "activation": "linear", "in_type": "int8_t", "out_type": "float", "scratch": None, "input_q": current,
+        "output_q": current,
+        "description": f"the int8 output as float (scale {current[0]:.6g}, zero point {current[1]})",
+    })
+    result[0]["prefix"] = result[0]["actor"].upper()
+    for op in result:
+        op["input_scale"], op["input_zero"] = op["input_q"]
+        op["output_scale"], op["output_zero"] = op["output_q"]
+    return result
+
+
+def _quantize_weights(op: dict, raw, source: tuple, output: tuple) -> None:
+    """Int8 weights, the int32 bias with the input's zero point folded in, and the per-channel requantization."""
+    weights, bias = raw
+    quantized, scales = _weights(weights)
+    bias_scales = np.float64(np.float32(source[0])) * scales.astype(np.float64)
+    bias_q = round_away(bias / bias_scales).astype(np.int64)
+    # sum w * (x - zp) = sum w * x - zp * sum w: the input's zero point costs nothing per multiply-accumulate; padded
+    # cells of a convolution hold the zero point, so they add nothing, as TFLite's skipped cells do
+    folded = bias_q - source[1] * quantized.sum(axis=1)
+    if np.any(np.abs(folded) >= 2 ** 31):
+        raise ValueError(f"layer {op['layer']!r}: a bias does not fit int32 at the calibrated scales")
+    factors = [quantize_multiplier(float(np.float32(source[0])) * float(s) / float(np.float32(output[0])))
+               for s in scales]
+    op["blocks"], packed = _pack(quantized)
+    op["weights"] = [str(int(v)) for v in packed]
+    op["bias"] = [str(int(v)) for v in folded]
+    op["multiplier"] = [str(m) for m, _ in factors]
+    op["shift"] = [str(s) for _, s in factors]
+    op["act_min"] = max(QMIN, output[1]) if op["activation"] == "relu" else QMIN
+    op["act_max"] = QMAX
+
+
+def _pack(quantized: np.ndarray) -> tuple[list[dict], np.ndarray]:
+    """Blocks of output units (``INT8_BLOCK`` wide, then the rest) and the ``[units][inputs]`` int8 weights packed as
+    the kernel reads them: block by block, group of 4 inputs by group (the last one padded with zeros), unit by unit,
+    each group's 4 weights as 16-bit values in the order (0, 2, 1, 3) that SXTB16 gives the inputs, so that one
+    SMLAD multiplies a word of two inputs by a word of two weights."""
+    units, n = quantized.shape
+    groups = -(-n // 4)
+    padded = np.zeros((units, groups * 4), dtype=np.int64)
+    padded[:, :n] = quantized
+    full, rest = divmod(units, INT8_BLOCK)
+    blocks = [{"size": INT8_BLOCK, "count": full, "start": 0}] if full else []
+    if rest:
+        blocks.append({"size": rest, "count": 1, "start": full * INT8_BLOCK})
+    packed = [padded[u:u + b["size"]].reshape(b["size"], groups, 4)[:, :, [0, 2, 1, 3]].transpose(1, 0, 2).ravel()
+              for b in blocks for u in range(b["start"], b["start"] + b["count"] * b["size"], b["size"])]
+    return blocks, np.concatenate(packed)
