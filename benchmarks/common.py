@@ -42,10 +42,10 @@ def machine() -> str:
             f"TensorFlow {tf.__version__}, Keras {keras.__version__}")
 
 
-def calcium_splits(model_name: str, seed: int, n_frames: int = 3000, n_neurons: int = 140):
+def calcium_splits(model_name: str, seed: int, n_frames: int = 3000, n_neurons: int = 140, difficulty="realistic"):
     """The seed's data shape (3000 frames, 140 neurons; 12x12 images for the CNNs), 70/20/10 split."""
     image = model_name.startswith("cnn")
-    x, y = datasets.calcium(n_neurons=n_neurons, n_frames=n_frames, seed=seed, image=image)
+    x, y = datasets.calcium(n_neurons=n_neurons, n_frames=n_frames, seed=seed, image=image, difficulty=difficulty)
     return datasets.split(x, y, val=0.2, test=0.1, seed=seed)
 
 

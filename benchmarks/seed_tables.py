@@ -7,11 +7,12 @@ improvement, percent) are summarized min/max/avg per model, as in the seed's tab
 (its recordings and GPU, not this data: the simulator is easier to decode, so compression is higher here).
 JGRS vs GRS compares time and compression on the scaled models.
 
-Every finished search is stored in benchmarks/results/seed_tables.json; running again with the same settings
-continues where a run stopped.
+Every finished search is stored in benchmarks/results/seed_tables_realistic.json (the default, realistic simulator)
+or seed_tables.json (``--difficulty easy``: the first simulator, the committed tables); running again with the
+same settings continues where a run stopped. The seed's acceptance rule is used throughout.
 
 Run: .venv/bin/python benchmarks/seed_tables.py [--models nn1 nn2 cnn1 cnn2] [--datasets 2] [--trials 2]
-     [--epochs 100] [--scaled nn2_scaled]     (writes benchmarks/results/seed_tables.md)
+     [--epochs 100] [--scaled nn2_scaled] [--difficulty realistic|easy]   (writes the .md beside the store)
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ SEED = {
     "FCI vs NWM": {"nn1": 24.18, "nn2": 3.03, "cnn1": 21.91, "cnn2": 34.54},
     "time": {"nn1": 922.9, "nn2": 115.7, "cnn1": 5933.6, "cnn2": 2329.1},
 }
-STORE = RESULTS / "seed_tables.json"
+def store_name(difficulty: str) -> str:
+    """One store per simulator: the committed ``seed_tables.json`` holds runs on the easy (first) simulator."""
+    return "seed_tables" if difficulty == "easy" else f"seed_tables_{difficulty}"
 ORDER = {"nn1": 0, "nn2": 1, "cnn1": 2, "cnn2": 3}
 
 
@@ -55,17 +58,19 @@ def main():
     parser.add_argument("--pretrain-epochs", type=int, default=30)
     parser.add_argument("--scaled", nargs="*", default=["nn2_scaled"], help="models for JGRS vs GRS")
     parser.add_argument("--max-trials", type=int, help="safety cap per search (capped runs are marked)")
+    parser.add_argument("--difficulty", default="realistic", help="the calcium simulator (realistic or easy)")
     args = parser.parse_args()
+    store_path = RESULTS / f"{store_name(args.difficulty)}.json"
     settings = {"frames": args.frames, "pretrain_epochs": args.pretrain_epochs, "max_trials": args.max_trials}
-    store = json.loads(STORE.read_text()) if STORE.exists() else {}
+    store = json.loads(store_path.read_text()) if store_path.exists() else {}
     if store.get("settings") != settings:
         store = {"settings": settings, "runs": {}}
     runs = store["runs"]
 
     def save():
         RESULTS.mkdir(exist_ok=True)
-        STORE.with_suffix(".tmp").write_text(json.dumps(store, indent=1))
-        os.replace(STORE.with_suffix(".tmp"), STORE)
+        store_path.with_suffix(".tmp").write_text(json.dumps(store, indent=1))
+        os.replace(store_path.with_suffix(".tmp"), store_path)
 
     cases = [(name, d, t) for name in args.models for d in range(args.datasets) for t in range(args.trials)]
     cases += [(name, 0, 0) for name in args.scaled]
@@ -74,7 +79,7 @@ def main():
         keys = {m: f"{name}/e{args.epochs}/d{d}/t{t}/{m}" for m in methods}
         if all(k in runs for k in keys.values()):
             continue
-        data = calcium_splits(name, seed=d, n_frames=args.frames)
+        data = calcium_splits(name, seed=d, n_frames=args.frames, difficulty=args.difficulty)
         model = pretrained(name, data[0], args.pretrain_epochs, seed=1000 * d + t)
         for method, key in keys.items():
             if key in runs:
@@ -90,7 +95,7 @@ def main():
             save()
             print(f"{key}: {run.seconds:.1f} s, {run.trials} trials, {run.structure}, PCI {run.pci:.1f}%, "
                   f"AL {run.al:+.2f}", flush=True)
-    write("seed_tables.md", table(args, runs))
+    write(f"{store_name(args.difficulty)}.md", table(args, runs))
 
 
 def table(args, runs) -> list[str]:
