@@ -478,6 +478,12 @@ def cmd_demo(args) -> int:
     data_path = out / "calcium.npz"
     if not data_path.exists():
         np.savez(data_path, x_train=x_train, y_train=y_train, x_val=x_val, y_val=y_val, x_test=x_test, y_test=y_test)
+    traces = out / "calcium_traces.png"
+    if not traces.exists():
+        import matplotlib.pyplot as plt
+
+        plt.close(datasets.plot_traces(traces, seed=args.seed))
+    print(f"example traces of the simulated neurons: {traces}")
     run_dir = out / "run"
     argv = ["prune", "nn1", "cnn1", "--data", str(data_path), "--method", "jgrs", "--out", str(run_dir),
             "--epochs", str(args.epochs), "--initial-epochs", str(args.initial_epochs), "--seed", str(args.seed),

@@ -12,7 +12,7 @@ import pytest
 
 import keras_grs
 from keras_grs import GRSTuner, datasets, eup, models, select
-from keras_grs.evaluate import KerasEvaluator
+from keras_grs.evaluate import Job, KerasEvaluator
 from keras_grs.guard import split_guard
 from keras_grs.inputs import DataError
 from keras_grs.scoring import objective_direction, score
@@ -254,3 +254,36 @@ def test_imbalanced_data_is_judged_by_balanced_accuracy_through_the_job(tmp_path
     assert r.eup["threshold"]["objective"] == "val_balanced_accuracy"
     assert r.test_score == pytest.approx(score(r.model, *test, "val_balanced_accuracy"))
     assert r.test_score != pytest.approx(r.test_accuracy)  # a different judge than plain accuracy
+
+
+# -- the epoch rule -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("evaluator_class", ["batched", "keras"])
+def test_the_last_epoch_rule_keeps_the_final_weights_and_never_scores_above_the_best_epoch(tmp_path, data,
+                                                                                         evaluator_class):
+    from keras_grs.evaluate import make_evaluator
+
+    (x, y), validation, _ = data
+    objective = keras_tuner.Objective("val_accuracy", "max")
+    scores = {}
+    for rule in ("best", "last"):
+        keras.utils.set_random_seed(7)
+        model = models.build("nn2", (20,))
+        evaluator = make_evaluator(evaluator_class, objective, seed=7, epoch_score=rule)
+        job = Job(model, True, str(tmp_path / f"{rule}.weights.h5"))
+        (metrics,) = evaluator.evaluate([job], (x, y), {"validation_data": validation, "epochs": 6,
+                                                         "batch_size": 32, "verbose": 0})
+        scores[rule] = metrics["val_accuracy"]
+        assert metrics["val_accuracy"] == pytest.approx(score(job.model, *validation), abs=1e-6)
+    assert scores["last"] <= scores["best"] + 1e-9  # the same training: the best epoch is at least the last
+
+
+def test_the_epoch_rule_follows_the_acceptance_rule_and_a_resume_cannot_change_it(tmp_path, data):
+    assert GRSTuner(build, directory=tmp_path, project_name="a").oracle.epoch_score == "last"
+    assert GRSTuner(build, directory=tmp_path, project_name="b", acceptance="seed").oracle.epoch_score == "best"
+    (x, y), validation, _ = data
+    tuner = GRSTuner(build, seed=1, max_trials=1, directory=tmp_path, project_name="c")
+    tuner.search(x, y, validation_data=validation, **FIT)
+    with pytest.raises(ValueError, match="epoch_score"):
+        GRSTuner(build, seed=1, directory=tmp_path, project_name="c", epoch_score="best")
+    with pytest.raises(ValueError, match="epoch_score must be one of best, last"):
+        GRSTuner(build, directory=tmp_path, project_name="d", epoch_score="mean")
