@@ -24,6 +24,7 @@ import keras
 import numpy as np
 
 from keras_grs.layers import kind_of
+from keras_grs.structure import leaf_layers
 
 
 def count_params(model: keras.Model, nonzero: bool = False) -> int:
@@ -55,7 +56,7 @@ def flops_by_layer(model: keras.Model, nonzero: bool = False) -> dict[str, int]:
 
     Raises UnsupportedLayerError for a layer keras-grs does not know (named with its class)."""
     flops = {}
-    for layer in model.layers:
+    for layer in leaf_layers(model):
         macs = kind_of(layer).macs
         if macs is not None:
             flops[layer.name] = 2 * macs(layer, nonzero)

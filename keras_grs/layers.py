@@ -80,9 +80,9 @@ def _slice_kernel(layer, weights, kin, kout):
 
 
 def _slice_depthwise(layer, weights, kin, kout):
-    """DepthwiseConv: depthwise kernel (..., channels, multiplier) loses channels; bias (channels * m) follows."""
+    """DepthwiseConv: its kernel (..., channels, multiplier) loses channels; bias (channels * m) follows."""
     out = dict(weights)
-    out["depthwise_kernel"] = _take(weights["depthwise_kernel"], kin, -2)
+    out["kernel"] = _take(weights["kernel"], kin, -2)
     if "bias" in weights:
         out["bias"] = _take(weights["bias"], kout, 0)
     return out
@@ -130,7 +130,7 @@ def _macs_conv(layer, nonzero):
 
 
 def _macs_depthwise(layer, nonzero):
-    return _positions(layer.output.shape) * _count(layer, "depthwise_kernel", nonzero)
+    return _positions(layer.output.shape) * _count(layer, "kernel", nonzero)
 
 
 def _macs_separable(layer, nonzero):

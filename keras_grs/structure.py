@@ -204,6 +204,17 @@ def layer_chain(model: keras.Model) -> list[keras.layers.Layer]:
     return layers
 
 
+def leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer of the model but its inputs, in graph order, with nested models replaced by their layers."""
+    leaves = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            leaves.extend(leaf_layers(layer))
+        elif not isinstance(layer, keras.layers.InputLayer):
+            leaves.append(layer)
+    return leaves
+
+
 def _functional(model) -> Functional:
     """The functional graph of a Sequential or Functional model."""
     if not isinstance(model, keras.Model):
@@ -313,6 +324,19 @@ def analyze(
     if isinstance(width_multiple, bool) or not isinstance(width_multiple, int) or width_multiple < 1:
         raise ValueError(f"width_multiple must be a positive integer, got {width_multiple!r}")
     graph = _functional(model)
+    builder, layouts, steps = _Builder(), {}, []
+    _walk(graph, builder, layouts, steps, outer=None)
+    for tensor in graph.outputs:
+        builder.pin(layouts[id(tensor)], "model output")
+    names = [step[0] for step in steps]
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise UnsupportedLayerError(f"layer names {twice} are used twice (in nested models); rename them")
+    return _resolve(builder, steps, min_width, frozen, width_multiple, model)
+
+
+def _walk(graph, builder, layouts, steps, outer):
+    """Record every call of ``graph`` (a nested model's graph when ``outer`` holds the layouts of its inputs)."""
     nodes = _graph_nodes(graph)
     calls = {}
     for node in nodes:
@@ -320,21 +344,29 @@ def analyze(
         if calls[id(node.operation)] > 1:
             raise UnsupportedLayerError(f"layer {node.operation.name!r} is called more than once; shared layers "
                                         "are not supported")
-    builder, layouts, steps = _Builder(), {}, []
     for node in nodes:
         op = node.operation
         if node.is_input or isinstance(op, keras.layers.InputLayer):
             tensor = node.outputs[0]
+            if outer is not None:  # a nested model's input is the outer tensor it is called on
+                layouts[id(tensor)] = outer[next(i for i, t in enumerate(graph.inputs) if t is tensor)]
+                continue
             layouts[id(tensor)] = builder.new(tensor.shape[-1], op.name, "model input")
             steps.append((op.name, "input", (), layouts[id(tensor)]))
             continue
-        role, output = _step(builder, op, node, [layouts[id(t)] for t in node.input_tensors])
+        inputs = [layouts[id(t)] for t in node.input_tensors]
+        if isinstance(op, keras.Model):
+            inner = _functional(op)
+            if len(node.input_tensors) != len(inner.inputs) or len(node.outputs) != len(inner.outputs):
+                raise UnsupportedLayerError(f"nested model {op.name!r} is called with another input structure")
+            _walk(inner, builder, layouts, steps, outer=inputs)
+            for tensor, inner_output in zip(node.outputs, inner.outputs):
+                layouts[id(tensor)] = layouts[id(inner_output)]
+            continue
+        role, output = _step(builder, op, node, inputs)
         for tensor in node.outputs:
             layouts[id(tensor)] = output
-        steps.append((op.name, role, tuple(layouts[id(t)] for t in node.input_tensors), output))
-    for tensor in graph.outputs:
-        builder.pin(layouts[id(tensor)], "model output")
-    return _resolve(builder, steps, min_width, frozen, width_multiple, model)
+        steps.append((op.name, role, tuple(inputs), output))
 
 
 def _step(builder: _Builder, op, node, inputs: list[Layout]) -> tuple[str, Layout]:
@@ -413,7 +445,7 @@ def _resolve(builder, steps, min_width, frozen, width_multiple, model) -> Struct
                 for i in np.unique(x.group):
                     if step.name not in carried[int(i)]:
                         consumed[int(i)].append(step.name)
-    weighted = {layer.name for layer in model.layers if layer.weights}
+    weighted = {layer.name for layer in leaf_layers(model) if layer.weights}
     reshaping = {s.name for s in resolved if s.role == "reshape"}
 
     prunable_names = [names[i] for i in range(len(order)) if order[i] not in reasons]

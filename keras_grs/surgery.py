@@ -13,7 +13,7 @@ import keras
 import numpy as np
 
 from keras_grs.layers import kind_of
-from keras_grs.structure import Structure, _functional, analyze
+from keras_grs.structure import Structure, _functional, analyze, leaf_layers
 
 
 def shrink(model: keras.Model, remove: Mapping[str, Iterable[int]], structure: Structure | None = None) -> keras.Model:
@@ -88,22 +88,17 @@ def _rebuild(model, structure, keep):
                 resize(config, channels[layer.name])
         return layer.__class__.from_config(config)
 
-    child = keras.models.clone_model(model, clone_function=clone_layer)
+    child = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     compile_config = model.get_compile_config() if model.compiled else None
     if compile_config:
         child.compile_from_config(compile_config)
     return child
 
 
-def _weighted_layers(model) -> list[keras.layers.Layer]:
-    """Every layer of the model but its inputs, in graph order (for a chain: the chain)."""
-    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-
-
 def set_chain_weights(model: keras.Model, weights: list[list[np.ndarray]]) -> None:
     """Set the weights of every layer of ``model`` (inputs excepted, in graph order), as :func:`surviving_weights`
     lists them."""
-    layers = _weighted_layers(model)
+    layers = leaf_layers(model)
     if len(layers) != len(weights):
         raise ValueError(f"model {model.name!r} has {len(layers)} layers, the weights are for {len(weights)}")
     for layer, values in zip(layers, weights):
@@ -162,7 +157,7 @@ def surviving_weights(
     structure = structure if structure is not None else analyze(model)
     steps = {step.name: step for step in structure.steps}
     result = []
-    for layer in _weighted_layers(model):
+    for layer in leaf_layers(model):
         values = layer.get_weights()
         step = steps[layer.name]
         slicer = kind_of(layer).slice
@@ -206,6 +201,8 @@ def silenced_call(model: keras.Model, remove: Mapping[str, Iterable[int]], input
 
     def operation_fn(op):
         def call(*args, **kwargs):
+            if isinstance(op, keras.Model):  # a nested model: silence inside it too
+                return _functional(op)._run_through_graph(args[0], operation_fn=operation_fn)
             out = op(*args, **kwargs)
             return out * masks[op.name] if op.name in masks else out
 
