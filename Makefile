@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test install c-toolchains bench bench-c bench-search bench-tables bench-memory clean
+.PHONY: demo test install c-toolchains bench bench-c bench-search bench-tables bench-memory bench-architectures clean
 
 install: $(STAMP)
 
@@ -46,6 +46,9 @@ bench-tables: $(STAMP)
 
 bench-memory: $(STAMP)
 	$(PY) benchmarks/memory.py
+
+bench-architectures: $(STAMP)
+	$(PY) benchmarks/architectures.py
 
 bench: bench-c bench-search bench-tables bench-memory
 

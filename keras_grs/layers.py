@@ -56,6 +56,7 @@ class Kind:
     resize: Callable | None = None
     pins: Callable | None = None
     multiplier: Callable | None = None  # channelwise: output channels per input channel (DepthwiseConv)
+    instance: Callable | None = None  # (layer) -> the Kind of this particular instance, when it differs
 
 
 # -- weight slicing rules ------------------------------------------------------------------------------------
@@ -160,10 +161,34 @@ def _channel_axis(axis, rank):
     return [a % rank for a in axes] == [rank - 1]
 
 
-def _pins_conv(layer, node):
-    if getattr(layer, "groups", 1) != 1:
-        return f"grouped convolution (groups={layer.groups})"
-    return None
+def _pins_grouped(layer, node):
+    return f"grouped convolution (groups={layer.groups})"
+
+
+def _conv_instance(layer):
+    """A Conv with ``groups`` > 1 and one input channel per group is a depthwise convolution (ConvNeXt writes its
+    depthwise convolutions so): channel-wise, each channel feeding filters / groups adjacent outputs. Other grouped
+    convolutions pin their channels."""
+    groups = getattr(layer, "groups", 1)
+    if groups == 1:
+        return None
+    if layer.kernel.shape[-2] == 1:
+        return GROUPED_DEPTHWISE
+    return GROUPED
+
+
+def _slice_grouped_depthwise(layer, weights, kin, kout):
+    """Kernel (..., 1, channels * m): the outputs of removed channels go, the single input slice stays."""
+    return _slice_kernel(layer, weights, None, kout)
+
+
+def _resize_grouped(config, channels):
+    multiplier = config["filters"] // config["groups"]
+    config["filters"], config["groups"] = int(channels), int(channels) // multiplier
+
+
+def _grouped_multiplier(layer):
+    return int(layer.filters // layer.groups)
 
 
 def _pins_axis(layer, node):
@@ -214,7 +239,10 @@ def _multiplier(layer):
     return int(layer.depth_multiplier)
 
 
-PRODUCER_CONV = Kind("producer", _slice_kernel, _macs_conv, _set("filters"), _pins_conv)
+PRODUCER_CONV = Kind("producer", _slice_kernel, _macs_conv, _set("filters"), instance=_conv_instance)
+GROUPED_DEPTHWISE = Kind("channelwise", _slice_grouped_depthwise, _macs_conv, _resize_grouped,
+                         multiplier=_grouped_multiplier)
+GROUPED = Kind("pin", macs=_macs_conv, pins=_pins_grouped)
 CARRY = Kind("channelwise")
 PER_CHANNEL = Kind("channelwise", _slice_per_channel)
 MERGE = Kind("merge")
@@ -298,7 +326,7 @@ def kind_of(operation, node=None) -> Kind:
         )
     kind = KINDS.get(type(operation))
     if kind is not None:
-        return kind
+        return (kind.instance(operation) or kind) if kind.instance else kind
     if is_op(operation) and type(operation).__name__ in ELEMENTWISE_OPS:
         if node is not None and len(node.input_tensors) > 1:
             return MERGE

@@ -110,6 +110,21 @@ def test_depthwise_with_a_multiplier_carries_each_channel_into_adjacent_outputs(
                                   model.get_layer("bn").get_weights()[1][[0, 1, 4, 5]])
 
 
+def test_a_conv_with_one_input_channel_per_group_is_depthwise_and_other_grouped_convs_pin():
+    inputs = keras.Input((5, 5, 2))
+    h = L.Conv2D(4, 1, name="c")(inputs)
+    h = L.Conv2D(8, 3, padding="same", groups=4, name="dw")(h)  # ConvNeXt's depthwise convolution, multiplier 2
+    g = L.Conv2D(4, 1, name="g")(h)
+    g = L.Conv2D(6, 1, groups=2, name="grouped")(g)
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling2D()(g)))
+    randomize(model, np.random.default_rng(10))
+    structure = analyze(model)
+    assert structure.names == ("c",) and structure.group("c").layers == ("c", "dw")
+    assert {g.name: g.pinned for g in structure.pinned}["g"] == "grouped (Conv2D): grouped convolution (groups=2)"
+    child = assert_matches_silenced(model, {"c": [0, 2]}, np.ones((2, 5, 5, 2), "float32"))
+    assert (child.get_layer("dw").filters, child.get_layer("dw").groups) == (4, 2)
+
+
 def test_squeeze_excitation_and_scalar_ops_follow_the_gated_group():
     inputs = keras.Input((6, 6, 3))
     x = L.Conv2D(8, 1, name="expand")(inputs)
@@ -241,7 +256,11 @@ def _block(draw, x, n):
         h = L.Concatenate(name=f"c{n}cat")([a, b, x] if draw(st.booleans()) else [a, b])
         return L.BatchNormalization(name=f"c{n}bn")(h)
     if kind == "depthwise":
-        h = L.DepthwiseConv2D(3, padding="same", depth_multiplier=draw(st.integers(1, 2)), name=f"d{n}")(x)
+        multiplier = draw(st.integers(1, 2))
+        if draw(st.booleans()):
+            h = L.DepthwiseConv2D(3, padding="same", depth_multiplier=multiplier, name=f"d{n}")(x)
+        else:
+            h = L.Conv2D(channels * multiplier, 3, padding="same", groups=channels, name=f"d{n}")(x)
         return L.BatchNormalization(name=f"d{n}bn")(h)
     if kind == "separable":
         return L.SeparableConv2D(width, 3, padding="same", depth_multiplier=draw(st.integers(1, 2)),
@@ -289,3 +308,20 @@ def test_shrunk_graph_equals_parent_with_removed_units_silenced(data):
     child = assert_matches_silenced(model, remove, x)
     assert analyze(child).widths == tuple(g.width - len(remove.get(g.name, [])) for g in structure.groups)
     assert keras_grs.count_params(child) == child.count_params()
+
+
+def test_grs_tuner_prunes_a_residual_model_from_its_weights(tmp_path):
+    """GRSTuner.from_model on a graph: widths are groups (a residual group resizes both of its producers) and
+    every candidate inherits its parent's surviving weights."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(64, 8, 8, 3)).astype("float32")
+    y = (x[:, :, :, 0].mean(axis=(1, 2)) > 0).astype("int64")
+    model = residual_model()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    tuner = keras_grs.GRSTuner.from_model(model, train_first=False, method="rrs", tolerance=0.01, seed=0, max_trials=3,
+                                          directory=tmp_path, project_name="residual")
+    assert [g.name for g in tuner.oracle.search.groups] == ["stem", "a1", "b1", "fc"]
+    with pytest.warns(UserWarning, match="batched evaluation does not support this model"):
+        tuner.search(x, y, validation_data=(x, y), epochs=1, batch_size=32, verbose=0)
+    best = tuner.get_best_models(1)[0]
+    assert sum(analyze(best).widths) < sum(analyze(model).widths)
