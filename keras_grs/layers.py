@@ -338,5 +338,14 @@ def kind_of(operation, node=None) -> Kind:
     )
 
 
+def output_kernel(layer) -> np.ndarray:
+    """The kernel whose last axis is a producer's output units (Dense/Conv ``kernel``, SeparableConv
+    ``pointwise_kernel``): what a weight-magnitude criterion reads."""
+    if kind_of(layer).role != "producer":
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) produces no units of its own")
+    name = "pointwise_kernel" if hasattr(layer, "pointwise_kernel") else "kernel"
+    return keras.ops.convert_to_numpy(getattr(layer, name))
+
+
 def supported_names() -> str:
     return ", ".join(sorted({cls.__name__ for cls in KINDS}))

@@ -188,10 +188,13 @@ def layer_chain(model: keras.Model) -> list[keras.layers.Layer]:
         if isinstance(op, (keras.layers.Conv1D, keras.layers.Conv2D)) and op.groups != 1:
             raise UnsupportedLayerError(f"layer {op.name!r} is a grouped convolution (groups={op.groups})")
     previous = graph.inputs[0]
+    own = {id(node) for node in _graph_nodes(graph)}
     for layer in layers:
-        nodes = [n for n in layer._inbound_nodes if n in _graph_nodes(graph)]
+        nodes = [n for n in layer._inbound_nodes if id(n) in own]
         if len(nodes) != 1:
-            raise UnsupportedLayerError(f"layer {layer.name!r} is called {len(nodes)} times; shared layers are not supported")
+            raise UnsupportedLayerError(
+                f"layer {layer.name!r} is called {len(nodes)} times; shared layers are not supported"
+            )
         inputs = nodes[0].input_tensors
         if len(inputs) != 1 or inputs[0] is not previous:
             raise UnsupportedLayerError(

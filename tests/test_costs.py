@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 
 from keras_grs import count_flops, count_params, flops_by_layer, models, shrink
 
@@ -76,3 +77,17 @@ def test_shrinking_a_separable_group_reduces_both_halves_of_its_consumer():
     model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
     child = shrink(model, {"c": [0]})
     assert flops_by_layer(child)["sep"] == 2 * 16 * (3 * 3 * 3 + 3 * 3)
+
+
+def test_output_kernel_is_the_one_whose_last_axis_are_the_units():
+    from keras_grs.layers import output_kernel
+
+    sep = keras.layers.SeparableConv2D(5, 3)
+    sep.build((None, 6, 6, 2))
+    dense = keras.layers.Dense(4)
+    dense.build((None, 3))
+    assert output_kernel(sep).shape == (1, 1, 2, 5) and output_kernel(dense).shape == (3, 4)
+    bn = keras.layers.BatchNormalization()
+    bn.build((None, 3))
+    with pytest.raises(ValueError, match="produces no units"):
+        output_kernel(bn)
