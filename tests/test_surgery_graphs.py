@@ -155,6 +155,21 @@ def test_a_reshape_that_states_the_channels_is_resized():
     assert child.get_layer("reshape").output.shape == (None, 1, 1, 4)
 
 
+def test_a_nested_model_is_analyzed_and_shrunk_through():
+    stem = keras.Sequential([keras.Input((6, 6, 2)), L.Conv2D(5, 3, name="inner_conv"),
+                             L.BatchNormalization(name="inner_bn")], name="stem")
+    inputs = keras.Input((6, 6, 2))
+    h = L.Conv2D(4, 1, name="c")(stem(inputs))
+    model = keras.Model(inputs, L.Dense(2, name="out")(L.GlobalAveragePooling2D(name="gap")(h)))
+    randomize(model, np.random.default_rng(11))
+    structure = analyze(model)
+    assert structure.names == ("inner_conv", "c")
+    assert structure.group("inner_conv").layers == ("inner_conv", "inner_bn")
+    child = assert_matches_silenced(model, {"inner_conv": [1, 3], "c": [0]}, np.ones((2, 6, 6, 2), "float32"))
+    assert child.get_layer("stem").get_layer("inner_bn").get_weights()[0].shape == (3,)
+    assert keras_grs.count_flops(model) == 2 * (16 * 3 * 3 * 2 * 5 + 16 * 5 * 4 + 4 * 2)
+
+
 def test_layer_normalization_pins_its_group_and_indices_on_it_are_refused():
     inputs = keras.Input((10,))
     h = L.Dense(6, name="d1")(inputs)
