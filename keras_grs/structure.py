@@ -15,6 +15,7 @@ class does is looked up in :mod:`keras_grs.layers`, the one table of layer kinds
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -331,9 +332,9 @@ def analyze(
     _walk(graph, builder, layouts, steps, outer=None)
     for tensor in graph.outputs:
         builder.pin(layouts[id(tensor)], "model output")
-    names = [step[0] for step in steps]
-    if len(set(names)) != len(names):
-        twice = sorted({n for n in names if names.count(n) > 1})
+    counts = Counter(step[0] for step in steps)
+    twice = sorted(name for name, n in counts.items() if n > 1)
+    if twice:
         raise UnsupportedLayerError(f"layer names {twice} are used twice (in nested models); rename them")
     return _resolve(builder, steps, min_width, frozen, width_multiple, model)
 

@@ -220,6 +220,14 @@ def test_unknown_group_and_unknown_custom_layer_are_refused_by_name():
         analyze(model)
 
 
+def test_a_shared_layer_is_refused_by_name():
+    inputs = keras.Input((4,))
+    shared = L.Dense(4, name="shared")
+    model = keras.Model(inputs, L.Dense(2)(shared(shared(inputs))))
+    with pytest.raises(keras_grs.UnsupportedLayerError, match="'shared' is called more than once"):
+        analyze(model)
+
+
 def test_resized_and_inherited_weights_rebuild_what_shrink_builds():
     """The tuner's path: a fresh model at the new widths, then the parent's surviving weights set into it."""
     model = residual_model()
