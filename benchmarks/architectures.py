@@ -62,14 +62,16 @@ def measure(name: str, seed: int = 0) -> dict:
     else:
         raise ValueError(f"{name} accepts none of the inputs {SIDES}")
     rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            gamma_beta_mean_var = [rng.uniform(0.5, 1.5, w.shape) if i in (0, 3) else rng.normal(0, 0.1, w.shape)
-                                   for i, w in enumerate(layer.get_weights())]
-            layer.set_weights([w.astype("float32") for w in gamma_beta_mean_var])
-        elif any(v.name == "bias" for v in layer.weights):
-            layer.set_weights([rng.normal(0, 0.1, w.shape).astype("float32") if v.name == "bias" else w
-                               for v, w in zip(layer.weights, layer.get_weights())])
+    for layer in leaf_layers(model):  # by variable name: InceptionV3's BatchNormalization has no gamma
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        values = []
+        for variable, value in zip(layer.weights, layer.get_weights()):
+            if is_bn and variable.name in ("gamma", "moving_variance"):
+                value = rng.uniform(0.5, 1.5, value.shape)
+            elif variable.name in ("beta", "moving_mean", "bias"):
+                value = rng.normal(0, 0.1, value.shape)
+            values.append(np.asarray(value, "float32"))
+        layer.set_weights(values)
     start = time.perf_counter()
     structure = keras_grs.analyze(model)
     analyze_s = time.perf_counter() - start
