@@ -9,7 +9,7 @@ most 1e-4 of the parent's largest output. BatchNormalization statistics and bias
 channel that is not removed where it should be shows. Each model runs in a subprocess of its own (memory is freed
 between models) with a time limit.
 
-Run: .venv/bin/python benchmarks/architectures.py [--models ResNet50 MobileNetV2 ...] [--timeout 600]
+Run: .venv/bin/python benchmarks/architectures.py [--models ResNet50 MobileNetV2 ...] [--timeout 600] [--float64]
      (writes benchmarks/results/architectures.md; ``make bench-architectures``)
 """
 
@@ -112,9 +112,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", help="application names (default: all of keras.applications)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per model")
+    parser.add_argument("--float64", action="store_true",
+                        help="build and compare in float64 (tells float32 rounding in a deep random net from a bug)")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # the subprocess: measure one model, print JSON
     args = parser.parse_args()
     if args.one:
+        if args.float64:
+            import keras
+
+            keras.config.set_floatx("float64")
         print("RESULT " + json.dumps(measure(args.one)), flush=True)
         return
     names = args.models or all_models()
@@ -122,8 +128,8 @@ def main() -> None:
     for index, name in enumerate(names):
         start = time.perf_counter()
         try:
-            done = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True,
-                                  timeout=args.timeout)
+            command = [sys.executable, __file__, "--one", name] + (["--float64"] if args.float64 else [])
+            done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
             lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
             if lines:
                 result = json.loads(lines[-1][len("RESULT "):])
