@@ -329,7 +329,10 @@ def test_shrunk_graph_equals_parent_with_removed_units_silenced(data):
     structure = analyze(model)
     x = rng.normal(size=(3, *model.input_shape[1:])).astype("float32")
     child = assert_matches_silenced(model, remove, x)
-    assert analyze(child).widths == tuple(g.width - len(remove.get(g.name, [])) for g in structure.groups)
+    # (a grouped depthwise Conv left with one channel is an ordinary Conv in the child: it may start a new group)
+    widths = {g.name: g.width for g in analyze(child).groups}
+    assert {g.name: widths[g.name] for g in structure.groups} == {
+        g.name: g.width - len(remove.get(g.name, [])) for g in structure.groups}
     assert keras_grs.count_params(child) == child.count_params()
 
 
