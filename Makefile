@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test install c-toolchains bench bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration clean
+.PHONY: demo test install c-toolchains bench bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration bench-architectures clean
 
 install: $(STAMP)
 
@@ -59,7 +59,11 @@ bench-unseen: $(STAMP)
 bench-calibration: $(STAMP)
 	$(PY) benchmarks/calibration.py
 
-bench: bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration
+# every convolutional model of keras.applications: analyze, shrink, compare with the silenced parent
+bench-architectures: $(STAMP)
+	$(PY) benchmarks/architectures.py
+
+bench: bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration bench-architectures
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -2,11 +2,18 @@
 
 * Params: every weight of the model (kernels, biases, BatchNormalization gamma/beta/moving statistics), as
   ``model.count_params()`` counts them.
-* FLOPs: 2 per multiply-accumulate of Dense and Conv layers, nothing else. A Dense layer applied to an input of
-  shape (..., n) performs n x units MACs at each of its (...) positions; a Conv layer performs
-  kernel_size x in_channels x filters MACs at each output position (border positions of ``same`` padding counted
-  in full, as most FLOP counters do). Bias additions, activations, pooling and BatchNormalization (which folds
-  into the preceding layer at inference) are not counted.
+* FLOPs: 2 per multiply-accumulate (MAC) of the layers that multiply weights by activations, by the MAC rule of
+  each layer kind in :mod:`keras_grs.layers`:
+
+  - Dense on an input of shape (..., n): n x units MACs at each of its (...) positions;
+  - Conv: kernel_size x in_channels x filters MACs at each output position (border positions of ``same`` padding
+    counted in full, as most FLOP counters do);
+  - DepthwiseConv: kernel_size x channels x depth_multiplier MACs at each output position;
+  - SeparableConv: its depthwise half plus its 1x1 pointwise half (channels x depth_multiplier x filters), both at
+    each output position.
+
+  Nothing else is counted: bias additions, activations, pooling, BatchNormalization (which folds into the preceding
+  layer at inference), and merges (Add, Multiply, Concatenate, ...: element-wise or copying, no MACs).
 * ``nonzero=True`` counts only non-zero weights, and only the MACs of non-zero kernel entries: the figures of a
   model after EUP thresholding.
 """
@@ -16,7 +23,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from keras_grs.structure import WIDTH_LAYERS, layer_chain
+from keras_grs.layers import kind_of
+from keras_grs.structure import leaf_layers
 
 
 def count_params(model: keras.Model, nonzero: bool = False) -> int:
@@ -33,7 +41,7 @@ def count_params(model: keras.Model, nonzero: bool = False) -> int:
 
 
 def count_flops(model: keras.Model, nonzero: bool = False) -> int:
-    """FLOPs of one inference (one sample): 2 per multiply-accumulate of Dense and Conv layers.
+    """FLOPs of one inference (one sample): 2 per multiply-accumulate (see the module docstring).
 
     Example:
         >>> import keras_grs
@@ -44,16 +52,12 @@ def count_flops(model: keras.Model, nonzero: bool = False) -> int:
 
 
 def flops_by_layer(model: keras.Model, nonzero: bool = False) -> dict[str, int]:
-    """FLOPs of each Dense/Conv layer, by layer name, in model order."""
+    """FLOPs of each layer that performs MACs (Dense, Conv, DepthwiseConv, SeparableConv), by name, in graph order.
+
+    Raises UnsupportedLayerError for a layer keras-grs does not know (named with its class)."""
     flops = {}
-    for layer in layer_chain(model):
-        if not isinstance(layer, WIDTH_LAYERS):
-            continue
-        kernel = keras.ops.convert_to_numpy(layer.kernel)
-        weights = int(np.count_nonzero(kernel)) if nonzero else kernel.size
-        if isinstance(layer, keras.layers.Dense):
-            positions = int(np.prod(layer.input.shape[1:-1]))
-        else:
-            positions = int(np.prod(layer.output.shape[1:-1]))
-        flops[layer.name] = 2 * positions * weights
+    for layer in leaf_layers(model):
+        macs = kind_of(layer).macs
+        if macs is not None:
+            flops[layer.name] = 2 * macs(layer, nonzero)
     return flops

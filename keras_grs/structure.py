@@ -1,27 +1,36 @@
 """Which units of a Keras model can be removed, and what each removal touches.
 
-A *width group* is one prunable axis: the units of a Dense layer or the filters of a Conv layer, together with
-every downstream weight that depends on them (a BatchNormalization's per-channel statistics, the next Dense or
-Conv layer's input rows, through any Flatten that spreads one channel over many rows). :func:`analyze` finds the
-groups of a model; :func:`keras_grs.shrink` removes units from them.
+A *width group* is one prunable axis: a set of channels that must be removed together. It starts at the layers
+that produce channels (the units of a Dense layer, the filters of a Conv layer) and follows them through the
+dependency graph of the model: through channel-wise layers (BatchNormalization, DepthwiseConv2D, pooling, padding,
+activations), through Flatten (one channel spreads over many rows), across element-wise merges (a residual ``Add``
+joins the channels of all its inputs into one group) and into a Concatenate (where the channels sit at an offset),
+up to the layers that *consume* them (the next Dense/Conv layer's input rows). Layers that mix channels
+(LayerNormalization, a channel Softmax, attention, a Reshape that moves channels) *pin* the groups they touch, as
+do the model's inputs and outputs: pinned groups are listed with the reason but never pruned.
 
-Only chains are supported for now: every layer takes the previous layer's output. Residual additions and
-concatenations are refused with :class:`UnsupportedLayerError`.
+:func:`analyze` finds the groups of a model; :func:`keras_grs.shrink` removes units from them. What each layer
+class does is looked up in :mod:`keras_grs.layers`, the one table of layer kinds.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import keras
+import numpy as np
 from keras.src.models.functional import Functional
 
-# Layers that own a width group (their output channels) and consume one (their input channels).
+from keras_grs.layers import UnsupportedLayerError, kind_of
+
+# Layers that own a width group (their output channels) and consume one (their input channels), for the code that
+# handles chains only (EUP, the batched evaluator, the C IR).
 WIDTH_LAYERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D)
-# Layers whose per-channel weights follow the channels of their input.
-CHANNEL_WEIGHT_LAYERS = (keras.layers.BatchNormalization,)
-# Layers that keep the channel axis (last) as it is.
-CHANNEL_PRESERVING_LAYERS = (
+# The layers those chain-only consumers handle; :func:`layer_chain` refuses the rest of the table.
+CHAIN_LAYERS = WIDTH_LAYERS + (
+    keras.layers.BatchNormalization,
     keras.layers.Dropout,
     keras.layers.Activation,
     keras.layers.ReLU,
@@ -33,33 +42,31 @@ CHANNEL_PRESERVING_LAYERS = (
     keras.layers.GlobalAveragePooling2D,
     keras.layers.GlobalMaxPooling1D,
     keras.layers.GlobalMaxPooling2D,
+    keras.layers.Flatten,
+    keras.layers.InputLayer,
 )
-# Flatten spreads channel c of an (..., C) input over the rows s * C + c of its output.
-FLATTEN_LAYERS = (keras.layers.Flatten,)
-INPUT_LAYERS = (keras.layers.InputLayer,)
 
-SUPPORTED_LAYERS = WIDTH_LAYERS + CHANNEL_WEIGHT_LAYERS + CHANNEL_PRESERVING_LAYERS + FLATTEN_LAYERS + INPUT_LAYERS
-
-
-class UnsupportedLayerError(ValueError):
-    """The model holds a layer (or a connection) that keras-grs cannot prune through."""
-
-
-def supported_layer_names() -> str:
-    return ", ".join(sorted({cls.__name__ for cls in SUPPORTED_LAYERS}))
+__all__ = ["Structure", "WidthGroup", "UnsupportedLayerError", "analyze", "layer_chain", "WIDTH_LAYERS"]
 
 
 @dataclass(frozen=True)
 class WidthGroup:
-    """One prunable axis of a model.
+    """One prunable (or pinned) axis of a model.
 
     Attributes:
         name: the group's name (the name of ``layer``), used as the key of ``shrink``'s ``remove`` mapping.
-        layer: the Dense/Conv layer whose units or filters this group removes.
-        dependents: the downstream layers whose weights follow the group (BatchNormalization, the next
-            Dense/Conv layer's input rows), and any Flatten whose row mapping it changes, in model order.
-        width: the current number of units or filters.
+        layer: the first layer (in graph order) whose output channels are the group's units.
+        dependents: the layers besides the producers whose weights or channel mapping follow the group
+            (BatchNormalization, DepthwiseConv, Flatten, a Reshape, the consumers' input rows), in graph order.
+        width: the current number of units.
         min_width: the smallest width a search may reach (default 1).
+        layers: every layer (or Keras op) whose *output* channels carry the group's units, in graph order: its
+            producers (several when a merge joins them) and every channel-wise layer, merge, Concatenate or
+            Flatten the units pass through (after a Concatenate they sit at an offset).
+        consumers: the layers that read the group and lose its input rows (Dense, Conv, SeparableConv), and any
+            layer that pins it.
+        width_multiple: searches should keep the width a multiple of this (what SIMD kernels want); 1 = any.
+        pinned: why the group cannot be pruned (None for a prunable group).
     """
 
     name: str
@@ -67,6 +74,10 @@ class WidthGroup:
     dependents: tuple[str, ...]
     width: int
     min_width: int = 1
+    layers: tuple[str, ...] = ()
+    consumers: tuple[str, ...] = ()
+    width_multiple: int = 1
+    pinned: str | None = None
 
     @property
     def removable(self) -> int:
@@ -75,14 +86,37 @@ class WidthGroup:
 
 
 @dataclass(frozen=True)
-class Structure:
-    """The width groups of a model, in model order (input to output).
+class Layout:
+    """The channels (last axis) of one tensor: channel i is unit ``unit[i]`` of group ``group[i]`` (an index
+    into ``Structure.all_groups``)."""
 
-    ``str(structure)`` is the seed's notation, for example ``32x16x8``.
+    group: np.ndarray
+    unit: np.ndarray
+
+
+@dataclass(frozen=True)
+class Step:
+    """One layer or op of the graph, as the analysis saw it."""
+
+    name: str
+    role: str
+    inputs: tuple[Layout, ...]
+    output: Layout | None
+
+
+@dataclass(frozen=True)
+class Structure:
+    """The width groups of a model, in graph order (input to output).
+
+    ``str(structure)`` is the seed's notation for the prunable groups, for example ``32x16x8``;
+    ``structure.summary()`` lists every group, pinned ones with the reason.
     """
 
     groups: tuple[WidthGroup, ...]
     layers: tuple[str, ...] = field(default=(), repr=False)
+    pinned: tuple[WidthGroup, ...] = field(default=(), repr=False)
+    steps: tuple[Step, ...] = field(default=(), repr=False, compare=False)
+    all_groups: tuple[WidthGroup, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def widths(self) -> tuple[int, ...]:
@@ -93,10 +127,38 @@ class Structure:
         return tuple(g.name for g in self.groups)
 
     def group(self, name: str) -> WidthGroup:
+        """The prunable group called ``name``; KeyError (saying why) for a pinned or unknown name."""
         for g in self.groups:
             if g.name == name:
                 return g
+        for g in self.pinned:
+            if g.name == name:
+                raise KeyError(f"width group {name!r} is pinned ({g.pinned}); it cannot be pruned")
         raise KeyError(f"no width group named {name!r}; the groups are {list(self.names)}")
+
+    def summary(self) -> str:
+        """One line per group: name, width, layers carrying it, consumers; pinned groups with their reason."""
+        lines = []
+        for g in self.all_groups:
+            state = f"pinned: {g.pinned}" if g.pinned else f"prunable, min {g.min_width}, multiple {g.width_multiple}"
+            lines.append(f"{g.name:<24} {g.width:>5}  {state}; layers {', '.join(g.layers)}; "
+                         f"consumers {', '.join(g.consumers) or '-'}")
+        return "\n".join(lines)
+
+    def kept_mask(self, layout: Layout, keep: Mapping[str, np.ndarray]) -> np.ndarray | None:
+        """Which channels of ``layout`` survive when each group named in ``keep`` keeps only those units
+        (None when no channel of it goes)."""
+        touched = {i for i, g in enumerate(self.all_groups) if g.name in keep}
+        if not touched or not np.isin(layout.group, list(touched)).any():
+            return None
+        widths = np.array([g.width for g in self.all_groups])
+        offsets = np.concatenate([[0], np.cumsum(widths)[:-1]])
+        alive = np.ones(int(widths.sum()), bool)
+        for i in touched:
+            mask = np.zeros(widths[i], bool)
+            mask[np.asarray(keep[self.all_groups[i].name], int)] = True
+            alive[offsets[i] : offsets[i] + widths[i]] = mask
+        return alive[offsets[layout.group] + layout.unit]
 
     def __str__(self) -> str:
         return "x".join(str(w) for w in self.widths) if self.groups else "(no prunable layers)"
@@ -105,92 +167,157 @@ class Structure:
 def layer_chain(model: keras.Model) -> list[keras.layers.Layer]:
     """The model's layers in call order, checking that each takes the previous one's output.
 
-    Raises UnsupportedLayerError for a subclassed model, a multi-input or multi-output model, a layer used twice,
-    or a merge (Add, Concatenate, ...), so that nothing downstream has to guess at the graph.
+    For the code that handles chains only. Raises UnsupportedLayerError for a subclassed model, a multi-input or
+    multi-output model, a layer used twice, a merge (Add, Concatenate, ...) or a layer outside ``CHAIN_LAYERS``,
+    so that nothing downstream has to guess at the graph.
     """
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"expected a keras.Model, got {type(model).__name__}")
-    if isinstance(model, keras.Sequential):
-        layers = [layer for layer in model.layers if not isinstance(layer, INPUT_LAYERS)]
-        for layer in layers:
-            if isinstance(layer, keras.Model):
-                raise UnsupportedLayerError(
-                    f"layer {layer.name!r} is a nested model ({type(layer).__name__}); flatten it into one model first"
-                )
-        _check_supported(layers)
-        return layers
-    if not isinstance(model, Functional):
+    graph = _functional(model)
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         raise UnsupportedLayerError(
-            f"{type(model).__name__} is a subclassed model; keras-grs needs a Sequential or Functional model"
+            f"model {model.name!r} has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; "
+            "this needs one input and one output"
         )
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise UnsupportedLayerError(
-            f"model {model.name!r} has {len(model.inputs)} inputs and {len(model.outputs)} outputs; "
-            "keras-grs supports one input and one output"
-        )
-    layers = [layer for layer in model.layers if not isinstance(layer, INPUT_LAYERS)]
-    _check_supported(layers)
-    previous = model.inputs[0]
+    layers = [layer for layer in graph.layers if not isinstance(layer, keras.layers.InputLayer)]
+    operations = [op for op in graph.operations if not isinstance(op, keras.layers.InputLayer)]
+    for op in operations:
+        kind_of(op)  # an unknown class is named with the supported list
+        if not isinstance(op, CHAIN_LAYERS):
+            raise UnsupportedLayerError(
+                f"layer {op.name!r} of class {type(op).__name__} is not supported here (chains only accept "
+                f"{', '.join(sorted({cls.__name__ for cls in CHAIN_LAYERS}))})"
+            )
+        if isinstance(op, (keras.layers.Conv1D, keras.layers.Conv2D)) and op.groups != 1:
+            raise UnsupportedLayerError(f"layer {op.name!r} is a grouped convolution (groups={op.groups})")
+    previous = graph.inputs[0]
+    own = {id(node) for node in _graph_nodes(graph)}
     for layer in layers:
-        nodes = layer._inbound_nodes
+        nodes = [n for n in layer._inbound_nodes if id(n) in own]
         if len(nodes) != 1:
-            raise UnsupportedLayerError(f"layer {layer.name!r} is called {len(nodes)} times; shared layers are not supported")
+            raise UnsupportedLayerError(
+                f"layer {layer.name!r} is called {len(nodes)} times; shared layers are not supported"
+            )
         inputs = nodes[0].input_tensors
         if len(inputs) != 1 or inputs[0] is not previous:
             raise UnsupportedLayerError(
                 f"layer {layer.name!r} does not take the previous layer's output: branches, residual additions "
-                "and concatenations are not supported yet"
+                "and concatenations are only supported by analyze and shrink"
             )
         previous = nodes[0].output_tensors[0]
-    if previous is not model.outputs[0]:
+    if previous is not graph.outputs[0]:
         raise UnsupportedLayerError(f"model {model.name!r} is not a chain of layers from its input to its output")
     return layers
 
 
-def _check_supported(layers) -> None:
-    for layer in layers:
-        if not isinstance(layer, SUPPORTED_LAYERS):
+def leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:
+    """Every layer of the model but its inputs, in graph order, with nested models replaced by their layers."""
+    leaves = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            leaves.extend(leaf_layers(layer))
+        elif not isinstance(layer, keras.layers.InputLayer):
+            leaves.append(layer)
+    return leaves
+
+
+def _functional(model) -> Functional:
+    """The functional graph of a Sequential or Functional model."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"expected a keras.Model, got {type(model).__name__}")
+    if isinstance(model, keras.Sequential):
+        graph = getattr(model, "_functional", None)
+        if graph is None:
             raise UnsupportedLayerError(
-                f"layer {layer.name!r} of class {type(layer).__name__} is not supported; "
-                f"supported layers: {supported_layer_names()}"
+                f"Sequential model {model.name!r} has no input shape yet; start it with keras.Input(shape)"
             )
-        if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)) and layer.groups != 1:
-            raise UnsupportedLayerError(f"layer {layer.name!r} is a grouped convolution (groups={layer.groups})")
-        if getattr(layer, "data_format", "channels_last") != "channels_last":
-            raise UnsupportedLayerError(
-                f"layer {layer.name!r} uses data_format={layer.data_format!r}; only channels_last is supported"
-            )
-        if isinstance(layer, keras.layers.BatchNormalization) and layer.axis not in (-1,):
-            rank = len(layer.input.shape) if _has_input(layer) else None
-            if rank is None or layer.axis != rank - 1:
-                raise UnsupportedLayerError(
-                    f"layer {layer.name!r} normalizes axis {layer.axis}; only the channel axis (-1) is supported"
-                )
+        return graph
+    if not isinstance(model, Functional):
+        raise UnsupportedLayerError(
+            f"{type(model).__name__} is a subclassed model; keras-grs needs a Sequential or Functional model"
+        )
+    return model
 
 
-def _has_input(layer) -> bool:
-    try:
-        layer.input  # noqa: B018 - raises when the layer has never been called
-    except (AttributeError, ValueError):
-        return False
-    return True
+def _graph_nodes(graph: Functional) -> list:
+    """The graph's nodes (one call of a layer or op each) in topological order, inputs first."""
+    nodes = []
+    for depth in sorted(graph._nodes_by_depth, reverse=True):  # private, but the only record of the call graph
+        nodes.extend(graph._nodes_by_depth[depth])
+    return nodes
 
 
-def analyze(model: keras.Model, min_width: int | dict[str, int] = 1) -> Structure:
+class _Builder:
+    """Groups under construction: raw ids are created in graph order and joined by merges (union-find)."""
+
+    def __init__(self):
+        self.width, self.origin, self.parent, self.reason = [], [], [], {}
+
+    def new(self, width: int, origin: str, reason: str | None = None) -> Layout:
+        gid = len(self.width)
+        self.width.append(int(width))
+        self.origin.append(origin)
+        self.parent.append(gid)
+        if reason:
+            self.reason[gid] = reason
+        return Layout(np.full(int(width), gid, np.int64), np.arange(int(width), dtype=np.int64))
+
+    def find(self, gid: int) -> int:
+        while self.parent[gid] != gid:
+            self.parent[gid] = self.parent[self.parent[gid]]
+            gid = self.parent[gid]
+        return gid
+
+    def roots(self, layout: Layout) -> np.ndarray:
+        return np.array([self.find(int(g)) for g in layout.group], np.int64) if len(layout.group) else layout.group
+
+    def pin(self, layout: Layout, reason: str) -> None:
+        for gid in np.unique(layout.group):
+            self.reason.setdefault(int(gid), reason)
+
+    def join(self, layouts: list[Layout], reason: str) -> Layout:
+        """Element-wise merge of equally wide layouts: unite the groups that meet channel by channel. Channels
+        that meet in a different order (or groups of different widths) cannot move together: pinned."""
+        base = layouts[0]
+        for other in layouts[1:]:
+            a, b = self.roots(base), self.roots(other)
+            pairs = set(zip(a.tolist(), b.tolist()))
+            aligned = np.array_equal(base.unit, other.unit) and all(self.width[x] == self.width[y] for x, y in pairs)
+            if not aligned:
+                self.pin(base, reason)
+                self.pin(other, reason)
+                continue
+            for x, y in pairs:
+                x, y = self.find(x), self.find(y)
+                if x != y:
+                    self.parent[max(x, y)] = min(x, y)
+        return base
+
+
+def analyze(
+    model: keras.Model,
+    min_width: int | dict[str, int] = 1,
+    frozen: Iterable[str] = (),
+    width_multiple: int = 1,
+) -> Structure:
     """Find the width groups of a Sequential or Functional Keras model.
 
-    Every Dense, Conv1D or Conv2D layer but the last one (the output layer, never pruned) is a group; the layers
-    after it, up to and including the next Dense/Conv layer, are its dependents.
+    Every layer that produces channels of its own (Dense, Conv, SeparableConv) starts a group; the group follows
+    its channels through the graph (see the module docstring) and a residual merge joins the groups it adds. The
+    groups that reach the model's output or input, or a layer that mixes channels, are pinned.
 
     Args:
-        model: a built Keras 3 Sequential or Functional model made of supported layers.
+        model: a built Keras 3 Sequential or Functional model (several inputs and outputs are fine) made of layers
+            in :data:`keras_grs.layers.KINDS` and element-wise Keras ops.
         min_width: the smallest width a search may reach, for all groups or per group name.
+        frozen: names of groups to pin (never pruned).
+        width_multiple: searches should keep every width a multiple of this (recorded on each group).
 
     Returns:
         A :class:`Structure`. Nothing about the model is changed.
 
     Raises:
-        UnsupportedLayerError: a layer keras-grs cannot prune through (named in the message).
+        UnsupportedLayerError: a layer keras-grs cannot prune through (named with its class), a shared layer or a
+            subclassed model.
+        ValueError: min_width or frozen naming unknown groups, a bad min_width or width_multiple.
 
     Example:
         >>> from keras_grs import analyze, models
@@ -198,31 +325,162 @@ def analyze(model: keras.Model, min_width: int | dict[str, int] = 1) -> Structur
         >>> str(s), [g.name for g in s.groups]
         ('32x16x8', ['dense1', 'dense2', 'dense3'])
     """
-    layers = layer_chain(model)
-    width_layers = [layer for layer in layers if isinstance(layer, WIDTH_LAYERS)]
-    if not width_layers:
-        return Structure(groups=(), layers=tuple(layer.name for layer in layers))
-    output_layer = width_layers[-1]
-    minimums = min_width if isinstance(min_width, dict) else {}
-    unknown = set(minimums) - {layer.name for layer in width_layers[:-1]}
-    if unknown:
-        raise ValueError(f"min_width names unknown groups {sorted(unknown)}")
-    groups = []
-    for i, layer in enumerate(layers):
-        if not isinstance(layer, WIDTH_LAYERS) or layer is output_layer:
+    if isinstance(width_multiple, bool) or not isinstance(width_multiple, int) or width_multiple < 1:
+        raise ValueError(f"width_multiple must be a positive integer, got {width_multiple!r}")
+    graph = _functional(model)
+    builder, layouts, steps = _Builder(), {}, []
+    _walk(graph, builder, layouts, steps, outer=None)
+    for tensor in graph.outputs:
+        builder.pin(layouts[id(tensor)], "model output")
+    counts = Counter(step[0] for step in steps)
+    twice = sorted(name for name, n in counts.items() if n > 1)
+    if twice:
+        raise UnsupportedLayerError(f"layer names {twice} are used twice (in nested models); rename them")
+    return _resolve(builder, steps, min_width, frozen, width_multiple, model)
+
+
+def _walk(graph, builder, layouts, steps, outer):
+    """Record every call of ``graph`` (a nested model's graph when ``outer`` holds the layouts of its inputs)."""
+    nodes = _graph_nodes(graph)
+    calls = {}
+    for node in nodes:
+        calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+        if calls[id(node.operation)] > 1:
+            raise UnsupportedLayerError(f"layer {node.operation.name!r} is called more than once; shared layers "
+                                        "are not supported")
+    for node in nodes:
+        op = node.operation
+        if node.is_input or isinstance(op, keras.layers.InputLayer):
+            tensor = node.outputs[0]
+            if outer is not None:  # a nested model's input is the outer tensor it is called on
+                layouts[id(tensor)] = outer[next(i for i, t in enumerate(graph.inputs) if t is tensor)]
+                continue
+            layouts[id(tensor)] = builder.new(tensor.shape[-1], op.name, "model input")
+            steps.append((op.name, "input", (), layouts[id(tensor)]))
             continue
-        dependents = []
-        for follower in layers[i + 1 :]:
-            if isinstance(follower, WIDTH_LAYERS):
-                dependents.append(follower.name)
-                break
-            if isinstance(follower, CHANNEL_WEIGHT_LAYERS + FLATTEN_LAYERS):
-                dependents.append(follower.name)
-        width = layer.units if isinstance(layer, keras.layers.Dense) else layer.filters
-        minimum = minimums.get(layer.name, 1) if isinstance(min_width, dict) else int(min_width)
-        if minimum < 1 or minimum > width:
-            raise ValueError(f"min_width {minimum} of group {layer.name!r} must be between 1 and its width {width}")
-        groups.append(
-            WidthGroup(name=layer.name, layer=layer.name, dependents=tuple(dependents), width=width, min_width=minimum)
-        )
-    return Structure(groups=tuple(groups), layers=tuple(layer.name for layer in layers))
+        inputs = [layouts[id(t)] for t in node.input_tensors]
+        if isinstance(op, keras.Model):
+            inner = _functional(op)
+            if len(node.input_tensors) != len(inner.inputs) or len(node.outputs) != len(inner.outputs):
+                raise UnsupportedLayerError(f"nested model {op.name!r} is called with another input structure")
+            _walk(inner, builder, layouts, steps, outer=inputs)
+            for tensor, inner_output in zip(node.outputs, inner.outputs):
+                layouts[id(tensor)] = layouts[id(inner_output)]
+            continue
+        role, output = _step(builder, op, node, inputs)
+        for tensor in node.outputs:
+            layouts[id(tensor)] = output
+        steps.append((op.name, role, tuple(inputs), output))
+
+
+def _step(builder: _Builder, op, node, inputs: list[Layout]) -> tuple[str, Layout]:
+    """The role of one call and the channel layout of its output."""
+    kind = kind_of(op, node)
+    outputs = node.outputs
+    shape = outputs[0].shape
+    channels = shape[-1]
+    if channels is None:
+        raise UnsupportedLayerError(f"layer {op.name!r} has no known channel count (shape {shape})")
+    what = f"{op.name} ({type(op).__name__})"
+    reason = kind.pins(op, node) if kind.pins else None
+    role = "pin" if reason or kind.role == "pin" else kind.role
+    if len(outputs) != 1:
+        role, reason = "pin", "several outputs"
+    if role == "channelwise":
+        multiplier = kind.multiplier(op) if kind.multiplier else 1
+        layout = inputs[0]
+        if multiplier > 1:
+            layout = Layout(np.repeat(layout.group, multiplier), np.repeat(layout.unit, multiplier))
+        if len(inputs) == 1 and len(layout.group) == channels:
+            return role, layout
+        role, reason = "pin", "changes the channel count"
+    elif role == "reshape":
+        before = node.input_tensors[0].shape
+        if before[-1] == channels:
+            return role, inputs[0]
+        positions = np.prod(before[1:-1]) if None not in before[1:-1] else None
+        if len(shape) == 2 and positions is not None and positions * before[-1] == channels:
+            layout = inputs[0]
+            return role, Layout(np.tile(layout.group, int(positions)), np.tile(layout.unit, int(positions)))
+        role, reason = "pin", "moves channels"
+    elif role == "concat" and (op.axis % len(shape)) == len(shape) - 1:
+        return role, Layout(np.concatenate([x.group for x in inputs]), np.concatenate([x.unit for x in inputs]))
+    elif role in ("merge", "concat"):
+        full = [x for x in inputs if len(x.group) == channels]
+        for x in inputs:
+            if len(x.group) != channels:
+                builder.pin(x, f"{what} broadcasts it over channels")
+        if full:
+            return role, builder.join(full, f"{what} merges channels in a different order")
+        role, reason = "pin", "broadcasts every input"
+    elif role == "producer":
+        return role, builder.new(channels, op.name)
+    # pin: what goes in stays, what comes out is new and fixed
+    reason = reason or "mixes channels"
+    for x in inputs:
+        builder.pin(x, f"{what}: {reason}")
+    return "pin", builder.new(channels, op.name, f"{what}: {reason}")
+
+
+def _resolve(builder, steps, min_width, frozen, width_multiple, model) -> Structure:
+    roots = [builder.find(g) for g in range(len(builder.width))]
+    order = sorted(set(roots))  # the smallest raw id of a root is its first producer in graph order
+    index = {root: i for i, root in enumerate(order)}
+    reasons = {}
+    for gid in sorted(builder.reason):
+        reasons.setdefault(roots[gid], builder.reason[gid])
+    names = [builder.origin[root] for root in order]
+    lookup = np.array([index[r] for r in roots], np.int64)
+
+    def final(layout):
+        return Layout(lookup[layout.group], layout.unit)
+
+    resolved = [Step(name, role, tuple(final(x) for x in ins), final(out)) for name, role, ins, out in steps]
+    members = {i: set() for i in range(len(order))}
+    for gid, root in enumerate(roots):
+        members[index[root]].add(builder.origin[gid])
+    carried = {i: [] for i in range(len(order))}
+    consumed = {i: [] for i in range(len(order))}
+    for step in resolved:
+        for i in np.unique(step.output.group):
+            carried[int(i)].append(step.name)
+        if step.role in ("producer", "pin"):
+            for x in step.inputs:
+                for i in np.unique(x.group):
+                    if step.name not in carried[int(i)]:
+                        consumed[int(i)].append(step.name)
+    weighted = {layer.name for layer in leaf_layers(model) if layer.weights}
+    reshaping = {s.name for s in resolved if s.role == "reshape"}
+
+    prunable_names = [names[i] for i in range(len(order)) if order[i] not in reasons]
+    minimums = min_width if isinstance(min_width, dict) else {}
+    frozen = list(frozen) if not isinstance(frozen, str) else [frozen]
+    for label, requested in (("min_width", minimums), ("frozen", frozen)):
+        unknown = sorted(set(requested) - set(names))
+        if unknown:
+            raise ValueError(f"{label} names unknown groups {unknown}; the groups are {prunable_names}")
+    groups = []
+    for i, root in enumerate(order):
+        name, width = names[i], builder.width[root]
+        reason = reasons.get(root) or ("frozen" if name in frozen else None)
+        minimum = minimums.get(name, 1) if isinstance(min_width, dict) else int(min_width)
+        if reason is None and not 1 <= minimum <= width:
+            raise ValueError(f"min_width {minimum} of group {name!r} must be between 1 and its width {width}")
+        dependents = [n for n in carried[i] if n not in members[i] and (n in weighted or n in reshaping)]
+        dependents = _in_order(resolved, dependents + consumed[i])
+        groups.append(WidthGroup(
+            name=name, layer=name, dependents=tuple(dependents), width=width, min_width=minimum,
+            layers=tuple(carried[i]), consumers=tuple(consumed[i]), width_multiple=width_multiple, pinned=reason,
+        ))
+    return Structure(
+        groups=tuple(g for g in groups if g.pinned is None),
+        layers=tuple(s.name for s in resolved if s.role != "input"),
+        pinned=tuple(g for g in groups if g.pinned is not None),
+        steps=tuple(resolved),
+        all_groups=tuple(groups),
+    )
+
+
+def _in_order(steps, names):
+    wanted = set(names)
+    return [s.name for s in steps if s.name in wanted]

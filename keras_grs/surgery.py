@@ -1,4 +1,9 @@
-"""Weight surgery: build a physically smaller copy of a model with some units removed."""
+"""Weight surgery: build a physically smaller copy of a model with some units removed.
+
+The analysis (:func:`keras_grs.analyze`) records, for every layer of the graph, which group and unit each of its
+input and output channels carries. Surgery applies that record: a removal becomes, per layer, the kept input
+channels and kept output channels, and the layer's slicing rule in :mod:`keras_grs.layers` cuts its weights.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +12,20 @@ from collections.abc import Iterable, Mapping
 import keras
 import numpy as np
 
-from keras_grs.structure import (
-    CHANNEL_WEIGHT_LAYERS,
-    FLATTEN_LAYERS,
-    WIDTH_LAYERS,
-    Structure,
-    analyze,
-    layer_chain,
-)
+from keras_grs.layers import kind_of
+from keras_grs.structure import Structure, _functional, analyze, leaf_layers
 
 
 def shrink(model: keras.Model, remove: Mapping[str, Iterable[int]], structure: Structure | None = None) -> keras.Model:
     """Return a new, smaller model with the given units removed and every surviving weight copied exactly.
 
-    The child has the parent's architecture with fewer units/filters in the named groups. Its weights are the
-    parent's, minus the removed units' kernel columns and biases, minus the rows of the next Dense/Conv layer that
-    read them (through a Flatten: every spatial position of a removed channel), minus their BatchNormalization
-    gamma/beta/moving statistics. It is compiled like the parent (same optimizer class and config, loss, metrics)
-    when the parent was compiled, so it can be fit at once. The parent is never changed; ``shrink(model, {})``
-    reproduces the parent's outputs bit for bit.
+    The child has the parent's topology with fewer units/filters in the named groups. Its weights are the
+    parent's, minus the removed units' kernel columns and biases (at every producer of the group: all the branches
+    a residual ``Add`` joins), minus their per-channel weights in every channel-wise layer they pass through
+    (BatchNormalization statistics, DepthwiseConv kernels), minus the input rows that read them in every consumer
+    (through a Flatten: every spatial position; after a Concatenate: at their offset). It is compiled like the
+    parent (same optimizer class and config, loss, metrics) when the parent was compiled, so it can be fit at
+    once. The parent is never changed; ``shrink(model, {})`` reproduces the parent's outputs bit for bit.
 
     Args:
         model: a Sequential or Functional model that :func:`keras_grs.analyze` accepts.
@@ -33,7 +33,8 @@ def shrink(model: keras.Model, remove: Mapping[str, Iterable[int]], structure: S
         structure: ``analyze(model)``, when the caller already has it.
 
     Raises:
-        ValueError: an unknown group, an index out of range, a repeated index, or every unit of a group removed.
+        ValueError: an unknown or pinned group, an index out of range, a repeated index, or every unit of a group
+            removed.
 
     Example:
         >>> import keras_grs
@@ -44,21 +45,50 @@ def shrink(model: keras.Model, remove: Mapping[str, Iterable[int]], structure: S
     """
     structure = structure if structure is not None else analyze(model)
     keep = kept_units(structure, remove)
-    child = resized(model, {name: len(indices) for name, indices in keep.items()})
-    set_chain_weights(child, surviving_weights(model, keep))
+    child = _rebuild(model, structure, keep)
+    set_chain_weights(child, surviving_weights(model, keep, structure))
     return child
 
 
-def resized(model: keras.Model, widths: Mapping[str, int]) -> keras.Model:
-    """A freshly initialized copy of ``model`` with new widths for the named Dense/Conv layers, compiled like it."""
+def resized(model: keras.Model, widths: Mapping[str, int], structure: Structure | None = None) -> keras.Model:
+    """A freshly initialized copy of ``model`` with new widths for the named groups, compiled like it.
+
+    ``widths`` maps a group name to its new width (1 .. its current width); every producer of the group, and
+    any layer whose configuration states the channel count (a Reshape), changes with it.
+    """
+    if not widths:
+        return _rebuild(model, None, {})
+    structure = structure if structure is not None else analyze(model)
+    keep = {}
+    for name, width in widths.items():
+        if name not in structure.names:
+            kept_units(structure, {name: []})  # the error for an unknown or pinned group
+        group = structure.group(name)
+        if not 1 <= int(width) <= group.width:
+            raise ValueError(f"group {name!r} has {group.width} units; a width of {width} is not possible")
+        if int(width) != group.width:
+            keep[name] = np.arange(int(width))
+    return _rebuild(model, structure, keep)
+
+
+def _rebuild(model, structure, keep):
+    """A fresh model of the same topology; layers whose output channels change get the new count in their config."""
+    channels = {}
+    if keep:
+        for step in structure.steps:
+            mask = structure.kept_mask(step.output, keep)
+            if mask is not None:
+                channels[step.name] = int(mask.sum())
 
     def clone_layer(layer):
         config = layer.get_config()
-        if layer.name in widths:
-            config["units" if isinstance(layer, keras.layers.Dense) else "filters"] = int(widths[layer.name])
+        if layer.name in channels:
+            resize = kind_of(layer).resize
+            if resize is not None:
+                resize(config, channels[layer.name])
         return layer.__class__.from_config(config)
 
-    child = keras.models.clone_model(model, clone_function=clone_layer)
+    child = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
     compile_config = model.get_compile_config() if model.compiled else None
     if compile_config:
         child.compile_from_config(compile_config)
@@ -66,8 +96,9 @@ def resized(model: keras.Model, widths: Mapping[str, int]) -> keras.Model:
 
 
 def set_chain_weights(model: keras.Model, weights: list[list[np.ndarray]]) -> None:
-    """Set the weights of every layer of ``model``'s chain, as :func:`surviving_weights` lists them."""
-    layers = layer_chain(model)
+    """Set the weights of every layer of ``model`` (inputs excepted, in graph order), as :func:`surviving_weights`
+    lists them."""
+    layers = leaf_layers(model)
     if len(layers) != len(weights):
         raise ValueError(f"model {model.name!r} has {len(layers)} layers, the weights are for {len(weights)}")
     for layer, values in zip(layers, weights):
@@ -86,8 +117,11 @@ def kept_units(structure: Structure, remove: Mapping[str, Iterable[int]]) -> dic
     """Check a removal request against a structure; return the sorted kept indices of each group it changes."""
     if not isinstance(remove, Mapping):
         raise TypeError(f"remove must map group names to unit indices, got {type(remove).__name__}")
+    pinned = {g.name: g.pinned for g in structure.pinned}
     keep = {}
     for name, indices in remove.items():
+        if name in pinned:
+            raise ValueError(f"width group {name!r} is pinned ({pinned[name]}); its units cannot be removed")
         if name not in structure.names:
             raise ValueError(f"unknown width group {name!r}; the model's groups are {list(structure.names)}")
         width = structure.group(name).width
@@ -115,29 +149,63 @@ def _as_index(value) -> int:
     return int(value)
 
 
-def surviving_weights(model: keras.Model, keep: Mapping[str, np.ndarray]) -> list[list[np.ndarray]]:
-    """The weights of every layer of ``model``'s chain after removing all units but ``keep``'s.
-
-    ``current`` follows the indices, along the last axis of the tensor flowing between layers, that survive.
-    """
+def surviving_weights(
+    model: keras.Model, keep: Mapping[str, np.ndarray], structure: Structure | None = None
+) -> list[list[np.ndarray]]:
+    """The weights of every layer of ``model`` (inputs excepted, in graph order) after removing all units but
+    ``keep``'s (as :func:`kept_units` returns them), cut by each layer's slicing rule."""
+    structure = structure if structure is not None else analyze(model)
+    steps = {step.name: step for step in structure.steps}
     result = []
-    current = None
-    for layer in layer_chain(model):
-        weights = layer.get_weights()
-        if isinstance(layer, WIDTH_LAYERS):
-            kernel, rest = weights[0], weights[1:]
-            if current is not None:
-                kernel = np.take(kernel, current, axis=-2)
-            current = keep.get(layer.name)
-            if current is not None:
-                kernel = kernel[..., current]
-                rest = [w[current] for w in rest]
-            weights = [kernel, *rest]
-        elif isinstance(layer, CHANNEL_WEIGHT_LAYERS) and current is not None:
-            weights = [w[current] for w in weights]
-        elif isinstance(layer, FLATTEN_LAYERS) and current is not None:
-            shape = layer.input.shape[1:]
-            channels, positions = shape[-1], int(np.prod(shape[:-1]))
-            current = (np.arange(positions)[:, None] * channels + current[None, :]).ravel()
-        result.append(weights)
+    for layer in leaf_layers(model):
+        values = layer.get_weights()
+        step = steps[layer.name]
+        slicer = kind_of(layer).slice
+        if not values or slicer is None or not keep:
+            result.append(values)
+            continue
+        kin = structure.kept_mask(step.inputs[0], keep) if step.inputs else None
+        kout = structure.kept_mask(step.output, keep)
+        if kin is None and kout is None:
+            result.append(values)
+            continue
+        names = [v.name if [w.name for w in layer.weights].count(v.name) == 1 else f"{i}:{v.name}"
+                 for i, v in enumerate(layer.weights)]
+        kin = None if kin is None else np.flatnonzero(kin)
+        kout = None if kout is None else np.flatnonzero(kout)
+        sliced = slicer(layer, dict(zip(names, values)), kin, kout)
+        result.append([sliced[name] for name in names])
     return result
+
+
+def silenced_call(model: keras.Model, remove: Mapping[str, Iterable[int]], inputs, structure: Structure | None = None):
+    """The parent's inference outputs with the removed units zeroed wherever they flow: at the output of every
+    layer of their group (``WidthGroup.layers``). This is what :func:`shrink`'s child computes on the channels it
+    keeps, without building it: the reference the tests and the coverage benchmark compare against.
+
+    Example:
+        >>> import numpy as np, keras_grs
+        >>> parent = keras_grs.models.build("nn1", (140,))
+        >>> x = np.ones((2, 140), "float32")
+        >>> child = keras_grs.shrink(parent, {"dense2": [1, 2]})
+        >>> bool(np.allclose(child(x), keras_grs.surgery.silenced_call(parent, {"dense2": [1, 2]}, x), atol=1e-5))
+        True
+    """
+    structure = structure if structure is not None else analyze(model)
+    keep = kept_units(structure, remove)
+    masks = {}
+    for step in structure.steps:
+        mask = structure.kept_mask(step.output, keep)
+        if mask is not None:
+            masks[step.name] = mask.astype("float32")
+
+    def operation_fn(op):
+        def call(*args, **kwargs):
+            if isinstance(op, keras.Model):  # a nested model: silence inside it too
+                return _functional(op)._run_through_graph(args[0], operation_fn=operation_fn)
+            out = op(*args, **kwargs)
+            return out * masks[op.name] if op.name in masks else out
+
+        return call
+
+    return _functional(model)._run_through_graph(inputs, operation_fn=operation_fn)  # private, as analyze's graph

@@ -1,5 +1,6 @@
 import keras
 import numpy as np
+import pytest
 
 from keras_grs import count_flops, count_params, flops_by_layer, models, shrink
 
@@ -56,3 +57,37 @@ def test_shrinking_reduces_the_counts():
     assert count_params(child) == count_params(model) - 16 * (140 + 1) - 16 * 16
     assert count_flops(child) < count_flops(model)
     assert np.isclose(count_flops(child), count_flops(model) - 2 * (16 * 140 + 16 * 16))
+
+
+def test_depthwise_separable_and_merges_by_hand():
+    inputs = keras.Input((6, 6, 4))
+    a = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, name="dw")(inputs)  # 4x4 outputs, 4 x 2 channels
+    b = keras.layers.SeparableConv2D(8, 3, name="sep")(inputs)  # 4x4 outputs: 3x3x4 depthwise, 4 -> 8 pointwise
+    h = keras.layers.Add(name="add")([a, b])
+    h = keras.layers.Concatenate(name="cat")([h, keras.layers.Multiply(name="mul")([a, b])])
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(h))
+    assert flops_by_layer(model) == {"dw": 2 * 16 * (3 * 3 * 4 * 2), "sep": 2 * 16 * (3 * 3 * 4 + 4 * 8)}
+    assert count_params(model) == model.count_params() == (3 * 3 * 4 * 2 + 8) + (3 * 3 * 4 + 4 * 8 + 8)
+
+
+def test_shrinking_a_separable_group_reduces_both_halves_of_its_consumer():
+    inputs = keras.Input((6, 6, 2))
+    h = keras.layers.Conv2D(4, 1, name="c")(inputs)
+    h = keras.layers.SeparableConv2D(3, 3, name="sep")(h)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
+    child = shrink(model, {"c": [0]})
+    assert flops_by_layer(child)["sep"] == 2 * 16 * (3 * 3 * 3 + 3 * 3)
+
+
+def test_output_kernel_is_the_one_whose_last_axis_are_the_units():
+    from keras_grs.layers import output_kernel
+
+    sep = keras.layers.SeparableConv2D(5, 3)
+    sep.build((None, 6, 6, 2))
+    dense = keras.layers.Dense(4)
+    dense.build((None, 3))
+    assert output_kernel(sep).shape == (1, 1, 2, 5) and output_kernel(dense).shape == (3, 4)
+    bn = keras.layers.BatchNormalization()
+    bn.build((None, 3))
+    with pytest.raises(ValueError, match="produces no units"):
+        output_kernel(bn)

@@ -56,22 +56,27 @@ def test_unsupported_layer_is_named_with_its_class_and_the_supported_list():
     assert "'memory'" in message and "LSTM" in message and "Dense" in message and "Conv2D" in message
 
 
-def test_residual_addition_is_refused_clearly():
+def test_a_residual_addition_onto_the_model_input_is_pinned_with_it():
     inputs = keras.Input((8,))
-    h = keras.layers.Dense(8)(inputs)
+    h = keras.layers.Dense(8, name="d")(inputs)
     h = keras.layers.Add(name="skip")([h, inputs])
-    model = keras.Model(inputs, keras.layers.Dense(2)(h))
-    with pytest.raises(UnsupportedLayerError, match="skip"):
-        analyze(model)
+    model = keras.Model(inputs, keras.layers.Dense(2, name="out")(h))
+    structure = analyze(model)
+    assert structure.groups == ()
+    joined = next(g for g in structure.pinned if "d" in g.layers)
+    assert joined.pinned == "model input" and joined.layers == ("input_layer", "d", "skip")
+    with pytest.raises(KeyError, match="pinned \\(model input\\)"):
+        structure.group(joined.name)
 
 
-def test_branching_model_is_refused():
+def test_two_outputs_pin_both_output_layers():
     inputs = keras.Input((8,))
-    a = keras.layers.Dense(4, name="a")(inputs)
-    b = keras.layers.Dense(4, name="b")(inputs)
-    model = keras.Model(inputs, [a, b])
-    with pytest.raises(UnsupportedLayerError, match="outputs"):
-        analyze(model)
+    h = keras.layers.Dense(6, name="h")(inputs)
+    a = keras.layers.Dense(4, name="a")(h)
+    b = keras.layers.Dense(3, name="b")(h)
+    structure = analyze(keras.Model(inputs, [a, b]))
+    assert [(g.name, sorted(g.consumers)) for g in structure.groups] == [("h", ["a", "b"])]
+    assert {g.name: g.pinned for g in structure.pinned if g.name in "ab"} == {"a": "model output", "b": "model output"}
 
 
 def test_channels_first_is_refused():

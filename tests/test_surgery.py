@@ -65,7 +65,7 @@ def test_batch_normalization_statistics_follow_their_channels():
     "remove, message",
     [
         ({"nope": [0]}, "unknown width group 'nope'"),
-        ({"output": [0]}, "unknown width group 'output'"),
+        ({"output": [0]}, "width group 'output' is pinned \\(model output\\)"),
         ({"dense1": [32]}, "out of range: \\[32\\]"),
         ({"dense1": [-1]}, "out of range"),
         ({"dense1": [2, 2]}, "repeated: \\[2\\]"),

@@ -31,7 +31,7 @@ from keras_grs.costs import count_flops, count_params
 from keras_grs.evaluate.base import check_epoch_score
 from keras_grs.evaluate.keras import KerasEvaluator
 from keras_grs.files import save_weights
-from keras_grs.structure import layer_chain
+from keras_grs.structure import UnsupportedLayerError, layer_chain
 
 ACTIVATIONS = {"relu": tf.nn.relu, "linear": tf.identity, "tanh": tf.tanh, "sigmoid": tf.sigmoid}
 CONVS = (keras.layers.Conv1D, keras.layers.Conv2D)
@@ -87,8 +87,12 @@ def _plan(model):
                           "gradient_accumulation_steps", "loss_scale_factor") if options.get(k)]
     if extras:
         raise UnsupportedForBatching(f"Adam with {', '.join(extras)}")
+    try:
+        chain = layer_chain(model)
+    except UnsupportedLayerError as error:  # a graph (residual, concatenation) or a layer it has no op for
+        raise UnsupportedForBatching(str(error)) from None
     ops, flattened = [], ()
-    for layer in layer_chain(model):
+    for layer in chain:
         name = type(layer).__name__
         if isinstance(layer, (keras.layers.Dense, *CONVS)):
             extras = [k for k in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
