@@ -117,7 +117,7 @@ def render(runs, args) -> list[str]:
         "stratified per seed; the guard is 40% of the validation split (the default). Test loss: the plainly "
         "trained initial model's test accuracy minus the compact model's, in points (EUP: after thresholding and "
         f"quantization). Targets: mean <= {bound_mean:g}, every run <= {bound_single:g}, params kept <= 1.5x the "
-        "seed rule's.",
+        "seed rule's. Seconds per run depend on what else the machine ran at the time: they compare nothing.",
         "",
         "| data set | rule | runs | test loss mean | min | max | EUP loss mean | EUP max | params kept mean | "
         "vs seed rule | walked back | s per run |",
@@ -142,8 +142,14 @@ def render(runs, args) -> list[str]:
                 f"{np.mean([r['seconds'] for r in rows]):.0f} |"
             )
             if rule == "guard":
-                ok = mean <= bound_mean and hi <= bound_single and (kept_seed is None or kept <= 1.5 * kept_seed)
-                verdicts.append(f"- {name}: {'meets' if ok else 'MISSES'} the targets with the guard.")
+                checks = [(f"mean loss {mean:.2f} <= {bound_mean:g}", mean <= bound_mean),
+                          (f"worst run {hi:.2f} <= {bound_single:g}", hi <= bound_single)]
+                if kept_seed is not None:
+                    checks.append((f"params {kept / kept_seed:.2f}x <= 1.5x the seed rule's", kept <= 1.5 * kept_seed))
+                met = [text for text, ok in checks if ok]
+                missed = [text for text, ok in checks if not ok]
+                verdicts.append(f"- {name}, guard: met {'; '.join(met) or 'nothing'}"
+                                + (f"; MISSED {'; '.join(missed)}" if missed else ""))
     lines += ["", *verdicts, "", "## Runs", "",
               "| data set | seed | rule | initial -> compact | params | reference test | compact test | EUP test |",
               "|---|---|---|---|---|---|---|---|"]
