@@ -378,9 +378,17 @@ def export_run_c(result, out: Path, data) -> None:
     import c_backend
     from keras_grs.report import write_report
 
+    from keras_grs.structure import UnsupportedLayerError
+
     model = result.eup_model if result.eup_model is not None else result.model
     c_dir = out / "c"
-    exported = c_backend.export(model, c_dir, name=model.name)
+    try:
+        exported = c_backend.export(model, c_dir, name=model.name)
+    except UnsupportedLayerError as error:  # graphs (residual, concatenating) have no C actors yet
+        result.report["c_export"] = {"skipped": str(error)}
+        write_report(result.report, out)
+        print(f"C code: not written, the C backend does not support this model yet: {error}")
+        return
     check = c_backend.verify(model, c_dir, data["x_val"], data["y_val"])
     result.report["c_export"] = {
         "directory": str(c_dir),

@@ -29,7 +29,8 @@ import numpy as np
 from keras_grs.costs import count_flops, count_params
 from keras_grs.scoring import objective_direction, score
 from keras_grs.search.engine import check_tolerance, within_tolerance
-from keras_grs.structure import WIDTH_LAYERS, layer_chain
+from keras_grs.layers import kind_of
+from keras_grs.structure import leaf_layers
 from keras_grs.surgery import resized
 
 MAX_STEPS = 1000
@@ -88,7 +89,9 @@ def _copy(model: keras.Model) -> keras.Model:
 
 
 def _prunable_layers(model):
-    return [layer for layer in layer_chain(model) if isinstance(layer, WIDTH_LAYERS)]
+    """The layers whose kernels (and biases) EUP thresholds and quantizes: every weighted producer of the graph
+    (Dense, Conv, depthwise and separable convolutions), the output layer included."""
+    return [layer for layer in leaf_layers(model) if kind_of(layer).role == "producer"]
 
 
 def _check_validation(validation_data):

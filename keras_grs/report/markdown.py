@@ -118,7 +118,9 @@ def render_markdown(report: dict, plots=()) -> str:
         out.append(_table(["model", "mode", "threshold", "digits", "distinct values", "nonzero params",
                            "nonzero FLOPs", "val acc", "test acc", "AL", "PCI"], rows))
     c_export = report.get("c_export")
-    if c_export:
+    if c_export and "skipped" in c_export:
+        out += ["", "## C code", "", f"Not written: {c_export['skipped']}."]
+    elif c_export:
         out += ["", "## C code", "",
                 f"The selected {c_export['model']} model as LIDE-style dataflow C in `{c_export['directory']}` "
                 f"({len(c_export['actors'])} actors: {', '.join(c_export['actors'])}). Compiled with the host compiler "
