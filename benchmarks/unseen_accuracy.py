@@ -30,7 +30,7 @@ from keras_grs.scoring import accuracy
 
 STORE = RESULTS / "unseen_accuracy.json"
 RULES = ("seed", "guard")
-WALK_BACK = "monotone, last epoch"  # the guard rule a run used (runs of an earlier rule are run again)
+WALK_BACK = "monotone"  # the guard's walk back a run used (runs of an earlier one are run again)
 
 
 def _standardized(x_train, *others):
@@ -89,7 +89,7 @@ def one_run(name, seed, rule, args) -> dict:
         result = keras_grs.prune(
             model, *train, validation, test_data=test, method=args.method, tolerance=args.tolerance,
             epochs=args.epochs, initial_epochs=args.initial_epochs, directory=directory, seed=seed, verbose=0,
-            acceptance=rule, selection="minflops",
+            acceptance=rule, selection="minflops", epoch_score=args.epoch_score if rule == "guard" else None,
         )
     r = result.results[0]
     return {
@@ -100,7 +100,7 @@ def one_run(name, seed, rule, args) -> dict:
         "structure": r.structure, "initial_structure": r.initial_structure, "trials": r.trials,
         "walked_back": r.walked_back, "seconds": round(time.perf_counter() - started, 1),
         "loss": 100 * (reference - r.test_accuracy), "eup_loss": 100 * (reference - r.eup_test_accuracy),
-        "walk_back": WALK_BACK if rule == "guard" else None,
+        "walk_back": _guard_tag(args) if rule == "guard" else None,
     }
 
 
@@ -159,6 +159,13 @@ def render(runs, args) -> list[str]:
     return lines
 
 
+def _guard_tag(args) -> str:
+    """What a guard run depends on beyond the shared settings: the walk back and the epoch rule."""
+    from keras_grs.guard import epoch_score_for
+
+    return f"{WALK_BACK}, {epoch_score_for('guard', args.epoch_score)} epoch"
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--datasets", nargs="+", default=["digits_mlp", "digits_cnn", "wine", "breast_cancer"])
@@ -168,6 +175,7 @@ def main():
     parser.add_argument("--tolerance", type=float, default=0.98)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--initial-epochs", type=int, default=40)
+    parser.add_argument("--epoch-score", help="the guard runs' epoch rule (default: the guard's own)")
     parser.add_argument("--fresh", action="store_true", help="start a new store instead of continuing it")
     args = parser.parse_args()
     runs = [] if args.fresh or not STORE.exists() else json.loads(STORE.read_text())
@@ -177,7 +185,7 @@ def main():
             for rule in args.rules:
                 done = [r for r in runs if (r["dataset"], r["seed"], r["rule"]) == (name, seed, rule)
                         and all(r[k] == getattr(args, k) for k in settings)
-                        and r.get("walk_back") == (WALK_BACK if rule == "guard" else None)]
+                        and r.get("walk_back") == (_guard_tag(args) if rule == "guard" else None)]
                 if done:
                     continue
                 run = one_run(name, seed, rule, args)
@@ -188,7 +196,7 @@ def main():
                 temporary.write_text(json.dumps(runs, indent=1))
                 temporary.replace(STORE)
     runs = [r for r in runs if all(r[k] == getattr(args, k) for k in settings)
-            and r.get("walk_back") == (WALK_BACK if r["rule"] == "guard" else None)]
+            and r.get("walk_back") == (_guard_tag(args) if r["rule"] == "guard" else None)]
     write("unseen_accuracy.md", render(runs, args))
 
 

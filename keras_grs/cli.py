@@ -519,9 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--acceptance", choices=["guard", "seed"], default="guard",
                    help="guard (default): a guard split held back from the search confirms the final structure; "
                         "seed: the seed's rule (the last accepted structure)")
-    p.add_argument("--epoch-score", choices=["last", "best"],
-                   help="a candidate's score and weights: last (default with the guard: its last epoch) or best "
-                        "(default with the seed's rule: its best epoch)")
+    p.add_argument("--epoch-score", choices=["last", "best", "best_latest"],
+                   help="a candidate's score and weights: last (default with the guard: its last epoch), best "
+                        "(default with the seed's rule: its first best epoch) or best_latest (its last best epoch)")
     p.add_argument("--guard-fraction", type=float,
                    help="share of the validation data held back as the guard, in (0, 0.9) (default 0.4)")
     p.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs per candidate (10)")

@@ -287,3 +287,27 @@ def test_the_epoch_rule_follows_the_acceptance_rule_and_a_resume_cannot_change_i
         GRSTuner(build, seed=1, directory=tmp_path, project_name="c", epoch_score="best")
     with pytest.raises(ValueError, match="epoch_score must be one of best, last"):
         GRSTuner(build, directory=tmp_path, project_name="d", epoch_score="mean")
+
+
+@pytest.mark.parametrize("evaluator_class", ["batched", "keras"])
+def test_best_latest_keeps_the_best_score_with_the_last_weights_that_reach_it(tmp_path, evaluator_class):
+    from keras_grs.evaluate import make_evaluator
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(200, 6)).astype("float32")
+    x[:, 0] = np.sign(x[:, 0]) * (np.abs(x[:, 0]) + 2.0)
+    y = (x[:, 0] > 0).astype("int32")  # separable with a margin: validation accuracy reaches 1.0 and stays there
+    validation = (x[:20], y[:20])
+    objective = keras_tuner.Objective("val_accuracy", "max")
+    results = {}
+    for rule in ("best", "best_latest"):
+        keras.utils.set_random_seed(3)
+        model = models.build("nn2", (6,))
+        evaluator = make_evaluator(evaluator_class, objective, seed=3, epoch_score=rule)
+        job = Job(model, True, str(tmp_path / f"{rule}.weights.h5"))
+        (metrics,) = evaluator.evaluate([job], (x[20:], y[20:]), {"validation_data": validation, "epochs": 20,
+                                                                   "batch_size": 32, "verbose": 0})
+        results[rule] = (metrics["val_accuracy"], [w.copy() for w in job.model.get_weights()])
+        assert score(job.model, *validation) == pytest.approx(metrics["val_accuracy"], abs=1e-6)
+    assert results["best"][0] == results["best_latest"][0] == 1.0
+    assert any(not np.allclose(a, b) for a, b in zip(results["best"][1], results["best_latest"][1]))

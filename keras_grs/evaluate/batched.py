@@ -312,7 +312,8 @@ class BatchedEvaluator:
             if self.epoch_score == "last":
                 continue
             value = -val_loss if minimize else accuracy
-            improved = value > best  # Keras' best-epoch rule: the first epoch reaching the best value
+            # Keras' best-epoch rule: the first epoch reaching the best value ("best_latest": the last one)
+            improved = value >= best if self.epoch_score == "best_latest" else value > best
             if improved.any():
                 for store, p in zip(best_params, params):
                     store[improved] = p.numpy()[improved]

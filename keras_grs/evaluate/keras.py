@@ -64,8 +64,9 @@ class KerasEvaluator:
         model = job.model
         start = model.get_weights()
         compile_config = model.get_compile_config()
-        saver = tuner_utils.SaveBestEpoch(objective=self.objective, filepath=job.checkpoint)
-        savers = [saver] if self.epoch_score == "best" else []
+        saver_class = SaveLatestBestEpoch if self.epoch_score == "best_latest" else tuner_utils.SaveBestEpoch
+        saver = saver_class(objective=self.objective, filepath=job.checkpoint)
+        savers = [saver] if self.epoch_score != "last" else []
         user_callbacks = fit_kwargs.get("callbacks", [])
         histories = []
         for execution in range(self.executions_per_trial):
@@ -79,6 +80,17 @@ class KerasEvaluator:
                 history = model.fit(*fit_args, **kwargs)
             histories.append(history)
         return histories if len(histories) > 1 else histories[0]
+
+
+class SaveLatestBestEpoch(tuner_utils.SaveBestEpoch):
+    """keras-tuner's best-epoch saver, except that an epoch equal to the best so far is saved too: the weights are
+    those of the last epoch reaching the best score."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.objective.has_value(logs) and self.objective.get_value(logs) == self.best_value:
+            self._save_model()
+            return
+        super().on_epoch_end(epoch, logs)
 
 
 def _last_epoch_metrics(histories) -> dict:
