@@ -105,8 +105,7 @@ def test_candidates_inherit_the_parent_weights_minus_the_removed_units(tmp_path,
     tuner.evaluator = Recording(tuner.oracle.objective)
     tuner.search(x, y, validation_data=validation, **FIT)
     second = tuner.oracle.start_order[1]
-    trial = tuner.oracle.get_trial(second)
-    values = trial.hyperparameters.values
+    values = tuner.oracle.bookkeeping(second)
     parent = tuner.load_model(tuner.oracle.get_trial(values[PARENT]))
     removed = json.loads(values[REMOVED])
     layer_of = {"units_1": keras_grs.analyze(parent).groups[0].name, "units_2": keras_grs.analyze(parent).groups[1].name}
@@ -151,7 +150,7 @@ def test_nwm_removes_the_unit_with_the_smallest_l1_norm(tmp_path, data):
     (x, y), validation, _ = data
     tuner = GRSTuner(build, method="nwm", tolerance=0.5, seed=0, max_trials=3, directory=tmp_path)
     tuner.search(x, y, validation_data=validation, **FIT)
-    child = tuner.oracle.get_trial(tuner.oracle.start_order[1]).hyperparameters.values
+    child = tuner.oracle.bookkeeping(tuner.oracle.start_order[1])
     with open(os.path.join(tuner.get_trial_dir(child[PARENT]), NORMS_FILE)) as f:
         norms = json.load(f)
     assert json.loads(child[REMOVED]) == {"units_1": [int(np.argmin(norms["units_1"]))]}
@@ -162,7 +161,7 @@ def test_jgrs_through_the_tuner_records_each_phase(tmp_path, data):
     tuner = GRSTuner(build, method="jgrs", phases=[(0.5, 2), (None, 1)], tolerance=0.9, seed=0, max_trials=10,
                      directory=tmp_path)
     tuner.search(x, y, validation_data=validation, **FIT)
-    phases = [t.hyperparameters.values["grs_phase"] for t in tuner.oracle.trials.values()]
+    phases = [tuner.oracle.bookkeeping(t)["grs_phase"] for t in tuner.oracle.trials]
     assert phases[:3] == ["initial", "far1", "far1"]
     assert tuner.oracle.get_trial(tuner.oracle.start_order[1]).hyperparameters.values["units_1"] == 4
 
@@ -269,5 +268,5 @@ def test_a_search_killed_mid_way_resumes_without_losing_or_repeating_trials(tmp_
     trials = tuner.oracle.trials
     for trial_id, old in before.items():  # nothing lost, nothing rerun
         assert trials[trial_id].score == old["score"]
-    keys = [t.hyperparameters.values[KEY] for t in trials.values() if t.status == "COMPLETED"]
+    keys = [tuner.oracle.bookkeeping(i)[KEY] for i, t in trials.items() if t.status == "COMPLETED"]
     assert len(keys) == len(set(keys))

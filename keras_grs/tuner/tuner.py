@@ -16,6 +16,7 @@ from keras_grs.scoring import score
 from keras_grs.search import check_tolerance
 from keras_grs.structure import UnsupportedLayerError, analyze
 from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
+from keras_grs.tuner import distributed
 from keras_grs.tuner.oracles import NORMS_FILE, ORACLES, PARENT, REMOVED, guard_metric
 
 
@@ -121,7 +122,11 @@ class GRSTuner(keras_tuner.Tuner):
             max_consecutive_failed_trials=max_consecutive_failed_trials,
             **options,
         )
+        if distributed.is_worker():
+            tuner_kwargs["overwrite"] = False  # the chief's project: only the chief may start it afresh
         super().__init__(oracle=oracle, hypermodel=hypermodel, **tuner_kwargs)
+        if distributed.is_worker():  # keras-tuner's client, plus what the worker derives itself
+            self.oracle = distributed.PruningOracleClient(oracle)
         self.inherit_weights = inherit_weights
         self.initial_epochs = initial_epochs
         self.evaluator = make_evaluator(evaluator, self.oracle.objective, self.hypermodel, self.executions_per_trial,
@@ -140,8 +145,9 @@ class GRSTuner(keras_tuner.Tuner):
                 optuna_storage, optuna_study_name or self.project_name, self.oracle.search.groups,
                 self.oracle.objective.name, directory=self.directory,
             )
-            for finished in self.oracle.trials.values():  # a resumed project: mirror what is missing
-                self._mirror.record(finished, finished.hyperparameters.values)
+            if not distributed.is_worker():
+                for finished in self.oracle.trials.values():  # a resumed project: mirror what is missing
+                    self._mirror.record(finished, self._mirrored_values(finished))
 
     # -- setting up -------------------------------------------------------------------------------------------
     @classmethod
@@ -224,6 +230,12 @@ class GRSTuner(keras_tuner.Tuner):
         (trial metric ``guard_<objective>``), and the final structure is chosen by walking back along the path.
         """
         self.oracle.progress = progress
+        if distributed.is_chief():  # keras-tuner's distributed mode: serve the oracle, train nothing
+            if "verbose" in fit_kwargs:
+                self.oracle.verbose = fit_kwargs["verbose"]
+            self.save()
+            distributed.serve(self.oracle)
+            return
         fit_kwargs = self._hold_back_guard(guard_data, fit_kwargs)
         self._check_fit_arguments(fit_args, fit_kwargs)
         try:
@@ -271,7 +283,7 @@ class GRSTuner(keras_tuner.Tuner):
         validation = fit_kwargs["validation_data"]
         if not isinstance(validation, (tuple, list)) or len(validation) < 2:
             raise ValueError("validation_data must be a tuple (x_val, y_val)")
-        if self.oracle.plan().finished:
+        if not distributed.is_worker() and self.oracle.plan().finished:
             return
         hp = self.oracle.get_space()
         for width_hp in self.oracle.width_hyperparameters():
@@ -316,10 +328,11 @@ class GRSTuner(keras_tuner.Tuner):
     def _prepare_job(self, trial, fit_kwargs):
         """Build the trial's candidate with its inherited weights; the fit arguments it trains with."""
         hp = trial.hyperparameters
-        parent_id = hp.values.get(PARENT) or None
+        record = self.oracle.bookkeeping(trial.trial_id)
+        parent_id = record.get(PARENT) or None
         inherited = None
         if parent_id is not None and self.inherit_weights:
-            inherited = self._inherited_weights(parent_id, json.loads(hp.values[REMOVED]))
+            inherited = self._inherited_weights(parent_id, json.loads(record[REMOVED]))
         model = self._checked_build(hp)  # the caller tidies, once per trial or per batch
         if parent_id is None and self._source_weights is not None:
             model.set_weights(self._source_weights)
@@ -331,16 +344,24 @@ class GRSTuner(keras_tuner.Tuner):
         return Job(model, train, self._get_checkpoint_fname(trial.trial_id), hp), fit_kwargs
 
     def _search_in_batches(self, fit_args, fit_kwargs):
-        """Pull every pending trial from the oracle (a GRS step, a JGRS phase's attempts), evaluate them together,
-        and record each as an ordinary trial."""
+        """Pull every pending trial from the oracle (a GRS step, a JGRS phase's attempts) until it answers IDLE,
+        evaluate them together, and record each as an ordinary trial.
+
+        Trial statuses and errors as keras-tuner's own loop: a ``keras_tuner.errors.FatalError`` stops the search,
+        a ``FailedTrialError`` fails the batch's unfinished trials, any other error marks them INVALID (retried
+        up to ``max_retries_per_trial``). A distributed worker asks for each trial under its own id plus a suffix
+        (``tuner0``, ``tuner0-1``, ...), and when the search stops it tells the chief each of them is leaving."""
         self.on_search_begin()
+        used = {self.tuner_id}
         while True:
             self.pre_create_trial()
             trials, trial = [], None
             while True:
-                trial = self.oracle.create_trial(self.tuner_id if not trials else f"{self.tuner_id}-{len(trials)}")
+                tuner_id = self.tuner_id if not trials else f"{self.tuner_id}-{len(trials)}"
+                trial = self.oracle.create_trial(tuner_id)
                 if trial.status != "RUNNING":
                     break
+                used.add(tuner_id)
                 trials.append(trial)
             if not trials:
                 if trial.status == "STOPPED":
@@ -348,35 +369,45 @@ class GRSTuner(keras_tuner.Tuner):
                 continue
             for t in trials:
                 self.on_trial_begin(t)
-            tidy()
-            done = set()  # marked COMPLETED one by one as each ends, so the oracle never sees one unscored
-            try:
-                prepared = [self._prepare_job(t, fit_kwargs) for t in trials]
-                groups = {}
-                for t, (job, kwargs) in zip(trials, prepared):
-                    groups.setdefault(json.dumps(kwargs.get("epochs")), []).append((t, job, kwargs))
-                self._just_trained = {}
-                for members in groups.values():
-                    jobs = [job for _, job, _ in members]
-                    results = self.evaluator.evaluate(jobs, fit_args, members[0][2])
-                    for (t, job, _), metrics in zip(members, results):
-                        self.oracle.update_trial(t.trial_id, self._score_guard(metrics, job.model))
-                        self._save_unit_norms(t.trial_id, job.model)
-                        self._just_trained[t.trial_id] = job.model  # holds its checkpoint's weights
-                        done.add(t.trial_id)
-            except Exception:  # as keras-tuner does for one trial: mark them and go on
-                import traceback
-
-                for t in trials:
-                    if t.trial_id not in done:
-                        t.status = "FAILED"
-                        t.message = traceback.format_exc()
+            self._run_batch(trials, fit_args, fit_kwargs)
             for t in trials:
-                if t.trial_id in done:
-                    t.status = "COMPLETED"
                 self.on_trial_end(t)
+        if distributed.is_worker():
+            for tuner_id in sorted(used - {self.tuner_id}):
+                self.oracle.create_trial(tuner_id)  # answered STOPPED: the chief forgets this id
         self._just_trained = {}
         self.on_search_end()
+
+    def _run_batch(self, trials, fit_args, fit_kwargs):
+        tidy()
+        done = set()  # marked COMPLETED one by one as each ends, so the oracle never sees one unscored
+        try:
+            prepared = [self._prepare_job(t, fit_kwargs) for t in trials]
+            groups = {}
+            for t, (job, kwargs) in zip(trials, prepared):
+                groups.setdefault(json.dumps(kwargs.get("epochs")), []).append((t, job, kwargs))
+            self._just_trained = {}
+            for members in groups.values():
+                jobs = [job for _, job, _ in members]
+                results = self.evaluator.evaluate(jobs, fit_args, members[0][2])
+                for (t, job, _), metrics in zip(members, results):
+                    self.oracle.update_trial(t.trial_id, self._score_guard(metrics, job.model))
+                    self._save_unit_norms(t.trial_id, job.model)
+                    self._just_trained[t.trial_id] = job.model  # holds its checkpoint's weights
+                    done.add(t.trial_id)
+        except keras_tuner.errors.FatalError:
+            raise
+        except Exception as error:
+            import traceback
+
+            failed = isinstance(error, keras_tuner.errors.FailedTrialError)
+            for t in trials:
+                if t.trial_id not in done:
+                    t.status = "FAILED" if failed else "INVALID"
+                    t.message = traceback.format_exc()
+        for t in trials:
+            if t.trial_id in done:
+                t.status = "COMPLETED"
 
     def _inherited_weights(self, parent_id, removed):
         """The parent trial's trained weights minus the removed units, layer by layer."""
@@ -409,7 +440,10 @@ class GRSTuner(keras_tuner.Tuner):
         super().on_trial_end(trial)
         if self._mirror is not None:
             finished = self.oracle.get_trial(trial.trial_id)
-            self._mirror.record(finished, finished.hyperparameters.values)
+            self._mirror.record(finished, self._mirrored_values(finished))
+
+    def _mirrored_values(self, trial):
+        return {**trial.hyperparameters.values, **self.oracle.bookkeeping(trial.trial_id)}
 
     # -- results --------------------------------------------------------------------------------------------
     def pruning_path(self) -> list[dict]:
