@@ -234,3 +234,45 @@ def test_progress_accepts_once_per_step_after_the_whole_step(tmp_path, data, cap
     assert len(accepted) == 2, accepted
     last_score = [i for i, line in enumerate(lines) if "valid;" in line][-1]
     assert lines.index(accepted[-1]) > last_score  # after the step's last trial, not before
+
+
+class Raising:
+    """An evaluator that batches and raises ``error`` on the first candidate after trial 0."""
+
+    batches = True
+
+    def __init__(self, inner, error):
+        self.inner, self.error = inner, error
+
+    def evaluate(self, jobs, fit_args, fit_kwargs):
+        if any(job.train and job.model.count_params() < 131 for job in jobs):
+            raise self.error
+        return self.inner.evaluate(jobs, fit_args, fit_kwargs)
+
+
+def small_tuner(tmp_path, name, **kwargs):
+    def build(hp):
+        model = keras.Sequential([keras.Input((30,)), keras.layers.Dense(hp.Int("units", 2, 4), activation="relu"),
+                                  keras.layers.Dense(2, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    return GRSTuner(build, tolerance=0.5, seed=0, max_trials=4, directory=tmp_path, project_name=name,
+                    acceptance="seed", **kwargs)
+
+
+def test_the_batched_loop_keeps_keras_tuners_statuses_and_fatal_errors(tmp_path, data):
+    (x, y), validation, _ = data
+    tuner = small_tuner(tmp_path, "fatal")
+    tuner.evaluator = Raising(tuner.evaluator, keras_tuner.errors.FatalError("stop everything"))
+    with pytest.raises(keras_tuner.errors.FatalError, match="stop everything"):
+        tuner.search(x, y, validation_data=validation, epochs=1, verbose=0)
+
+    tuner = small_tuner(tmp_path, "retried", max_retries_per_trial=1)
+    tuner.evaluator = Raising(tuner.evaluator, RuntimeError("flaky"))
+    tuner.search(x, y, validation_data=validation, epochs=1, verbose=0)  # a failed candidate ends GRS
+    trials = [tuner.oracle.get_trial(t) for t in tuner.oracle.start_order]
+    assert trials[0].status == "COMPLETED"
+    # an ordinary error makes the trial INVALID: retried once (max_retries_per_trial=1), then FAILED
+    assert trials[1].status == "FAILED" and "flaky" in trials[1].message
+    assert tuner.oracle._run_times[trials[1].trial_id] == 2

@@ -196,10 +196,12 @@ class BatchedEvaluator:
             raise UnsupportedForBatching("executions_per_trial > 1")
         if self.hypermodel is not None and type(self.hypermodel).fit is not keras_tuner.HyperModel.fit:
             raise UnsupportedForBatching("the HyperModel has its own fit()")
-        if set(fit_kwargs) - FIT_ARGUMENTS:
-            raise UnsupportedForBatching(f"fit arguments {sorted(set(fit_kwargs) - FIT_ARGUMENTS)}")
+        extra = sorted(name for name in set(fit_kwargs) - FIT_ARGUMENTS if fit_kwargs[name] is not None)
+        if extra:
+            raise UnsupportedForBatching(f"fit arguments {extra}")
         if fit_kwargs.get("callbacks"):
-            raise UnsupportedForBatching("callbacks")
+            names = sorted({type(callback).__name__ for callback in fit_kwargs["callbacks"]})
+            raise UnsupportedForBatching(f"callbacks {names}")
         plans = [_plan(job.model) for job in jobs]
         if len({_signature(p, j.model) for p, j in zip(plans, jobs)}) != 1:
             raise UnsupportedForBatching("jobs differ")
@@ -213,7 +215,7 @@ class BatchedEvaluator:
             plan = self._check(jobs, fit_kwargs)
         except (UnsupportedForBatching, TypeError) as reason:
             if not self._warned:
-                warnings.warn(f"batched evaluation does not support this model ({reason}); using one fit per trial",
+                warnings.warn(f"one fit per trial instead of batched evaluation: {reason}",
                               stacklevel=2)
                 self._warned = True
             return self.fallback.evaluate(jobs, fit_args, fit_kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import keras
 import numpy as np
@@ -60,13 +61,23 @@ class KerasEvaluator:
             if execution:
                 model.set_weights(start)
                 model.compile_from_config(compile_config)  # a fresh optimizer state
-            kwargs = dict(fit_kwargs, callbacks=[*copy.deepcopy(user_callbacks), saver])
+            callbacks = copy.deepcopy(user_callbacks)
+            _per_trial_tensorboard(callbacks, job.checkpoint, execution)
+            kwargs = dict(fit_kwargs, callbacks=[*callbacks, saver])
             if self.hypermodel is not None and job.hyperparameters is not None:
                 history = self.hypermodel.fit(job.hyperparameters, model, *fit_args, **kwargs)
             else:
                 history = model.fit(*fit_args, **kwargs)
             histories.append(history)
         return histories if len(histories) > 1 else histories[0]
+
+
+def _per_trial_tensorboard(callbacks, checkpoint, execution):
+    """keras-tuner's layout: a TensorBoard callback logs to ``<log_dir>/<trial id>/execution<n>``."""
+    trial_id = os.path.basename(os.path.dirname(checkpoint)).removeprefix("trial_")
+    for callback in callbacks:
+        if isinstance(callback, keras.callbacks.TensorBoard):
+            callback.log_dir = os.path.join(str(callback.log_dir), trial_id, f"execution{execution}")
 
 
 def validate(model: keras.Model, fit_args: tuple, fit_kwargs: dict) -> dict:

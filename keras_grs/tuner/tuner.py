@@ -16,11 +16,12 @@ from keras_grs.scoring import score
 from keras_grs.search import check_tolerance
 from keras_grs.structure import UnsupportedLayerError, analyze
 from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
-from keras_grs.tuner import distributed
+from keras_grs.tuner import distributed, fit_arguments
 from keras_grs.tuner.oracles import NORMS_FILE, ORACLES, PARENT, REMOVED, guard_metric
 
 
 PARENT_CACHE_SIZE = 3
+EVALUATION_FILE = "evaluation.json"  # per trial: the evaluator that trained it, and why one fit per trial if so
 
 
 class GRSTuner(keras_tuner.Tuner):
@@ -127,6 +128,8 @@ class GRSTuner(keras_tuner.Tuner):
         super().__init__(oracle=oracle, hypermodel=hypermodel, **tuner_kwargs)
         if distributed.is_worker():  # keras-tuner's client, plus what the worker derives itself
             self.oracle = distributed.PruningOracleClient(oracle)
+        elif self._searched_by_others(tuner_kwargs.get("overwrite", False)):
+            self.oracle.reload()
         self.inherit_weights = inherit_weights
         self.initial_epochs = initial_epochs
         self.evaluator = make_evaluator(evaluator, self.oracle.objective, self.hypermodel, self.executions_per_trial,
@@ -137,6 +140,7 @@ class GRSTuner(keras_tuner.Tuner):
         self._just_trained = {}  # trial id -> model of the last batch: the next step's parent is among them
         self._group_of = self._discover_widths()
         self._guard = None  # (x_guard, y_guard) while a search with acceptance="guard" runs
+        self._running = None  # (evaluator, why one fit per trial or None) while a search runs
         self._mirror = None
         if optuna_storage is not None:
             from keras_grs.optuna.mirror import StudyMirror
@@ -170,6 +174,12 @@ class GRSTuner(keras_tuner.Tuner):
         tuner._source_weights = model.get_weights()
         tuner._train_first = bool(train_first)
         return tuner
+
+    def _searched_by_others(self, overwrite) -> bool:
+        """A project whose oracle was saved by other tuner ids only (a distributed chief and its workers):
+        keras-tuner resumes a project only when this tuner id's own file exists, this one is resumed too."""
+        return (not overwrite and not os.path.exists(self._get_tuner_fname())
+                and os.path.exists(os.path.join(self.project_dir, "oracle.json")))
 
     def _discover_widths(self) -> dict[str, int]:
         """Which width group of the built model each width hyperparameter controls: build with every width at
@@ -235,17 +245,27 @@ class GRSTuner(keras_tuner.Tuner):
                 self.oracle.verbose = fit_kwargs["verbose"]
             self.save()
             distributed.serve(self.oracle)
+            self.save()  # keras-tuner saves before it lets go of a trial: the state without ongoing trials
             return
+        batches = getattr(self.evaluator, "batches", False)
+        fit_args, fit_kwargs, reason = fit_arguments.normalise(fit_args, fit_kwargs, batches)
+        evaluator = self.evaluator
+        if reason is not None and batches:
+            warnings.warn(f"{reason} cannot be read into memory for the batched evaluator: one fit per trial",
+                          stacklevel=2)
+            evaluator = getattr(self.evaluator, "fallback", self.evaluator)
+        self._running = (evaluator, reason)
         fit_kwargs = self._hold_back_guard(guard_data, fit_kwargs)
         self._check_fit_arguments(fit_args, fit_kwargs)
         try:
-            if getattr(self.evaluator, "batches", False):
+            if getattr(evaluator, "batches", False):
                 if "verbose" in fit_kwargs:
                     self.oracle.verbose = fit_kwargs["verbose"]
                 return self._search_in_batches(fit_args, fit_kwargs)
             return super().search(*fit_args, **fit_kwargs)
         finally:
             self._guard = None
+            self._running = None
 
     def _hold_back_guard(self, guard_data, fit_kwargs):
         """Set the guard split aside; the fit arguments the search trains and decides with."""
@@ -303,7 +323,8 @@ class GRSTuner(keras_tuner.Tuner):
     def run_trial(self, trial, *fit_args, **fit_kwargs):
         tidy()
         job, fit_kwargs = self._prepare_job(trial, fit_kwargs)
-        (metrics,) = self.evaluator.evaluate([job], fit_args, fit_kwargs)
+        evaluator = self._evaluate_with([trial], [job], fit_kwargs)
+        (metrics,) = evaluator.evaluate([job], fit_args, fit_kwargs)
         self._score_guard(metrics, job.model)
         self._save_unit_norms(trial.trial_id, job.model)
         del job
@@ -359,9 +380,9 @@ class GRSTuner(keras_tuner.Tuner):
             while True:
                 tuner_id = self.tuner_id if not trials else f"{self.tuner_id}-{len(trials)}"
                 trial = self.oracle.create_trial(tuner_id)
+                used.add(tuner_id)  # the chief registers every id that asks
                 if trial.status != "RUNNING":
                     break
-                used.add(tuner_id)
                 trials.append(trial)
             if not trials:
                 if trial.status == "STOPPED":
@@ -389,7 +410,8 @@ class GRSTuner(keras_tuner.Tuner):
             self._just_trained = {}
             for members in groups.values():
                 jobs = [job for _, job, _ in members]
-                results = self.evaluator.evaluate(jobs, fit_args, members[0][2])
+                evaluator = self._evaluate_with([t for t, _, _ in members], jobs, members[0][2])
+                results = evaluator.evaluate(jobs, fit_args, members[0][2])
                 for (t, job, _), metrics in zip(members, results):
                     self.oracle.update_trial(t.trial_id, self._score_guard(metrics, job.model))
                     self._save_unit_norms(t.trial_id, job.model)
@@ -408,6 +430,18 @@ class GRSTuner(keras_tuner.Tuner):
         for t in trials:
             if t.trial_id in done:
                 t.status = "COMPLETED"
+
+    def _evaluate_with(self, trials, jobs, fit_kwargs):
+        """The evaluator of this search; records in each trial's ``evaluation.json`` which one trains it and, when
+        it is one fit per trial instead of batched, the argument that forced it."""
+        evaluator, reason = self._running or (self.evaluator, None)
+        if reason is None and hasattr(evaluator, "supports") and all(job.train for job in jobs):
+            reason = evaluator.supports(jobs, fit_kwargs)
+        record = {"evaluator": type(evaluator).__name__, "one_fit_per_trial": reason}
+        for trial in trials:
+            with open(os.path.join(self.get_trial_dir(trial.trial_id), EVALUATION_FILE), "w") as f:
+                json.dump(record, f)
+        return evaluator
 
     def _inherited_weights(self, parent_id, removed):
         """The parent trial's trained weights minus the removed units, layer by layer."""
