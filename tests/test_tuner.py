@@ -79,6 +79,9 @@ def test_a_keras_tuner_workflow_with_grs_in_place_of_random_search(tmp_path, dat
     best_hp = tuner.get_best_hyperparameters(1)[0]
     assert (best_hp["units_1"], best_hp["units_2"]) == widths_of(best_model)
     assert best_hp["learning_rate"] == 1e-2
+    assert set(best_hp.values) == {"units_1", "units_2", "learning_rate"}  # the user's hyperparameters only
+    tuner.search_space_summary()
+    assert "grs_" not in capsys.readouterr().out
 
     tuner.results_summary()
     out = capsys.readouterr().out

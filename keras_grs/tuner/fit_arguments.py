@@ -62,10 +62,10 @@ def normalise(fit_args, fit_kwargs, batches):
                 raise TypeError(f"search() got {name} twice, or y= without x: pass x and y by position or by keyword")
             fit_args.append(fit_kwargs.pop(name))
     reason = None
-    if fit_args and is_dataset(fit_args[0]):
+    if fit_args and is_dataset(fit_args[0]) and batches:  # one fit per trial takes the dataset as it is
         if len(fit_args) > 1 and fit_args[1] is not None:
             raise ValueError("y must not be given with a tf.data.Dataset as x: the dataset yields (x, y) pairs")
-        arrays, batch = materialise(fit_args[0]) if batches else (None, "a tf.data.Dataset (not batched)")
+        arrays, batch = materialise(fit_args[0])
         if arrays is None:
             reason = f"x: {batch}"
         else:

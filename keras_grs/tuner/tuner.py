@@ -230,6 +230,13 @@ class GRSTuner(keras_tuner.Tuner):
     def search(self, *fit_args, progress=None, guard_data=None, **fit_kwargs):
         """Run the pruning search. Takes ``model.fit``'s arguments: ``x, y, validation_data=..., epochs=...``.
 
+        As keras-tuner's: ``x=``/``y=`` keywords, ``tf.data.Dataset`` training and validation data,
+        ``validation_split``, ``callbacks`` (a ``TensorBoard`` logs each trial to ``<log_dir>/<trial id>``),
+        ``class_weight``, ``sample_weight`` (see :mod:`keras_grs.tuner.fit_arguments`). An argument the batched
+        evaluator cannot honour makes it fit one trial at a time, with one warning naming it; each trial's
+        ``evaluation.json`` records why. In keras-tuner's distributed mode the chief serves the oracle and returns
+        when the search is over (see :mod:`keras_grs.tuner.distributed`).
+
         The validation data and the objective are checked before any trial runs. Searching again on a finished
         project runs no new trial. ``progress=True`` prints a line per trial and per accepted structure even when
         ``verbose=0`` silences ``fit`` (keras-tuner ties both to ``verbose``); ``progress=False`` prints nothing.
