@@ -43,6 +43,7 @@ GLOBAL_POOLS = {
 }
 FIT_ARGUMENTS = {"epochs", "batch_size", "validation_data", "verbose", "callbacks", "shuffle"}
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}  # the validation scores computed on the device
+MONITORED = {"val_accuracy": "max", "val_loss": "min", "loss": "min"}  # what an EarlyStopping may watch here
 
 
 class UnsupportedForBatching(ValueError):
@@ -199,8 +200,9 @@ class BatchedEvaluator:
         extra = sorted(name for name in set(fit_kwargs) - FIT_ARGUMENTS if fit_kwargs[name] is not None)
         if extra:
             raise UnsupportedForBatching(f"fit arguments {extra}")
-        if fit_kwargs.get("callbacks"):
-            names = sorted({type(callback).__name__ for callback in fit_kwargs["callbacks"]})
+        others = [c for c in fit_kwargs.get("callbacks") or () if not _batchable_early_stopping(c)]
+        if others:
+            names = sorted({type(callback).__name__ for callback in others})
             raise UnsupportedForBatching(f"callbacks {names}")
         plans = [_plan(job.model) for job in jobs]
         if len({_signature(p, j.model) for p, j in zip(plans, jobs)}) != 1:
@@ -287,11 +289,16 @@ class BatchedEvaluator:
         best = np.full(k, -np.inf)  # the objective oriented so that larger is better
         best_params = [p.numpy() for p in params]
         best_loss, best_accuracy, best_val_loss = np.zeros(k), np.zeros(k), np.zeros(k)
+        stoppers = [_Stopping(c, k) for c in fit_kwargs.get("callbacks") or ()]
+        stopped = np.arange(k) >= len(jobs)  # padding slots count as stopped
+        epochs_run = np.zeros(k, dtype=int)
         padded = n_batches * batch
         x_val_t, y_val_t = tf.constant(x_val), tf.constant(y_val)
         weights = np.concatenate([np.ones(len(x)), np.zeros(padded - len(x))]).astype("float32")
         weights = tf.constant(weights.reshape(n_batches, batch))
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            if stopped.all():
+                break
             order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
             index = np.concatenate([order, np.zeros(padded - len(x), dtype=int)])
             params, moments, step, losses = epoch_fn(
@@ -303,7 +310,12 @@ class BatchedEvaluator:
             )
             accuracy, val_loss = (t.numpy() for t in validate_fn(params, masks, x_val_t, y_val_t))
             value = -val_loss if minimize else accuracy
-            improved = value > best  # Keras' best-epoch rule: the first epoch reaching the best value
+            # Keras' best-epoch rule: the first epoch reaching the best value, among the candidates still training
+            improved = (value > best) & ~stopped
+            epochs_run[~stopped] += 1
+            monitored = {"val_accuracy": accuracy, "val_loss": val_loss, "loss": losses.numpy()}
+            for stopper in stoppers:
+                stopped = stopped | stopper.update(epoch, monitored[stopper.monitor], stopped)
             if improved.any():
                 for store, p in zip(best_params, params):
                     store[improved] = p.numpy()[improved]
@@ -319,6 +331,7 @@ class BatchedEvaluator:
                 "val_accuracy": float(best_accuracy[j]),
                 "val_loss": float(best_val_loss[j]),
                 "loss": float(best_loss[j]),
+                "epochs": int(epochs_run[j]),
                 "params": count_params(job.model),
                 "flops": count_flops(job.model),
             })
@@ -364,6 +377,41 @@ class BatchedEvaluator:
 
         self._compiled[key] = (epoch, validate)
         return epoch, validate
+
+
+def _batchable_early_stopping(callback) -> bool:
+    return type(callback) is keras.callbacks.EarlyStopping and callback.monitor in MONITORED
+
+
+class _Stopping:
+    """``keras.callbacks.EarlyStopping``'s rule (Keras 3: patience, min_delta, mode, baseline, start_from_epoch),
+    applied to each candidate of a batch on its own: a stopped candidate keeps its best epoch and trains no more
+    epochs that count; the batch ends when every candidate has stopped. ``restore_best_weights`` changes nothing
+    here: the weights kept are always those of the objective's best epoch (keras-tuner's checkpoint rule)."""
+
+    def __init__(self, callback, k):
+        self.monitor = callback.monitor
+        mode = callback.mode if callback.mode in ("min", "max") else MONITORED[callback.monitor]
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.min_delta = abs(callback.min_delta)
+        self.patience, self.baseline, self.start = callback.patience, callback.baseline, callback.start_from_epoch
+        self.best = np.full(k, np.nan)
+        self.wait = np.zeros(k, dtype=int)
+
+    def _improves(self, value, reference):
+        return np.isnan(reference) | (self.sign * (value - self.sign * self.min_delta) > self.sign * reference)
+
+    def update(self, epoch, values, stopped):
+        """The candidates this epoch stops (a boolean mask), given the monitored values and those already stopped."""
+        if epoch < self.start:
+            return np.zeros_like(stopped)
+        running = ~stopped
+        self.wait[running] += 1
+        better = running & self._improves(values, self.best)
+        self.best[better] = values[better]
+        reset = better if self.baseline is None else better & self._improves(values, np.full_like(values, self.baseline))
+        self.wait[reset] = 0
+        return running & ~better & (self.wait >= self.patience) & (epoch > 0)
 
 
 def _forward_function(plan, k):

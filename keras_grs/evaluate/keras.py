@@ -46,6 +46,9 @@ class KerasEvaluator:
             model.save_weights(job.checkpoint)
         metrics = tuner_utils.convert_to_metrics_dict(results, self.objective)
         metrics = {name: float(value) for name, value in metrics.items()}
+        history = results[-1] if isinstance(results, list) else results
+        if job.train and hasattr(history, "epoch"):  # the last execution's: fewer than asked after EarlyStopping
+            metrics["epochs"] = len(history.epoch)
         metrics["params"] = count_params(model)
         metrics["flops"] = count_flops(model)
         return metrics
