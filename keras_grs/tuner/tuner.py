@@ -397,8 +397,12 @@ class GRSTuner(keras_tuner.Tuner):
                 continue
             for t in trials:
                 self.on_trial_begin(t)
-            self._run_batch(trials, fit_args, fit_kwargs)
+            done = self._run_batch(trials, fit_args, fit_kwargs)
             for t in trials:
+                # one by one: in one process these are the oracle's own trial objects, and a trial marked
+                # COMPLETED before end_trial scores it would be seen finished without a score
+                if t.trial_id in done:
+                    t.status = "COMPLETED"
                 self.on_trial_end(t)
         if distributed.is_worker():
             for tuner_id in sorted(used - {self.tuner_id}):
@@ -406,9 +410,10 @@ class GRSTuner(keras_tuner.Tuner):
         self._just_trained = {}
         self.on_search_end()
 
-    def _run_batch(self, trials, fit_args, fit_kwargs):
+    def _run_batch(self, trials, fit_args, fit_kwargs) -> set:
+        """Train a batch of trials; the ids of those that completed (the others are marked FAILED or INVALID)."""
         tidy()
-        done = set()  # marked COMPLETED one by one as each ends, so the oracle never sees one unscored
+        done = set()
         try:
             prepared = [self._prepare_job(t, fit_kwargs) for t in trials]
             groups = {}
@@ -434,9 +439,7 @@ class GRSTuner(keras_tuner.Tuner):
                 if t.trial_id not in done:
                     t.status = "FAILED" if failed else "INVALID"
                     t.message = traceback.format_exc()
-        for t in trials:
-            if t.trial_id in done:
-                t.status = "COMPLETED"
+        return done
 
     def _evaluate_with(self, trials, jobs, fit_kwargs):
         """The evaluator of this search; records in each trial's ``evaluation.json`` which one trains it and, when
