@@ -234,3 +234,68 @@ def test_progress_accepts_once_per_step_after_the_whole_step(tmp_path, data, cap
     assert len(accepted) == 2, accepted
     last_score = [i for i, line in enumerate(lines) if "valid;" in line][-1]
     assert lines.index(accepted[-1]) > last_score  # after the step's last trial, not before
+
+
+class Raising:
+    """An evaluator that batches and raises ``error`` on the first candidate after trial 0."""
+
+    batches = True
+
+    def __init__(self, inner, error):
+        self.inner, self.error = inner, error
+
+    def evaluate(self, jobs, fit_args, fit_kwargs):
+        if any(job.train and job.model.count_params() < 131 for job in jobs):
+            raise self.error
+        return self.inner.evaluate(jobs, fit_args, fit_kwargs)
+
+
+def small_tuner(tmp_path, name, **kwargs):
+    def build(hp):
+        model = keras.Sequential([keras.Input((30,)), keras.layers.Dense(hp.Int("units", 2, 4), activation="relu"),
+                                  keras.layers.Dense(2, activation="softmax")])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    return GRSTuner(build, tolerance=0.5, seed=0, max_trials=4, directory=tmp_path, project_name=name,
+                    acceptance="seed", **kwargs)
+
+
+def test_the_batched_loop_keeps_keras_tuners_statuses_and_fatal_errors(tmp_path, data):
+    (x, y), validation, _ = data
+    tuner = small_tuner(tmp_path, "fatal")
+    tuner.evaluator = Raising(tuner.evaluator, keras_tuner.errors.FatalError("stop everything"))
+    with pytest.raises(keras_tuner.errors.FatalError, match="stop everything"):
+        tuner.search(x, y, validation_data=validation, epochs=1, verbose=0)
+
+    tuner = small_tuner(tmp_path, "retried", max_retries_per_trial=1)
+    tuner.evaluator = Raising(tuner.evaluator, RuntimeError("flaky"))
+    tuner.search(x, y, validation_data=validation, epochs=1, verbose=0)  # a failed candidate ends GRS
+    trials = [tuner.oracle.get_trial(t) for t in tuner.oracle.start_order]
+    assert trials[0].status == "COMPLETED"
+    # an ordinary error makes the trial INVALID: retried once (max_retries_per_trial=1), then FAILED
+    assert trials[1].status == "FAILED" and "flaky" in trials[1].message
+    assert tuner.oracle._run_times[trials[1].trial_id] == 2
+
+
+def test_early_stopping_is_applied_to_each_batched_candidate_as_keras_does(tmp_path, data):
+    (x, y), validation, _ = data
+    # min_delta=10: only the first monitored epoch is an improvement, so Keras stops after epoch patience + 1
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=1, min_delta=10)
+    epochs = {}
+    for name in ("batched", "keras"):
+        tuner = small_tuner(tmp_path, name, evaluator=name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # no fallback to one fit per trial
+            tuner.search(x, y, validation_data=validation, epochs=5, callbacks=[stop], verbose=0)
+        epochs[name] = [tuner.oracle.get_trial(t).metrics.get_last_value("epochs") for t in tuner.oracle.start_order]
+    assert epochs["batched"] == epochs["keras"] and set(epochs["batched"]) == {2}
+
+    # the rule itself, candidate by candidate: improvement resets the wait, patience counts epochs without one
+    rule = keras_grs.evaluate.batched._Stopping(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=1), 2)
+    stopped = np.zeros(2, dtype=bool)
+    for epoch, values in enumerate([[0.5, 0.5], [0.6, 0.4], [0.6, 0.4], [0.7, 0.9]]):
+        stopped |= rule.update(epoch, np.array(values), stopped)
+        if epoch == 1:
+            assert stopped.tolist() == [False, True]
+    assert stopped.tolist() == [True, True] and rule.best.tolist() == [0.6, 0.5]

@@ -159,6 +159,7 @@ def test_a_killed_run_resumes_with_the_same_settings_only(npz, tmp_path, capsys)
     for trial in trials:
         if trial["trial_id"] in before:
             assert trial["score"] == before[trial["trial_id"]]
-    keys = [t["hyperparameters"]["values"]["grs_key"] for t in trials if t["status"] == "COMPLETED"]
+    keys = [json.loads((project / f"trial_{t['trial_id']}" / "candidate.json").read_text())["grs_key"]
+            for t in trials if t["status"] == "COMPLETED"]
     assert len(keys) == len(set(keys))
     assert (out / "report.json").exists()

@@ -17,6 +17,7 @@ from keras_grs import GRSTuner, UnsupportedLayerError, datasets, shrink
 from keras_grs.evaluate import KerasEvaluator
 from keras_grs.guard import split_guard
 from keras_grs.tuner.oracles import KEY, NORMS_FILE, PARENT, REMOVED
+from keras_grs.tuner.fit_arguments import normalise
 from keras_grs.tuner.tuner import PARENT_CACHE_SIZE
 
 FIT = {"epochs": 2, "batch_size": 32, "verbose": 0}
@@ -78,6 +79,9 @@ def test_a_keras_tuner_workflow_with_grs_in_place_of_random_search(tmp_path, dat
     best_hp = tuner.get_best_hyperparameters(1)[0]
     assert (best_hp["units_1"], best_hp["units_2"]) == widths_of(best_model)
     assert best_hp["learning_rate"] == 1e-2
+    assert set(best_hp.values) == {"units_1", "units_2", "learning_rate"}  # the user's hyperparameters only
+    tuner.search_space_summary()
+    assert "grs_" not in capsys.readouterr().out
 
     tuner.results_summary()
     out = capsys.readouterr().out
@@ -105,8 +109,7 @@ def test_candidates_inherit_the_parent_weights_minus_the_removed_units(tmp_path,
     tuner.evaluator = Recording(tuner.oracle.objective)
     tuner.search(x, y, validation_data=validation, **FIT)
     second = tuner.oracle.start_order[1]
-    trial = tuner.oracle.get_trial(second)
-    values = trial.hyperparameters.values
+    values = tuner.oracle.bookkeeping(second)
     parent = tuner.load_model(tuner.oracle.get_trial(values[PARENT]))
     removed = json.loads(values[REMOVED])
     layer_of = {"units_1": keras_grs.analyze(parent).groups[0].name, "units_2": keras_grs.analyze(parent).groups[1].name}
@@ -151,7 +154,7 @@ def test_nwm_removes_the_unit_with_the_smallest_l1_norm(tmp_path, data):
     (x, y), validation, _ = data
     tuner = GRSTuner(build, method="nwm", tolerance=0.5, seed=0, max_trials=3, directory=tmp_path)
     tuner.search(x, y, validation_data=validation, **FIT)
-    child = tuner.oracle.get_trial(tuner.oracle.start_order[1]).hyperparameters.values
+    child = tuner.oracle.bookkeeping(tuner.oracle.start_order[1])
     with open(os.path.join(tuner.get_trial_dir(child[PARENT]), NORMS_FILE)) as f:
         norms = json.load(f)
     assert json.loads(child[REMOVED]) == {"units_1": [int(np.argmin(norms["units_1"]))]}
@@ -162,7 +165,7 @@ def test_jgrs_through_the_tuner_records_each_phase(tmp_path, data):
     tuner = GRSTuner(build, method="jgrs", phases=[(0.5, 2), (None, 1)], tolerance=0.9, seed=0, max_trials=10,
                      directory=tmp_path)
     tuner.search(x, y, validation_data=validation, **FIT)
-    phases = [t.hyperparameters.values["grs_phase"] for t in tuner.oracle.trials.values()]
+    phases = [tuner.oracle.bookkeeping(t)["grs_phase"] for t in tuner.oracle.trials]
     assert phases[:3] == ["initial", "far1", "far1"]
     assert tuner.oracle.get_trial(tuner.oracle.start_order[1]).hyperparameters.values["units_1"] == 4
 
@@ -269,5 +272,70 @@ def test_a_search_killed_mid_way_resumes_without_losing_or_repeating_trials(tmp_
     trials = tuner.oracle.trials
     for trial_id, old in before.items():  # nothing lost, nothing rerun
         assert trials[trial_id].score == old["score"]
-    keys = [t.hyperparameters.values[KEY] for t in trials.values() if t.status == "COMPLETED"]
+    keys = [tuner.oracle.bookkeeping(i)[KEY] for i, t in trials.items() if t.status == "COMPLETED"]
     assert len(keys) == len(set(keys))
+
+
+def evaluation_of(tuner, trial_id):
+    with open(os.path.join(tuner.get_trial_dir(trial_id), "evaluation.json")) as f:
+        return json.load(f)
+
+
+def test_search_takes_datasets_like_keras_tuners(tmp_path, data):
+    import tensorflow as tf
+
+    (x, y), (x_val, y_val), _ = data
+    train = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    validation = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(64)
+    tuner = GRSTuner(build, tolerance=0.5, seed=3, max_trials=3, directory=tmp_path, project_name="datasets")
+    tuner.search(train, validation_data=validation, epochs=1, verbose=0)
+    trials = [tuner.oracle.get_trial(t) for t in tuner.oracle.start_order]
+    assert [t.status for t in trials] == ["COMPLETED"] * 3
+    assert all(t.metrics.exists("guard_accuracy") for t in trials)  # the guard was carved from the dataset
+    # read into memory once: the candidates were trained together, not one fit each
+    assert evaluation_of(tuner, trials[1].trial_id) == {"evaluator": "BatchedEvaluator", "one_fit_per_trial": None}
+
+    args, kwargs, reason = normalise((train,), {"validation_data": validation}, batches=True)
+    assert reason is None and kwargs["batch_size"] == 16
+    np.testing.assert_array_equal(args[0], x)
+    np.testing.assert_array_equal(kwargs["validation_data"][1], y_val)
+    args, kwargs, reason = normalise((train.repeat(),), {"validation_data": validation}, batches=True)
+    assert args[0] is not None and reason == "x: an infinite (repeated) tf.data.Dataset"  # streamed to fit
+    with pytest.raises(ValueError, match="validation_data is an infinite"):
+        normalise((x, y), {"validation_data": validation.repeat()}, batches=True)
+
+
+def test_search_takes_keywords_validation_split_callbacks_and_class_weight(tmp_path, data):
+    (x, y), _, _ = data
+    logs = tmp_path / "logs"
+
+    class Board(keras.callbacks.TensorBoard):  # where it would log (TensorBoard itself is not installed here)
+        seen = []
+
+        def set_model(self, model):
+            self._model = model
+
+        def on_train_begin(self, logs=None):
+            Board.seen.append(self.log_dir)
+
+        def _silent(self, *args, **kwargs):
+            pass
+
+        on_train_end = on_epoch_begin = on_epoch_end = on_train_batch_begin = on_train_batch_end = _silent
+        on_test_begin = on_test_end = on_test_batch_begin = on_test_batch_end = _silent
+
+    callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=0), Board(log_dir=str(logs))]
+    tuner = GRSTuner(build, tolerance=0.5, seed=3, max_trials=3, directory=tmp_path, project_name="kwargs")
+    with pytest.warns(UserWarning, match=r"one fit per trial.*\['class_weight'\]"):
+        tuner.search(x=x, y=y, validation_split=0.25, callbacks=callbacks, class_weight={0: 1.0, 1: 2.0},
+                     epochs=3, verbose=0)
+    ids = list(tuner.oracle.start_order)
+    assert [tuner.oracle.get_trial(t).status for t in ids] == ["COMPLETED"] * 3
+    reason = evaluation_of(tuner, ids[1])["one_fit_per_trial"]
+    assert "class_weight" in reason
+    # keras-tuner's layout: one TensorBoard directory per trial
+    assert Board.seen == [str(logs / trial_id / "execution0") for trial_id in ids]
+    with pytest.raises(TypeError, match="twice"):
+        tuner.search(x, x=x, y=y, validation_split=0.25)
+    with pytest.raises(ValueError, match="validation_split"):
+        tuner.search(x, y, validation_split=1.5)

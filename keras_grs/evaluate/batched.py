@@ -45,6 +45,7 @@ GLOBAL_POOLS = {
 }
 FIT_ARGUMENTS = {"epochs", "batch_size", "validation_data", "verbose", "callbacks", "shuffle"}
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}  # the validation scores computed on the device
+MONITORED = {"val_accuracy": "max", "val_loss": "min", "loss": "min"}  # what an EarlyStopping may watch here
 
 
 class UnsupportedForBatching(ValueError):
@@ -203,10 +204,13 @@ class BatchedEvaluator:
             raise UnsupportedForBatching("executions_per_trial > 1")
         if self.hypermodel is not None and type(self.hypermodel).fit is not keras_tuner.HyperModel.fit:
             raise UnsupportedForBatching("the HyperModel has its own fit()")
-        if set(fit_kwargs) - FIT_ARGUMENTS:
-            raise UnsupportedForBatching(f"fit arguments {sorted(set(fit_kwargs) - FIT_ARGUMENTS)}")
-        if fit_kwargs.get("callbacks"):
-            raise UnsupportedForBatching("callbacks")
+        extra = sorted(name for name in set(fit_kwargs) - FIT_ARGUMENTS if fit_kwargs[name] is not None)
+        if extra:
+            raise UnsupportedForBatching(f"fit arguments {extra}")
+        others = [c for c in fit_kwargs.get("callbacks") or () if not _batchable_early_stopping(c)]
+        if others:
+            names = sorted({type(callback).__name__ for callback in others})
+            raise UnsupportedForBatching(f"callbacks {names}")
         plans = [_plan(job.model) for job in jobs]
         if len({_signature(p, j.model) for p, j in zip(plans, jobs)}) != 1:
             raise UnsupportedForBatching("jobs differ")
@@ -220,7 +224,7 @@ class BatchedEvaluator:
             plan = self._check(jobs, fit_kwargs)
         except (UnsupportedForBatching, TypeError) as reason:
             if not self._warned:
-                warnings.warn(f"batched evaluation does not support this model ({reason}); using one fit per trial",
+                warnings.warn(f"one fit per trial instead of batched evaluation: {reason}",
                               stacklevel=2)
                 self._warned = True
             return self.fallback.evaluate(jobs, fit_args, fit_kwargs)
@@ -292,12 +296,16 @@ class BatchedEvaluator:
         best = np.full(k, -np.inf)  # the objective oriented so that larger is better
         best_params = [p.numpy() for p in params]
         best_loss, best_accuracy, best_val_loss = np.zeros(k), np.zeros(k), np.zeros(k)
+        stoppers = [_Stopping(c, k) for c in fit_kwargs.get("callbacks") or ()]
+        stopped = np.arange(k) >= len(jobs)  # padding slots count as stopped
+        epochs_run = np.zeros(k, dtype=int)
         padded = n_batches * batch
         x_val_t, y_val_t = tf.constant(x_val), tf.constant(y_val)
         weights = np.concatenate([np.ones(len(x)), np.zeros(padded - len(x))]).astype("float32")
         weights = tf.constant(weights.reshape(n_batches, batch))
-        history = []  # per epoch: (loss, val_accuracy, val_loss), each per candidate
-        for _ in range(epochs):
+        for epoch in range(epochs):
+            if stopped.all():
+                break
             order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
             index = np.concatenate([order, np.zeros(padded - len(x), dtype=int)])
             params, moments, step, losses = epoch_fn(
@@ -308,12 +316,20 @@ class BatchedEvaluator:
                 tf.constant(int(rng.integers(1 << 30)), tf.int32),
             )
             accuracy, val_loss = (t.numpy() for t in validate_fn(params, masks, x_val_t, y_val_t))
-            history.append((losses.numpy(), accuracy, val_loss))
-            if self.epoch_score == "last":
-                continue
             value = -val_loss if minimize else accuracy
-            # Keras' best-epoch rule: the first epoch reaching the best value ("best_latest": the last one)
-            improved = value >= best if self.epoch_score == "best_latest" else value > best
+            running = ~stopped
+            # Keras' best-epoch rule: the first epoch reaching the best value ("best_latest": the last one; "last":
+            # every epoch), among the candidates still training
+            if self.epoch_score == "last":
+                improved = running
+            elif self.epoch_score == "best_latest":
+                improved = (value >= best) & running
+            else:
+                improved = (value > best) & running
+            epochs_run[running] += 1
+            monitored = {"val_accuracy": accuracy, "val_loss": val_loss, "loss": losses.numpy()}
+            for stopper in stoppers:
+                stopped = stopped | stopper.update(epoch, monitored[stopper.monitor], stopped)
             if improved.any():
                 for store, p in zip(best_params, params):
                     store[improved] = p.numpy()[improved]
@@ -321,9 +337,6 @@ class BatchedEvaluator:
                 best_loss[improved] = losses.numpy()[improved]
                 best_accuracy[improved] = accuracy[improved]
                 best_val_loss[improved] = val_loss[improved]
-        if self.epoch_score == "last" and history:  # the last epoch's weights and metrics
-            best_params = [p.numpy() for p in params]
-            best_loss, best_accuracy, best_val_loss = history[-1]
         self._unpack(per_job, plan, best_params)
         results = []
         for j, job in enumerate(jobs):
@@ -332,6 +345,7 @@ class BatchedEvaluator:
                 "val_accuracy": float(best_accuracy[j]),
                 "val_loss": float(best_val_loss[j]),
                 "loss": float(best_loss[j]),
+                "epochs": int(epochs_run[j]),
                 "params": count_params(job.model),
                 "flops": count_flops(job.model),
             })
@@ -377,6 +391,41 @@ class BatchedEvaluator:
 
         self._compiled[key] = (epoch, validate)
         return epoch, validate
+
+
+def _batchable_early_stopping(callback) -> bool:
+    return type(callback) is keras.callbacks.EarlyStopping and callback.monitor in MONITORED
+
+
+class _Stopping:
+    """``keras.callbacks.EarlyStopping``'s rule (Keras 3: patience, min_delta, mode, baseline, start_from_epoch),
+    applied to each candidate of a batch on its own: a stopped candidate keeps its best epoch and trains no more
+    epochs that count; the batch ends when every candidate has stopped. ``restore_best_weights`` changes nothing
+    here: the weights kept are always those of the objective's best epoch (keras-tuner's checkpoint rule)."""
+
+    def __init__(self, callback, k):
+        self.monitor = callback.monitor
+        mode = callback.mode if callback.mode in ("min", "max") else MONITORED[callback.monitor]
+        self.sign = 1.0 if mode == "max" else -1.0
+        self.min_delta = abs(callback.min_delta)
+        self.patience, self.baseline, self.start = callback.patience, callback.baseline, callback.start_from_epoch
+        self.best = np.full(k, np.nan)
+        self.wait = np.zeros(k, dtype=int)
+
+    def _improves(self, value, reference):
+        return np.isnan(reference) | (self.sign * (value - self.sign * self.min_delta) > self.sign * reference)
+
+    def update(self, epoch, values, stopped):
+        """The candidates this epoch stops (a boolean mask), given the monitored values and those already stopped."""
+        if epoch < self.start:
+            return np.zeros_like(stopped)
+        running = ~stopped
+        self.wait[running] += 1
+        better = running & self._improves(values, self.best)
+        self.best[better] = values[better]
+        reset = better if self.baseline is None else better & self._improves(values, np.full_like(values, self.baseline))
+        self.wait[reset] = 0
+        return running & ~better & (self.wait >= self.patience) & (epoch > 0)
 
 
 def _forward_function(plan, k):

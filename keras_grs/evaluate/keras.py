@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import keras
 import numpy as np
@@ -56,6 +57,9 @@ class KerasEvaluator:
             save_weights(model, job.checkpoint)
             metrics = tuner_utils.convert_to_metrics_dict(results, self.objective)
         metrics = {name: float(value) for name, value in metrics.items()}
+        history = results[-1] if isinstance(results, list) else results
+        if job.train and hasattr(history, "epoch"):  # the last execution's: fewer than asked after EarlyStopping
+            metrics["epochs"] = len(history.epoch)
         metrics["params"] = count_params(model)
         metrics["flops"] = count_flops(model)
         return metrics
@@ -73,7 +77,9 @@ class KerasEvaluator:
             if execution:
                 model.set_weights(start)
                 model.compile_from_config(compile_config)  # a fresh optimizer state
-            kwargs = dict(fit_kwargs, callbacks=[*copy.deepcopy(user_callbacks), *savers])
+            callbacks = copy.deepcopy(user_callbacks)
+            _per_trial_tensorboard(callbacks, job.checkpoint, execution)
+            kwargs = dict(fit_kwargs, callbacks=[*callbacks, *savers])
             if self.hypermodel is not None and job.hyperparameters is not None:
                 history = self.hypermodel.fit(job.hyperparameters, model, *fit_args, **kwargs)
             else:
@@ -97,6 +103,14 @@ def _last_epoch_metrics(histories) -> dict:
     """Every metric of the last epoch, averaged over executions."""
     names = histories[0].history.keys()
     return {name: float(np.mean([h.history[name][-1] for h in histories])) for name in names}
+
+
+def _per_trial_tensorboard(callbacks, checkpoint, execution):
+    """keras-tuner's layout: a TensorBoard callback logs to ``<log_dir>/<trial id>/execution<n>``."""
+    trial_id = os.path.basename(os.path.dirname(checkpoint)).removeprefix("trial_")
+    for callback in callbacks:
+        if isinstance(callback, keras.callbacks.TensorBoard):
+            callback.log_dir = os.path.join(str(callback.log_dir), trial_id, f"execution{execution}")
 
 
 def validate(model: keras.Model, fit_args: tuple, fit_kwargs: dict) -> dict:

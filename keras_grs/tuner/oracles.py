@@ -4,8 +4,9 @@ An oracle only decides: it turns the finished trials into the engine's outcomes,
 (:meth:`keras_grs.search.Search.plan`) and hands out one candidate per ``create_trial``. It never trains.
 
 Trial 0 is the initial structure (every width at its ``hp.Int`` ``max_value``); its objective is OriValAcc.
-Every later trial is a candidate whose hyperparameter values are the widths plus scalar bookkeeping values, so
-trials pass keras-tuner's gRPC protos for distributed tuning unchanged:
+Every later trial is a candidate whose hyperparameter values are the widths (the user's other hyperparameters at
+their default). What the search needs to know about a trial is the oracle's own bookkeeping, not a
+hyperparameter, so ``get_best_hyperparameters()`` and ``search_space_summary()`` show the user's space only:
 
 ==============  ======================================================================
 ``grs_key``     the candidate's key in the search (``init``, ``grs.c7``, ``far1.a2.c1``)
@@ -14,6 +15,12 @@ trials pass keras-tuner's gRPC protos for distributed tuning unchanged:
 ``grs_removed`` JSON: width name -> indices (relative to the parent's units) removed
 ``grs_phase``   ``initial``, the method name, or the JGRS phase (``far1``, ``far2``, ``near``)
 ==============  ======================================================================
+
+:meth:`PruningOracle.bookkeeping` returns these values of a trial. They live in the oracle's state
+(``oracle.json``, so a resumed search keeps them) and in ``trial_<id>/candidate.json``, written when the trial is
+created: a distributed worker, which only talks to the chief through keras-tuner's gRPC protos, reads its
+trial's parent and removed units from there (the project directory is shared anyway: workers inherit weights
+from their parents' checkpoints in it).
 
 Every decision is derived from the stored trials and the seed, so a search killed at any moment resumes with
 ``overwrite=False`` without losing or repeating a finished trial.
@@ -41,6 +48,7 @@ from keras_grs.search.units import magnitude_units
 KEY, PARENT, GROUP, REMOVED, PHASE = "grs_key", "grs_parent", "grs_group", "grs_removed", "grs_phase"
 BOOKKEEPING = (KEY, PARENT, GROUP, REMOVED, PHASE)
 NORMS_FILE = "unit_norms.json"
+CANDIDATE_FILE = "candidate.json"  # a trial's bookkeeping, beside keras-tuner's trial.json
 GUARD_PREFIX = "guard_"  # a trial's score on the guard split is its metric guard_<objective without val_>
 Status = trial_module.TrialStatus
 
@@ -120,8 +128,7 @@ class PruningOracle(keras_tuner.Oracle):
         self.widths = list(widths) if widths is not None else None
         self.units = units
         self.method_options = method_options
-        for name in BOOKKEEPING:
-            self.hyperparameters.Fixed(name, "")
+        self._bookkeeping = {}  # trial id -> {grs_key: ..., grs_parent: ..., ...}
         self._display = PruningDisplay(self)
         self.progress = None  # when set, overrides the display's verbosity (fit's verbose stays the user's)
         self._search = None
@@ -131,11 +138,7 @@ class PruningOracle(keras_tuner.Oracle):
     # -- the search ----------------------------------------------------------------------------------------
     def width_hyperparameters(self) -> list:
         """The ``hp.Int`` entries of the space that are layer widths, in declaration order."""
-        ints = [
-            hp
-            for hp in self.hyperparameters.space
-            if isinstance(hp, hp_types.Int) and hp.name not in BOOKKEEPING
-        ]
+        ints = [hp for hp in self.hyperparameters.space if isinstance(hp, hp_types.Int)]
         if self.widths is None:
             return ints
         names = {hp.name for hp in ints}
@@ -174,7 +177,7 @@ class PruningOracle(keras_tuner.Oracle):
         needs_norms = self.search.select_units is magnitude_units
         guard = guard_metric(self.objective) if self.acceptance == "guard" else None
         for trial in self.trials.values():
-            key = trial.hyperparameters.values.get(KEY)
+            key = self.bookkeeping(trial.trial_id).get(KEY)
             if not key:
                 continue
             if trial.status == Status.COMPLETED:
@@ -203,32 +206,40 @@ class PruningOracle(keras_tuner.Oracle):
         plan = self.plan()
         if plan.finished:
             return {"status": Status.STOPPED, "values": None}
-        running = {t.hyperparameters.values.get(KEY) for t in self.ongoing_trials.values()}
-        running |= {self.trials[t].hyperparameters.values.get(KEY) for t in self._retry_queue}
+        running = {self.bookkeeping(t.trial_id).get(KEY) for t in self.ongoing_trials.values()}
+        running |= {self.bookkeeping(t).get(KEY) for t in self._retry_queue}
         for candidate in plan.pending:
             if candidate.key not in running:
+                self._record_bookkeeping(trial_id, candidate)
                 return {"status": Status.RUNNING, "values": self._values(candidate)}
         return {"status": Status.IDLE, "values": None}
 
     def _values(self, candidate) -> dict:
         values = {hp.name: hp.default for hp in self.hyperparameters.space if hp.name not in BOOKKEEPING}
-        names = [g.name for g in self.search.groups]
-        values.update(dict(zip(names, candidate.widths)))
-        removed = candidate.removed_dict
-        values.update(
-            {
-                KEY: candidate.key,
-                PARENT: self.trial_id_of(candidate.parent) if candidate.parent else "",
-                GROUP: ",".join(removed),
-                REMOVED: json.dumps(removed, sort_keys=True),
-                PHASE: candidate.phase,
-            }
-        )
+        values.update(dict(zip([g.name for g in self.search.groups], candidate.widths)))
         return values
+
+    def _record_bookkeeping(self, trial_id, candidate):
+        removed = candidate.removed_dict
+        record = {
+            KEY: candidate.key,
+            PARENT: self.trial_id_of(candidate.parent) if candidate.parent else "",
+            GROUP: ",".join(removed),
+            REMOVED: json.dumps(removed, sort_keys=True),
+            PHASE: candidate.phase,
+        }
+        self._bookkeeping[trial_id] = record
+        with open(os.path.join(self._get_trial_dir(trial_id), CANDIDATE_FILE), "w") as f:
+            json.dump(record, f)
+
+    def bookkeeping(self, trial_id) -> dict:
+        """What the search knows of a trial: ``grs_key``, ``grs_parent``, ``grs_group``, ``grs_removed`` (JSON),
+        ``grs_phase`` (see the module's docstring); empty for a trial id the oracle never handed out."""
+        return self._bookkeeping.get(trial_id, {})
 
     def trial_id_of(self, key: str) -> str:
         for trial in self.trials.values():
-            if trial.hyperparameters.values.get(KEY) == key and trial.status == Status.COMPLETED:
+            if self.bookkeeping(trial.trial_id).get(KEY) == key and trial.status == Status.COMPLETED:
                 return trial.trial_id
         raise KeyError(f"no completed trial holds candidate {key!r}")
 
@@ -263,6 +274,7 @@ class PruningOracle(keras_tuner.Oracle):
     def get_state(self):
         state = super().get_state()
         state["pruning"] = self._config()
+        state["pruning_trials"] = self._bookkeeping
         return state
 
     def set_state(self, state):
@@ -273,6 +285,10 @@ class PruningOracle(keras_tuner.Oracle):
                 "the same settings, or pass overwrite=True (or a new project_name) to start a new search"
             )
         super().set_state(state)
+        self._bookkeeping = dict(state.get("pruning_trials", {}))
+        for trial_id, trial in self.trials.items():  # a project saved when the bookkeeping were hyperparameters
+            if trial_id not in self._bookkeeping and trial.hyperparameters.values.get(KEY):
+                self._bookkeeping[trial_id] = {name: trial.hyperparameters.values.get(name, "") for name in BOOKKEEPING}
         self._search = None
 
     def reload(self):
@@ -365,15 +381,16 @@ class PruningDisplay(Display):
         self.search_start = self.search_start or now
         self.trial_number[trial.trial_id] = len(self.oracle.trials)
         values = trial.hyperparameters.values
+        record = self.oracle.bookkeeping(trial.trial_id)
         widths = "x".join(str(values[g.name]) for g in self.oracle.search.groups)
-        source = f"from trial {values[PARENT]}, pruning {values[GROUP]}" if values.get(PARENT) else "initial structure"
-        print(f"Trial {trial.trial_id} [{values.get(PHASE)}] {widths}: {source}", flush=True)
+        source = f"from trial {record[PARENT]}, pruning {record[GROUP]}" if record.get(PARENT) else "initial structure"
+        print(f"Trial {trial.trial_id} [{record.get(PHASE)}] {widths}: {source}", flush=True)
 
     def on_trial_end(self, trial):
         if not self.active:
             return
         plan = self.oracle.plan()
-        key = trial.hyperparameters.values.get(KEY)
+        key = self.oracle.bookkeeping(trial.trial_id).get(KEY)
         elapsed = self.format_duration(datetime.now() - self.search_start) if self.search_start else "?"
         if trial.score is None:
             print(f"  trial {trial.trial_id} failed: {str(trial.message or '').strip().splitlines()[-1:]}", flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -18,10 +19,12 @@ from keras_grs.scoring import score
 from keras_grs.search import check_tolerance
 from keras_grs.structure import UnsupportedLayerError, analyze
 from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
+from keras_grs.tuner import distributed, fit_arguments
 from keras_grs.tuner.oracles import NORMS_FILE, ORACLES, PARENT, REMOVED, guard_metric
 
 
 PARENT_CACHE_SIZE = 3
+EVALUATION_FILE = "evaluation.json"  # per trial: the evaluator that trained it, and why one fit per trial if so
 
 
 class GRSTuner(keras_tuner.Tuner):
@@ -129,7 +132,13 @@ class GRSTuner(keras_tuner.Tuner):
             max_consecutive_failed_trials=max_consecutive_failed_trials,
             **options,
         )
+        if distributed.is_worker():
+            tuner_kwargs["overwrite"] = False  # the chief's project: only the chief may start it afresh
         super().__init__(oracle=oracle, hypermodel=hypermodel, **tuner_kwargs)
+        if distributed.is_worker():  # keras-tuner's client, plus what the worker derives itself
+            self.oracle = distributed.PruningOracleClient(oracle)
+        elif self._searched_by_others(tuner_kwargs.get("overwrite", False)):
+            self.oracle.reload()
         self.inherit_weights = inherit_weights
         self.initial_epochs = initial_epochs
         self.evaluator = make_evaluator(evaluator, self.oracle.objective, self.hypermodel, self.executions_per_trial,
@@ -140,6 +149,7 @@ class GRSTuner(keras_tuner.Tuner):
         self._just_trained = {}  # trial id -> model of the last batch: the next step's parent is among them
         self._group_of = self._discover_widths()
         self._guard = None  # (x_guard, y_guard) while a search with acceptance="guard" runs
+        self._running = None  # (evaluator, why one fit per trial or None) while a search runs
         self._mirror = None
         if optuna_storage is not None:
             from keras_grs.optuna.mirror import StudyMirror
@@ -148,8 +158,9 @@ class GRSTuner(keras_tuner.Tuner):
                 optuna_storage, optuna_study_name or self.project_name, self.oracle.search.groups,
                 self.oracle.objective.name, directory=self.directory,
             )
-            for finished in self.oracle.trials.values():  # a resumed project: mirror what is missing
-                self._mirror.record(finished, finished.hyperparameters.values)
+            if not distributed.is_worker():
+                for finished in self.oracle.trials.values():  # a resumed project: mirror what is missing
+                    self._mirror.record(finished, self._mirrored_values(finished))
 
     # -- setting up -------------------------------------------------------------------------------------------
     @classmethod
@@ -172,6 +183,12 @@ class GRSTuner(keras_tuner.Tuner):
         tuner._source_weights = model.get_weights()
         tuner._train_first = bool(train_first)
         return tuner
+
+    def _searched_by_others(self, overwrite) -> bool:
+        """A project whose oracle was saved by other tuner ids only (a distributed chief and its workers):
+        keras-tuner resumes a project only when this tuner id's own file exists, this one is resumed too."""
+        return (not overwrite and not os.path.exists(self._get_tuner_fname())
+                and os.path.exists(os.path.join(self.project_dir, "oracle.json")))
 
     def _discover_widths(self) -> dict[str, int]:
         """Which width group of the built model each width hyperparameter controls: build with every width at
@@ -222,6 +239,13 @@ class GRSTuner(keras_tuner.Tuner):
     def search(self, *fit_args, progress=None, guard_data=None, **fit_kwargs):
         """Run the pruning search. Takes ``model.fit``'s arguments: ``x, y, validation_data=..., epochs=...``.
 
+        As keras-tuner's: ``x=``/``y=`` keywords, ``tf.data.Dataset`` training and validation data,
+        ``validation_split``, ``callbacks`` (a ``TensorBoard`` logs each trial to ``<log_dir>/<trial id>``),
+        ``class_weight``, ``sample_weight`` (see :mod:`keras_grs.tuner.fit_arguments`). An argument the batched
+        evaluator cannot honour makes it fit one trial at a time, with one warning naming it; each trial's
+        ``evaluation.json`` records why. In keras-tuner's distributed mode the chief serves the oracle and returns
+        when the search is over (see :mod:`keras_grs.tuner.distributed`).
+
         The validation data and the objective are checked before any trial runs. Searching again on a finished
         project runs no new trial. ``progress=True`` prints a line per trial and per accepted structure even when
         ``verbose=0`` silences ``fit`` (keras-tuner ties both to ``verbose``); ``progress=False`` prints nothing.
@@ -232,17 +256,35 @@ class GRSTuner(keras_tuner.Tuner):
         (trial metric ``guard_<objective>``), and the final structure is chosen by walking back along the path.
         """
         self.oracle.progress = progress
+        if distributed.is_chief():  # keras-tuner's distributed mode: serve the oracle, train nothing
+            if "verbose" in fit_kwargs:
+                self.oracle.verbose = fit_kwargs["verbose"]
+            self.save()
+            distributed.serve(self.oracle)
+            self.save()  # keras-tuner saves before it lets go of a trial: the state without ongoing trials
+            return
+        batches = getattr(self.evaluator, "batches", False)
+        fit_args, fit_kwargs, reason = fit_arguments.normalise(fit_args, fit_kwargs, batches)
+        evaluator = self.evaluator
+        if reason is not None and batches:
+            warnings.warn(f"{reason} cannot be read into memory for the batched evaluator: one fit per trial",
+                          stacklevel=2)
+            evaluator = getattr(self.evaluator, "fallback", self.evaluator)
+        self._running = (evaluator, reason)
         fit_kwargs = self._hold_back_guard(guard_data, fit_kwargs)
         self._check_fit_arguments(fit_args, fit_kwargs)
         try:
-            with RunLock(self.project_dir, command="GRSTuner.search"):  # one process per project
-                if getattr(self.evaluator, "batches", False):
+            # one process per project; the workers of keras-tuner's distributed mode share theirs by design
+            with contextlib.nullcontext() if distributed.is_worker() else RunLock(self.project_dir,
+                                                                                    command="GRSTuner.search"):
+                if getattr(evaluator, "batches", False):
                     if "verbose" in fit_kwargs:
                         self.oracle.verbose = fit_kwargs["verbose"]
                     return self._search_in_batches(fit_args, fit_kwargs)
                 return super().search(*fit_args, **fit_kwargs)
         finally:
             self._guard = None
+            self._running = None
 
     def _hold_back_guard(self, guard_data, fit_kwargs):
         """Set the guard split aside; the fit arguments the search trains and decides with."""
@@ -280,7 +322,7 @@ class GRSTuner(keras_tuner.Tuner):
         validation = fit_kwargs["validation_data"]
         if not isinstance(validation, (tuple, list)) or len(validation) < 2:
             raise ValueError("validation_data must be a tuple (x_val, y_val)")
-        if self.oracle.plan().finished:
+        if not distributed.is_worker() and self.oracle.plan().finished:
             return
         hp = self.oracle.get_space()
         for width_hp in self.oracle.width_hyperparameters():
@@ -300,7 +342,8 @@ class GRSTuner(keras_tuner.Tuner):
     def run_trial(self, trial, *fit_args, **fit_kwargs):
         tidy()
         job, fit_kwargs = self._prepare_job(trial, fit_kwargs)
-        (metrics,) = self.evaluator.evaluate([job], fit_args, fit_kwargs)
+        evaluator = self._evaluate_with([trial], [job], fit_kwargs)
+        (metrics,) = evaluator.evaluate([job], fit_args, fit_kwargs)
         self._score_guard(metrics, job.model)
         self._save_unit_norms(trial.trial_id, job.model)
         del job
@@ -325,10 +368,11 @@ class GRSTuner(keras_tuner.Tuner):
     def _prepare_job(self, trial, fit_kwargs):
         """Build the trial's candidate with its inherited weights; the fit arguments it trains with."""
         hp = trial.hyperparameters
-        parent_id = hp.values.get(PARENT) or None
+        record = self.oracle.bookkeeping(trial.trial_id)
+        parent_id = record.get(PARENT) or None
         inherited = None
         if parent_id is not None and self.inherit_weights:
-            inherited = self._inherited_weights(parent_id, json.loads(hp.values[REMOVED]))
+            inherited = self._inherited_weights(parent_id, json.loads(record[REMOVED]))
         model = self._checked_build(hp)  # the caller tidies, once per trial or per batch
         if parent_id is None and self._source_weights is not None:
             model.set_weights(self._source_weights)
@@ -340,14 +384,22 @@ class GRSTuner(keras_tuner.Tuner):
         return Job(model, train, self._get_checkpoint_fname(trial.trial_id), hp), fit_kwargs
 
     def _search_in_batches(self, fit_args, fit_kwargs):
-        """Pull every pending trial from the oracle (a GRS step, a JGRS phase's attempts), evaluate them together,
-        and record each as an ordinary trial."""
+        """Pull every pending trial from the oracle (a GRS step, a JGRS phase's attempts) until it answers IDLE,
+        evaluate them together, and record each as an ordinary trial.
+
+        Trial statuses and errors as keras-tuner's own loop: a ``keras_tuner.errors.FatalError`` stops the search,
+        a ``FailedTrialError`` fails the batch's unfinished trials, any other error marks them INVALID (retried
+        up to ``max_retries_per_trial``). A distributed worker asks for each trial under its own id plus a suffix
+        (``tuner0``, ``tuner0-1``, ...), and when the search stops it tells the chief each of them is leaving."""
         self.on_search_begin()
+        used = {self.tuner_id}
         while True:
             self.pre_create_trial()
             trials, trial = [], None
             while True:
-                trial = self.oracle.create_trial(self.tuner_id if not trials else f"{self.tuner_id}-{len(trials)}")
+                tuner_id = self.tuner_id if not trials else f"{self.tuner_id}-{len(trials)}"
+                trial = self.oracle.create_trial(tuner_id)
+                used.add(tuner_id)  # the chief registers every id that asks
                 if trial.status != "RUNNING":
                     break
                 trials.append(trial)
@@ -357,35 +409,61 @@ class GRSTuner(keras_tuner.Tuner):
                 continue
             for t in trials:
                 self.on_trial_begin(t)
-            tidy()
-            done = set()  # marked COMPLETED one by one as each ends, so the oracle never sees one unscored
-            try:
-                prepared = [self._prepare_job(t, fit_kwargs) for t in trials]
-                groups = {}
-                for t, (job, kwargs) in zip(trials, prepared):
-                    groups.setdefault(json.dumps(kwargs.get("epochs")), []).append((t, job, kwargs))
-                self._just_trained = {}
-                for members in groups.values():
-                    jobs = [job for _, job, _ in members]
-                    results = self.evaluator.evaluate(jobs, fit_args, members[0][2])
-                    for (t, job, _), metrics in zip(members, results):
-                        self.oracle.update_trial(t.trial_id, self._score_guard(metrics, job.model))
-                        self._save_unit_norms(t.trial_id, job.model)
-                        self._just_trained[t.trial_id] = job.model  # holds its checkpoint's weights
-                        done.add(t.trial_id)
-            except Exception:  # as keras-tuner does for one trial: mark them and go on
-                import traceback
-
-                for t in trials:
-                    if t.trial_id not in done:
-                        t.status = "FAILED"
-                        t.message = traceback.format_exc()
+            done = self._run_batch(trials, fit_args, fit_kwargs)
             for t in trials:
+                # one by one: in one process these are the oracle's own trial objects, and a trial marked
+                # COMPLETED before end_trial scores it would be seen finished without a score
                 if t.trial_id in done:
                     t.status = "COMPLETED"
                 self.on_trial_end(t)
+        if distributed.is_worker():
+            for tuner_id in sorted(used - {self.tuner_id}):
+                self.oracle.create_trial(tuner_id)  # answered STOPPED: the chief forgets this id
         self._just_trained = {}
         self.on_search_end()
+
+    def _run_batch(self, trials, fit_args, fit_kwargs) -> set:
+        """Train a batch of trials; the ids of those that completed (the others are marked FAILED or INVALID)."""
+        tidy()
+        done = set()
+        try:
+            prepared = [self._prepare_job(t, fit_kwargs) for t in trials]
+            groups = {}
+            for t, (job, kwargs) in zip(trials, prepared):
+                groups.setdefault(json.dumps(kwargs.get("epochs")), []).append((t, job, kwargs))
+            self._just_trained = {}
+            for members in groups.values():
+                jobs = [job for _, job, _ in members]
+                evaluator = self._evaluate_with([t for t, _, _ in members], jobs, members[0][2])
+                results = evaluator.evaluate(jobs, fit_args, members[0][2])
+                for (t, job, _), metrics in zip(members, results):
+                    self.oracle.update_trial(t.trial_id, self._score_guard(metrics, job.model))
+                    self._save_unit_norms(t.trial_id, job.model)
+                    self._just_trained[t.trial_id] = job.model  # holds its checkpoint's weights
+                    done.add(t.trial_id)
+        except keras_tuner.errors.FatalError:
+            raise
+        except Exception as error:
+            import traceback
+
+            failed = isinstance(error, keras_tuner.errors.FailedTrialError)
+            for t in trials:
+                if t.trial_id not in done:
+                    t.status = "FAILED" if failed else "INVALID"
+                    t.message = traceback.format_exc()
+        return done
+
+    def _evaluate_with(self, trials, jobs, fit_kwargs):
+        """The evaluator of this search; records in each trial's ``evaluation.json`` which one trains it and, when
+        it is one fit per trial instead of batched, the argument that forced it."""
+        evaluator, reason = self._running or (self.evaluator, None)
+        if reason is None and hasattr(evaluator, "supports") and all(job.train for job in jobs):
+            reason = evaluator.supports(jobs, fit_kwargs)
+        record = {"evaluator": type(evaluator).__name__, "one_fit_per_trial": reason}
+        for trial in trials:
+            with open(os.path.join(self.get_trial_dir(trial.trial_id), EVALUATION_FILE), "w") as f:
+                json.dump(record, f)
+        return evaluator
 
     def _inherited_weights(self, parent_id, removed):
         """The parent trial's trained weights minus the removed units, layer by layer."""
@@ -423,7 +501,10 @@ class GRSTuner(keras_tuner.Tuner):
         super().on_trial_end(trial)
         if self._mirror is not None:
             finished = self.oracle.get_trial(trial.trial_id)
-            self._mirror.record(finished, finished.hyperparameters.values)
+            self._mirror.record(finished, self._mirrored_values(finished))
+
+    def _mirrored_values(self, trial):
+        return {**trial.hyperparameters.values, **self.oracle.bookkeeping(trial.trial_id)}
 
     # -- results --------------------------------------------------------------------------------------------
     def pruning_path(self) -> list[dict]:
