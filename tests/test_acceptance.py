@@ -285,7 +285,7 @@ def test_the_epoch_rule_follows_the_acceptance_rule_and_a_resume_cannot_change_i
     tuner.search(x, y, validation_data=validation, **FIT)
     with pytest.raises(ValueError, match="epoch_score"):
         GRSTuner(build, seed=1, directory=tmp_path, project_name="c", epoch_score="best")
-    with pytest.raises(ValueError, match="epoch_score must be one of best, last"):
+    with pytest.raises(ValueError, match="epoch_score must be one of best, best_latest, last, got .mean."):
         GRSTuner(build, directory=tmp_path, project_name="d", epoch_score="mean")
 
 

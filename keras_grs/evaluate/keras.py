@@ -44,9 +44,9 @@ class KerasEvaluator:
     def _evaluate_one(self, job: Job, fit_args: tuple, fit_kwargs: dict) -> dict:
         model = job.model
         if job.train and self.epoch_score == "last":
-            histories = self._fit(job, fit_args, fit_kwargs)
+            results = self._fit(job, fit_args, fit_kwargs)
             save_weights(model, job.checkpoint)  # the last epoch's weights
-            metrics = _last_epoch_metrics(histories if isinstance(histories, list) else [histories])
+            metrics = _last_epoch_metrics(results if isinstance(results, list) else [results])
         elif job.train:
             results = self._fit(job, fit_args, fit_kwargs)
             record_digest(job.checkpoint)  # keras-tuner's callback wrote it; a later truncation is now detectable
