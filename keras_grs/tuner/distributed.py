@@ -35,7 +35,7 @@ CHIEF_STATE_WAIT = 60  # seconds a worker waits for the chief's oracle.json once
 
 # The oracle's settings a worker reads from its own (identically constructed) oracle.
 FORWARDED = frozenset(
-    {"method", "tolerance", "widths", "units", "method_options", "acceptance", "guard_fraction",
+    {"method", "tolerance", "widths", "units", "method_options", "acceptance", "guard_fraction", "epoch_score",
      "width_hyperparameters", "search", "seed", "bookkeeping"}
 )
 
