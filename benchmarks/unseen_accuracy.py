@@ -114,7 +114,8 @@ def render(runs, args) -> list[str]:
         "",
         f"`python benchmarks/unseen_accuracy.py` ({args.method.upper()}, tolerance {args.tolerance}, "
         f"{args.epochs} fine-tuning epochs, {args.initial_epochs} initial epochs, batched evaluator). Splits 60/20/20 "
-        "stratified per seed; the guard is 40% of the validation split (the default). Test loss: the plainly "
+        "stratified per seed; the guard is 40% of the validation split (the default); guard runs: "
+        f"{_guard_tag(args)} (other variants stay in the store, labelled). Test loss: the plainly "
         "trained initial model's test accuracy minus the compact model's, in points (EUP: after thresholding and "
         f"quantization). Targets: mean <= {bound_mean:g}, every run <= {bound_single:g}, params kept <= 1.5x the "
         "seed rule's. Seconds per run depend on what else the machine ran at the time: they compare nothing.",
