@@ -170,14 +170,8 @@ def _easy(n_neurons, n_frames, seed, image, tuned, switch, noise):
     baseline = rng.uniform(50.0, 150.0, size=n_neurons)
     gain = rng.uniform(0.5, 1.5, size=n_neurons)
     fluorescence = baseline * (1.0 + gain * calcium_trace) + rng.normal(0.0, noise, size=spikes.shape) * baseline
-    f0 = np.percentile(fluorescence, 10, axis=0)
-    dff = (fluorescence - f0) / f0
-
-    frames = np.sort(
-        np.concatenate(
-            [rng.choice(np.flatnonzero(state == label), size=half, replace=False) for label in (0, 1)]
-        )
-    )
+    dff = _dff(fluorescence)
+    frames = _balanced_frames(state, half, rng)
     return _finish(dff, state, frames, positions, image)
 
 
@@ -309,14 +303,8 @@ def _session(n_neurons, n_frames, seed, recording, tuned, switch, noise) -> _Ses
     shared = rng.normal(size=spikes.shape) @ cells.noise_mixing.T
     measurement = noise * (0.6 * shared + 0.8 * rng.normal(size=spikes.shape))
     fluorescence = cells.baseline * (drift * (1.0 + calcium_trace + cells.neuropil_ratio * neuropil) + measurement)
-    f0 = np.percentile(fluorescence, 10, axis=0)
-    dff = (fluorescence - f0) / f0
-
-    frames = np.sort(
-        np.concatenate(
-            [rng.choice(np.flatnonzero(state == label), size=half, replace=False) for label in (0, 1)]
-        )
-    )
+    dff = _dff(fluorescence)
+    frames = _balanced_frames(state, half, rng)
     return _Session(cells, state, context, dff, frames)
 
 
@@ -350,6 +338,19 @@ _ROLE_LABELS = {
     "transition": "state onset",
     "none": "untuned",
 }
+
+
+def _dff(fluorescence):
+    """dF/F against each neuron's 10th percentile."""
+    f0 = np.percentile(fluorescence, 10, axis=0)
+    return (fluorescence - f0) / f0
+
+
+def _balanced_frames(state, half, rng):
+    """``half`` random frames of each behaviour state, in time order."""
+    return np.sort(
+        np.concatenate([rng.choice(np.flatnonzero(state == label), size=half, replace=False) for label in (0, 1)])
+    )
 
 
 def plot_traces(path=None, dataset: int = 0, seed: int = 0, frames: int = 600, start: int = 0):

@@ -34,9 +34,13 @@ def tuner_failures(oracle) -> list[dict]:
     order = [t for t in getattr(oracle, "end_order", []) if t in oracle.trials]
     order += [t for t in oracle.trials if t not in order]
     trials = [oracle.trials[t] for t in order]
-    done = {t.hyperparameters.values.get(KEY) for t in trials if t.status == "COMPLETED"}
+
+    def key(trial):
+        return oracle.bookkeeping(trial.trial_id).get(KEY)
+
+    done = {key(t) for t in trials if t.status == "COMPLETED"}
     return [{"trial_id": t.trial_id, "error": last_line(t.message)}
-            for t in trials if t.status == "FAILED" and t.hyperparameters.values.get(KEY) not in done]
+            for t in trials if t.status == "FAILED" and key(t) not in done]
 
 
 def study_failures(study) -> list[dict]:

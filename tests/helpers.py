@@ -46,3 +46,14 @@ def silenced(model, remove):
                         w[units] = 0.0
                 follower.set_weights(weights)
     return copy
+
+
+def tiny_npz(directory):
+    """A small run data file (20 simulated neurons, 200 frames; train and validation) for CLI tests."""
+    from keras_grs import datasets
+
+    x, y = datasets.calcium(n_neurons=20, n_frames=200, seed=0)
+    (xt, yt), (xv, yv), _ = datasets.split(x, y, val=0.25, test=0.0)
+    path = directory / "data.npz"
+    np.savez(path, x_train=xt, y_train=yt, x_val=xv, y_val=yv)
+    return path

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 import keras_grs
-from keras_grs import datasets, files, models
+from keras_grs import files, models
 from keras_grs.cli import main
 from keras_grs.evaluate.batched import BatchedEvaluator
 from keras_grs.evaluate.keras import KerasEvaluator
 from keras_grs.failures import SearchFailed
+
+from helpers import tiny_npz
 
 TINY = ["--method", "grs", "--epochs", "1", "--initial-epochs", "1", "--seed", "1", "--tolerance", "0.9",
         "--max-trials", "3", "--no-eup", "--quiet"]
@@ -20,11 +22,7 @@ TINY = ["--method", "grs", "--epochs", "1", "--initial-epochs", "1", "--seed", "
 
 @pytest.fixture(scope="module")
 def npz(tmp_path_factory):
-    x, y = datasets.calcium(n_neurons=20, n_frames=200, seed=0)
-    (xt, yt), (xv, yv), _ = datasets.split(x, y, val=0.25, test=0.0)
-    path = tmp_path_factory.mktemp("data") / "data.npz"
-    np.savez(path, x_train=xt, y_train=yt, x_val=xv, y_val=yv)
-    return path
+    return tiny_npz(tmp_path_factory.mktemp("data"))
 
 
 def partials(directory):

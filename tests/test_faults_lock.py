@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 import keras_grs
-from keras_grs import datasets, models
+from keras_grs import models
 from keras_grs import runlock
 from keras_grs.cli import main
 from keras_grs.runlock import LOCK_FILE, RunLock, RunLocked, check_not_locked, holder_of
+
+from helpers import tiny_npz
 
 TINY = ["--method", "rrs", "--epochs", "1", "--initial-epochs", "1", "--seed", "1", "--tolerance", "0.9",
         "--max-trials", "2", "--no-eup", "--quiet"]
@@ -23,11 +25,7 @@ TINY = ["--method", "rrs", "--epochs", "1", "--initial-epochs", "1", "--seed", "
 
 @pytest.fixture(scope="module")
 def npz(tmp_path_factory):
-    x, y = datasets.calcium(n_neurons=20, n_frames=200, seed=0)
-    (xt, yt), (xv, yv), _ = datasets.split(x, y, val=0.25, test=0.0)
-    path = tmp_path_factory.mktemp("data") / "data.npz"
-    np.savez(path, x_train=xt, y_train=yt, x_val=xv, y_val=yv)
-    return path
+    return tiny_npz(tmp_path_factory.mktemp("data"))
 
 
 def hold_in_other_process(directory):
