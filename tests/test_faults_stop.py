@@ -40,5 +40,6 @@ def test_sigterm_stops_cleanly_and_the_run_resumes(tmp_path):
 
     assert main([*argv, "--resume"]) == 0
     trials = [json.loads(p.read_text()) for p in project.glob("trial_*/trial.json")]
-    keys = [t["hyperparameters"]["values"]["grs_key"] for t in trials if t["status"] == "COMPLETED"]
+    keys = [json.loads((project / f"trial_{t['trial_id']}" / "candidate.json").read_text())["grs_key"]
+            for t in trials if t["status"] == "COMPLETED"]
     assert len(keys) == len(set(keys)) and (out / "report.json").exists()
