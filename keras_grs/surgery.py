@@ -53,27 +53,41 @@ def shrink(model: keras.Model, remove: Mapping[str, Iterable[int]], structure: S
 def resized(model: keras.Model, widths: Mapping[str, int], structure: Structure | None = None) -> keras.Model:
     """A freshly initialized copy of ``model`` with new widths for the named groups, compiled like it.
 
-    ``widths`` maps a group name to its new width (1 .. its current width); every producer of the group, and
-    any layer whose configuration states the channel count (a Reshape), changes with it.
+    ``widths`` maps a group name to its new width; every producer of the group, and any layer whose configuration
+    states the channel count (a Reshape), changes with it. A width above the current one is possible when the group's
+    layers state their channel counts alone (a chain's Dense/Conv; a parent rebuilt from its child's model).
     """
     if not widths:
         return _rebuild(model, None, {})
     structure = structure if structure is not None else analyze(model)
-    keep = {}
+    keep, grown = {}, {}
     for name, width in widths.items():
         if name not in structure.names:
             kept_units(structure, {name: []})  # the error for an unknown or pinned group
         group = structure.group(name)
-        if not 1 <= int(width) <= group.width:
+        if int(width) < 1:
             raise ValueError(f"group {name!r} has {group.width} units; a width of {width} is not possible")
-        if int(width) != group.width:
+        if int(width) > group.width:
+            grown[name] = int(width)
+        elif int(width) != group.width:
             keep[name] = np.arange(int(width))
+    if grown:
+        # wider than the template (a parent rebuilt from its child's model): only layers whose configuration states
+        # a channel count change, so the group must be carried by those alone (a chain's Dense/Conv)
+        channels = {}
+        for name, width in {**{n: len(k) for n, k in keep.items()}, **grown}.items():
+            for layer_name in structure.group(name).layers:
+                layer = model.get_layer(layer_name)
+                if kind_of(layer).resize is not None:
+                    channels[layer_name] = width
+        return _rebuild(model, structure, {}, channels)
     return _rebuild(model, structure, keep)
 
 
-def _rebuild(model, structure, keep):
-    """A fresh model of the same topology; layers whose output channels change get the new count in their config."""
-    channels = {}
+def _rebuild(model, structure, keep, channels=None):
+    """A fresh model of the same topology; layers whose output channels change get the new count in their config
+    (from ``keep``, the units each group keeps, or ``channels``, the new count per layer name)."""
+    channels = dict(channels or {})
     if keep:
         for step in structure.steps:
             mask = structure.kept_mask(step.output, keep)
