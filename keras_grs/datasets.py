@@ -148,12 +148,7 @@ def _easy(n_neurons, n_frames, seed, image, tuned, switch, noise):
     positions = rng.uniform(0, FIELD_OF_VIEW, size=(n_neurons, 2))
 
     half = n_frames // 2
-    total = 3 * n_frames
-    while True:
-        state = _markov_chain(rng, total, switch)
-        if min(np.count_nonzero(state), np.count_nonzero(state == 0)) >= half:
-            break
-        total *= 2
+    state = _behaviour(rng, n_frames, switch)
 
     base_rate = rng.uniform(0.02, 0.08, size=n_neurons)
     is_tuned = rng.random(n_neurons) < tuned
@@ -276,12 +271,8 @@ def _session(n_neurons, n_frames, seed, recording, tuned, switch, noise) -> _Ses
     cells = _Recording(n_neurons, recording, tuned)
     rng = np.random.default_rng([seed, recording, 2])
     half = n_frames // 2
-    total = 3 * n_frames
-    while True:
-        state = _markov_chain(rng, total, switch)
-        if min(np.count_nonzero(state), np.count_nonzero(state == 0)) >= half:
-            break
-        total *= 2
+    state = _behaviour(rng, n_frames, switch)
+    total = len(state)
     context = _blocks(rng, total, _CONTEXT_BLOCKS)
 
     spikes = rng.poisson(cells.base_rate[None, :] + cells.drive(state, context, rng)).astype(np.float64)
@@ -338,6 +329,17 @@ _ROLE_LABELS = {
     "transition": "state onset",
     "none": "untuned",
 }
+
+
+def _behaviour(rng, n_frames, switch):
+    """A two-state chain long enough to hold ``n_frames // 2`` frames of each state (3 x n_frames frames, doubled
+    as needed)."""
+    half, total = n_frames // 2, 3 * n_frames
+    while True:
+        state = _markov_chain(rng, total, switch)
+        if min(np.count_nonzero(state), np.count_nonzero(state == 0)) >= half:
+            return state
+        total *= 2
 
 
 def _dff(fluorescence):
