@@ -100,6 +100,8 @@ def test_the_guard_never_reaches_training_or_the_search(tmp_path, data):
     assert trial.metrics.exists("guard_accuracy")
     model = tuner.load_model(trial)
     assert trial.metrics.get_last_value("guard_accuracy") == pytest.approx(score(model, *guard), abs=1e-6)
+    assert trial.metrics.get_last_value("guard_samples") == len(guard[1])  # the walk back's noise margin reads it
+    assert tuner.oracle._outcomes()[tuner.oracle.bookkeeping(trial.trial_id)["grs_key"]].guard_samples == len(guard[1])
 
 
 def test_an_explicit_guard_split_is_used_as_given(tmp_path, data):

@@ -149,6 +149,7 @@ def test_optimize_prunes_a_real_model_and_best_model_returns_it(tmp_path):
     assert accuracy(compact, *searched) == pytest.approx(final["objective"], abs=1e-6)
     assert accuracy(compact, *guard) == pytest.approx(final["guard"], abs=1e-6)
     assert trial.user_attrs["guard"] == pytest.approx(study.trials[1].user_attrs["guard"])
+    assert trial.user_attrs["guard_samples"] == len(guard[1])
     assert study.user_attrs["keras_grs_path"][-1]["structure"] == path[-1]["structure"]
 
     # the same study with another model or tolerance is refused

@@ -296,6 +296,28 @@ def test_a_lucky_guard_score_after_failing_ones_does_not_carry_the_final_structu
     assert plan.candidates[plan.final].widths == (4,)
 
 
+@pytest.mark.parametrize("samples, final_width", [(46, 1), (None, 6), (2000, 5)])
+def test_the_guard_walks_back_only_on_evidence_beyond_its_sampling_noise(samples, final_width):
+    """Each unit below 6 costs one sample of 46 on the guard (2.2 points, tolerance 2%): within a 46-sample guard's
+    noise, so nothing is walked back. Without a sample count any excess counts (width 6). Measured on 2,000
+    samples, losing 1/46 (0.17 points beyond the tolerance) is still noise but 2/46 is not (width 5)."""
+    search = make_search("rrs", groups(8), tolerance=0.98, seed=0)
+
+    def evaluate(c):
+        lost = max(0, 6 - c.widths[0]) if samples != 46 else min(1, max(0, 6 - c.widths[0]))
+        return Outcome(score=1.0, guard=1.0 - lost / 46, guard_samples=samples)
+
+    plan = run(search, evaluate)
+    assert plan.path[-1].widths == (1,)
+    assert plan.candidates[plan.final].widths == (final_width,)
+
+
+def test_a_guard_shortfall_far_beyond_its_noise_walks_back_even_on_a_small_guard():
+    search = make_search("rrs", groups(4), tolerance=0.98, seed=0)
+    plan = run(search, lambda c: Outcome(score=1.0, guard=1.0 if c.widths[0] >= 3 else 0.6, guard_samples=46))
+    assert plan.candidates[plan.final].widths == (3,)
+
+
 def test_a_minimized_guard_score_walks_back_in_its_direction():
     search = make_search("rrs", groups(4), tolerance=0.9, seed=0, direction="min")
     losses = {4: 1.0, 3: 1.05, 2: 1.5, 1: 1.6}

@@ -232,6 +232,7 @@ class PruningSampler(BaseSampler):
             flops=None if flops is None else int(flops),
             unit_norms=json.loads(norms) if norms else None,
             guard=user_attrs.get("guard"),
+            guard_samples=user_attrs.get("guard_samples"),
         )
 
     def plan(self, study, trials=None, extra=None):

@@ -247,6 +247,7 @@ class _Objective:
             trial.set_user_attr("unit_norms", json.dumps(unit_norms(model)))
         if self.guard_data is not None:  # read only by the final walk back, never by the search's decisions
             trial.set_user_attr("guard", objective_score(model, *self.guard_data, self.objective))
+            trial.set_user_attr("guard_samples", len(self.guard_data[1]))
         return (score, flops) if len(trial.study.directions) == 2 else score
 
     def _inherited(self, parent_number, study, candidate):

@@ -75,6 +75,7 @@ class Outcome:
         params, flops: cost of the evaluated model, when the evaluator reports them.
         guard: the objective on the guard split, data the search never trains or decides on (None without a
             guard). Only the final walk back along the accepted path reads it (see :attr:`Plan.final`).
+        guard_samples: how many samples the guard score was measured on (its sampling noise).
         unit_norms: per group name, the L1 norm of each unit's incoming weights in the trained model (needed by
             magnitude unit selection only).
     """
@@ -84,6 +85,7 @@ class Outcome:
     flops: int | None = None
     unit_norms: Mapping[str, Sequence[float]] | None = None
     guard: float | None = None
+    guard_samples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class Step:
     params: int | None
     flops: int | None
     guard: float | None = None
+    guard_samples: int | None = None
 
 
 @dataclass
@@ -373,20 +376,26 @@ class Search:
         )
 
     def _walk_back(self, steps: Sequence[Step], guard_reference: float | None) -> str | None:
-        """The last accepted structure whose guard score is within tolerance too (the last one without a guard).
+        """The last accepted structure the guard does not reject (the last one without a guard).
 
         The guard scores along the path are read through a monotone fit first: the path only ever removes units,
         so its objective is taken to worsen step by step, and a guard score that rises again after failing ones
-        is pooled with its neighbours (pool-adjacent-violators) instead of being taken at face value. A small
-        guard is noisy; without the fit the walk back would stop at the last lucky score.
+        is pooled with its neighbours (pool-adjacent-violators) instead of being taken at face value. A structure
+        is rejected only when the guard shows a loss beyond the tolerance larger than the guard's own sampling
+        noise (:func:`beyond_guard_noise`): a small guard cannot tell a lost sample from bad luck, and walking
+        back on every such sample gives up most of the pruning for nothing.
         """
         if not steps:
             return None
         if guard_reference is None:
             return steps[-1].key
         fitted = monotone_decreasing([self.oriented(step.guard) for step in steps])
+        samples = steps[0].guard_samples
         for step, value in zip(reversed(steps[1:]), reversed(fitted[1:])):
-            if self.accepts(-value if self.direction == "min" else value, guard_reference):
+            score = -value if self.direction == "min" else value
+            if self.accepts(score, guard_reference):
+                return step.key
+            if self.direction == "max" and not beyond_guard_noise(score, guard_reference, self.tolerance, samples):
                 return step.key
         return steps[0].key
 
@@ -406,7 +415,7 @@ def _accepted_so_far(ctx: Context, outcomes: Mapping[str, Outcome]) -> list[Node
 
 def _step(node: Node) -> Step:
     c, o = node.candidate, node.outcome
-    return Step(c.key, c.phase, c.widths, node.score, o.params, o.flops, o.guard)
+    return Step(c.key, c.phase, c.widths, node.score, o.params, o.flops, o.guard, o.guard_samples)
 
 
 def check_tolerance(tolerance, name="tolerance") -> None:
@@ -434,6 +443,35 @@ def monotone_decreasing(values: Sequence[float]) -> list[float]:
             blocks[-1][0] += total
             blocks[-1][1] += count
     return [total / count for total, count in blocks for _ in range(count)]
+
+
+GUARD_CONFIDENCE_Z = 1.645  # one-sided 95%: the guard rejects a structure only on that much evidence
+
+
+def beyond_guard_noise(score, reference, tolerance, samples, z=GUARD_CONFIDENCE_Z) -> bool:
+    """Does a guard score fall short of the tolerance by more than its sampling noise?
+
+    For a score that is a fraction of ``samples`` (accuracy and its kin, in [0, 1]): the structure loses
+    ``shortfall = reference - score`` on the guard, ``(1 - tolerance) x reference`` of which the tolerance allows.
+    The excess counts as evidence only beyond ``z`` standard errors of a paired difference of that size, taken at
+    its smallest (the structure's errors include the reference's: ``sqrt(shortfall (1 - shortfall) / samples)``),
+    so the test errs towards walking back. Without a sample count, or for scores outside [0, 1], any excess counts.
+
+    Example:
+        >>> beyond_guard_noise(45 / 46, 1.0, 0.98, 46)  # one sample of 46 lost: within the guard's noise
+        False
+        >>> beyond_guard_noise(130 / 144, 0.97, 0.98, 144)  # 6.7 points lost on 144 samples: evidence
+        True
+    """
+    if score is None or reference is None or math.isnan(score):
+        return True
+    excess = (reference - score) - (1 - tolerance) * reference
+    if excess <= 0:
+        return False
+    if not samples or not (0 <= score <= 1 and 0 <= reference <= 1):
+        return True
+    shortfall = reference - score
+    return excess > z * math.sqrt(shortfall * (1 - shortfall) / samples)
 
 
 def within_tolerance(score, reference, tolerance, direction="max") -> bool:

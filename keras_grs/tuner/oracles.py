@@ -53,6 +53,9 @@ GUARD_PREFIX = "guard_"  # a trial's score on the guard split is its metric guar
 Status = trial_module.TrialStatus
 
 
+GUARD_SAMPLES = "guard_samples"  # trial metric: the guard's size, which the walk back's noise margin reads
+
+
 def guard_metric(objective) -> str:
     """The trial metric that holds the guard split's score: ``guard_accuracy`` for ``val_accuracy``."""
     return GUARD_PREFIX + objective_name(objective)
@@ -187,6 +190,7 @@ class PruningOracle(keras_tuner.Oracle):
                     flops=_last(trial, "flops"),
                     unit_norms=self._unit_norms(trial) if needs_norms else None,
                     guard=_last(trial, guard, float) if guard else None,
+                    guard_samples=_last(trial, GUARD_SAMPLES) if guard else None,
                 )
             elif trial.status == Status.FAILED:
                 outcomes[key] = Outcome(score=None)

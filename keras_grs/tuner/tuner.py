@@ -20,7 +20,7 @@ from keras_grs.search import check_tolerance
 from keras_grs.structure import UnsupportedLayerError, analyze
 from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
 from keras_grs.tuner import distributed, fit_arguments
-from keras_grs.tuner.oracles import NORMS_FILE, ORACLES, PARENT, REMOVED, guard_metric
+from keras_grs.tuner.oracles import GUARD_SAMPLES, NORMS_FILE, ORACLES, PARENT, REMOVED, guard_metric
 
 
 PARENT_CACHE_SIZE = 3
@@ -308,6 +308,7 @@ class GRSTuner(keras_tuner.Tuner):
         """Add the trial's guard score (its checkpoint's weights on the guard split) to its metrics."""
         if self._guard is not None:
             metrics[guard_metric(self.oracle.objective)] = score(model, *self._guard, self.oracle.objective)
+            metrics[GUARD_SAMPLES] = len(self._guard[1])
         return metrics
 
     def _check_fit_arguments(self, fit_args, fit_kwargs):
@@ -548,7 +549,8 @@ class GRSTuner(keras_tuner.Tuner):
             )
             if final is not path[-1]:
                 print(f"The guard walked back from {path[-1]['structure']} (its guard score "
-                      f"{path[-1]['guard']:.4f} is outside tolerance of the initial {first['guard']:.4f})")
+                      f"{path[-1]['guard']:.4f} is outside tolerance of the initial {first['guard']:.4f} by more "
+                      "than the guard's sampling noise)")
 
     def get_best_models(self, num_models=1):
         """The compact model first (the final structure: last accepted and, with ``acceptance="guard"``, confirmed
