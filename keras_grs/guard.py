@@ -109,3 +109,36 @@ def check_guard_data(guard_data, acceptance):
         raise DataError("guard_data must be a tuple (x_guard, y_guard)")
     check_split("guard data", *guard_data)
     return guard_data
+
+
+class ResolutionWarning(UserWarning):
+    """A split too small to see the tolerance (see :func:`resolution_warnings`)."""
+
+
+def resolution_warnings(objective, tolerance, **splits) -> list[str]:
+    """Splits too small to see the tolerance: one sample of an accuracy-like score is worth more than it allows.
+
+    A split of ``n`` samples moves accuracy in steps of ``1 / n``; when that step exceeds ``1 - tolerance``, a
+    candidate either keeps every sample or fails, and what it loses on unseen data below one sample is invisible.
+    ``splits`` maps a split's name (``validation``, ``guard``) to its labels (or None).
+
+    Example:
+        >>> import numpy as np
+        >>> resolution_warnings("val_accuracy", 0.98, validation=np.zeros(21), guard=np.zeros(500))[0][:40]
+        'the validation split has 21 samples: one'
+    """
+    name = getattr(objective, "name", objective)
+    if not isinstance(name, str) or "accuracy" not in name:
+        return []
+    out = []
+    for split, labels in splits.items():
+        if labels is None or len(labels) == 0:
+            continue
+        step = 100.0 / len(labels)
+        if step > 100.0 * (1 - tolerance):
+            out.append(
+                f"the {split} split has {len(labels)} samples: one sample is {step:.1f} points of accuracy, more than "
+                f"the tolerance's {100 * (1 - tolerance):g}, so losses below one sample cannot be seen; expect the "
+                "test loss to exceed the tolerance, and pass more validation data (or guard_data) if you can"
+            )
+    return out

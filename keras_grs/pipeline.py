@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,8 +18,8 @@ from keras_grs.costs import count_flops, count_params
 from keras_grs.evaluate import EVALUATORS
 from keras_grs.failures import failure_summary, study_failures, study_search_failed, tuner_failures, tuner_search_failed
 from keras_grs.files import save_model, write_json
-from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_guard_data, check_guard_fraction,
-                             epoch_score_for, split_guard)
+from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, ResolutionWarning, check_guard_data,
+                             check_guard_fraction, epoch_score_for, resolution_warnings, split_guard)
 from keras_grs.inputs import check_data, check_fits_model
 from keras_grs.runlock import holding_lock
 from keras_grs.scoring import accuracy, objective_direction, score
@@ -44,8 +45,10 @@ class _TunerRun:
             acceptance=acceptance, epoch_score=epoch_score,
         )
         try:
-            tuner.search(x, y, validation_data=validation_data, guard_data=guard_data, verbose=0,
-                         progress=bool(verbose), **fit)
+            with warnings.catch_warnings():  # the run's report carries it, with the other warnings
+                warnings.simplefilter("ignore", ResolutionWarning)
+                tuner.search(x, y, validation_data=validation_data, guard_data=guard_data, verbose=0,
+                             progress=bool(verbose), **fit)
         except RuntimeError as error:  # keras-tuner's max_consecutive_failed_trials stop: name the trial and why
             failed = tuner_search_failed(model.name, tuner.oracle, error)
             if failed is None:
@@ -490,6 +493,8 @@ def _model_result(run, name, method, acceptance, splits, eup, eup_options, searc
         walked_back=len(path) - 1 - final_index,
         model=compact,
     )
+    result.warnings += resolution_warnings(splits.objective, splits.tolerance, validation=validation_data[1],
+                                           guard=splits.guard[1] if splits.guard is not None else None)
     _warn_outside_tolerance(result, splits, "compact", scores[2])
     if eup:
         eup_model, info = eup_module.tq(compact, validation_data, reference=scores[0], objective=splits.objective,

@@ -13,7 +13,7 @@ import pytest
 import keras_grs
 from keras_grs import GRSTuner, datasets, eup, models, select
 from keras_grs.evaluate import Job, KerasEvaluator
-from keras_grs.guard import split_guard
+from keras_grs.guard import ResolutionWarning, split_guard
 from keras_grs.inputs import DataError
 from keras_grs.scoring import objective_direction, score
 
@@ -102,6 +102,18 @@ def test_the_guard_never_reaches_training_or_the_search(tmp_path, data):
     assert trial.metrics.get_last_value("guard_accuracy") == pytest.approx(score(model, *guard), abs=1e-6)
     assert trial.metrics.get_last_value("guard_samples") == len(guard[1])  # the walk back's noise margin reads it
     assert tuner.oracle._outcomes()[tuner.oracle.bookkeeping(trial.trial_id)["grs_key"]].guard_samples == len(guard[1])
+
+
+@pytest.mark.parametrize("tolerance, warned", [(0.985, ["guard"]), (0.9, [])])
+def test_a_split_too_small_to_see_the_tolerance_is_named_in_a_warning(tmp_path, data, tolerance, warned):
+    (x, y), validation, _ = data  # 120 validation samples: 72 searched (1.4 points each), 48 guard (2.1 points)
+    tuner = GRSTuner(build, seed=0, max_trials=1, tolerance=tolerance, directory=tmp_path, project_name="few")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuner.search(x, y, validation_data=validation, **FIT)
+    texts = [str(w.message) for w in caught if w.category is ResolutionWarning]
+    assert [t.split()[1] for t in texts] == warned
+    assert all("48 samples: one sample is 2.1 points" in t for t in texts)
 
 
 def test_an_explicit_guard_split_is_used_as_given(tmp_path, data):

@@ -13,7 +13,8 @@ import keras_tuner
 from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
 from keras_grs.evaluate.keras import validate
 from keras_grs.files import verify, write_json
-from keras_grs.guard import DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_guard_data, split_guard
+from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, ResolutionWarning, check_guard_data,
+                             resolution_warnings, split_guard)
 from keras_grs.runlock import RunLock
 from keras_grs.scoring import score
 from keras_grs.search import check_tolerance
@@ -291,6 +292,7 @@ class GRSTuner(keras_tuner.Tuner):
         acceptance = self.oracle.acceptance
         guard_data = check_guard_data(guard_data, acceptance)
         if acceptance != "guard":
+            self._warn_resolution(fit_kwargs.get("validation_data"), None)
             return fit_kwargs
         if guard_data is None:
             validation = fit_kwargs.get("validation_data")
@@ -302,7 +304,17 @@ class GRSTuner(keras_tuner.Tuner):
             validation, guard_data = split_guard(validation, self.oracle.guard_fraction, seed=self.oracle.seed)
             fit_kwargs = dict(fit_kwargs, validation_data=validation)
         self._guard = guard_data
+        self._warn_resolution(fit_kwargs.get("validation_data"), guard_data)
         return fit_kwargs
+
+    def _warn_resolution(self, validation, guard):
+        """Warn when a split is too small for the tolerance (one sample is worth more than it allows)."""
+        def labels(data):
+            return data[1] if isinstance(data, (tuple, list)) and len(data) >= 2 else None
+
+        for text in resolution_warnings(self.oracle.objective.name, self.oracle.tolerance,
+                                        validation=labels(validation), guard=labels(guard)):
+            warnings.warn(text, ResolutionWarning, stacklevel=4)
 
     def _score_guard(self, metrics, model):
         """Add the trial's guard score (its checkpoint's weights on the guard split) to its metrics."""
