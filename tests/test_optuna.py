@@ -183,6 +183,23 @@ def test_keras_tuner_trials_are_mirrored_into_an_optuna_study(tmp_path):
     assert len(study.trials) == len(tuner.oracle.trials) == 4
     assert study.trials[0].params == {"dense1": 32, "dense2": 16, "dense3": 8}
     assert study.trials[1].user_attrs["parent"] == tuner.oracle.start_order[0]
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    first = tuner.oracle.get_trial(study.trials[0].user_attrs["keras_tuner_trial"])
+    assert study.trials[0].user_attrs["guard"] == first.metrics.get_last_value("guard_accuracy")
+    assert study.trials[0].user_attrs["guard_samples"] == first.metrics.get_last_value("guard_samples") > 0
+
+
+def test_a_minimized_objective_is_mirrored_as_minimize(tmp_path):
+    x, y = datasets.calcium(n_neurons=20, n_frames=300, seed=0, difficulty="easy")
+    (xt, yt), validation, _ = datasets.split(x, y, val=0.25, test=0.0)
+    url = f"sqlite:///{tmp_path / 'mirror.db'}"
+    tuner = keras_grs.GRSTuner.from_model(models.build("nn1", (20,)), tolerance=0.9, seed=0, max_trials=2,
+                                          directory=tmp_path, project_name="kt", optuna_storage=url,
+                                          objective="val_loss")
+    tuner.search(xt, yt, validation_data=validation, epochs=1, verbose=0)
+    study = optuna.load_study(study_name="kt", storage=url)
+    assert [d.name for d in study.directions] == ["MINIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["val_loss", "flops"]
 
 
 def test_cli_optuna_backend_and_dashboard_storage_lookup(tmp_path, capsys):

@@ -7,7 +7,8 @@ import warnings
 import optuna
 from optuna.distributions import IntDistribution
 
-from keras_grs.optuna.study import DIRECTIONS, open_storage
+from keras_grs.optuna.study import open_storage
+from keras_grs.search import check_direction
 
 
 class StudyMirror:
@@ -15,13 +16,15 @@ class StudyMirror:
     as the Optuna backend). Trials already mirrored (by keras-tuner trial id) are skipped, so a resumed search
     mirrors each trial once."""
 
-    def __init__(self, storage, study_name, groups, objective, directory="keras_grs_runs"):
+    def __init__(self, storage, study_name, groups, objective, directory="keras_grs_runs", direction="max", guard=None):
         self.groups = groups
+        self.guard = guard  # the trial metric holding the guard's score, when the search has a guard
+        directions = ["maximize" if check_direction(direction) == "max" else "minimize", "minimize"]
         self.study = optuna.create_study(
-            storage=open_storage(storage, directory), study_name=study_name, directions=DIRECTIONS, load_if_exists=True
+            storage=open_storage(storage, directory), study_name=study_name, directions=directions, load_if_exists=True
         )
-        if [d.name.lower() for d in self.study.directions] != DIRECTIONS:
-            raise ValueError(f"Optuna study {study_name!r} exists with other directions than {DIRECTIONS}")
+        if [d.name.lower() for d in self.study.directions] != directions:
+            raise ValueError(f"Optuna study {study_name!r} exists with other directions than {directions}")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.set_metric_names([objective, "flops"])
@@ -32,12 +35,15 @@ class StudyMirror:
         """Mirror one finished keras-tuner trial, given its hyperparameter ``values``."""
         if trial.trial_id in self._done or trial.status != "COMPLETED" or trial.score is None:
             return
-        flops = trial.metrics.get_last_value("flops") if trial.metrics.exists("flops") else 0
-        params = trial.metrics.get_last_value("params") if trial.metrics.exists("params") else None
+        def metric(name):
+            return trial.metrics.get_last_value(name) if name and trial.metrics.exists(name) else None
+
+        flops, params, guard, samples = (metric(name) for name in ("flops", "params", self.guard, "guard_samples"))
+        guarded = {} if guard is None else {"guard": float(guard), "guard_samples": int(samples or 0)}
         frozen = optuna.trial.create_trial(
             params={g.name: int(values[g.name]) for g in self.groups},
             distributions={g.name: IntDistribution(g.min_width, g.width) for g in self.groups},
-            values=[float(trial.score), float(flops)],
+            values=[float(trial.score), float(flops or 0)],
             user_attrs={
                 "keras_tuner_trial": trial.trial_id,
                 "parent": values.get("grs_parent") or None,
@@ -45,6 +51,7 @@ class StudyMirror:
                 "phase": values.get("grs_phase", ""),
                 "params": None if params is None else int(params),
                 "structure": "x".join(str(values[g.name]) for g in self.groups),
+                **guarded,
             },
         )
         self.study.add_trial(frozen)

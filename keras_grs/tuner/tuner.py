@@ -157,7 +157,8 @@ class GRSTuner(keras_tuner.Tuner):
 
             self._mirror = StudyMirror(
                 optuna_storage, optuna_study_name or self.project_name, self.oracle.search.groups,
-                self.oracle.objective.name, directory=self.directory,
+                self.oracle.objective.name, directory=self.directory, direction=self.oracle.search.direction,
+                guard=guard_metric(self.oracle.objective) if self.oracle.acceptance == "guard" else None,
             )
             if not distributed.is_worker():
                 for finished in self.oracle.trials.values():  # a resumed project: mirror what is missing
