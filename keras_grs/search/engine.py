@@ -74,6 +74,10 @@ class GroupSpec:
         return max(0, width - max(target, self.floor))
 
 
+# The constraints' values when none is given: a run recorded before they existed is read as having these.
+UNCONSTRAINED = {"frozen": [], "width_multiple": 1}
+
+
 def check_width_multiple(value) -> int:
     """Refuse anything but a positive integer (booleans included), naming the argument."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
