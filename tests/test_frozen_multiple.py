@@ -264,6 +264,11 @@ def test_a_model_with_an_unknown_custom_layer_is_refused_naming_the_layer_and_it
     assert "layer 'twist' of class Twist is not supported" in line
     with pytest.raises(keras_grs.UnsupportedLayerError, match="layer 'twist' of class Twist"):
         keras_grs.prune(model, *data_of(npz), directory=tmp_path / "api")
+    assert nothing_in(tmp_path / "api")
+
+
+def nothing_in(directory):
+    return not directory.exists() or not any(directory.iterdir())
 
 
 def data_of(npz):
@@ -276,4 +281,5 @@ def test_prune_refuses_a_name_that_is_no_models_group_but_accepts_one_of_any_mod
     with pytest.raises(ValueError, match="unknown width groups \\['conv9'\\]; the groups are mlp: \\['d1'\\]; "
                                          "mlp: \\['d1', 'd2'\\]"):
         keras_grs.prune([mlp(6), mlp(6, 4)], x, y, validation, frozen=["conv9"], directory=tmp_path / "run")
+    assert nothing_in(tmp_path / "run")
     assert keras_grs.pipeline.check_constraints([mlp(6, 4), mlp(6)], ["d2"]) == [["d2"], []]
