@@ -22,7 +22,7 @@ from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_g
 from keras_grs.inputs import check_data, check_fits_model
 from keras_grs.runlock import holding_lock
 from keras_grs.scoring import accuracy, objective_direction, score
-from keras_grs.search import GroupSpec, check_direction, constrain, within_tolerance
+from keras_grs.search import check_direction, constrain, within_tolerance
 from keras_grs.selection import select
 from keras_grs.structure import analyze
 from keras_grs.tuner import GRSTuner
@@ -434,7 +434,7 @@ def check_constraints(models, frozen=None, width_multiple=1) -> list[list[str]]:
     for model, structure in zip(models, structures):
         mine = [name for name in frozen if name in structure.names]
         try:
-            constrain([GroupSpec(g.name, g.width, g.min_width) for g in structure.groups], mine, width_multiple)
+            constrain(structure.search_groups(), mine, width_multiple)
         except ValueError as error:
             raise ValueError(f"model {model.name!r}: {error}") from None
         result.append(mine)

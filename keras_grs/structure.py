@@ -127,6 +127,10 @@ class Structure:
     def names(self) -> tuple[str, ...]:
         return tuple(g.name for g in self.groups)
 
+    def search_groups(self) -> tuple[GroupSpec, ...]:
+        """The prunable groups as the search engine takes them (name, width, min_width)."""
+        return tuple(GroupSpec(g.name, g.width, g.min_width) for g in self.groups)
+
     def group(self, name: str) -> WidthGroup:
         """The prunable group called ``name``; KeyError (saying why) for a pinned or unknown name."""
         for g in self.groups:

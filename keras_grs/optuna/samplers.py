@@ -143,8 +143,9 @@ class PruningSampler(BaseSampler):
     def settings(self, study) -> dict | None:
         """The study's recorded configuration, checked against this sampler (None for a study not started yet).
 
-        A different method, unit selection, options, frozen widths, width multiple or tolerance is refused; a different seed is overruled by
-        the study's, with a warning (so workers may pass their own seeds, as Optuna users do)."""
+        A different method, unit selection, options, frozen widths, width multiple or tolerance is refused; a
+        different seed is overruled by the study's, with a warning (so workers may pass their own seeds, as Optuna
+        users do)."""
         config = study.user_attrs.get(CONFIG_ATTR)
         if config is None:
             return None
