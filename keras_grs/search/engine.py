@@ -85,7 +85,8 @@ def check_width_multiple(value) -> int:
     return int(value)
 
 
-def constrain(groups: Sequence[GroupSpec], frozen: Sequence[str] = (), width_multiple: int = 1) -> tuple[GroupSpec, ...]:
+def constrain(groups: Sequence[GroupSpec], frozen: Sequence[str] = (),
+              width_multiple: int = 1) -> tuple[GroupSpec, ...]:
     """The groups with the user's constraints applied: the groups named in ``frozen`` are never pruned, and every
     width is kept a multiple of ``width_multiple``.
 
