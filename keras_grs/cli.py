@@ -173,7 +173,31 @@ def run_settings(args) -> dict:
         "acceptance": args.acceptance,
         "guard_fraction": args.guard_fraction,
         "epoch_score": args.epoch_score,
+        # absent from runs started before the options existed: unset reads the same
+        "frozen": sorted(args.frozen) or None,
+        "width_multiple": None if args.width_multiple == 1 else args.width_multiple,
     }
+
+
+def parse_frozen(values: list[str] | None) -> list[str]:
+    """``--frozen a,b --frozen c`` -> ["a", "b", "c"]."""
+    names = [name.strip() for value in values or [] for name in value.split(",")]
+    if any(not name for name in names):
+        raise CommandError(f"--frozen: an empty group name in {','.join(values)!r}; write NAME[,NAME...]")
+    return names
+
+
+def parse_width_multiple(text: str | None) -> int:
+    """``--width-multiple K``: a positive integer (1 when not given)."""
+    if text is None:
+        return 1
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise CommandError(f"--width-multiple must be a positive integer, got {text!r}")
+    return value
 
 
 def check_prune_arguments(args):
@@ -205,6 +229,8 @@ def check_prune_arguments(args):
     if args.initial_epochs is not None and args.initial_epochs < 1:
         raise CommandError("--initial-epochs must be at least 1")
     check_options(args)
+    args.frozen = parse_frozen(args.frozen)
+    args.width_multiple = parse_width_multiple(args.width_multiple)
     if args.selection not in CRITERIA:
         raise CommandError(f"--selection must be one of {', '.join(CRITERIA)}")
     phases = parse_phases(args.phases)
@@ -245,6 +271,7 @@ def check_prune_arguments(args):
     safe_mode = not args.unsafe_model
     models = [load_model(spec, data["x_train"].shape[1:], num_classes, safe_mode) for spec in args.models]
     from keras_grs import analyze
+    from keras_grs.pipeline import check_constraints
 
     for spec, model in zip(args.models, models):
         if not model.compiled:
@@ -254,6 +281,11 @@ def check_prune_arguments(args):
             check_data(model, data["x_train"], data["y_train"], (data["x_val"], data["y_val"]), test)
         except ValueError as error:
             raise CommandError(f"model {spec!r}: {error}") from None
+    for option, frozen in (("--width-multiple", []), ("--frozen", args.frozen)):  # the multiple alone first
+        try:
+            check_constraints(models, frozen, args.width_multiple)
+        except ValueError as error:
+            raise CommandError(f"{option}: {error}") from None
     return data, models, settings, phases
 
 
@@ -350,6 +382,8 @@ def _prune_locked(args, out, data, models, settings, phases) -> int:
         acceptance=args.acceptance,
         guard_fraction=args.guard_fraction,
         epoch_score=args.epoch_score,
+        frozen=args.frozen,
+        width_multiple=args.width_multiple,
     )
     result.save(out)
     export_run_c(result, out, data)
@@ -533,6 +567,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--phases", help="JGRS phases, e.g. 0.5:3,0.2:3,near:3 (the default)")
     p.add_argument("--max-trials", type=int, help="cap on trials per model")
+    p.add_argument("--frozen", action="append", metavar="NAME[,NAME]",
+                   help="width groups the search never prunes (names as `keras-grs analyze` lists them); "
+                        "repeatable")
+    p.add_argument("--width-multiple", metavar="K",
+                   help="keep every width a multiple of K (SIMD kernels like 4 or 8); a width that is not one "
+                        "loses its remainder at its first removal; default 1")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
     p.add_argument("--unsafe-model", action="store_true", help=UNSAFE_HELP)

@@ -23,7 +23,7 @@ from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, Resolut
 from keras_grs.inputs import check_data, check_fits_model
 from keras_grs.runlock import holding_lock
 from keras_grs.scoring import accuracy, objective_direction, score
-from keras_grs.search import check_direction, within_tolerance
+from keras_grs.search import check_direction, constrain, within_tolerance
 from keras_grs.selection import select
 from keras_grs.structure import analyze
 from keras_grs.tuner import GRSTuner
@@ -37,12 +37,12 @@ class _TunerRun:
 
     def __init__(self, model, x, y, validation_data, guard_data, storage, overwrite, fit, *, method, tolerance, seed,
                  phases, initial_epochs, max_trials, directory, project, verbose, evaluator, objective, acceptance,
-                 epoch_score):
+                 epoch_score, frozen, width_multiple):
         tuner = GRSTuner.from_model(
             model, train_first=True, method=method, tolerance=tolerance, seed=seed, phases=phases,
             initial_epochs=initial_epochs, max_trials=max_trials, directory=directory, project_name=project,
             overwrite=overwrite, optuna_storage=storage, evaluator=evaluator, objective=objective,
-            acceptance=acceptance, epoch_score=epoch_score,
+            acceptance=acceptance, epoch_score=epoch_score, frozen=frozen, width_multiple=width_multiple,
         )
         try:
             with warnings.catch_warnings():  # the run's report carries it, with the other warnings
@@ -75,7 +75,7 @@ class _OptunaRun:
 
     def __init__(self, model, x, y, validation_data, guard_data, storage, fit, *, method, tolerance, seed, phases,
                  initial_epochs, max_trials, directory, project, verbose, evaluator, objective, acceptance,
-                 epoch_score):
+                 epoch_score, frozen, width_multiple):
         import optuna
 
         from keras_grs.optuna import create_study, optimize, pruning_path
@@ -83,7 +83,7 @@ class _OptunaRun:
         from keras_grs.optuna.study import trial_number_of
 
         options = {"phases": phases} if method == "jgrs" else {}
-        sampler = SAMPLERS[method](seed=seed, **options)
+        sampler = SAMPLERS[method](seed=seed, frozen=frozen, width_multiple=width_multiple, **options)
         study = create_study(sampler, storage=storage, study_name=project, directory=directory,
                              direction=objective_direction(objective))
         remaining = None if max_trials is None else max(0, max_trials - len(study.trials))
@@ -272,6 +272,8 @@ def prune(
     guard_fraction=DEFAULT_GUARD_FRACTION,
     guard_data=None,
     epoch_score=None,
+    frozen=None,
+    width_multiple=1,
     **fit_kwargs,
 ):
     """Prune one or several initial models, apply EUP to each compact model, and select one.
@@ -303,6 +305,9 @@ def prune(
             the final structure.
         epoch_score: ``last`` (default with the guard: a candidate's last epoch, its weights and score) or
             ``best`` (default with the seed's rule: its best epoch).
+        frozen: names of width groups (as :func:`keras_grs.analyze` lists them) no search prunes; each model
+            freezes the names it has, and a name that is no model's group is refused, listing the groups.
+        width_multiple: every width the searches propose is a multiple of it (see :class:`keras_grs.GRSTuner`).
         **fit_kwargs: further ``fit`` arguments (callbacks, ...).
 
     Returns:
@@ -321,8 +326,8 @@ def prune(
             raise TypeError(f"expected Keras models, got {type(model).__name__}")
         if not model.compiled:
             raise ValueError(f"model {model.name!r} is not compiled; compile it with its loss and an accuracy metric")
-        analyze(model)
         check_data(model, x, y, validation_data, test_data)
+    frozen_by_model = check_constraints(models, frozen, width_multiple)
     if isinstance(selection, str) and selection in ("maxtestacc", "besttest") and test_data is None:
         raise ValueError(f"selection {selection!r} needs test_data")
     epoch_score = epoch_score_for(acceptance, epoch_score)
@@ -353,7 +358,8 @@ def prune(
         fit = dict(epochs=epochs, batch_size=batch_size, **fit_kwargs)
         options = dict(method=method, tolerance=tolerance, seed=seed, phases=phases, initial_epochs=initial_epochs,
                        max_trials=max_trials, directory=str(directory), project=project, verbose=verbose,
-                       evaluator=evaluator, objective=objective, acceptance=acceptance, epoch_score=epoch_score)
+                       evaluator=evaluator, objective=objective, acceptance=acceptance, epoch_score=epoch_score,
+                       frozen=frozen_by_model[index], width_multiple=width_multiple)
         started = time.perf_counter()
         if backend == "optuna":
             run = _OptunaRun(model, x, y, validation_data, guard_data, storage, fit, **options)
@@ -396,6 +402,8 @@ def prune(
             "acceptance": acceptance,
             "guard_fraction": guard_fraction if acceptance == "guard" else None,
             "epoch_score": epoch_score,
+            "frozen": sorted({name for names in frozen_by_model for name in names}),
+            "width_multiple": width_multiple,
         },
         "data": {
             "train": list(np.shape(x)),
@@ -408,6 +416,32 @@ def prune(
         "models": [r.as_dict() for r in results],
     }
     return PruneResult(results[selected].model, results[selected].eup_model, results, selected, report)
+
+
+def check_constraints(models, frozen=None, width_multiple=1) -> list[list[str]]:
+    """Check ``frozen`` and ``width_multiple`` against the models' width groups; return each model's frozen names.
+
+    A frozen name must be a group of at least one model (a pinned group is accepted: it is never pruned anyway);
+    each model freezes the prunable groups it has. Raises UnsupportedLayerError for a model keras-grs cannot
+    prune, ValueError for an unknown name (listing every model's groups), a bad ``width_multiple`` or one larger
+    than a group's width, or a model with every group frozen.
+    """
+    frozen = [frozen] if isinstance(frozen, str) else list(frozen or [])
+    structures = [analyze(model) for model in models]
+    known = {g.name for s in structures for g in s.all_groups}
+    unknown = [name for name in frozen if name not in known]
+    if unknown:
+        groups = "; ".join(f"{model.name}: {list(s.names)}" for model, s in zip(models, structures))
+        raise ValueError(f"frozen names unknown width groups {unknown}; the groups are {groups}")
+    result = []
+    for model, structure in zip(models, structures):
+        mine = [name for name in frozen if name in structure.names]
+        try:
+            constrain(structure.search_groups(), mine, width_multiple)
+        except ValueError as error:
+            raise ValueError(f"model {model.name!r}: {error}") from None
+        result.append(mine)
+    return result
 
 
 def _version():

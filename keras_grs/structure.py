@@ -24,6 +24,7 @@ import numpy as np
 from keras.src.models.functional import Functional
 
 from keras_grs.layers import UnsupportedLayerError, kind_of
+from keras_grs.search.engine import GroupSpec, check_width_multiple
 
 # Layers that own a width group (their output channels) and consume one (their input channels), for the code that
 # handles chains only (EUP, the batched evaluator, the C IR).
@@ -125,6 +126,10 @@ class Structure:
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(g.name for g in self.groups)
+
+    def search_groups(self) -> tuple[GroupSpec, ...]:
+        """The prunable groups as the search engine takes them (name, width, min_width)."""
+        return tuple(GroupSpec(g.name, g.width, g.min_width) for g in self.groups)
 
     def group(self, name: str) -> WidthGroup:
         """The prunable group called ``name``; KeyError (saying why) for a pinned or unknown name."""
@@ -317,7 +322,8 @@ def analyze(
     Raises:
         UnsupportedLayerError: a layer keras-grs cannot prune through (named with its class), a shared layer or a
             subclassed model.
-        ValueError: min_width or frozen naming unknown groups, a bad min_width or width_multiple.
+        ValueError: min_width or frozen naming unknown groups, a bad min_width or width_multiple (not a positive
+            integer, or larger than a prunable group's width).
 
     Example:
         >>> from keras_grs import analyze, models
@@ -325,8 +331,7 @@ def analyze(
         >>> str(s), [g.name for g in s.groups]
         ('32x16x8', ['dense1', 'dense2', 'dense3'])
     """
-    if isinstance(width_multiple, bool) or not isinstance(width_multiple, int) or width_multiple < 1:
-        raise ValueError(f"width_multiple must be a positive integer, got {width_multiple!r}")
+    width_multiple = check_width_multiple(width_multiple)
     graph = _functional(model)
     builder, layouts, steps = _Builder(), {}, []
     _walk(graph, builder, layouts, steps, outer=None)
@@ -466,6 +471,8 @@ def _resolve(builder, steps, min_width, frozen, width_multiple, model) -> Struct
         minimum = minimums.get(name, 1) if isinstance(min_width, dict) else int(min_width)
         if reason is None and not 1 <= minimum <= width:
             raise ValueError(f"min_width {minimum} of group {name!r} must be between 1 and its width {width}")
+        if reason is None:
+            GroupSpec(name, width, minimum, width_multiple)  # the search's rules: a multiple that fits the width
         dependents = [n for n in carried[i] if n not in members[i] and (n in weighted or n in reshaping)]
         dependents = _in_order(resolved, dependents + consumed[i])
         groups.append(WidthGroup(

@@ -39,10 +39,12 @@ from keras_grs.search import (
     DEFAULT_PHASES,
     INITIAL_KEY,
     METHODS,
+    UNCONSTRAINED,
     GroupSpec,
     Outcome,
     check_direction,
     check_tolerance,
+    check_width_multiple,
     make_search,
 )
 from keras_grs.search.order import check_phases
@@ -87,6 +89,9 @@ class PruningSampler(BaseSampler):
         tolerance: acceptance: a candidate is valid when its score >= tolerance x the initial score (a score to
             maximize) or <= the initial score / tolerance (to minimize). None: the study's, or 0.985.
         units: override the method's unit selection (``random`` or ``magnitude``).
+        frozen: names of widths (``suggest_int`` names) the search never prunes: they stay at their upper bound.
+        width_multiple: every width the search proposes is a multiple of it (see
+            :class:`keras_grs.search.GroupSpec` for a width that is not one at the start).
         store: where :func:`keras_grs.optuna.keep` puts trained weights when not told otherwise: a directory (on
             shared disk for several machines) or an Optuna artifact store. None: next to the storage's file.
         idle_timeout: seconds a worker waits for the running candidates of a step before giving up on the trial.
@@ -102,9 +107,12 @@ class PruningSampler(BaseSampler):
 
     method = "grs"
 
-    def __init__(self, seed=None, tolerance=None, units=None, store=None, idle_timeout=3600.0, **method_options):
+    def __init__(self, seed=None, tolerance=None, units=None, store=None, idle_timeout=3600.0, frozen=None,
+                 width_multiple=1, **method_options):
         if tolerance is not None:
             check_tolerance(tolerance)
+        self.frozen = sorted([frozen] if isinstance(frozen, str) else frozen or [])
+        self.width_multiple = check_width_multiple(width_multiple)
         self.seed = None if seed is None else int(seed)
         self.tolerance = None if tolerance is None else float(tolerance)
         self.units = units
@@ -130,17 +138,18 @@ class PruningSampler(BaseSampler):
             options["phases"] = [[p.rate, p.attempts] for p in check_phases(options["phases"])]
         chosen = seed if seed is not None else self.seed
         return {"method": self.method, "seed": DEFAULT_SEED if chosen is None else chosen, "units": self.units,
-                "options": options}
+                "options": options, "frozen": self.frozen, "width_multiple": self.width_multiple}
 
     def settings(self, study) -> dict | None:
         """The study's recorded configuration, checked against this sampler (None for a study not started yet).
 
-        A different method, unit selection, options or tolerance is refused; a different seed is overruled by
-        the study's, with a warning (so workers may pass their own seeds, as Optuna users do)."""
+        A different method, unit selection, options, frozen widths, width multiple or tolerance is refused; a
+        different seed is overruled by the study's, with a warning (so workers may pass their own seeds, as Optuna
+        users do)."""
         config = study.user_attrs.get(CONFIG_ATTR)
         if config is None:
             return None
-        recorded, mine = config["sampler"], self.config(seed=config["sampler"]["seed"])
+        recorded, mine = {**UNCONSTRAINED, **config["sampler"]}, self.config(seed=config["sampler"]["seed"])
         differing = sorted(k for k in mine if recorded.get(k) != mine[k])
         if differing:
             raise ValueError(
@@ -180,7 +189,7 @@ class PruningSampler(BaseSampler):
             groups = [GroupSpec(g["name"], g["width"], g["min_width"]) for g in config["groups"]]
             self._searches[signature] = make_search(
                 self.method, groups, config["tolerance"], config["sampler"]["seed"], units=self.units,
-                direction=direction, **self.method_options,
+                direction=direction, frozen=self.frozen, width_multiple=self.width_multiple, **self.method_options,
             )
         return self._searches[signature]
 

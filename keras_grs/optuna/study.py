@@ -16,7 +16,7 @@ from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_g
                              split_guard)
 from keras_grs.optuna.samplers import CONFIG_ATTR, DEFAULT_TOLERANCE, PruningSampler, trial_number_of
 from keras_grs.scoring import score as objective_score
-from keras_grs.search import check_direction, check_tolerance
+from keras_grs.search import check_direction, check_tolerance, constrain
 from keras_grs.structure import analyze
 from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
 
@@ -174,6 +174,8 @@ def optimize(
     guard_data = check_guard_data(guard_data, acceptance)
     model = _as_model(model_or_hypermodel)
     structure = analyze(model, min_width)
+    # the sampler's frozen widths and width multiple, checked against the model's groups before any trial
+    constrain(structure.search_groups(), sampler.frozen, sampler.width_multiple)
     existing = study.user_attrs.get(CONFIG_ATTR)
     config = _config(sampler, structure, tolerance, model, existing["sampler"]["seed"] if existing else None,
                      acceptance, epoch_score)

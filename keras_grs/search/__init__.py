@@ -28,9 +28,12 @@ from keras_grs.search.engine import (
     Search,
     SearchError,
     Step,
+    UNCONSTRAINED,
     DIRECTIONS,
     check_direction,
     check_tolerance,
+    check_width_multiple,
+    constrain,
     run,
     within_tolerance,
 )
@@ -45,7 +48,8 @@ METHODS = {
 }
 
 
-def make_search(method, groups, tolerance=0.985, seed=0, phases=None, units=None, direction="max") -> Search:
+def make_search(method, groups, tolerance=0.985, seed=0, phases=None, units=None, direction="max", frozen=(),
+                width_multiple=1) -> Search:
     """Build the :class:`Search` of a named method.
 
     Args:
@@ -57,6 +61,9 @@ def make_search(method, groups, tolerance=0.985, seed=0, phases=None, units=None
         phases: JGRS phases (default: jumps at rate 0.5 and 0.2, then GRS, 3 attempts each).
         units: override the method's unit selection (``random`` or ``magnitude``).
         direction: ``max`` for a score to maximize (accuracy), ``min`` for one to minimize (a loss).
+        frozen: names of groups the search never prunes.
+        width_multiple: every proposed width is a multiple of it (see :class:`GroupSpec` for a starting width that
+            is not).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -67,6 +74,7 @@ def make_search(method, groups, tolerance=0.985, seed=0, phases=None, units=None
     if phases is not None and method != "jgrs":
         raise ValueError(f"phases only apply to method 'jgrs', not {method!r}")
     root = phased(check_phases(phases if phases is not None else DEFAULT_PHASES)) if method == "jgrs" else None
+    groups = constrain(groups, frozen, width_multiple)
     return Search(groups, policy, UNIT_SELECTIONS[selection], tolerance=tolerance, seed=seed, root=root, name=method,
                   direction=direction)
 
@@ -84,9 +92,12 @@ __all__ = [
     "Search",
     "SearchError",
     "Step",
+    "UNCONSTRAINED",
     "check_direction",
     "check_phases",
     "check_tolerance",
+    "check_width_multiple",
+    "constrain",
     "make_search",
     "run",
     "within_tolerance",

@@ -27,15 +27,86 @@ INITIAL_KEY = "init"
 
 @dataclass(frozen=True)
 class GroupSpec:
-    """A prunable width, as the engine sees it: a name, the starting width and the smallest allowed width."""
+    """A prunable width, as the engine sees it: a name, the starting width and the smallest allowed width.
+
+    ``frozen``: the user pinned the group; the search never removes one of its units (it keeps its full width in
+    every candidate). ``multiple``: every width the search proposes for the group is a multiple of it (what SIMD
+    kernels want). A starting width that is not a multiple loses the remainder at the group's first removal (10
+    with multiple 4: 10 -> 8 -> 4), and the group never goes below ``floor``: ``min_width`` rounded up to a
+    multiple, at least ``multiple`` itself.
+    """
 
     name: str
     width: int
     min_width: int = 1
+    multiple: int = 1
+    frozen: bool = False
 
     def __post_init__(self):
         if not 1 <= self.min_width <= self.width:
             raise ValueError(f"group {self.name!r}: min_width {self.min_width} must be in 1..width ({self.width})")
+        check_width_multiple(self.multiple)
+        if self.frozen or self.multiple == 1:
+            return
+        if self.multiple > self.width:
+            raise ValueError(f"width_multiple {self.multiple} is larger than the width {self.width} of group "
+                             f"{self.name!r}; no width of it can be a multiple")
+        if self.floor > self.width:
+            raise ValueError(f"group {self.name!r}: its min_width {self.min_width} rounds up to {self.floor} (a "
+                             f"multiple of width_multiple {self.multiple}), above its width {self.width}")
+
+    @property
+    def floor(self) -> int:
+        """The smallest width the search may reach: the full width when frozen, else ``min_width`` rounded up to
+        a multiple of ``multiple`` (and at least ``multiple``)."""
+        if self.frozen:
+            return self.width
+        return max(self.multiple, -(-self.min_width // self.multiple) * self.multiple)
+
+    def step(self, width: int) -> int:
+        """Units one step removes at ``width``: down to the next lower multiple (one unit when ``multiple`` is 1)."""
+        return width - ((width - 1) // self.multiple) * self.multiple
+
+    def jump(self, width: int, rate: float) -> int:
+        """Units a jump removes at ``width``: ``rate`` of it, rounded up, then down to a multiple, never below
+        ``floor``."""
+        target = (width - math.ceil(rate * width)) // self.multiple * self.multiple
+        return max(0, width - max(target, self.floor))
+
+
+# The constraints' values when none is given: a run recorded before they existed is read as having these.
+UNCONSTRAINED = {"frozen": [], "width_multiple": 1}
+
+
+def check_width_multiple(value) -> int:
+    """Refuse anything but a positive integer (booleans included), naming the argument."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"width_multiple must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def constrain(groups: Sequence[GroupSpec], frozen: Sequence[str] = (),
+              width_multiple: int = 1) -> tuple[GroupSpec, ...]:
+    """The groups with the user's constraints applied: the groups named in ``frozen`` are never pruned, and every
+    width is kept a multiple of ``width_multiple``.
+
+    Raises ValueError for a frozen name that is not a group (listing the groups), a bad ``width_multiple``, one
+    larger than a group's width, or every group frozen (nothing left to search).
+    """
+    frozen = [frozen] if isinstance(frozen, str) else list(frozen or ())
+    width_multiple = check_width_multiple(width_multiple)
+    names = [g.name for g in groups]
+    unknown = [name for name in frozen if name not in names]
+    if unknown:
+        raise ValueError(f"frozen names unknown width groups {unknown}; the groups are {names}")
+    result = tuple(
+        GroupSpec(g.name, g.width, g.min_width, width_multiple if width_multiple != 1 else g.multiple,
+                  g.frozen or g.name in frozen)
+        for g in groups
+    )
+    if result and all(g.frozen for g in result):
+        raise ValueError(f"every width group is frozen ({names}): nothing is left to prune")
+    return result
 
 
 @dataclass(frozen=True)
@@ -219,8 +290,13 @@ class Context:
                 self.verdicts[node.key] = "valid" if self.valid(node.outcome) else "failed"
 
     def prunable(self, node: Node) -> list[int]:
-        """Indices of the groups of ``node`` still above their minimum width."""
-        return [i for i, g in enumerate(self.groups) if len(node.candidate.units[i]) > g.min_width]
+        """Indices of the groups of ``node`` still above their floor (frozen groups never)."""
+        return [i for i, g in enumerate(self.groups) if len(node.candidate.units[i]) > g.floor]
+
+    def step(self, node: Node, group: int, rng: np.random.Generator) -> tuple[int, ...]:
+        """The unit positions one step removes from ``group`` of ``node``: one unit, or with a width multiple
+        down to the next lower multiple; chosen by the search's unit selection."""
+        return self.select(node, group, self.groups[group].step(len(node.candidate.units[group])), rng)
 
     def cost(self, node: Node) -> float:
         """FLOPs when the evaluator reports them, else the total width (a proxy that orders structures alike)."""
@@ -509,6 +585,7 @@ def run(search: Search, evaluate: Callable[[Candidate], Outcome], max_evaluation
             outcomes[candidate.key] = evaluate(candidate)
 
 
-def jump_size(width: int, min_width: int, rate: float) -> int:
-    """Units a jump removes from a group: ``rate`` of its width, rounded up, never below its minimum width."""
-    return max(0, min(math.ceil(rate * width), width - min_width))
+def jump_size(width: int, min_width: int, rate: float, multiple: int = 1) -> int:
+    """Units a jump removes from a group: ``rate`` of its width, rounded up (then down to a multiple of
+    ``multiple``), never below its minimum width (see :meth:`GroupSpec.jump`)."""
+    return GroupSpec("jump", width, min_width, multiple).jump(width, rate)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from keras_grs.search.engine import Branch, Context, Node, PolicyGen, jump_size, parallel
+from keras_grs.search.engine import Branch, Context, Node, PolicyGen, parallel
 
 
 def _evaluate_one(ctx: Context, candidate) -> PolicyGen:
@@ -24,11 +24,12 @@ def _evaluate_one(ctx: Context, candidate) -> PolicyGen:
 def greedy(ctx: Context, start: Node, scope: str, phase: str = "grs") -> PolicyGen:
     """GRS: every group above its minimum width offers one candidate with one unit removed; the best valid one
     (best score in the objective's direction, then fewest FLOPs) becomes the new structure. Stop when none is valid or nothing is left.
-    No group is frozen: a group whose candidate failed may be chosen at a later step."""
+    A group whose candidate failed stays in play: it may be chosen at a later step (only the groups the user
+    froze, ``frozen=[...]``, are never chosen)."""
     rng = ctx.rng(scope)
     current, path = start, []
     while groups := ctx.prunable(current):
-        batch = [ctx.child(current, {g: ctx.select(current, g, 1, rng)}, phase, scope) for g in groups]
+        batch = [ctx.child(current, {g: ctx.step(current, g, rng)}, phase, scope) for g in groups]
         outcomes = yield batch
         nodes = [Node(c, o) for c, o in zip(batch, outcomes)]
         valid = [n for n in nodes if ctx.valid(n.outcome)]
@@ -47,7 +48,7 @@ def random_order(ctx: Context, start: Node, scope: str, phase: str = "rrs") -> P
     current, path = start, []
     while groups := ctx.prunable(current):
         group = int(rng.choice(groups))
-        candidate = ctx.child(current, {group: ctx.select(current, group, 1, rng)}, phase, scope)
+        candidate = ctx.child(current, {group: ctx.step(current, group, rng)}, phase, scope)
         node = yield from _evaluate_one(ctx, candidate)
         if node is None:
             break
@@ -63,7 +64,7 @@ def natural(ctx: Context, start: Node, scope: str, phase: str = "nwm") -> Policy
     current, path = start, []
     for group in range(len(ctx.groups)):
         while group in ctx.prunable(current):
-            candidate = ctx.child(current, {group: ctx.select(current, group, 1, rng)}, phase, scope)
+            candidate = ctx.child(current, {group: ctx.step(current, group, rng)}, phase, scope)
             node = yield from _evaluate_one(ctx, candidate)
             if node is None:
                 break
@@ -80,8 +81,7 @@ def jump_attempt(ctx: Context, start: Node, scope: str, phase: str, rate: float)
     while True:
         removal = {}
         for g in ctx.prunable(current):
-            group = ctx.groups[g]
-            count = jump_size(len(current.candidate.units[g]), group.min_width, rate)
+            count = ctx.groups[g].jump(len(current.candidate.units[g]), rate)
             removal[g] = ctx.select(current, g, count, rng)
         if not removal:
             break

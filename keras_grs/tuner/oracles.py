@@ -41,7 +41,8 @@ from keras_grs.files import write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_acceptance, check_guard_fraction,
                              epoch_score_for)
 from keras_grs.scoring import objective_direction, objective_name
-from keras_grs.search import INITIAL_KEY, GroupSpec, Outcome, Plan, check_tolerance, make_search
+from keras_grs.search import (INITIAL_KEY, UNCONSTRAINED, GroupSpec, Outcome, Plan, check_tolerance,
+                              check_width_multiple, make_search)
 from keras_grs.search.order import DEFAULT_PHASES, check_phases
 from keras_grs.search.units import magnitude_units
 
@@ -87,6 +88,11 @@ class PruningOracle(keras_tuner.Oracle):
             (the last epoch's score and weights); default: ``last`` with the guard,
             ``best`` with the seed's rule.
         widths: names of the ``hp.Int`` hyperparameters that are layer widths; default: every ``hp.Int``.
+        frozen: names of widths (``hp.Int`` names; with ``GRSTuner.from_model`` the group names) the search never
+            prunes: they stay at their ``max_value``.
+        width_multiple: every width the search proposes is a multiple of it (default 1: any width); a starting
+            width that is not a multiple loses the remainder at its first removal (see
+            :class:`keras_grs.search.GroupSpec`).
         seed: seed of every random decision (keras-tuner picks one when None; it is saved with the project).
         units: override the method's unit selection, ``random`` or ``magnitude``.
         max_trials, hyperparameters, allow_new_entries, tune_new_entries, max_retries_per_trial,
@@ -105,6 +111,8 @@ class PruningOracle(keras_tuner.Oracle):
         acceptance=DEFAULT_ACCEPTANCE,
         guard_fraction=DEFAULT_GUARD_FRACTION,
         epoch_score=None,
+        frozen=None,
+        width_multiple=1,
         max_trials=None,
         hyperparameters=None,
         allow_new_entries=True,
@@ -114,6 +122,8 @@ class PruningOracle(keras_tuner.Oracle):
         **method_options,
     ):
         check_tolerance(tolerance)
+        self.frozen = sorted([frozen] if isinstance(frozen, str) else frozen or [])
+        self.width_multiple = check_width_multiple(width_multiple)
         self.acceptance = check_acceptance(acceptance)
         self.guard_fraction = check_guard_fraction(guard_fraction)
         self.epoch_score = epoch_score_for(acceptance, epoch_score)
@@ -164,7 +174,8 @@ class PruningOracle(keras_tuner.Oracle):
             groups = [GroupSpec(hp.name, int(hp.max_value), max(1, int(hp.min_value))) for hp in hps]
             self._search = make_search(
                 self.method, groups, self.tolerance, self.seed, units=self.units,
-                direction=objective_direction(self.objective), **self.method_options
+                direction=objective_direction(self.objective), frozen=self.frozen,
+                width_multiple=self.width_multiple, **self.method_options
             )
         return self._search
 
@@ -273,6 +284,8 @@ class PruningOracle(keras_tuner.Oracle):
             "acceptance": self.acceptance,
             "guard_fraction": self.guard_fraction,
             "epoch_score": self.epoch_score,
+            "frozen": self.frozen,
+            "width_multiple": self.width_multiple,
         }
 
     def get_state(self):
@@ -283,6 +296,8 @@ class PruningOracle(keras_tuner.Oracle):
 
     def set_state(self, state):
         saved = state.get("pruning")
+        if saved is not None:
+            saved = {**UNCONSTRAINED, **saved}
         if saved is not None and saved != self._config():
             raise ValueError(
                 f"the project at {self._project_dir} was created with {saved}, not {self._config()}; resume it with "

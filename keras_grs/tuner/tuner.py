@@ -59,6 +59,12 @@ class GRSTuner(keras_tuner.Tuner):
         seed: seed of the search's random decisions.
         phases: for ``method="jgrs"``: ``[(rate, attempts), ..., (None, attempts)]``.
         units: override the unit selection: ``random`` or ``magnitude``.
+        frozen: names of widths the search never prunes (``hp.Int`` names; with :meth:`from_model`, group names
+            as :func:`keras_grs.analyze` lists them); they keep their ``max_value``. An unknown name is refused,
+            listing the widths.
+        width_multiple: every width the search proposes is a multiple of this (4 or 8 suit SIMD kernels); a
+            starting width that is not a multiple loses its remainder at the first removal of its group (10 -> 8
+            -> 4 with 4), and no width goes below the multiple. Refused when larger than a width being pruned.
         initial_epochs: epochs for trial 0 (the initial model) when it differs from the fine-tuning epochs.
         evaluator: how candidates are fine-tuned: ``"batched"`` (default: all pending trials trained together in
             one compiled computation; a model it does not support falls back to ``model.fit``, said once),
@@ -98,6 +104,8 @@ class GRSTuner(keras_tuner.Tuner):
         acceptance=DEFAULT_ACCEPTANCE,
         guard_fraction=DEFAULT_GUARD_FRACTION,
         epoch_score=None,
+        frozen=None,
+        width_multiple=1,
         initial_epochs=None,
         evaluator=None,
         optuna_storage=None,
@@ -125,6 +133,8 @@ class GRSTuner(keras_tuner.Tuner):
             acceptance=acceptance,
             guard_fraction=guard_fraction,
             epoch_score=epoch_score,
+            frozen=frozen,
+            width_multiple=width_multiple,
             max_trials=max_trials,
             hyperparameters=hyperparameters,
             tune_new_entries=tune_new_entries,
@@ -149,6 +159,7 @@ class GRSTuner(keras_tuner.Tuner):
         self._parents = {}
         self._just_trained = {}  # trial id -> model of the last batch: the next step's parent is among them
         self._group_of = self._discover_widths()
+        _ = self.oracle.search  # frozen names and the width multiple checked against the widths, before any trial
         self._guard = None  # (x_guard, y_guard) while a search with acceptance="guard" runs
         self._running = None  # (evaluator, why one fit per trial or None) while a search runs
         self._mirror = None
