@@ -452,28 +452,15 @@ class Search:
         )
 
     def _walk_back(self, steps: Sequence[Step], guard_reference: float | None) -> str | None:
-        """The last accepted structure the guard does not reject (the last one without a guard).
-
-        The guard scores along the path are read through a monotone fit first: the path only ever removes units,
-        so its objective is taken to worsen step by step, and a guard score that rises again after failing ones
-        is pooled with its neighbours (pool-adjacent-violators) instead of being taken at face value. A structure
-        is rejected only when the guard shows a loss beyond the tolerance larger than the guard's own sampling
-        noise (:func:`beyond_guard_noise`): a small guard cannot tell a lost sample from bad luck, and walking
-        back on every such sample gives up most of the pruning for nothing.
-        """
+        """The last accepted structure the guard does not reject (the last one without a guard); see
+        :func:`walk_back_index`."""
         if not steps:
             return None
         if guard_reference is None:
             return steps[-1].key
-        fitted = monotone_decreasing([self.oriented(step.guard) for step in steps])
-        samples = steps[0].guard_samples
-        for step, value in zip(reversed(steps[1:]), reversed(fitted[1:])):
-            score = -value if self.direction == "min" else value
-            if self.accepts(score, guard_reference):
-                return step.key
-            if self.direction == "max" and not beyond_guard_noise(score, guard_reference, self.tolerance, samples):
-                return step.key
-        return steps[0].key
+        index = walk_back_index([step.guard for step in steps], self.tolerance, self.direction,
+                                steps[0].guard_samples)
+        return steps[index].key
 
 
 def _accepted_so_far(ctx: Context, outcomes: Mapping[str, Outcome]) -> list[Node]:
@@ -521,7 +508,35 @@ def monotone_decreasing(values: Sequence[float]) -> list[float]:
     return [total / count for total, count in blocks for _ in range(count)]
 
 
-GUARD_CONFIDENCE_Z = 1.645  # one-sided 95%: the guard rejects a structure only on that much evidence
+GUARD_CONFIDENCE_Z = 1.0  # one standard error: the evidence the guard needs to reject a structure (see concepts)
+
+
+def walk_back_index(guards: Sequence[float | None], tolerance: float, direction: str = "max",
+                    samples: int | None = None) -> int:
+    """Where the guard walks an accepted path back to: the position of the last structure it does not reject.
+
+    ``guards`` are the guard scores along the path, the initial structure first. They are read through a monotone
+    fit first: the path only ever removes units, so its objective is taken to worsen step by step, and a guard
+    score that rises again after failing ones is pooled with its neighbours (pool-adjacent-violators) instead of
+    being taken at face value. A structure is rejected only when the guard shows a loss beyond the tolerance larger
+    than the guard's own sampling noise (:func:`beyond_guard_noise`, for a maximized score measured on ``samples``):
+    a small guard cannot tell a lost sample from bad luck, and walking back on every such sample gives up most of
+    the pruning for nothing.
+
+    Example:
+        >>> walk_back_index([0.97, 0.97, 0.96, 0.90, 0.88], 0.98, samples=1000)  # 0.90 is 5 points short
+        2
+    """
+    oriented = [(-1.0 if direction == "min" else 1.0) * (g if g is not None else math.nan) for g in guards]
+    fitted = monotone_decreasing([-math.inf if math.isnan(v) else v for v in oriented])
+    reference = guards[0]
+    for index in range(len(guards) - 1, 0, -1):
+        score = -fitted[index] if direction == "min" else fitted[index]
+        if within_tolerance(score, reference, tolerance, direction):
+            return index
+        if direction == "max" and not beyond_guard_noise(score, reference, tolerance, samples):
+            return index
+    return 0
 
 
 def beyond_guard_noise(score, reference, tolerance, samples, z=GUARD_CONFIDENCE_Z) -> bool:
