@@ -28,7 +28,7 @@ import numpy as np
 
 from keras_grs.costs import count_flops, count_params
 from keras_grs.scoring import objective_direction, score
-from keras_grs.search.engine import check_tolerance, within_tolerance
+from keras_grs.search.engine import beyond_guard_noise, check_tolerance, within_tolerance
 from keras_grs.layers import kind_of
 from keras_grs.structure import leaf_layers
 from keras_grs.surgery import resized
@@ -114,7 +114,7 @@ def _thresholded(originals, layers, t, mode):
 
 
 def threshold(model, validation_data, reference=None, tolerance=0.995, mode="relative", init=None, step=None,
-              objective="val_accuracy"):
+              objective="val_accuracy", guard_data=None):
     """Zero small weights while validation accuracy stays within ``tolerance`` of ``reference``.
 
     Args:
@@ -126,6 +126,8 @@ def threshold(model, validation_data, reference=None, tolerance=0.995, mode="rel
         init, step: the first ``t`` and its increment; defaults 0.3 / 0.1 (relative), 0.001 / 0.001 (absolute).
         objective: the score checked (default ``val_accuracy``; ``val_loss`` or a compiled metric, see
             :func:`keras_grs.scoring.score`), in its direction.
+        guard_data: ``(x, y)`` held back from the search (see :mod:`keras_grs.guard`): a step must also keep the
+            guard score within tolerance of ``model``'s, up to the guard's sampling noise. Optional.
 
     Returns:
         ``(new_model, ThresholdResult)``.
@@ -153,6 +155,7 @@ def threshold(model, validation_data, reference=None, tolerance=0.995, mode="rel
     direction = objective_direction(objective)
     reference = score(model, x, y, objective) if reference is None else float(reference)
 
+    guard_holds = _guard_veto(model, guard_data, tolerance, objective)
     work = _copy(model)
     layers = _prunable_layers(work)
     originals = [layer.get_weights() for layer in layers]
@@ -162,7 +165,7 @@ def threshold(model, validation_data, reference=None, tolerance=0.995, mode="rel
         _thresholded(originals, layers, t, mode)
         value = score(work, x, y, objective)
         steps += 1
-        if not within_tolerance(value, reference, tolerance, direction):
+        if not within_tolerance(value, reference, tolerance, direction) or not guard_holds(work):
             break
         best_t, best_accuracy = t, value
         best_weights = [layer.get_weights() for layer in layers]
@@ -187,13 +190,32 @@ def threshold(model, validation_data, reference=None, tolerance=0.995, mode="rel
     return work, result
 
 
+def _guard_veto(model, guard_data, tolerance, objective):
+    """A check each EUP step must pass on the guard: its score within ``tolerance`` of ``model``'s, up to the
+    guard's sampling noise (the guard vetoes on evidence, as in the search's walk back). Always true without one."""
+    if guard_data is None:
+        return lambda candidate: True
+    x, y = _check_validation(guard_data)
+    direction = objective_direction(objective)
+    reference = score(model, x, y, objective)
+
+    def holds(candidate) -> bool:
+        value = score(candidate, x, y, objective)
+        if within_tolerance(value, reference, tolerance, direction):
+            return True
+        return direction == "max" and not beyond_guard_noise(value, reference, tolerance, len(y))
+
+    return holds
+
+
 def distinct_values(model) -> int:
     """Number of distinct kernel and bias values of the Dense/Conv layers."""
     values = [w.ravel() for layer in _prunable_layers(model) for w in layer.get_weights()]
     return int(np.unique(np.concatenate(values)).size) if values else 0
 
 
-def quantize(model, validation_data, reference=None, tolerance=0.990, start_digits=4, objective="val_accuracy"):
+def quantize(model, validation_data, reference=None, tolerance=0.990, start_digits=4, objective="val_accuracy",
+             guard_data=None):
     """Round weights to fewer and fewer decimal digits while validation accuracy stays within tolerance.
 
     Args:
@@ -203,6 +225,7 @@ def quantize(model, validation_data, reference=None, tolerance=0.990, start_digi
         tolerance: a step passes when ``accuracy >= tolerance x reference`` (default 0.990).
         start_digits: the first number of decimal digits tried (then one fewer each step, down to 0).
         objective: the score checked, in its direction (as for :func:`threshold`).
+        guard_data: a guard split every step must also hold (as for :func:`threshold`). Optional.
 
     Returns:
         ``(new_model, QuantizeResult)``.
@@ -213,6 +236,7 @@ def quantize(model, validation_data, reference=None, tolerance=0.990, start_digi
         raise ValueError(f"start_digits must be a non-negative integer, got {start_digits!r}")
     direction = objective_direction(objective)
     reference = score(model, x, y, objective) if reference is None else float(reference)
+    guard_holds = _guard_veto(model, guard_data, tolerance, objective)
     work = _copy(model)
     layers = _prunable_layers(work)
     originals = [layer.get_weights() for layer in layers]
@@ -221,7 +245,7 @@ def quantize(model, validation_data, reference=None, tolerance=0.990, start_digi
         for layer, weights in zip(layers, originals):
             layer.set_weights([np.round(w, digits).astype(w.dtype) for w in weights])
         value = score(work, x, y, objective)
-        if not within_tolerance(value, reference, tolerance, direction):
+        if not within_tolerance(value, reference, tolerance, direction) or not guard_holds(work):
             break
         best_digits, best_accuracy = digits, value
         best_weights = [layer.get_weights() for layer in layers]
@@ -252,18 +276,21 @@ def tq(
     step=None,
     start_digits=4,
     objective="val_accuracy",
+    guard_data=None,
 ):
     """Thresholding, then quantization (the seed's TQ). Quantization's reference is the thresholded score.
+
+    With ``guard_data``, every step of both must also hold the guard (see :func:`threshold`).
 
     Returns:
         ``(new_model, TQResult)``.
     """
     thresholded, t_result = threshold(
         model, validation_data, reference=reference, tolerance=threshold_tolerance, mode=mode, init=init, step=step,
-        objective=objective,
+        objective=objective, guard_data=guard_data,
     )
     quantized, q_result = quantize(
         thresholded, validation_data, reference=t_result.val_accuracy, tolerance=quantize_tolerance,
-        start_digits=start_digits, objective=objective,
+        start_digits=start_digits, objective=objective, guard_data=guard_data,
     )
     return quantized, TQResult(t_result, q_result)

@@ -532,7 +532,7 @@ def _model_result(run, name, method, acceptance, splits, eup, eup_options, searc
     _warn_outside_tolerance(result, splits, "compact", scores[2])
     if eup:
         eup_model, info = eup_module.tq(compact, validation_data, reference=scores[0], objective=splits.objective,
-                                        **(eup_options or {}))
+                                        guard_data=splits.guard, **(eup_options or {}))
         eup_test = test_accuracy(eup_model)
         eup_scores = splits.scores(eup_model)
         result.eup = info.as_dict()

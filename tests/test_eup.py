@@ -101,3 +101,24 @@ def test_bad_arguments(trained):
         eup.quantize(model, (validation[0], validation[1][:5]))
     with pytest.raises(ValueError, match="start_digits"):
         eup.quantize(model, validation, start_digits=-1)
+
+
+def test_a_guard_split_can_only_stop_thresholding_earlier_and_the_kept_model_holds_it(trained):
+    """The guard is the original model's own predictions (guard accuracy 1.0 at the start), repeated so that its
+    sampling noise is small: every kept step must agree with the original on all but ~0.5% of it."""
+    from keras_grs.scoring import predict
+    from keras_grs.search.engine import beyond_guard_noise
+
+    model, validation = trained
+    x = np.tile(validation[0], (10, 1))
+    guard = (x, predict(model, x).argmax(axis=1))
+    free, free_info = eup.threshold(model, validation, tolerance=0.995)
+    held, held_info = eup.threshold(model, validation, tolerance=0.995, guard_data=guard)
+    if free_info.threshold is None:
+        assert held_info.threshold is None
+    else:
+        assert held_info.threshold is None or held_info.threshold <= free_info.threshold
+    assert not beyond_guard_noise(accuracy(held, *guard), 1.0, 0.995, len(guard[1]))
+    # quantization holds the guard against the thresholded model it starts from, at its own tolerance (0.99)
+    quantized, _ = eup.quantize(held, validation, guard_data=guard)
+    assert not beyond_guard_noise(accuracy(quantized, *guard), accuracy(held, *guard), 0.99, len(guard[1]))
