@@ -191,6 +191,9 @@ def baselines(model: keras.Model, data, structure: str, flops: int, kinds, *, fi
     initial = (count_params(model), count_flops(model), accuracy(model, *test))
     results = {}
     for kind in kinds:
+        if kind == "uniform" and "scratch" in results and tuple(uniform.values()) == tuple(found):
+            results[kind] = results["scratch"]  # one group (nn2), or GRS kept a uniform shape: the same network
+            continue
         started = time.perf_counter()
         keras.utils.set_random_seed(seed)
         epochs = fine_tune_epochs if kind == "l1" else train_epochs
