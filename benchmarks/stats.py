@@ -46,8 +46,12 @@ class Comparison:
 
     def cells(self, digits: int = 2) -> list[str]:
         """Table cells: mean, ``[low, high]`` and p (a dash where there is too little to say)."""
-        interval = "-" if self.low is None else f"[{self.low:+.{digits}f}, {self.high:+.{digits}f}]"
-        return [f"{self.mean:+.{digits}f}", interval, "-" if self.p is None else f"{self.p:.2g}"]
+
+        def signed(value):  # + 0.0 turns a rounded -0.0 into 0.0, so a zero never prints as "-0.00"
+            return f"{round(value, digits) + 0.0:+.{digits}f}"
+
+        interval = "-" if self.low is None else f"[{signed(self.low)}, {signed(self.high)}]"
+        return [signed(self.mean), interval, "-" if self.p is None else f"{self.p:.2g}"]
 
 
 def differences(a: Iterable[float], b: Iterable[float]) -> np.ndarray:

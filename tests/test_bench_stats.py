@@ -40,6 +40,10 @@ def test_one_pair_gives_its_difference_without_an_interval():
     assert c.cells() == ["+2.00", "-", "-"]
 
 
+def test_a_zero_rounded_from_below_prints_as_plus_zero():
+    assert stats.Comparison(2, -1e-17, -1.0, -1e-17, 1.0).cells() == ["+0.00", "[-1.00, +0.00]", "1"]
+
+
 def test_the_interval_is_seeded():
     d = [0.3, -1.2, 2.5, 0.7, 1.1]
     assert stats.bootstrap_interval(d, seed=3) == stats.bootstrap_interval(d, seed=3)
