@@ -77,17 +77,27 @@ class Run:
     @property
     def al(self) -> float:
         """Test accuracy loss, percentage points."""
-        return 100 * (self.initial_test - self.test)
+        return accuracy_loss(self.initial_test, self.test)
 
     @property
     def fci(self) -> float:
         """FLOP count improvement, percent."""
-        return 100 * (1 - self.flops / self.initial_flops)
+        return improvement(self.initial_flops, self.flops)
 
     @property
     def pci(self) -> float:
         """Parameter count improvement, percent."""
-        return 100 * (1 - self.params / self.initial_params)
+        return improvement(self.initial_params, self.params)
+
+
+def accuracy_loss(initial: float, final: float) -> float:
+    """The seed's AL: test accuracy lost, percentage points."""
+    return 100 * (initial - final)
+
+
+def improvement(initial: float, final: float) -> float:
+    """The seed's FCI/PCI: the share of FLOPs or parameters removed, percent."""
+    return 100 * (1 - final / initial)
 
 
 def search(model: keras.Model, data, *, method="grs", evaluator="batched", epochs=100, seed=0, max_trials=None,
@@ -123,6 +133,21 @@ def write(name: str, lines: list[str]) -> Path:
     os.replace(temporary, out)
     print("\n".join(lines), flush=True)
     return out
+
+
+def fit_best(model: keras.Model, train, validation, epochs: int) -> keras.Model:
+    """Fit ``model`` (batch 32) and leave in it the weights of its best epoch on validation accuracy: the rule the
+    search applies to every candidate it fine-tunes, so a baseline trained here is scored the same way."""
+    best = {"score": -np.inf, "weights": model.get_weights()}
+
+    def keep(epoch, logs):
+        if logs["val_accuracy"] > best["score"]:
+            best.update(score=logs["val_accuracy"], weights=model.get_weights())
+
+    model.fit(*train, validation_data=validation, epochs=epochs, batch_size=32, verbose=0,
+              callbacks=[keras.callbacks.LambdaCallback(on_epoch_end=keep)])
+    model.set_weights(best["weights"])
+    return model
 
 
 def stats(values) -> tuple[float, float, float]:

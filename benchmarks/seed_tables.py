@@ -7,12 +7,19 @@ improvement, percent) are summarized min/max/avg per model, as in the seed's tab
 (its recordings and GPU, not this data: the simulator is easier to decode, so compression is higher here).
 JGRS vs GRS compares time and compression on the scaled models.
 
+With ``--baselines``, every GRS run also gets the baselines reviewers ask for, on the same data and pretrained
+model: GRS's widths trained from scratch (Liu et al., ICLR 2019), every width scaled by one factor to GRS's FLOPs
+and trained from scratch, and one-shot L1 channel pruning of the pretrained model to those same uniform widths,
+fine-tuned. Every comparison gets its number of pairs, a paired bootstrap 95% interval of the mean difference and a
+Wilcoxon signed-rank p-value (benchmarks/stats.py; benchmarks/README.md says how to read them).
+
 Every finished search is stored in benchmarks/results/seed_tables_realistic.json (the default, realistic simulator)
 or seed_tables.json (``--difficulty easy``: the first simulator, the committed tables); running again with the
 same settings continues where a run stopped. The seed's acceptance rule is used throughout.
 
 Run: .venv/bin/python benchmarks/seed_tables.py [--models nn1 nn2 cnn1 cnn2] [--datasets 2] [--trials 2]
-     [--epochs 100] [--scaled nn2_scaled] [--difficulty realistic|easy]   (writes the .md beside the store)
+     [--epochs 100] [--scaled nn2_scaled] [--difficulty realistic|easy] [--baselines]
+     (writes the .md beside the store; --render-only re-renders it from the store without training)
 """
 
 from __future__ import annotations
@@ -22,9 +29,16 @@ import json
 import os
 import time
 
-from common import RESULTS, calcium_splits, machine, pretrained, search, stats, write
+import keras
+import numpy as np
+from common import (RESULTS, Run, accuracy_loss, calcium_splits, fit_best, improvement, machine, pretrained, search,
+                    stats, write)
+from stats import compare
 
-from keras_grs import count_params, eup
+from keras_grs import analyze, count_flops, count_params, eup
+from keras_grs.evaluate import unit_norms
+from keras_grs.scoring import accuracy
+from keras_grs.surgery import resized, shrink
 
 # REFERENCE.md, "The seed's headline figures"
 SEED = {
@@ -39,6 +53,13 @@ def store_name(difficulty: str) -> str:
     """One store per simulator: the committed ``seed_tables.json`` holds runs on the easy (first) simulator."""
     return "seed_tables" if difficulty == "easy" else f"seed_tables_{difficulty}"
 ORDER = {"nn1": 0, "nn2": 1, "cnn1": 2, "cnn2": 3}
+
+# the baselines of issue 16 (what each isolates is in benchmarks/README.md)
+BASELINES = {
+    "scratch": "GRS's widths trained from scratch",
+    "uniform": "uniform width scaling to GRS's FLOPs, trained from scratch",
+    "l1": "one-shot L1 channel pruning to GRS's FLOPs (the uniform widths), fine-tuned",
+}
 
 
 def figures(run) -> dict:
@@ -59,11 +80,18 @@ def main():
     parser.add_argument("--scaled", nargs="*", default=["nn2_scaled"], help="models for JGRS vs GRS")
     parser.add_argument("--max-trials", type=int, help="safety cap per search (capped runs are marked)")
     parser.add_argument("--difficulty", default="realistic", help="the calcium simulator (realistic or easy)")
+    parser.add_argument("--baselines", action="store_true",
+                        help="also train the baselines (scratch, uniform, l1) of every GRS run of the MLPs and CNNs")
+    parser.add_argument("--render-only", action="store_true", help="re-render the tables from the store, no training")
     args = parser.parse_args()
     store_path = RESULTS / f"{store_name(args.difficulty)}.json"
     settings = {"frames": args.frames, "pretrain_epochs": args.pretrain_epochs, "max_trials": args.max_trials}
     store = json.loads(store_path.read_text()) if store_path.exists() else {}
-    if store.get("settings") != settings:
+    if args.render_only:
+        if not store:
+            parser.error(f"--render-only needs a store, and {store_path} does not exist")
+        args.frames, args.pretrain_epochs = store["settings"]["frames"], store["settings"]["pretrain_epochs"]
+    elif store.get("settings") != settings:
         store = {"settings": settings, "runs": {}}
     runs = store["runs"]
 
@@ -74,10 +102,12 @@ def main():
 
     cases = [(name, d, t) for name in args.models for d in range(args.datasets) for t in range(args.trials)]
     cases += [(name, 0, 0) for name in args.scaled]
-    for name, d, t in cases:
-        methods = ("grs", "jgrs") if name.endswith("_scaled") else ("grs", "rrs", "nwm")
+    for name, d, t in [] if args.render_only else cases:
+        scaled = name.endswith("_scaled")
+        methods = ("grs", "jgrs") if scaled else ("grs", "rrs", "nwm")
         keys = {m: f"{name}/e{args.epochs}/d{d}/t{t}/{m}" for m in methods}
-        if all(k in runs for k in keys.values()):
+        extra = {b: f"{name}/e{args.epochs}/d{d}/t{t}/{b}" for b in BASELINES} if args.baselines and not scaled else {}
+        if all(k in runs for k in [*keys.values(), *extra.values()]):
             continue
         data = calcium_splits(name, seed=d, n_frames=args.frames, difficulty=args.difficulty)
         model = pretrained(name, data[0], args.pretrain_epochs, seed=1000 * d + t)
@@ -91,11 +121,94 @@ def main():
                 tq_model, _ = eup.tq(run.compact, data[1])
                 result["tq_nonzero"] = count_params(tq_model, nonzero=True)
                 result["tq_seconds"] = time.perf_counter() - started
+                # recorded since the statistics were added: the TQ model's own AL and FCI
+                result["tq_nonzero_flops"] = count_flops(tq_model, nonzero=True)
+                result["tq_test"] = accuracy(tq_model, *data[2])
             runs[key] = result
             save()
             print(f"{key}: {run.seconds:.1f} s, {run.trials} trials, {run.structure}, PCI {run.pci:.1f}%, "
                   f"AL {run.al:+.2f}", flush=True)
+        missing = [b for b, key in extra.items() if key not in runs]
+        if missing:
+            reference = runs[keys["grs"]]
+            if abs(accuracy(model, *data[2]) - reference["initial_test"]) > 1e-9:
+                print(f"warning: the pretrained {name} d{d} t{t} does not reproduce the stored test accuracy "
+                      f"{reference['initial_test']:.4f}; its baselines start from a different model", flush=True)
+            for kind, result in baselines(model, data, reference["structure"], reference["flops"], missing,
+                                          fine_tune_epochs=args.epochs, train_epochs=args.pretrain_epochs,
+                                          seed=1000 * d + t).items():
+                runs[extra[kind]] = result
+                save()
+                print(f"{extra[kind]}: {result['structure']}, PCI {result['pci']:.1f}%, AL {result['al']:+.2f}",
+                      flush=True)
     write(f"{store_name(args.difficulty)}.md", table(args, runs))
+
+
+def uniform_widths(model: keras.Model, target_flops: int) -> dict[str, int]:
+    """The widths of ``model`` all scaled by one factor (rounded, at least each group's minimum) whose FLOPs come
+    closest to ``target_flops``."""
+    structure = analyze(model)
+    cache = {}
+
+    def widths(scale):
+        return {g.name: max(g.min_width, round(scale * g.width)) for g in structure.groups}
+
+    def flops(scale):
+        key = tuple(widths(scale).values())
+        if key not in cache:
+            cache[key] = count_flops(resized(model, widths(scale), structure))
+        return cache[key]
+
+    low, high = 0.0, 1.0
+    for _ in range(30):  # FLOPs never decrease as the scale grows, so bisect on the scale
+        middle = (low + high) / 2
+        low, high = (middle, high) if flops(middle) <= target_flops else (low, middle)
+    return widths(min((low, high), key=lambda scale: abs(flops(scale) - target_flops)))
+
+
+def baselines(model: keras.Model, data, structure: str, flops: int, kinds, *, fine_tune_epochs: int,
+              train_epochs: int, seed: int) -> dict[str, dict]:
+    """Train the baselines ``kinds`` (keys of BASELINES) against one GRS result (its ``structure`` string, e.g.
+    ``8x1x1``, and its FLOPs), on the GRS run's data and pretrained ``model`` (never changed).
+
+    From scratch (scratch, uniform): fresh weights, ``train_epochs`` (the initial model's training; Liu et al.'s
+    "Scratch-E"). l1: the pretrained model's units with the largest L1 norm of incoming weights kept in every
+    group at the uniform widths, in one shot, then ``fine_tune_epochs`` (one candidate's fine-tuning in the
+    search). All keep their best validation epoch, as the search does for every candidate."""
+    train, validation, test = data
+    groups = analyze(model)
+    found = [int(w) for w in structure.split("x")]
+    if len(found) != len(groups.names):
+        raise ValueError(f"structure {structure!r} has {len(found)} widths; the model has groups {groups.names}")
+    uniform = uniform_widths(model, flops)
+    norms = unit_norms(model)
+    build = {
+        "scratch": lambda: resized(model, dict(zip(groups.names, found)), groups),
+        "uniform": lambda: resized(model, uniform, groups),
+        "l1": lambda: shrink(model, {name: np.argsort(norms[name], kind="stable")[: groups.group(name).width - w]
+                                     for name, w in uniform.items()}, groups),
+    }
+    initial = (count_params(model), count_flops(model), accuracy(model, *test))
+    results = {}
+    for kind in kinds:
+        if kind == "uniform" and "scratch" in results and tuple(uniform.values()) == tuple(found):
+            results[kind] = results["scratch"]  # one group (nn2), or GRS kept a uniform shape: the same network
+            continue
+        started = time.perf_counter()
+        keras.utils.set_random_seed(seed)
+        epochs = fine_tune_epochs if kind == "l1" else train_epochs
+        compact = fit_best(build[kind](), train, validation, epochs)
+        run = Run(kind, "fit", time.perf_counter() - started, 1, True, *initial, str(analyze(compact)),
+                  count_params(compact), count_flops(compact), accuracy(compact, *test), compact)
+        results[kind] = {**figures(run), "epochs": epochs, "from": "pretrained" if kind == "l1" else "scratch"}
+    return results
+
+
+def tq_figures(grs: dict) -> dict:
+    """GRS+TQ's AL, FCI and PCI (non-zero weights) from a GRS record; None where the record predates them."""
+    return {"al": accuracy_loss(grs["initial_test"], grs["tq_test"]) if "tq_test" in grs else None,
+            "fci": improvement(grs["initial_flops"], grs["tq_nonzero_flops"]) if "tq_nonzero_flops" in grs else None,
+            "pci": improvement(grs["initial_params"], grs["tq_nonzero"]) if "tq_nonzero" in grs else None}
 
 
 def table(args, runs) -> list[str]:
@@ -106,9 +219,10 @@ def table(args, runs) -> list[str]:
     def of(group, method):
         return [r for k, r in runs.items() if tuple(k.split("/")[:2]) == group and k.endswith(f"/{method}")]
 
-    def pairs(group, other):
+    def pairs(group, other, first="grs"):
+        """(first, other) records of the same dataset and trial."""
         return [(runs[k], runs[k.rsplit("/", 1)[0] + f"/{other}"]) for k in runs
-                if tuple(k.split("/")[:2]) == group and k.endswith("/grs")
+                if tuple(k.split("/")[:2]) == group and k.endswith(f"/{first}")
                 and k.rsplit("/", 1)[0] + f"/{other}" in runs]
 
     def setting(group):
@@ -191,7 +305,79 @@ def table(args, runs) -> list[str]:
                 f" | {grs['al']:+.2f} | {jgrs['seconds']:.1f} | {jgrs['trials']} | "
                 f"{100 * jgrs['params'] / jgrs['initial_params']:.2f} | {jgrs['al']:+.2f} | "
                 f"**{grs['seconds'] / jgrs['seconds']:.1f}x** |")
+    lines += baseline_lines(plain, of, pairs)
+    lines += statistics_lines(groups, pairs)
     return lines
+
+
+def baseline_lines(plain, of, pairs) -> list[str]:
+    """What each baseline kept and lost, next to GRS on the same pairs."""
+    rows = []
+    for group in plain:
+        for kind in BASELINES:
+            both = pairs(group, kind)
+            if not both:
+                continue
+            mine = [b for _, b in both]
+            structures = sorted({b["structure"] for b in mine}, key=lambda x: [int(w) for w in x.split("x")])
+            kept = stats(100 * b["params"] / b["initial_params"] for b in mine)[2]
+            grs_kept = stats(100 * a["params"] / a["initial_params"] for a, _ in both)[2]
+            rows.append(f"| {group[0]} | {group[1][1:]} | {kind} | {mine[0]['epochs']} | {len(both)} | "
+                        f"{', '.join(structures[:4])}{', ...' if len(structures) > 4 else ''} | {kept:.2f} | "
+                        f"{stats(b['al'] for b in mine)[2]:.2f} | {grs_kept:.2f} | "
+                        f"{stats(a['al'] for a, _ in both)[2]:.2f} |")
+    if not rows:
+        return []
+    return [
+        "",
+        "## Baselines on GRS's pairs",
+        "",
+        "Per GRS run, on its data and pretrained model (`--baselines`): "
+        + "; ".join(f"**{kind}**: {what}" for kind, what in BASELINES.items())
+        + ". From scratch: the initial model's training epochs (Liu et al.'s Scratch-E, not the search's total "
+        "fine-tuning); l1: one candidate's fine-tuning epochs (the `epochs` column of the search). The best "
+        "validation epoch is kept, as in the search. `its epochs` is the baseline's training.",
+        "",
+        "| model | search epochs | baseline | its epochs | pairs | baseline structures | params kept % (avg) | "
+        "AL points (avg) | GRS params kept % (avg) | GRS AL points (avg) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
+def statistics_lines(groups, pairs) -> list[str]:
+    """Every comparison the tables make, with its pairs, mean difference, bootstrap interval and p-value."""
+    comparisons = [("GRS - RRS", "grs", "rrs", None), ("GRS - NWM", "grs", "nwm", None),
+                   ("GRS+TQ - GRS", "grs", "grs", tq_figures),
+                   *[(f"GRS - {kind}", "grs", kind, None) for kind in BASELINES], ("JGRS - GRS", "jgrs", "grs", None)]
+    rows = []
+    for label, first, second, view in comparisons:
+        for group in groups:
+            both = pairs(group, second, first=first)
+            if view:  # runs without the view's figures (no TQ on the scaled models) are not pairs of it
+                both = [(x, y) for x, y in both if any(v is not None for v in view(x).values())]
+            if not both:
+                continue
+            cells = []
+            for metric in ("al", "fci", "pci"):
+                a = [(view(x) if view else x)[metric] for x, _ in both]
+                cells += ["-", "not recorded", "-"] if None in a else compare(a, [y[metric] for _, y in both]).cells()
+            rows.append(f"| {label} | {group[0]} | {group[1][1:]} | {len(both)} | " + " | ".join(cells) + " |")
+    return [
+        "",
+        "## Statistics of every comparison",
+        "",
+        "Paired differences (first - second) on the same model, dataset and trial: their number, mean, a paired "
+        "bootstrap 95% interval of the mean (10000 resamples) and the two-sided Wilcoxon signed-rank p-value. AL "
+        "in points (negative: the first loses less accuracy), FCI and PCI in percent (positive: the first "
+        "compresses more); GRS+TQ counts non-zero weights. With one pair there is no interval or p; with five "
+        "pairs or fewer the Wilcoxon p cannot go below 0.06. How to read them: benchmarks/README.md.",
+        "",
+        "| comparison | model | epochs | pairs | AL mean | AL 95% CI | AL p | FCI mean | FCI 95% CI | FCI p | "
+        "PCI mean | PCI 95% CI | PCI p |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 if __name__ == "__main__":
