@@ -96,8 +96,13 @@ def test_losses(build, labels, tmp_path):
     lambda: keras.optimizers.Adam(schedules.ExponentialDecay(0.02, decay_steps=3, decay_rate=0.5)),
     lambda: keras.optimizers.SGD(schedules.PiecewiseConstantDecay([4, 7], [0.2, 0.1, 0.05])),
     lambda: keras.optimizers.AdamW(schedules.CosineDecay(0.01, decay_steps=10, warmup_target=0.02, warmup_steps=3)),
+    lambda: keras.optimizers.SGD(schedules.CosineDecayRestarts(0.2, first_decay_steps=3, t_mul=1.5, m_mul=0.8)),
+    lambda: keras.optimizers.RMSprop(schedules.PolynomialDecay(0.02, decay_steps=6, end_learning_rate=0.002,
+                                                               power=2.0, cycle=True)),
+    lambda: keras.optimizers.Adam(schedules.InverseTimeDecay(0.02, decay_steps=2, decay_rate=0.5, staircase=True)),
 ], ids=["sgd", "sgd-momentum", "sgd-nesterov", "rmsprop", "rmsprop-centered-momentum", "adam-options-amsgrad",
-        "adamw", "sgd-weight-decay", "adam-exponential-decay", "sgd-piecewise", "adamw-cosine-warmup"])
+        "adamw", "sgd-weight-decay", "adam-exponential-decay", "sgd-piecewise", "adamw-cosine-warmup",
+        "sgd-cosine-restarts", "rmsprop-polynomial-cycle", "adam-inverse-time-staircase"])
 def test_optimizers_and_schedules(optimizer, tmp_path):
     assert_trains_like_fit(lambda: mlp(optimizer=optimizer()), tmp_path=tmp_path)
 
@@ -122,3 +127,24 @@ def test_class_weights_with_id_one_hot_and_binary_labels(tmp_path):
 def test_sample_weights(tmp_path):
     weights = np.linspace(0.1, 2.0, SAMPLES).astype("float32")
     assert_trains_like_fit(mlp, sample_weight=weights, tmp_path=tmp_path)
+
+
+def test_candidates_of_different_widths_trained_together_each_end_as_their_own_fit(tmp_path):
+    # the stacked path pads the narrower candidate and masks its missing units: that must change nothing
+    from keras_grs import shrink
+
+    x, y = data("ids")
+    validation = data("ids", seed=1)
+    keras.utils.set_random_seed(0)
+    base = mlp(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), name="hidden")
+    candidates = [shrink(base, {}), shrink(base, {"hidden": [1, 4, 6]})]
+    references = [shrink(base, {}), shrink(base, {"hidden": [1, 4, 6]})]
+    fit = {"epochs": 3, "batch_size": 16, "validation_data": validation, "verbose": 0, "shuffle": False}
+    for reference in references:
+        reference.fit(x, y, **fit)
+    jobs = [Job(model, True, str(tmp_path / f"c{i}.weights.h5")) for i, model in enumerate(candidates)]
+    BatchedEvaluator(Objective("val_loss", "min"), epoch_score="last").evaluate(jobs, (x, y), fit)
+    assert candidates[1].layers[0].units == 5
+    for candidate, reference in zip(candidates, references):
+        for got, want in zip(candidate.get_weights(), reference.get_weights()):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)

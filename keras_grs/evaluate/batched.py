@@ -5,15 +5,17 @@ trains every job of a batch (the candidates of a GRS step, the attempts of a JGR
 stacked along a leading candidate axis at the largest widths seen so far, units a candidate does not have are
 masked to zero, and each epoch runs as one XLA-compiled loop over the mini-batches. Because the padded shapes only
 grow, a whole search usually runs on one or two compiled programs. Each candidate keeps its own weights, dropout
-masks and Adam state; loss, optimizer settings, epochs, batch size, per-epoch shuffling and the epoch rule (the
-best or the last epoch) are those of the keras path. The chosen epoch's weights are copied back into each job's (physically smaller) model and
-saved to its checkpoint, so trials look exactly like the keras evaluator's.
+masks and optimizer state; loss, optimizer (with its schedule and weight decay), regularizers, class or sample
+weights, epochs, batch size, per-epoch shuffling and the epoch rule (the best or the last epoch) are those of the
+keras path, written once in :mod:`keras_grs.evaluate.training`. The chosen epoch's weights are copied back into each
+job's (physically smaller) model and saved to its checkpoint, so trials look exactly like the keras evaluator's.
 
-Supported: chains of Dense, Conv1D/Conv2D (channels last, no dilation or groups), max/average pooling, global
-pooling, Flatten, Dropout and Activation/ReLU layers, a softmax output, sparse categorical cross-entropy and Adam,
-trained by the default ``fit`` (no callbacks, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized)
-or ``val_loss`` (minimized) as the objective. Anything else falls back to
-:class:`KerasEvaluator`, said once.
+Supported: chains of Dense, Conv1D/Conv2D (channels last, no dilation or groups; with or without bias), max/average
+pooling, global pooling, Flatten, Dropout and Activation/ReLU layers, ending in the output layer; the losses,
+optimizers and regularizers :mod:`~keras_grs.evaluate.training` lists; trained by the default ``fit`` (EarlyStopping
+as the only callback, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized) or ``val_loss``
+(minimized) as the objective. Anything else falls back to :class:`KerasEvaluator`, said once in a warning and
+recorded per trial (the tuner writes :meth:`BatchedEvaluator.supports`'s reason to ``evaluation.json``).
 """
 
 from __future__ import annotations
