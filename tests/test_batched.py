@@ -119,10 +119,14 @@ def test_stacked_masked_candidates_compute_what_each_smaller_model_computes(case
     plan = _plan(jobs[0].model)
     per_job, params, masks = evaluator._pack(jobs, plan, shape[-1])
     x = np.random.default_rng(0).normal(size=(6, *shape)).astype("float32")
-    probabilities = tf.nn.softmax(_forward_function(plan.ops, evaluator._slots)(params, masks, tf.constant(x), None))
+    forward = _forward_function(plan.ops, evaluator._slots)
+    probabilities = tf.nn.softmax(forward(params, masks, tf.constant(x), None))
+    # each candidate its own input (the shuffled training batches): here the same input, the same outputs
+    own = tf.nn.softmax(forward(params, masks, tf.constant(np.stack([x] * evaluator._slots)), None, shared=False))
     outputs = [job.model.predict(x, verbose=0) for job in jobs]
     for j, expected in enumerate(outputs):
         np.testing.assert_allclose(probabilities[j].numpy(), expected, atol=1e-5)
+        np.testing.assert_allclose(own[j].numpy(), expected, atol=1e-5)
     assert np.abs(outputs[0] - outputs[1]).max() > 1e-4  # the candidates really differ
     evaluator._unpack(per_job, plan, [p.numpy() for p in params])
     for job, removal in zip(jobs, removals):

@@ -5,10 +5,10 @@ trains every job of a batch (the candidates of a GRS step, the attempts of a JGR
 stacked along a leading candidate axis at the largest widths seen so far, units a candidate does not have are
 masked to zero, and each epoch runs as one XLA-compiled loop over the mini-batches. Because the padded shapes only
 grow, a whole search usually runs on one or two compiled programs. Each candidate keeps its own weights, dropout
-masks and optimizer state; loss, optimizer (with its schedule and weight decay), regularizers, class or sample
-weights, epochs, batch size, per-epoch shuffling and the epoch rule (the best or the last epoch) are those of the
-keras path, written once in :mod:`keras_grs.evaluate.training`. The chosen epoch's weights are copied back into each
-job's (physically smaller) model and saved to its checkpoint, so trials look exactly like the keras evaluator's.
+masks, batch order and optimizer state; loss, optimizer (with its schedule and weight decay), regularizers, class or
+sample weights, epochs, batch size, per-epoch shuffling and the epoch rule (the best or the last epoch) are those of
+the keras path, written once in :mod:`keras_grs.evaluate.training`. The chosen epoch's weights are copied back into
+each job's (physically smaller) model and saved to its checkpoint, so trials look exactly like the keras evaluator's.
 
 Supported: chains of Dense, Conv1D/Conv2D (channels last, no dilation or groups; with or without bias), max/average
 pooling, global pooling, Flatten, Dropout and Activation/ReLU layers, ending in the output layer; the losses,
@@ -296,7 +296,8 @@ class BatchedEvaluator:
         k = self._slots
         active = tf.constant((np.arange(k) < len(jobs)).astype("float32"))
         n_batches = math.ceil(len(x) / batch)
-        epoch_fn, validate_fn = self._programs(k, tuple(self._capacity), input_shape, n_batches, batch, plan)
+        epoch_fn, validate_fn = self._programs(k, tuple(self._capacity), input_shape, n_batches, batch, plan,
+                                               shared=not shuffle)
         state = [tf.zeros_like(p) for _ in range(plan.optimizer.slots()) for p in params]
         step = tf.constant(0.0)
         rng = np.random.default_rng([self.seed, self._calls])
@@ -314,17 +315,22 @@ class BatchedEvaluator:
         weights = sample_weights(plan.loss, fit_args[1], fit_kwargs)
         weights = np.ones(len(x), "float32") if weights is None else weights
         counts = tf.constant(np.minimum(batch, len(x) - batch * np.arange(n_batches)).astype("float32"))
+        real = (np.arange(padded) < len(x)).reshape(n_batches, batch)  # False where padding fills the last batch
+        tail = np.zeros(padded - len(x), dtype=int)
         for epoch in range(epochs):
             if stopped.all():
                 break
-            order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
-            index = np.concatenate([order, np.zeros(padded - len(x), dtype=int)])
-            real = np.arange(padded) < len(x)
+            if shuffle:
+                # each candidate its own order, as if it were fit alone: with a shared order the candidates' scores
+                # would move together, and the best of a step would gain less from noise than with model.fit
+                index = np.stack([np.concatenate([rng.permutation(len(x)), tail]) for _ in range(k)])
+                index = index.reshape(k, n_batches, batch).swapaxes(0, 1)  # (batches, candidates, samples)
+                present = real[:, None, :]
+            else:
+                index, present = np.concatenate([np.arange(len(x)), tail]).reshape(n_batches, batch), real
             params, state, step, losses = epoch_fn(
                 params, state, step, masks, active,
-                tf.constant(x[index].reshape(n_batches, batch, *input_shape)),
-                tf.constant(y[index].reshape(n_batches, batch, *y.shape[1:])),
-                tf.constant((weights[index] * real).reshape(n_batches, batch)),
+                tf.constant(x[index]), tf.constant(y[index]), tf.constant(weights[index] * present),
                 counts,
                 tf.constant(int(rng.integers(1 << 30)), tf.int32),
             )
@@ -365,9 +371,10 @@ class BatchedEvaluator:
             })
         return results
 
-    def _programs(self, k, widths, input_shape, n_batches, batch, plan):
-        """The compiled epoch and validation functions for one shape of problem, built once and reused."""
-        key = (k, widths, input_shape, n_batches, batch, plan.key())
+    def _programs(self, k, widths, input_shape, n_batches, batch, plan, shared):
+        """The compiled epoch and validation functions for one shape of problem, built once and reused.
+        ``shared``: every candidate trains on the same batches (no shuffling), which the first layer exploits."""
+        key = (k, widths, input_shape, n_batches, batch, plan.key(), shared)
         if key in self._compiled:
             return self._compiled[key]
         forward = _forward_function(plan.ops, k)
@@ -395,7 +402,7 @@ class BatchedEvaluator:
             for i in tf.range(n_batches):
                 with tf.GradientTape() as tape:
                     tape.watch(list(params))
-                    logits = forward(params, masks, xs[i], tf.stack([seed, i]))
+                    logits = forward(params, masks, xs[i], tf.stack([seed, i]), shared)
                     per_sample = loss_of.per_sample(ys[i], logits)
                     losses = tf.reduce_sum(per_sample * ws[i], axis=1) / counts[i] + regularization(params)
                     loss = tf.reduce_sum(losses * active)
@@ -454,10 +461,11 @@ class _Stopping:
 
 
 def _forward_function(plan, k):
-    """forward(params, masks, x, seed) -> logits (k, batch, classes); ``seed=None`` for inference."""
+    """forward(params, masks, x, seed, shared=True) -> logits (k, batch, classes); ``seed=None`` for inference;
+    ``shared``: x is the same for every candidate (no candidate axis), else x has a leading candidate axis."""
 
-    def forward(params, masks, x, seed):
-        h, shared, w = x, True, 0  # shared: no candidate axis yet (the input is the same for all)
+    def forward(params, masks, x, seed, shared=True):
+        h, w = x, 0  # while shared, h has no candidate axis
         for n, op in enumerate(plan):
             if shared and op.kind not in ("dense", "conv", "flatten"):
                 h, shared = tf.broadcast_to(h[None], (k, *h.shape)), False

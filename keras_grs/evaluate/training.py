@@ -58,12 +58,12 @@ class Loss:
         return self.name == "sparse_categorical_crossentropy"
 
     def per_sample(self, labels, logits):
-        """(k, batch) losses of logits (k, batch, units) against labels (batch,) ids or (batch, units) targets."""
-        k = logits.shape[0]
+        """(k, batch) losses of logits (k, batch, units) against labels: (batch,) ids or (batch, units) targets,
+        shared by the k candidates, or the same with a leading candidate axis."""
+        if len(labels.shape) < len(logits.shape) - self.sparse:  # shared: the same labels for every candidate
+            labels = tf.broadcast_to(labels[None], (logits.shape[0], *labels.shape))
         if self.sparse:
-            return tf.nn.sparse_softmax_cross_entropy_with_logits(tf.broadcast_to(labels[None], (k, *labels.shape)),
-                                                                  logits)
-        labels = tf.broadcast_to(labels[None], logits.shape)
+            return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
         if self.name == "categorical_crossentropy":
             if self.label_smoothing:
                 labels = labels * (1.0 - self.label_smoothing) + self.label_smoothing / logits.shape[-1]
