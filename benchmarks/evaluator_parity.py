@@ -45,8 +45,8 @@ def run_one(model_name, evaluator, seed, epochs, pretrain_epochs, label, frames)
     data = calcium_splits(model_name, seed=seed, n_frames=frames)
     model = pretrained(model_name, data[0], pretrain_epochs, seed=seed)
     run = search(model, data, evaluator=evaluator, epochs=epochs, seed=seed)
-    return {"model": model_name, "frames": frames, "epochs": epochs, "evaluator": label or evaluator, "seed": seed, "trials": run.trials,
-            "finished": run.finished, "seconds": round(run.seconds, 1), "structure": run.structure,
+    return {"model": model_name, "frames": frames, "epochs": epochs, "evaluator": label or evaluator, "seed": seed,
+            "trials": run.trials, "finished": run.finished, "seconds": round(run.seconds, 1), "structure": run.structure,
             "params": run.params, "flops": run.flops, "test": run.test, "initial_params": run.initial_params,
             "initial_flops": run.initial_flops, "initial_test": run.initial_test}
 

@@ -312,7 +312,7 @@ class BatchedEvaluator:
         x_val_t, y_val_t = tf.constant(x_val), tf.constant(y_val)
         # per sample: its loss weight (class or sample weight; 0 for the padding of the last batch), and per
         # batch: how many real samples it has (Keras divides a batch's weighted sum by its size)
-        weights = sample_weights(plan.loss, fit_args[1], fit_kwargs)
+        weights = sample_weights(fit_args[1], fit_kwargs)
         weights = np.ones(len(x), "float32") if weights is None else weights
         counts = tf.constant(np.minimum(batch, len(x) - batch * np.arange(n_batches)).astype("float32"))
         real = (np.arange(padded) < len(x)).reshape(n_batches, batch)  # False where padding fills the last batch

@@ -131,7 +131,7 @@ def check_weighting(fit_kwargs):
         raise UnsupportedForBatching("class_weight together with sample_weight")  # Keras refuses it too
 
 
-def sample_weights(loss: Loss, y, fit_kwargs) -> np.ndarray | None:
+def sample_weights(y, fit_kwargs) -> np.ndarray | None:
     """Per-sample loss weights from ``class_weight`` (Keras' rule: the class is the label, the argmax of a one-hot
     label, or the rounded value of a single 0/1 output) or ``sample_weight``; None when neither is given."""
     check_weighting(fit_kwargs)
