@@ -75,6 +75,8 @@ def report(runs: list[dict]) -> list[str]:
         "accuracy within 0.5 points.",
         "",
     ]
+    notes = {r["evaluator"]: r["note"] for r in runs if r.get("note")}
+    lines += [f"- `{label}`: {note}" for label, note in sorted(notes.items())] + ([""] if notes else [])
     for setting in sorted({key(r)[:3] for r in runs}):
         model_name, frames, epochs = setting
         group = {(r["evaluator"], r["seed"]): r for r in runs if key(r)[:3] == setting}
@@ -84,9 +86,13 @@ def report(runs: list[dict]) -> list[str]:
         for (evaluator, seed), r in sorted(group.items(), key=lambda item: (order(item[0][0]), item[0][1])):
             lines.append(f"| {evaluator} | {seed} | {r['trials']} | {r['seconds']} | {r['structure']} | "
                          f"{r['params']:,} | {r['flops']:,} | {r['test']:.4f} | {r['initial_test']:.4f} |")
+        labels = sorted({e for e, _ in group}, key=order)
+        missing = [e for e in EVALUATORS if e not in labels]
+        if missing:
+            lines += ["", f"No {' or '.join(missing)} run stored for this setting yet: no paired comparison "
+                          f"(`--evaluators {' '.join(missing)}` adds them)."]
         lines += ["", "| evaluator | runs | params (mean ± sd) | FLOPs (mean ± sd) | test accuracy, % (mean ± sd) |",
                   "|---|---|---|---|---|"]
-        labels = sorted({e for e, _ in group}, key=order)
         for evaluator in labels:
             rs = [r for (e, _), r in group.items() if e == evaluator]
             lines.append(f"| {evaluator} | {len(rs)} | {spread([r['params'] for r in rs])} | "
@@ -119,6 +125,7 @@ def main():
     parser.add_argument("--report-only", action="store_true", help="write the report from the store, run nothing")
     parser.add_argument("--label", help="store the runs under this name instead of the evaluator's (a variant of "
                                         "the code, measured on the same seeds)")
+    parser.add_argument("--note", help="with --label: what the variant is (shown in the report)")
     args = parser.parse_args()
     runs = load_store()
     if not args.report_only:
@@ -130,6 +137,8 @@ def main():
                         continue
                     run = run_one(model_name, evaluator, seed, args.epochs, args.pretrain_epochs, args.label,
                                   args.frames)
+                    if args.note:
+                        run["note"] = args.note
                     print(f"{model_name} {evaluator} seed {seed}: {run['seconds']} s, {run['trials']} trials, "
                           f"{run['structure']}, {run['params']} params, test {run['test']:.4f}", flush=True)
                     runs = [r for r in load_store() if key(r) != wanted] + [run]  # another process may have added
