@@ -321,8 +321,9 @@ class BatchedEvaluator:
             if stopped.all():
                 break
             if shuffle:
-                # each candidate its own order, as if it were fit alone: with a shared order the candidates' scores
-                # would move together, and the best of a step would gain less from noise than with model.fit
+                # each candidate its own order, as model.fit alone would give it: a shared order correlates the
+                # candidates' scores within a step (no effect on whole nn1 searches measured so far, though:
+                # benchmarks/results/evaluator_parity.md)
                 index = np.stack([np.concatenate([rng.permutation(len(x)), tail]) for _ in range(k)])
                 index = index.reshape(k, n_batches, batch).swapaxes(0, 1)  # (batches, candidates, samples)
                 present = real[:, None, :]
