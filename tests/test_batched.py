@@ -119,10 +119,14 @@ def test_stacked_masked_candidates_compute_what_each_smaller_model_computes(case
     plan = _plan(jobs[0].model)
     per_job, params, masks = evaluator._pack(jobs, plan, shape[-1])
     x = np.random.default_rng(0).normal(size=(6, *shape)).astype("float32")
-    probabilities = tf.nn.softmax(_forward_function(plan, evaluator._slots)(params, masks, tf.constant(x), None))
+    forward = _forward_function(plan.ops, evaluator._slots)
+    probabilities = tf.nn.softmax(forward(params, masks, tf.constant(x), None))
+    # each candidate its own input (the shuffled training batches): here the same input, the same outputs
+    own = tf.nn.softmax(forward(params, masks, tf.constant(np.stack([x] * evaluator._slots)), None, shared=False))
     outputs = [job.model.predict(x, verbose=0) for job in jobs]
     for j, expected in enumerate(outputs):
         np.testing.assert_allclose(probabilities[j].numpy(), expected, atol=1e-5)
+        np.testing.assert_allclose(own[j].numpy(), expected, atol=1e-5)
     assert np.abs(outputs[0] - outputs[1]).max() > 1e-4  # the candidates really differ
     evaluator._unpack(per_job, plan, [p.numpy() for p in params])
     for job, removal in zip(jobs, removals):
@@ -207,20 +211,45 @@ def test_prune_refuses_an_unknown_evaluator_before_any_work(tmp_path, data):
 
 
 @pytest.mark.parametrize("change, reason", [
-    ({"use_bias": False}, "no bias"),
-    ({"kernel_regularizer": "l2"}, "kernel_regularizer"),
-    ({"optimizer": keras.optimizers.SGD()}, "optimizer SGD"),
+    ({"activity_regularizer": "l2"}, "activity_regularizer"),
+    ({"kernel_constraint": keras.constraints.NonNeg()}, "kernel_constraint"),
+    ({"optimizer": keras.optimizers.Nadam()}, "optimizer Nadam"),
     ({"optimizer": keras.optimizers.Adam(clipnorm=1.0)}, "Adam with clipnorm"),
-    ({"loss": "categorical_crossentropy"}, "loss"),
+    ({"optimizer": keras.optimizers.SGD(gradient_accumulation_steps=2)}, "SGD with gradient_accumulation_steps"),
+    ({"loss": "mse"}, "loss 'mean_squared_error'"),
+    ({"loss": "binary_crossentropy"}, "binary_crossentropy on a softmax output"),
+    ({"loss": keras.losses.SparseCategoricalCrossentropy(ignore_class=0)}, "with ignore_class"),
+    ({"output": "linear"}, "linear output without from_logits"),
 ])
 def test_what_the_batched_path_cannot_reproduce_is_named(change, reason):
-    layer_options = {k: v for k, v in change.items() if k in ("use_bias", "kernel_regularizer")}
+    layer_options = {k: v for k, v in change.items() if k in ("activity_regularizer", "kernel_constraint")}
     model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, activation="relu", **layer_options),
-                              keras.layers.Dense(2, activation="softmax")])
+                              keras.layers.Dense(2, activation=change.get("output", "softmax"))])
     model.compile(optimizer=change.get("optimizer", "adam"), loss=change.get("loss", "sparse_categorical_crossentropy"),
                   metrics=["accuracy"])
     reason_given = BatchedEvaluator(OBJECTIVE).supports([Job(model, True, "")], {"epochs": 1})
-    assert reason_given is not None and reason in reason_given
+    assert reason_given is not None and reason in reason_given, reason_given
+
+
+def test_a_custom_schedule_an_auc_objective_and_weighted_validation_are_named():
+    class Halving(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            return 0.01 / (1 + step)
+
+        def get_config(self):
+            return {}
+
+    model = keras.Sequential([keras.Input((5,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.Adam(Halving()), loss="sparse_categorical_crossentropy")
+    job = Job(model, True, "")
+    assert "learning-rate schedule Halving" in BatchedEvaluator(OBJECTIVE).supports([job], {"epochs": 1})
+    assert "objective val_auc" in BatchedEvaluator(Objective("val_auc", "max")).supports([job], {"epochs": 1})
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    x, y = np.zeros((4, 5)), np.zeros(4)
+    weighted = {"epochs": 1, "validation_data": (x, y, np.ones(4))}
+    assert "validation sample weights" in BatchedEvaluator(OBJECTIVE).supports([job], weighted)
+    both = {"epochs": 1, "class_weight": {0: 1.0}, "sample_weight": np.ones(4)}
+    assert "class_weight together with sample_weight" in BatchedEvaluator(OBJECTIVE).supports([job], both)
 
 
 def test_progress_accepts_once_per_step_after_the_whole_step(tmp_path, data, capsys):

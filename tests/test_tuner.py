@@ -326,13 +326,13 @@ def test_search_takes_keywords_validation_split_callbacks_and_class_weight(tmp_p
 
     callbacks = [keras.callbacks.EarlyStopping(monitor="val_loss", patience=0), Board(log_dir=str(logs))]
     tuner = GRSTuner(build, tolerance=0.5, seed=3, max_trials=3, directory=tmp_path, project_name="kwargs")
-    with pytest.warns(UserWarning, match=r"one fit per trial.*\['class_weight'\]"):
+    with pytest.warns(UserWarning, match=r"one fit per trial.*callbacks \['Board'\]"):  # class_weight is batched
         tuner.search(x=x, y=y, validation_split=0.25, callbacks=callbacks, class_weight={0: 1.0, 1: 2.0},
                      epochs=3, verbose=0)
     ids = list(tuner.oracle.start_order)
     assert [tuner.oracle.get_trial(t).status for t in ids] == ["COMPLETED"] * 3
     reason = evaluation_of(tuner, ids[1])["one_fit_per_trial"]
-    assert "class_weight" in reason
+    assert "Board" in reason
     # keras-tuner's layout: one TensorBoard directory per trial
     assert Board.seen == [str(logs / trial_id / "execution0") for trial_id in ids]
     with pytest.raises(TypeError, match="twice"):

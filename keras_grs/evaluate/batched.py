@@ -5,15 +5,17 @@ trains every job of a batch (the candidates of a GRS step, the attempts of a JGR
 stacked along a leading candidate axis at the largest widths seen so far, units a candidate does not have are
 masked to zero, and each epoch runs as one XLA-compiled loop over the mini-batches. Because the padded shapes only
 grow, a whole search usually runs on one or two compiled programs. Each candidate keeps its own weights, dropout
-masks and Adam state; loss, optimizer settings, epochs, batch size, per-epoch shuffling and the epoch rule (the
-best or the last epoch) are those of the keras path. The chosen epoch's weights are copied back into each job's (physically smaller) model and
-saved to its checkpoint, so trials look exactly like the keras evaluator's.
+masks, batch order and optimizer state; loss, optimizer (with its schedule and weight decay), regularizers, class or
+sample weights, epochs, batch size, per-epoch shuffling and the epoch rule (the best or the last epoch) are those of
+the keras path, written once in :mod:`keras_grs.evaluate.training`. The chosen epoch's weights are copied back into
+each job's (physically smaller) model and saved to its checkpoint, so trials look exactly like the keras evaluator's.
 
-Supported: chains of Dense, Conv1D/Conv2D (channels last, no dilation or groups), max/average pooling, global
-pooling, Flatten, Dropout and Activation/ReLU layers, a softmax output, sparse categorical cross-entropy and Adam,
-trained by the default ``fit`` (no callbacks, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized)
-or ``val_loss`` (minimized) as the objective. Anything else falls back to
-:class:`KerasEvaluator`, said once.
+Supported: chains of Dense, Conv1D/Conv2D (channels last, no dilation or groups; with or without bias), max/average
+pooling, global pooling, Flatten, Dropout and Activation/ReLU layers, ending in the output layer; the losses,
+optimizers and regularizers :mod:`~keras_grs.evaluate.training` lists; trained by the default ``fit`` (EarlyStopping
+as the only callback, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized) or ``val_loss``
+(minimized) as the objective. Anything else falls back to :class:`KerasEvaluator`, said once in a warning and
+recorded per trial (the tuner writes :meth:`BatchedEvaluator.supports`'s reason to ``evaluation.json``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,10 @@ import tensorflow as tf
 from keras_grs.costs import count_flops, count_params
 from keras_grs.evaluate.base import check_epoch_score
 from keras_grs.evaluate.keras import KerasEvaluator
+from keras_grs.evaluate.training import (
+    Loss, Optimizer, UnsupportedForBatching, check_weighting, penalty, read_loss, read_optimizer, read_regularizer,
+    sample_weights,
+)
 from keras_grs.files import save_weights
 from keras_grs.structure import UnsupportedLayerError, layer_chain
 
@@ -43,13 +49,10 @@ GLOBAL_POOLS = {
     keras.layers.GlobalMaxPooling1D: "MAX", keras.layers.GlobalMaxPooling2D: "MAX",
     keras.layers.GlobalAveragePooling1D: "AVG", keras.layers.GlobalAveragePooling2D: "AVG",
 }
-FIT_ARGUMENTS = {"epochs", "batch_size", "validation_data", "verbose", "callbacks", "shuffle"}
+FIT_ARGUMENTS = {"epochs", "batch_size", "validation_data", "verbose", "callbacks", "shuffle", "class_weight",
+                 "sample_weight"}
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}  # the validation scores computed on the device
 MONITORED = {"val_accuracy": "max", "val_loss": "min", "loss": "min"}  # what an EarlyStopping may watch here
-
-
-class UnsupportedForBatching(ValueError):
-    pass
 
 
 @dataclass
@@ -64,6 +67,8 @@ class _Op:
     pooling: str = ""  # MAX/AVG
     rate: float = 0.0
     spatial: tuple = ()  # for a Dense after a Flatten: the spatial shape that was flattened
+    bias: bool = True
+    penalties: tuple = ()  # kernel (l1, l2), bias (l1, l2): the layer's regularizers
 
     @property
     def weighted(self):
@@ -71,23 +76,26 @@ class _Op:
 
     def key(self):
         return (self.kind, self.activation, self.window, self.strides, self.padding, self.pooling, self.rate,
-                self.spatial)
+                self.spatial, self.bias, self.penalties)
 
 
-def _plan(model):
-    """The model as a list of :class:`_Op`, or raise UnsupportedForBatching naming what is not supported."""
-    config = model.get_compile_config() if model.compiled else {}
-    loss = config.get("loss")
-    if loss not in ("sparse_categorical_crossentropy",):
-        raise UnsupportedForBatching(f"loss {loss!r}")
-    optimizer = model.optimizer
-    if type(optimizer) is not keras.optimizers.Adam:
-        raise UnsupportedForBatching(f"optimizer {type(optimizer).__name__}")
-    options = optimizer.get_config()
-    extras = [k for k in ("amsgrad", "weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "use_ema",
-                          "gradient_accumulation_steps", "loss_scale_factor") if options.get(k)]
-    if extras:
-        raise UnsupportedForBatching(f"Adam with {', '.join(extras)}")
+@dataclass(frozen=True)
+class _Plan:
+    """What one compiled program needs to know of a model: its ops, its loss and its optimizer."""
+
+    ops: tuple
+    loss: Loss
+    optimizer: Optimizer
+
+    def key(self):
+        return tuple(op.key() for op in self.ops), self.loss, self.optimizer
+
+
+def _plan(model) -> _Plan:
+    """The model as a :class:`_Plan`, or raise UnsupportedForBatching naming what is not supported."""
+    if not model.compiled:
+        raise UnsupportedForBatching("the model is not compiled")
+    optimizer = read_optimizer(model.optimizer)
     try:
         chain = layer_chain(model)
     except UnsupportedLayerError as error:  # a graph (residual, concatenation) or a layer it has no op for
@@ -96,21 +104,24 @@ def _plan(model):
     for layer in chain:
         name = type(layer).__name__
         if isinstance(layer, (keras.layers.Dense, *CONVS)):
-            extras = [k for k in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
-                                  "kernel_constraint", "bias_constraint") if getattr(layer, k, None) is not None]
-            if not layer.use_bias or extras:
-                raise UnsupportedForBatching(f"{name} {layer.name!r} with {', '.join(extras) or 'no bias'}")
+            extras = [k for k in ("activity_regularizer", "kernel_constraint", "bias_constraint")
+                      if getattr(layer, k, None) is not None]
+            if extras:
+                raise UnsupportedForBatching(f"{name} {layer.name!r} with {', '.join(extras)}")
+            weighted = {"bias": layer.use_bias, "penalties": (
+                *read_regularizer(layer.kernel_regularizer, f"{name} {layer.name!r} kernel_regularizer"),
+                *read_regularizer(layer.bias_regularizer, f"{name} {layer.name!r} bias_regularizer"))}
         if isinstance(layer, keras.layers.Dense):
             if len(layer.input.shape) != 2:
                 raise UnsupportedForBatching("Dense on a sequence")
-            ops.append(_Op("dense", layer.activation.__name__, spatial=flattened))
+            ops.append(_Op("dense", layer.activation.__name__, spatial=flattened, **weighted))
             flattened = ()
         elif isinstance(layer, CONVS):
             if layer.data_format != "channels_last" or layer.groups != 1 or set(layer.dilation_rate) != {1} \
                     or layer.padding not in ("valid", "same"):
                 raise UnsupportedForBatching(f"{name} {layer.name!r} options")
             ops.append(_Op("conv", layer.activation.__name__, tuple(layer.kernel_size), tuple(layer.strides),
-                           layer.padding))
+                           layer.padding, **weighted))
         elif type(layer) in POOLS:
             if layer.data_format != "channels_last" or layer.padding not in ("valid", "same"):
                 raise UnsupportedForBatching(f"{name} {layer.name!r} options")
@@ -139,24 +150,20 @@ def _plan(model):
         else:
             raise UnsupportedForBatching(f"layer {name}")
     last = max(i for i, op in enumerate(ops) if op.weighted)
-    if ops[last].activation != "softmax" or last != len(ops) - 1:
-        raise UnsupportedForBatching("output: needs a softmax as the last layer")
+    if last != len(ops) - 1:
+        raise UnsupportedForBatching("output: needs a Dense or Conv layer (with its activation) last")
+    loss = read_loss(model, ops[last].activation)
     ops[last].activation = "logits"
     for op in ops[:last]:
         # a standalone activation must keep the masked (zero) units zero
         allowed = ("relu", "linear", "tanh") if op.kind == "activation" else tuple(ACTIVATIONS)
         if (op.weighted or op.kind == "activation") and op.activation not in allowed:
             raise UnsupportedForBatching(f"activation {op.activation!r}")
-    return ops
+    return _Plan(tuple(ops), loss, optimizer)
 
 
-def _signature(ops, model):
-    optimizer = model.optimizer.get_config()
-    return (
-        tuple(op.key() for op in ops),
-        tuple(int(d) for d in model.input_shape[1:]),
-        tuple(sorted((k, str(v)) for k, v in optimizer.items() if k in ("learning_rate", "beta_1", "beta_2", "epsilon"))),
-    )
+def _signature(plan, model):
+    return plan.key(), tuple(int(d) for d in model.input_shape[1:])
 
 
 def _kernel_prefix(op):
@@ -211,10 +218,13 @@ class BatchedEvaluator:
         if others:
             names = sorted({type(callback).__name__ for callback in others})
             raise UnsupportedForBatching(f"callbacks {names}")
+        validation = fit_kwargs.get("validation_data")
+        if validation is not None and len(validation) > 2 and validation[2] is not None:
+            raise UnsupportedForBatching("validation sample weights")
+        check_weighting(fit_kwargs)
         plans = [_plan(job.model) for job in jobs]
         if len({_signature(p, j.model) for p, j in zip(plans, jobs)}) != 1:
             raise UnsupportedForBatching("jobs differ")
-        float(jobs[0].model.optimizer.get_config()["learning_rate"])  # TypeError for a schedule
         return plans[0]
 
     def evaluate(self, jobs, fit_args, fit_kwargs):
@@ -241,7 +251,7 @@ class BatchedEvaluator:
         self._capacity = [max(a, b) for a, b in zip(widths, self._capacity or widths)]
         self._slots = max(self._slots, len(jobs))
         widths, k = self._capacity, self._slots
-        ops = [op for op in plan if op.weighted]
+        ops = [op for op in plan.ops if op.weighted]
         params, masks = [], []
         for i, (op, n_in, n_out) in enumerate(zip(ops, [in_channels] + widths[:-1], widths)):
             prefix = _kernel_prefix(op)
@@ -249,17 +259,18 @@ class BatchedEvaluator:
             bias = np.zeros((k, n_out), "float32")
             mask = np.zeros((k, n_out), "float32")
             for j, layers in enumerate(per_job):
-                w, b = layers[i].get_weights()
+                w, *b = layers[i].get_weights()  # a layer without bias keeps a zero bias that nothing trains
                 w = w.reshape(*prefix, -1, w.shape[-1])
                 kernel[j, ..., : w.shape[-2], : w.shape[-1]] = w
-                bias[j, : b.shape[0]] = b
-                mask[j, : b.shape[0]] = 1.0
+                if b:
+                    bias[j, : w.shape[-1]] = b[0]
+                mask[j, : w.shape[-1]] = 1.0
             params += [tf.constant(kernel.reshape(k, -1, n_out)), tf.constant(bias)]
             masks.append(tf.constant(mask))
         return per_job, params, masks
 
     def _unpack(self, per_job, plan, best_params):
-        ops = [op for op in plan if op.weighted]
+        ops = [op for op in plan.ops if op.weighted]
         for j, layers in enumerate(per_job):
             for i, (op, layer) in enumerate(zip(ops, layers)):
                 prefix = _kernel_prefix(op)
@@ -267,15 +278,15 @@ class BatchedEvaluator:
                 n_in = layer.kernel.shape[-2] if op.kind == "conv" else layer.kernel.shape[0] // math.prod(prefix)
                 n_out = layer.kernel.shape[-1]
                 kernel = kernel.reshape(*prefix, -1, kernel.shape[-1])[..., :n_in, :n_out]
-                layer.set_weights([kernel.reshape(layer.kernel.shape), bias[:n_out]])
+                layer.set_weights([kernel.reshape(layer.kernel.shape), bias[:n_out]][: 1 + op.bias])
 
     def _train(self, jobs, plan, fit_args, fit_kwargs):
-        x, y = (np.asarray(a) for a in fit_args[:2])
-        x = x.astype("float32")
-        y = y.reshape(-1).astype("int32")
+        units = int(jobs[0].model.output_shape[-1])
+        x = np.asarray(fit_args[0]).astype("float32")
+        y = plan.loss.labels(fit_args[1], units)
         x_val, y_val = fit_kwargs["validation_data"][:2]
         x_val = np.asarray(x_val).astype("float32")
-        y_val = np.asarray(y_val).reshape(-1).astype("int32")
+        y_val = plan.loss.labels(y_val, units)
         epochs = int(fit_kwargs.get("epochs", 1))
         batch = int(fit_kwargs.get("batch_size") or 32)
         shuffle = fit_kwargs.get("shuffle", True)
@@ -284,12 +295,10 @@ class BatchedEvaluator:
         per_job, params, masks = self._pack(jobs, plan, input_shape[-1])
         k = self._slots
         active = tf.constant((np.arange(k) < len(jobs)).astype("float32"))
-        config = jobs[0].model.optimizer.get_config()
-        hyper = tuple(float(config[n]) for n in ("learning_rate", "beta_1", "beta_2", "epsilon"))
         n_batches = math.ceil(len(x) / batch)
-        epoch_fn, validate_fn = self._programs(k, tuple(self._capacity), input_shape, n_batches, batch, hyper,
-                                               plan)
-        moments = [tf.zeros_like(p) for p in params] + [tf.zeros_like(p) for p in params]
+        epoch_fn, validate_fn = self._programs(k, tuple(self._capacity), input_shape, n_batches, batch, plan,
+                                               shared=not shuffle)
+        state = [tf.zeros_like(p) for _ in range(plan.optimizer.slots()) for p in params]
         step = tf.constant(0.0)
         rng = np.random.default_rng([self.seed, self._calls])
         minimize = self.objective.direction == "min"
@@ -301,21 +310,33 @@ class BatchedEvaluator:
         epochs_run = np.zeros(k, dtype=int)
         padded = n_batches * batch
         x_val_t, y_val_t = tf.constant(x_val), tf.constant(y_val)
-        weights = np.concatenate([np.ones(len(x)), np.zeros(padded - len(x))]).astype("float32")
-        weights = tf.constant(weights.reshape(n_batches, batch))
+        # per sample: its loss weight (class or sample weight; 0 for the padding of the last batch), and per
+        # batch: how many real samples it has (Keras divides a batch's weighted sum by its size)
+        weights = sample_weights(fit_args[1], fit_kwargs)
+        weights = np.ones(len(x), "float32") if weights is None else weights
+        counts = tf.constant(np.minimum(batch, len(x) - batch * np.arange(n_batches)).astype("float32"))
+        real = (np.arange(padded) < len(x)).reshape(n_batches, batch)  # False where padding fills the last batch
+        tail = np.zeros(padded - len(x), dtype=int)
         for epoch in range(epochs):
             if stopped.all():
                 break
-            order = rng.permutation(len(x)) if shuffle else np.arange(len(x))
-            index = np.concatenate([order, np.zeros(padded - len(x), dtype=int)])
-            params, moments, step, losses = epoch_fn(
-                params, moments, step, masks, active,
-                tf.constant(x[index].reshape(n_batches, batch, *input_shape)),
-                tf.constant(y[index].reshape(n_batches, batch)),
-                weights,
+            if shuffle:
+                # each candidate its own order, as model.fit alone would give it: a shared order correlates the
+                # candidates' scores within a step (no effect on whole nn1 searches measured so far, though:
+                # benchmarks/results/evaluator_parity.md)
+                index = np.stack([np.concatenate([rng.permutation(len(x)), tail]) for _ in range(k)])
+                index = index.reshape(k, n_batches, batch).swapaxes(0, 1)  # (batches, candidates, samples)
+                present = real[:, None, :]
+            else:
+                index, present = np.concatenate([np.arange(len(x)), tail]).reshape(n_batches, batch), real
+            params, state, step, losses = epoch_fn(
+                params, state, step, masks, active,
+                tf.constant(x[index]), tf.constant(y[index]), tf.constant(weights[index] * present),
+                counts,
                 tf.constant(int(rng.integers(1 << 30)), tf.int32),
             )
             accuracy, val_loss = (t.numpy() for t in validate_fn(params, masks, x_val_t, y_val_t))
+            losses = losses.numpy()
             value = -val_loss if minimize else accuracy
             running = ~stopped
             # Keras' best-epoch rule: the first epoch reaching the best value ("best_latest": the last one; "last":
@@ -327,14 +348,14 @@ class BatchedEvaluator:
             else:
                 improved = (value > best) & running
             epochs_run[running] += 1
-            monitored = {"val_accuracy": accuracy, "val_loss": val_loss, "loss": losses.numpy()}
+            monitored = {"val_accuracy": accuracy, "val_loss": val_loss, "loss": losses}
             for stopper in stoppers:
                 stopped = stopped | stopper.update(epoch, monitored[stopper.monitor], stopped)
             if improved.any():
                 for store, p in zip(best_params, params):
                     store[improved] = p.numpy()[improved]
                 best[improved] = value[improved]
-                best_loss[improved] = losses.numpy()[improved]
+                best_loss[improved] = losses[improved]
                 best_accuracy[improved] = accuracy[improved]
                 best_val_loss[improved] = val_loss[improved]
         self._unpack(per_job, plan, best_params)
@@ -351,43 +372,55 @@ class BatchedEvaluator:
             })
         return results
 
-    def _programs(self, k, widths, input_shape, n_batches, batch, hyper, plan):
-        """The compiled epoch and validation functions for one shape of problem, built once and reused."""
-        key = (k, widths, input_shape, n_batches, batch, hyper, tuple(op.key() for op in plan))
+    def _programs(self, k, widths, input_shape, n_batches, batch, plan, shared):
+        """The compiled epoch and validation functions for one shape of problem, built once and reused.
+        ``shared``: every candidate trains on the same batches (no shuffling), which the first layer exploits."""
+        key = (k, widths, input_shape, n_batches, batch, plan.key(), shared)
         if key in self._compiled:
             return self._compiled[key]
-        lr, beta_1, beta_2, eps = hyper
-        forward = _forward_function(plan, k)
+        forward = _forward_function(plan.ops, k)
+        loss_of, optimizer = plan.loss, plan.optimizer
+        learning_rate = optimizer.schedule()
+        weighted = [op for op in plan.ops if op.weighted]
+        slots = optimizer.slots()
+
+        def regularization(params):
+            """Per candidate: the layers' regularizers, which Keras adds to both the training and the validation
+            loss."""
+            total = tf.zeros((k,))
+            for w, op in enumerate(weighted):
+                if any(op.penalties):
+                    total += penalty(params[2 * w], *op.penalties[:2]) + penalty(params[2 * w + 1], *op.penalties[2:])
+            return total
 
         @tf.function(jit_compile=True, reduce_retracing=True)
-        def epoch(params, moments, step, masks, active, xs, ys, ws, seed):
+        def epoch(params, state, step, masks, active, xs, ys, ws, counts, seed):
             # tuples reassigned whole, so that AutoGraph carries them through the loop
-            params, m, v = tuple(params), tuple(moments[: len(params)]), tuple(moments[len(params):])
+            n = len(params)
+            params = tuple(params)
+            state = tuple(tuple(state[s * n: (s + 1) * n]) for s in range(slots))
             total = tf.zeros((k,))
             for i in tf.range(n_batches):
                 with tf.GradientTape() as tape:
                     tape.watch(list(params))
-                    logits = forward(params, masks, xs[i], tf.stack([seed, i]))
-                    labels = tf.broadcast_to(ys[i][None], (k, batch))
-                    per_sample = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-                    losses = tf.reduce_sum(per_sample * ws[i], axis=1) / tf.reduce_sum(ws[i])
+                    logits = forward(params, masks, xs[i], tf.stack([seed, i]), shared)
+                    per_sample = loss_of.per_sample(ys[i], logits)
+                    losses = tf.reduce_sum(per_sample * ws[i], axis=1) / counts[i] + regularization(params)
                     loss = tf.reduce_sum(losses * active)
                 grads = tape.gradient(loss, list(params))
+                grads = [tf.zeros_like(p) if g is None else g for p, g in zip(params, grads)]  # layers without bias
+                lr = learning_rate(tf.cast(step, tf.int64))  # Keras calls its schedule with the updates done so far
                 step = step + 1.0
-                alpha = lr * tf.sqrt(1 - beta_2**step) / (1 - beta_1**step)
-                m = tuple(mj + (g - mj) * (1 - beta_1) for mj, g in zip(m, grads))
-                v = tuple(vj + (tf.square(g) - vj) * (1 - beta_2) for vj, g in zip(v, grads))
-                params = tuple(p - alpha * mj / (tf.sqrt(vj) + eps) for p, mj, vj in zip(params, m, v))
-                total += losses
-            return list(params), list(m + v), step, total / tf.cast(n_batches, tf.float32)
+                params, state = optimizer.update(params, grads, state, step, lr)
+                total += losses * counts[i]  # Keras' epoch loss: the batches' losses weighted by their sizes
+            flat = [t for slot in state for t in slot]
+            return list(params), flat, step, total / tf.reduce_sum(counts)
 
         @tf.function(jit_compile=True, reduce_retracing=True)
         def validate(params, masks, xv, yv):
             logits = forward(params, masks, xv, None)
-            correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), yv[None]), tf.float32)
-            labels = tf.broadcast_to(yv[None], tf.shape(logits)[:2])
-            loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
-            return tf.reduce_mean(correct, axis=1), tf.reduce_mean(loss, axis=1)
+            loss = tf.reduce_mean(loss_of.per_sample(yv, logits), axis=1) + regularization(params)
+            return tf.reduce_mean(loss_of.accuracy(yv, logits), axis=1), loss
 
         self._compiled[key] = (epoch, validate)
         return epoch, validate
@@ -429,10 +462,11 @@ class _Stopping:
 
 
 def _forward_function(plan, k):
-    """forward(params, masks, x, seed) -> logits (k, batch, classes); ``seed=None`` for inference."""
+    """forward(params, masks, x, seed, shared=True) -> logits (k, batch, classes); ``seed=None`` for inference;
+    ``shared``: x is the same for every candidate (no candidate axis), else x has a leading candidate axis."""
 
-    def forward(params, masks, x, seed):
-        h, shared, w = x, True, 0  # shared: no candidate axis yet (the input is the same for all)
+    def forward(params, masks, x, seed, shared=True):
+        h, w = x, 0  # while shared, h has no candidate axis
         for n, op in enumerate(plan):
             if shared and op.kind not in ("dense", "conv", "flatten"):
                 h, shared = tf.broadcast_to(h[None], (k, *h.shape)), False
@@ -444,7 +478,8 @@ def _forward_function(plan, k):
                     h = _patches(h, op, 1 if shared else 2)
                 z = _matmul(h, kernel, shared, k)
                 broadcast = (k,) + (1,) * (len(z.shape) - 2) + (bias.shape[-1],)
-                z = z + tf.reshape(bias, broadcast)
+                if op.bias:
+                    z = z + tf.reshape(bias, broadcast)
                 shared = False
                 if op.activation == "logits":
                     return z

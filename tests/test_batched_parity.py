@@ -1,0 +1,150 @@
+"""One candidate trained by the batched evaluator ends where ``model.fit`` ends: same initial weights, same batches
+(no shuffling), no dropout; final weights within 1e-4 (relative), and the epoch's loss, val_loss and val_accuracy
+as Keras reports them. One case per loss, optimizer, schedule, regularizer and weighting the fast path reproduces."""
+
+import keras
+import numpy as np
+import pytest
+from keras_tuner import Objective
+
+from keras_grs.evaluate import Job
+from keras_grs.evaluate.batched import BatchedEvaluator
+
+SAMPLES, FEATURES, CLASSES = 50, 16, 3  # 50 samples in batches of 16: the last batch is partial (2 samples)
+schedules = keras.optimizers.schedules
+
+
+def data(labels, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(SAMPLES, FEATURES)).astype("float32")
+    ids = ((x[:, 0] + x[:, 1] > 0).astype("int32") + (x[:, 2] > 0.8)).astype("int32")
+    if labels == "binary":
+        return x, (x[:, 0] > 0).astype("float32")[:, None]
+    if labels == "onehot":
+        return x, np.eye(CLASSES, dtype="float32")[ids]
+    return x, ids
+
+
+def mlp(optimizer="adam", loss="sparse_categorical_crossentropy", output="softmax", units=CLASSES, **hidden):
+    model = keras.Sequential([keras.Input((FEATURES,)), keras.layers.Dense(8, activation="relu", **hidden),
+                              keras.layers.Dense(units, activation=output)])
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    return model
+
+
+def small_cnn(optimizer="adam"):
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(3, 2, activation="relu"),
+                              keras.layers.MaxPooling2D(), keras.layers.Flatten(),
+                              keras.layers.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def assert_trains_like_fit(build, labels="ids", epochs=3, tmp_path=None, shape=(FEATURES,), **fit_options):
+    x, y = data(labels)
+    x_val, y_val = data(labels, seed=1)
+    x, x_val = x.reshape(-1, *shape), x_val.reshape(-1, *shape)
+    keras.utils.set_random_seed(0)
+    reference = build()
+    start = reference.get_weights()
+    candidate = build()
+    candidate.set_weights(start)
+    fit = {"epochs": epochs, "batch_size": 16, "validation_data": (x_val, y_val), "verbose": 0, "shuffle": False,
+           **fit_options}
+    history = reference.fit(x, y, **fit).history
+    evaluator = BatchedEvaluator(Objective("val_loss", "min"), epoch_score="last")
+    job = Job(candidate, True, str(tmp_path / "candidate.weights.h5"))
+    assert evaluator.supports([job], fit) is None
+    result = evaluator.evaluate([job], (x, y), fit)[0]
+    assert evaluator._calls == 1  # trained by the batched path, not by the fallback
+    for got, want, initial in zip(candidate.get_weights(), reference.get_weights(), start):
+        assert np.abs(want - initial).max() > 1e-3 or not initial.any()  # training moved it
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    for name in ("loss", "val_loss", "val_accuracy"):
+        assert result[name] == pytest.approx(history[name][-1], rel=1e-4, abs=1e-6), name
+
+
+def test_one_candidate_trained_batched_ends_with_the_weights_model_fit_gives(tmp_path):
+    assert_trains_like_fit(mlp, epochs=5, tmp_path=tmp_path)
+
+
+def test_a_convolution_trained_batched_ends_with_the_weights_model_fit_gives(tmp_path):
+    assert_trains_like_fit(small_cnn, shape=(4, 4, 1), tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("build, labels", [
+    (lambda: mlp(loss="categorical_crossentropy"), "onehot"),
+    (lambda: mlp(loss=keras.losses.CategoricalCrossentropy(label_smoothing=0.1)), "onehot"),
+    (lambda: mlp(loss="binary_crossentropy", output="sigmoid", units=1), "binary"),
+    (lambda: mlp(loss=keras.losses.BinaryCrossentropy(label_smoothing=0.2), output="sigmoid", units=1), "binary"),
+    (lambda: mlp(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), output="linear"), "ids"),
+    (lambda: mlp(loss=keras.losses.BinaryCrossentropy(from_logits=True), output="linear", units=1), "binary"),
+], ids=["categorical", "categorical-smoothed", "binary", "binary-smoothed", "sparse-logits", "binary-logits"])
+def test_losses(build, labels, tmp_path):
+    assert_trains_like_fit(build, labels, tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("optimizer", [
+    lambda: keras.optimizers.SGD(0.1),
+    lambda: keras.optimizers.SGD(0.1, momentum=0.9),
+    lambda: keras.optimizers.SGD(0.1, momentum=0.8, nesterov=True),
+    lambda: keras.optimizers.RMSprop(0.01),
+    lambda: keras.optimizers.RMSprop(0.01, rho=0.8, momentum=0.5, centered=True, epsilon=1e-5),
+    lambda: keras.optimizers.Adam(0.01, beta_1=0.8, beta_2=0.99, epsilon=1e-4, amsgrad=True),
+    lambda: keras.optimizers.AdamW(0.01, weight_decay=0.05),
+    lambda: keras.optimizers.SGD(0.1, momentum=0.5, weight_decay=0.1),
+    lambda: keras.optimizers.Adam(schedules.ExponentialDecay(0.02, decay_steps=3, decay_rate=0.5)),
+    lambda: keras.optimizers.SGD(schedules.PiecewiseConstantDecay([4, 7], [0.2, 0.1, 0.05])),
+    lambda: keras.optimizers.AdamW(schedules.CosineDecay(0.01, decay_steps=10, warmup_target=0.02, warmup_steps=3)),
+    lambda: keras.optimizers.SGD(schedules.CosineDecayRestarts(0.2, first_decay_steps=3, t_mul=1.5, m_mul=0.8)),
+    lambda: keras.optimizers.RMSprop(schedules.PolynomialDecay(0.02, decay_steps=6, end_learning_rate=0.002,
+                                                               power=2.0, cycle=True)),
+    lambda: keras.optimizers.Adam(schedules.InverseTimeDecay(0.02, decay_steps=2, decay_rate=0.5, staircase=True)),
+], ids=["sgd", "sgd-momentum", "sgd-nesterov", "rmsprop", "rmsprop-centered-momentum", "adam-options-amsgrad",
+        "adamw", "sgd-weight-decay", "adam-exponential-decay", "sgd-piecewise", "adamw-cosine-warmup",
+        "sgd-cosine-restarts", "rmsprop-polynomial-cycle", "adam-inverse-time-staircase"])
+def test_optimizers_and_schedules(optimizer, tmp_path):
+    assert_trains_like_fit(lambda: mlp(optimizer=optimizer()), tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("hidden", [
+    {"kernel_regularizer": keras.regularizers.L2(0.01)},
+    {"kernel_regularizer": keras.regularizers.L1(0.01), "bias_regularizer": keras.regularizers.L1L2(0.01, 0.02)},
+    {"use_bias": False},
+], ids=["l2", "l1-and-bias-l1l2", "no-bias"])
+def test_layer_options(hidden, tmp_path):
+    assert_trains_like_fit(lambda: mlp(**hidden), tmp_path=tmp_path)
+
+
+def test_class_weights_with_id_one_hot_and_binary_labels(tmp_path):
+    assert_trains_like_fit(mlp, class_weight={0: 0.5, 2: 3.0}, tmp_path=tmp_path)
+    assert_trains_like_fit(lambda: mlp(loss="categorical_crossentropy"), "onehot", class_weight={1: 2.0},
+                           tmp_path=tmp_path)
+    assert_trains_like_fit(lambda: mlp(loss="binary_crossentropy", output="sigmoid", units=1), "binary",
+                           class_weight={0: 1.0, 1: 4.0}, tmp_path=tmp_path)
+
+
+def test_sample_weights(tmp_path):
+    weights = np.linspace(0.1, 2.0, SAMPLES).astype("float32")
+    assert_trains_like_fit(mlp, sample_weight=weights, tmp_path=tmp_path)
+
+
+def test_candidates_of_different_widths_trained_together_each_end_as_their_own_fit(tmp_path):
+    # the stacked path pads the narrower candidate and masks its missing units: that must change nothing
+    from keras_grs import shrink
+
+    x, y = data("ids")
+    validation = data("ids", seed=1)
+    keras.utils.set_random_seed(0)
+    base = mlp(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), name="hidden")
+    candidates = [shrink(base, {}), shrink(base, {"hidden": [1, 4, 6]})]
+    references = [shrink(base, {}), shrink(base, {"hidden": [1, 4, 6]})]
+    fit = {"epochs": 3, "batch_size": 16, "validation_data": validation, "verbose": 0, "shuffle": False}
+    for reference in references:
+        reference.fit(x, y, **fit)
+    jobs = [Job(model, True, str(tmp_path / f"c{i}.weights.h5")) for i, model in enumerate(candidates)]
+    BatchedEvaluator(Objective("val_loss", "min"), epoch_score="last").evaluate(jobs, (x, y), fit)
+    assert candidates[1].layers[0].units == 5
+    for candidate, reference in zip(candidates, references):
+        for got, want in zip(candidate.get_weights(), reference.get_weights()):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
