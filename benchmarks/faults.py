@@ -109,7 +109,7 @@ def render(results: dict) -> list[str]:
             f"`benchmarks/faults.py --backends {backend} --kills {s['kills']} --seed {s['seed']}`"
             + ("" if s.get("done", True) else f" (stopped early, after {total} kills)"),
             "",
-            f"{total} kills in {s['runs']} runs ({s['attempts']} processes), {s['seconds'] / 60:.0f} min. "
+            f"{total} kills in {s['runs']} run(s) ({s['attempts']} processes), {s['seconds'] / 60:.0f} min. "
             f"Lost trials: **{s['lost']}**, corrupt files: **{s['corrupt']}**, tracebacks: **{s['tracebacks']}**. "
             f"Finished runs with the decisions of the uninterrupted twin: {s['equal']} of {s['runs']}.",
             "",
@@ -135,8 +135,8 @@ def render(results: dict) -> list[str]:
         "later batch changes the fine-tuning of the candidates trained after it, because the batched evaluator "
         "draws its shuffling and dropout seeds from `(seed, number of batches this process has trained)` and "
         "places candidates in slots by the order they were handed out (a resumed keras-tuner project retries its "
-        "interrupted trials in reverse order; Optuna gives them new numbers), and the stacked weights are padded "
-        "to the widest structure this process has seen. Nothing is lost or corrupted; the search is "
+        "interrupted trials in reverse order), and pads the stacked weights to the widest structure this process "
+        "has seen (Optuna trains one candidate per call: there only the first cause applies). Nothing is lost or corrupted; the search is "
         "equally valid, but with candidates fine-tuned under other random draws it may accept other structures. "
         "Seeding each candidate by its key (not by the process's history) would make them equal.",
         "",

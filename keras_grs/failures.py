@@ -54,7 +54,7 @@ def study_failures(study) -> list[dict]:
 
     trials = study.get_trials(deepcopy=False)
     done = {t.system_attrs.get(KEY_ATTR) for t in trials if t.state == TrialState.COMPLETE}
-    return [{"trial_id": str(t.number), "error": t.user_attrs[ERROR_ATTR]}
+    return [{"trial_id": str(t.number), "error": t.user_attrs.get(ERROR_ATTR, "the trial raised (see the log)")}
             for t in trials if raised(t) and t.system_attrs.get(KEY_ATTR) not in done]
 
 

@@ -50,7 +50,8 @@ from keras_grs.search.order import check_phases
 CONFIG_ATTR = "keras_grs_config"
 PATH_ATTR = "keras_grs_path"
 KEY_ATTR = "keras_grs_key"
-ERROR_ATTR = "keras_grs_error"  # user attribute of a trial that raised (a trial whose process died has none)
+RAISED_ATTR = "keras_grs_raised"  # a trial that raised: its process lived to say so (see raised())
+ERROR_ATTR = "keras_grs_error"  # what it raised, when keras-grs's objective ran it
 DEFAULT_TOLERANCE = 0.985
 DEFAULT_SEED = 0
 MAX_FAILURES = 2  # a candidate whose trial failed this many times counts as not valid
@@ -61,7 +62,7 @@ FINISHED_MESSAGE = "the pruning search has finished"
 def raised(trial) -> bool:
     """A FAIL trial whose objective raised; not one failed because its process died (a kill, a crash of the
     machine): that candidate simply runs again, however often it happens."""
-    return trial.state == TrialState.FAIL and ERROR_ATTR in trial.user_attrs
+    return trial.state == TrialState.FAIL and bool(trial.system_attrs.get(RAISED_ATTR))
 
 
 def _set_trial_attr(study, trial, key, value, system=False) -> None:
@@ -411,6 +412,8 @@ class PruningSampler(BaseSampler):
                 )
             config = dict(study.user_attrs[CONFIG_ATTR], groups=mine["learning"])
             study.set_user_attr(CONFIG_ATTR, config)  # before the trial is marked complete: no worker sees one without
+        if state == TrialState.FAIL:  # it raised; a trial whose process died never reaches this hook
+            _set_trial_attr(study, trial, RAISED_ATTR, True, system=True)
         if state != TrialState.COMPLETE:
             return
         trials = study.get_trials(deepcopy=False)
