@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test install c-toolchains bench bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration bench-architectures clean
+.PHONY: demo test install c-toolchains bench bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration bench-architectures bench-faults clean
 
 install: $(STAMP)
 
@@ -63,7 +63,11 @@ bench-calibration: $(STAMP)
 bench-architectures: $(STAMP)
 	$(PY) benchmarks/architectures.py
 
-bench: bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration bench-architectures
+# SIGKILL at every stage of prune, resumed until finished: lost trials, corrupt files, tracebacks (FAULTS_ARGS)
+bench-faults: $(STAMP) c-toolchains
+	$(PY) benchmarks/faults.py $(FAULTS_ARGS)
+
+bench: bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration bench-architectures bench-faults
 
 clean:
 	rm -rf $(VENV) build *.egg-info

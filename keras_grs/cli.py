@@ -269,6 +269,10 @@ def check_prune_arguments(args):
             raise CommandError(f"--guard-fraction: {error}") from None
     num_classes = _num_classes(data)
     safe_mode = not args.unsafe_model
+    if args.seed is not None:  # before the built-in models are built: their initial weights follow the seed too
+        import keras
+
+        keras.utils.set_random_seed(args.seed)
     models = [load_model(spec, data["x_train"].shape[1:], num_classes, safe_mode) for spec in args.models]
     from keras_grs import analyze
     from keras_grs.pipeline import check_constraints

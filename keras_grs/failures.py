@@ -44,18 +44,18 @@ def tuner_failures(oracle) -> list[dict]:
 
 
 def study_failures(study) -> list[dict]:
-    """The failed trials of an Optuna study whose candidate never completed: ``{"trial_id", "error"}``.
+    """The trials of an Optuna study that raised and whose candidate never completed: ``{"trial_id", "error"}``.
 
-    Optuna keeps no error message with a trial (it logs it). Trials of a worker that died are marked failed and
-    their candidate run again; once it completes they are not failures of the run."""
+    Trials of a process that died (killed, or its machine) are marked failed by Optuna's heartbeat and their
+    candidate runs again: they are not failures of the run."""
     from optuna.trial import TrialState
 
-    from keras_grs.optuna.samplers import KEY_ATTR
+    from keras_grs.optuna.samplers import ERROR_ATTR, KEY_ATTR, raised
 
     trials = study.get_trials(deepcopy=False)
     done = {t.system_attrs.get(KEY_ATTR) for t in trials if t.state == TrialState.COMPLETE}
-    return [{"trial_id": str(t.number), "error": "the trial raised (see the log)"}
-            for t in trials if t.state == TrialState.FAIL and t.system_attrs.get(KEY_ATTR) not in done]
+    return [{"trial_id": str(t.number), "error": t.user_attrs.get(ERROR_ATTR, "the trial raised (see the log)")}
+            for t in trials if raised(t) and t.system_attrs.get(KEY_ATTR) not in done]
 
 
 def tuner_search_failed(model_name, oracle, error: Exception) -> SearchFailed | None:

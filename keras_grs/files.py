@@ -22,13 +22,17 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fnmatch
 import hashlib
 import json
 import os
+import signal
 from pathlib import Path
 
 PARTIAL_PREFIX = ".partial-"
 DIGEST_SUFFIX = ".sha256.json"
+FAULT_ENV = "KERAS_GRS_FAULT_KILL"
+_fault_hits = 0
 
 
 class DiskFullError(OSError):
@@ -37,6 +41,24 @@ class DiskFullError(OSError):
 
 class CorruptFileError(ValueError):
     """A file does not match the size and SHA-256 recorded when it was written."""
+
+
+def _fault_point(path: Path) -> None:
+    """Fault-injection hook for the kill tests (``tests/faults``, ``benchmarks/faults.py``); inert when unset.
+
+    ``KERAS_GRS_FAULT_KILL=PATTERN:N`` makes the process SIGKILL itself when the N-th file of this process whose path
+    matches the shell pattern PATTERN is complete under its temporary name but not yet renamed: the most awkward
+    moment for a reader, and every stage of a run (checkpoints, models, report, C files) writes through here.
+    """
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    global _fault_hits
+    pattern, _, count = spec.rpartition(":")
+    if fnmatch.fnmatch(str(path), pattern):
+        _fault_hits += 1
+        if _fault_hits == int(count):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -65,6 +87,7 @@ def atomic_path(path):
         yield temporary
         with open(temporary, "rb+") as f:
             os.fsync(f.fileno())
+        _fault_point(path)
         os.replace(temporary, path)
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):

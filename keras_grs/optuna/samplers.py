@@ -52,11 +52,19 @@ from keras_grs.search.order import check_phases
 CONFIG_ATTR = "keras_grs_config"
 PATH_ATTR = "keras_grs_path"
 KEY_ATTR = "keras_grs_key"
+RAISED_ATTR = "keras_grs_raised"  # a trial that raised: its process lived to say so (see raised())
+ERROR_ATTR = "keras_grs_error"  # what it raised, when keras-grs's objective ran it
 DEFAULT_TOLERANCE = 0.985
 DEFAULT_SEED = 0
 MAX_FAILURES = 2  # a candidate whose trial failed this many times counts as not valid
 IDLE_POLL_SECONDS = 0.5
 FINISHED_MESSAGE = "the pruning search has finished"
+
+
+def raised(trial) -> bool:
+    """A FAIL trial whose objective raised; not one failed because its process died (a kill, a crash of the
+    machine): that candidate simply runs again, however often it happens."""
+    return trial.state == TrialState.FAIL and bool(trial.system_attrs.get(RAISED_ATTR))
 
 
 def _set_trial_attr(study, trial, key, value, system=False) -> None:
@@ -218,7 +226,7 @@ class PruningSampler(BaseSampler):
                 outcomes[key] = self.outcome(trial.number, trial.values, trial.user_attrs)
             elif trial.state == TrialState.PRUNED:
                 outcomes.setdefault(key, Outcome(score=None))
-            elif trial.state == TrialState.FAIL:
+            elif raised(trial):
                 failures[key] = failures.get(key, 0) + 1
                 if failures[key] >= MAX_FAILURES:
                     outcomes.setdefault(key, Outcome(score=None))
@@ -280,6 +288,11 @@ class PruningSampler(BaseSampler):
                     return
             if time.monotonic() - started > self.idle_timeout:
                 raise RuntimeError(f"no candidate became available within {self.idle_timeout} s")
+            # Optuna fails a dead process's trial (heartbeat overdue) only when a trial starts: while this one waits
+            # for a candidate such a trial holds, nothing else would, and a resumed run would wait idle_timeout.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(study)
             time.sleep(IDLE_POLL_SECONDS * (0.5 + random.random()))  # jitter: two workers that backed off differ
 
     def _claim_pending(self, study, trial, trials, plan) -> bool:
@@ -316,7 +329,7 @@ class PruningSampler(BaseSampler):
             )
         if any(t.state == TrialState.RUNNING for t in initial):
             return False
-        failed = [t for t in initial if t.state in (TrialState.FAIL, TrialState.PRUNED)]
+        failed = [t for t in initial if raised(t) or t.state == TrialState.PRUNED]
         if len(failed) >= MAX_FAILURES or any(t.state == TrialState.PRUNED for t in failed):
             raise ValueError(
                 f"the initial structure of study {study.study_name!r} could not be evaluated: trials "
@@ -409,6 +422,8 @@ class PruningSampler(BaseSampler):
                 )
             config = dict(study.user_attrs[CONFIG_ATTR], groups=mine["learning"])
             study.set_user_attr(CONFIG_ATTR, config)  # before the trial is marked complete: no worker sees one without
+        if state == TrialState.FAIL:  # it raised; a trial whose process died never reaches this hook
+            _set_trial_attr(study, trial, RAISED_ATTR, True, system=True)
         if state != TrialState.COMPLETE:
             return
         trials = study.get_trials(deepcopy=False)

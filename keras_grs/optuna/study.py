@@ -14,7 +14,8 @@ from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
 from keras_grs.files import verify
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_guard_data, epoch_score_for,
                              split_guard)
-from keras_grs.optuna.samplers import CONFIG_ATTR, DEFAULT_TOLERANCE, PruningSampler, trial_number_of
+from keras_grs.failures import last_line
+from keras_grs.optuna.samplers import CONFIG_ATTR, DEFAULT_TOLERANCE, ERROR_ATTR, PruningSampler, trial_number_of
 from keras_grs.scoring import score as objective_score
 from keras_grs.search import check_direction, check_tolerance, constrain
 from keras_grs.structure import analyze
@@ -222,6 +223,15 @@ class _Objective:
         self.objective = objective
 
     def __call__(self, trial):
+        try:
+            return self._evaluate(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:  # Optuna keeps no reason with a failed trial: this tells it from a killed one
+            trial.set_user_attr(ERROR_ATTR, f"{type(error).__name__}: {last_line(error)}")
+            raise
+
+    def _evaluate(self, trial):
         # The first suggest_int prunes a trial that started after the search ended (see the sampler).
         widths = {g.name: trial.suggest_int(g.name, g.min_width, g.width) for g in self.structure.groups}
         candidate = self.sampler.candidate(trial)

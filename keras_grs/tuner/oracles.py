@@ -310,6 +310,15 @@ class PruningOracle(keras_tuner.Oracle):
                 self._bookkeeping[trial_id] = {name: trial.hyperparameters.values.get(name, "") for name in BOOKKEEPING}
         self._search = None
 
+    def discard(self, trial_id, why: str) -> None:
+        """Forget a finished trial's outcome (its checkpoint was found damaged): it is marked INVALID with ``why``
+        and the engine hands its candidate out again as a new trial, never reusing the damaged weights."""
+        trial = self.trials[trial_id]
+        trial.status, trial.message = Status.INVALID, why
+        self._norms.pop(trial_id, None)
+        self._save_trial(trial)
+        self.save()
+
     def reload(self):
         super().reload()
         # A trial that completed just before the process died may still be listed as ongoing: do not rerun it.

@@ -12,7 +12,7 @@ import keras_tuner
 
 from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
 from keras_grs.evaluate.keras import validate
-from keras_grs.files import verify, write_json
+from keras_grs.files import CorruptFileError, verify, write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, ResolutionWarning, check_guard_data,
                              resolution_warnings, split_guard)
 from keras_grs.runlock import RunLock
@@ -150,6 +150,8 @@ class GRSTuner(keras_tuner.Tuner):
             self.oracle = distributed.PruningOracleClient(oracle)
         elif self._searched_by_others(tuner_kwargs.get("overwrite", False)):
             self.oracle.reload()
+        if not distributed.is_worker():
+            self._discard_damaged_checkpoints()
         self.inherit_weights = inherit_weights
         self.initial_epochs = initial_epochs
         self.evaluator = make_evaluator(evaluator, self.oracle.objective, self.hypermodel, self.executions_per_trial,
@@ -202,6 +204,17 @@ class GRSTuner(keras_tuner.Tuner):
         keras-tuner resumes a project only when this tuner id's own file exists, this one is resumed too."""
         return (not overwrite and not os.path.exists(self._get_tuner_fname())
                 and os.path.exists(os.path.join(self.project_dir, "oracle.json")))
+
+    def _discard_damaged_checkpoints(self):
+        """A resumed project's finished trial whose checkpoint was truncated or altered since it was written is
+        evaluated again (as a new trial), instead of failing its children or passing on garbage weights."""
+        for trial in list(self.oracle.trials.values()):
+            if trial.status == "COMPLETED":
+                try:
+                    verify(self._get_checkpoint_fname(trial.trial_id))
+                except CorruptFileError as error:
+                    warnings.warn(f"trial {trial.trial_id} is evaluated again: {error}", stacklevel=3)
+                    self.oracle.discard(trial.trial_id, f"checkpoint damaged: {error}")
 
     def _discover_widths(self) -> dict[str, int]:
         """Which width group of the built model each width hyperparameter controls: build with every width at
