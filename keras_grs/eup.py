@@ -28,7 +28,7 @@ import numpy as np
 
 from keras_grs.costs import count_flops, count_params
 from keras_grs.scoring import objective_direction, score
-from keras_grs.search.engine import beyond_guard_noise, check_tolerance, within_tolerance
+from keras_grs.search.engine import check_tolerance, guard_holds, within_tolerance
 from keras_grs.layers import kind_of
 from keras_grs.structure import leaf_layers
 from keras_grs.surgery import resized
@@ -155,7 +155,7 @@ def threshold(model, validation_data, reference=None, tolerance=0.995, mode="rel
     direction = objective_direction(objective)
     reference = score(model, x, y, objective) if reference is None else float(reference)
 
-    guard_holds = _guard_veto(model, guard_data, tolerance, objective)
+    guard_ok = _guard_veto(model, guard_data, tolerance, objective)
     work = _copy(model)
     layers = _prunable_layers(work)
     originals = [layer.get_weights() for layer in layers]
@@ -165,7 +165,7 @@ def threshold(model, validation_data, reference=None, tolerance=0.995, mode="rel
         _thresholded(originals, layers, t, mode)
         value = score(work, x, y, objective)
         steps += 1
-        if not within_tolerance(value, reference, tolerance, direction) or not guard_holds(work):
+        if not within_tolerance(value, reference, tolerance, direction) or not guard_ok(work):
             break
         best_t, best_accuracy = t, value
         best_weights = [layer.get_weights() for layer in layers]
@@ -199,13 +199,7 @@ def _guard_veto(model, guard_data, tolerance, objective):
     direction = objective_direction(objective)
     reference = score(model, x, y, objective)
 
-    def holds(candidate) -> bool:
-        value = score(candidate, x, y, objective)
-        if within_tolerance(value, reference, tolerance, direction):
-            return True
-        return direction == "max" and not beyond_guard_noise(value, reference, tolerance, len(y))
-
-    return holds
+    return lambda candidate: guard_holds(score(candidate, x, y, objective), reference, tolerance, direction, len(y))
 
 
 def distinct_values(model) -> int:
@@ -236,7 +230,7 @@ def quantize(model, validation_data, reference=None, tolerance=0.990, start_digi
         raise ValueError(f"start_digits must be a non-negative integer, got {start_digits!r}")
     direction = objective_direction(objective)
     reference = score(model, x, y, objective) if reference is None else float(reference)
-    guard_holds = _guard_veto(model, guard_data, tolerance, objective)
+    guard_ok = _guard_veto(model, guard_data, tolerance, objective)
     work = _copy(model)
     layers = _prunable_layers(work)
     originals = [layer.get_weights() for layer in layers]
@@ -245,7 +239,7 @@ def quantize(model, validation_data, reference=None, tolerance=0.990, start_digi
         for layer, weights in zip(layers, originals):
             layer.set_weights([np.round(w, digits).astype(w.dtype) for w in weights])
         value = score(work, x, y, objective)
-        if not within_tolerance(value, reference, tolerance, direction) or not guard_holds(work):
+        if not within_tolerance(value, reference, tolerance, direction) or not guard_ok(work):
             break
         best_digits, best_accuracy = digits, value
         best_weights = [layer.get_weights() for layer in layers]

@@ -531,12 +531,18 @@ def walk_back_index(guards: Sequence[float | None], tolerance: float, direction:
     fitted = monotone_decreasing([-math.inf if math.isnan(v) else v for v in oriented])
     reference = guards[0]
     for index in range(len(guards) - 1, 0, -1):
-        score = -fitted[index] if direction == "min" else fitted[index]
-        if within_tolerance(score, reference, tolerance, direction):
-            return index
-        if direction == "max" and not beyond_guard_noise(score, reference, tolerance, samples):
+        if guard_holds(-fitted[index] if direction == "min" else fitted[index], reference, tolerance, direction,
+                       samples):
             return index
     return 0
+
+
+def guard_holds(score, reference, tolerance, direction="max", samples=None) -> bool:
+    """The guard's verdict on one score: within tolerance of ``reference``, or (a maximized score measured on
+    ``samples``) short of it by no more than the guard's sampling noise (:func:`beyond_guard_noise`)."""
+    if within_tolerance(score, reference, tolerance, direction):
+        return True
+    return direction == "max" and not beyond_guard_noise(score, reference, tolerance, samples)
 
 
 def beyond_guard_noise(score, reference, tolerance, samples, z=GUARD_CONFIDENCE_Z) -> bool:
