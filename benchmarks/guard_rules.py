@@ -17,6 +17,7 @@ import math
 import numpy as np
 from common import RESULTS, write
 
+from keras_grs.guard import pack_outcomes
 from keras_grs.search.engine import beyond_guard_noise, walk_back_index
 from keras_grs.search.engine import monotone_decreasing as monotone
 
@@ -80,8 +81,9 @@ def rules(tolerance):
         return keep
 
     table = {
-        "keras-grs (monotone, beyond 1 s.e.)": lambda steps: walk_back_index(
-            [s["guard"] for s in steps], tolerance, "max", len(steps[0]["guard_right"])),
+        "keras-grs (paired, beyond 1 s.e.)": lambda steps: walk_back_index(
+            [s["guard"] for s in steps], tolerance, "max", len(steps[0]["guard_right"]),
+            [pack_outcomes(_right(s).astype(bool)) for s in steps]),
         "no walk back": lambda steps: len(steps) - 1,
         "guard within T": lambda steps: plain(steps),
         "guard within T, monotone (current)": lambda steps: plain(steps, fitted=True),

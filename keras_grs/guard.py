@@ -9,6 +9,10 @@ honest estimate because nothing was chosen on it except that one cut along an or
 ``acceptance="guard"`` (the default) carves the guard from the validation data, stratified by class, unless a
 ``guard_data`` split is given; ``acceptance="seed"`` is the seed's rule (no guard: the last accepted structure).
 
+For accuracy, a trial also records *which* guard samples it classifies right (:func:`guard_record`), so the walk
+back can compare each structure with the initial one sample by sample (a paired test, see
+:func:`keras_grs.search.engine.walk_back_index`) instead of from the two scores alone.
+
 The guard comes with a less optimistic candidate score (``epoch_score="last"``): a candidate's last epoch (its
 score and weights) instead of its best epoch. The best of many noisy epochs passes the
 tolerance by luck, and on a small validation split its weights are often an early, under-trained checkpoint.
@@ -142,3 +146,41 @@ def resolution_warnings(objective, tolerance, **splits) -> list[str]:
                 "test loss to exceed the tolerance, and pass more validation data (or guard_data) if you can"
             )
     return out
+
+
+def pack_outcomes(right) -> str:
+    """Per-sample right/wrong as a short text (hex of the packed bits) that trial records can carry.
+
+    Example:
+        >>> pack_outcomes([True, False, True])
+        'a0'
+        >>> unpack_outcomes('a0', 3).tolist()
+        [True, False, True]
+    """
+    return np.packbits(np.asarray(right, bool)).tobytes().hex()
+
+
+def unpack_outcomes(text, samples) -> np.ndarray | None:
+    """The booleans :func:`pack_outcomes` packed (None when ``text`` is missing or does not hold ``samples``)."""
+    if not text or not samples:
+        return None
+    try:
+        bits = np.unpackbits(np.frombuffer(bytes.fromhex(text), np.uint8))
+    except (ValueError, TypeError):
+        return None
+    if len(bits) < samples or len(bits) - samples >= 8:
+        return None
+    return bits[: int(samples)].astype(bool)
+
+
+def guard_record(model, guard_data, objective) -> dict:
+    """A trial's guard record: ``guard`` (the objective on the guard split), ``guard_samples`` (its size) and, for
+    accuracy, ``guard_right`` (which samples it gets right, packed; see :func:`pack_outcomes`)."""
+    from keras_grs.scoring import correct, is_accuracy, score
+
+    x, y = guard_data
+    if is_accuracy(objective):
+        right = correct(model, x, y)
+        return {"guard": float(np.mean(right)), "guard_samples": len(right), "guard_right": pack_outcomes(right)}
+    return {"guard": score(model, x, y, objective), "guard_samples": len(y), "guard_right": None}
+

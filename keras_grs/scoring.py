@@ -26,6 +26,20 @@ def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
         >>> accuracy(model, np.array([[1.0, 0.0], [0.0, 1.0]], "float32"), np.array([0, 0]))
         0.5
     """
+    right = correct(model, x, y)
+    return float(np.mean(right)) if len(right) else float("nan")
+
+
+def correct(model: keras.Model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Which samples the model classifies right (booleans, one per sample): what :func:`accuracy` averages.
+
+    Example:
+        >>> import numpy as np, keras
+        >>> model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(2, use_bias=False)])
+        >>> model.set_weights([np.eye(2, dtype="float32")])
+        >>> correct(model, np.array([[1.0, 0.0], [0.0, 1.0]], "float32"), np.array([0, 0])).tolist()
+        [True, False]
+    """
     out = predict(model, x)
     y = np.asarray(y)
     if out.ndim == 2 and out.shape[1] == 1:
@@ -33,7 +47,12 @@ def accuracy(model: keras.Model, x: np.ndarray, y: np.ndarray) -> float:
     else:
         predicted = out.reshape(len(out), -1).argmax(axis=1)
     labels = y.argmax(axis=1) if y.ndim == 2 and y.shape[1] > 1 else y.reshape(len(y))
-    return float(np.mean(predicted == labels)) if len(labels) else float("nan")
+    return predicted == labels
+
+
+def is_accuracy(objective) -> bool:
+    """Is the objective plain accuracy (the one score computed per sample, straight from the outputs)?"""
+    return objective_name(objective) in ("accuracy", "acc")
 
 
 def objective_name(objective) -> str:
@@ -81,7 +100,7 @@ def score(model: keras.Model, x, y, objective="val_accuracy", batch_size: int | 
         1.0
     """
     name = objective_name(objective)
-    if name in ("accuracy", "acc"):
+    if is_accuracy(name):
         return accuracy(model, x, y)
     if not model.compiled:
         raise ValueError(f"objective {name!r} needs a compiled model (only accuracy is computed without one)")

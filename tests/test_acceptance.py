@@ -13,9 +13,9 @@ import pytest
 import keras_grs
 from keras_grs import GRSTuner, datasets, eup, models, select
 from keras_grs.evaluate import Job, KerasEvaluator
-from keras_grs.guard import ResolutionWarning, split_guard
+from keras_grs.guard import ResolutionWarning, split_guard, unpack_outcomes
 from keras_grs.inputs import DataError
-from keras_grs.scoring import objective_direction, score
+from keras_grs.scoring import correct, objective_direction, score
 
 FIT = {"epochs": 2, "batch_size": 32, "verbose": 0}
 
@@ -101,7 +101,10 @@ def test_the_guard_never_reaches_training_or_the_search(tmp_path, data):
     model = tuner.load_model(trial)
     assert trial.metrics.get_last_value("guard_accuracy") == pytest.approx(score(model, *guard), abs=1e-6)
     assert trial.metrics.get_last_value("guard_samples") == len(guard[1])  # the walk back's noise margin reads it
-    assert tuner.oracle._outcomes()[tuner.oracle.bookkeeping(trial.trial_id)["grs_key"]].guard_samples == len(guard[1])
+    outcome = tuner.oracle._outcomes()[tuner.oracle.bookkeeping(trial.trial_id)["grs_key"]]
+    assert outcome.guard_samples == len(guard[1])
+    # which guard samples it gets right, for the walk back's paired test: the same model's, sample by sample
+    assert unpack_outcomes(outcome.guard_right, len(guard[1])).tolist() == correct(model, *guard).tolist()
 
 
 @pytest.mark.parametrize("tolerance, warned", [(0.985, ["guard"]), (0.9, [])])

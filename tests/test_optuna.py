@@ -150,6 +150,12 @@ def test_optimize_prunes_a_real_model_and_best_model_returns_it(tmp_path):
     assert accuracy(compact, *guard) == pytest.approx(final["guard"], abs=1e-6)
     assert trial.user_attrs["guard"] == pytest.approx(study.trials[1].user_attrs["guard"])
     assert trial.user_attrs["guard_samples"] == len(guard[1])
+    from keras_grs.guard import unpack_outcomes
+    from keras_grs.scoring import correct
+
+    # which guard samples the compact model gets right: what the walk back's paired test reads
+    right = unpack_outcomes(study.trials[int(final["trial_id"])].user_attrs["guard_right"], len(guard[1]))
+    assert right.tolist() == correct(compact, *guard).tolist()
     assert study.user_attrs["keras_grs_path"][-1]["structure"] == path[-1]["structure"]
 
     # the same study with another model or tolerance is refused

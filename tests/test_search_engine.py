@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from keras_grs.search import GroupSpec, Outcome, Phase, SearchError, make_search, run
@@ -309,6 +310,26 @@ def test_the_guard_walks_back_only_on_evidence_beyond_its_sampling_noise(samples
 
     plan = run(search, evaluate)
     assert plan.path[-1].widths == (1,)
+    assert plan.candidates[plan.final].widths == (final_width,)
+
+
+@pytest.mark.parametrize("traded, final_width", [(0, 3), (12, 2)])
+def test_the_paired_guard_test_reads_which_samples_each_structure_gets_right(traded, final_width):
+    """Two structures with the same guard score (8 of 200 samples lost net, 2 points beyond a 2% tolerance): one
+    loses 8 samples the initial structure got right and gains none (little noise: rejected); the other loses
+    20 and gains 12 (much disagreement, much noise: not evidence). Width 1 gets everything wrong."""
+    from keras_grs.guard import pack_outcomes
+
+    reference = np.arange(200) >= 10  # right on 190 of 200
+    step = reference.copy()
+    step[10:10 + 8 + traded] = False  # lost
+    step[:traded] = True  # gained
+    rights = {3: reference, 2: step, 1: np.zeros(200, bool)}
+    search = make_search("rrs", groups(3), tolerance=0.98, seed=0)
+    plan = run(search, lambda c: Outcome(score=1.0, guard=float(rights[c.widths[0]].mean()), guard_samples=200,
+                                         guard_right=pack_outcomes(rights[c.widths[0]])))
+    assert [s.widths for s in plan.path] == [(3,), (2,), (1,)]
+    assert plan.path[1].guard == pytest.approx(182 / 200)
     assert plan.candidates[plan.final].widths == (final_width,)
 
 

@@ -250,6 +250,7 @@ class PruningSampler(BaseSampler):
             unit_norms=json.loads(norms) if norms else None,
             guard=user_attrs.get("guard"),
             guard_samples=user_attrs.get("guard_samples"),
+            guard_right=user_attrs.get("guard_right"),
         )
 
     def plan(self, study, trials=None, extra=None):

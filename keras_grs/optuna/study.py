@@ -13,10 +13,9 @@ from keras_grs.costs import count_params
 from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
 from keras_grs.files import verify
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_guard_data, epoch_score_for,
-                             split_guard)
+                             guard_record, split_guard)
 from keras_grs.failures import last_line
 from keras_grs.optuna.samplers import CONFIG_ATTR, DEFAULT_TOLERANCE, ERROR_ATTR, PruningSampler, trial_number_of
-from keras_grs.scoring import score as objective_score
 from keras_grs.search import check_direction, check_tolerance, constrain
 from keras_grs.structure import analyze
 from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
@@ -258,8 +257,9 @@ class _Objective:
         if self.sampler.needs_norms:
             trial.set_user_attr("unit_norms", json.dumps(unit_norms(model)))
         if self.guard_data is not None:  # read only by the final walk back, never by the search's decisions
-            trial.set_user_attr("guard", objective_score(model, *self.guard_data, self.objective))
-            trial.set_user_attr("guard_samples", len(self.guard_data[1]))
+            for name, value in guard_record(model, self.guard_data, self.objective).items():
+                if value is not None:
+                    trial.set_user_attr(name, value)
         return (score, flops) if len(trial.study.directions) == 2 else score
 
     def _inherited(self, parent_number, study, candidate):

@@ -147,6 +147,8 @@ class Outcome:
         guard: the objective on the guard split, data the search never trains or decides on (None without a
             guard). Only the final walk back along the accepted path reads it (see :attr:`Plan.final`).
         guard_samples: how many samples the guard score was measured on (its sampling noise).
+        guard_right: for accuracy, which guard samples the model gets right, packed
+            (:func:`keras_grs.guard.pack_outcomes`): the walk back's paired test reads it.
         unit_norms: per group name, the L1 norm of each unit's incoming weights in the trained model (needed by
             magnitude unit selection only).
     """
@@ -157,6 +159,7 @@ class Outcome:
     unit_norms: Mapping[str, Sequence[float]] | None = None
     guard: float | None = None
     guard_samples: int | None = None
+    guard_right: str | None = None
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,7 @@ class Step:
     flops: int | None
     guard: float | None = None
     guard_samples: int | None = None
+    guard_right: str | None = None
 
 
 @dataclass
@@ -459,7 +463,7 @@ class Search:
         if guard_reference is None:
             return steps[-1].key
         index = walk_back_index([step.guard for step in steps], self.tolerance, self.direction,
-                                steps[0].guard_samples)
+                                steps[0].guard_samples, [step.guard_right for step in steps])
         return steps[index].key
 
 
@@ -478,7 +482,7 @@ def _accepted_so_far(ctx: Context, outcomes: Mapping[str, Outcome]) -> list[Node
 
 def _step(node: Node) -> Step:
     c, o = node.candidate, node.outcome
-    return Step(c.key, c.phase, c.widths, node.score, o.params, o.flops, o.guard, o.guard_samples)
+    return Step(c.key, c.phase, c.widths, node.score, o.params, o.flops, o.guard, o.guard_samples, o.guard_right)
 
 
 def check_tolerance(tolerance, name="tolerance") -> None:
@@ -512,29 +516,68 @@ GUARD_CONFIDENCE_Z = 1.0  # one standard error: the evidence the guard needs to 
 
 
 def walk_back_index(guards: Sequence[float | None], tolerance: float, direction: str = "max",
-                    samples: int | None = None) -> int:
+                    samples: int | None = None, outcomes: Sequence[str | None] | None = None) -> int:
     """Where the guard walks an accepted path back to: the position of the last structure it does not reject.
 
-    ``guards`` are the guard scores along the path, the initial structure first. They are read through a monotone
-    fit first: the path only ever removes units, so its objective is taken to worsen step by step, and a guard
-    score that rises again after failing ones is pooled with its neighbours (pool-adjacent-violators) instead of
-    being taken at face value. A structure is rejected only when the guard shows a loss beyond the tolerance larger
-    than the guard's own sampling noise (:func:`beyond_guard_noise`, for a maximized score measured on ``samples``):
-    a small guard cannot tell a lost sample from bad luck, and walking back on every such sample gives up most of
-    the pruning for nothing.
+    ``guards`` are the guard scores along the path, the initial structure first. A structure is rejected only when
+    the guard shows a loss beyond the tolerance larger than the guard's own sampling noise: a small guard cannot
+    tell a lost sample from bad luck, and walking back on every such sample gives up most of the pruning for
+    nothing. How the noise is judged depends on what the trials recorded:
+
+    - ``outcomes`` (accuracy: which guard samples each structure gets right, packed by
+      :func:`keras_grs.guard.pack_outcomes`) for the initial structure and a step: a paired test on the same
+      samples (:func:`beyond_paired_noise`). Two structures that err on the same samples differ by little noise;
+      two that trade errors differ by more, and the test sees which.
+    - otherwise (a loss, AUC, or trials recorded without outcomes): the scores are read through a monotone fit
+      first (the path only removes units, so its objective is taken to worsen step by step; a guard score that
+      rises again after failing ones is pooled with its neighbours), then :func:`beyond_guard_noise` judges the
+      fitted score, its standard error taken at its smallest (``samples`` is the guard's size).
 
     Example:
         >>> walk_back_index([0.97, 0.97, 0.96, 0.90, 0.88], 0.98, samples=1000)  # 0.90 is 5 points short
         2
     """
+    from keras_grs.guard import unpack_outcomes
+
+    outcomes = list(outcomes) if outcomes is not None else [None] * len(guards)
+    reference_right = unpack_outcomes(outcomes[0], samples) if outcomes else None
     oriented = [(-1.0 if direction == "min" else 1.0) * (g if g is not None else math.nan) for g in guards]
     fitted = monotone_decreasing([-math.inf if math.isnan(v) else v for v in oriented])
     reference = guards[0]
     for index in range(len(guards) - 1, 0, -1):
-        if guard_holds(-fitted[index] if direction == "min" else fitted[index], reference, tolerance, direction,
-                       samples):
+        right = unpack_outcomes(outcomes[index], samples) if reference_right is not None else None
+        if right is not None and direction == "max":
+            if not beyond_paired_noise(reference_right, right, tolerance):
+                return index
+        elif guard_holds(-fitted[index] if direction == "min" else fitted[index], reference, tolerance, direction,
+                         samples):
             return index
     return 0
+
+
+def beyond_paired_noise(reference_right, right, tolerance, z=GUARD_CONFIDENCE_Z) -> bool:
+    """Does a structure lose more accuracy than the tolerance allows, beyond the noise of a paired comparison?
+
+    ``reference_right`` and ``right`` say which of the same guard samples the initial structure and the step
+    classify right. Per sample, the difference ``d = reference - step`` is 1 (a sample lost), -1 (gained) or 0;
+    the shortfall is its mean, and the tolerance allows ``(1 - tolerance) x`` the reference's accuracy of it. The
+    excess counts as evidence only beyond ``z`` standard errors of the mean difference (McNemar's view: only the
+    samples the two disagree on carry noise).
+
+    Example:
+        >>> import numpy as np
+        >>> reference = np.ones(100, bool)
+        >>> beyond_paired_noise(reference, np.arange(100) >= 3, 0.98)   # 3 lost of 100: within noise
+        False
+        >>> beyond_paired_noise(reference, np.arange(100) >= 10, 0.98)  # 10 lost: beyond it
+        True
+    """
+    d = np.asarray(reference_right, float) - np.asarray(right, float)
+    excess = d.mean() - (1 - tolerance) * float(np.mean(reference_right))
+    if excess <= 0:
+        return False
+    error = d.std(ddof=1) / math.sqrt(len(d)) if len(d) > 1 else 0.0
+    return bool(excess > z * error)
 
 
 def guard_holds(score, reference, tolerance, direction="max", samples=None) -> bool:

@@ -54,6 +54,7 @@ GUARD_PREFIX = "guard_"  # a trial's score on the guard split is its metric guar
 Status = trial_module.TrialStatus
 
 
+GUARD_FILE = "guard_outcomes.json"  # in a trial's directory: which guard samples it gets right (accuracy only)
 GUARD_SAMPLES = "guard_samples"  # trial metric: the guard's size, which the walk back's noise margin reads
 
 
@@ -147,6 +148,7 @@ class PruningOracle(keras_tuner.Oracle):
         self._search = None
         self._plan_cache = (None, None)
         self._norms = {}
+        self._guard_rights = {}
 
     # -- the search ----------------------------------------------------------------------------------------
     def width_hyperparameters(self) -> list:
@@ -202,19 +204,23 @@ class PruningOracle(keras_tuner.Oracle):
                     unit_norms=self._unit_norms(trial) if needs_norms else None,
                     guard=_last(trial, guard, float) if guard else None,
                     guard_samples=_last(trial, GUARD_SAMPLES) if guard else None,
+                    guard_right=self._guard_right(trial) if guard else None,
                 )
             elif trial.status == Status.FAILED:
                 outcomes[key] = Outcome(score=None)
         return outcomes
 
+    def _guard_right(self, trial):
+        """Which guard samples the trial got right (packed), from its directory; None when it recorded none."""
+        if trial.trial_id not in self._guard_rights:
+            record = _read_json(os.path.join(self._project_dir, f"trial_{trial.trial_id}", GUARD_FILE))
+            self._guard_rights[trial.trial_id] = record.get("right") if isinstance(record, dict) else None
+        return self._guard_rights[trial.trial_id]
+
     def _unit_norms(self, trial):
         if trial.trial_id not in self._norms:
-            path = os.path.join(self._project_dir, f"trial_{trial.trial_id}", NORMS_FILE)
-            norms = None
-            if os.path.exists(path):
-                with open(path) as f:
-                    norms = json.load(f)
-            self._norms[trial.trial_id] = norms
+            self._norms[trial.trial_id] = _read_json(os.path.join(self._project_dir, f"trial_{trial.trial_id}",
+                                                                  NORMS_FILE))
         return self._norms[trial.trial_id]
 
     def populate_space(self, trial_id):
@@ -316,6 +322,7 @@ class PruningOracle(keras_tuner.Oracle):
         trial = self.trials[trial_id]
         trial.status, trial.message = Status.INVALID, why
         self._norms.pop(trial_id, None)
+        self._guard_rights.pop(trial_id, None)
         self._save_trial(trial)
         self.save()
 
@@ -332,6 +339,14 @@ class PruningOracle(keras_tuner.Oracle):
 
     def _save_trial(self, trial):
         write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
+
+
+def _read_json(path):
+    """A trial's side file, or None when it was never written."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def _last(trial, name, kind=int):

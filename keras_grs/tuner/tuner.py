@@ -14,14 +14,13 @@ from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
 from keras_grs.evaluate.keras import validate
 from keras_grs.files import CorruptFileError, verify, write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, ResolutionWarning, check_guard_data,
-                             resolution_warnings, split_guard)
+                             guard_record, resolution_warnings, split_guard)
 from keras_grs.runlock import RunLock
-from keras_grs.scoring import score
 from keras_grs.search import check_tolerance
 from keras_grs.structure import UnsupportedLayerError, analyze
 from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
 from keras_grs.tuner import distributed, fit_arguments
-from keras_grs.tuner.oracles import GUARD_SAMPLES, NORMS_FILE, ORACLES, PARENT, REMOVED, guard_metric
+from keras_grs.tuner.oracles import GUARD_FILE, GUARD_SAMPLES, NORMS_FILE, ORACLES, PARENT, REMOVED, guard_metric
 
 
 PARENT_CACHE_SIZE = 3
@@ -341,11 +340,16 @@ class GRSTuner(keras_tuner.Tuner):
                                         validation=labels(validation), guard=labels(guard)):
             warnings.warn(text, ResolutionWarning, stacklevel=4)
 
-    def _score_guard(self, metrics, model):
-        """Add the trial's guard score (its checkpoint's weights on the guard split) to its metrics."""
+    def _score_guard(self, trial_id, metrics, model):
+        """Add the trial's guard score (its checkpoint's weights on the guard split) to its metrics; for accuracy,
+        which guard samples it gets right goes to a file in the trial's directory (metrics hold numbers only)."""
         if self._guard is not None:
-            metrics[guard_metric(self.oracle.objective)] = score(model, *self._guard, self.oracle.objective)
-            metrics[GUARD_SAMPLES] = len(self._guard[1])
+            record = guard_record(model, self._guard, self.oracle.objective)
+            if record["guard_right"] is not None:
+                write_json(os.path.join(self.get_trial_dir(trial_id), GUARD_FILE),
+                           {"samples": record["guard_samples"], "right": record["guard_right"]})
+            metrics[guard_metric(self.oracle.objective)] = record["guard"]
+            metrics[GUARD_SAMPLES] = record["guard_samples"]
         return metrics
 
     def _check_fit_arguments(self, fit_args, fit_kwargs):
@@ -382,7 +386,7 @@ class GRSTuner(keras_tuner.Tuner):
         job, fit_kwargs = self._prepare_job(trial, fit_kwargs)
         evaluator = self._evaluate_with([trial], [job], fit_kwargs)
         (metrics,) = evaluator.evaluate([job], fit_args, fit_kwargs)
-        self._score_guard(metrics, job.model)
+        self._score_guard(trial.trial_id, metrics, job.model)
         self._save_unit_norms(trial.trial_id, job.model)
         del job
         return metrics
@@ -475,7 +479,7 @@ class GRSTuner(keras_tuner.Tuner):
                 evaluator = self._evaluate_with([t for t, _, _ in members], jobs, members[0][2])
                 results = evaluator.evaluate(jobs, fit_args, members[0][2])
                 for (t, job, _), metrics in zip(members, results):
-                    self.oracle.update_trial(t.trial_id, self._score_guard(metrics, job.model))
+                    self.oracle.update_trial(t.trial_id, self._score_guard(t.trial_id, metrics, job.model))
                     self._save_unit_norms(t.trial_id, job.model)
                     self._just_trained[t.trial_id] = job.model  # holds its checkpoint's weights
                     done.add(t.trial_id)
