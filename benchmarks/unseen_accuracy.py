@@ -129,8 +129,8 @@ def _retrained(name, seed, args, train, test, reference) -> dict:
 
 
 def _steps(model, result, validation, test, seed) -> list[dict]:
-    """Every step of the accepted path with its checkpoint's scores: search validation, guard (and which guard
-    samples it gets right), test. Walk-back rules can then be compared on the same searches."""
+    """Every step of the accepted path with its checkpoint's scores: search validation, guard (which guard samples
+    it gets right, and the probability it gives each one's true class), test. Walk-back rules can then be compared on the same searches."""
     from keras_grs.guard import split_guard
     from keras_grs.scoring import predict
     from keras_grs.surgery import resized
@@ -140,9 +140,11 @@ def _steps(model, result, validation, test, seed) -> list[dict]:
     for row in result.path:
         step = resized(model, row["widths"])
         step.load_weights(Path(result.project) / f"trial_{row['trial_id']}" / "checkpoint.weights.h5")
-        right = (predict(step, guard[0]).argmax(axis=1) == guard[1]).astype(int)
+        out = predict(step, guard[0])
+        right = (out.argmax(axis=1) == guard[1]).astype(int)
         steps.append({"structure": row["structure"], "params": row["params"], "val": accuracy(step, *search_val),
                       "guard": float(right.mean()), "guard_right": "".join(map(str, right)),
+                      "guard_p": [round(float(v), 5) for v in out[np.arange(len(out)), guard[1]]],
                       "test": accuracy(step, *test), "final": bool(row.get("final"))})
     return steps
 
