@@ -41,8 +41,8 @@ def before_first_failing(steps, passes) -> int:
     return len(steps) - 1
 
 
-def rules(tolerance):
-    """name -> function(steps) -> kept index."""
+def rules(tolerance, probabilities=False):
+    """name -> function(steps) -> kept index (with ``probabilities``, the rules that read ``guard_p`` too)."""
     def plain(steps, fitted=False, slack=lambda steps: 0.0):
         values = [s["guard"] for s in steps]
         values = monotone(values) if fitted else values
@@ -80,6 +80,29 @@ def rules(tolerance):
             return last_passing(steps, lambda i: not beyond_guard_noise(values[i], values[0], tolerance, n, z))
         return keep
 
+    def soft(z, when="always", also_hard=False):
+        """A paired test on the probability each step gives every guard sample's true class (a continuous
+        accuracy: its resolution is not one sample) instead of right/wrong; ``when="coarse"``: only where one
+        guard sample is worth more than the tolerance, else the paired right/wrong test."""
+        hard = paired(1.0)
+
+        def keep(steps):
+            n = len(steps[0]["guard_right"])
+            if "guard_p" not in steps[0] or (when == "coarse" and 1 / n <= 1 - tolerance):
+                return hard(steps)
+            reference = np.asarray(steps[0]["guard_p"])
+            allowed = (1 - tolerance) * reference.mean()
+
+            def passes(i):
+                d = reference - np.asarray(steps[i]["guard_p"])
+                ok = d.mean() - allowed <= z * d.std(ddof=1) / math.sqrt(n)
+                if also_hard:
+                    right = _right(steps[0]) - _right(steps[i])
+                    ok = ok and right.mean() - (1 - tolerance) * steps[0]["guard"] <= right.std(ddof=1) / math.sqrt(n)
+                return ok
+            return last_passing(steps, passes)
+        return keep
+
     table = {
         "keras-grs (paired, beyond 1 s.e.)": lambda steps: walk_back_index(
             [s["guard"] for s in steps], tolerance, "max", len(steps[0]["guard_right"]),
@@ -97,6 +120,10 @@ def rules(tolerance):
         table[f"paired z={z}"] = paired(z)
         table[f"paired z={z}, monotone"] = paired(z, fitted=True)
         table[f"paired z={z}, first failing"] = paired(z, walk=before_first_failing)
+    for z in (0.0, 1.0) if probabilities else ():
+        table[f"soft paired z={z}"] = soft(z)
+        table[f"soft paired z={z}, coarse guards only"] = soft(z, "coarse")
+        table[f"soft paired z={z} and paired right/wrong"] = soft(z, also_hard=True)
     return table
 
 
@@ -106,6 +133,7 @@ def main():
                                                          str(RESULTS / "unseen_accuracy.json")])
     parser.add_argument("--seed-runs", default=str(RESULTS / "unseen_accuracy.json"))
     parser.add_argument("--tolerance", type=float, default=0.98)
+    parser.add_argument("--out", default="guard_rules.md", help="the table's file in results/")
     args = parser.parse_args()
     runs = [r for path in args.paths for r in json.load(open(path))
             if r.get("steps") and r["tolerance"] == args.tolerance]
@@ -124,7 +152,7 @@ def main():
         "| rule | data set | runs | loss mean | max | params vs seed rule | verdict |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, keep in rules(args.tolerance).items():
+    for name, keep in rules(args.tolerance, any("guard_p" in r["steps"][0] for r in runs)).items():
         for dataset in dict.fromkeys(r["dataset"] for r in runs):
             rows = [r for r in runs if r["dataset"] == dataset]
             losses, kept, seed_kept = [], [], []
@@ -138,7 +166,7 @@ def main():
             ok = np.mean(losses) <= bound_mean and max(losses) <= bound_single and ratio <= 1.5
             lines.append(f"| {name} | {dataset} | {len(rows)} | {np.mean(losses):.2f} | {max(losses):.2f} | "
                          f"{ratio:.2f}x | {'met' if ok else 'missed'} |")
-    write("guard_rules.md", lines)
+    write(args.out, lines)
 
 
 if __name__ == "__main__":
