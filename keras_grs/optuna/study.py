@@ -68,7 +68,11 @@ def open_storage(storage=None, directory="keras_grs_runs"):
         return _journal(storage)
     import sqlalchemy
 
-    shown = sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)
+    try:
+        shown = sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)  # for messages
+    except (ValueError, sqlalchemy.exc.ArgumentError) as error:  # the URL's own text may hold a password
+        raise ValueError(f"malformed {scheme} storage URL ({error}): write {scheme}://USER:PASSWORD@HOST:PORT/DATABASE"
+                         ) from None
     for attempt in range(SCHEMA_ATTEMPTS):
         try:
             with warnings.catch_warnings():
@@ -79,6 +83,8 @@ def open_storage(storage=None, directory="keras_grs_runs"):
             raise ValueError(f"storage {shown!r}: the database driver is not installed{extra}") from None
         except sqlalchemy.exc.OperationalError as error:  # no server, no database, refused credentials
             raise ValueError(f"storage {shown!r} cannot be opened: {str(error.orig).strip()}") from None
+        except sqlalchemy.exc.ArgumentError as error:
+            raise ValueError(f"storage {shown!r}: {error}") from None
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
             if attempt == SCHEMA_ATTEMPTS - 1:
                 raise
