@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test install c-toolchains bench bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration bench-architectures bench-faults clean
+.PHONY: demo test install c-toolchains postgres-server bench bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration bench-architectures bench-faults clean
 
 install: $(STAMP)
 
@@ -22,16 +22,24 @@ c-toolchains:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq gcc-arm-linux-gnueabi qemu-user clang make gcc file >/dev/null; \
 	fi
 
+# The tests of several Optuna workers on one PostgreSQL study start a throwaway cluster with the server's binaries.
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || [ -x "$$(pg_config --bindir 2>/dev/null)/initdb" ] || { \
+		echo "installing Debian's PostgreSQL server"; \
+		SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+		$$SUDO apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql >/dev/null; }
+
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev,postgres]"
 	touch $(STAMP)
 
 demo: $(STAMP) c-toolchains
 	$(PY) -m keras_grs demo
 
-test: $(STAMP) c-toolchains
+test: $(STAMP) c-toolchains postgres-server
 	$(PY) -m pytest -q
 
 # Benchmarks are run by hand, never as tests; results go to benchmarks/results/.

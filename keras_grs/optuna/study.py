@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from pathlib import Path
 
@@ -21,16 +22,35 @@ from keras_grs.structure import analyze
 from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
 
 DIRECTIONS = ["maximize", "minimize"]
-STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
+JOURNAL_SCHEME = "journal"
+STORAGE_SCHEMES = DATABASE_SCHEMES + (JOURNAL_SCHEME,)
 DB_FILE = "optuna.db"
+CHECKPOINT_ATTR = "checkpoint"
+# Several workers opening one new database at once race to create Optuna's tables (PostgreSQL's CREATE TABLE is
+# not atomic against a concurrent one: the loser gets a unique violation); the tables exist when it tries again.
+SCHEMA_ATTEMPTS = 5
 
 
 def open_storage(storage=None, directory="keras_grs_runs"):
     """An Optuna storage: the default is an SQLite file ``DIRECTORY/optuna.db`` (embedded, no server).
 
-    ``storage`` may be any Optuna storage object (e.g. a JournalStorage on shared disk) or a database URL
-    (``sqlite:///...``, ``postgresql://...``, ``mysql://...``). Database storages get a heartbeat, so trials of a
-    worker that died are marked failed and run again.
+    ``storage`` may be any Optuna storage object or a URL:
+
+    - a database (``sqlite:///PATH``, ``postgresql://USER:PASSWORD@HOST:PORT/DATABASE``, ``mysql://...``); database
+      storages get a heartbeat, so trials of a worker that died are marked failed and run again;
+    - ``journal:///PATH``: an Optuna JournalStorage on the file PATH (relative, or absolute with a fourth slash, as
+      in ``sqlite:///``), for several processes on one machine or on a shared disk; no server, no heartbeat.
+
+    Other journal backends (Redis, ...) have no URL here: pass the storage object.
+
+    >>> import tempfile
+    >>> open_storage("journal:///" + tempfile.mkdtemp() + "/journal.log").__class__.__name__
+    'JournalStorage'
+    >>> open_storage("redis://localhost/0")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown storage URL 'redis://localhost/0': use sqlite:///PATH, ..., journal:///PATH or pass ...
     """
     if storage is not None and not isinstance(storage, str):
         return storage
@@ -40,12 +60,46 @@ def open_storage(storage=None, directory="keras_grs_runs"):
     scheme = storage.split(":", 1)[0].split("+", 1)[0]
     if "://" not in storage or scheme not in STORAGE_SCHEMES:
         raise ValueError(
-            f"unknown storage URL {storage!r}: use sqlite:///PATH, postgresql://..., mysql://... or pass an Optuna "
-            "storage object (for example a JournalStorage)"
+            f"unknown storage URL {storage!r}: use sqlite:///PATH, postgresql://..., mysql://..., journal:///PATH or "
+            "pass an Optuna storage object (for example JournalStorage(JournalRedisBackend(url)))"
         )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(storage, heartbeat_interval=10, grace_period=30)
+    if scheme == JOURNAL_SCHEME:
+        return _journal(storage)
+    import sqlalchemy
+
+    try:
+        shown = sqlalchemy.engine.make_url(storage).render_as_string(hide_password=True)  # for messages
+    except (ValueError, sqlalchemy.exc.ArgumentError) as error:  # the URL's own text may hold a password
+        raise ValueError(f"malformed {scheme} storage URL ({error}): write {scheme}://USER:PASSWORD@HOST:PORT/DATABASE"
+                         ) from None
+    for attempt in range(SCHEMA_ATTEMPTS):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(storage, heartbeat_interval=10, grace_period=30)
+        except ImportError:
+            extra = " (pip install 'keras-grs[postgres]')" if scheme == "postgresql" else ""
+            raise ValueError(f"storage {shown!r}: the database driver is not installed{extra}") from None
+        except sqlalchemy.exc.OperationalError as error:  # no server, no database, refused credentials
+            raise ValueError(f"storage {shown!r} cannot be opened: {str(error.orig).strip()}") from None
+        except sqlalchemy.exc.ArgumentError as error:
+            raise ValueError(f"storage {shown!r}: {error}") from None
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == SCHEMA_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+
+
+def _journal(url):
+    from optuna.storages.journal import JournalFileBackend
+
+    if not url.startswith(f"{JOURNAL_SCHEME}:///") or url == f"{JOURNAL_SCHEME}:///":
+        raise ValueError(f"a journal storage URL is journal:///PATH (a file; absolute: journal:////PATH), got {url!r}")
+    path = Path(url[len(f"{JOURNAL_SCHEME}:///"):])
+    if path.is_dir():
+        raise ValueError(f"journal storage {url!r}: {str(path)!r} is a directory; name the journal file in it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
 def create_study(sampler, storage=None, study_name="keras_grs", directory="keras_grs_runs", load_if_exists=True,
@@ -92,6 +146,19 @@ def _config(sampler, structure, tolerance, model, seed, acceptance, epoch_score)
 
 def checkpoint_path(directory, study, number) -> Path:
     return Path(directory) / "checkpoints" / study.study_name / f"trial_{number}.weights.h5"
+
+
+def trial_checkpoint(study, number, directory) -> Path:
+    """Where trial ``number``'s trained weights are: the file its worker recorded (user attribute ``checkpoint``),
+    else the trial's file under ``directory``.
+
+    The recorded file serves workers with directories of their own (``keras-grs prune --out`` per worker) on one
+    machine, or on a disk every machine mounts at the same path; ``directory`` serves a shared directory mounted
+    at different paths."""
+    recorded = study.trials[number].user_attrs.get(CHECKPOINT_ATTR)
+    candidates = [Path(recorded)] if recorded else []
+    candidates.append(checkpoint_path(directory, study, number))
+    return next((path for path in candidates if path.is_file()), candidates[0])
 
 
 def optimize(
@@ -252,6 +319,7 @@ class _Objective:
         path.parent.mkdir(parents=True, exist_ok=True)
         (metrics,) = self.evaluator.evaluate([Job(model, train, str(path))], self.fit_args, fit_kwargs)
         score, flops = float(metrics[self.objective]), int(metrics["flops"])
+        trial.set_user_attr(CHECKPOINT_ATTR, str(path.resolve()))
         trial.set_user_attr("params", count_params(model))
         trial.set_user_attr("flops", flops)
         if self.sampler.needs_norms:
@@ -265,7 +333,7 @@ class _Objective:
     def _inherited(self, parent_number, study, candidate):
         parent_widths = {g.name: study.trials[parent_number].params[g.name] for g in self.structure.groups}
         parent = resized(self.model, parent_widths)
-        parent.load_weights(_checked(checkpoint_path(self.directory, study, parent_number)))
+        parent.load_weights(_checked(trial_checkpoint(study, parent_number, self.directory)))
         structure = analyze(parent)
         return surviving_weights(parent, kept_units(structure, candidate.removed_dict))
 
@@ -294,7 +362,7 @@ def trial_model(study, model, number, directory="keras_grs_runs"):
     config = study.user_attrs[CONFIG_ATTR]
     widths = {g["name"]: study.trials[number].params[g["name"]] for g in config["groups"]}
     result = resized(model, widths)
-    result.load_weights(_checked(checkpoint_path(directory, study, number)))
+    result.load_weights(_checked(trial_checkpoint(study, number, directory)))
     return result
 
 

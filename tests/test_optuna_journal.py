@@ -1,0 +1,65 @@
+"""Optuna's JournalStorage file backend as keras-grs's storage argument: `--storage journal:///PATH`.
+
+A journal file needs no server: several processes of one machine (or of several machines, on a shared disk whose
+file locks work) append to it. Two `keras-grs prune` workers share one study there; the details of the workers are
+in tests/prune_workers.py.
+"""
+
+import time
+
+import optuna
+import pytest
+from prune_workers import check_shared_like_single, finish, prune_arguments, start_worker, study_on, write_inputs
+
+from keras_grs import optuna as kgo
+from keras_grs.cli import main
+from keras_grs.optuna.study import open_storage
+
+WORKERS = 2
+
+
+def test_two_workers_on_one_journal_file_share_the_work_and_take_the_single_process_path(tmp_path):
+    model, data = write_inputs(tmp_path)
+    journal = f"journal:///{tmp_path / 'shared' / 'journal.log'}"  # absolute: journal:////tmp/...
+    started = time.perf_counter()
+    runs = [tmp_path / f"worker{i}" for i in range(WORKERS)]
+    for worker in [start_worker(model, data, run, journal) for run in runs]:
+        finish(worker)
+    seconds = time.perf_counter() - started
+    single = f"journal:///{tmp_path / 'single.log'}"
+    assert main(prune_arguments(model, data, tmp_path / "single", single)) == 0
+
+    assert (tmp_path / "shared" / "journal.log").stat().st_size > 0
+    trials = check_shared_like_single(study_on(journal), study_on(single), runs)
+    print(f"{WORKERS} workers: {trials} trials in {seconds:.0f} s")
+
+
+def test_a_relative_journal_url_is_a_file_under_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    storage = open_storage("journal:///runs/journal.log")
+    study = kgo.create_study(kgo.RRSSampler(seed=0), storage=storage, study_name="s")
+    assert (tmp_path / "runs" / "journal.log").is_file()
+    assert optuna.load_study(study_name="s", storage=open_storage("journal:///runs/journal.log")).study_name == \
+        study.study_name
+
+
+@pytest.mark.parametrize("url, message", [
+    ("journal:///", "journal:///PATH"),
+    ("journal://host/file.log", "journal:///PATH"),
+    ("journal:relative.log", "unknown storage URL"),
+    ("redis://localhost:6379", "JournalRedisBackend"),
+])
+def test_journal_urls_it_cannot_take_are_refused_naming_the_form_it_takes(url, message):
+    with pytest.raises(ValueError, match=message):
+        open_storage(url)
+
+
+def test_a_directory_is_not_a_journal_file(tmp_path):
+    with pytest.raises(ValueError, match="is a directory"):
+        open_storage(f"journal:///{tmp_path}")
+
+
+def test_the_command_line_refuses_a_journal_url_without_a_path(tmp_path, capsys):
+    model, data = write_inputs(tmp_path)
+    assert main(prune_arguments(model, data, tmp_path / "run", "journal:///")) == 2
+    assert "journal:///PATH" in capsys.readouterr().err
