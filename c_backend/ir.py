@@ -19,7 +19,7 @@ from collections import Counter
 from keras_grs.layers import is_op
 from keras_grs.structure import UnsupportedLayerError, _functional, _graph_nodes, analyze, layer_chain
 
-ACTIVATIONS = ("linear", "relu", "relu6", "sigmoid", "tanh", "softmax")
+ACTIVATIONS = ("linear", "relu", "relu6", "sigmoid", "tanh", "softmax", "silu", "hard_sigmoid", "hard_silu")
 INT8_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
 C_KEYWORDS = {
     "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else", "enum", "extern",
@@ -31,6 +31,12 @@ FOLDS_BATCHNORM = ("dense", "conv", "depthwise")
 # Layers that change nothing in a channels-last buffer at inference: no actor, their output is their input's buffer.
 IDENTITY = (keras.layers.InputLayer, keras.layers.Dropout, keras.layers.SpatialDropout1D,
             keras.layers.SpatialDropout2D, keras.layers.Flatten, keras.layers.Reshape, keras.layers.Identity)
+# Plain Keras ops in a functional graph, by class name: element-wise on two tensors (a merge), with one tensor and
+# a scalar (a scale-and-shift), or an activation of one tensor.
+OP_MERGES = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Maximum": "maximum", "Minimum": "minimum"}
+OP_SCALAR = ("Add", "Subtract", "Multiply", "Divide", "TrueDivide")
+OP_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "Sigmoid": "sigmoid", "Tanh": "tanh", "Silu": "silu",
+                  "HardSigmoid": "hard_sigmoid", "HardSilu": "hard_silu"}
 MERGES = {keras.layers.Add: "add", keras.layers.Subtract: "subtract", keras.layers.Multiply: "multiply",
           keras.layers.Average: "average", keras.layers.Maximum: "maximum", keras.layers.Minimum: "minimum"}
 SPARSE_DENSITY = 0.5  # sparse="auto" stores a Dense layer sparsely at or below this density
@@ -63,6 +69,17 @@ def c_float(value) -> str:
     if "e" not in text and "." not in text:
         text += ".0"
     return text + "f"
+
+
+def _activation_call(layer, node) -> str | None:
+    """The activation a layer or op call applies on its own (an Activation or ReLU layer, ``keras.ops.relu6(x)``),
+    or None when it is something else."""
+    if isinstance(layer, (keras.layers.Activation, keras.layers.ReLU)):
+        return _activation(layer)
+    name = type(layer).__name__
+    if is_op(layer) and name in OP_ACTIVATIONS and len(node.arguments.args) == 1 and not node.arguments.kwargs:
+        return OP_ACTIVATIONS[name]
+    return None
 
 
 def _activation(layer) -> str:
@@ -172,9 +189,6 @@ def _graph_ops(model, name, taken) -> list[dict]:
         if isinstance(node.operation, keras.Model):
             raise UnsupportedLayerError(f"layer {node.operation.name!r} is a nested model; flatten it into one model "
                                         "for C export")
-        if is_op(node.operation):
-            raise UnsupportedLayerError(f"op {node.operation.name!r} ({type(node.operation).__name__}) has no C "
-                                        "translation; write it as a layer")
         if len(node.outputs) != 1:
             raise UnsupportedLayerError(f"layer {node.operation.name!r} has {len(node.outputs)} outputs")
     # The buffer a tensor lives in: layers that change nothing in a channels-last buffer alias their input's.
@@ -220,8 +234,8 @@ def _fuse(layer, node, previous) -> bool:
     an activation into an op without one, a BatchNormalization into a Dense/Conv/Depthwise without activation."""
     if previous is None:
         return False
-    if isinstance(layer, (keras.layers.Activation, keras.layers.ReLU)):
-        activation = _activation(layer)
+    activation = _activation_call(layer, node)
+    if activation is not None:
         if previous["activation"] == "linear" and previous["kind"] in FUSES_ACTIVATION:
             previous["activation"] = activation
             previous["description"] += f", then {activation}"
@@ -245,15 +259,20 @@ def _translate(layer, node, name, taken) -> list[dict]:
     in_shape = tuple(int(d) for d in node.input_tensors[0].shape[1:])
     out_shape = tuple(int(d) for d in node.outputs[0].shape[1:])
     L = keras.layers
+    if is_op(layer):
+        return [_keras_op(layer, node, name, taken, in_shape, out_shape)]
     if isinstance(layer, (L.Activation, L.ReLU)):
         activation = _activation(layer)
         return [_op(layer, name, taken, "activation", in_shape, out_shape, activation=activation,
                     description=f"{activation} on {int(np.prod(out_shape))} values")]
-    if isinstance(layer, (L.BatchNormalization, L.Rescaling)):
+    if isinstance(layer, (L.BatchNormalization, L.Rescaling, L.Normalization)):
         channels = out_shape[-1]
         if isinstance(layer, L.BatchNormalization):
             scale, shift = _bn_affine(layer)
             what = "BatchNormalization"
+        elif isinstance(layer, L.Normalization):
+            scale, shift = _normalization_affine(layer, channels)
+            what = "Normalization"
         else:
             scale = np.broadcast_to(np.asarray(layer.scale, np.float64), (channels,))
             shift = np.broadcast_to(np.asarray(layer.offset, np.float64), (channels,))
@@ -317,6 +336,50 @@ def _translate(layer, node, name, taken) -> list[dict]:
     raise UnsupportedLayerError(f"layer {layer.name!r} ({type(layer).__name__}) has no C translation")
 
 
+def _keras_op(op, node, name, taken, in_shape, out_shape) -> dict:
+    """A plain Keras op: an activation, an element-wise op on two tensors (a merge), or one with a scalar constant
+    (a scale and shift per channel, as hard-swish's ``x + 3.0`` and ``* (1 / 6)``)."""
+    kind = type(op).__name__
+    activation = _activation_call(op, node)
+    if activation is not None:
+        return _op(op, name, taken, "activation", in_shape, out_shape, activation=activation,
+                   description=f"{activation} on {int(np.prod(out_shape))} values")
+    if kind in OP_MERGES and len(node.input_tensors) > 1:
+        return _merge(op, node, name, taken, out_shape, OP_MERGES[kind])
+    args = list(node.arguments.args)
+    constants = [a for a in args if not isinstance(a, keras.KerasTensor)]
+    if kind in OP_SCALAR and len(args) == 2 and len(constants) == 1 and np.ndim(constants[0]) == 0 \
+            and not node.arguments.kwargs:
+        c, tensor_first = float(constants[0]), isinstance(args[0], keras.KerasTensor)
+        affine = {"Add": (1.0, c), "Multiply": (c, 0.0), "Subtract": (1.0, -c) if tensor_first else (-1.0, c)}
+        if tensor_first and c != 0:  # x / c; c / x is no scale and shift
+            affine["Divide"] = affine["TrueDivide"] = (1.0 / c, 0.0)
+        if kind in affine:
+            (scale, shift), channels = affine[kind], out_shape[-1]
+            return _op(op, name, taken, "affine", in_shape, out_shape, activation="linear",
+                       scale=[c_float(scale)] * channels, shift=[c_float(shift)] * channels,
+                       description=f"{kind} with the constant {c:g}")
+    raise UnsupportedLayerError(f"op {op.name!r} ({kind}) has no C translation; write it as a layer")
+
+
+def _channel_axis_only(layer):
+    rank = len(layer.input.shape)
+    if [a % rank for a in np.atleast_1d(layer.axis)] != [rank - 1]:
+        raise UnsupportedLayerError(f"layer {layer.name!r} normalizes axis {layer.axis}; C export supports the "
+                                    "channel (last) axis only")
+
+
+def _normalization_affine(layer, channels):
+    """A Normalization layer at inference: (x - mean) / max(sqrt(variance), epsilon), or its inverse."""
+    _channel_axis_only(layer)
+    mean = np.broadcast_to(keras.ops.convert_to_numpy(layer.mean).astype(np.float64).reshape(-1), (channels,))
+    variance = keras.ops.convert_to_numpy(layer.variance).astype(np.float64).reshape(-1)
+    deviation = np.broadcast_to(np.maximum(np.sqrt(variance), keras.backend.epsilon()), (channels,))
+    if layer.invert:
+        return deviation, mean
+    return 1.0 / deviation, -mean / deviation
+
+
 def _no_dilation(layer):
     if any(d != 1 for d in np.atleast_1d(layer.dilation_rate)):
         raise UnsupportedLayerError(f"layer {layer.name!r}: dilated convolutions are not supported in C")
@@ -373,7 +436,7 @@ def _depthwise(layer, name, taken, in_shape, out_shape, suffix=""):
     return op
 
 
-def _merge(layer, node, name, taken, out_shape):
+def _merge(layer, node, name, taken, out_shape, mode=None):
     """An element-wise merge; an input of one value per channel ((1, 1, C): a squeeze-and-excitation gate) is
     broadcast over the positions."""
     channels, size = out_shape[-1], int(np.prod(out_shape))
@@ -387,7 +450,7 @@ def _merge(layer, node, name, taken, out_shape):
         else:
             raise UnsupportedLayerError(f"layer {layer.name!r} broadcasts an input of shape {shape} to {out_shape}; "
                                         "C export broadcasts one value per channel only")
-    mode = MERGES[type(layer)]
+    mode = mode or MERGES[type(layer)]
     op = _op(layer, name, taken, "merge", out_shape, out_shape, activation="linear", mode=mode,
              broadcast=broadcast, description=f"{mode} of {len(broadcast)} inputs"
              + (" (one broadcast per channel)" if any(broadcast) else ""))
@@ -425,10 +488,7 @@ def _kernel_bias(layer, kernel=None):
 
 def _bn_affine(layer):
     """A BatchNormalization at inference as a per-channel scale and shift."""
-    rank = len(layer.input.shape)
-    if [a % rank for a in np.atleast_1d(layer.axis)] != [rank - 1]:
-        raise UnsupportedLayerError(f"layer {layer.name!r} normalizes axis {layer.axis}; C export supports the "
-                                    "channel (last) axis only")
+    _channel_axis_only(layer)
     mean = keras.ops.convert_to_numpy(layer.moving_mean).astype(np.float64)
     variance = keras.ops.convert_to_numpy(layer.moving_variance).astype(np.float64)
     gamma = keras.ops.convert_to_numpy(layer.gamma).astype(np.float64) if layer.scale else np.ones_like(mean)
