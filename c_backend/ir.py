@@ -206,7 +206,6 @@ def _graph_ops(model, name, taken) -> list[dict]:
         op["sources"] = sources if sources is not None else [producer[buffer[id(t)]] for t in node.input_tensors]
         ops.append(op)
         producer[id(node.outputs[0])] = len(ops) - 1
-        return op
 
     for node in nodes:
         layer = node.operation
