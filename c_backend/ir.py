@@ -523,17 +523,23 @@ def _finish(op: dict, precision: str, sparse: str) -> None:
         return
     if op["kind"] == "depthwise":  # read tap by tap, each tap's weights for every output channel side by side
         weights = weights.T
+        op["blocks"] = _blocks(op["channels"])  # channels computed together, one accumulator each
     op["weights"] = [c_float(v) for v in weights.ravel()]
 
 
 def _dense_blocks(weights: np.ndarray) -> tuple[list[dict], np.ndarray]:
     """Blocks of output units (``DENSE_BLOCK`` wide, then the rest), and the ``[units][inputs]`` weights packed in
     the order the kernel reads them: block by block, input by input, the block's units side by side."""
-    units = weights.shape[0]
+    blocks = _blocks(weights.shape[0])
+    packed = [weights[u:u + b["size"]].T.ravel() for b in blocks
+              for u in range(b["start"], b["start"] + b["count"] * b["size"], b["size"])]
+    return blocks, np.concatenate(packed)
+
+
+def _blocks(units: int) -> list[dict]:
+    """``units`` in blocks of ``DENSE_BLOCK`` (``count`` of them from ``start``), then one block of the rest."""
     full, rest = divmod(units, DENSE_BLOCK)
     blocks = [{"size": DENSE_BLOCK, "count": full, "start": 0}] if full else []
     if rest:
         blocks.append({"size": rest, "count": 1, "start": full * DENSE_BLOCK})
-    packed = [weights[u:u + b["size"]].T.ravel() for b in blocks
-              for u in range(b["start"], b["start"] + b["count"] * b["size"], b["size"])]
-    return blocks, np.concatenate(packed)
+    return blocks
