@@ -131,12 +131,13 @@ def test_depthwise_separable_convolutions_and_gates_match_keras(tmp_path):
 @pytest.mark.parametrize("merge", [L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum])
 def test_every_element_wise_merge_matches_keras(merge, tmp_path):
     inputs = keras.Input((5, 3))
-    a = L.Conv1D(4, 2, padding="same", name="a")(inputs)
-    b = L.Conv1D(4, 3, padding="same", activation="tanh", name="b")(inputs)
-    branches = [a, b] if merge is L.Subtract else [a, b, L.Dense(4, name="c")(inputs)]
+    a = L.Conv1D(3, 2, padding="same", name="a")(inputs)
+    b = L.Conv1D(3, 3, padding="same", activation="tanh", name="b")(inputs)
+    branches = [inputs, b] if merge is L.Subtract else [a, b, inputs]  # the model input read directly, too
     x = L.Flatten()(merge(name="merge")(branches))
     exported, _ = check(build(inputs, L.Dense(2, name="out")(x)), tmp_path)
-    assert len(op_named(exported, "merge")["sources"]) == len(branches)
+    sources = op_named(exported, "merge")["sources"]
+    assert len(sources) == len(branches) and sources[branches.index(inputs)] is None
 
 
 def test_a_grouped_depthwise_convolution_is_a_depthwise_actor(tmp_path):
