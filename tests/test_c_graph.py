@@ -116,7 +116,7 @@ def test_the_input_feeds_every_branch_of_a_concatenation(tmp_path):
         assert f"lide_c_fifo_write(&context->fifo[{fifo}], &input);" in text
 
 
-def test_depthwise_separable_convolutions_and_gates_match_keras(tmp_path):
+def test_depthwise_separable_convolutions_and_gates_match_keras_with_gcc_and_clang(tmp_path):
     model = separable_se_block()
     exported, _ = check(model, tmp_path)
     assert op_named(exported, "dw")["activation"] == "relu6"  # BN folded, then ReLU6 fused
@@ -126,6 +126,9 @@ def test_depthwise_separable_convolutions_and_gates_match_keras(tmp_path):
     assert op_named(exported, "se_gate")["broadcast"] == [False, True]
     assert op_named(exported, "gate")["broadcast"] == [True, False]
     assert {"affine", "pad", "depthwise", "merge", "conv"} <= set(kinds(exported))
+    if shutil.which("clang"):
+        x = np.random.default_rng(0).normal(size=(6, 9, 9, 3)).astype("float32")
+        assert c_backend.verify(model, tmp_path, x, cc="clang").max_abs_diff <= 1e-4
 
 
 @pytest.mark.parametrize("merge", [L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum])
