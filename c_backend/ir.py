@@ -322,6 +322,12 @@ def _translate(layer, node, name, taken) -> list[dict]:
         return [_op(layer, name, taken, "pad", in_shape, out_shape, activation="linear", in_h=ih, in_w=iw,
                     out_h=oh, out_w=ow, pad_t=int(padding[0][0]), pad_l=int(padding[1][0]),
                     description=f"zero padding {ih}x{iw} -> {oh}x{ow} ({c} channels)")]
+    if isinstance(layer, (L.Cropping1D, L.Cropping2D)):
+        (ih, iw, c), (oh, ow, _) = _as_2d(in_shape), _as_2d(out_shape)
+        cropping = layer.cropping if isinstance(layer, L.Cropping2D) else ((0, 0), layer.cropping)
+        return [_op(layer, name, taken, "crop", in_shape, out_shape, activation="linear", in_h=ih, in_w=iw,
+                    out_h=oh, out_w=ow, crop_t=int(cropping[0][0]), crop_l=int(cropping[1][0]),
+                    description=f"cropping {ih}x{iw} -> {oh}x{ow} ({c} channels)")]
     if type(layer) in MERGES:
         return [_merge(layer, node, name, taken, out_shape)]
     if isinstance(layer, L.Concatenate):

@@ -57,12 +57,13 @@ def inception_block():
 
 
 def separable_se_block():
-    """Rescaling, zero padding, a strided depthwise conv (BN, ReLU6), a squeeze-and-excitation gate of 1x1 convs,
+    """Rescaling, zero padding and cropping, a strided depthwise conv (BN, ReLU6), a squeeze-and-excitation gate of 1x1 convs,
     a separable conv with a multiplier, a depthwise conv with a multiplier, and a gate of Dense layers reshaped."""
     inputs = keras.Input((9, 9, 3))
     x = L.Rescaling(0.5, offset=-0.25, name="scale")(inputs)
     x = L.Conv2D(4, 3, padding="same", name="stem")(x)
-    x = L.ZeroPadding2D(((0, 1), (1, 0)), name="pad")(x)
+    x = L.ZeroPadding2D(((0, 2), (1, 1)), name="pad")(x)
+    x = L.Cropping2D(((1, 0), (0, 1)), name="crop")(x)
     x = L.DepthwiseConv2D(3, strides=2, use_bias=False, name="dw")(x)
     x = L.BatchNormalization(name="dw_bn")(x)
     x = L.ReLU(6.0, name="dw_relu6")(x)
@@ -125,7 +126,7 @@ def test_depthwise_separable_convolutions_and_gates_match_keras_with_gcc_and_cla
                                                                             f"{exported.name}_sep"]
     assert op_named(exported, "se_gate")["broadcast"] == [False, True]
     assert op_named(exported, "gate")["broadcast"] == [True, False]
-    assert {"affine", "pad", "depthwise", "merge", "conv"} <= set(kinds(exported))
+    assert {"affine", "pad", "crop", "depthwise", "merge", "conv"} <= set(kinds(exported))
     if shutil.which("clang"):
         x = np.random.default_rng(0).normal(size=(6, 9, 9, 3)).astype("float32")
         assert c_backend.verify(model, tmp_path, x, cc="clang").max_abs_diff <= 1e-4
