@@ -98,8 +98,12 @@ def _activation(layer) -> str:
 
 
 def _padding(size_in, size_out, kernel, stride, padding) -> int:
+    """Zeros before the first row (or column) of the input: none for ``valid``, all ``kernel - 1`` for a causal
+    Conv1D, and for ``same`` half of what the output needs (the smaller half, as Keras)."""
     if padding == "valid":
         return 0
+    if padding == "causal":
+        return kernel - 1
     return max((size_out - 1) * stride + kernel - size_in, 0) // 2
 
 
