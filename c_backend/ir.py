@@ -320,18 +320,16 @@ def _translate(layer, node, name, taken) -> list[dict]:
         return [_op(layer, name, taken, "global_pool", in_shape, out_shape, activation="linear", mode=mode,
                     spatial=int(np.prod(in_shape[:-1])),
                     description=f"global {mode} pooling of {in_shape[-1]} channels")]
-    if isinstance(layer, (L.ZeroPadding1D, L.ZeroPadding2D)):
+    if isinstance(layer, (L.ZeroPadding1D, L.ZeroPadding2D, L.Cropping1D, L.Cropping2D)):
+        # both move the input by whole rows and columns: padding writes it at an offset, cropping reads from one
+        padding = isinstance(layer, (L.ZeroPadding1D, L.ZeroPadding2D))
+        edges = layer.padding if padding else layer.cropping
+        (top, _), (left, _) = edges if len(in_shape) == 3 else ((0, 0), edges)
         (ih, iw, c), (oh, ow, _) = _as_2d(in_shape), _as_2d(out_shape)
-        padding = layer.padding if isinstance(layer, L.ZeroPadding2D) else ((0, 0), layer.padding)
-        return [_op(layer, name, taken, "pad", in_shape, out_shape, activation="linear", in_h=ih, in_w=iw,
-                    out_h=oh, out_w=ow, pad_t=int(padding[0][0]), pad_l=int(padding[1][0]),
-                    description=f"zero padding {ih}x{iw} -> {oh}x{ow} ({c} channels)")]
-    if isinstance(layer, (L.Cropping1D, L.Cropping2D)):
-        (ih, iw, c), (oh, ow, _) = _as_2d(in_shape), _as_2d(out_shape)
-        cropping = layer.cropping if isinstance(layer, L.Cropping2D) else ((0, 0), layer.cropping)
-        return [_op(layer, name, taken, "crop", in_shape, out_shape, activation="linear", in_h=ih, in_w=iw,
-                    out_h=oh, out_w=ow, crop_t=int(cropping[0][0]), crop_l=int(cropping[1][0]),
-                    description=f"cropping {ih}x{iw} -> {oh}x{ow} ({c} channels)")]
+        kind, what = ("pad", "zero padding") if padding else ("crop", "cropping")
+        return [_op(layer, name, taken, kind, in_shape, out_shape, activation="linear", in_h=ih, in_w=iw,
+                    out_h=oh, out_w=ow, top=int(top), left=int(left),
+                    description=f"{what} {ih}x{iw} -> {oh}x{ow} ({c} channels)")]
     if type(layer) in MERGES:
         return [_merge(layer, node, name, taken, out_shape)]
     if isinstance(layer, L.Concatenate):
