@@ -82,6 +82,9 @@ def export(model, out_dir, name=None, target="host", precision="float32", sparse
         "input_shape": input_shape,
         "input_size": int(np.prod(input_shape)),
         "output_size": int(np.prod(model.output_shape[1:])),
+        # the model input's edges, and every FIFO (the last one carries the output)
+        "input_fifos": [f for op in ops for source, f in zip(op["sources"], op["in_fifos"]) if source is None],
+        "fifo_count": 1 + max(f for op in ops for f in op["out_fifos"]),
     }
     environment = _environment()
     rendered = {}

@@ -1,9 +1,12 @@
 """The intermediate description of a model for C generation: one operation per actor, with shapes, weights
-(already formatted as C literals), activation and storage form. Templates only lay these out.
+(already formatted as C literals), activation and storage form, and the edges of the dataflow graph (which
+operations each one reads, and the FIFO of each edge). Templates only lay these out.
 
-Fusions: an Activation/ReLU layer joins the operation before it when that one has no activation yet; a
-BatchNormalization directly after a Dense/Conv layer without activation is folded into its weights; Dropout,
-Flatten and InputLayer change nothing in a channels-last buffer and produce no actor.
+The model's functional graph is walked in topological order (``keras_grs.structure``'s walk). Fusions, only into
+an operation whose output nothing else reads: an Activation/ReLU layer joins the operation that writes its input
+when that one has no activation yet; a BatchNormalization directly after a Dense/Conv/DepthwiseConv without
+activation is folded into its weights. Dropout, Flatten, Reshape, Identity and InputLayer change nothing in a
+channels-last buffer and produce no actor: their consumers read their input's buffer.
 """
 
 from __future__ import annotations
@@ -11,15 +14,31 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from keras_grs.structure import UnsupportedLayerError, analyze, layer_chain
+from collections import Counter
 
-ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
+from keras_grs.layers import is_op
+from keras_grs.structure import UnsupportedLayerError, _functional, _graph_nodes, analyze, layer_chain
+
+ACTIVATIONS = ("linear", "relu", "relu6", "sigmoid", "tanh", "softmax", "silu", "hard_sigmoid", "hard_silu")
+INT8_ACTIVATIONS = ("linear", "relu", "sigmoid", "tanh", "softmax")
 C_KEYWORDS = {
     "auto", "break", "case", "char", "const", "continue", "default", "do", "double", "else", "enum", "extern",
     "float", "for", "goto", "if", "inline", "int", "long", "register", "restrict", "return", "short", "signed",
     "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void", "volatile", "while", "main",
 }
-FUSES_ACTIVATION = ("dense", "conv", "affine")
+FUSES_ACTIVATION = ("dense", "conv", "depthwise", "affine")
+FOLDS_BATCHNORM = ("dense", "conv", "depthwise")
+# Layers that change nothing in a channels-last buffer at inference: no actor, their output is their input's buffer.
+IDENTITY = (keras.layers.InputLayer, keras.layers.Dropout, keras.layers.SpatialDropout1D,
+            keras.layers.SpatialDropout2D, keras.layers.Flatten, keras.layers.Reshape, keras.layers.Identity)
+# Plain Keras ops in a functional graph, by class name: element-wise on two tensors (a merge), with one tensor and
+# a scalar (a scale-and-shift), or an activation of one tensor.
+OP_MERGES = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Maximum": "maximum", "Minimum": "minimum"}
+OP_SCALAR = ("Add", "Subtract", "Multiply", "Divide", "TrueDivide")
+OP_ACTIVATIONS = {"Relu": "relu", "Relu6": "relu6", "Sigmoid": "sigmoid", "Tanh": "tanh", "Silu": "silu",
+                  "HardSigmoid": "hard_sigmoid", "HardSilu": "hard_silu"}
+MERGES = {keras.layers.Add: "add", keras.layers.Subtract: "subtract", keras.layers.Multiply: "multiply",
+          keras.layers.Average: "average", keras.layers.Maximum: "maximum", keras.layers.Minimum: "minimum"}
 SPARSE_DENSITY = 0.5  # sparse="auto" stores a Dense layer sparsely at or below this density
 # Output units computed together by the float Dense kernel: each loaded input feeds this many accumulators. Eight
 # accumulators, eight weights and the input fill 17 of the VFP's 32 single registers on ARMv6.
@@ -52,11 +71,23 @@ def c_float(value) -> str:
     return text + "f"
 
 
+def _activation_call(layer, node) -> str | None:
+    """The activation a layer or op call applies on its own (an Activation or ReLU layer, ``keras.ops.relu6(x)``),
+    or None when it is something else."""
+    if isinstance(layer, (keras.layers.Activation, keras.layers.ReLU)):
+        return _activation(layer)
+    name = type(layer).__name__
+    if is_op(layer) and name in OP_ACTIVATIONS and len(node.arguments.args) == 1 and not node.arguments.kwargs:
+        return OP_ACTIVATIONS[name]
+    return None
+
+
 def _activation(layer) -> str:
     if isinstance(layer, keras.layers.ReLU):
-        if layer.max_value is not None or float(layer.negative_slope) != 0 or float(layer.threshold) != 0:
-            raise UnsupportedLayerError(f"layer {layer.name!r}: only a plain ReLU is supported in C")
-        return "relu"
+        six = layer.max_value is not None and float(layer.max_value) == 6.0
+        if (layer.max_value is not None and not six) or float(layer.negative_slope) != 0 or float(layer.threshold) != 0:
+            raise UnsupportedLayerError(f"layer {layer.name!r}: only a plain ReLU or ReLU6 is supported in C")
+        return "relu6" if six else "relu"
     activation = getattr(layer, "activation", None)
     name = getattr(activation, "__name__", "linear")
     if name not in ACTIVATIONS:
@@ -67,8 +98,12 @@ def _activation(layer) -> str:
 
 
 def _padding(size_in, size_out, kernel, stride, padding) -> int:
+    """Zeros before the first row (or column) of the input: none for ``valid``, all ``kernel - 1`` for a causal
+    Conv1D, and for ``same`` half of what the output needs (the smaller half, as Keras)."""
     if padding == "valid":
         return 0
+    if padding == "causal":
+        return kernel - 1
     return max((size_out - 1) * stride + kernel - size_in, 0) // 2
 
 
@@ -78,105 +113,359 @@ def _as_2d(shape):
 
 
 def describe(model, name: str, precision="float32", sparse="auto", calibration=None) -> list[dict]:
-    """The operations (actors) of ``model``, in order. See the module docstring for the fusions."""
+    """The operations (actors) of ``model`` in topological order, wired into a dataflow graph.
+
+    Each operation's ``sources`` are the operations whose outputs it reads (None: the model input), in the order of
+    its layer's inputs; ``in_fifos``/``out_fifos`` are the FIFOs of its edges (see :func:`wire`). A chain of layers
+    gives a chain of actors: actor i reads FIFO i and writes FIFO i + 1. See the module docstring for the fusions.
+    """
     if precision not in ("float32", "int8"):
         raise ValueError(f"precision must be 'float32' or 'int8', got {precision!r}")
     if sparse not in ("auto", "never", "always"):
         raise ValueError(f"sparse must be 'auto', 'never' or 'always', got {sparse!r}")
-    analyze(model)  # refuses unsupported layers and graphs, naming them
-    layers = layer_chain(model)
-    taken = {name}
+    analyze(model)  # refuses unknown layers, shared layers and subclassed models, naming them
     if precision == "int8" and calibration is None:
         raise ValueError("precision='int8' needs calibration data: export(..., calibration=x_sample)")
-    ops: list[dict] = []
-    for layer in layers:
-        in_shape = tuple(int(d) for d in layer.input.shape[1:])
-        out_shape = tuple(int(d) for d in layer.output.shape[1:])
-        if isinstance(layer, (keras.layers.Dropout, keras.layers.Flatten, keras.layers.InputLayer)):
-            continue
-        if isinstance(layer, (keras.layers.Activation, keras.layers.ReLU)):
-            activation = _activation(layer)
-            previous = ops[-1] if ops else None
-            if previous is not None and previous["activation"] == "linear" and previous["kind"] in FUSES_ACTIVATION:
-                previous["activation"] = activation
-                previous["description"] += f", then {activation}"
-                previous["_pre"], previous["_source"] = previous["_source"], layer.name
-                continue
-            ops.append(_op(layer, name, taken, "activation", in_shape, out_shape, activation=activation,
-                           description=f"{activation} on {int(np.prod(out_shape))} values"))
-            continue
-        if isinstance(layer, keras.layers.BatchNormalization):
-            scale, shift = _bn_affine(layer)
-            previous = ops[-1] if ops else None
-            if previous is not None and previous["kind"] in ("dense", "conv") and previous["activation"] == "linear" \
-                    and previous["out_shape"] == in_shape:
-                previous["raw"] = (previous["raw"][0] * scale[:, None], previous["raw"][1] * scale + shift)
-                previous["description"] += ", BatchNormalization folded in"
-                previous["_source"] = layer.name
-                continue
-            ops.append(_op(layer, name, taken, "affine", in_shape, out_shape, activation="linear",
-                           scale=[c_float(v) for v in scale], shift=[c_float(v) for v in shift],
-                           description=f"BatchNormalization on {out_shape[-1]} channels"))
-            continue
-        if isinstance(layer, keras.layers.Dense):
-            kernel, bias = _kernel_bias(layer)
-            op = _op(layer, name, taken, "dense", in_shape, out_shape, activation=_activation(layer),
-                     inputs=in_shape[-1], units=out_shape[-1],
-                     description=f"Dense {in_shape[-1]} -> {out_shape[-1]}")
-            op["raw"] = (kernel.T.copy(), bias)  # [units][inputs]
-            ops.append(op)
-            continue
-        if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
-            if any(d != 1 for d in np.atleast_1d(layer.dilation_rate)):
-                raise UnsupportedLayerError(f"layer {layer.name!r}: dilated convolutions are not supported in C")
-            kernel, bias = _kernel_bias(layer)
-            if kernel.ndim == 3:
-                kernel = kernel[None]
-            (ih, iw, ic), (oh, ow, f) = _as_2d(in_shape), _as_2d(out_shape)
-            kh, kw = kernel.shape[:2]
-            strides = tuple(np.atleast_1d(layer.strides))
-            sh, sw = (1, strides[0]) if len(strides) == 1 else strides
-            op = _op(layer, name, taken, "conv", in_shape, out_shape, activation=_activation(layer),
-                     in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, filters=f, k_h=kh, k_w=kw, s_h=sh, s_w=sw,
-                     pad_t=_padding(ih, oh, kh, sh, layer.padding), pad_l=_padding(iw, ow, kw, sw, layer.padding),
-                     scratch=("float", kh * kw * ic),
-                     description=f"Conv {kh}x{kw}, {ic} -> {f} channels, output {oh}x{ow}")
-            op["raw"] = (np.transpose(kernel, (3, 0, 1, 2)).reshape(f, -1).copy(), bias)  # [filter][kh][kw][c]
-            ops.append(op)
-            continue
-        if isinstance(layer, (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D,
-                              keras.layers.AveragePooling1D, keras.layers.AveragePooling2D)):
-            mode = "max" if "Max" in type(layer).__name__ else "avg"
-            (ih, iw, c), (oh, ow, _) = _as_2d(in_shape), _as_2d(out_shape)
-            pool = tuple(np.atleast_1d(layer.pool_size))
-            strides = tuple(np.atleast_1d(layer.strides))
-            (ph, pw), (sh, sw) = ((1, pool[0]), (1, strides[0])) if len(pool) == 1 else (pool, strides)
-            ops.append(_op(layer, name, taken, "pool", in_shape, out_shape, activation="linear", mode=mode,
-                           in_h=ih, in_w=iw, out_h=oh, out_w=ow, p_h=ph, p_w=pw, s_h=sh, s_w=sw,
-                           pad_t=_padding(ih, oh, ph, sh, layer.padding), pad_l=_padding(iw, ow, pw, sw, layer.padding),
-                           description=f"{mode} pooling {ph}x{pw}, output {oh}x{ow}x{c}"))
-            continue
-        if isinstance(layer, (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
-                              keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D)):
-            mode = "max" if "Max" in type(layer).__name__ else "avg"
-            ops.append(_op(layer, name, taken, "global_pool", in_shape, out_shape, activation="linear", mode=mode,
-                           spatial=int(np.prod(in_shape[:-1])),
-                           description=f"global {mode} pooling of {in_shape[-1]} channels"))
-            continue
-        raise UnsupportedLayerError(f"layer {layer.name!r} ({type(layer).__name__}) has no C translation")
-    if not ops:
-        raise UnsupportedLayerError("the model computes nothing that needs an actor")
+    if precision == "int8":
+        try:
+            layers = layer_chain(model)
+        except UnsupportedLayerError as error:
+            raise UnsupportedLayerError(
+                f"precision='int8' exports chains of layers only: {error}; export this model in float32"
+            ) from None
+    ops = _graph_ops(model, name, {name})
     if precision == "int8":
         from c_backend.quantize import quantize_ops
 
-        return quantize_ops(name, taken, layers, ops, np.asarray(calibration, dtype="float32"))
+        for op in ops:
+            if op["activation"] not in INT8_ACTIVATIONS:
+                raise UnsupportedLayerError(
+                    f"layer {op['_source']!r}: activation {op['activation']!r} has no int8 form; "
+                    f"int8 supports {', '.join(INT8_ACTIVATIONS)}"
+                )
+        ops = quantize_ops(name, {name, *(op["actor"] for op in ops)}, layers, ops,
+                           np.asarray(calibration, dtype="float32"))
+        for i, op in enumerate(ops):  # the int8 actors (with quantize and dequantize) form a chain
+            op["sources"] = [i - 1 if i else None]
+        return wire(ops)
     for op in ops:
         _finish(op, precision, sparse)
+    return wire(ops)
+
+
+def wire(ops: list[dict]) -> list[dict]:
+    """Give every edge of the graph a FIFO of one token (a pointer to the producer's output buffer): one per input
+    of each operation, numbered in operation order, then one for the model output (the last FIFO). A producer
+    read by several operations writes its pointer into each of their FIFOs. Sets ``in_fifos``, ``out_fifos`` and
+    the C names of the ports (``in``/``out`` for one, ``in0``, ``in1``, ... for several) on each operation."""
+    for op in ops:
+        op["out_fifos"] = []
+    fifo = 0
+    for op in ops:
+        op["in_fifos"] = []
+        for source in op["sources"]:
+            op["in_fifos"].append(fifo)
+            if source is not None:
+                ops[source]["out_fifos"].append(fifo)
+            fifo += 1
+    ops[-1]["out_fifos"].append(fifo)  # the model output
+    for op in ops:
+        op["in_ports"] = _ports("in", len(op["in_fifos"]))
+        op["out_ports"] = _ports("out", len(op["out_fifos"]))
+        op["in_vars"] = _ports("x", len(op["in_fifos"]))
     return ops
 
 
-def _op(layer, model_name, taken, kind, in_shape, out_shape, **fields) -> dict:
-    actor = c_identifier(f"{model_name}_{layer.name}", taken)
+def _ports(stem, count):
+    return [stem] if count == 1 else [f"{stem}{i}" for i in range(count)]
+
+
+def _graph_ops(model, name, taken) -> list[dict]:
+    """The float operations of the model's graph, fused, with their ``sources``."""
+    graph = _functional(model)
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise UnsupportedLayerError(
+            f"model {model.name!r} has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; "
+            "C export needs one input and one output"
+        )
+    nodes = [n for n in _graph_nodes(graph) if not (n.is_input or isinstance(n.operation, keras.layers.InputLayer))]
+    for node in nodes:
+        if isinstance(node.operation, keras.Model):
+            raise UnsupportedLayerError(f"layer {node.operation.name!r} is a nested model; flatten it into one model "
+                                        "for C export")
+        if len(node.outputs) != 1:
+            raise UnsupportedLayerError(f"layer {node.operation.name!r} has {len(node.outputs)} outputs")
+    # The buffer a tensor lives in: layers that change nothing in a channels-last buffer alias their input's.
+    buffer = {id(graph.inputs[0]): id(graph.inputs[0])}
+    for node in nodes:
+        out = node.outputs[0]
+        buffer[id(out)] = buffer[id(node.input_tensors[0])] if isinstance(node.operation, IDENTITY) else id(out)
+    reads = Counter(buffer[id(t)] for node in nodes if not isinstance(node.operation, IDENTITY)
+                    for t in node.input_tensors)
+    reads[buffer[id(graph.outputs[0])]] += 1
+    producer = {id(graph.inputs[0]): None}  # buffer -> index of the op that writes it (None: the model input)
+    ops: list[dict] = []
+
+    def emit(node, op, sources=None):
+        op["sources"] = sources if sources is not None else [producer[buffer[id(t)]] for t in node.input_tensors]
+        ops.append(op)
+        producer[id(node.outputs[0])] = len(ops) - 1
+
+    for node in nodes:
+        layer = node.operation
+        if isinstance(layer, IDENTITY):
+            continue
+        source = buffer[id(node.input_tensors[0])]
+        # only an op whose output nothing else reads may take this layer's work into itself
+        previous = ops[producer[source]] if producer[source] is not None and reads[source] == 1 else None
+        fused = _fuse(layer, node, previous)
+        if fused:
+            producer[id(node.outputs[0])] = producer[source]
+            continue
+        for k, op in enumerate(_translate(layer, node, name, taken)):
+            emit(node, op, None if k == 0 else [len(ops) - 1])  # a SeparableConv's second half reads its first
+    if not ops:
+        raise UnsupportedLayerError("the model computes nothing that needs an actor")
+    last = producer[buffer[id(graph.outputs[0])]]
+    if last != len(ops) - 1:  # cannot happen in a graph whose every node leads to the output, but say so if it does
+        raise UnsupportedLayerError(f"model {model.name!r}: the output is not computed last")
+    return ops
+
+
+def _fuse(layer, node, previous) -> bool:
+    """Fold ``layer`` into ``previous`` (the op writing its input, read by nothing else) when the chain rules allow:
+    an activation into an op without one, a BatchNormalization into a Dense/Conv/Depthwise without activation."""
+    if previous is None:
+        return False
+    activation = _activation_call(layer, node)
+    if activation is not None:
+        if previous["activation"] == "linear" and previous["kind"] in FUSES_ACTIVATION:
+            previous["activation"] = activation
+            previous["description"] += f", then {activation}"
+            previous["_pre"], previous["_source"] = previous["_source"], layer.name
+            return True
+        return False
+    if isinstance(layer, keras.layers.BatchNormalization):
+        in_shape = tuple(int(d) for d in node.input_tensors[0].shape[1:])
+        if previous["kind"] in FOLDS_BATCHNORM and previous["activation"] == "linear" \
+                and previous["out_shape"] == in_shape:
+            scale, shift = _bn_affine(layer)
+            previous["raw"] = (previous["raw"][0] * scale[:, None], previous["raw"][1] * scale + shift)
+            previous["description"] += ", BatchNormalization folded in"
+            previous["_source"] = layer.name
+            return True
+    return False
+
+
+def _translate(layer, node, name, taken) -> list[dict]:
+    """The ops of one layer call: one, or two for a SeparableConv (depthwise, then pointwise reading it)."""
+    in_shape = tuple(int(d) for d in node.input_tensors[0].shape[1:])
+    out_shape = tuple(int(d) for d in node.outputs[0].shape[1:])
+    L = keras.layers
+    if is_op(layer):
+        return [_keras_op(layer, node, name, taken, in_shape, out_shape)]
+    if isinstance(layer, (L.Activation, L.ReLU)):
+        activation = _activation(layer)
+        return [_op(layer, name, taken, "activation", in_shape, out_shape, activation=activation,
+                    description=f"{activation} on {int(np.prod(out_shape))} values")]
+    if isinstance(layer, (L.BatchNormalization, L.Rescaling, L.Normalization)):
+        channels = out_shape[-1]
+        if isinstance(layer, L.BatchNormalization):
+            scale, shift = _bn_affine(layer)
+            what = "BatchNormalization"
+        elif isinstance(layer, L.Normalization):
+            scale, shift = _normalization_affine(layer, channels)
+            what = "Normalization"
+        else:
+            scale = np.broadcast_to(np.asarray(layer.scale, np.float64), (channels,))
+            shift = np.broadcast_to(np.asarray(layer.offset, np.float64), (channels,))
+            what = "Rescaling"
+        return [_op(layer, name, taken, "affine", in_shape, out_shape, activation="linear",
+                    scale=[c_float(v) for v in scale], shift=[c_float(v) for v in shift],
+                    description=f"{what} on {channels} channels")]
+    if isinstance(layer, L.Dense):
+        kernel, bias = _kernel_bias(layer)
+        op = _op(layer, name, taken, "dense", in_shape, out_shape, activation=_activation(layer),
+                 inputs=in_shape[-1], units=out_shape[-1], description=f"Dense {in_shape[-1]} -> {out_shape[-1]}")
+        op["raw"] = (kernel.T.copy(), bias)  # [units][inputs]
+        return [op]
+    if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)) or _grouped_depthwise(layer):
+        return [_depthwise(layer, name, taken, in_shape, out_shape)]
+    if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
+        _no_dilation(layer)
+        depthwise = _depthwise(layer, name, taken, in_shape, out_shape, suffix="_depthwise")
+        middle = (*out_shape[:-1], depthwise["channels"])
+        pointwise = _conv(layer, name, taken, middle, out_shape, layer.pointwise_kernel, strides=(1, 1),
+                         padding="valid")
+        pointwise["description"] = "pointwise " + pointwise["description"]
+        return [depthwise, pointwise]
+    if isinstance(layer, (L.Conv1D, L.Conv2D)):
+        if layer.groups != 1:
+            raise UnsupportedLayerError(f"layer {layer.name!r} is a grouped convolution (groups={layer.groups}); "
+                                       "C export supports depthwise ones (one input channel per group) only")
+        return [_conv(layer, name, taken, in_shape, out_shape, layer.kernel, layer.strides, layer.padding)]
+    if isinstance(layer, (L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D, L.AveragePooling2D)):
+        mode = "max" if "Max" in type(layer).__name__ else "avg"
+        (ih, iw, c), (oh, ow, _) = _as_2d(in_shape), _as_2d(out_shape)
+        pool = tuple(np.atleast_1d(layer.pool_size))
+        strides = tuple(np.atleast_1d(layer.strides))
+        (ph, pw), (sh, sw) = ((1, pool[0]), (1, strides[0])) if len(pool) == 1 else (pool, strides)
+        return [_op(layer, name, taken, "pool", in_shape, out_shape, activation="linear", mode=mode,
+                    in_h=ih, in_w=iw, out_h=oh, out_w=ow, p_h=ph, p_w=pw, s_h=sh, s_w=sw,
+                    pad_t=_padding(ih, oh, ph, sh, layer.padding), pad_l=_padding(iw, ow, pw, sw, layer.padding),
+                    description=f"{mode} pooling {ph}x{pw}, output {oh}x{ow}x{c}")]
+    if isinstance(layer, (L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
+                         L.GlobalMaxPooling1D, L.GlobalMaxPooling2D)):
+        mode = "max" if "Max" in type(layer).__name__ else "avg"
+        return [_op(layer, name, taken, "global_pool", in_shape, out_shape, activation="linear", mode=mode,
+                    spatial=int(np.prod(in_shape[:-1])),
+                    description=f"global {mode} pooling of {in_shape[-1]} channels")]
+    if isinstance(layer, (L.ZeroPadding1D, L.ZeroPadding2D, L.Cropping1D, L.Cropping2D)):
+        # both move the input by whole rows and columns: padding writes it at an offset, cropping reads from one
+        padding = isinstance(layer, (L.ZeroPadding1D, L.ZeroPadding2D))
+        edges = layer.padding if padding else layer.cropping
+        (top, _), (left, _) = edges if len(in_shape) == 3 else ((0, 0), edges)
+        (ih, iw, c), (oh, ow, _) = _as_2d(in_shape), _as_2d(out_shape)
+        kind, what = ("pad", "zero padding") if padding else ("crop", "cropping")
+        return [_op(layer, name, taken, kind, in_shape, out_shape, activation="linear", in_h=ih, in_w=iw,
+                    out_h=oh, out_w=ow, top=int(top), left=int(left),
+                    description=f"{what} {ih}x{iw} -> {oh}x{ow} ({c} channels)")]
+    if type(layer) in MERGES:
+        return [_merge(layer, node, name, taken, out_shape)]
+    if isinstance(layer, L.Concatenate):
+        if layer.axis % (len(out_shape) + 1) != len(out_shape):
+            raise UnsupportedLayerError(f"layer {layer.name!r} concatenates on axis {layer.axis}; C export "
+                                       "supports the channel (last) axis only")
+        widths = [int(t.shape[-1]) for t in node.input_tensors]
+        return [_op(layer, name, taken, "concat", in_shape, out_shape, activation="linear", widths=widths,
+                    in_size=int(np.prod(out_shape)),
+                    description=f"concatenation of {' + '.join(map(str, widths))} channels")]
+    raise UnsupportedLayerError(f"layer {layer.name!r} ({type(layer).__name__}) has no C translation")
+
+
+def _keras_op(op, node, name, taken, in_shape, out_shape) -> dict:
+    """A plain Keras op: an activation, an element-wise op on two tensors (a merge), or one with a scalar constant
+    (a scale and shift per channel, as hard-swish's ``x + 3.0`` and ``* (1 / 6)``)."""
+    kind = type(op).__name__
+    activation = _activation_call(op, node)
+    if activation is not None:
+        return _op(op, name, taken, "activation", in_shape, out_shape, activation=activation,
+                   description=f"{activation} on {int(np.prod(out_shape))} values")
+    if kind in OP_MERGES and len(node.input_tensors) > 1:
+        return _merge(op, node, name, taken, out_shape, OP_MERGES[kind])
+    args = list(node.arguments.args)
+    constants = [a for a in args if not isinstance(a, keras.KerasTensor)]
+    if kind in OP_SCALAR and len(args) == 2 and len(constants) == 1 and np.ndim(constants[0]) == 0 \
+            and not node.arguments.kwargs:
+        c, tensor_first = float(constants[0]), isinstance(args[0], keras.KerasTensor)
+        affine = {"Add": (1.0, c), "Multiply": (c, 0.0), "Subtract": (1.0, -c) if tensor_first else (-1.0, c)}
+        if tensor_first and c != 0:  # x / c; c / x is no scale and shift
+            affine["Divide"] = affine["TrueDivide"] = (1.0 / c, 0.0)
+        if kind in affine:
+            (scale, shift), channels = affine[kind], out_shape[-1]
+            return _op(op, name, taken, "affine", in_shape, out_shape, activation="linear",
+                       scale=[c_float(scale)] * channels, shift=[c_float(shift)] * channels,
+                       description=f"{kind} with the constant {c:g}")
+    raise UnsupportedLayerError(f"op {op.name!r} ({kind}) has no C translation; write it as a layer")
+
+
+def _channel_axis_only(layer):
+    rank = len(layer.input.shape)
+    if [a % rank for a in np.atleast_1d(layer.axis)] != [rank - 1]:
+        raise UnsupportedLayerError(f"layer {layer.name!r} normalizes axis {layer.axis}; C export supports the "
+                                    "channel (last) axis only")
+
+
+def _normalization_affine(layer, channels):
+    """A Normalization layer at inference: (x - mean) / max(sqrt(variance), epsilon), or its inverse."""
+    _channel_axis_only(layer)
+    mean = np.broadcast_to(keras.ops.convert_to_numpy(layer.mean).astype(np.float64).reshape(-1), (channels,))
+    variance = keras.ops.convert_to_numpy(layer.variance).astype(np.float64).reshape(-1)
+    deviation = np.broadcast_to(np.maximum(np.sqrt(variance), keras.backend.epsilon()), (channels,))
+    if layer.invert:
+        return deviation, mean
+    return 1.0 / deviation, -mean / deviation
+
+
+def _no_dilation(layer):
+    if any(d != 1 for d in np.atleast_1d(layer.dilation_rate)):
+        raise UnsupportedLayerError(f"layer {layer.name!r}: dilated convolutions are not supported in C")
+
+
+def _grouped_depthwise(layer) -> bool:
+    """A Conv with one input channel per group computes what a DepthwiseConv does (ConvNeXt writes them so)."""
+    return isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)) and layer.groups > 1 \
+        and layer.kernel.shape[-2] == 1
+
+
+def _conv(layer, name, taken, in_shape, out_shape, kernel, strides, padding):
+    """A Conv1D/2D (or a SeparableConv's pointwise half) as a ``conv`` op."""
+    _no_dilation(layer)
+    kernel, bias = _kernel_bias(layer, kernel)
+    if kernel.ndim == 3:
+        kernel = kernel[None]
+    (ih, iw, ic), (oh, ow, f) = _as_2d(in_shape), _as_2d(out_shape)
+    kh, kw = kernel.shape[:2]
+    strides = tuple(np.atleast_1d(strides))
+    sh, sw = (1, strides[0]) if len(strides) == 1 else strides
+    op = _op(layer, name, taken, "conv", in_shape, out_shape, activation=_activation(layer),
+             in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, filters=f, k_h=kh, k_w=kw, s_h=sh, s_w=sw,
+             pad_t=_padding(ih, oh, kh, sh, padding), pad_l=_padding(iw, ow, kw, sw, padding),
+             scratch=("float", kh * kw * ic),
+             description=f"Conv {kh}x{kw}, {ic} -> {f} channels, output {oh}x{ow}")
+    op["raw"] = (np.transpose(kernel, (3, 0, 1, 2)).reshape(f, -1).copy(), bias)  # [filter][kh][kw][c]
+    return op
+
+
+def _depthwise(layer, name, taken, in_shape, out_shape, suffix=""):
+    """A DepthwiseConv (any multiplier), a depthwise grouped Conv, or a SeparableConv's depthwise half (no bias, no
+    activation of its own): output channel c * m + j reads input channel c only."""
+    _no_dilation(layer)
+    separable = bool(suffix)
+    kernel = layer.depthwise_kernel if separable else layer.kernel
+    kernel = keras.ops.convert_to_numpy(kernel).astype(np.float64)
+    if kernel.ndim == 3:
+        kernel = kernel[None]
+    (ih, iw, ic), (oh, ow, _) = _as_2d(in_shape), _as_2d(out_shape)
+    kh, kw = kernel.shape[:2]
+    channels = kernel.shape[2] * kernel.shape[3]  # (kh, kw, C, m) and a grouped (kh, kw, 1, C * m): c * m + j
+    multiplier = channels // ic
+    strides = tuple(np.atleast_1d(layer.strides))
+    sh, sw = (1, strides[0]) if len(strides) == 1 else strides
+    bias = np.zeros(channels) if separable or not layer.use_bias else \
+        keras.ops.convert_to_numpy(layer.bias).astype(np.float64)
+    op = _op(layer, name, taken, "depthwise", in_shape, (*out_shape[:-1], channels), actor_name=layer.name + suffix,
+             activation="linear" if separable else _activation(layer),
+             in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, multiplier=multiplier, k_h=kh, k_w=kw, s_h=sh, s_w=sw,
+             pad_t=_padding(ih, oh, kh, sh, layer.padding), pad_l=_padding(iw, ow, kw, sw, layer.padding),
+             description=f"depthwise conv {kh}x{kw}, {ic} channels x {multiplier}, output {oh}x{ow}")
+    op["raw"] = (kernel.reshape(kh * kw, channels).T.copy(), bias)  # [output channel][kh * kw]
+    return op
+
+
+def _merge(layer, node, name, taken, out_shape, mode=None):
+    """An element-wise merge; an input of one value per channel ((1, 1, C): a squeeze-and-excitation gate) is
+    broadcast over the positions."""
+    channels, size = out_shape[-1], int(np.prod(out_shape))
+    broadcast = []
+    for tensor in node.input_tensors:
+        shape = tuple(int(d) for d in tensor.shape[1:])
+        if int(np.prod(shape)) == size and shape[-1] == channels:
+            broadcast.append(False)
+        elif int(np.prod(shape)) == channels and shape[-1] == channels:
+            broadcast.append(True)
+        else:
+            raise UnsupportedLayerError(f"layer {layer.name!r} broadcasts an input of shape {shape} to {out_shape}; "
+                                        "C export broadcasts one value per channel only")
+    mode = mode or MERGES[type(layer)]
+    op = _op(layer, name, taken, "merge", out_shape, out_shape, activation="linear", mode=mode,
+             broadcast=broadcast, description=f"{mode} of {len(broadcast)} inputs"
+             + (" (one broadcast per channel)" if any(broadcast) else ""))
+    return op
+
+
+def _op(layer, model_name, taken, kind, in_shape, out_shape, actor_name=None, **fields) -> dict:
+    actor = c_identifier(f"{model_name}_{actor_name or layer.name}", taken)
     channels = int(out_shape[-1])
     return {
         "kind": kind,
@@ -198,13 +487,15 @@ def _op(layer, model_name, taken, kind, in_shape, out_shape, **fields) -> dict:
     }
 
 
-def _kernel_bias(layer):
-    kernel = keras.ops.convert_to_numpy(layer.kernel).astype(np.float64)
+def _kernel_bias(layer, kernel=None):
+    kernel = keras.ops.convert_to_numpy(layer.kernel if kernel is None else kernel).astype(np.float64)
     bias = keras.ops.convert_to_numpy(layer.bias).astype(np.float64) if layer.use_bias else np.zeros(kernel.shape[-1])
     return kernel, bias
 
 
 def _bn_affine(layer):
+    """A BatchNormalization at inference as a per-channel scale and shift."""
+    _channel_axis_only(layer)
     mean = keras.ops.convert_to_numpy(layer.moving_mean).astype(np.float64)
     variance = keras.ops.convert_to_numpy(layer.moving_variance).astype(np.float64)
     gamma = keras.ops.convert_to_numpy(layer.gamma).astype(np.float64) if layer.scale else np.ones_like(mean)
@@ -238,17 +529,25 @@ def _finish(op: dict, precision: str, sparse: str) -> None:
         op["blocks"], packed = _dense_blocks(weights)
         op["weights"] = [c_float(v) for v in packed]
         return
+    if op["kind"] == "depthwise":  # read tap by tap, each tap's weights for every output channel side by side
+        weights = weights.T
+        op["blocks"] = _blocks(op["channels"])  # channels computed together, one accumulator each
     op["weights"] = [c_float(v) for v in weights.ravel()]
 
 
 def _dense_blocks(weights: np.ndarray) -> tuple[list[dict], np.ndarray]:
     """Blocks of output units (``DENSE_BLOCK`` wide, then the rest), and the ``[units][inputs]`` weights packed in
     the order the kernel reads them: block by block, input by input, the block's units side by side."""
-    units = weights.shape[0]
+    blocks = _blocks(weights.shape[0])
+    packed = [weights[u:u + b["size"]].T.ravel() for b in blocks
+              for u in range(b["start"], b["start"] + b["count"] * b["size"], b["size"])]
+    return blocks, np.concatenate(packed)
+
+
+def _blocks(units: int) -> list[dict]:
+    """``units`` in blocks of ``DENSE_BLOCK`` (``count`` of them from ``start``), then one block of the rest."""
     full, rest = divmod(units, DENSE_BLOCK)
     blocks = [{"size": DENSE_BLOCK, "count": full, "start": 0}] if full else []
     if rest:
         blocks.append({"size": rest, "count": 1, "start": full * DENSE_BLOCK})
-    packed = [weights[u:u + b["size"]].T.ravel() for b in blocks
-              for u in range(b["start"], b["start"] + b["count"] * b["size"], b["size"])]
-    return blocks, np.concatenate(packed)
+    return blocks

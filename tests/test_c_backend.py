@@ -139,7 +139,7 @@ def test_unsupported_layers_and_activations_are_named(tmp_path):
     with pytest.raises(UnsupportedLayerError, match="LSTM"):
         c_backend.export(keras.Sequential([keras.Input((3, 2)), L.LSTM(2), L.Dense(2)]), tmp_path)
     with pytest.raises(UnsupportedLayerError, match="plain ReLU"):
-        c_backend.export(seq((4,), L.Dense(3), L.ReLU(max_value=6.0), L.Dense(2)), tmp_path)
+        c_backend.export(seq((4,), L.Dense(3), L.ReLU(max_value=4.0), L.Dense(2)), tmp_path)
 
 
 def test_the_header_declares_exactly_the_api(tmp_path):

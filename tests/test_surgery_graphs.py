@@ -252,7 +252,7 @@ def test_chain_only_code_refuses_graphs_naming_the_layer():
     from c_backend.ir import describe
 
     with pytest.raises(keras_grs.UnsupportedLayerError, match="layer 'add1' of class Add is not supported here"):
-        describe(model, "m")
+        describe(model, "m", precision="int8", calibration=np.zeros((1, 8, 8, 3)))  # float32 takes graphs
 
 
 # -- property test: random functional graphs ----------------------------------------------------------------
