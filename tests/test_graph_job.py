@@ -1,4 +1,4 @@
-"""The whole job on a residual model: search, EUP and report work on graphs; the C step says it is not there yet."""
+"""The whole job on a residual model: search, EUP, report and C (a dataflow graph with a merge actor) on graphs."""
 
 import json
 
@@ -22,7 +22,7 @@ def residual_model():
     return model
 
 
-def test_the_cli_prunes_a_residual_model_and_skips_c_with_a_reason(tmp_path, capsys):
+def test_the_cli_prunes_a_residual_model_and_writes_c_that_matches_keras(tmp_path, capsys):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(240, 8, 8, 1)).astype("float32")
     y = (x[:, :4].mean(axis=(1, 2, 3)) > 0).astype("int32")
@@ -35,9 +35,12 @@ def test_the_cli_prunes_a_residual_model_and_skips_c_with_a_reason(tmp_path, cap
                      "--quiet", "--tolerance", "0.5"])
     printed = capsys.readouterr().out
     assert code in (0, 3), printed
-    assert "C code: not written" in printed
     report = json.loads((out / "report.json").read_text())
-    assert "skipped" in report["c_export"] and "chain" in report["c_export"]["skipped"]
+    record = report["c_export"]
+    assert "skipped" not in record, record
+    assert "merge" in record["actors"]  # the shortcut's Add is an actor with two input FIFOs
+    assert record["max_abs_diff"] <= 1e-4 and record["agreement"] == 1.0
+    assert (out / "c" / f"{record['name']}.c").exists()
     compact = keras.models.load_model(out / "compact.keras")
     sparse = keras.models.load_model(out / "eup.keras")
     assert count_params(compact) <= count_params(residual_model())
