@@ -415,11 +415,8 @@ def prune(
         raise SettingError(f"{{selection}} {selection!r} needs test_data (x_test and y_test)", "selection")
     digest = run.data_digest(x, y, *validation_data, *(test_data or (None, None)), *(guard_data or (None, None)))
     searched = validation_data
-    if guard_data is None and acceptance == "guard":
-        try:
-            searched, guard_data = split_guard(validation_data, guard_fraction, seed=seed)
-        except ValueError as error:
-            raise SettingError("{guard_fraction}: " + str(error), "guard_fraction") from None
+    if guard_data is None and acceptance == "guard":  # a class too small to split is refused, naming it
+        searched, guard_data = split_guard(validation_data, guard_fraction, seed=seed)
     root = Path(out if out is not None else directory if directory is not None else DEFAULT_DIRECTORY)
     if directory is None:
         directory = root / run.TUNER_DIR if out is not None else root

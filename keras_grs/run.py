@@ -73,7 +73,8 @@ BACKENDS = ("keras-tuner", "optuna")
 
 def _one_of(name, value, choices) -> None:
     if value not in choices:
-        raise SettingError("{" + name + "} must be one of " + ", ".join(choices) + f", got {value!r}", name)
+        spelled = "{" + name + "}"
+        raise SettingError(f"unknown {spelled} {value!r}: {spelled} must be one of {', '.join(choices)}", name)
 
 
 def check_storage_url(url: str) -> str:
