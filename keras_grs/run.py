@@ -24,6 +24,7 @@ from keras_grs.inputs import DataError, SettingError, load_model
 RUN_FILE = "run.json"
 TUNER_DIR = "tuner"  # where the searches of a run directory live (prune(out=...), keras-grs prune --out)
 LOCK_COMMAND = "keras_grs.prune()"  # how the holder of a run directory is described to a process it refuses
+BACKENDS = ("keras-tuner", "optuna")
 
 
 def check_settings(*, method, tolerance, epochs, initial_epochs, batch_size, selection, seed, phases, max_trials,
@@ -66,9 +67,6 @@ def check_settings(*, method, tolerance, epochs, initial_epochs, batch_size, sel
         check_storage_url(storage)
     if export_c and out is None:
         raise SettingError("{export_c} needs {out}, the run directory the C code is written into", "export_c", "out")
-
-
-BACKENDS = ("keras-tuner", "optuna")
 
 
 def _one_of(name, value, choices) -> None:
