@@ -390,20 +390,21 @@ def prune(
                        guard_fraction=guard_fraction, export_c=export_c, out=out)
     epoch_score = epoch_score_for(acceptance, epoch_score)
     frozen = [frozen] if isinstance(frozen, str) else list(frozen or [])
-    splits = check_splits(x, y, validation_data, test_data)  # an empty split is named before any label is read
+    check_splits(x, y, validation_data, test_data)  # an empty split is named before any label is read
     if guard_data is not None:
         check_guard_data(guard_data, acceptance)
     if seed is not None:  # before the built-in models are built: their initial weights follow the seed too
         keras.utils.set_random_seed(seed)
-    labels = {"y": y, "validation": validation_data[1], "test": None if test_data is None else test_data[1]}
-    models, names, labels = run.resolve_models(models, x, labels, safe_mode)
-    y, validation_data = labels["y"], (validation_data[0], labels["validation"])
-    test_data = None if test_data is None else (test_data[0], labels["test"])
-    labelled = [(name, xs) for name, xs, _ in splits] + ([("guard data", guard_data[0])] if guard_data else [])
-    label_sets = [y, validation_data[1]] + ([test_data[1]] if test_data else []) + ([guard_data[1]] if guard_data else [])
+    given = {"training data": (x, y), "validation data": validation_data, "test data": test_data,
+             "guard data": guard_data}
+    labels = {name: None if split is None else split[1] for name, split in given.items()}
+    models, names, labels = run.resolve_models(models, x, labels, safe_mode)  # one-hot turned into ids if need be
+    splits = {name: (split[0], labels[name]) for name, split in given.items() if split is not None}
     for model in models:
-        for (name, xs), ys in zip(labelled, label_sets):
-            check_fits_model(name, model, xs, ys)
+        for name, split in splits.items():
+            check_fits_model(name, model, *split)
+    (x, y), validation_data = splits["training data"], splits["validation data"]
+    test_data, guard_data = splits.get("test data"), splits.get("guard data")
     for setting, frozen_names in (("width_multiple", []), ("frozen", frozen)):  # the multiple alone first
         try:
             frozen_by_model = check_constraints(models, frozen_names, width_multiple)
