@@ -209,8 +209,11 @@ def check_run_directory(root: Path, resume: bool, settings: dict, root_name: str
                            "resume") from None
     changed = sorted(k for k in settings if saved.get(k) != settings[k])
     if changed:
+        def was(key):  # a key an older keras-grs did not record cannot be compared, so such a run is not continued
+            return f"{saved[key]!r}" if key in saved else "not recorded (an older keras-grs started the run)"
+
         raise SettingError(f"{{resume}}: the run in {str(root)!r} was started with other settings: "
-                           + "; ".join(f"{k} was {saved.get(k)!r}, now {settings[k]!r}" for k in changed), "resume")
+                           + "; ".join(f"{k} was {was(k)}, now {settings[k]!r}" for k in changed), "resume")
 
 
 @contextlib.contextmanager

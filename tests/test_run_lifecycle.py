@@ -163,3 +163,15 @@ def test_one_hot_labels_serve_built_in_models_and_a_model_file_is_read_in_safe_m
     with pytest.raises(DataError, match="one-hot labels cannot serve built-in models"):
         keras_grs.prune(["nn2", model], x, one_hot[y], (xv, one_hot[yv]), out=tmp_path / "run", **TINY)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lambda.keras"]
+
+
+def test_a_run_an_older_keras_grs_started_is_not_continued_and_the_message_says_why(data, tmp_path):
+    train, validation, _ = data
+    out = tmp_path / "old"
+    out.mkdir()
+    # what runs recorded before the data's arrays were digested: the file's path and hash
+    (out / "run.json").write_text(json.dumps({"models": ["nn2"], "data": "/d.npz", "data_sha256": "ab" * 32}))
+    before = snapshot(out)
+    with pytest.raises(SettingError, match="data_digest was not recorded \\(an older keras-grs started the run\\)"):
+        keras_grs.prune("nn2", *train, validation, out=out, **TINY)
+    assert snapshot(out) == before
