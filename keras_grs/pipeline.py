@@ -15,11 +15,10 @@ import numpy as np
 
 from keras_grs import eup as eup_module
 from keras_grs.costs import count_flops, count_params
-from keras_grs.evaluate import EVALUATORS
 from keras_grs.failures import failure_summary, study_failures, study_search_failed, tuner_failures, tuner_search_failed
 from keras_grs.files import save_model, write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, ResolutionWarning, check_guard_data,
-                             check_guard_fraction, epoch_score_for, resolution_warnings, split_guard)
+                             epoch_score_for, resolution_warnings, split_guard)
 from keras_grs.inputs import SettingError, check_fits_model, check_splits
 from keras_grs.scoring import accuracy, objective_direction, score
 from keras_grs.search import check_direction, constrain, within_tolerance
