@@ -7,8 +7,6 @@ Commands: ``prune`` (the whole job), ``export-c`` (a model as C), ``report`` (re
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import signal
 import sys
@@ -16,41 +14,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-RUN_FILE = "run.json"
 UNSAFE_HELP = "load the model file with Keras' safe mode off (runs code it holds, e.g. Lambda layers): trusted only"
 
 
-class CommandError(Exception):
+class CommandError(ValueError):
     """A problem with the user's input: printed as ``keras-grs: error: ...``, exit status 2."""
-
-
-def load_model(spec: str, input_shape: tuple[int, ...] | None = None, num_classes: int = 2, safe_mode: bool = True):
-    """A model from a ``.keras`` file or a built-in name (nn1, cnn1, ...). Files load in Keras' safe mode (no
-    Lambda layer or other code from the file runs) unless ``safe_mode=False`` (``--unsafe-model``)."""
-    from keras_grs import models
-    from keras_grs.inputs import check_model_file
-
-    if spec in models.NAMES:
-        if input_shape is None:
-            input_shape = (12, 12, 1) if spec.startswith("cnn") else (140,)
-        return models.build(spec, input_shape, num_classes=num_classes)
-    path = Path(spec)
-    if not path.is_file():
-        raise CommandError(f"model {spec!r} is neither a built-in model ({', '.join(models.NAMES)}) nor a file")
-    check_model_file(path)
-    import warnings
-
-    import keras
-
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-            return keras.models.load_model(path, safe_mode=safe_mode)
-    except Exception as error:  # keras raises many kinds for a bad file
-        if "safe_mode" in str(error):  # Keras' safe mode refused code stored in the file
-            raise CommandError(f"model file {spec!r} holds code (a Lambda layer or similar) that Keras' safe mode "
-                               "refuses to run; pass --unsafe-model only if you trust this file") from None
-        raise CommandError(f"cannot read model file {spec!r}: {error}") from None
 
 
 def format_table(rows) -> str:
@@ -115,70 +83,6 @@ def parse_phases(text: str | None):
     return phases
 
 
-def _file_digest(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _class_ids_for_builtins(data, specs):
-    """Built-in models train on class ids (sparse cross-entropy): one-hot labels are turned into ids for them."""
-    from keras_grs import models
-
-    one_hot = [k for k in ("y_train", "y_val", "y_test") if k in data and data[k].ndim == 2 and data[k].shape[1] > 1]
-    if not one_hot:
-        return data
-    builtin = [spec in models.NAMES for spec in specs]
-    if any(builtin) and not all(builtin):
-        raise CommandError("one-hot labels cannot serve built-in models (class ids) and model files together; "
-                           "store class ids in the data file")
-    if all(builtin):
-        data = dict(data)
-        for key in one_hot:
-            data[key] = data[key].argmax(axis=1).astype("int32")
-    return data
-
-
-def _num_classes(data) -> int:
-    import numpy as np
-
-    y = data["y_train"]
-    if y.ndim == 2 and y.shape[1] > 1:
-        return int(y.shape[1])
-    labels = [np.asarray(data[k]).reshape(-1) for k in ("y_train", "y_val", "y_test") if k in data]
-    return max(2, int(max(label.max() for label in labels)) + 1)
-
-
-def run_settings(args) -> dict:
-    """What defines a run: a resumed run must have the same."""
-    return {
-        "models": list(args.models),
-        "data": str(Path(args.data).resolve()),
-        "data_sha256": _file_digest(args.data),
-        "method": args.method,
-        "tolerance": args.tolerance,
-        "epochs": args.epochs,
-        "initial_epochs": args.initial_epochs,
-        "batch_size": args.batch_size,
-        "eup": not args.no_eup,
-        "selection": args.selection,
-        "seed": args.seed,
-        "phases": args.phases,
-        "max_trials": args.max_trials,
-        "backend": args.backend,
-        "storage": args.storage,
-        "objective": args.objective,
-        "acceptance": args.acceptance,
-        "guard_fraction": args.guard_fraction,
-        "epoch_score": args.epoch_score,
-        # absent from runs started before the options existed: unset reads the same
-        "frozen": sorted(args.frozen) or None,
-        "width_multiple": None if args.width_multiple == 1 else args.width_multiple,
-    }
-
-
 def parse_frozen(values: list[str] | None) -> list[str]:
     """``--frozen a,b --frozen c`` -> ["a", "b", "c"]."""
     names = [name.strip() for value in values or [] for name in value.split(",")]
@@ -200,203 +104,52 @@ def parse_width_multiple(text: str | None) -> int:
     return value
 
 
-def check_prune_arguments(args):
-    """Everything the job needs, checked before anything is written. Returns (data, models, settings)."""
-    from keras_grs.inputs import check_data, load_npz
-    from keras_grs.search import check_tolerance
-    from keras_grs.selection import CRITERIA
-
-    try:
-        check_tolerance(args.tolerance)
-    except ValueError as error:
-        raise CommandError(f"--tolerance: {error}") from None
-    for name in ("epochs", "batch_size"):
-        if getattr(args, name) < 1:
-            raise CommandError(f"--{name.replace('_', '-')} must be at least 1")
-    from keras_grs.guard import DEFAULT_GUARD_FRACTION, check_guard_fraction
-    from keras_grs.scoring import objective_direction
-
-    if args.guard_fraction is None:
-        args.guard_fraction = DEFAULT_GUARD_FRACTION
-    try:
-        check_guard_fraction(args.guard_fraction)
-    except ValueError as error:
-        raise CommandError(f"--guard-fraction: {error}") from None
-    try:
-        objective_direction(args.objective)
-    except ValueError as error:
-        raise CommandError(f"--objective: {error}") from None
-    if args.initial_epochs is not None and args.initial_epochs < 1:
-        raise CommandError("--initial-epochs must be at least 1")
-    check_options(args)
-    args.frozen = parse_frozen(args.frozen)
-    args.width_multiple = parse_width_multiple(args.width_multiple)
-    if args.selection not in CRITERIA:
-        raise CommandError(f"--selection must be one of {', '.join(CRITERIA)}")
-    phases = parse_phases(args.phases)
-    if phases is not None and args.method != "jgrs":
-        raise CommandError("--phases only applies to --method jgrs")
-    if phases is not None:
-        from keras_grs.search import check_phases
-
-        try:
-            check_phases(phases)
-        except ValueError as error:
-            raise CommandError(f"--phases: {error}") from None
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise CommandError(f"--out {str(out)!r} exists and is not a directory")
-    from keras_grs.runlock import check_not_locked
-
-    check_not_locked(out)  # a run in progress there: say whose, before loading anything
-    if args.storage is not None:
-        if "://" not in args.storage:
-            raise CommandError(f"--storage {args.storage!r} is not a storage URL (sqlite:///PATH, postgresql://...)")
-        find_storage(args.storage)  # refuses an unknown scheme before anything is written
-    data = load_npz(args.data)
-    data = _class_ids_for_builtins(data, args.models)
-    settings = run_settings(args)
-    check_run_directory(out, args.resume, settings)
-    test = (data["x_test"], data["y_test"]) if "x_test" in data else None
-    if args.selection in ("maxtestacc", "besttest") and test is None:
-        raise CommandError(f"--selection {args.selection} needs x_test and y_test in the data file")
-    if args.acceptance == "guard":
-        from keras_grs.guard import split_guard
-
-        try:
-            split_guard((data["x_val"], data["y_val"]), args.guard_fraction, seed=args.seed)
-        except ValueError as error:
-            raise CommandError(f"--guard-fraction: {error}") from None
-    num_classes = _num_classes(data)
-    safe_mode = not args.unsafe_model
-    if args.seed is not None:  # before the built-in models are built: their initial weights follow the seed too
-        import keras
-
-        keras.utils.set_random_seed(args.seed)
-    models = [load_model(spec, data["x_train"].shape[1:], num_classes, safe_mode) for spec in args.models]
-    from keras_grs import analyze
-    from keras_grs.pipeline import check_constraints
-
-    for spec, model in zip(args.models, models):
-        if not model.compiled:
-            raise CommandError(f"model {spec!r} is not compiled: save it after model.compile(...)")
-        analyze(model)
-        try:
-            check_data(model, data["x_train"], data["y_train"], (data["x_val"], data["y_val"]), test)
-        except ValueError as error:
-            raise CommandError(f"model {spec!r}: {error}") from None
-    for option, frozen in (("--width-multiple", []), ("--frozen", args.frozen)):  # the multiple alone first
-        try:
-            check_constraints(models, frozen, args.width_multiple)
-        except ValueError as error:
-            raise CommandError(f"{option}: {error}") from None
-    return data, models, settings, phases
-
-
-def check_run_directory(out: Path, resume: bool, settings: dict) -> None:
-    """An empty (or new) directory, or with ``resume`` a run started with the same settings. Checked once before
-    anything is written and again once the directory's lock is held, when no other process can change it."""
-    from keras_grs.runlock import is_lock_file
-
-    if out.is_dir() and any(not is_lock_file(p) for p in out.iterdir()):
-        if not resume:
-            raise CommandError(
-                f"output directory {str(out)!r} is not empty; pass --resume to continue the run it holds, or choose "
-                "another --out"
-            )
-        saved_path = out / RUN_FILE
-        if not saved_path.is_file():
-            raise CommandError(f"--resume: {str(out)!r} holds no {RUN_FILE}, so it is not a keras-grs run")
-        try:
-            saved = json.loads(saved_path.read_text())
-        except ValueError:
-            raise CommandError(f"--resume: {str(saved_path)!r} is not valid JSON; the run cannot be resumed") from None
-        changed = sorted(k for k in settings if saved.get(k) != settings[k])
-        if changed:
-            raise CommandError(
-                "--resume: the run in " + repr(str(out)) + " was started with other settings: "
-                + "; ".join(f"{k} was {saved.get(k)!r}, now {settings[k]!r}" for k in changed)
-            )
-
-
-def check_options(args) -> None:
-    """Option values that parse but make no sense."""
-    if args.max_trials is not None and args.max_trials < 1:
-        raise CommandError("--max-trials must be at least 1")
-    if args.seed is not None and not 0 <= args.seed < 2**32:
-        raise CommandError("--seed must be in 0..4294967295")
+def spell(setting: str) -> str:
+    """How the command line spells a keyword of :func:`keras_grs.prune` in a message: its flag."""
+    return {"models": "MODEL", "safe_mode": "--unsafe-model"}.get(setting, "--" + setting.replace("_", "-"))
 
 
 def cmd_prune(args) -> int:
-    data, models, settings, phases = check_prune_arguments(args)
-    from keras_grs.files import remove_partials
-    from keras_grs.runlock import RunLock
+    """Map the arguments to :func:`keras_grs.prune`, which owns the run (checks, lock, resume, searches, EUP,
+    selection, report, C export), then print its result."""
+    from keras_grs import prune
+    from keras_grs.guard import DEFAULT_GUARD_FRACTION
+    from keras_grs.inputs import load_npz
 
-    out = Path(args.out)
+    phases, frozen = parse_phases(args.phases), parse_frozen(args.frozen)
+    width_multiple = parse_width_multiple(args.width_multiple)
+    data = load_npz(args.data)
+    test = (data["x_test"], data["y_test"]) if "x_test" in data else None
     previous = signal.signal(signal.SIGTERM, _stop)  # a polite kill stops like Ctrl-C: lock released, no traceback
     try:
-        with RunLock(out, command="keras-grs prune"):
-            check_run_directory(out, args.resume, settings)  # again: another process may have started meanwhile
-            remove_partials(out)  # what a killed run was writing
-            return _prune_locked(args, out, data, models, settings, phases)
+        result = prune(
+            args.models, data["x_train"], data["y_train"], (data["x_val"], data["y_val"]), test_data=test,
+            method=args.method, tolerance=args.tolerance, eup=not args.no_eup, selection=args.selection,
+            epochs=args.epochs, initial_epochs=args.initial_epochs, batch_size=args.batch_size, seed=args.seed,
+            phases=phases, max_trials=args.max_trials, verbose=0 if args.quiet else 1, backend=args.backend,
+            storage=args.storage, evaluator=args.evaluator, objective=args.objective, acceptance=args.acceptance,
+            guard_fraction=DEFAULT_GUARD_FRACTION if args.guard_fraction is None else args.guard_fraction,
+            epoch_score=args.epoch_score, frozen=frozen, width_multiple=width_multiple, out=args.out,
+            resume=args.resume, export_c=True, safe_mode=not args.unsafe_model,
+        )
     except KeyboardInterrupt:
         again = "the same command" + ("" if args.resume else " plus --resume")
         print(f"keras-grs: stopped; finished trials are kept: run {again} to continue", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _stop(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _prune_locked(args, out, data, models, settings, phases) -> int:
-    import keras
-
-    from keras_grs import prune
-    from keras_grs.files import write_json
-
-    write_json(out / RUN_FILE, settings, indent=2)
-    if args.seed is not None:
-        keras.utils.set_random_seed(args.seed)
-    test = (data["x_test"], data["y_test"]) if "x_test" in data else None
-    result = prune(
-        models,
-        data["x_train"],
-        data["y_train"],
-        (data["x_val"], data["y_val"]),
-        test_data=test,
-        method=args.method,
-        tolerance=args.tolerance,
-        eup=not args.no_eup,
-        selection=args.selection,
-        epochs=args.epochs,
-        initial_epochs=args.initial_epochs,
-        batch_size=args.batch_size,
-        directory=str(out / "tuner"),
-        seed=args.seed,
-        phases=phases,
-        max_trials=args.max_trials,
-        verbose=0 if args.quiet else 1,
-        backend=args.backend,
-        storage=args.storage,
-        evaluator=args.evaluator,
-        objective=args.objective,
-        acceptance=args.acceptance,
-        guard_fraction=args.guard_fraction,
-        epoch_score=args.epoch_score,
-        frozen=args.frozen,
-        width_multiple=args.width_multiple,
-    )
-    result.save(out)
-    export_run_c(result, out, data)
+    out = Path(args.out)
+    print(format_c_export(result.report["c_export"]))
     print(format_summary(result))
     for model_result in result.results:
         for warning in model_result.warnings:
             print(f"WARNING: {warning}")
     print(f"report: {out / 'report.md'}; models: {out / 'compact.keras'}" + ("" if args.no_eup else f", {out / 'eup.keras'}"))
     return _failed_trials_status(result)
+
+
+def _stop(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _failed_trials_status(result) -> int:
@@ -410,48 +163,25 @@ def _failed_trials_status(result) -> int:
     return 3 if failed else 0
 
 
-def export_run_c(result, out: Path, data) -> None:
-    """Write the selected model (after EUP when there is one) as C into ``out/c``, verify it against Keras on the
-    validation data, and record the check in the report."""
-    import c_backend
-    from keras_grs.report import write_report
-
-    from keras_grs.structure import UnsupportedLayerError
-
-    model = result.eup_model if result.eup_model is not None else result.model
-    c_dir = out / "c"
-    try:
-        exported = c_backend.export(model, c_dir, name=model.name)
-    except UnsupportedLayerError as error:  # graphs (residual, concatenating) have no C actors yet
-        result.report["c_export"] = {"skipped": str(error)}
-        write_report(result.report, out)
-        print(f"C code: not written, the C backend does not support this model yet: {error}")
-        return
-    check = c_backend.verify(model, c_dir, data["x_val"], data["y_val"])
-    result.report["c_export"] = {
-        "directory": str(c_dir),
-        "name": exported.name,
-        "model": "eup" if result.eup_model is not None else "compact",
-        "actors": [op["kind"] for op in exported.ops],
-        **check.as_dict(),
-    }
-    write_report(result.report, out)
-    print(f"C code: {c_dir} ({len(exported.ops)} actors); compiled and run on the validation data: max |C - Keras| "
-          f"{check.max_abs_diff:.2e}, same class for {check.agreement:.2%} of samples")
+def format_c_export(record: dict) -> str:
+    """The line saying where the run's C code is and how it compared with Keras (or why it was not written)."""
+    if "skipped" in record:
+        return f"C code: not written, the C backend does not support this model yet: {record['skipped']}"
+    return (f"C code: {record['directory']} ({len(record['actors'])} actors); compiled and run on the validation "
+            f"data: max |C - Keras| {record['max_abs_diff']:.2e}, same class for {record['agreement']:.2%} of samples")
 
 
 def cmd_export_c(args) -> int:
     import c_backend
 
-    from keras_grs.inputs import check_split, load_npz
+    from keras_grs.inputs import load_model, load_npz
 
     model = load_model(args.model, safe_mode=not args.unsafe_model)
     data = None
     if args.verify or args.int8:
         if not args.verify:
             raise CommandError("--int8 needs --verify DATA.npz: its samples calibrate the quantization")
-        data = load_npz(args.verify)
-        check_split("validation data", data["x_val"], data["y_val"])
+        data = load_npz(args.verify)  # every split checked, the validation data included
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CommandError(f"{str(out)!r} exists and is not a directory")
@@ -481,14 +211,17 @@ def cmd_report(args) -> int:
 
 def find_storage(target: str) -> str:
     """A storage URL from a URL, an SQLite file, or a run directory holding one (DIR/optuna.db, DIR/tuner/optuna.db)."""
-    from keras_grs.optuna.study import DB_FILE, STORAGE_SCHEMES
+    from keras_grs.inputs import SettingError
+    from keras_grs.optuna.study import DB_FILE
+    from keras_grs.run import TUNER_DIR, check_storage_url
 
     if "://" in target:
-        if target.split(":", 1)[0].split("+", 1)[0] not in STORAGE_SCHEMES:
-            raise CommandError(f"unknown storage URL {target!r}")
-        return target
+        try:
+            return check_storage_url(target)
+        except SettingError as error:
+            raise CommandError(error.render(lambda _: "DIR_OR_URL")) from None
     path = Path(target)
-    for candidate in (path, path / DB_FILE, path / "tuner" / DB_FILE):
+    for candidate in (path, path / DB_FILE, path / TUNER_DIR / DB_FILE):
         if candidate.is_file():
             return f"sqlite:///{candidate.resolve()}"
     raise CommandError(f"no Optuna storage at {target!r}: give a storage URL, an SQLite file or a run directory")
@@ -504,6 +237,8 @@ def cmd_dashboard(args) -> int:
 
 
 def cmd_analyze(args) -> int:
+    from keras_grs.inputs import load_model
+
     shape = tuple(args.input_shape) if args.input_shape else None
     print(format_analysis(load_model(args.model, shape, args.num_classes, safe_mode=not args.unsafe_model)))
     return 0
@@ -634,13 +369,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from keras_grs.failures import SearchFailed
     from keras_grs.files import DiskFullError
+    from keras_grs.inputs import SettingError
     from keras_grs.runlock import RunLocked
-    from keras_grs.structure import UnsupportedLayerError
 
     try:
         return args.func(args)
-    except (CommandError, UnsupportedLayerError, ValueError, RunLocked) as error:
-        print(f"keras-grs: error: {' '.join(str(error).split())}", file=sys.stderr)  # one line
+    except (ValueError, RunLocked) as error:  # refusals: bad input or settings, a model it cannot prune, DIR in use
+        message = error.render(spell) if isinstance(error, SettingError) else str(error)
+        print(f"keras-grs: error: {' '.join(message.split())}", file=sys.stderr)  # one line
         return 2
     except DiskFullError as error:
         print(f"keras-grs: error: {error.strerror}", file=sys.stderr)

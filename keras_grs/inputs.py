@@ -16,6 +16,33 @@ class DataError(ValueError):
     """The data does not fit the model or is malformed."""
 
 
+class SettingError(ValueError):
+    """A setting of a run refused before any work, naming the setting as the caller spells it.
+
+    ``template`` names each setting as ``{keyword}`` (a keyword of :func:`keras_grs.prune`); ``str(error)`` spells
+    them as Python arguments (``resume=True``), and a front end spells them its own way through :meth:`render`
+    (the CLI as ``--resume``)::
+
+        >>> error = SettingError("{epochs} must be at least 1", "epochs")
+        >>> str(error), error.render(lambda name: "--" + name)
+        ('epochs must be at least 1', '--epochs must be at least 1')
+    """
+
+    # How the Python API spells a setting in a message where the bare keyword would not read as advice.
+    API_NAMES = {"resume": "resume=True", "safe_mode": "safe_mode=False"}
+
+    def __init__(self, template: str, *settings: str):
+        self.template, self.settings = template, settings
+        super().__init__(self.render(lambda name: self.API_NAMES.get(name, name)))
+
+    def render(self, spell) -> str:
+        """The message with every setting spelled by ``spell(keyword)``."""
+        text = self.template
+        for name in self.settings:  # str.replace, not str.format: paths and values in the text may hold braces
+            text = text.replace("{" + name + "}", spell(name))
+        return text
+
+
 def load_npz(path) -> dict[str, np.ndarray]:
     """Read a run's data file: x_train, y_train, x_val, y_val and optionally x_test, y_test.
 
@@ -51,6 +78,38 @@ def load_npz(path) -> dict[str, np.ndarray]:
 
 
 SPLITS = {"training data": "train", "validation data": "val", "test data": "test"}
+
+
+def load_model(spec, input_shape=None, num_classes: int = 2, safe_mode: bool = True):
+    """A model from a ``.keras`` file or a built-in name (nn1, cnn1, ...; built for ``input_shape`` and
+    ``num_classes``, by default 140 features or 12x12x1 images and 2 classes).
+
+    Files load in Keras' safe mode (no Lambda layer or other code from the file runs) unless ``safe_mode=False``.
+    Raises DataError naming a spec that is neither, a damaged file, or code that safe mode refused.
+    """
+    from keras_grs import models
+
+    if isinstance(spec, str) and spec in models.NAMES:
+        if input_shape is None:
+            input_shape = (12, 12, 1) if spec.startswith("cnn") else (140,)
+        return models.build(spec, tuple(input_shape), num_classes=num_classes)
+    path = Path(spec)
+    if not path.is_file():
+        raise DataError(f"model {str(spec)!r} is neither a built-in model ({', '.join(models.NAMES)}) nor a file")
+    check_model_file(path)
+    import warnings
+
+    import keras
+
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+            return keras.models.load_model(path, safe_mode=safe_mode)
+    except Exception as error:  # keras raises many kinds for a bad file
+        if "safe_mode" in str(error):  # Keras' safe mode refused code stored in the file
+            raise SettingError(f"model file {str(spec)!r} holds code (a Lambda layer or similar) that Keras' safe "
+                               "mode refuses to run; pass {safe_mode} only if you trust this file", "safe_mode") from None
+        raise DataError(f"cannot read model file {str(spec)!r}: {error}") from None
 
 
 def check_model_file(path) -> None:
@@ -120,14 +179,14 @@ def check_fits_model(name: str, model, x, y) -> None:
         )
 
 
-def check_data(model, x, y, validation_data, test_data=None) -> None:
-    """Every split of a run, against one model."""
+def check_splits(x, y, validation_data, test_data=None) -> list[tuple]:
+    """Every split of a run checked with :func:`check_split`; returns them as ``(name, x, y)``."""
     splits = [("training data", x, y), ("validation data", *_pair("validation_data", validation_data))]
     if test_data is not None:
         splits.append(("test data", *_pair("test_data", test_data)))
     for name, xs, ys in splits:
         check_split(name, xs, ys)
-        check_fits_model(name, model, xs, ys)
+    return splits
 
 
 def _pair(name, data):

@@ -15,21 +15,18 @@ import numpy as np
 
 from keras_grs import eup as eup_module
 from keras_grs.costs import count_flops, count_params
-from keras_grs.evaluate import EVALUATORS
 from keras_grs.failures import failure_summary, study_failures, study_search_failed, tuner_failures, tuner_search_failed
 from keras_grs.files import save_model, write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, ResolutionWarning, check_guard_data,
-                             check_guard_fraction, epoch_score_for, resolution_warnings, split_guard)
-from keras_grs.inputs import check_data, check_fits_model
-from keras_grs.runlock import holding_lock
+                             epoch_score_for, resolution_warnings, split_guard)
+from keras_grs.inputs import SettingError, check_fits_model, check_splits
 from keras_grs.scoring import accuracy, objective_direction, score
 from keras_grs.search import check_direction, constrain, within_tolerance
 from keras_grs.selection import select
-from keras_grs.structure import analyze
+from keras_grs.structure import UnsupportedLayerError, analyze
 from keras_grs.tuner import GRSTuner
 
 TIMING_FILE = "keras_grs_timing.json"
-BACKENDS = ("keras-tuner", "optuna")
 
 
 class _TunerRun:
@@ -211,15 +208,44 @@ class PruneResult:
 
         Every file is written to a temporary name first and renamed, so an interrupted save leaves no half file.
         """
-        from keras_grs.report import write_report
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         _save_model(self.model, directory / "compact.keras")
         if self.eup_model is not None:
             _save_model(self.eup_model, directory / "eup.keras")
-        write_report(self.report, directory)
+        self.save_report(directory)
         return directory
+
+    def save_report(self, directory) -> None:
+        """Write ``report.json``, ``report.md`` and the plots (again after :meth:`export_c` added its record)."""
+        from keras_grs.report import write_report
+
+        write_report(self.report, directory)
+
+    def export_c(self, directory, validation_data) -> dict:
+        """Write the selected model (after EUP when there is one) as LIDE-style C into ``directory``, compile and run
+        it on ``validation_data``, compare it with Keras, and record the check in the report (``c_export``).
+
+        A model the C backend cannot express yet (a graph: residual or concatenating) is not written; the record
+        says why (``skipped``). Returns the record.
+        """
+        import c_backend
+
+        model = self.eup_model if self.eup_model is not None else self.model
+        try:
+            exported = c_backend.export(model, directory, name=model.name)
+        except UnsupportedLayerError as error:  # graphs (residual, concatenating) have no C actors yet
+            self.report["c_export"] = {"skipped": str(error)}
+            return self.report["c_export"]
+        check = c_backend.verify(model, directory, *validation_data)
+        self.report["c_export"] = {
+            "directory": str(directory),
+            "name": exported.name,
+            "model": "eup" if self.eup_model is not None else "compact",
+            "actors": [op["kind"] for op in exported.ops],
+            **check.as_dict(),
+        }
+        return self.report["c_export"]
 
 
 def _save_model(model, path: Path) -> None:
@@ -243,7 +269,6 @@ def _timing(project_dir, add=0.0):
     return total
 
 
-@holding_lock("directory", command="keras_grs.prune()")  # one run, one owner (see keras_grs.runlock)
 def prune(
     models,
     x,
@@ -257,7 +282,7 @@ def prune(
     epochs=10,
     initial_epochs=None,
     batch_size=32,
-    directory="keras_grs_runs",
+    directory=None,
     seed=None,
     phases=None,
     max_trials=None,
@@ -274,22 +299,48 @@ def prune(
     epoch_score=None,
     frozen=None,
     width_multiple=1,
+    out=None,
+    resume=True,
+    export_c=False,
+    safe_mode=True,
     **fit_kwargs,
 ):
-    """Prune one or several initial models, apply EUP to each compact model, and select one.
+    """Prune one or several initial models, apply EUP to each compact model, and select one: the whole job.
 
-    Each model is trained (``initial_epochs``, default ``epochs``), then searched with ``method`` in its own
-    keras-tuner project under ``directory``; searches resume where they stopped unless ``overwrite``.
+    The job owns its run from start to end (see :mod:`keras_grs.run`). Before any work, and before anything is
+    written, it checks every setting, every data split and every model against the data. Then it locks the run
+    directory (``out``, or ``directory`` without it): a second ``prune`` (or ``keras-grs prune``) on it, in this or
+    another process, is refused with :class:`keras_grs.runlock.RunLocked` naming the holder's pid and host. The
+    directory must be new or empty, or hold a run started with the same settings (models, data, options), recorded
+    in its ``run.json``; that run is then continued: finished trials are kept. Each initial model is trained
+    (``initial_epochs``, default ``epochs``), then searched with ``method`` in its own keras-tuner project (or
+    Optuna study), EUP is applied and one model is selected. With ``out``, the selected models and the report are
+    written into it and, with ``export_c``, the selected model as C (checked against Keras on the validation data).
+
+    Example (a few seconds; the run directory ``out`` holds everything, and the same call again continues it)::
+
+        >>> import tempfile, pathlib, numpy as np, keras_grs
+        >>> x = np.random.default_rng(0).normal(size=(64, 6)).astype("float32"); y = (x[:, 0] > 0).astype("int32")
+        >>> out = pathlib.Path(tempfile.mkdtemp())
+        >>> result = keras_grs.prune("nn2", x, y, (x, y), epochs=1, max_trials=2, seed=0, out=out, verbose=0)
+        >>> sorted(p.name for p in out.glob("*.keras")), (out / "run.json").exists(), result.results[0].name
+        (['compact.keras', 'eup.keras'], True, 'nn2')
 
     Args:
-        models: a compiled Keras model or a list of them (each pruned separately, then one is selected).
+        models: a compiled Keras model, a built-in model name (``nn1``, ``cnn1``, ...: built for the data's sample
+            shape and classes, seeded by ``seed``), a ``.keras`` file, or a list of them (each pruned separately,
+            then one is selected).
         x, y: training data. validation_data: ``(x_val, y_val)``. test_data: optional ``(x_test, y_test)``.
+            Labels are class ids or one-hot rows (turned into class ids for built-in models).
         method: ``grs``, ``jgrs``, ``rrs`` or ``nwm``. tolerance: valid when ValAcc >= tolerance x OriValAcc.
         eup: apply thresholding and quantization to each compact model.
         selection: ``minparams``, ``minflops``, ``maxvalacc``, ``maxtestacc`` or a function (see :func:`select`).
         epochs: fine-tuning epochs per candidate; batch_size: as for ``fit``.
+        directory: where the searches live (default ``keras_grs_runs``, or ``out/tuner`` with ``out``).
         seed: seed of the searches' random decisions (also seeds Keras when given).
-        phases: JGRS phases. max_trials: cap on trials per model.
+        phases: JGRS phases (only with ``method="jgrs"``). max_trials: cap on trials per model.
+        overwrite: start the searches again instead of continuing them (the run directory's settings are not
+            compared then: they are recorded anew).
         eup_options: keyword arguments for :func:`keras_grs.eup.tq`.
         backend: ``keras-tuner`` (a GRSTuner project per model) or ``optuna`` (an Optuna study per model, with
             the method's sampler).
@@ -308,6 +359,14 @@ def prune(
         frozen: names of width groups (as :func:`keras_grs.analyze` lists them) no search prunes; each model
             freezes the names it has, and a name that is no model's group is refused, listing the groups.
         width_multiple: every width the searches propose is a multiple of it (see :class:`keras_grs.GRSTuner`).
+        out: the run directory: it holds ``run.json``, the searches (``out/tuner``), and at the end the selected
+            models, the report and plots (:meth:`PruneResult.save`) and with ``export_c`` the C code.
+        resume: continue a run the directory holds (started with the same settings); ``False`` refuses a directory
+            that is not empty (``keras-grs prune`` without ``--resume``).
+        export_c: write the selected model (after EUP when there is one) as C into ``out/c`` and verify it against
+            Keras on the validation data (see :meth:`PruneResult.export_c`); needs ``out``.
+        safe_mode: load ``.keras`` files in Keras' safe mode (code a file holds, like a Lambda layer, is refused);
+            ``False`` only for files you trust.
         **fit_kwargs: further ``fit`` arguments (callbacks, ...).
 
     Returns:
@@ -315,40 +374,89 @@ def prune(
         result when any).
 
     Raises:
-        keras_grs.runlock.RunLocked: another process holds ``directory`` (one run, one owner).
+        keras_grs.inputs.SettingError: a setting refused (the message names it); so is a run directory that is not
+            empty without ``resume``, or holds a run started with other settings (the message lists them).
+        keras_grs.inputs.DataError: a split that is empty, holds NaN or infinite values, or does not fit a model
+            (the message names the split); a model file that is damaged.
+        keras_grs.runlock.RunLocked: another process holds the run directory (one run, one owner).
         keras_grs.failures.SearchFailed: the trials kept failing; names the last failed trial and its error.
     """
-    models = list(models) if isinstance(models, (list, tuple)) else [models]
-    if not models:
-        raise ValueError("prune() needs at least one model")
-    for model in models:
-        if not isinstance(model, keras.Model):
-            raise TypeError(f"expected Keras models, got {type(model).__name__}")
-        if not model.compiled:
-            raise ValueError(f"model {model.name!r} is not compiled; compile it with its loss and an accuracy metric")
-        check_data(model, x, y, validation_data, test_data)
-    frozen_by_model = check_constraints(models, frozen, width_multiple)
-    if isinstance(selection, str) and selection in ("maxtestacc", "besttest") and test_data is None:
-        raise ValueError(f"selection {selection!r} needs test_data")
+    from keras_grs import run
+
+    run.check_settings(method=method, tolerance=tolerance, epochs=epochs, initial_epochs=initial_epochs,
+                       batch_size=batch_size, selection=selection, seed=seed, phases=phases, max_trials=max_trials,
+                       backend=backend, evaluator=evaluator, storage=storage, objective=objective,
+                       guard_fraction=guard_fraction, export_c=export_c, out=out)
     epoch_score = epoch_score_for(acceptance, epoch_score)
-    check_guard_fraction(guard_fraction)
-    direction = check_direction(objective_direction(objective))
+    frozen = [frozen] if isinstance(frozen, str) else list(frozen or [])
+    check_splits(x, y, validation_data, test_data)  # an empty split is named before any label is read
     if guard_data is not None:
         check_guard_data(guard_data, acceptance)
-        for model in models:
-            check_fits_model("guard data", model, *guard_data)
-    elif acceptance == "guard":
-        validation_data, guard_data = split_guard(validation_data, guard_fraction, seed=seed)
+    if seed is not None:  # before the built-in models are built: their initial weights follow the seed too
+        keras.utils.set_random_seed(seed)
+    given = {"training data": (x, y), "validation data": validation_data, "test data": test_data,
+             "guard data": guard_data}
+    labels = {name: None if split is None else split[1] for name, split in given.items()}
+    models, names, labels = run.resolve_models(models, x, labels, safe_mode)  # one-hot turned into ids if need be
+    splits = {name: (split[0], labels[name]) for name, split in given.items() if split is not None}
+    for model in models:
+        for name, split in splits.items():
+            check_fits_model(name, model, *split)
+    (x, y), validation_data = splits["training data"], splits["validation data"]
+    test_data, guard_data = splits.get("test data"), splits.get("guard data")
+    for setting, frozen_names in (("width_multiple", []), ("frozen", frozen)):  # the multiple alone first
+        try:
+            frozen_by_model = check_constraints(models, frozen_names, width_multiple)
+        except UnsupportedLayerError:
+            raise
+        except ValueError as error:
+            raise SettingError("{" + setting + "}: " + str(error), setting) from None
+    if isinstance(selection, str) and selection in ("maxtestacc", "besttest") and test_data is None:
+        raise SettingError(f"{{selection}} {selection!r} needs test_data (x_test and y_test)", "selection")
+    digest = run.data_digest(x, y, *validation_data, *(test_data or (None, None)), *(guard_data or (None, None)))
+    searched = validation_data
+    if guard_data is None and acceptance == "guard":  # a class too small to split is refused, naming it
+        searched, guard_data = split_guard(validation_data, guard_fraction, seed=seed)
+    root = Path(out if out is not None else directory if directory is not None else DEFAULT_DIRECTORY)
+    if directory is None:
+        directory = root / run.TUNER_DIR if out is not None else root
+    settings = run.run_settings(
+        names, digest, method=method, tolerance=tolerance, epochs=epochs, initial_epochs=initial_epochs,
+        batch_size=batch_size, eup=eup, selection=selection, seed=seed, phases=phases, max_trials=max_trials,
+        backend=backend, storage=storage, objective=objective, acceptance=acceptance, guard_fraction=guard_fraction,
+        epoch_score=epoch_score, frozen=frozen, width_multiple=width_multiple)
+    with run.owned(root, directory, settings, resume=resume, overwrite=overwrite,
+                   root_name="out" if out is not None else "directory"):
+        result = _prune_models(models, x, y, searched, guard_data, test_data, method=method, tolerance=tolerance,
+                               eup=eup, selection=selection, epochs=epochs, initial_epochs=initial_epochs,
+                               batch_size=batch_size, directory=directory, seed=seed, phases=phases,
+                               max_trials=max_trials, overwrite=overwrite, verbose=verbose, eup_options=eup_options,
+                               backend=backend, storage=storage, evaluator=evaluator, objective=objective,
+                               acceptance=acceptance, guard_fraction=guard_fraction, epoch_score=epoch_score,
+                               frozen_by_model=frozen_by_model, width_multiple=width_multiple, fit_kwargs=fit_kwargs)
+        if out is not None:
+            result.save(out)
+            if export_c:
+                result.export_c(Path(out) / "c", validation_data)
+                result.save_report(out)
+    return result
+
+
+DEFAULT_DIRECTORY = "keras_grs_runs"
+
+
+def _prune_models(models, x, y, validation_data, guard_data, test_data, *, method, tolerance, eup, selection, epochs,
+                  initial_epochs, batch_size, directory, seed, phases, max_trials, overwrite, verbose, eup_options,
+                  backend, storage, evaluator, objective, acceptance, guard_fraction, epoch_score, frozen_by_model,
+                  width_multiple, fit_kwargs) -> PruneResult:
+    """The searches, EUP and the selection, on checked settings and data, in a run directory already owned."""
+    direction = check_direction(objective_direction(objective))
     if seed is not None:
         keras.utils.set_random_seed(seed)
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if isinstance(evaluator, str) and evaluator not in EVALUATORS:
-        raise ValueError(f"unknown evaluator {evaluator!r}; choose one of {', '.join(EVALUATORS)}")
     if backend == "optuna":
         from keras_grs.optuna.study import open_storage
 
-        storage = open_storage(storage, directory)  # refuses an unknown URL before any work
+        storage = open_storage(storage, directory)
     results = []
     for index, model in enumerate(models):
         if verbose:

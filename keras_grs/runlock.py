@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import functools
-import inspect
 import json
 import os
 import socket
@@ -164,21 +162,3 @@ def check_not_locked(directory) -> None:
 def is_lock_file(path) -> bool:
     """True for the lock file itself (ignored when asking whether a run directory is empty)."""
     return Path(path).name == LOCK_FILE
-
-
-def holding_lock(argument: str, command: str):
-    """Decorate a function so that it runs holding the :class:`RunLock` of its directory argument ``argument``."""
-
-    def decorate(function):
-        signature = inspect.signature(function)
-
-        @functools.wraps(function)
-        def locked(*args, **kwargs):
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            with RunLock(bound.arguments[argument], command=command):
-                return function(*args, **kwargs)
-
-        return locked
-
-    return decorate
