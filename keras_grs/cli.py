@@ -231,8 +231,11 @@ def cmd_dashboard(args) -> int:
     storage = find_storage(args.target)
     from optuna_dashboard import run_server
 
+    from keras_grs.optuna.study import open_storage
+
     print(f"optuna-dashboard for {storage} at http://{args.host}:{args.port}/ (Ctrl-C stops it)", flush=True)
-    run_server(storage, host=args.host, port=args.port)
+    # opened here, not by the dashboard: it reads any file as SQLite and knows no journal:/// URL
+    run_server(open_storage(storage), host=args.host, port=args.port)
     return 0
 
 

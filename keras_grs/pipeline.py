@@ -234,7 +234,7 @@ class PruneResult:
         model = self.eup_model if self.eup_model is not None else self.model
         try:
             exported = c_backend.export(model, directory, name=model.name)
-        except UnsupportedLayerError as error:  # graphs (residual, concatenating) have no C actors yet
+        except UnsupportedLayerError as error:  # a layer without a C actor (named in the error), or int8 on a graph
             self.report["c_export"] = {"skipped": str(error)}
             return self.report["c_export"]
         check = c_backend.verify(model, directory, *validation_data)

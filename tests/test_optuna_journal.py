@@ -63,3 +63,16 @@ def test_the_command_line_refuses_a_journal_url_without_a_path(tmp_path, capsys)
     model, data = write_inputs(tmp_path)
     assert main(prune_arguments(model, data, tmp_path / "run", "journal:///")) == 2
     assert "journal:///PATH" in capsys.readouterr().err
+
+
+def test_the_dashboard_opens_a_journal_url_itself(tmp_path, monkeypatch):
+    """optuna-dashboard reads any file as SQLite: `keras-grs dashboard journal:///...` hands it the opened storage."""
+    import optuna_dashboard
+
+    url = f"journal:///{tmp_path / 'journal.log'}"
+    kgo.create_study(kgo.RRSSampler(seed=0), storage=open_storage(url), study_name="shown")
+    served = []
+    monkeypatch.setattr(optuna_dashboard, "run_server", lambda storage, **kw: served.append(storage))
+    assert main(["dashboard", url]) == 0
+    (storage,) = served
+    assert [s.study_name for s in optuna.get_all_study_summaries(storage)] == ["shown"]
