@@ -67,6 +67,14 @@ def raised(trial) -> bool:
     return trial.state == TrialState.FAIL and bool(trial.system_attrs.get(RAISED_ATTR))
 
 
+def counted(trial) -> bool:
+    """Does ``trial`` spend a trial budget (``max_trials``)? A trial that finished, was pruned or raised does; one
+    failed because its process died, or still marked running, does not: its candidate runs again, and a run killed
+    and resumed evaluates as many candidates as its uninterrupted twin (as keras-tuner, which retries an
+    interrupted trial under its own id)."""
+    return trial.state in (TrialState.COMPLETE, TrialState.PRUNED) or raised(trial)
+
+
 def _set_trial_attr(study, trial, key, value, system=False) -> None:
     """Write an attribute of a running trial from a sampler hook.
 

@@ -220,6 +220,8 @@ class _Objective:
         self.base_weights = model.get_weights()
         self.evaluator = make_evaluator(evaluator, keras_tuner_objective(objective, direction),
                                         seed=sampler.study_seed(study), epoch_score=epoch_score)
+        if hasattr(self.evaluator, "pad_to"):  # every trial padded alike, in any process (see BatchedEvaluator)
+            self.evaluator.pad_to(model)
         self.objective = objective
 
     def __call__(self, trial):
@@ -251,7 +253,8 @@ class _Objective:
             train = True
         path = checkpoint_path(self.directory, trial.study, trial.number)
         path.parent.mkdir(parents=True, exist_ok=True)
-        (metrics,) = self.evaluator.evaluate([Job(model, train, str(path))], self.fit_args, fit_kwargs)
+        job = Job(model, train, str(path), key=candidate.key)
+        (metrics,) = self.evaluator.evaluate([job], self.fit_args, fit_kwargs)
         score, flops = float(metrics[self.objective]), int(metrics["flops"])
         trial.set_user_attr("params", count_params(model))
         trial.set_user_attr("flops", flops)
