@@ -30,6 +30,9 @@ from keras_grs import datasets  # noqa: E402
 from keras_grs.files import write_json, write_text  # noqa: E402
 
 KILLS_PER_RUN = 4
+# what the code seeded a candidate's training by when a result was measured (results keep theirs)
+SEEDING = "each candidate's training seeded by (seed, its key), padded to the initial widths"
+EARLIER_SEEDING = "earlier code: training seeded by the process's history"
 FILE_PROBLEMS = ("temporary file", "zero-byte", "not valid JSON", "does not load", "bytes but", "SHA-256",
                  "missing", "no size/SHA-256")
 
@@ -101,10 +104,11 @@ def render(results: dict) -> list[str]:
         "checkpoint matches its record, no zero-byte or temporary file, no lock left, the accepted path shrinks.",
         "",
     ]
-    for backend, s in results.items():
+    for name, s in sorted(results.items(), key=lambda item: item[1].get("seeding") is not None, reverse=True):
+        backend = s.get("backend", name)
         total = sum(s["injected"].values())
         lines += [
-            f"## {backend}",
+            f"## {backend}, {total} kills ({s.get('seeding', EARLIER_SEEDING)})",
             "",
             f"`benchmarks/faults.py --backends {backend} --kills {s['kills']} --seed {s['seed']}`"
             + ("" if s.get("done", True) else f" (stopped early, after {total} kills)"),
@@ -128,17 +132,20 @@ def render(results: dict) -> list[str]:
             lines += ["Runs whose decisions differ from the twin's (their kills): "
                       + "; ".join(s["differs"]), ""]
     lines += [
-        "## Why a resumed run may decide differently from its twin",
+        "## Why resumed runs of the earlier code decided differently from their twin, and what changed",
         "",
-        "Kills during initial training (before any trial finished) or after the search (EUP, report, C export) "
-        "leave the decisions exactly equal, scores included (`tests/test_faults_kill.py` asserts it). A kill in a "
-        "later batch changes the fine-tuning of the candidates trained after it, because the batched evaluator "
-        "draws its shuffling and dropout seeds from `(seed, number of batches this process has trained)` and "
-        "places candidates in slots by the order they were handed out (a resumed keras-tuner project retries its "
-        "interrupted trials in reverse order), and pads the stacked weights to the widest structure this process "
-        "has seen (Optuna trains one candidate per call: there only the first cause applies). Nothing is lost or corrupted; the search is "
-        "equally valid, but with candidates fine-tuned under other random draws it may accept other structures. "
-        "Seeding each candidate by its key (not by the process's history) would make them equal.",
+        "With the earlier code, a kill mid-search changed the fine-tuning of the candidates trained after it: the "
+        "batched evaluator drew its shuffling and dropout seeds from `(seed, number of batches this process has "
+        "trained)`, one dropout draw covered all slots of a batch (a candidate's masks depended on its slot and on "
+        "its batch-mates), the stacked weights were padded to the widest structure this process had seen (padding "
+        "changes how a layer's sums are rounded, and so do XLA's products for a batch of one), and an Optuna trial "
+        "killed with its process counted against `--max-trials`, so a resumed Optuna run evaluated fewer "
+        "candidates. The search's own decisions were never the cause: the engine replays them from (seed, "
+        "outcomes). Now each candidate draws its batch order and dropout from (seed, its key), its dropout masks "
+        "do not depend on the padding or its slot, every batch is padded to the initial model's widths, each "
+        "candidate's products are computed apart, and only trials that ran to an end count against "
+        "`--max-trials`: a candidate trains bit for bit the same alone, beside others, in a fresh or a resumed "
+        "process (`tests/test_faults_twin.py`). A run that still differs from its twin would show it above.",
         "",
     ]
     return lines
@@ -160,7 +167,8 @@ def main(argv=None) -> int:
         # each backend's figures are kept, so the backends may be measured by separate (parallel) invocations
         store = RESULTS / "faults.json"
         kept = json.loads(store.read_text()) if store.exists() else {}
-        kept[backend] = dict(stats, kills=args.kills, seed=args.seed, done=done)
+        kept[f"{backend}, seeded by key"] = dict(stats, kills=args.kills, seed=args.seed, done=done, backend=backend,
+                                                  seeding=SEEDING)
         write_json(store, kept, indent=1)
         if done:
             write("faults.md", render(kept))

@@ -76,14 +76,14 @@ class _OptunaRun:
         import optuna
 
         from keras_grs.optuna import create_study, optimize, pruning_path
-        from keras_grs.optuna.samplers import SAMPLERS, KEY_ATTR
+        from keras_grs.optuna.samplers import SAMPLERS, KEY_ATTR, spent_trials
         from keras_grs.optuna.study import trial_number_of
 
         options = {"phases": phases} if method == "jgrs" else {}
         sampler = SAMPLERS[method](seed=seed, frozen=frozen, width_multiple=width_multiple, **options)
         study = create_study(sampler, storage=storage, study_name=project, directory=directory,
                              direction=objective_direction(objective))
-        remaining = None if max_trials is None else max(0, max_trials - len(study.trials))
+        remaining = None if max_trials is None else max(0, max_trials - spent_trials(study))
         verbosity = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
         failed_before = len(study_failures(study))

@@ -58,3 +58,36 @@ def test_a_damaged_checkpoint_is_found_on_resume_and_its_trial_evaluated_again(d
     for trial_id in path:
         model = resumed.load_model(trials[trial_id])
         assert np.isfinite(model.predict(validation[0][:4], verbose=0)).all()
+
+
+def test_optuna_a_damaged_checkpoint_is_found_on_resume_and_its_trial_evaluated_again(data, tmp_path):
+    # the same verify() as above tells truncated from altered; one kind is enough here
+    from keras_grs import optuna as kgo
+    from keras_grs.optuna.samplers import KEY_ATTR, discarded
+    from keras_grs.optuna.study import checkpoint_path
+
+    x, y, validation = data
+    model = models.build("nn2", (20,))
+
+    def resume(n_trials):
+        study = kgo.create_study(kgo.GRSSampler(seed=1, tolerance=0.5), study_name="p", directory=tmp_path)
+        return kgo.optimize(study, model, x, y, validation, epochs=1, n_trials=n_trials, directory=tmp_path)
+
+    first = resume(3)
+    damaged = int(kgo.pruning_path(first)[1]["trial_id"])  # accepted, and the parent of the next step's candidate
+    key = first.trials[damaged].system_attrs[KEY_ATTR]
+    damage(checkpoint_path(tmp_path, first, damaged), "truncated")
+
+    with pytest.warns(UserWarning, match=f"trial {damaged} is evaluated again: .*truncated"):
+        study = resume(2)
+    assert damaged in discarded(study) and "checkpoint damaged" in discarded(study)[damaged]
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    again = [t.number for t in complete if t.system_attrs[KEY_ATTR] == key and t.number != damaged]
+    assert len(again) == 1
+    assert files.verify(checkpoint_path(tmp_path, study, again[0])) is True
+    path = [int(row["trial_id"]) for row in kgo.pruning_path(study)]
+    assert damaged not in path and again[0] in path
+    assert study.trials[-1].state.name == "COMPLETE" and study.trials[-1].number > again[0]  # the search went on
+    for number in path:
+        trained = kgo.trial_model(study, model, number, tmp_path)
+        assert np.isfinite(trained.predict(validation[0][:4], verbose=0)).all()

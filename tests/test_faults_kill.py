@@ -1,8 +1,9 @@
 """SIGKILL at the stages of ``keras-grs prune``, then ``--resume`` until it finishes: nothing lost, nothing corrupt.
 
-The short form of ``benchmarks/faults.py`` (which injects 30 kills per backend at random stages and moments): a
-few kills at stages chosen so that the finished run must take exactly the decisions of its uninterrupted twin.
-Each attempt is a whole ``python -m keras_grs`` process, so the runs are as small as a JGRS search gets.
+The short form of ``benchmarks/faults.py`` (which injects kills at random stages and moments): a few kills, after
+which the finished run must take exactly the decisions of its uninterrupted twin, scores included, because every
+candidate's training is a function of (seed, its key) alone. Each attempt is a whole ``python -m keras_grs``
+process, so the runs are as small as a JGRS search gets.
 """
 
 import shutil
@@ -29,12 +30,37 @@ def small(npz, out, backend="keras-tuner"):
     return prune_argv(npz, out, backend, model="nn2", max_trials=4)
 
 
-@pytest.fixture(scope="module")
-def twin(npz, tmp_path_factory):
-    out = tmp_path_factory.mktemp("twin") / "run"
-    run = run_with_kills(small(npz, out), out, "keras-tuner", [], timeout=TIMEOUT)
+def uninterrupted(npz, tmp_path_factory, backend):
+    out = tmp_path_factory.mktemp(f"twin-{backend}") / "run"
+    run = run_with_kills(small(npz, out, backend), out, backend, [], timeout=TIMEOUT)
     assert run.problems == [] and len(run.attempts) == 1
     return run
+
+
+@pytest.fixture(scope="module")
+def twin(npz, tmp_path_factory):
+    return uninterrupted(npz, tmp_path_factory, "keras-tuner")
+
+
+@pytest.fixture(scope="module")
+def optuna_twin(npz, tmp_path_factory):
+    return uninterrupted(npz, tmp_path_factory, "optuna")
+
+
+@pytest.mark.parametrize("backend, twin_fixture", [("keras-tuner", "twin"), ("optuna", "optuna_twin")])
+def test_killed_mid_search_and_resumed_it_ends_as_its_uninterrupted_twin(npz, tmp_path, request, backend,
+                                                                         twin_fixture):
+    # killed as the second jump's checkpoint is written: the resumed process starts from a finished jump, trains
+    # the lost one first (not third, as its twin did), inherits from a checkpoint on disk, and (Optuna) finds a
+    # trial failed by the kill in its study
+    reference = request.getfixturevalue(twin_fixture)
+    out = tmp_path / "run"
+    run = run_with_kills(small(npz, out, backend), out, backend, [Kill(CHECKPOINT_PATTERNS[backend], 3)],
+                         timeout=TIMEOUT)
+    assert run.problems == [] and run.lost_trials == []
+    assert [a.stage for a in run.kills] == ["JGRS jump"]
+    assert [a.returncode for a in run.attempts] == [-9, 0]
+    assert decisions(out) == decisions(reference.out)  # accepted path, final structure, EUP, every score
 
 
 def test_killed_in_initial_training_and_c_export_it_ends_as_its_uninterrupted_twin(npz, twin, tmp_path):
@@ -43,8 +69,6 @@ def test_killed_in_initial_training_and_c_export_it_ends_as_its_uninterrupted_tw
     assert run.problems == []
     assert [a.stage for a in run.kills] == ["initial training", "C export"]
     assert [a.returncode for a in run.attempts] == [-9, -9, 0]
-    # Both kills land where the search's randomness does not depend on the process's history (its first batch,
-    # or after the search), so the decisions, and even the scores, are the twin's.
     assert decisions(run.out) == decisions(twin.out)
 
 

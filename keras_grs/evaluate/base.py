@@ -47,12 +47,17 @@ class Job:
         train: fine-tune before validating (False: validate the weights as they are).
         checkpoint: where the weights that achieved the reported score are saved.
         hyperparameters: the trial's hyperparameters (for a HyperModel's own ``fit``), or None.
+        key: the candidate's identity in its search (the engine's key, ``init``, ``grsc3``, ...). The batched
+            evaluator seeds the candidate's batch order and dropout from (its seed, this key), so a candidate trains
+            the same whatever else is in its batch and however often the process was restarted before; without a
+            key they follow the order of evaluation.
     """
 
     model: Any
     train: bool
     checkpoint: str
     hyperparameters: Any = None
+    key: str | None = None
 
 
 class Evaluator(Protocol):

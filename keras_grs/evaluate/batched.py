@@ -37,6 +37,7 @@ from keras_grs.evaluate.training import (
     sample_weights,
 )
 from keras_grs.files import save_weights
+from keras_grs.search.engine import keyed_rng
 from keras_grs.structure import UnsupportedLayerError, layer_chain
 
 ACTIVATIONS = {"relu": tf.nn.relu, "linear": tf.identity, "tanh": tf.tanh, "sigmoid": tf.sigmoid}
@@ -178,7 +179,10 @@ class BatchedEvaluator:
         objective: a keras-tuner Objective (``val_accuracy``).
         hypermodel: the tuner's HyperModel; one with its own ``fit`` is trained by the keras evaluator.
         executions_per_trial: more than 1 is handled by the keras evaluator.
-        seed: seed of shuffling and dropout.
+        seed: seed of shuffling and dropout. Each candidate draws its own batch order and dropout masks from
+            (seed, its :attr:`Job.key`), and the masks of its units do not depend on the padding, so a candidate
+            trains the same in any batch, in any slot, in a fresh process or late in a long one: a run killed and
+            resumed takes its uninterrupted twin's decisions.
     """
 
     def __init__(self, objective, hypermodel=None, executions_per_trial=1, seed=0, epoch_score="best"):
@@ -195,6 +199,21 @@ class BatchedEvaluator:
         self._compiled = {}
 
     batches = True  # the tuner hands it every pending trial at once
+
+    def pad_to(self, model) -> None:
+        """Pad every batch to at least ``model``'s widths (the search's initial model): its candidates are never
+        wider, so every batch of the search has the same padded shape. The padding changes the order in which a
+        layer's sums are rounded; padded to what the process happened to train before, a candidate would train
+        (very slightly) differently in a resumed process than in an uninterrupted one. A model it cannot batch is
+        ignored (the keras evaluator trains those)."""
+        try:
+            chain = layer_chain(model)
+        except UnsupportedLayerError:
+            return
+        widths = [int(layer.kernel.shape[-1]) for layer in chain if isinstance(layer, (keras.layers.Dense, *CONVS))]
+        if self._capacity is not None and len(self._capacity) == len(widths):
+            widths = [max(a, b) for a, b in zip(widths, self._capacity)]
+        self._capacity = widths
 
     def supports(self, jobs, fit_kwargs):
         """Why these jobs cannot be trained together (a string), or None when they can."""
@@ -300,7 +319,10 @@ class BatchedEvaluator:
                                                shared=not shuffle)
         state = [tf.zeros_like(p) for _ in range(plan.optimizer.slots()) for p in params]
         step = tf.constant(0.0)
-        rng = np.random.default_rng([self.seed, self._calls])
+        # per candidate, by its identity (see Job.key); padding slots draw nothing and train on the plain order
+        rngs = [keyed_rng(self.seed, f"fit {job.key if job.key is not None else f'{self._calls}.{j}'}")
+                for j, job in enumerate(jobs)]
+        plain = np.arange(len(x))
         minimize = self.objective.direction == "min"
         best = np.full(k, -np.inf)  # the objective oriented so that larger is better
         best_params = [p.numpy() for p in params]
@@ -324,7 +346,8 @@ class BatchedEvaluator:
                 # each candidate its own order, as model.fit alone would give it: a shared order correlates the
                 # candidates' scores within a step (no effect on whole nn1 searches measured so far, though:
                 # benchmarks/results/evaluator_parity.md)
-                index = np.stack([np.concatenate([rng.permutation(len(x)), tail]) for _ in range(k)])
+                orders = [rng.permutation(len(x)) for rng in rngs] + [plain] * (k - len(jobs))
+                index = np.stack([np.concatenate([order, tail]) for order in orders])
                 index = index.reshape(k, n_batches, batch).swapaxes(0, 1)  # (batches, candidates, samples)
                 present = real[:, None, :]
             else:
@@ -333,7 +356,7 @@ class BatchedEvaluator:
                 params, state, step, masks, active,
                 tf.constant(x[index]), tf.constant(y[index]), tf.constant(weights[index] * present),
                 counts,
-                tf.constant(int(rng.integers(1 << 30)), tf.int32),
+                tf.constant([int(rng.integers(1 << 30)) for rng in rngs] + [0] * (k - len(jobs)), tf.int32),
             )
             accuracy, val_loss = (t.numpy() for t in validate_fn(params, masks, x_val_t, y_val_t))
             losses = losses.numpy()
@@ -394,7 +417,7 @@ class BatchedEvaluator:
             return total
 
         @tf.function(jit_compile=True, reduce_retracing=True)
-        def epoch(params, state, step, masks, active, xs, ys, ws, counts, seed):
+        def epoch(params, state, step, masks, active, xs, ys, ws, counts, seeds):
             # tuples reassigned whole, so that AutoGraph carries them through the loop
             n = len(params)
             params = tuple(params)
@@ -403,7 +426,7 @@ class BatchedEvaluator:
             for i in tf.range(n_batches):
                 with tf.GradientTape() as tape:
                     tape.watch(list(params))
-                    logits = forward(params, masks, xs[i], tf.stack([seed, i]), shared)
+                    logits = forward(params, masks, xs[i], (seeds, i), shared)
                     per_sample = loss_of.per_sample(ys[i], logits)
                     losses = tf.reduce_sum(per_sample * ws[i], axis=1) / counts[i] + regularization(params)
                     loss = tf.reduce_sum(losses * active)
@@ -462,8 +485,9 @@ class _Stopping:
 
 
 def _forward_function(plan, k):
-    """forward(params, masks, x, seed, shared=True) -> logits (k, batch, classes); ``seed=None`` for inference;
-    ``shared``: x is the same for every candidate (no candidate axis), else x has a leading candidate axis."""
+    """forward(params, masks, x, seed, shared=True) -> logits (k, batch, classes); ``seed``: (the candidates'
+    dropout seeds (k,), the mini-batch's index), None for inference; ``shared``: x is the same for every candidate
+    (no candidate axis), else x has a leading candidate axis."""
 
     def forward(params, masks, x, seed, shared=True):
         h, w = x, 0  # while shared, h has no candidate axis
@@ -489,8 +513,7 @@ def _forward_function(plan, k):
                 h = ACTIVATIONS[op.activation](h)
             elif op.kind == "dropout":
                 if seed is not None and op.rate > 0:
-                    keep = tf.random.stateless_uniform(h.shape, seed=seed + n, alg="threefry") >= op.rate
-                    h = tf.where(keep, h / (1 - op.rate), 0.0)
+                    h = tf.where(_dropout_keep(h.shape, *seed, n, op.rate), h / (1 - op.rate), 0.0)
             elif op.kind == "pool":
                 h = _pool(h, op, k)
             elif op.kind == "gpool":
@@ -499,6 +522,19 @@ def _forward_function(plan, k):
         raise AssertionError("the plan has no output layer")
 
     return forward
+
+
+def _dropout_keep(shape, seeds, batch_index, layer, rate):
+    """The keep mask (k, batch, ..., units) of a dropout layer: candidate j's drawn from its own seed, unit by unit
+    (all of a unit's values before the next unit's). Philox fills a shape in order, so a wider padding only appends
+    values: the mask of a candidate's real units is the same whatever the batch is padded to."""
+    rest, units = shape[1:-1], shape[-1]
+    masks = []
+    for j in range(shape[0]):
+        uniform = tf.random.stateless_uniform((units, math.prod(rest)), seed=tf.stack([seeds[j] + layer, batch_index]),
+                                              alg="philox")
+        masks.append(tf.reshape(tf.transpose(uniform), (*rest, units)))
+    return tf.stack(masks) >= rate
 
 
 def _matmul(h, kernel, shared, k):
@@ -514,7 +550,9 @@ def _matmul(h, kernel, shared, k):
         z = tf.reshape(z, (*lead, k, n_out))
         return tf.transpose(z, (len(lead), *range(len(lead)), len(lead) + 1))
     lead = h.shape[1:-1]
-    z = tf.matmul(tf.reshape(h, (k, -1, n_in)), kernel)
+    # one 2-D product per candidate rather than one batched product: XLA turns a batch of one into another kind
+    # of product, whose rounding differs, so a candidate would train differently alone than beside others
+    z = tf.stack([tf.matmul(tf.reshape(h[j], (-1, n_in)), kernel[j]) for j in range(k)])
     return tf.reshape(z, (k, *lead, n_out))
 
 

@@ -54,6 +54,7 @@ PATH_ATTR = "keras_grs_path"
 KEY_ATTR = "keras_grs_key"
 RAISED_ATTR = "keras_grs_raised"  # a trial that raised: its process lived to say so (see raised())
 ERROR_ATTR = "keras_grs_error"  # what it raised, when keras-grs's objective ran it
+DISCARDED_ATTR = "keras_grs_discarded"  # study attribute: completed trials set aside, {number: why}
 DEFAULT_TOLERANCE = 0.985
 DEFAULT_SEED = 0
 MAX_FAILURES = 2  # a candidate whose trial failed this many times counts as not valid
@@ -65,6 +66,28 @@ def raised(trial) -> bool:
     """A FAIL trial whose objective raised; not one failed because its process died (a kill, a crash of the
     machine): that candidate simply runs again, however often it happens."""
     return trial.state == TrialState.FAIL and bool(trial.system_attrs.get(RAISED_ATTR))
+
+
+def spent_trials(study) -> int:
+    """How much of a trial budget (``max_trials``) the study has spent: the trials that finished, were pruned or
+    raised. One failed because its process died, still marked running, or set aside (:func:`discard`) is not
+    spent: its candidate runs again, and a run killed and resumed evaluates as many candidates as its uninterrupted
+    twin (as with keras-tuner, which retries an interrupted trial under its own id)."""
+    set_aside = discarded(study)
+    return sum(1 for t in study.get_trials(deepcopy=False) if t.number not in set_aside
+               and (t.state in (TrialState.COMPLETE, TrialState.PRUNED) or raised(t)))
+
+
+def discarded(study) -> dict[int, str]:
+    """The completed trials set aside by :func:`discard`, with why: the search ignores their results."""
+    return {int(number): why for number, why in (study.user_attrs.get(DISCARDED_ATTR) or {}).items()}
+
+
+def discard(study, number: int, reason: str) -> None:
+    """Set completed trial ``number`` aside (its checkpoint was found damaged): the search no longer counts its
+    result, and a new trial evaluates its candidate again. Optuna cannot change a finished trial, so the study's
+    user attribute ``keras_grs_discarded`` records it."""
+    study.set_user_attr(DISCARDED_ATTR, {**(study.user_attrs.get(DISCARDED_ATTR) or {}), str(number): reason})
 
 
 def _set_trial_attr(study, trial, key, value, system=False) -> None:
@@ -218,9 +241,10 @@ class PruningSampler(BaseSampler):
         (not valid)."""
         trials = trials if trials is not None else study.get_trials(deepcopy=False)
         outcomes, failures = {}, {}
+        set_aside = discarded(study)
         for trial in trials:
             key = trial.system_attrs.get(KEY_ATTR)
-            if key is None:
+            if key is None or trial.number in set_aside:
                 continue
             if trial.state == TrialState.COMPLETE:
                 outcomes[key] = self.outcome(trial.number, trial.values, trial.user_attrs)
@@ -358,8 +382,9 @@ class PruningSampler(BaseSampler):
         """Checked after writing the claim: if any other running or finished trial holds the candidate, back off.
         Of two claims on one candidate, the later writer always sees the earlier one, so both can never keep it
         (at worst both back off and try again)."""
+        set_aside = discarded(study)
         for other in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE)):
-            if other.number != trial.number and other.system_attrs.get(KEY_ATTR) == key:
+            if other.number not in (trial.number, *set_aside) and other.system_attrs.get(KEY_ATTR) == key:
                 return False
         return True
 
@@ -431,7 +456,9 @@ class PruningSampler(BaseSampler):
         plan = self.plan(study, trials, extra={key: self.outcome(trial.number, values, trial.user_attrs)})
         search = self.search(study)
         _set_trial_attr(study, trial, "valid", bool(search.accepts(values[0], plan.reference)))
-        numbers = {t.system_attrs.get(KEY_ATTR): t.number for t in trials if t.state == TrialState.COMPLETE}
+        set_aside = discarded(study)
+        numbers = {t.system_attrs.get(KEY_ATTR): t.number for t in trials
+                   if t.state == TrialState.COMPLETE and t.number not in set_aside}
         numbers[key] = trial.number
         study.set_user_attr(PATH_ATTR, [
             {"trial": numbers.get(step.key), "phase": step.phase, "structure": "x".join(map(str, step.widths)),
@@ -444,10 +471,12 @@ class PruningSampler(BaseSampler):
 
 
 def trial_number_of(study, key, trials=None) -> int:
-    """The number of the completed trial that evaluated candidate ``key``."""
+    """The number of the completed trial that evaluated candidate ``key`` (not one set aside by :func:`discard`)."""
     trials = trials if trials is not None else study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    set_aside = discarded(study)
     for trial in trials:
-        if trial.state == TrialState.COMPLETE and trial.system_attrs.get(KEY_ATTR) == key:
+        if trial.state == TrialState.COMPLETE and trial.system_attrs.get(KEY_ATTR) == key \
+                and trial.number not in set_aside:
             return trial.number
     raise KeyError(f"no completed trial of study {study.study_name!r} holds candidate {key!r}")
 

@@ -12,11 +12,12 @@ import optuna
 
 from keras_grs.costs import count_params
 from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
-from keras_grs.files import verify
+from keras_grs.files import CorruptFileError, verify
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_guard_data, epoch_score_for,
                              guard_record, split_guard)
 from keras_grs.failures import last_line
-from keras_grs.optuna.samplers import CONFIG_ATTR, DEFAULT_TOLERANCE, ERROR_ATTR, PruningSampler, trial_number_of
+from keras_grs.optuna.samplers import (CONFIG_ATTR, DEFAULT_TOLERANCE, ERROR_ATTR, KEY_ATTR, PruningSampler, discard,
+                                       discarded, trial_number_of)
 from keras_grs.search import check_direction, check_tolerance, constrain
 from keras_grs.structure import analyze
 from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
@@ -115,7 +116,26 @@ def create_study(sampler, storage=None, study_name="keras_grs", directory="keras
         directions=[f"{check_direction(direction)}imize", "minimize"],
         load_if_exists=load_if_exists,
     )
+    discard_damaged_checkpoints(study, directory)
     return study
+
+
+def discard_damaged_checkpoints(study, directory="keras_grs_runs") -> list[int]:
+    """A resumed study's completed trial whose checkpoint (under ``directory``, as :func:`optimize` writes them) was
+    truncated or altered since it was written is set aside and its candidate evaluated again by a new trial, with
+    a warning naming the trial and the damage, instead of failing its children or passing on garbage weights.
+    Returns the trials set aside now. :func:`create_study` and :func:`optimize` call it."""
+    set_aside, found = discarded(study), []
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        if trial.number in set_aside or trial.system_attrs.get(KEY_ATTR) is None:
+            continue
+        try:
+            verify(checkpoint_path(directory, study, trial.number))
+        except CorruptFileError as error:
+            warnings.warn(f"trial {trial.number} is evaluated again: {error}", stacklevel=3)
+            discard(study, trial.number, f"checkpoint damaged: {error}")
+            found.append(trial.number)
+    return found
 
 
 def _as_model(model_or_hypermodel):
@@ -254,6 +274,7 @@ def optimize(
             "another study"
         )
     sampler.settings(study)  # a worker's other seed: the study's wins, with a warning
+    discard_damaged_checkpoints(study, directory)
     if acceptance == "guard" and guard_data is None:  # the same samples in every process: the study's seed
         validation_data, guard_data = split_guard(validation_data, guard_fraction, seed=sampler.study_seed(study))
     if existing is None:
@@ -286,6 +307,8 @@ class _Objective:
         self.base_weights = model.get_weights()
         self.evaluator = make_evaluator(evaluator, keras_tuner_objective(objective, direction),
                                         seed=sampler.study_seed(study), epoch_score=epoch_score)
+        if hasattr(self.evaluator, "pad_to"):  # every trial padded alike, in any process (see BatchedEvaluator)
+            self.evaluator.pad_to(model)
         self.objective = objective
 
     def __call__(self, trial):
@@ -317,7 +340,8 @@ class _Objective:
             train = True
         path = checkpoint_path(self.directory, trial.study, trial.number)
         path.parent.mkdir(parents=True, exist_ok=True)
-        (metrics,) = self.evaluator.evaluate([Job(model, train, str(path))], self.fit_args, fit_kwargs)
+        job = Job(model, train, str(path), key=candidate.key)
+        (metrics,) = self.evaluator.evaluate([job], self.fit_args, fit_kwargs)
         score, flops = float(metrics[self.objective]), int(metrics["flops"])
         trial.set_user_attr(CHECKPOINT_ATTR, str(path.resolve()))
         trial.set_user_attr("params", count_params(model))

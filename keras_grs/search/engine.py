@@ -25,6 +25,12 @@ import numpy as np
 INITIAL_KEY = "init"
 
 
+def keyed_rng(seed: int, name: str) -> np.random.Generator:
+    """A random generator that is a function of (``seed``, ``name``) alone, never of what ran before it: how every
+    random draw of a run is seeded, so that a resumed or replayed run draws the same numbers."""
+    return np.random.default_rng([int(seed), zlib.crc32(name.encode())])
+
+
 @dataclass(frozen=True)
 class GroupSpec:
     """A prunable width, as the engine sees it: a name, the starting width and the smallest allowed width.
@@ -277,7 +283,7 @@ class Context:
         self._counters: dict[str, int] = {}
 
     def rng(self, scope: str) -> np.random.Generator:
-        return np.random.default_rng([self.search.seed, zlib.crc32(scope.encode())])
+        return keyed_rng(self.search.seed, scope)
 
     def valid(self, outcome: Outcome) -> bool:
         return self.search.accepts(outcome.score, self.reference)

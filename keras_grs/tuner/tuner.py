@@ -20,7 +20,8 @@ from keras_grs.search import check_tolerance
 from keras_grs.structure import UnsupportedLayerError, analyze
 from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
 from keras_grs.tuner import distributed, fit_arguments
-from keras_grs.tuner.oracles import GUARD_FILE, GUARD_SAMPLES, NORMS_FILE, ORACLES, PARENT, REMOVED, guard_metric
+from keras_grs.tuner.oracles import (GUARD_FILE, GUARD_SAMPLES, KEY, NORMS_FILE, ORACLES, PARENT, REMOVED,
+                                     guard_metric)
 
 
 PARENT_CACHE_SIZE = 3
@@ -249,9 +250,7 @@ class GRSTuner(keras_tuner.Tuner):
         return mapping
 
     def _structure_at(self, overrides):
-        hp = self.oracle.get_space()
-        for width_hp in self.oracle.width_hyperparameters():
-            hp.values[width_hp.name] = width_hp.max_value
+        hp = self._initial_hyperparameters()
         hp.values.update(overrides)
         keras.backend.clear_session()
         try:
@@ -296,6 +295,8 @@ class GRSTuner(keras_tuner.Tuner):
                           stacklevel=2)
             evaluator = getattr(self.evaluator, "fallback", self.evaluator)
         self._running = (evaluator, reason)
+        if hasattr(evaluator, "pad_to"):  # every batch padded alike, in any process (see BatchedEvaluator.pad_to)
+            evaluator.pad_to(self._try_build(self._initial_hyperparameters()))
         fit_kwargs = self._hold_back_guard(guard_data, fit_kwargs)
         self._check_fit_arguments(fit_args, fit_kwargs)
         try:
@@ -366,10 +367,7 @@ class GRSTuner(keras_tuner.Tuner):
             raise ValueError("validation_data must be a tuple (x_val, y_val)")
         if not distributed.is_worker() and self.oracle.plan().finished:
             return
-        hp = self.oracle.get_space()
-        for width_hp in self.oracle.width_hyperparameters():
-            hp.values[width_hp.name] = width_hp.max_value
-        model = self._try_build(hp)
+        model = self._try_build(self._initial_hyperparameters())
         sample = (validation[0][:64], validation[1][:64])
         values = validate(model, (), {"validation_data": sample, "batch_size": fit_kwargs.get("batch_size")})
         available = set(values) | {name.removeprefix("val_") for name in values}
@@ -390,6 +388,13 @@ class GRSTuner(keras_tuner.Tuner):
         self._save_unit_norms(trial.trial_id, job.model)
         del job
         return metrics
+
+    def _initial_hyperparameters(self):
+        """The hyperparameters of the initial structure: every width at its maximum."""
+        hp = self.oracle.get_space()
+        for width_hp in self.oracle.width_hyperparameters():
+            hp.values[width_hp.name] = width_hp.max_value
+        return hp
 
     def _try_build(self, hp):
         # keras-tuner's own version collects garbage fully twice per build; see tidy()
@@ -423,7 +428,7 @@ class GRSTuner(keras_tuner.Tuner):
         train = parent_id is not None or self._train_first
         if parent_id is None and self.initial_epochs is not None:
             fit_kwargs = dict(fit_kwargs, epochs=self.initial_epochs)
-        return Job(model, train, self._get_checkpoint_fname(trial.trial_id), hp), fit_kwargs
+        return Job(model, train, self._get_checkpoint_fname(trial.trial_id), hp, key=record.get(KEY)), fit_kwargs
 
     def _search_in_batches(self, fit_args, fit_kwargs):
         """Pull every pending trial from the oracle (a GRS step, a JGRS phase's attempts) until it answers IDLE,

@@ -176,11 +176,13 @@ def trial_records(out: Path, backend: str) -> list[dict]:
     if backend == "optuna":
         if not (out / "tuner" / "optuna.db").exists():
             return []
-        from keras_grs.optuna.samplers import KEY_ATTR
+        from keras_grs.optuna.samplers import KEY_ATTR, discarded
 
         for study in _study(out):
+            set_aside = discarded(study)  # completed, but evaluated again (a damaged checkpoint): not a result
             for t in study.get_trials(deepcopy=False):
-                records.append({"model": study.study_name, "trial_id": str(t.number), "state": t.state.name,
+                state = "DISCARDED" if t.number in set_aside else t.state.name
+                records.append({"model": study.study_name, "trial_id": str(t.number), "state": state,
                                 "key": t.system_attrs.get(KEY_ATTR), "score": t.values[0] if t.values else None,
                                 "started": t.datetime_start.timestamp() if t.datetime_start else 0.0})
         return records
