@@ -39,8 +39,10 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP) c-toolchains
 	$(PY) -m keras_grs demo
 
+# Test files run on up to four processes (each file's tests stay in one, so its fixtures are built once): the
+# suite is mostly single-threaded Python and small TensorFlow graphs, so two cores finish it in about half the time.
 test: $(STAMP) c-toolchains postgres-server
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
 
 # Benchmarks are run by hand, never as tests; results go to benchmarks/results/.
 bench-c: $(STAMP) c-toolchains
