@@ -147,8 +147,7 @@ class PruningOracle(keras_tuner.Oracle):
         self.progress = None  # when set, overrides the display's verbosity (fit's verbose stays the user's)
         self._search = None
         self._plan_cache = (None, None)
-        self._norms = {}
-        self._guard_rights = {}
+        self._side_files = {}  # (trial id, file name) -> what a trial's side file holds (None: not written)
 
     # -- the search ----------------------------------------------------------------------------------------
     def width_hyperparameters(self) -> list:
@@ -210,18 +209,24 @@ class PruningOracle(keras_tuner.Oracle):
                 outcomes[key] = Outcome(score=None)
         return outcomes
 
+    def _side_file(self, trial, name):
+        """A JSON file the tuner wrote into the trial's directory (read once), or None when it wrote none."""
+        key = (trial.trial_id, name)
+        if key not in self._side_files:
+            path = os.path.join(self._project_dir, f"trial_{trial.trial_id}", name)  # not _get_trial_dir: it creates
+            self._side_files[key] = None
+            if os.path.exists(path):
+                with open(path) as f:
+                    self._side_files[key] = json.load(f)
+        return self._side_files[key]
+
     def _guard_right(self, trial):
-        """Which guard samples the trial got right (packed), from its directory; None when it recorded none."""
-        if trial.trial_id not in self._guard_rights:
-            record = _read_json(os.path.join(self._project_dir, f"trial_{trial.trial_id}", GUARD_FILE))
-            self._guard_rights[trial.trial_id] = record.get("right") if isinstance(record, dict) else None
-        return self._guard_rights[trial.trial_id]
+        """Which guard samples the trial got right (packed); None when it recorded none."""
+        record = self._side_file(trial, GUARD_FILE)
+        return record.get("right") if isinstance(record, dict) else None
 
     def _unit_norms(self, trial):
-        if trial.trial_id not in self._norms:
-            self._norms[trial.trial_id] = _read_json(os.path.join(self._project_dir, f"trial_{trial.trial_id}",
-                                                                  NORMS_FILE))
-        return self._norms[trial.trial_id]
+        return self._side_file(trial, NORMS_FILE)
 
     def populate_space(self, trial_id):
         plan = self.plan()
@@ -321,8 +326,8 @@ class PruningOracle(keras_tuner.Oracle):
         and the engine hands its candidate out again as a new trial, never reusing the damaged weights."""
         trial = self.trials[trial_id]
         trial.status, trial.message = Status.INVALID, why
-        self._norms.pop(trial_id, None)
-        self._guard_rights.pop(trial_id, None)
+        for name in (NORMS_FILE, GUARD_FILE):
+            self._side_files.pop((trial_id, name), None)
         self._save_trial(trial)
         self.save()
 
@@ -339,14 +344,6 @@ class PruningOracle(keras_tuner.Oracle):
 
     def _save_trial(self, trial):
         write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
-
-
-def _read_json(path):
-    """A trial's side file, or None when it was never written."""
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
 
 
 def _last(trial, name, kind=int):
