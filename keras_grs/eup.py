@@ -27,8 +27,8 @@ import keras
 import numpy as np
 
 from keras_grs.costs import count_flops, count_params
-from keras_grs.scoring import objective_direction, score
-from keras_grs.search.engine import check_tolerance, guard_holds, within_tolerance
+from keras_grs.scoring import correct, is_accuracy, objective_direction, score
+from keras_grs.search.engine import beyond_paired_noise, check_tolerance, guard_holds, within_tolerance
 from keras_grs.layers import kind_of
 from keras_grs.structure import leaf_layers
 from keras_grs.surgery import resized
@@ -114,7 +114,7 @@ def _thresholded(originals, layers, t, mode):
 
 
 def threshold(model, validation_data, reference=None, tolerance=0.995, mode="relative", init=None, step=None,
-              objective="val_accuracy", guard_data=None):
+              objective="val_accuracy", guard_data=None, guard_baseline=None, guard_tolerance=None):
     """Zero small weights while validation accuracy stays within ``tolerance`` of ``reference``.
 
     Args:
@@ -128,6 +128,10 @@ def threshold(model, validation_data, reference=None, tolerance=0.995, mode="rel
             :func:`keras_grs.scoring.score`), in its direction.
         guard_data: ``(x, y)`` held back from the search (see :mod:`keras_grs.guard`): a step must also keep the
             guard score within tolerance of ``model``'s, up to the guard's sampling noise. Optional.
+        guard_baseline, guard_tolerance: the model the whole job's promise is measured from (the search's initial
+            model) and the search's tolerance: every step must also stay within ``guard_tolerance`` of it on the
+            guard, up to noise, so EUP's own tolerance adds to the search's loss only as far as the search left
+            room. Optional (both or neither); needs ``guard_data``.
 
     Returns:
         ``(new_model, ThresholdResult)``.
@@ -155,7 +159,7 @@ def threshold(model, validation_data, reference=None, tolerance=0.995, mode="rel
     direction = objective_direction(objective)
     reference = score(model, x, y, objective) if reference is None else float(reference)
 
-    guard_ok = _guard_veto(model, guard_data, tolerance, objective)
+    guard_ok = _guard_veto(model, guard_data, tolerance, objective, guard_baseline, guard_tolerance)
     work = _copy(model)
     layers = _prunable_layers(work)
     originals = [layer.get_weights() for layer in layers]
@@ -190,16 +194,36 @@ def threshold(model, validation_data, reference=None, tolerance=0.995, mode="rel
     return work, result
 
 
-def _guard_veto(model, guard_data, tolerance, objective):
-    """A check each EUP step must pass on the guard: its score within ``tolerance`` of ``model``'s, up to the
-    guard's sampling noise (the guard vetoes on evidence, as in the search's walk back). Always true without one."""
+def _guard_veto(model, guard_data, tolerance, objective, baseline=None, baseline_tolerance=None):
+    """A check each EUP step must pass on the guard: within ``tolerance`` of ``model`` (the stage's input) and, with
+    a ``baseline``, within ``baseline_tolerance`` of it (the job's promise), each up to the guard's noise: the
+    guard vetoes on evidence, as in the search's walk back. For accuracy the comparison is paired, sample by
+    sample (:func:`keras_grs.search.engine.beyond_paired_noise`): a thresholded model errs mostly where its input
+    did, so a few lost samples are evidence here that two unrelated scores could not give. Always true without a
+    guard."""
+    if (baseline is None) != (baseline_tolerance is None):
+        raise ValueError("guard_baseline and guard_tolerance go together: give both or neither")
     if guard_data is None:
+        if baseline is not None:
+            raise ValueError("guard_baseline needs guard_data: the baseline is compared with each step on the guard")
         return lambda candidate: True
     x, y = _check_validation(guard_data)
-    direction = objective_direction(objective)
-    reference = score(model, x, y, objective)
+    references = [(model, tolerance)]
+    if baseline is not None:
+        check_tolerance(baseline_tolerance, "guard_tolerance")
+        references.append((baseline, float(baseline_tolerance)))
+    if is_accuracy(objective):
+        rights = [(correct(m, x, y), t) for m, t in references]
 
-    return lambda candidate: guard_holds(score(candidate, x, y, objective), reference, tolerance, direction, len(y))
+        def paired(candidate):
+            right = correct(candidate, x, y)
+            return not any(beyond_paired_noise(reference, right, t) for reference, t in rights)
+
+        return paired
+    direction = objective_direction(objective)
+    scores = [(score(m, x, y, objective), t) for m, t in references]
+    return lambda candidate: all(guard_holds(score(candidate, x, y, objective), reference, t, direction, len(y))
+                                 for reference, t in scores)
 
 
 def distinct_values(model) -> int:
@@ -209,7 +233,7 @@ def distinct_values(model) -> int:
 
 
 def quantize(model, validation_data, reference=None, tolerance=0.990, start_digits=4, objective="val_accuracy",
-             guard_data=None):
+             guard_data=None, guard_baseline=None, guard_tolerance=None):
     """Round weights to fewer and fewer decimal digits while validation accuracy stays within tolerance.
 
     Args:
@@ -219,7 +243,8 @@ def quantize(model, validation_data, reference=None, tolerance=0.990, start_digi
         tolerance: a step passes when ``accuracy >= tolerance x reference`` (default 0.990).
         start_digits: the first number of decimal digits tried (then one fewer each step, down to 0).
         objective: the score checked, in its direction (as for :func:`threshold`).
-        guard_data: a guard split every step must also hold (as for :func:`threshold`). Optional.
+        guard_data, guard_baseline, guard_tolerance: the guard every step must also hold (as for
+            :func:`threshold`). Optional.
 
     Returns:
         ``(new_model, QuantizeResult)``.
@@ -230,7 +255,7 @@ def quantize(model, validation_data, reference=None, tolerance=0.990, start_digi
         raise ValueError(f"start_digits must be a non-negative integer, got {start_digits!r}")
     direction = objective_direction(objective)
     reference = score(model, x, y, objective) if reference is None else float(reference)
-    guard_ok = _guard_veto(model, guard_data, tolerance, objective)
+    guard_ok = _guard_veto(model, guard_data, tolerance, objective, guard_baseline, guard_tolerance)
     work = _copy(model)
     layers = _prunable_layers(work)
     originals = [layer.get_weights() for layer in layers]
@@ -271,20 +296,24 @@ def tq(
     start_digits=4,
     objective="val_accuracy",
     guard_data=None,
+    guard_baseline=None,
+    guard_tolerance=None,
 ):
     """Thresholding, then quantization (the seed's TQ). Quantization's reference is the thresholded score.
 
-    With ``guard_data``, every step of both must also hold the guard (see :func:`threshold`).
+    With ``guard_data``, every step of both must also hold the guard (see :func:`threshold`); with
+    ``guard_baseline`` and ``guard_tolerance`` too, both stay within the job's tolerance of the baseline there.
 
     Returns:
         ``(new_model, TQResult)``.
     """
     thresholded, t_result = threshold(
         model, validation_data, reference=reference, tolerance=threshold_tolerance, mode=mode, init=init, step=step,
-        objective=objective, guard_data=guard_data,
+        objective=objective, guard_data=guard_data, guard_baseline=guard_baseline, guard_tolerance=guard_tolerance,
     )
     quantized, q_result = quantize(
         thresholded, validation_data, reference=t_result.val_accuracy, tolerance=quantize_tolerance,
-        start_digits=start_digits, objective=objective, guard_data=guard_data,
+        start_digits=start_digits, objective=objective, guard_data=guard_data, guard_baseline=guard_baseline,
+        guard_tolerance=guard_tolerance,
     )
     return quantized, TQResult(t_result, q_result)

@@ -639,8 +639,11 @@ def _model_result(run, name, method, acceptance, splits, eup, eup_options, searc
                                            guard=splits.guard[1] if splits.guard is not None else None)
     _warn_outside_tolerance(result, splits, "compact", scores[2])
     if eup:
+        # the guard holds EUP to the job's tolerance from the initial model, not only EUP's own from the compact one:
+        # otherwise the two tolerances compound
+        baseline = dict(guard_baseline=initial_model, guard_tolerance=splits.tolerance) if splits.guard else {}
         eup_model, info = eup_module.tq(compact, validation_data, reference=scores[0], objective=splits.objective,
-                                        guard_data=splits.guard, **(eup_options or {}))
+                                        guard_data=splits.guard, **{**baseline, **(eup_options or {})})
         eup_test = test_accuracy(eup_model)
         eup_scores = splits.scores(eup_model)
         result.eup = info.as_dict()

@@ -122,3 +122,33 @@ def test_a_guard_split_can_only_stop_thresholding_earlier_and_the_kept_model_hol
     # quantization holds the guard against the thresholded model it starts from, at its own tolerance (0.99)
     quantized, _ = eup.quantize(held, validation, guard_data=guard)
     assert not beyond_guard_noise(accuracy(quantized, *guard), accuracy(held, *guard), 0.99, len(guard[1]))
+
+
+def test_a_guard_baseline_keeps_eup_within_the_jobs_tolerance_of_the_initial_model(trained):
+    """EUP's own tolerance is relative to its input; the baseline holds every step to the search's tolerance from
+    the initial model too. Made visible with a lenient EUP tolerance (0.5), under which thresholding alone goes far."""
+    from keras_grs.scoring import correct
+    from keras_grs.search.engine import beyond_paired_noise
+
+    model, validation = trained
+    guard = validation  # the check reads the guard only; here it is the same data, to make the effect large
+    free, _ = eup.threshold(model, validation, tolerance=0.5, guard_data=guard)
+    held, info = eup.threshold(model, validation, tolerance=0.5, guard_data=guard, guard_baseline=model,
+                               guard_tolerance=0.98)
+    baseline_right = correct(model, *guard)
+    assert beyond_paired_noise(baseline_right, correct(free, *guard), 0.98)  # the lenient stage alone loses it
+    assert not beyond_paired_noise(baseline_right, correct(held, *guard), 0.98)
+    assert info.nonzero_params > count_params(free, nonzero=True)
+    quantized, _ = eup.quantize(held, validation, tolerance=0.5, guard_data=guard, guard_baseline=model,
+                                guard_tolerance=0.98)
+    assert not beyond_paired_noise(baseline_right, correct(quantized, *guard), 0.98)
+
+
+def test_a_guard_baseline_is_refused_without_its_tolerance_or_a_guard(trained):
+    model, validation = trained
+    with pytest.raises(ValueError, match="give both or neither"):
+        eup.tq(model, validation, guard_data=validation, guard_baseline=model)
+    with pytest.raises(ValueError, match="needs guard_data"):
+        eup.threshold(model, validation, guard_baseline=model, guard_tolerance=0.98)
+    with pytest.raises(ValueError, match="guard_tolerance must be"):
+        eup.quantize(model, validation, guard_data=validation, guard_baseline=model, guard_tolerance=1.5)
