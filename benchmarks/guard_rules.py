@@ -104,7 +104,7 @@ def rules(tolerance, probabilities=False):
         return keep
 
     table = {
-        "keras-grs (paired, beyond 1 s.e.)": lambda steps: walk_back_index(
+        "keras-grs (paired, monotone, beyond 1 s.e.)": lambda steps: walk_back_index(
             [s["guard"] for s in steps], tolerance, "max", len(steps[0]["guard_right"]),
             [pack_outcomes(_right(s).astype(bool)) for s in steps]),
         "no walk back": lambda steps: len(steps) - 1,

@@ -333,6 +333,25 @@ def test_the_paired_guard_test_reads_which_samples_each_structure_gets_right(tra
     assert plan.candidates[plan.final].widths == (final_width,)
 
 
+def test_a_step_that_wins_back_guard_samples_after_a_rejected_one_is_pooled_with_it():
+    """Width 3 loses 16 of 200 guard samples (clearly beyond a 2% tolerance); width 2, a subset of its units, loses
+    only 2: on its own within noise, by luck. The path only removes units, so the paired shortfalls are read
+    through a monotone fit: 3 and 2 pool to 9 lost, beyond both steps' noise, and the walk back keeps width 4."""
+    from keras_grs.guard import pack_outcomes
+    from keras_grs.search.engine import beyond_paired_noise
+
+    reference = np.arange(200) >= 10
+    lost = {4: 0, 3: 16, 2: 2}
+    rights = {w: np.where(np.arange(200) < 10 + n, False, reference) for w, n in lost.items()}
+    rights[1] = np.zeros(200, bool)
+    assert not beyond_paired_noise(reference, rights[2], 0.98)  # alone, width 2 would pass
+    search = make_search("rrs", groups(4), tolerance=0.98, seed=0)
+    plan = run(search, lambda c: Outcome(score=1.0, guard=float(rights[c.widths[0]].mean()), guard_samples=200,
+                                         guard_right=pack_outcomes(rights[c.widths[0]])))
+    assert [s.widths for s in plan.path] == [(4,), (3,), (2,), (1,)]
+    assert plan.candidates[plan.final].widths == (4,)
+
+
 def test_a_guard_shortfall_far_beyond_its_noise_walks_back_even_on_a_small_guard():
     search = make_search("rrs", groups(4), tolerance=0.98, seed=0)
     plan = run(search, lambda c: Outcome(score=1.0, guard=1.0 if c.widths[0] >= 3 else 0.6, guard_samples=46))

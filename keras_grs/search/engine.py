@@ -531,9 +531,13 @@ def walk_back_index(guards: Sequence[float | None], tolerance: float, direction:
     nothing. How the noise is judged depends on what the trials recorded:
 
     - ``outcomes`` (accuracy: which guard samples each structure gets right, packed by
-      :func:`keras_grs.guard.pack_outcomes`) for the initial structure and a step: a paired test on the same
-      samples (:func:`beyond_paired_noise`). Two structures that err on the same samples differ by little noise;
-      two that trade errors differ by more, and the test sees which.
+      :func:`keras_grs.guard.pack_outcomes`) for every structure of the path: a paired test on the same samples
+      (:func:`beyond_paired_noise`). Two structures that err on the same samples differ by little noise; two that
+      trade errors differ by more, and the test sees which. The shortfalls are read through a monotone fit first,
+      as the scores below: each structure holds a subset of the previous one's units, so its loss is taken to
+      grow along the path, and a step that happens to win back a few guard samples is pooled with its neighbours
+      instead of passing on its own luck (measured: docs/concepts.md). A step without outcomes falls back to the
+      score test.
     - otherwise (a loss, AUC, or trials recorded without outcomes): the scores are read through a monotone fit
       first (the path only removes units, so its objective is taken to worsen step by step; a guard score that
       rises again after failing ones is pooled with its neighbours), then :func:`beyond_guard_noise` judges the
@@ -547,16 +551,34 @@ def walk_back_index(guards: Sequence[float | None], tolerance: float, direction:
 
     outcomes = list(outcomes) if outcomes is not None else [None] * len(guards)
     reference_right = unpack_outcomes(outcomes[0], samples) if outcomes else None
+    rights = [unpack_outcomes(o, samples) if reference_right is not None else None for o in outcomes]
+    if direction == "max" and all(r is not None for r in rights):
+        return _paired_walk_back(rights, tolerance)
     oriented = [(-1.0 if direction == "min" else 1.0) * (g if g is not None else math.nan) for g in guards]
     fitted = monotone_decreasing([-math.inf if math.isnan(v) else v for v in oriented])
     reference = guards[0]
     for index in range(len(guards) - 1, 0, -1):
-        right = unpack_outcomes(outcomes[index], samples) if reference_right is not None else None
+        right = rights[index]
         if right is not None and direction == "max":
             if not beyond_paired_noise(reference_right, right, tolerance):
                 return index
         elif guard_holds(-fitted[index] if direction == "min" else fitted[index], reference, tolerance, direction,
                          samples):
+            return index
+    return 0
+
+
+def _paired_walk_back(rights, tolerance, z=GUARD_CONFIDENCE_Z) -> int:
+    """The walk back on outcomes (``rights[0]``: the initial structure's): the last structure whose monotone-fitted
+    paired shortfall exceeds the tolerance's share by no more than ``z`` of its own standard error."""
+    reference = np.asarray(rights[0], float)
+    differences = [reference - np.asarray(right, float) for right in rights]
+    fitted = [-v for v in monotone_decreasing([-float(d.mean()) for d in differences])]  # non-decreasing
+    allowed = (1 - tolerance) * float(reference.mean())
+    n = len(reference)
+    for index in range(len(rights) - 1, 0, -1):
+        error = float(differences[index].std(ddof=1)) / math.sqrt(n) if n > 1 else 0.0
+        if fitted[index] - allowed <= z * error:
             return index
     return 0
 
