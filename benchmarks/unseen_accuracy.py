@@ -33,7 +33,7 @@ STORE = RESULTS / "unseen_accuracy.json"
 RULES = ("seed", "guard", "retrained")
 # "retrained": no pruning at all, the initial model trained plainly again from another initialisation. Its "loss"
 # is what the test split's noise alone costs a model of the same size: the floor any rule is measured against.
-WALK_BACK = "paired, beyond noise"  # the guard's walk back a run used (see redecided for runs of an earlier one)
+WALK_BACK = "paired, monotone, beyond noise"  # the guard's walk back a run used (see redecided for runs of an earlier one)
 
 
 def _standardized(x_train, *others):
@@ -252,14 +252,14 @@ def _current(runs, args, settings) -> list[dict]:
     tag = _guard_tag(args)
     epoch = tag.rsplit(", ", 1)[1]
     chosen, guard = [], {}
-    for r in runs:
+    for r in runs:  # in the order stored: a later search of the same seed ran on newer code and replaces it
         if not all(r[k] == getattr(args, k) for k in settings):
             continue
         if r["rule"] != "guard":
             chosen.append(r)
         elif r.get("walk_back") == tag or (r.get("steps") and r.get("walk_back", "").endswith(epoch)):
             key = (r["dataset"], r["seed"])
-            if key not in guard or r.get("walk_back") == tag:
+            if key not in guard or r.get("walk_back") == tag or guard[key].get("walk_back") != tag:
                 guard[key] = r
     return chosen + list(guard.values())
 
