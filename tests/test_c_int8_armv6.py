@@ -1,5 +1,5 @@
 """The int8 kernels' ARMv6 DSP path (SMLAD loops in assembly, SMMLAR + SSAT requantization, the two-position kernel
-for patches of at most 4 values) under qemu: the same int8 outputs as the plain C on the host, both within one step
+for patches of at most 4 values, max pooling by SSUB8 + SEL) under qemu: the same int8 outputs as the plain C on the host, both within one step
 of TFLite's, for every kernel variant; within 1.5 ARMv6 instructions per MAC on the wide layers; clean under clang."""
 
 import shutil
@@ -19,7 +19,7 @@ L = keras.layers
 
 # One input channel 2x2 (odd position count), 1x3 same-padded and strided, 1x1 over 3 channels: the two-position
 # kernel; 4 and 5 channels (word copies, a tail of inputs), linear layers (the exact requantization with TFLite's
-# step down for negative values), blocks of 1..3 units, Conv1D.
+# step down for negative values), blocks of 1..3 units, max pooling four channels at a time (padded or not), Conv1D.
 CASES = {
     "first_conv_2x2_one_channel": lambda: seq((8, 7, 1), L.Conv2D(13, 2, activation="relu"), L.Flatten(),
                                               L.Dense(6, activation="relu"), L.Dense(3)),
@@ -33,6 +33,9 @@ CASES = {
                                                      L.Dense(9, activation="relu"), L.Dense(2)),
     "dense_tails_and_small_blocks": lambda: seq((23,), L.Dense(11, activation="relu"), L.Dense(7, activation="relu"),
                                                 L.Dense(5), L.Dense(3, activation="softmax")),
+    "max_pools_in_words": lambda: seq((9, 8, 1), L.Conv2D(8, 2, activation="relu"), L.MaxPooling2D(2, padding="same"),
+                                      L.Conv2D(4, 1, activation="relu"), L.MaxPooling2D((2, 3), strides=1),
+                                      L.Flatten(), L.Dense(2)),
     "conv1d_strided": lambda: seq((17, 2), L.Conv1D(6, 2, strides=2, activation="relu"),
                                   L.Conv1D(3, 3, padding="same"), L.Flatten(), L.Dense(2)),
 }
