@@ -182,6 +182,8 @@ def quantize_ops(name: str, taken: set, layers, ops: list[dict], calibration: np
             op["description"] += " (int8)"
         elif op["kind"] in ("pool",) or (op["kind"] == "global_pool" and op["mode"] == "max"):
             output = current
+            if op["kind"] == "pool":
+                op["inside"] = _inside(op, op["p_h"], op["p_w"])
             op["kind"] += "_int8"
         elif op["kind"] == "global_pool":
             output = activation_params(*ranges[source])
@@ -271,6 +273,8 @@ def _quantize_weights(op: dict, raw, source: tuple, output: tuple) -> None:
     op["shift"] = [str(r) for r in right]
     op["rounding"] = [str(c) for c in rounding]
     n = quantized.shape[1]
+    if op["kind"] == "conv":
+        op["inside"] = _inside(op, op["k_h"], op["k_w"])
     # a first convolution's patch of at most 4 values (one word): the kernel reads one record per filter
     # [bias, weights (0, 2), weights (1, 3), multiplier, rounding] with one load-multiple, for two positions at once
     op["small_patch"] = op["kind"] == "conv" and n <= 4 and op["fast_requantize"] and op["filters"] <= 4096
@@ -280,6 +284,22 @@ def _quantize_weights(op: dict, raw, source: tuple, output: tuple) -> None:
         pairs = [(padded[:, 0] & 0xFFFF) | (padded[:, 2] << 16), (padded[:, 1] & 0xFFFF) | (padded[:, 3] << 16)]
         records = np.stack([folded, *pairs, [m for m, _ in factors], rounding], axis=1)
         op["records"] = [str(int(v)) for v in records.ravel()]
+    # a convolution whose windows never leave the input and whose rows are whole words reads its patch in place, row
+    # by row, on ARMv6 (the loop's counter and the step to the next row are immediates of its instructions)
+    row = op["kind"] == "conv" and op["k_w"] * op["in_c"]
+    op["row_walk"] = bool(row) and not op["small_patch"] and op["inside"] and row % 4 == 0 and row // 4 <= 255 \
+        and _arm_immediate((op["in_w"] - op["k_w"]) * op["in_c"])
+
+
+def _inside(op: dict, k_h: int, k_w: int) -> bool:
+    """Whether every window of a convolution or pooling lies inside the input (no padding to skip or fill)."""
+    return op["pad_t"] == op["pad_l"] == 0 and (op["out_h"] - 1) * op["s_h"] + k_h <= op["in_h"] \
+        and (op["out_w"] - 1) * op["s_w"] + k_w <= op["in_w"]
+
+
+def _arm_immediate(value: int) -> bool:
+    """Whether an ARM data-processing instruction can hold ``value``: 8 bits rotated right by an even amount."""
+    return any(((value << r | value >> (32 - r)) & 0xFFFFFFFF) < 256 for r in range(0, 32, 2))
 
 
 def _pack(quantized: np.ndarray) -> tuple[list[dict], np.ndarray]:

@@ -18,8 +18,9 @@ pytestmark = pytest.mark.skipif(bool(armv6.missing_tools()), reason="make c-tool
 L = keras.layers
 
 # One input channel 2x2 (odd position count), 1x3 same-padded and strided, 1x1 over 3 channels: the two-position
-# kernel; 4 and 5 channels (word copies, a tail of inputs), linear layers (the exact requantization with TFLite's
-# step down for negative values), blocks of 1..3 units, max pooling four channels at a time (padded or not), Conv1D.
+# kernel; 4 channels (windows read in place), 8 channels padded (word copies), 23 Dense inputs (a tail), linear
+# layers (the exact requantization with TFLite's step down for negative values), blocks of 1..3 units, max pooling
+# four channels at a time (padded or not), Conv1D.
 CASES = {
     "first_conv_2x2_one_channel": lambda: seq((8, 7, 1), L.Conv2D(13, 2, activation="relu"), L.Flatten(),
                                               L.Dense(6, activation="relu"), L.Dense(3)),
@@ -50,8 +51,11 @@ def test_armv6_int8_path_equals_the_host_and_tflite(case, tmp_path):
     assert np.array_equal(arm, host)  # integer arithmetic: the assembly gives the plain C's bits
     for outputs in (host, arm):
         assert np.max(np.abs(reference.steps(outputs) - reference.output)) <= 1, case
+    first = exported.ops[1]
     if case.startswith(("first_conv", "pointwise")):
-        assert exported.ops[1]["kind"] == "conv_int8" and exported.ops[1]["small_patch"]
+        assert first["kind"] == "conv_int8" and first["small_patch"]
+    if case.startswith("conv_channels"):  # windows read in place, row by row
+        assert first["row_walk"] and not exported.ops[2]["row_walk"]  # the second is padded
 
 
 def int8_instructions_per_mac(name, shape, tmp_path):
