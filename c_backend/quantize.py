@@ -254,8 +254,8 @@ def _quantize_weights(op: dict, raw, source: tuple, output: tuple) -> None:
     doubling = np.array([1 << (1 + max(shift, 0)) for _, shift in factors], dtype=np.int64)
     quantized, folded = quantized * doubling[:, None], folded * doubling
     if np.any(np.abs(quantized) > 2 ** 15 - 1):
-        raise ValueError(f"layer {op['layer']!r}: a requantization factor above 2^6 (input scale x weight scale / "
-                         "output scale) does not fit the int8 kernels' 16-bit weights")
+        raise ValueError(f"layer {op['layer']!r}: a requantization factor of 128 or more (input scale x weight "
+                         "scale / output scale) does not fit the int8 kernels' 16-bit weights")
     if np.any(np.abs(folded) + (1 - QMIN) * np.abs(quantized).sum(axis=1) >= 2 ** 31):
         raise ValueError(f"layer {op['layer']!r}: its int32 accumulator could overflow at the calibrated scales")
     right = [max(-shift, 0) for _, shift in factors]
