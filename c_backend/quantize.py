@@ -285,11 +285,10 @@ def _quantize_weights(op: dict, raw, source: tuple, output: tuple) -> None:
         records = np.stack([folded, *pairs, [m for m, _ in factors], rounding], axis=1)
         op["records"] = [str(int(v)) for v in records.ravel()]
     # a convolution whose windows never leave the input and whose rows are whole words reads its patch in place, row
-    # by row, on ARMv6 (the loop's counter and the step to the next row are immediates of its instructions, in ARM
-    # and in Thumb-2 code)
+    # by row, on ARMv6 (the loop's counter and the step to the next row are immediates of its ARM instructions)
     row = op["kind"] == "conv" and op["k_w"] * op["in_c"]
     op["row_walk"] = bool(row) and not op["small_patch"] and op["inside"] and row % 4 == 0 and row // 4 <= 255 \
-        and (op["in_w"] - op["k_w"]) * op["in_c"] < 4096 and _arm_immediate((op["in_w"] - op["k_w"]) * op["in_c"])
+        and _arm_immediate((op["in_w"] - op["k_w"]) * op["in_c"])
 
 
 def _inside(op: dict, k_h: int, k_w: int) -> bool:
