@@ -104,3 +104,19 @@ def test_clang_compiles_the_int8_dsp_path_with_warnings_as_errors(tmp_path):
             listing += subprocess.run(["arm-linux-gnueabi-objdump", "-d", str(source.with_suffix(".o"))],
                                       capture_output=True, text=True, check=True).stdout
     assert all(word in listing for word in ("smlad", "smmlar", "ssat", "ldm"))
+
+
+def test_layers_dead_on_the_calibration_clamp_at_their_zero_point_on_armv6_too(tmp_path):
+    """A ReLU layer whose outputs are all zero on the calibration samples gets scale 1 and zero point 0, so its
+    clamp is above -128: the assembly's extra compare (first convolution) and the C clamp (Dense) give the host's
+    bits."""
+    model = seq((6, 5, 1), L.Conv2D(4, 2, activation="relu"), L.Flatten(), L.Dense(5, activation="relu"), L.Dense(2))
+    conv, dense = model.layers[0], model.layers[2]
+    conv.set_weights([conv.get_weights()[0], np.full(4, -100.0, "float32")])
+    dense.set_weights([dense.get_weights()[0], np.full(5, -100.0, "float32")])
+    _, host, _ = against_tflite(model, tmp_path / "host")
+    exported, arm, _ = against_tflite(model, tmp_path / "arm", cc=armv6.CC, cflags=armv6.CFLAGS,
+                                      runner=list(armv6.QEMU))
+    first, dense = (next(op for op in exported.ops if op["kind"] == kind) for kind in ("conv_int8", "dense_int8"))
+    assert first["act_min"] == dense["act_min"] == 0 and first["small_patch"] and dense["fast_requantize"]
+    assert np.array_equal(arm, host)
