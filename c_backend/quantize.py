@@ -182,6 +182,8 @@ def quantize_ops(name: str, taken: set, layers, ops: list[dict], calibration: np
             op["description"] += " (int8)"
         elif op["kind"] in ("pool",) or (op["kind"] == "global_pool" and op["mode"] == "max"):
             output = current
+            if op["kind"] == "pool":
+                op["inside"] = _inside(op, op["p_h"], op["p_w"])
             op["kind"] += "_int8"
         elif op["kind"] == "global_pool":
             output = activation_params(*ranges[source])
@@ -246,13 +248,58 @@ def _quantize_weights(op: dict, raw, source: tuple, output: tuple) -> None:
         raise ValueError(f"layer {op['layer']!r}: a bias does not fit int32 at the calibrated scales")
     factors = [quantize_multiplier(float(np.float32(source[0])) * float(s) / float(np.float32(output[0])))
                for s in scales]
+    # TFLite's first rounding, round(acc * 2^left * m / 2^31), is SMMLAR's round(acc2 * m / 2^32) for
+    # acc2 = acc * 2^(1 + left): the factor is folded into each channel's weights and bias here, so the kernels
+    # accumulate acc2 directly and requantize without a 64-bit product or a shift before it
+    doubling = np.array([1 << (1 + max(shift, 0)) for _, shift in factors], dtype=np.int64)
+    quantized, folded = quantized * doubling[:, None], folded * doubling
+    if np.any(np.abs(quantized) > 2 ** 15 - 1):
+        raise ValueError(f"layer {op['layer']!r}: a requantization factor of 128 or more (input scale x weight "
+                         "scale / output scale) does not fit the int8 kernels' 16-bit weights")
+    if np.any(np.abs(folded) + (1 - QMIN) * np.abs(quantized).sum(axis=1) >= 2 ** 31):
+        raise ValueError(f"layer {op['layer']!r}: its int32 accumulator could overflow at the calibrated scales")
+    right = [max(-shift, 0) for _, shift in factors]
+    op["act_min"] = max(QMIN, output[1]) if op["activation"] == "relu" else QMIN
+    op["act_max"] = QMAX
+    # SMMLAR adds a third operand to the rounded high word: the second rounding's half and the output's zero point
+    # times 2^right, so that one shift and one saturation finish the output. Exact without TFLite's extra step down
+    # for negative values (round half away from zero) when those clamp to the bottom anyway (act_min >= zero: a ReLU)
+    rounding = [(1 << r >> 1) + output[1] * (1 << r) for r in right]
+    op["fast_requantize"] = op["act_min"] >= output[1] and all(abs(c) < 2 ** 30 for c in rounding)
     op["blocks"], packed = _pack(quantized)
     op["weights"] = [str(int(v)) for v in packed]
     op["bias"] = [str(int(v)) for v in folded]
     op["multiplier"] = [str(m) for m, _ in factors]
-    op["shift"] = [str(s) for _, s in factors]
-    op["act_min"] = max(QMIN, output[1]) if op["activation"] == "relu" else QMIN
-    op["act_max"] = QMAX
+    op["shift"] = [str(r) for r in right]
+    op["rounding"] = [str(c) for c in rounding]
+    n = quantized.shape[1]
+    if op["kind"] == "conv":
+        op["inside"] = _inside(op, op["k_h"], op["k_w"])
+    # a first convolution's patch of at most 4 values (one word): the kernel reads one record per filter
+    # [bias, weights (0, 2), weights (1, 3), multiplier, rounding] with one load-multiple, for two positions at once
+    op["small_patch"] = op["kind"] == "conv" and n <= 4 and op["fast_requantize"] and op["filters"] <= 4096
+    if op["small_patch"]:
+        padded = np.zeros((len(folded), 4), dtype=np.int64)
+        padded[:, :n] = quantized
+        pairs = [(padded[:, 0] & 0xFFFF) | (padded[:, 2] << 16), (padded[:, 1] & 0xFFFF) | (padded[:, 3] << 16)]
+        records = np.stack([folded, *pairs, [m for m, _ in factors], rounding], axis=1)
+        op["records"] = [str(int(v)) for v in records.ravel()]
+    # a convolution whose windows never leave the input and whose rows are whole words reads its patch in place, row
+    # by row, on ARMv6 (the loop's counter and the step to the next row are immediates of its ARM instructions)
+    row = op["kind"] == "conv" and op["k_w"] * op["in_c"]
+    op["row_walk"] = bool(row) and not op["small_patch"] and op["inside"] and row % 4 == 0 and row // 4 <= 255 \
+        and _arm_immediate((op["in_w"] - op["k_w"]) * op["in_c"])
+
+
+def _inside(op: dict, k_h: int, k_w: int) -> bool:
+    """Whether every window of a convolution or pooling lies inside the input (no padding to skip or fill)."""
+    return op["pad_t"] == op["pad_l"] == 0 and (op["out_h"] - 1) * op["s_h"] + k_h <= op["in_h"] \
+        and (op["out_w"] - 1) * op["s_w"] + k_w <= op["in_w"]
+
+
+def _arm_immediate(value: int) -> bool:
+    """Whether an ARM data-processing instruction can hold ``value``: 8 bits rotated right by an even amount."""
+    return any(((value << r | value >> (32 - r)) & 0xFFFFFFFF) < 256 for r in range(0, 32, 2))
 
 
 def _pack(quantized: np.ndarray) -> tuple[list[dict], np.ndarray]:

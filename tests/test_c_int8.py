@@ -159,3 +159,13 @@ def test_int8_refuses_calibration_of_the_wrong_shape(tmp_path):
         c_backend.export(model, tmp_path, precision="int8", calibration=np.zeros((4, 12), "float32"))
     with pytest.raises(ValueError, match="not finite"):
         c_backend.export(model, tmp_path, precision="int8", calibration=np.full((4, 13), np.nan, "float32"))
+
+
+def test_int8_refuses_a_requantization_factor_its_16_bit_weights_cannot_hold(tmp_path):
+    """The factor 2^(1 + left) of TFLite's first rounding lives in the 16-bit weights: input scale x weight scale /
+    output scale must stay below 128 (here the output is always zero, its scale 1, the weights huge)."""
+    model = keras.Sequential([keras.Input((2,)), L.Dense(1, use_bias=False)])
+    model.layers[0].set_weights([np.array([[1e5], [-1e5]], "float32")])
+    calibration = np.repeat(samples(model, 8, 0)[:, :1] * 100, 2, axis=1)
+    with pytest.raises(ValueError, match="requantization factor of 128 or more"):
+        c_backend.export(model, tmp_path, precision="int8", calibration=calibration)
