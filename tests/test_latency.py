@@ -150,14 +150,15 @@ def test_a_bad_cost_is_refused_before_anything_is_written(tmp_path, capsys):
     assert "--cost" in capsys.readouterr().err and not (tmp_path / "cli").exists()
 
 
-def test_prune_with_cost_pi_zero_records_and_reports_the_estimate(tmp_path):
+def test_prune_with_cost_pi_zero_records_and_reports_the_estimate(tmp_path, capsys):
     (xt, yt), (xv, yv), (xs, ys) = tiny_data()
     path = tmp_path / "data.npz"
     np.savez(path, x_train=xt, y_train=yt, x_val=xv, y_val=yv, x_test=xs, y_test=ys)
     out = tmp_path / "run"
-    assert main(["prune", "nn2", "--data", str(path), "--out", str(out), "--method", "rrs", "--epochs", "1",
-                 "--initial-epochs", "3", "--seed", "1", "--tolerance", "0.95", "--max-trials", "3", "--no-eup",
-                 "--cost", "pi-zero", "--selection", "minlatency", "--quiet"]) == 0
+    command = ["prune", "nn2", "--data", str(path), "--out", str(out), "--method", "rrs", "--epochs", "1",
+               "--initial-epochs", "3", "--seed", "1", "--tolerance", "0.95", "--max-trials", "3", "--no-eup",
+               "--selection", "minlatency", "--quiet"]
+    assert main([*command, "--cost", "pi-zero"]) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["config"]["cost"] == "pi-zero" and report["selection"]["criterion"] == "minlatency"
     result = report["models"][0]
@@ -165,3 +166,6 @@ def test_prune_with_cost_pi_zero_records_and_reports_the_estimate(tmp_path):
     assert all(step["latency_ms"] > 0 for step in result["path"])  # every trial recorded its estimate
     assert json.loads((out / "run.json").read_text())["cost"] == "pi-zero"
     assert "est. Pi Zero ms" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main([*command, "--resume"]) == 2  # the default cost is another search: not continued
+    assert "cost was 'pi-zero'" in capsys.readouterr().err
