@@ -10,7 +10,7 @@ report compares the model with the meter (whole inference, estimate_cycles with 
 cnn1, compact cnn1 (the structures of benchmarks/c_armv6.py) and on held-out random models never fitted.
 
 Run: .venv/bin/python benchmarks/latency_model.py   (or make bench-latency; writes
-keras_grs/latency_pi_zero.json and benchmarks/results/latency_model.md; about 5 minutes on one core)
+keras_grs/latency_pi_zero.json and benchmarks/results/latency_model.md; about 6 minutes on one core)
 """
 
 from __future__ import annotations
