@@ -52,6 +52,11 @@ bench-c: $(STAMP) c-toolchains
 bench-armv6: $(STAMP) c-toolchains
 	$(PY) benchmarks/c_armv6.py
 
+# Fits the Pi Zero latency model (keras_grs/latency_pi_zero.json) to the ARMv6 meter and reports its error.
+.PHONY: bench-latency
+bench-latency: $(STAMP) c-toolchains
+	$(PY) benchmarks/latency_model.py
+
 bench-search: $(STAMP)
 	$(PY) benchmarks/search_speed.py
 

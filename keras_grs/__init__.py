@@ -5,6 +5,7 @@ Public names::
     analyze(model) -> Structure        the model's width groups (what can be pruned)
     shrink(model, remove) -> Model     a physically smaller copy with units removed, weights copied
     count_params, count_flops          the seed's counting conventions
+    estimate_latency(model)            estimated Raspberry Pi Zero milliseconds of the generated C
     models.build(name, input_shape)    the seed's nn1, nn2, cnn1, cnn2 (and *_scaled)
     datasets.calcium(), digits(), split()
     GRSTuner(hypermodel, method="grs")  a keras-tuner Tuner that prunes (GRS, JGRS, RRS, NWM)
@@ -21,6 +22,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 from keras_grs import datasets, eup, metrics, models  # noqa: E402
 from keras_grs.costs import count_flops, count_params, flops_by_layer  # noqa: E402
+from keras_grs.latency import estimate_latency  # noqa: E402
 from keras_grs.structure import Structure, UnsupportedLayerError, WidthGroup, analyze  # noqa: E402
 from keras_grs.pipeline import ModelResult, PruneResult, prune  # noqa: E402
 from keras_grs.selection import select  # noqa: E402
@@ -45,6 +47,7 @@ __all__ = [
     "count_flops",
     "count_params",
     "datasets",
+    "estimate_latency",
     "eup",
     "flops_by_layer",
     "metrics",

@@ -48,7 +48,8 @@ def format_summary(result) -> str:
     and which one was selected."""
     first = result.results[0]
     name = first.objective.removeprefix("val_")
-    rows = [("model", "", "structure", "params", "nonzero", "FLOPs", f"val {name}", f"guard {name}", f"test {name}")]
+    rows = [("model", "", "structure", "params", "nonzero", "FLOPs", "est. Pi Zero ms", f"val {name}",
+             f"guard {name}", f"test {name}")]
 
     def num(value):
         return "-" if value is None else f"{value:.4f}"
@@ -56,15 +57,16 @@ def format_summary(result) -> str:
     for i, r in enumerate(result.results):
         mark = "*" if i == result.selected else " "
         rows.append((f"{mark}{r.name}", "initial", r.initial_structure, f"{r.initial_params:,}", f"{r.initial_params:,}",
-                     f"{r.initial_flops:,}", num(r.initial_val_score), num(r.initial_guard_score),
+                     f"{r.initial_flops:,}", num(r.initial_latency_ms), num(r.initial_val_score), num(r.initial_guard_score),
                      num(r.initial_test_score)))
         rows.append(("", "compact", r.structure, f"{r.params:,}", f"{r.params:,}", f"{r.flops:,}",
-                     num(r.val_score), num(r.guard_score), num(r.test_score)))
+                     num(r.latency_ms), num(r.val_score), num(r.guard_score), num(r.test_score)))
         if r.eup is not None:
             rows.append(("", "EUP", r.structure, f"{r.params:,}", f"{r.eup_nonzero_params:,}",
-                         f"{r.eup_nonzero_flops:,}", num(r.eup_val_score), num(r.eup_guard_score),
+                         f"{r.eup_nonzero_flops:,}", num(r.latency_ms), num(r.eup_val_score), num(r.eup_guard_score),
                          num(r.eup_test_score)))
-    note = f"\n(* selected: {result.results[result.selected].name}; acceptance {first.acceptance})"
+    note = (f"\n(* selected: {result.results[result.selected].name}; acceptance {first.acceptance}; Pi Zero ms: an "
+            "estimate of the float32 C, dense storage)")
     return format_table(rows) + note
 
 
@@ -129,7 +131,7 @@ def cmd_prune(args) -> int:
             phases=phases, max_trials=args.max_trials, verbose=0 if args.quiet else 1, backend=args.backend,
             storage=args.storage, evaluator=args.evaluator, objective=args.objective, acceptance=args.acceptance,
             guard_fraction=DEFAULT_GUARD_FRACTION if args.guard_fraction is None else args.guard_fraction,
-            epoch_score=args.epoch_score, frozen=frozen, width_multiple=width_multiple, out=args.out,
+            epoch_score=args.epoch_score, frozen=frozen, width_multiple=width_multiple, cost=args.cost, out=args.out,
             resume=args.resume, export_c=True, safe_mode=not args.unsafe_model,
         )
     except KeyboardInterrupt:
@@ -305,7 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--no-eup", action="store_true", help="skip thresholding and quantization")
     p.add_argument("--selection", default="minflops",
-                   help="minparams, minflops (default), maxvalacc, maxtestacc, bestval, besttest (best objective)")
+                   help="minparams, minflops (default), minlatency (estimated Pi Zero ms), maxvalacc, maxtestacc, "
+                        "bestval, besttest (best objective)")
     p.add_argument("--seed", type=int)
     p.add_argument("--phases", help="JGRS phases, e.g. 0.5:3,0.2:3,near:3 (the default)")
     p.add_argument("--max-trials", type=int, help="cap on trials per model")
@@ -315,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width-multiple", metavar="K",
                    help="keep every width a multiple of K (SIMD kernels like 4 or 8); a width that is not one "
                         "loses its remainder at its first removal; default 1")
+    p.add_argument("--cost", default="flops",
+                   help="what the search minimizes among equally good candidates (greedy ties, the JGRS attempt "
+                        "kept): flops (default) or pi-zero (the estimated Raspberry Pi Zero milliseconds)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--quiet", action="store_true", help="no per-trial progress lines")
     p.add_argument("--unsafe-model", action="store_true", help=UNSAFE_HELP)

@@ -15,6 +15,7 @@ import numpy as np
 
 from keras_grs import eup as eup_module
 from keras_grs.costs import count_flops, count_params
+from keras_grs.latency import latency_ms
 from keras_grs.failures import failure_summary, study_failures, study_search_failed, tuner_failures, tuner_search_failed
 from keras_grs.files import save_model, write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, ResolutionWarning, check_guard_data,
@@ -34,12 +35,12 @@ class _TunerRun:
 
     def __init__(self, model, x, y, validation_data, guard_data, storage, overwrite, fit, *, method, tolerance, seed,
                  phases, initial_epochs, max_trials, directory, project, verbose, evaluator, objective, acceptance,
-                 epoch_score, frozen, width_multiple):
+                 epoch_score, frozen, width_multiple, cost):
         tuner = GRSTuner.from_model(
             model, train_first=True, method=method, tolerance=tolerance, seed=seed, phases=phases,
             initial_epochs=initial_epochs, max_trials=max_trials, directory=directory, project_name=project,
             overwrite=overwrite, optuna_storage=storage, evaluator=evaluator, objective=objective,
-            acceptance=acceptance, epoch_score=epoch_score, frozen=frozen, width_multiple=width_multiple,
+            acceptance=acceptance, epoch_score=epoch_score, frozen=frozen, width_multiple=width_multiple, cost=cost,
         )
         try:
             with warnings.catch_warnings():  # the run's report carries it, with the other warnings
@@ -72,7 +73,7 @@ class _OptunaRun:
 
     def __init__(self, model, x, y, validation_data, guard_data, storage, fit, *, method, tolerance, seed, phases,
                  initial_epochs, max_trials, directory, project, verbose, evaluator, objective, acceptance,
-                 epoch_score, frozen, width_multiple):
+                 epoch_score, frozen, width_multiple, cost):
         import optuna
 
         from keras_grs.optuna import create_study, optimize, pruning_path
@@ -80,7 +81,7 @@ class _OptunaRun:
         from keras_grs.optuna.study import trial_number_of
 
         options = {"phases": phases} if method == "jgrs" else {}
-        sampler = SAMPLERS[method](seed=seed, frozen=frozen, width_multiple=width_multiple, **options)
+        sampler = SAMPLERS[method](seed=seed, frozen=frozen, width_multiple=width_multiple, cost=cost, **options)
         study = create_study(sampler, storage=storage, study_name=project, directory=directory,
                              direction=objective_direction(objective))
         remaining = None if max_trials is None else max(0, max_trials - spent_trials(study))
@@ -175,6 +176,9 @@ class ModelResult:
     eup_test_score: float | None = None
     walked_back: int = 0
     warnings: list[str] = field(default_factory=list)
+    # estimated Raspberry Pi Zero milliseconds of the generated float32 C (keras_grs.estimate_latency)
+    initial_latency_ms: float | None = None
+    latency_ms: float | None = None
     model: keras.Model | None = field(default=None, repr=False, compare=False)
     eup_model: keras.Model | None = field(default=None, repr=False, compare=False)
 
@@ -299,6 +303,7 @@ def prune(
     epoch_score=None,
     frozen=None,
     width_multiple=1,
+    cost="flops",
     out=None,
     resume=True,
     export_c=False,
@@ -334,7 +339,8 @@ def prune(
             Labels are class ids or one-hot rows (turned into class ids for built-in models).
         method: ``grs``, ``jgrs``, ``rrs`` or ``nwm``. tolerance: valid when ValAcc >= tolerance x OriValAcc.
         eup: apply thresholding and quantization to each compact model.
-        selection: ``minparams``, ``minflops``, ``maxvalacc``, ``maxtestacc`` or a function (see :func:`select`).
+        selection: ``minparams``, ``minflops``, ``minlatency``, ``maxvalacc``, ``maxtestacc`` or a function (see
+            :func:`select`).
         epochs: fine-tuning epochs per candidate; batch_size: as for ``fit``.
         directory: where the searches live (default ``keras_grs_runs``, or ``out/tuner`` with ``out``).
         seed: seed of the searches' random decisions (also seeds Keras when given).
@@ -359,6 +365,9 @@ def prune(
         frozen: names of width groups (as :func:`keras_grs.analyze` lists them) no search prunes; each model
             freezes the names it has, and a name that is no model's group is refused, listing the groups.
         width_multiple: every width the searches propose is a multiple of it (see :class:`keras_grs.GRSTuner`).
+        cost: ``flops`` (default) or ``pi-zero``: what the searches minimize among equally good candidates
+            (greedy ties, the JGRS attempt kept): FLOPs, or the estimated Raspberry Pi Zero milliseconds of the
+            generated C (:func:`keras_grs.estimate_latency`).
         out: the run directory: it holds ``run.json``, the searches (``out/tuner``), and at the end the selected
             models, the report and plots (:meth:`PruneResult.save`) and with ``export_c`` the C code.
         resume: continue a run the directory holds (started with the same settings); ``False`` refuses a directory
@@ -386,7 +395,7 @@ def prune(
     run.check_settings(method=method, tolerance=tolerance, epochs=epochs, initial_epochs=initial_epochs,
                        batch_size=batch_size, selection=selection, seed=seed, phases=phases, max_trials=max_trials,
                        backend=backend, evaluator=evaluator, storage=storage, objective=objective,
-                       guard_fraction=guard_fraction, export_c=export_c, out=out)
+                       guard_fraction=guard_fraction, export_c=export_c, out=out, cost=cost)
     epoch_score = epoch_score_for(acceptance, epoch_score)
     frozen = [frozen] if isinstance(frozen, str) else list(frozen or [])
     check_splits(x, y, validation_data, test_data)  # an empty split is named before any label is read
@@ -424,7 +433,7 @@ def prune(
         names, digest, method=method, tolerance=tolerance, epochs=epochs, initial_epochs=initial_epochs,
         batch_size=batch_size, eup=eup, selection=selection, seed=seed, phases=phases, max_trials=max_trials,
         backend=backend, storage=storage, objective=objective, acceptance=acceptance, guard_fraction=guard_fraction,
-        epoch_score=epoch_score, frozen=frozen, width_multiple=width_multiple)
+        epoch_score=epoch_score, frozen=frozen, width_multiple=width_multiple, cost=cost)
     with run.owned(root, directory, settings, resume=resume, overwrite=overwrite,
                    root_name="out" if out is not None else "directory"):
         result = _prune_models(models, x, y, searched, guard_data, test_data, method=method, tolerance=tolerance,
@@ -433,7 +442,8 @@ def prune(
                                max_trials=max_trials, overwrite=overwrite, verbose=verbose, eup_options=eup_options,
                                backend=backend, storage=storage, evaluator=evaluator, objective=objective,
                                acceptance=acceptance, guard_fraction=guard_fraction, epoch_score=epoch_score,
-                               frozen_by_model=frozen_by_model, width_multiple=width_multiple, fit_kwargs=fit_kwargs)
+                               frozen_by_model=frozen_by_model, width_multiple=width_multiple, cost=cost,
+                               fit_kwargs=fit_kwargs)
         if out is not None:
             result.save(out)
             if export_c:
@@ -448,7 +458,7 @@ DEFAULT_DIRECTORY = "keras_grs_runs"
 def _prune_models(models, x, y, validation_data, guard_data, test_data, *, method, tolerance, eup, selection, epochs,
                   initial_epochs, batch_size, directory, seed, phases, max_trials, overwrite, verbose, eup_options,
                   backend, storage, evaluator, objective, acceptance, guard_fraction, epoch_score, frozen_by_model,
-                  width_multiple, fit_kwargs) -> PruneResult:
+                  width_multiple, cost, fit_kwargs) -> PruneResult:
     """The searches, EUP and the selection, on checked settings and data, in a run directory already owned."""
     direction = check_direction(objective_direction(objective))
     if seed is not None:
@@ -467,7 +477,7 @@ def _prune_models(models, x, y, validation_data, guard_data, test_data, *, metho
         options = dict(method=method, tolerance=tolerance, seed=seed, phases=phases, initial_epochs=initial_epochs,
                        max_trials=max_trials, directory=str(directory), project=project, verbose=verbose,
                        evaluator=evaluator, objective=objective, acceptance=acceptance, epoch_score=epoch_score,
-                       frozen=frozen_by_model[index], width_multiple=width_multiple)
+                       frozen=frozen_by_model[index], width_multiple=width_multiple, cost=cost)
         started = time.perf_counter()
         if backend == "optuna":
             run = _OptunaRun(model, x, y, validation_data, guard_data, storage, fit, **options)
@@ -512,6 +522,7 @@ def _prune_models(models, x, y, validation_data, guard_data, test_data, *, metho
             "epoch_score": epoch_score,
             "frozen": sorted({name for names in frozen_by_model for name in names}),
             "width_multiple": width_multiple,
+            "cost": cost,
         },
         "data": {
             "train": list(np.shape(x)),
@@ -633,6 +644,8 @@ def _model_result(run, name, method, acceptance, splits, eup, eup_options, searc
         initial_test_score=initial_scores[2],
         test_score=scores[2],
         walked_back=len(path) - 1 - final_index,
+        initial_latency_ms=latency_ms(initial_model),
+        latency_ms=latency_ms(compact),
         model=compact,
     )
     result.warnings += resolution_warnings(splits.objective, splits.tolerance, validation=validation_data[1],

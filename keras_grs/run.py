@@ -28,16 +28,17 @@ BACKENDS = ("keras-tuner", "optuna")
 
 
 def check_settings(*, method, tolerance, epochs, initial_epochs, batch_size, selection, seed, phases, max_trials,
-                   backend, evaluator, storage, objective, guard_fraction, export_c, out) -> None:
+                   backend, evaluator, storage, objective, guard_fraction, export_c, out, cost="flops") -> None:
     """Every option of a run that could be refused, refused before any work with the option named."""
     from keras_grs.evaluate import EVALUATORS
     from keras_grs.guard import check_guard_fraction
     from keras_grs.scoring import objective_direction
-    from keras_grs.search import METHODS, check_phases, check_tolerance
+    from keras_grs.search import COSTS, METHODS, check_phases, check_tolerance
     from keras_grs.selection import CRITERIA
 
     _one_of("method", method, METHODS)
     _one_of("backend", backend, BACKENDS)
+    _one_of("cost", cost, COSTS)
     if isinstance(evaluator, str):
         _one_of("evaluator", evaluator, EVALUATORS)
     if isinstance(selection, str):
@@ -149,7 +150,7 @@ def data_digest(*arrays) -> str:
 
 def run_settings(models: list[str], data_digest: str, *, method, tolerance, epochs, initial_epochs, batch_size, eup,
                  selection, seed, phases, max_trials, backend, storage, objective, acceptance, guard_fraction,
-                 epoch_score, frozen, width_multiple) -> dict:
+                 epoch_score, frozen, width_multiple, cost="flops") -> dict:
     """What defines a run, as ``run.json`` records it: a resumed run must have the same."""
     return {
         "models": list(models),
@@ -173,6 +174,7 @@ def run_settings(models: list[str], data_digest: str, *, method, tolerance, epoc
         # absent from runs started before the options existed: unset reads the same
         "frozen": sorted(frozen) or None,
         "width_multiple": None if width_multiple == 1 else width_multiple,
+        "cost": None if cost == "flops" else cost,
     }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 
-CRITERIA = ("minparams", "minflops", "maxvalacc", "maxtestacc", "bestval", "besttest")
+CRITERIA = ("minparams", "minflops", "minlatency", "maxvalacc", "maxtestacc", "bestval", "besttest")
 
 
 def _get(result, name):
@@ -27,9 +27,10 @@ def select(results: Sequence, criterion: str | Callable = "minflops"):
     Args:
         results: per initial model, anything with ``params``, ``flops``, ``val_accuracy`` and ``test_accuracy``
             (attributes or mapping keys), such as :class:`keras_grs.pipeline.ModelResult`.
-        criterion: ``minparams``, ``minflops``, ``maxvalacc``, ``maxtestacc``, ``bestval``/``besttest`` (the
-            best score of the search's objective, e.g. the lowest ``val_loss``, on validation / test data), or a
-            callable that receives the list and returns one of its items (or its index). Ties on params/FLOPs go
+        criterion: ``minparams``, ``minflops``, ``minlatency`` (the lowest estimated Raspberry Pi Zero
+            milliseconds, ``latency_ms``: see :func:`keras_grs.estimate_latency`), ``maxvalacc``, ``maxtestacc``,
+            ``bestval``/``besttest`` (the best score of the search's objective, e.g. the lowest ``val_loss``, on
+            validation / test data), or a callable that receives the list and returns one of its items (or its index). Ties on params/FLOPs go
             to the better validation score of the search's objective (accuracy when the results carry none); ties
             on a score to the fewer FLOPs; remaining ties to the earlier result.
 
@@ -57,9 +58,13 @@ def select(results: Sequence, criterion: str | Callable = "minflops"):
         raise ValueError(f"unknown selection criterion {criterion!r}; choose one of {', '.join(CRITERIA)} or a function")
     if criterion in ("maxtestacc", "besttest") and any(_goodness(r, "test") is None for r in results):
         raise ValueError(f"criterion {criterion!r} needs test data: some results have no test score")
+    if criterion == "minlatency" and any(_get(r, "latency_ms") is None for r in results):
+        raise ValueError("criterion 'minlatency' needs each result's latency_ms (estimated Pi Zero milliseconds); "
+                         "some results have none")
     keys = {
         "minparams": lambda r: (_get(r, "params"), -_goodness(r, "val")),
         "minflops": lambda r: (_get(r, "flops"), -_goodness(r, "val")),
+        "minlatency": lambda r: (_get(r, "latency_ms"), -_goodness(r, "val")),
         "maxvalacc": lambda r: (-_get(r, "val_accuracy"), _get(r, "flops")),
         "maxtestacc": lambda r: (-_get(r, "test_accuracy"), _get(r, "flops")),
         "bestval": lambda r: (-_goodness(r, "val"), _get(r, "flops")),

@@ -64,7 +64,8 @@ class Evaluator(Protocol):
     """Fine-tunes and validates candidates; returns one metrics dict per job.
 
     Every dict holds the objective and the other metrics of the epoch that achieved it, plus ``params`` and
-    ``flops`` of the model. After ``evaluate`` returns, each job's ``model`` holds the weights of its checkpoint.
+    ``flops`` of the model (and ``latency_ms``, its estimated Pi Zero milliseconds, which ``cost="pi-zero"``
+    reads). After ``evaluate`` returns, each job's ``model`` holds the weights of its checkpoint.
     """
 
     def evaluate(self, jobs: list[Job], fit_args: tuple, fit_kwargs: dict) -> list[dict]: ...

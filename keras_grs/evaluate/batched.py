@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_grs.costs import count_flops, count_params
+from keras_grs.latency import latency_ms
 from keras_grs.evaluate.base import check_epoch_score
 from keras_grs.evaluate.keras import KerasEvaluator
 from keras_grs.evaluate.training import (
@@ -392,6 +393,7 @@ class BatchedEvaluator:
                 "epochs": int(epochs_run[j]),
                 "params": count_params(job.model),
                 "flops": count_flops(job.model),
+                "latency_ms": latency_ms(job.model),
             })
         return results
 

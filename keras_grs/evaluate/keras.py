@@ -10,6 +10,7 @@ import numpy as np
 from keras_tuner.src.engine import tuner_utils
 
 from keras_grs.costs import count_flops, count_params
+from keras_grs.latency import latency_ms
 from keras_grs.evaluate.base import Job, check_epoch_score
 from keras_grs.files import record_digest, save_weights
 from keras_grs.structure import WIDTH_LAYERS, analyze
@@ -62,6 +63,7 @@ class KerasEvaluator:
             metrics["epochs"] = len(history.epoch)
         metrics["params"] = count_params(model)
         metrics["flops"] = count_flops(model)
+        metrics["latency_ms"] = latency_ms(model)
         return metrics
 
     def _fit(self, job, fit_args, fit_kwargs):

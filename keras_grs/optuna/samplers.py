@@ -42,6 +42,7 @@ from keras_grs.search import (
     UNCONSTRAINED,
     GroupSpec,
     Outcome,
+    check_cost,
     check_direction,
     check_tolerance,
     check_width_multiple,
@@ -123,6 +124,9 @@ class PruningSampler(BaseSampler):
         frozen: names of widths (``suggest_int`` names) the search never prunes: they stay at their upper bound.
         width_multiple: every width the search proposes is a multiple of it (see
             :class:`keras_grs.search.GroupSpec` for a width that is not one at the start).
+        cost: ``flops`` (default) or ``pi-zero``: what the search minimizes among equally good candidates (greedy
+            ties, the JGRS attempt kept): FLOPs, or the estimated Raspberry Pi Zero milliseconds of the generated
+            C (:func:`keras_grs.estimate_latency`, recorded per trial as the user attribute ``latency_ms``).
         store: where :func:`keras_grs.optuna.keep` puts trained weights when not told otherwise: a directory (on
             shared disk for several machines) or an Optuna artifact store. None: next to the storage's file.
         idle_timeout: seconds a worker waits for the running candidates of a step before giving up on the trial.
@@ -139,11 +143,12 @@ class PruningSampler(BaseSampler):
     method = "grs"
 
     def __init__(self, seed=None, tolerance=None, units=None, store=None, idle_timeout=3600.0, frozen=None,
-                 width_multiple=1, **method_options):
+                 width_multiple=1, cost="flops", **method_options):
         if tolerance is not None:
             check_tolerance(tolerance)
         self.frozen = sorted([frozen] if isinstance(frozen, str) else frozen or [])
         self.width_multiple = check_width_multiple(width_multiple)
+        self.cost = check_cost(cost)
         self.seed = None if seed is None else int(seed)
         self.tolerance = None if tolerance is None else float(tolerance)
         self.units = units
@@ -169,12 +174,13 @@ class PruningSampler(BaseSampler):
             options["phases"] = [[p.rate, p.attempts] for p in check_phases(options["phases"])]
         chosen = seed if seed is not None else self.seed
         return {"method": self.method, "seed": DEFAULT_SEED if chosen is None else chosen, "units": self.units,
-                "options": options, "frozen": self.frozen, "width_multiple": self.width_multiple}
+                "options": options, "frozen": self.frozen, "width_multiple": self.width_multiple,
+                "cost": self.cost}
 
     def settings(self, study) -> dict | None:
         """The study's recorded configuration, checked against this sampler (None for a study not started yet).
 
-        A different method, unit selection, options, frozen widths, width multiple or tolerance is refused; a
+        A different method, unit selection, options, frozen widths, width multiple, cost or tolerance is refused; a
         different seed is overruled by the study's, with a warning (so workers may pass their own seeds, as Optuna
         users do)."""
         config = study.user_attrs.get(CONFIG_ATTR)
@@ -220,7 +226,8 @@ class PruningSampler(BaseSampler):
             groups = [GroupSpec(g["name"], g["width"], g["min_width"]) for g in config["groups"]]
             self._searches[signature] = make_search(
                 self.method, groups, config["tolerance"], config["sampler"]["seed"], units=self.units,
-                direction=direction, frozen=self.frozen, width_multiple=self.width_multiple, **self.method_options,
+                direction=direction, frozen=self.frozen, width_multiple=self.width_multiple, cost=self.cost,
+                **self.method_options,
             )
         return self._searches[signature]
 
@@ -275,6 +282,7 @@ class PruningSampler(BaseSampler):
             guard=user_attrs.get("guard"),
             guard_samples=user_attrs.get("guard_samples"),
             guard_right=user_attrs.get("guard_right"),
+            latency_ms=user_attrs.get("latency_ms"),
         )
 
     def plan(self, study, trials=None, extra=None):
@@ -463,7 +471,7 @@ class PruningSampler(BaseSampler):
         study.set_user_attr(PATH_ATTR, [
             {"trial": numbers.get(step.key), "phase": step.phase, "structure": "x".join(map(str, step.widths)),
              "objective": step.score, "flops": step.flops, "params": step.params, "guard": step.guard,
-             "final": step.key == plan.final}
+             "latency_ms": step.latency_ms, "final": step.key == plan.final}
             for step in plan.path
         ])
         if plan.finished:

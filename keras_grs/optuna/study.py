@@ -346,6 +346,8 @@ class _Objective:
         trial.set_user_attr(CHECKPOINT_ATTR, str(path.resolve()))
         trial.set_user_attr("params", count_params(model))
         trial.set_user_attr("flops", flops)
+        if metrics.get("latency_ms") is not None:  # what a sampler with cost="pi-zero" minimizes
+            trial.set_user_attr("latency_ms", float(metrics["latency_ms"]))
         if self.sampler.needs_norms:
             trial.set_user_attr("unit_norms", json.dumps(unit_norms(model)))
         if self.guard_data is not None:  # read only by the final walk back, never by the search's decisions

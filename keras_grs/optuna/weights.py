@@ -26,6 +26,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 from optuna.trial import TrialState
 
 from keras_grs.costs import count_flops, count_params
+from keras_grs.latency import latency_ms
 from keras_grs.evaluate import unit_norms
 from keras_grs.optuna.samplers import PruningSampler, trial_number_of
 from keras_grs.structure import analyze
@@ -39,7 +40,8 @@ def keep(trial, model, store=None, layers=None) -> str:
     """Store ``model``'s trained weights for the trial's children, with what the method reads from them.
 
     Call it in the objective after training. It records in the trial's user attributes the artifact id of the
-    weights (``weights``), ``params`` and ``flops`` (the cost when the study has no FLOPs value) and, for NWM,
+    weights (``weights``), ``params``, ``flops`` (the cost when the study has no FLOPs value), ``latency_ms``
+    (the estimated Pi Zero milliseconds a sampler with ``cost="pi-zero"`` minimizes) and, for NWM,
     ``unit_norms`` (the L1 norm of each unit's incoming weights, per width).
 
     Args:
@@ -63,6 +65,7 @@ def keep(trial, model, store=None, layers=None) -> str:
     trial.set_user_attr(WEIGHTS_ATTR, artifact_id)
     trial.set_user_attr("params", count_params(model))
     trial.set_user_attr("flops", count_flops(model))
+    trial.set_user_attr("latency_ms", latency_ms(model))
     if sampler.needs_norms:
         norms = unit_norms(model)
         trial.set_user_attr("unit_norms", json.dumps({name: norms[layer] for name, layer in layer_of.items()}))

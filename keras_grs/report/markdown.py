@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from keras_grs.failures import failure_summary
+from keras_grs.latency import format_ms
 
 
 def _pct(value):
@@ -88,7 +89,9 @@ def render_markdown(report: dict, plots=()) -> str:
         "## Structured search",
         "",
         "AL: accuracy loss (initial minus compact, percentage points, on the test data when given); FCI and PCI: FLOP "
-        "and parameter count improvement (percent).",
+        "and parameter count improvement (percent). Pi Zero ms: an *estimate* of one inference of the float32 C on "
+        "the Raspberry Pi Zero (`keras_grs.estimate_latency`, calibrated against the ARMv6 meter; see "
+        "docs/c_backend.md), not a measurement on a board.",
         "",
     ]
     rows = []
@@ -96,12 +99,13 @@ def render_markdown(report: dict, plots=()) -> str:
         rows.append([
             m["name"], f"{m['initial_structure']} -> {m['structure']}", f"{_num(m['initial_params'])} -> {_num(m['params'])}",
             f"{_num(m['initial_flops'])} -> {_num(m['flops'])}",
+            f"{format_ms(m.get('initial_latency_ms'))} -> {format_ms(m.get('latency_ms'))}",
             f"{_pct(m['initial_val_accuracy'])} -> {_pct(m['val_accuracy'])}",
             f"{_pct(m['initial_test_accuracy'])} -> {_pct(m['test_accuracy'])}",
             f"{m['al']:.2f} ({m['al_on']})", f"{m['fci']:.2f}", f"{m['pci']:.2f}",
             f"{m['trials']}" + ("" if m.get("finished", True) else " (capped)"), f"{m['search_seconds']:.1f}",
         ])
-    out.append(_table(["model", "structure", "params", "FLOPs", "val acc", "test acc", "AL", "FCI", "PCI", "trials",
+    out.append(_table(["model", "structure", "params", "FLOPs", "est. Pi Zero ms", "val acc", "test acc", "AL", "FCI", "PCI", "trials",
                        "search s"], rows))
     if config["eup"]:
         out += ["", "## Unstructured stage (EUP: thresholding, then quantization)", ""]
@@ -135,8 +139,10 @@ def render_markdown(report: dict, plots=()) -> str:
         if m.get("walked_back"):
             out.append(f"The guard walked back {m['walked_back']} accepted structure(s): the final one is marked.")
             out.append("")
-        out.append(_table(["trial", "phase", "structure", "params", "FLOPs", f"val {name}", f"guard {name}", "final"], [
-            [s["trial_id"], s["phase"], s["structure"], _num(s["params"]), _num(s["flops"]), f"{s['objective']:.4f}",
+        out.append(_table(["trial", "phase", "structure", "params", "FLOPs", "est. Pi Zero ms", f"val {name}",
+                           f"guard {name}", "final"], [
+            [s["trial_id"], s["phase"], s["structure"], _num(s["params"]), _num(s["flops"]),
+             format_ms(s.get("latency_ms")), f"{s['objective']:.4f}",
              _score(s.get("guard")), "**final**" if s.get("final") else ""]
             for s in m["path"]
         ]))

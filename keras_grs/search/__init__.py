@@ -29,7 +29,9 @@ from keras_grs.search.engine import (
     SearchError,
     Step,
     UNCONSTRAINED,
+    COSTS,
     DIRECTIONS,
+    check_cost,
     check_direction,
     check_tolerance,
     check_width_multiple,
@@ -49,7 +51,7 @@ METHODS = {
 
 
 def make_search(method, groups, tolerance=0.985, seed=0, phases=None, units=None, direction="max", frozen=(),
-                width_multiple=1) -> Search:
+                width_multiple=1, cost="flops") -> Search:
     """Build the :class:`Search` of a named method.
 
     Args:
@@ -64,6 +66,8 @@ def make_search(method, groups, tolerance=0.985, seed=0, phases=None, units=None
         frozen: names of groups the search never prunes.
         width_multiple: every proposed width is a multiple of it (see :class:`GroupSpec` for a starting width that
             is not).
+        cost: ``flops`` (default) or ``pi-zero``: what ties and the JGRS attempt choice minimize (see
+            :class:`Search`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -76,7 +80,7 @@ def make_search(method, groups, tolerance=0.985, seed=0, phases=None, units=None
     root = phased(check_phases(phases if phases is not None else DEFAULT_PHASES)) if method == "jgrs" else None
     groups = constrain(groups, frozen, width_multiple)
     return Search(groups, policy, UNIT_SELECTIONS[selection], tolerance=tolerance, seed=seed, root=root, name=method,
-                  direction=direction)
+                  direction=direction, cost=cost)
 
 
 __all__ = [
@@ -84,6 +88,7 @@ __all__ = [
     "DIRECTIONS",
     "INITIAL_KEY",
     "METHODS",
+    "COSTS",
     "Candidate",
     "GroupSpec",
     "Outcome",
@@ -93,6 +98,7 @@ __all__ = [
     "SearchError",
     "Step",
     "UNCONSTRAINED",
+    "check_cost",
     "check_direction",
     "check_phases",
     "check_tolerance",

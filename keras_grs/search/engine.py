@@ -81,7 +81,17 @@ class GroupSpec:
 
 
 # The constraints' values when none is given: a run recorded before they existed is read as having these.
-UNCONSTRAINED = {"frozen": [], "width_multiple": 1}
+UNCONSTRAINED = {"frozen": [], "width_multiple": 1, "cost": "flops"}
+# What the search minimizes among equally good candidates (greedy ties, the JGRS attempt kept): FLOPs, or the
+# estimated inference time on the Raspberry Pi Zero (keras_grs.latency, recorded by the evaluators as latency_ms).
+COSTS = ("flops", "pi-zero")
+
+
+def check_cost(value) -> str:
+    """Refuse a cost that is not one of :data:`COSTS`, naming the accepted values."""
+    if value not in COSTS:
+        raise ValueError(f"cost must be one of {', '.join(COSTS)}, got {value!r}")
+    return value
 
 
 def check_width_multiple(value) -> int:
@@ -150,6 +160,8 @@ class Outcome:
     Attributes:
         score: the objective (validation accuracy); None when the evaluation failed (counts as not valid).
         params, flops: cost of the evaluated model, when the evaluator reports them.
+        latency_ms: the model's estimated Pi Zero inference time (:func:`keras_grs.estimate_latency`), when the
+            evaluator reports it.
         guard: the objective on the guard split, data the search never trains or decides on (None without a
             guard). Only the final walk back along the accepted path reads it (see :attr:`Plan.final`).
         guard_samples: how many samples the guard score was measured on (its sampling noise).
@@ -166,6 +178,7 @@ class Outcome:
     guard: float | None = None
     guard_samples: int | None = None
     guard_right: str | None = None
+    latency_ms: float | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +210,7 @@ class Step:
     guard: float | None = None
     guard_samples: int | None = None
     guard_right: str | None = None
+    latency_ms: float | None = None
 
 
 @dataclass
@@ -246,6 +260,7 @@ class Plan:
                 "structure": "x".join(map(str, step.widths)),
                 "params": step.params,
                 "flops": step.flops,
+                "latency_ms": step.latency_ms,
                 "objective": float(step.score),
                 "guard": None if step.guard is None else float(step.guard),
                 "final": step.key == self.final,
@@ -309,7 +324,11 @@ class Context:
         return self.select(node, group, self.groups[group].step(len(node.candidate.units[group])), rng)
 
     def cost(self, node: Node) -> float:
-        """FLOPs when the evaluator reports them, else the total width (a proxy that orders structures alike)."""
+        """The search's cost of ``node``: with ``cost="pi-zero"`` its estimated Pi Zero milliseconds when the
+        evaluator reports them; else FLOPs when reported; else the total width (a proxy that orders structures
+        alike)."""
+        if self.search.cost == "pi-zero" and node.outcome.latency_ms is not None:
+            return node.outcome.latency_ms
         if node.outcome.flops is not None:
             return node.outcome.flops
         return sum(node.candidate.widths)
@@ -387,10 +406,12 @@ class Search:
         direction: ``max`` (accuracy, AUC, ...) or ``min`` (a loss, an error).
         root: a generator function ``(ctx, start) -> Branch`` run after the initial evaluation; defaults to
             running ``policy`` once.
+        cost: what ties and the JGRS attempt choice minimize: ``flops`` or ``pi-zero`` (estimated Pi Zero
+            milliseconds, :attr:`Outcome.latency_ms`).
     """
 
     def __init__(self, groups, policy, select_units, tolerance=0.985, seed=0, root=None, name="search",
-                 direction="max"):
+                 direction="max", cost="flops"):
         groups = tuple(groups)
         if not groups:
             raise ValueError("the model has no prunable width: nothing to search")
@@ -399,6 +420,7 @@ class Search:
             raise ValueError(f"group names must be unique, got {names}")
         check_tolerance(tolerance)
         self.direction = check_direction(direction)
+        self.cost = check_cost(cost)
         self.groups = groups
         self.policy = policy
         self.select_units = select_units
@@ -488,7 +510,8 @@ def _accepted_so_far(ctx: Context, outcomes: Mapping[str, Outcome]) -> list[Node
 
 def _step(node: Node) -> Step:
     c, o = node.candidate, node.outcome
-    return Step(c.key, c.phase, c.widths, node.score, o.params, o.flops, o.guard, o.guard_samples, o.guard_right)
+    return Step(c.key, c.phase, c.widths, node.score, o.params, o.flops, o.guard, o.guard_samples, o.guard_right,
+                o.latency_ms)
 
 
 def check_tolerance(tolerance, name="tolerance") -> None:

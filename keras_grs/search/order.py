@@ -23,7 +23,8 @@ def _evaluate_one(ctx: Context, candidate) -> PolicyGen:
 
 def greedy(ctx: Context, start: Node, scope: str, phase: str = "grs") -> PolicyGen:
     """GRS: every group above its minimum width offers one candidate with one unit removed; the best valid one
-    (best score in the objective's direction, then fewest FLOPs) becomes the new structure. Stop when none is valid or nothing is left.
+    (best score in the objective's direction, then lowest cost: FLOPs, or with ``cost="pi-zero"`` estimated Pi Zero
+    milliseconds) becomes the new structure. Stop when none is valid or nothing is left.
     A group whose candidate failed stays in play: it may be chosen at a later step (only the groups the user
     froze, ``frozen=[...]``, are never chosen)."""
     rng = ctx.rng(scope)
@@ -99,7 +100,8 @@ class Phase:
     """One JGRS phase: a far sub-phase of jumps (``rate`` set) or the near phase (GRS, ``rate=None``).
 
     ``attempts`` independent attempts start from the same structure and run together; the valid result with the
-    fewest FLOPs (then the highest score) is kept and starts the next phase.
+    lowest cost (FLOPs, or estimated Pi Zero milliseconds with ``cost="pi-zero"``; then the highest score) is kept
+    and starts the next phase.
     """
 
     rate: float | None

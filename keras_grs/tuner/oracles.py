@@ -41,7 +41,7 @@ from keras_grs.files import write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_acceptance, check_guard_fraction,
                              epoch_score_for)
 from keras_grs.scoring import objective_direction, objective_name
-from keras_grs.search import (INITIAL_KEY, UNCONSTRAINED, GroupSpec, Outcome, Plan, check_tolerance,
+from keras_grs.search import (INITIAL_KEY, UNCONSTRAINED, GroupSpec, Outcome, Plan, check_cost, check_tolerance,
                               check_width_multiple, make_search)
 from keras_grs.search.order import DEFAULT_PHASES, check_phases
 from keras_grs.search.units import magnitude_units
@@ -94,6 +94,9 @@ class PruningOracle(keras_tuner.Oracle):
         width_multiple: every width the search proposes is a multiple of it (default 1: any width); a starting
             width that is not a multiple loses the remainder at its first removal (see
             :class:`keras_grs.search.GroupSpec`).
+        cost: ``flops`` (default) or ``pi-zero``: what the search minimizes among equally good candidates (greedy
+            ties, the JGRS attempt kept): FLOPs, or the estimated Raspberry Pi Zero milliseconds of the generated
+            C (:func:`keras_grs.estimate_latency`, recorded per trial as the metric ``latency_ms``).
         seed: seed of every random decision (keras-tuner picks one when None; it is saved with the project).
         units: override the method's unit selection, ``random`` or ``magnitude``.
         max_trials, hyperparameters, allow_new_entries, tune_new_entries, max_retries_per_trial,
@@ -114,6 +117,7 @@ class PruningOracle(keras_tuner.Oracle):
         epoch_score=None,
         frozen=None,
         width_multiple=1,
+        cost="flops",
         max_trials=None,
         hyperparameters=None,
         allow_new_entries=True,
@@ -125,6 +129,7 @@ class PruningOracle(keras_tuner.Oracle):
         check_tolerance(tolerance)
         self.frozen = sorted([frozen] if isinstance(frozen, str) else frozen or [])
         self.width_multiple = check_width_multiple(width_multiple)
+        self.cost = check_cost(cost)
         self.acceptance = check_acceptance(acceptance)
         self.guard_fraction = check_guard_fraction(guard_fraction)
         self.epoch_score = epoch_score_for(acceptance, epoch_score)
@@ -176,7 +181,7 @@ class PruningOracle(keras_tuner.Oracle):
             self._search = make_search(
                 self.method, groups, self.tolerance, self.seed, units=self.units,
                 direction=objective_direction(self.objective), frozen=self.frozen,
-                width_multiple=self.width_multiple, **self.method_options
+                width_multiple=self.width_multiple, cost=self.cost, **self.method_options
             )
         return self._search
 
@@ -200,6 +205,7 @@ class PruningOracle(keras_tuner.Oracle):
                     score=trial.score,
                     params=_last(trial, "params"),
                     flops=_last(trial, "flops"),
+                    latency_ms=_last(trial, "latency_ms", float),
                     unit_norms=self._unit_norms(trial) if needs_norms else None,
                     guard=_last(trial, guard, float) if guard else None,
                     guard_samples=_last(trial, GUARD_SAMPLES) if guard else None,
@@ -297,6 +303,7 @@ class PruningOracle(keras_tuner.Oracle):
             "epoch_score": self.epoch_score,
             "frozen": self.frozen,
             "width_multiple": self.width_multiple,
+            "cost": self.cost,
         }
 
     def get_state(self):

@@ -15,6 +15,7 @@ from keras_grs.evaluate.keras import validate
 from keras_grs.files import CorruptFileError, verify, write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, ResolutionWarning, check_guard_data,
                              guard_record, resolution_warnings, split_guard)
+from keras_grs.latency import format_ms
 from keras_grs.runlock import RunLock
 from keras_grs.search import check_tolerance
 from keras_grs.structure import UnsupportedLayerError, analyze
@@ -65,6 +66,9 @@ class GRSTuner(keras_tuner.Tuner):
         width_multiple: every width the search proposes is a multiple of this (4 or 8 suit SIMD kernels); a
             starting width that is not a multiple loses its remainder at the first removal of its group (10 -> 8
             -> 4 with 4), and no width goes below the multiple. Refused when larger than a width being pruned.
+        cost: ``flops`` (default) or ``pi-zero``: what the search minimizes among equally good candidates (greedy
+            ties, the JGRS attempt kept): FLOPs, or the estimated Raspberry Pi Zero milliseconds of the generated
+            C (:func:`keras_grs.estimate_latency`, recorded per trial as the metric ``latency_ms``).
         initial_epochs: epochs for trial 0 (the initial model) when it differs from the fine-tuning epochs.
         evaluator: how candidates are fine-tuned: ``"batched"`` (default: all pending trials trained together in
             one compiled computation; a model it does not support falls back to ``model.fit``, said once),
@@ -106,6 +110,7 @@ class GRSTuner(keras_tuner.Tuner):
         epoch_score=None,
         frozen=None,
         width_multiple=1,
+        cost="flops",
         initial_epochs=None,
         evaluator=None,
         optuna_storage=None,
@@ -135,6 +140,7 @@ class GRSTuner(keras_tuner.Tuner):
             epoch_score=epoch_score,
             frozen=frozen,
             width_multiple=width_multiple,
+            cost=cost,
             max_trials=max_trials,
             hyperparameters=hyperparameters,
             tune_new_entries=tune_new_entries,
@@ -568,19 +574,20 @@ class GRSTuner(keras_tuner.Tuner):
         print(f"Results summary ({self.oracle.method.upper()} pruning search, {state})")
         print(f"Results in {self.project_dir}")
         print(f"Widths: {', '.join(g.name for g in self.oracle.search.groups)}; tolerance {self.oracle.tolerance}; "
-              f"acceptance {self.oracle.acceptance}")
+              f"acceptance {self.oracle.acceptance}; cost {self.oracle.cost} (Pi0 ms: estimated Pi Zero milliseconds)")
         if not path:
             print("No trial has completed yet.")
             return
         guarded = plan.guard_reference is not None
         rows = path if num_trials is None else path[-num_trials:]
-        header = f"{'trial':>7}  {'phase':<8} {'structure':<20} {'params':>9} {'FLOPs':>11}  {objective}"
+        header = f"{'trial':>7}  {'phase':<8} {'structure':<20} {'params':>9} {'FLOPs':>11} {'Pi0 ms':>7}  {objective}"
         print(header + ("  guard" if guarded else ""))
         for row in rows:
             guard = f"  {row['guard']:.4f}" if guarded and row["guard"] is not None else ""
             print(
                 f"{'*' if row['final'] else ' '}{row['trial_id']:>6}  {row['phase']:<8} {row['structure']:<20} "
-                f"{row['params'] or 0:>9,} {row['flops'] or 0:>11,}  {row['objective']:.4f}{guard}"
+                f"{row['params'] or 0:>9,} {row['flops'] or 0:>11,} {format_ms(row.get('latency_ms')):>7}  "
+                f"{row['objective']:.4f}{guard}"
             )
         first, final = path[0], next(row for row in path if row["final"])
         if first["params"] and first["flops"]:
@@ -625,4 +632,3 @@ class ModelHyperModel(keras_tuner.HyperModel):
     def build(self, hp):
         widths = {g.name: hp.Int(g.name, g.min_width, g.width, default=g.width) for g in self.structure.groups}
         return resized(self.model, widths)
-

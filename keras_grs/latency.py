@@ -1,0 +1,314 @@
+"""An estimate of a model's inference time on the Raspberry Pi Zero, as keras-grs's generated C would run it.
+
+No compiler and no emulator are needed: each layer becomes the actor the C backend would make of it, described by a
+few shape features (multiply-accumulates, output elements, gathered patch elements, ...), and its cycles are a linear
+function of them, one set of coefficients per actor kind and precision. The coefficients are fitted by
+``benchmarks/latency_model.py`` (``make bench-latency``) to the ARMv6 meter (``c_backend.armv6``: instructions counted
+under ``qemu-arm -cpu arm1176`` and timed by its cycle model ``estimate_cycles``) on random layers, and stored in
+``latency_pi_zero.json`` next to this file. The result is therefore an *estimate of an estimate*: the meter's cycle
+model (ARM1176 at 1 GHz, assumptions in docs/c_backend.md) reproduced from shapes alone; how far it is from the
+meter is reported in ``benchmarks/results/latency_model.md``.
+
+The actors (as ``c_backend.ir`` forms them):
+
+* ``dense`` and ``conv`` (Conv1D/2D, a convolution is a dense kernel on each gathered patch): MACs, the kernel's
+  passes over the inputs (the float kernel computes ``DENSE_BLOCK`` = 8 output units per pass), the accumulators a
+  narrower last block lacks per pass (it waits on the VFP's latency), gathered patch elements and kernel taps
+  (conv), output elements (and those normalized by a fused softmax, Dense), and a constant per actor. DepthwiseConv and SeparableConv are
+  priced as convolutions of one input channel per output channel (not calibrated separately).
+* ``pool`` (max/average, global included): window reads, output elements, a constant.
+* ``exp``: one ``expf`` per element for a softmax, sigmoid, tanh, silu output (the softmax's library calls).
+* ``elementwise``: an actor that touches each element once (an unfolded BatchNormalization, an Activation that
+  cannot be fused, a merge, a concatenation).
+* ``quantize`` / ``dequantize`` (int8 only): the model's input and output conversions.
+* ``graph``: the scheduler, FIFOs and output copy: a constant and a constant per actor.
+
+Layers that make no actor (Dropout, Flatten, Reshape, InputLayer, a BatchNormalization folded into the Dense/Conv
+before it, an activation fused into it) cost nothing. Sparse storage after EUP thresholding is not modelled: the
+estimate is for dense storage, which is what the structured search produces.
+
+Example:
+    >>> import keras_grs
+    >>> estimate = keras_grs.estimate_latency(keras_grs.models.build("nn2", (140,)))
+    >>> estimate.ms > 0 and estimate.layers[0].layer == "dense1"
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from keras_grs.structure import leaf_layers
+
+TARGETS = ("pi-zero",)
+DTYPES = ("float32", "int8")
+COEFFICIENTS = Path(__file__).with_name("latency_pi_zero.json")
+CLOCK_HZ = 1e9  # the Pi Zero's ARM1176 at 1 GHz
+DENSE_BLOCK = 8  # output units per pass of the float kernel (c_backend.ir.DENSE_BLOCK)
+# The data cache rule of c_backend.armv6.estimate_cycles: beyond the 16 KB L1, every 32-byte line of the
+# inference's data misses once, at 30 cycles.
+CACHE_BYTES, LINE_BYTES, MISS_CYCLES = 16 * 1024, 32, 30
+
+# The features of each actor kind, in the order of its coefficients in the data file.
+FEATURES = {
+    "dense": ("macs", "block_passes", "narrow_passes", "outputs", "softmax_outputs", "actor"),
+    "conv": ("macs", "block_passes", "narrow_passes", "gathered", "taps", "outputs", "actor"),
+    "pool": ("reads", "outputs", "actor"),
+    "exp": ("elements", "actor"),
+    "elementwise": ("elements", "actor"),
+    "quantize": ("elements", "actor"),
+    "dequantize": ("elements", "actor"),
+    "graph": ("model", "actors"),
+}
+NO_ACTOR = (keras.layers.InputLayer, keras.layers.Dropout, keras.layers.SpatialDropout1D,
+            keras.layers.SpatialDropout2D, keras.layers.Flatten, keras.layers.Reshape, keras.layers.Identity,
+            keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout)
+EXP_ACTIVATIONS = ("softmax", "sigmoid", "tanh", "silu", "swish", "elu", "selu", "softplus", "gelu")
+FUSING = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """One actor of the estimate: the layer it comes from, its kind, its features and its estimated cycles."""
+
+    layer: str
+    kind: str
+    features: dict
+    cycles: float
+
+    @property
+    def ms(self) -> float:
+        return self.cycles / CLOCK_HZ * 1e3
+
+
+@dataclass(frozen=True)
+class Latency:
+    """What :func:`estimate_latency` returns: the total and its parts (cycles at 1 GHz; ``ms`` = cycles / 1e6)."""
+
+    target: str
+    dtype: str
+    layers: list = field(default_factory=list)  # Actor per actor, in graph order
+    graph_cycles: float = 0.0  # scheduler, FIFOs, output copy
+    memory_cycles: float = 0.0  # data cache misses (only when the data exceed the L1 cache)
+
+    @property
+    def cycles(self) -> float:
+        return sum(a.cycles for a in self.layers) + self.graph_cycles + self.memory_cycles
+
+    @property
+    def ms(self) -> float:
+        return self.cycles / CLOCK_HZ * 1e3
+
+    def by_layer(self) -> dict[str, float]:
+        """Estimated milliseconds per layer name (a layer's actors summed)."""
+        result: dict[str, float] = {}
+        for actor in self.layers:
+            result[actor.layer] = result.get(actor.layer, 0.0) + actor.ms
+        return result
+
+
+def check_target(target) -> str:
+    if target not in TARGETS:
+        raise ValueError(f"unknown latency target {target!r}; choose one of {', '.join(TARGETS)}")
+    return target
+
+
+def check_dtype(dtype) -> str:
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} for the latency estimate; choose one of {', '.join(DTYPES)}")
+    return dtype
+
+
+@lru_cache(maxsize=None)
+def coefficients(target: str = "pi-zero") -> dict:
+    """The fitted coefficients of ``target``: ``{dtype: {kind: [one per FEATURES[kind]]}}`` plus ``meta``."""
+    check_target(target)
+    data = json.loads(COEFFICIENTS.read_text())
+    fitted = data.get("meta", {}).get("features", {})
+    for dtype in DTYPES:
+        for kind, names in FEATURES.items():
+            values = data.get(dtype, {}).get(kind)
+            if values is None or len(values) != len(names) or fitted.get(kind) != list(names):
+                raise ValueError(f"{COEFFICIENTS.name} has no {len(names)} coefficients for {dtype} {kind} "
+                                 f"({', '.join(names)}); re-run make bench-latency")
+    return data
+
+
+def _shape(tensor) -> tuple[int, ...]:
+    return tuple(int(d) for d in tensor.shape[1:])
+
+
+def _blocks(units: int) -> int:
+    return math.ceil(units / DENSE_BLOCK)
+
+
+def _narrow(units: int) -> int:
+    """Accumulators the last block lacks: a block of fewer than ``DENSE_BLOCK`` units cannot hide the VFP's
+    multiply-accumulate latency, so each of its passes waits about that many cycles."""
+    rest = units % DENSE_BLOCK
+    return DENSE_BLOCK - rest if rest else 0
+
+
+def _producer(layer):
+    """The layer whose output ``layer`` reads (single input), or None."""
+    try:
+        return layer.input._keras_history.operation
+    except AttributeError:
+        return None
+
+
+def _activation_name(layer) -> str:
+    activation = getattr(layer, "activation", None)
+    return getattr(activation, "__name__", str(activation or "linear"))
+
+
+def _exp(layer, elements):
+    return ("exp", {"elements": elements, "actor": 1})
+
+
+def _conv_features(positions, taps, in_channels, filters, macs):
+    patch = taps * in_channels
+    return {"macs": macs, "block_passes": positions * patch * _blocks(filters),
+            "narrow_passes": positions * patch * _narrow(filters), "gathered": positions * patch,
+            "taps": positions * taps, "outputs": positions * filters, "actor": 1}
+
+
+def layer_actors(layer) -> list[tuple[str, dict]]:
+    """The actors the C backend makes of ``layer``, as ``(kind, features)`` pairs (empty: no actor)."""
+    if isinstance(layer, NO_ACTOR):
+        return []
+    out_shape = _shape(layer.output)
+    elements = int(np.prod(out_shape))
+    activation = _activation_name(layer)
+    tail = [_exp(layer, elements)] if activation in EXP_ACTIVATIONS else []
+    if isinstance(layer, keras.layers.Dense):
+        inputs, units = int(layer.input.shape[-1]), int(layer.units)
+        positions = elements // units
+        features = {"macs": positions * inputs * units, "block_passes": positions * inputs * _blocks(units),
+                    "narrow_passes": positions * inputs * _narrow(units), "outputs": elements,
+                    "softmax_outputs": elements if activation == "softmax" else 0, "actor": 1}
+        return [("dense", features), *tail]
+    if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
+        channels = int(layer.input.shape[-1]) * int(layer.depth_multiplier)
+        positions = elements // int(layer.filters)
+        taps = int(np.prod(layer.kernel_size))
+        depthwise = _conv_features(positions, taps, 1, channels, positions * taps * channels)
+        pointwise = _conv_features(positions, 1, channels, int(layer.filters), positions * channels * layer.filters)
+        return [("conv", depthwise), ("conv", pointwise), *tail]
+    if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
+        channels = out_shape[-1]
+        positions = elements // channels
+        taps = int(np.prod(layer.kernel_size))
+        return [("conv", _conv_features(positions, taps, 1, channels, positions * taps * channels)), *tail]
+    if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
+        filters, in_channels = int(layer.filters), int(layer.input.shape[-1]) // int(getattr(layer, "groups", 1))
+        positions = elements // filters
+        taps = int(np.prod(layer.kernel_size))
+        macs = positions * taps * in_channels * filters
+        return [("conv", _conv_features(positions, taps, in_channels, filters, macs)), *tail]
+    if isinstance(layer, (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.AveragePooling1D,
+                          keras.layers.AveragePooling2D)):
+        return [("pool", {"reads": elements * int(np.prod(layer.pool_size)), "outputs": elements, "actor": 1})]
+    if type(layer).__name__.startswith("Global") and "Pooling" in type(layer).__name__:
+        return [("pool", {"reads": int(np.prod(_shape(layer.input))), "outputs": elements, "actor": 1})]
+    producer = _producer(layer)
+    after_linear = isinstance(producer, FUSING) and _activation_name(producer) == "linear"
+    if isinstance(layer, keras.layers.BatchNormalization) and after_linear:
+        return []  # folded into the producer's weights
+    if isinstance(layer, (keras.layers.Activation, keras.layers.ReLU, keras.layers.Softmax)):
+        name = "softmax" if isinstance(layer, keras.layers.Softmax) else _activation_name(layer)
+        if isinstance(layer, keras.layers.ReLU):
+            name = "relu"
+        exp = [_exp(layer, elements)] if name in EXP_ACTIVATIONS else []
+        return exp if after_linear else [("elementwise", {"elements": elements, "actor": 1}), *exp]
+    return [("elementwise", {"elements": elements, "actor": 1}), *tail]
+
+
+def _price(kind: str, features: dict, table: dict) -> float:
+    return float(sum(c * features[name] for c, name in zip(table[kind], FEATURES[kind])))
+
+
+def estimate_latency(model: keras.Model, target: str = "pi-zero", dtype: str = "float32") -> Latency:
+    """Estimated inference time of ``model`` exported as C (``c_backend.export``) on ``target``, one sample.
+
+    Args:
+        model: a built Keras model (Sequential or functional).
+        target: ``pi-zero`` (Raspberry Pi Zero's ARM1176 at 1 GHz, VFP single precision).
+        dtype: ``float32`` (the default export) or ``int8`` (``precision="int8"``: quantize and dequantize actors
+            at the ends, integer kernels).
+
+    Returns:
+        A :class:`Latency`: ``.ms`` and ``.cycles`` in total, ``.layers`` one :class:`Actor` per actor (layer name,
+        kind, features, cycles), ``.by_layer()`` milliseconds per layer. An estimate from shapes (see the module
+        docstring and docs/c_backend.md for its error against the meter).
+
+    Example:
+        >>> import keras_grs
+        >>> big = keras_grs.estimate_latency(keras_grs.models.build("nn1", (140,)))
+        >>> small = keras_grs.estimate_latency(keras_grs.models.build("nn2", (140,)), dtype="int8")
+        >>> small.ms < big.ms
+        True
+    """
+    check_target(target)
+    return price(actors_of(model, dtype), coefficients(target)[dtype], target, dtype)
+
+
+def price(plan: Actors, table: dict, target: str = "pi-zero", dtype: str = "float32") -> Latency:
+    """The :class:`Latency` of the actors ``plan`` with the coefficients ``table`` (one precision's, as in the
+    data file); :func:`estimate_latency` with the stored coefficients, the calibration with fresh ones."""
+    priced = [Actor(a.layer, a.kind, a.features, _price(a.kind, a.features, table)) for a in plan.actors]
+    graph = _price("graph", {"model": 1, "actors": plan.count}, table)
+    memory = (plan.data_bytes // LINE_BYTES) * MISS_CYCLES if plan.data_bytes > CACHE_BYTES else 0
+    return Latency(target, dtype, priced, graph, float(memory))
+
+
+@dataclass(frozen=True)
+class Actors:
+    """What :func:`actors_of` finds: the actors (cycles not yet priced), how many the scheduler visits, and the
+    bytes of weights and buffers one inference touches."""
+
+    actors: list
+    count: int
+    data_bytes: int
+
+
+def actors_of(model: keras.Model, dtype: str = "float32") -> Actors:
+    """The actors of ``model`` exported at ``dtype``, with their features (what the coefficients multiply)."""
+    check_dtype(dtype)
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"the latency estimate needs a keras.Model, got {type(model).__name__}")
+    weight_bytes = 1 if dtype == "int8" else 4
+    actors: list[Actor] = []
+    data_bytes = 4 * sum(int(np.prod(_shape(t))) for t in model.inputs)
+    if dtype == "int8":
+        elements = sum(int(np.prod(_shape(t))) for t in model.inputs)
+        actors.append(Actor("input", "quantize", {"elements": elements, "actor": 1}, 0.0))
+    for layer in leaf_layers(model):
+        for kind, features in layer_actors(layer):
+            actors.append(Actor(layer.name, kind, features, 0.0))
+        data_bytes += sum(int(np.prod(w.shape)) for w in layer.weights) * weight_bytes
+        if not isinstance(layer, NO_ACTOR):
+            data_bytes += int(np.prod(_shape(layer.output))) * weight_bytes
+    if dtype == "int8":
+        elements = sum(int(np.prod(_shape(t))) for t in model.outputs)
+        actors.append(Actor("output", "dequantize", {"elements": elements, "actor": 1}, 0.0))
+    # A float softmax runs inside its Dense actor; an int8 one is an actor of its own.
+    count = sum(1 for a in actors if a.kind != "exp" or dtype == "int8")
+    return Actors(actors, count, data_bytes)
+
+
+def format_ms(value) -> str:
+    """Estimated milliseconds as the reports print them (``-`` when unknown)."""
+    return "-" if value is None else f"{value:.4f}"
+
+
+def latency_ms(model: keras.Model, target: str = "pi-zero", dtype: str = "float32") -> float:
+    """``estimate_latency(model, target, dtype).ms``: the figure the search and the reports record."""
+    return estimate_latency(model, target, dtype).ms

@@ -1,0 +1,171 @@
+"""The Pi Zero latency estimate: its shape, its error against the ARMv6 meter, and ``cost="pi-zero"`` in the search,
+the trials, the selection and the run's settings."""
+
+import json
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+from keras_tuner.src.engine import trial as trial_module
+
+import c_backend
+import keras_grs
+from c_backend import armv6
+from keras_grs import GRSOracle, estimate_latency, models, select, shrink
+from keras_grs.cli import main
+from keras_grs.inputs import SettingError
+from keras_grs.latency import coefficients
+from keras_grs.search import GroupSpec, Outcome, make_search, run
+
+Status = trial_module.TrialStatus
+# The meter's measured error bound for compact models (docs/c_backend.md, benchmarks/results/latency_model.md).
+STATED_ERROR = 0.15
+
+
+def mlp(units, inputs=40, classes=3):
+    return keras.Sequential([keras.Input((inputs,)), keras.layers.Dense(units, activation="relu"),
+                             keras.layers.Dense(classes, activation="softmax")])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_the_estimate_grows_with_width(dtype):
+    times = [estimate_latency(mlp(units), dtype=dtype).ms for units in (1, 4, 8, 9, 16, 32, 64)]
+    assert all(a < b for a, b in zip(times, times[1:])), times
+    cnn = models.build("cnn1", (12, 12, 1))
+    smaller = shrink(cnn, {"conv1": list(range(10)), "dense1": list(range(8))})
+    assert estimate_latency(smaller, dtype=dtype).ms < estimate_latency(cnn, dtype=dtype).ms
+
+
+def test_the_estimate_breaks_down_by_layer_and_skips_layers_without_actors():
+    estimate = estimate_latency(models.build("nn1", (140,)))
+    assert [a.layer for a in estimate.layers] == ["dense1", "dense2", "dense3", "output", "output"]
+    assert [a.kind for a in estimate.layers][-1] == "exp"  # the softmax's expf calls
+    assert set(estimate.by_layer()) == {"dense1", "dense2", "dense3", "output"}  # no Dropout
+    fixed = (estimate.graph_cycles + estimate.memory_cycles) / 1e6  # nn1's 21 KB of weights miss the 16 KB cache
+    assert estimate.memory_cycles > 0
+    assert estimate.ms == pytest.approx(sum(estimate.by_layer().values()) + fixed)
+    assert estimate.layers[0].features["macs"] == 140 * 32
+
+
+def test_bad_target_and_dtype_are_named():
+    model = mlp(4)
+    with pytest.raises(ValueError, match="choose one of pi-zero"):
+        estimate_latency(model, target="esp32")
+    with pytest.raises(ValueError, match="choose one of float32, int8"):
+        estimate_latency(model, dtype="float16")
+    assert coefficients()["meta"]["target"] == "pi-zero"
+
+
+@pytest.mark.skipif(bool(armv6.missing_tools()), reason="make c-toolchains installs the ARM tools")
+def test_the_estimate_is_within_its_stated_error_of_the_meter(tmp_path):
+    # the compact nn1 of benchmarks/c_armv6.py (8x4x2), random weights, one inference metered under qemu
+    model = shrink(models.build("nn1", (140,)), {"dense1": list(range(24)), "dense2": list(range(12)),
+                                                  "dense3": list(range(6))})
+    rng = np.random.default_rng(0)
+    model.set_weights([rng.normal(scale=0.3, size=w.shape).astype("float32") for w in model.get_weights()])
+    c_backend.export(model, tmp_path, name="nn1", target="pi-zero")
+    executable = armv6.build_dir(tmp_path)
+    rng.normal(size=(1, 140)).astype("<f4").tofile(tmp_path / "in.bin")
+    metered = armv6.measure(executable, [tmp_path / "in.bin", tmp_path / "out.bin"], window=("nn1_context_infer", "main"))
+    cycles = armv6.estimate_cycles(metered)["cycles"]
+    assert abs(estimate_latency(model).cycles / cycles - 1) < STATED_ERROR
+
+
+def tied_search(cost):
+    """Every candidate scores the same: the cost alone decides which group the greedy step shrinks. FLOPs favour
+    shrinking ``a``, the Pi Zero estimate ``b``."""
+    search = make_search("grs", [GroupSpec("a", 4), GroupSpec("b", 4)], tolerance=0.9, seed=0, cost=cost)
+
+    def evaluate(candidate):
+        a, b = candidate.widths
+        return Outcome(score=1.0, flops=10 * a + b, latency_ms=0.001 * (a + 10 * b))
+
+    return run(search, evaluate).path[1].widths
+
+
+def test_cost_pi_zero_changes_which_tie_the_engine_takes():
+    assert tied_search("flops") == (3, 4)
+    assert tied_search("pi-zero") == (4, 3)
+    with pytest.raises(ValueError, match="cost must be one of flops, pi-zero"):
+        make_search("grs", [GroupSpec("a", 4)], cost="watts")
+
+
+def test_the_oracle_reads_latency_from_the_trials_and_records_its_cost(tmp_path):
+    paths = {}
+    for cost in ("flops", "pi-zero"):
+        oracle = GRSOracle(objective="val_accuracy", seed=7, cost=cost)
+        oracle._set_project_dir(str(tmp_path / cost), "project")
+        hp = keras_tuner.HyperParameters()
+        hp.Int("a", 1, 4)
+        hp.Int("b", 1, 4)
+        oracle.update_space(hp)
+        for _ in range(3):  # the initial trial, then the step's two candidates
+            trial = oracle.create_trial("tuner0")
+            a, b = trial.hyperparameters.values["a"], trial.hyperparameters.values["b"]
+            oracle.update_trial(trial.trial_id, {"val_accuracy": 1.0, "flops": 10 * a + b,
+                                                 "latency_ms": 0.001 * (a + 10 * b)})
+            trial.status = Status.COMPLETED
+            oracle.end_trial(trial)
+        plan = oracle.plan()
+        paths[cost] = plan.path[1].widths
+        assert plan.path[1].latency_ms == pytest.approx(0.001 * (sum(paths[cost]) + 9 * paths[cost][1]))
+        assert oracle.get_state()["pruning"]["cost"] == cost  # a resume with another cost is refused
+    assert paths == {"flops": (3, 4), "pi-zero": (4, 3)}
+    with pytest.raises(ValueError, match="cost must be one of"):
+        GRSOracle(cost="latency")
+
+
+def test_the_optuna_sampler_reads_latency_from_user_attributes():
+    sampler = keras_grs.optuna.GRSSampler(cost="pi-zero")
+    assert sampler.config()["cost"] == "pi-zero"
+    assert sampler.outcome(0, [0.9], {"flops": 10, "latency_ms": 0.25}).latency_ms == 0.25
+
+
+def test_minlatency_picks_the_lower_estimate():
+    results = [
+        {"name": "few_flops", "params": 100, "flops": 400, "latency_ms": 0.09, "val_accuracy": 0.9,
+         "test_accuracy": 0.9},
+        {"name": "fast", "params": 120, "flops": 500, "latency_ms": 0.05, "val_accuracy": 0.9, "test_accuracy": 0.9},
+    ]
+    assert select(results, "minflops")["name"] == "few_flops"
+    assert select(results, "minlatency")["name"] == "fast"
+    with pytest.raises(ValueError, match="needs each result's latency_ms"):
+        select([{**results[0], "latency_ms": None}, results[1]], "minlatency")
+
+
+def tiny_data():
+    x, y = keras_grs.datasets.calcium(n_neurons=20, n_frames=300, seed=0, difficulty="easy")
+    return keras_grs.datasets.split(x, y, val=0.25, test=0.15)
+
+
+def test_a_bad_cost_is_refused_before_anything_is_written(tmp_path, capsys):
+    (xt, yt), (xv, yv), _ = tiny_data()
+    with pytest.raises(SettingError, match="cost must be one of flops, pi-zero"):
+        keras_grs.prune("nn2", xt, yt, (xv, yv), cost="gpu", out=tmp_path / "api", verbose=0)
+    assert not (tmp_path / "api").exists()
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=xt, y_train=yt, x_val=xv, y_val=yv)
+    assert main(["prune", "nn2", "--data", str(path), "--out", str(tmp_path / "cli"), "--cost", "gpu"]) == 2
+    assert "--cost" in capsys.readouterr().err and not (tmp_path / "cli").exists()
+
+
+def test_prune_with_cost_pi_zero_records_and_reports_the_estimate(tmp_path, capsys):
+    (xt, yt), (xv, yv), (xs, ys) = tiny_data()
+    path = tmp_path / "data.npz"
+    np.savez(path, x_train=xt, y_train=yt, x_val=xv, y_val=yv, x_test=xs, y_test=ys)
+    out = tmp_path / "run"
+    command = ["prune", "nn2", "--data", str(path), "--out", str(out), "--method", "rrs", "--epochs", "1",
+               "--initial-epochs", "3", "--seed", "1", "--tolerance", "0.95", "--max-trials", "3", "--no-eup",
+               "--selection", "minlatency", "--quiet"]
+    assert main([*command, "--cost", "pi-zero"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["config"]["cost"] == "pi-zero" and report["selection"]["criterion"] == "minlatency"
+    result = report["models"][0]
+    assert result["latency_ms"] <= result["initial_latency_ms"]
+    assert all(step["latency_ms"] > 0 for step in result["path"])  # every trial recorded its estimate
+    assert json.loads((out / "run.json").read_text())["cost"] == "pi-zero"
+    assert "est. Pi Zero ms" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main([*command, "--resume"]) == 2  # the default cost is another search: not continued
+    assert "cost was 'pi-zero'" in capsys.readouterr().err
