@@ -16,7 +16,7 @@ import numpy as np
 
 from collections import Counter
 
-from keras_grs.layers import is_op
+from keras_grs.layers import is_op, kind_of
 from keras_grs.structure import UnsupportedLayerError, _functional, _graph_nodes, analyze, layer_chain
 
 ACTIVATIONS = ("linear", "relu", "relu6", "sigmoid", "tanh", "softmax", "silu", "hard_sigmoid", "hard_silu")
@@ -28,9 +28,6 @@ C_KEYWORDS = {
 }
 FUSES_ACTIVATION = ("dense", "conv", "depthwise", "affine")
 FOLDS_BATCHNORM = ("dense", "conv", "depthwise")
-# Layers that change nothing in a channels-last buffer at inference: no actor, their output is their input's buffer.
-IDENTITY = (keras.layers.InputLayer, keras.layers.Dropout, keras.layers.SpatialDropout1D,
-            keras.layers.SpatialDropout2D, keras.layers.Flatten, keras.layers.Reshape, keras.layers.Identity)
 # Plain Keras ops in a functional graph, by class name: element-wise on two tensors (a merge), with one tensor and
 # a scalar (a scale-and-shift), or an activation of one tensor.
 OP_MERGES = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Maximum": "maximum", "Minimum": "minimum"}
@@ -199,8 +196,8 @@ def _graph_ops(model, name, taken) -> list[dict]:
     buffer = {id(graph.inputs[0]): id(graph.inputs[0])}
     for node in nodes:
         out = node.outputs[0]
-        buffer[id(out)] = buffer[id(node.input_tensors[0])] if isinstance(node.operation, IDENTITY) else id(out)
-    reads = Counter(buffer[id(t)] for node in nodes if not isinstance(node.operation, IDENTITY)
+        buffer[id(out)] = buffer[id(node.input_tensors[0])] if _actor(node.operation, node) == "identity" else id(out)
+    reads = Counter(buffer[id(t)] for node in nodes if _actor(node.operation, node) != "identity"
                     for t in node.input_tensors)
     reads[buffer[id(graph.outputs[0])]] += 1
     producer = {id(graph.inputs[0]): None}  # buffer -> index of the op that writes it (None: the model input)
@@ -213,7 +210,7 @@ def _graph_ops(model, name, taken) -> list[dict]:
 
     for node in nodes:
         layer = node.operation
-        if isinstance(layer, IDENTITY):
+        if _actor(layer, node) == "identity":
             continue
         source = buffer[id(node.input_tensors[0])]
         # only an op whose output nothing else reads may take this layer's work into itself
@@ -257,90 +254,122 @@ def _fuse(layer, node, previous) -> bool:
     return False
 
 
+def _actor(operation, node=None) -> str | None:
+    """The actor of a layer or op by keras-grs' table of layer kinds (``identity``: none, the buffer is passed on;
+    None: no C translation)."""
+    try:
+        return kind_of(operation, node).actor
+    except UnsupportedLayerError:
+        return None
+
+
 def _translate(layer, node, name, taken) -> list[dict]:
     """The ops of one layer call: one, or two for a SeparableConv (depthwise, then pointwise reading it)."""
+    # a plain Keras op outside the table still gets _keras_op's word on what it would need
+    translate = TRANSLATIONS.get(_actor(layer, node)) or (_keras_op if is_op(layer) else None)
+    if translate is None:
+        raise UnsupportedLayerError(f"layer {layer.name!r} ({type(layer).__name__}) has no C translation")
     in_shape = tuple(int(d) for d in node.input_tensors[0].shape[1:])
     out_shape = tuple(int(d) for d in node.outputs[0].shape[1:])
-    L = keras.layers
-    if is_op(layer):
-        return [_keras_op(layer, node, name, taken, in_shape, out_shape)]
-    if isinstance(layer, (L.Activation, L.ReLU)):
-        activation = _activation(layer)
-        return [_op(layer, name, taken, "activation", in_shape, out_shape, activation=activation,
-                    description=f"{activation} on {int(np.prod(out_shape))} values")]
-    if isinstance(layer, (L.BatchNormalization, L.Rescaling, L.Normalization)):
-        channels = out_shape[-1]
-        if isinstance(layer, L.BatchNormalization):
-            scale, shift = _bn_affine(layer)
-            what = "BatchNormalization"
-        elif isinstance(layer, L.Normalization):
-            scale, shift = _normalization_affine(layer, channels)
-            what = "Normalization"
-        else:
-            scale = np.broadcast_to(np.asarray(layer.scale, np.float64), (channels,))
-            shift = np.broadcast_to(np.asarray(layer.offset, np.float64), (channels,))
-            what = "Rescaling"
-        return [_op(layer, name, taken, "affine", in_shape, out_shape, activation="linear",
-                    scale=[c_float(v) for v in scale], shift=[c_float(v) for v in shift],
-                    description=f"{what} on {channels} channels")]
-    if isinstance(layer, L.Dense):
-        kernel, bias = _kernel_bias(layer)
-        op = _op(layer, name, taken, "dense", in_shape, out_shape, activation=_activation(layer),
-                 inputs=in_shape[-1], units=out_shape[-1], description=f"Dense {in_shape[-1]} -> {out_shape[-1]}")
-        op["raw"] = (kernel.T.copy(), bias)  # [units][inputs]
-        return [op]
-    if isinstance(layer, (L.DepthwiseConv1D, L.DepthwiseConv2D)) or _grouped_depthwise(layer):
-        return [_depthwise(layer, name, taken, in_shape, out_shape)]
-    if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
-        _no_dilation(layer)
-        depthwise = _depthwise(layer, name, taken, in_shape, out_shape, suffix="_depthwise")
-        middle = (*out_shape[:-1], depthwise["channels"])
-        pointwise = _conv(layer, name, taken, middle, out_shape, layer.pointwise_kernel, strides=(1, 1),
-                         padding="valid")
-        pointwise["description"] = "pointwise " + pointwise["description"]
-        return [depthwise, pointwise]
-    if isinstance(layer, (L.Conv1D, L.Conv2D)):
-        if layer.groups != 1:
-            raise UnsupportedLayerError(f"layer {layer.name!r} is a grouped convolution (groups={layer.groups}); "
-                                       "C export supports depthwise ones (one input channel per group) only")
-        return [_conv(layer, name, taken, in_shape, out_shape, layer.kernel, layer.strides, layer.padding)]
-    if isinstance(layer, (L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D, L.AveragePooling2D)):
-        mode = "max" if "Max" in type(layer).__name__ else "avg"
+    ops = translate(layer, node, name, taken, in_shape, out_shape)
+    return ops if isinstance(ops, list) else [ops]
+
+
+def _activation_actor(layer, node, name, taken, in_shape, out_shape):
+    activation = _activation(layer)
+    return _op(layer, name, taken, "activation", in_shape, out_shape, activation=activation,
+               description=f"{activation} on {int(np.prod(out_shape))} values")
+
+
+def _affine_actor(layer, node, name, taken, in_shape, out_shape):
+    """BatchNormalization, Normalization and Rescaling as one scale and shift per channel."""
+    L, channels = keras.layers, out_shape[-1]
+    if isinstance(layer, L.BatchNormalization):
+        scale, shift = _bn_affine(layer)
+        what = "BatchNormalization"
+    elif isinstance(layer, L.Normalization):
+        scale, shift = _normalization_affine(layer, channels)
+        what = "Normalization"
+    else:
+        scale = np.broadcast_to(np.asarray(layer.scale, np.float64), (channels,))
+        shift = np.broadcast_to(np.asarray(layer.offset, np.float64), (channels,))
+        what = "Rescaling"
+    return _op(layer, name, taken, "affine", in_shape, out_shape, activation="linear",
+               scale=[c_float(v) for v in scale], shift=[c_float(v) for v in shift],
+               description=f"{what} on {channels} channels")
+
+
+def _dense_actor(layer, node, name, taken, in_shape, out_shape):
+    kernel, bias = _kernel_bias(layer)
+    op = _op(layer, name, taken, "dense", in_shape, out_shape, activation=_activation(layer),
+             inputs=in_shape[-1], units=out_shape[-1], description=f"Dense {in_shape[-1]} -> {out_shape[-1]}")
+    op["raw"] = (kernel.T.copy(), bias)  # [units][inputs]
+    return op
+
+
+def _depthwise_actor(layer, node, name, taken, in_shape, out_shape):
+    return _depthwise(layer, name, taken, in_shape, out_shape)
+
+
+def _separable_actor(layer, node, name, taken, in_shape, out_shape):
+    _no_dilation(layer)
+    depthwise = _depthwise(layer, name, taken, in_shape, out_shape, suffix="_depthwise")
+    middle = (*out_shape[:-1], depthwise["channels"])
+    pointwise = _conv(layer, name, taken, middle, out_shape, layer.pointwise_kernel, strides=(1, 1),
+                      padding="valid")
+    pointwise["description"] = "pointwise " + pointwise["description"]
+    return [depthwise, pointwise]
+
+
+def _conv_actor(layer, node, name, taken, in_shape, out_shape):
+    if layer.groups != 1:  # a depthwise one (one input channel per group) is the depthwise actor's
+        raise UnsupportedLayerError(f"layer {layer.name!r} is a grouped convolution (groups={layer.groups}); "
+                                    "C export supports depthwise ones (one input channel per group) only")
+    return _conv(layer, name, taken, in_shape, out_shape, layer.kernel, layer.strides, layer.padding)
+
+
+def _pool_actor(layer, node, name, taken, in_shape, out_shape):
+    mode = "max" if "Max" in type(layer).__name__ else "avg"
+    (ih, iw, c), (oh, ow, _) = _as_2d(in_shape), _as_2d(out_shape)
+    pool = tuple(np.atleast_1d(layer.pool_size))
+    strides = tuple(np.atleast_1d(layer.strides))
+    (ph, pw), (sh, sw) = ((1, pool[0]), (1, strides[0])) if len(pool) == 1 else (pool, strides)
+    return _op(layer, name, taken, "pool", in_shape, out_shape, activation="linear", mode=mode,
+               in_h=ih, in_w=iw, out_h=oh, out_w=ow, p_h=ph, p_w=pw, s_h=sh, s_w=sw,
+               pad_t=_padding(ih, oh, ph, sh, layer.padding), pad_l=_padding(iw, ow, pw, sw, layer.padding),
+               description=f"{mode} pooling {ph}x{pw}, output {oh}x{ow}x{c}")
+
+
+def _global_pool_actor(layer, node, name, taken, in_shape, out_shape):
+    mode = "max" if "Max" in type(layer).__name__ else "avg"
+    return _op(layer, name, taken, "global_pool", in_shape, out_shape, activation="linear", mode=mode,
+               spatial=int(np.prod(in_shape[:-1])), description=f"global {mode} pooling of {in_shape[-1]} channels")
+
+
+def _shift_actor(kind, what, edges):
+    """ZeroPadding and Cropping both move the input by whole rows and columns: padding writes it at an offset,
+    cropping reads from one."""
+    def translate(layer, node, name, taken, in_shape, out_shape):
+        (top, _), (left, _) = getattr(layer, edges) if len(in_shape) == 3 else ((0, 0), getattr(layer, edges))
         (ih, iw, c), (oh, ow, _) = _as_2d(in_shape), _as_2d(out_shape)
-        pool = tuple(np.atleast_1d(layer.pool_size))
-        strides = tuple(np.atleast_1d(layer.strides))
-        (ph, pw), (sh, sw) = ((1, pool[0]), (1, strides[0])) if len(pool) == 1 else (pool, strides)
-        return [_op(layer, name, taken, "pool", in_shape, out_shape, activation="linear", mode=mode,
-                    in_h=ih, in_w=iw, out_h=oh, out_w=ow, p_h=ph, p_w=pw, s_h=sh, s_w=sw,
-                    pad_t=_padding(ih, oh, ph, sh, layer.padding), pad_l=_padding(iw, ow, pw, sw, layer.padding),
-                    description=f"{mode} pooling {ph}x{pw}, output {oh}x{ow}x{c}")]
-    if isinstance(layer, (L.GlobalAveragePooling1D, L.GlobalAveragePooling2D,
-                         L.GlobalMaxPooling1D, L.GlobalMaxPooling2D)):
-        mode = "max" if "Max" in type(layer).__name__ else "avg"
-        return [_op(layer, name, taken, "global_pool", in_shape, out_shape, activation="linear", mode=mode,
-                    spatial=int(np.prod(in_shape[:-1])),
-                    description=f"global {mode} pooling of {in_shape[-1]} channels")]
-    if isinstance(layer, (L.ZeroPadding1D, L.ZeroPadding2D, L.Cropping1D, L.Cropping2D)):
-        # both move the input by whole rows and columns: padding writes it at an offset, cropping reads from one
-        padding = isinstance(layer, (L.ZeroPadding1D, L.ZeroPadding2D))
-        edges = layer.padding if padding else layer.cropping
-        (top, _), (left, _) = edges if len(in_shape) == 3 else ((0, 0), edges)
-        (ih, iw, c), (oh, ow, _) = _as_2d(in_shape), _as_2d(out_shape)
-        kind, what = ("pad", "zero padding") if padding else ("crop", "cropping")
-        return [_op(layer, name, taken, kind, in_shape, out_shape, activation="linear", in_h=ih, in_w=iw,
-                    out_h=oh, out_w=ow, top=int(top), left=int(left),
-                    description=f"{what} {ih}x{iw} -> {oh}x{ow} ({c} channels)")]
-    if type(layer) in MERGES:
-        return [_merge(layer, node, name, taken, out_shape)]
-    if isinstance(layer, L.Concatenate):
-        if layer.axis % (len(out_shape) + 1) != len(out_shape):
-            raise UnsupportedLayerError(f"layer {layer.name!r} concatenates on axis {layer.axis}; C export "
-                                       "supports the channel (last) axis only")
-        widths = [int(t.shape[-1]) for t in node.input_tensors]
-        return [_op(layer, name, taken, "concat", in_shape, out_shape, activation="linear", widths=widths,
-                    in_size=int(np.prod(out_shape)),
-                    description=f"concatenation of {' + '.join(map(str, widths))} channels")]
-    raise UnsupportedLayerError(f"layer {layer.name!r} ({type(layer).__name__}) has no C translation")
+        return _op(layer, name, taken, kind, in_shape, out_shape, activation="linear", in_h=ih, in_w=iw,
+                   out_h=oh, out_w=ow, top=int(top), left=int(left),
+                   description=f"{what} {ih}x{iw} -> {oh}x{ow} ({c} channels)")
+
+    return translate
+
+
+def _merge_actor(layer, node, name, taken, in_shape, out_shape):
+    return _merge(layer, node, name, taken, out_shape)
+
+
+def _concat_actor(layer, node, name, taken, in_shape, out_shape):
+    if layer.axis % (len(out_shape) + 1) != len(out_shape):
+        raise UnsupportedLayerError(f"layer {layer.name!r} concatenates on axis {layer.axis}; C export "
+                                    "supports the channel (last) axis only")
+    widths = [int(t.shape[-1]) for t in node.input_tensors]
+    return _op(layer, name, taken, "concat", in_shape, out_shape, activation="linear", widths=widths,
+               in_size=int(np.prod(out_shape)), description=f"concatenation of {' + '.join(map(str, widths))} channels")
 
 
 def _keras_op(op, node, name, taken, in_shape, out_shape) -> dict:
@@ -369,6 +398,16 @@ def _keras_op(op, node, name, taken, in_shape, out_shape) -> dict:
     raise UnsupportedLayerError(f"op {op.name!r} ({kind}) has no C translation; write it as a layer")
 
 
+# the translation of each actor of keras_grs.layers' table (Kind.actor)
+TRANSLATIONS = {
+    "activation": _activation_actor, "affine": _affine_actor, "dense": _dense_actor, "conv": _conv_actor,
+    "depthwise": _depthwise_actor, "separable": _separable_actor, "pool": _pool_actor,
+    "global_pool": _global_pool_actor, "pad": _shift_actor("pad", "zero padding", "padding"),
+    "crop": _shift_actor("crop", "cropping", "cropping"), "merge": _merge_actor, "concat": _concat_actor,
+    "op": _keras_op,
+}
+
+
 def _channel_axis_only(layer):
     rank = len(layer.input.shape)
     if [a % rank for a in np.atleast_1d(layer.axis)] != [rank - 1]:
@@ -390,12 +429,6 @@ def _normalization_affine(layer, channels):
 def _no_dilation(layer):
     if any(d != 1 for d in np.atleast_1d(layer.dilation_rate)):
         raise UnsupportedLayerError(f"layer {layer.name!r}: dilated convolutions are not supported in C")
-
-
-def _grouped_depthwise(layer) -> bool:
-    """A Conv with one input channel per group computes what a DepthwiseConv does (ConvNeXt writes them so)."""
-    return isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)) and layer.groups > 1 \
-        and layer.kernel.shape[-2] == 1
 
 
 def _conv(layer, name, taken, in_shape, out_shape, kernel, strides, padding):

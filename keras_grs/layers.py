@@ -26,6 +26,13 @@ Every layer class (and every plain Keras op, such as the ``x + 3.0`` of a hard-s
 * ``resize(config, channels)``: sets the output channel count in a layer config (Dense units, Conv filters, a
   Reshape's target shape), for layers whose config states it.
 * ``pins(operation, node)``: a reason (string) why this particular instance pins its channels, or None.
+* ``batched``: the batched evaluator's op for the layer (``dense``, ``conv``, ``pool``, ``gpool``, ``flatten``,
+  ``dropout``, ``activation``), None when a model holding it trains one fit per trial
+  (:mod:`keras_grs.evaluate.batched` checks the instance's options).
+* ``actor``: the C backend's actor (``dense``, ``conv``, ``depthwise``, ``separable``, ``affine``, ``activation``,
+  ``pool``, ``global_pool``, ``pad``, ``crop``, ``merge``, ``concat``, ``op``), ``identity`` for a layer that
+  changes nothing in a channels-last buffer at inference (no actor: its output is its input's buffer), None
+  when C export refuses it (:mod:`c_backend.ir`).
 
 :func:`kind_of` finds the entry for a layer or op and raises :class:`UnsupportedLayerError` naming the layer and its
 class when there is none.
@@ -34,7 +41,7 @@ class when there is none.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import keras
 import numpy as np
@@ -57,6 +64,8 @@ class Kind:
     pins: Callable | None = None
     multiplier: Callable | None = None  # channelwise: output channels per input channel (DepthwiseConv)
     instance: Callable | None = None  # (layer) -> the Kind of this particular instance, when it differs
+    batched: str | None = None
+    actor: str | None = None
 
 
 # -- weight slicing rules ------------------------------------------------------------------------------------
@@ -239,45 +248,60 @@ def _multiplier(layer):
     return int(layer.depth_multiplier)
 
 
-PRODUCER_CONV = Kind("producer", _slice_kernel, _macs_conv, _set("filters"), instance=_conv_instance)
+PRODUCER_CONV = Kind("producer", _slice_kernel, _macs_conv, _set("filters"), instance=_conv_instance, batched="conv",
+                     actor="conv")
 GROUPED_DEPTHWISE = Kind("channelwise", _slice_grouped_depthwise, _macs_conv, _resize_grouped,
-                         multiplier=_grouped_multiplier)
-GROUPED = Kind("pin", macs=_macs_conv, pins=_pins_grouped)
+                         multiplier=_grouped_multiplier, actor="depthwise")
+GROUPED = Kind("pin", macs=_macs_conv, pins=_pins_grouped, actor="conv")  # C refuses it, naming the groups
 CARRY = Kind("channelwise")
 PER_CHANNEL = Kind("channelwise", _slice_per_channel)
-MERGE = Kind("merge")
+MERGE = Kind("merge", actor="merge")
 PIN = Kind("pin")
 
+
+def _carry(batched=None, actor=None) -> Kind:
+    return replace(CARRY, batched=batched, actor=actor)
+
+
 L = keras.layers
+SEPARABLE = Kind("producer", _slice_separable, _macs_separable, _set("filters"), actor="separable")
+DEPTHWISE = Kind("channelwise", _slice_depthwise, _macs_depthwise, multiplier=_multiplier, actor="depthwise")
 KINDS: dict[type, Kind] = {
-    L.InputLayer: Kind("input"),
-    L.Dense: Kind("producer", _slice_kernel, _macs_dense, _set("units")),
+    L.InputLayer: Kind("input", actor="identity"),
+    L.Dense: Kind("producer", _slice_kernel, _macs_dense, _set("units"), batched="dense", actor="dense"),
     L.Conv1D: PRODUCER_CONV,
     L.Conv2D: PRODUCER_CONV,
-    L.Conv3D: PRODUCER_CONV,
-    L.SeparableConv1D: Kind("producer", _slice_separable, _macs_separable, _set("filters")),
-    L.SeparableConv2D: Kind("producer", _slice_separable, _macs_separable, _set("filters")),
-    L.DepthwiseConv1D: Kind("channelwise", _slice_depthwise, _macs_depthwise, multiplier=_multiplier),
-    L.DepthwiseConv2D: Kind("channelwise", _slice_depthwise, _macs_depthwise, multiplier=_multiplier),
-    L.BatchNormalization: Kind("channelwise", _slice_per_channel, pins=_pins_axis),
-    L.Normalization: Kind("channelwise", _slice_per_channel, pins=_pins_normalization),
+    L.Conv3D: replace(PRODUCER_CONV, batched=None, actor=None),
+    L.SeparableConv1D: SEPARABLE,
+    L.SeparableConv2D: SEPARABLE,
+    L.DepthwiseConv1D: DEPTHWISE,
+    L.DepthwiseConv2D: DEPTHWISE,
+    L.BatchNormalization: Kind("channelwise", _slice_per_channel, pins=_pins_axis, actor="affine"),
+    L.Normalization: Kind("channelwise", _slice_per_channel, pins=_pins_normalization, actor="affine"),
     L.PReLU: PER_CHANNEL,
-    L.Activation: Kind("channelwise", pins=_pins_activation),
+    L.Activation: Kind("channelwise", pins=_pins_activation, batched="activation", actor="activation"),
     L.Softmax: Kind("channelwise", pins=_pins_softmax),
-    L.Rescaling: Kind("channelwise", pins=_pins_rescaling),
+    L.Rescaling: Kind("channelwise", pins=_pins_rescaling, actor="affine"),
+    L.ReLU: _carry("activation", "activation"),
+    L.Dropout: _carry("dropout", "identity"),
+    L.Identity: _carry(actor="identity"),
+    **{cls: _carry(actor="identity") for cls in (L.SpatialDropout1D, L.SpatialDropout2D)},
+    **{cls: _carry("pool", "pool") for cls in (
+        L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D, L.AveragePooling2D)},
+    **{cls: _carry("gpool", "global_pool") for cls in (
+        L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalAveragePooling1D, L.GlobalAveragePooling2D)},
+    **{cls: _carry(actor="pad") for cls in (L.ZeroPadding1D, L.ZeroPadding2D)},
+    **{cls: _carry(actor="crop") for cls in (L.Cropping1D, L.Cropping2D)},
     **{cls: CARRY for cls in (
-        L.ReLU, L.LeakyReLU, L.ELU, L.Identity, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D,
-        L.SpatialDropout3D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization,
-        L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D, L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D,
-        L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalMaxPooling3D, L.GlobalAveragePooling1D,
-        L.GlobalAveragePooling2D, L.GlobalAveragePooling3D, L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D,
-        L.Cropping1D, L.Cropping2D, L.Cropping3D, L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,
+        L.LeakyReLU, L.ELU, L.SpatialDropout3D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,
+        L.ActivityRegularization, L.MaxPooling3D, L.AveragePooling3D, L.GlobalMaxPooling3D,
+        L.GlobalAveragePooling3D, L.ZeroPadding3D, L.Cropping3D, L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,
         L.RepeatVector,
     )},
-    L.Flatten: Kind("reshape"),
-    L.Reshape: Kind("reshape", resize=_resize_reshape),
+    L.Flatten: Kind("reshape", batched="flatten", actor="identity"),
+    L.Reshape: Kind("reshape", resize=_resize_reshape, actor="identity"),
     **{cls: MERGE for cls in (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)},
-    L.Concatenate: Kind("concat"),
+    L.Concatenate: Kind("concat", actor="concat"),
     **{cls: PIN for cls in (
         L.LayerNormalization, L.GroupNormalization, L.UnitNormalization, L.MultiHeadAttention, L.Attention,
         L.AdditiveAttention, L.Permute, L.Dot,
@@ -293,7 +317,7 @@ def _register_application_layers():
         return
     KINDS[convnext.LayerScale] = Kind("channelwise", _slice_per_channel, resize=_set("projection_dim"))
     KINDS[convnext.StochasticDepth] = CARRY  # identity at inference, a per-sample scale in training
-    KINDS[inception_resnet_v2.CustomScaleLayer] = MERGE  # inputs[0] + inputs[1] * scale
+    KINDS[inception_resnet_v2.CustomScaleLayer] = replace(MERGE, actor=None)  # inputs[0] + inputs[1] * scale
 
 
 _register_application_layers()
@@ -305,7 +329,8 @@ ELEMENTWISE_OPS = frozenset({
     "Exp", "Log", "Sqrt", "Square", "Tanh", "Clip", "Relu", "Relu6", "Sigmoid", "HardSigmoid", "HardSilu", "Silu",
     "Gelu", "Elu", "Selu", "Softplus", "Softsign", "LeakyRelu", "Celu",
 })
-OP_CHANNELWISE = Kind("channelwise", pins=_pins_op)
+OP_CHANNELWISE = Kind("channelwise", pins=_pins_op, actor="op")
+OP_MERGE = replace(MERGE, actor="op")
 
 
 def is_op(operation) -> bool:
@@ -329,7 +354,7 @@ def kind_of(operation, node=None) -> Kind:
         return (kind.instance(operation) or kind) if kind.instance else kind
     if is_op(operation) and type(operation).__name__ in ELEMENTWISE_OPS:
         if node is not None and len(node.input_tensors) > 1:
-            return MERGE
+            return OP_MERGE
         return OP_CHANNELWISE
     what = "op" if is_op(operation) else "layer"
     raise UnsupportedLayerError(

@@ -39,18 +39,10 @@ from keras_grs.evaluate.training import (
 )
 from keras_grs.files import save_weights
 from keras_grs.search.engine import keyed_rng
+from keras_grs.layers import kind_of
 from keras_grs.structure import UnsupportedLayerError, layer_chain
 
 ACTIVATIONS = {"relu": tf.nn.relu, "linear": tf.identity, "tanh": tf.tanh, "sigmoid": tf.sigmoid}
-CONVS = (keras.layers.Conv1D, keras.layers.Conv2D)
-POOLS = {
-    keras.layers.MaxPooling1D: "MAX", keras.layers.MaxPooling2D: "MAX",
-    keras.layers.AveragePooling1D: "AVG", keras.layers.AveragePooling2D: "AVG",
-}
-GLOBAL_POOLS = {
-    keras.layers.GlobalMaxPooling1D: "MAX", keras.layers.GlobalMaxPooling2D: "MAX",
-    keras.layers.GlobalAveragePooling1D: "AVG", keras.layers.GlobalAveragePooling2D: "AVG",
-}
 FIT_ARGUMENTS = {"epochs", "batch_size", "validation_data", "verbose", "callbacks", "shuffle", "class_weight",
                  "sample_weight"}
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}  # the validation scores computed on the device
@@ -93,6 +85,74 @@ class _Plan:
         return tuple(op.key() for op in self.ops), self.loss, self.optimizer
 
 
+def _weighted(layer, name) -> dict:
+    """Bias and regularizers of a Dense/Conv layer, or UnsupportedForBatching for what the op cannot reproduce."""
+    extras = [k for k in ("activity_regularizer", "kernel_constraint", "bias_constraint")
+              if getattr(layer, k, None) is not None]
+    if extras:
+        raise UnsupportedForBatching(f"{name} with {', '.join(extras)}")
+    return {"bias": layer.use_bias, "penalties": (*read_regularizer(layer.kernel_regularizer, f"{name} kernel_regularizer"),
+                                                  *read_regularizer(layer.bias_regularizer, f"{name} bias_regularizer"))}
+
+
+def _dense_op(layer, name, flattened):
+    if len(layer.input.shape) != 2:
+        raise UnsupportedForBatching("Dense on a sequence")
+    return _Op("dense", layer.activation.__name__, spatial=flattened, **_weighted(layer, name))
+
+
+def _conv_op(layer, name, flattened):
+    if layer.data_format != "channels_last" or layer.groups != 1 or set(layer.dilation_rate) != {1} \
+            or layer.padding not in ("valid", "same"):
+        raise UnsupportedForBatching(f"{name} options")
+    return _Op("conv", layer.activation.__name__, tuple(layer.kernel_size), tuple(layer.strides), layer.padding,
+               **_weighted(layer, name))
+
+
+def _pooling(layer) -> str:
+    return "MAX" if "Max" in type(layer).__name__ else "AVG"
+
+
+def _pool_op(layer, name, flattened):
+    if layer.data_format != "channels_last" or layer.padding not in ("valid", "same"):
+        raise UnsupportedForBatching(f"{name} options")
+    return _Op("pool", window=tuple(layer.pool_size), strides=tuple(layer.strides), padding=layer.padding.upper(),
+               pooling=_pooling(layer))
+
+
+def _global_pool_op(layer, name, flattened):
+    if layer.data_format != "channels_last" or layer.keepdims:
+        raise UnsupportedForBatching(f"{name} options")
+    return _Op("gpool", pooling=_pooling(layer))
+
+
+def _flatten_op(layer, name, flattened):
+    return _Op("flatten")
+
+
+def _dropout_op(layer, name, flattened):
+    if layer.noise_shape is not None:
+        raise UnsupportedForBatching("Dropout with a noise_shape")
+    return _Op("dropout", rate=float(layer.rate))
+
+
+def _activation_op(layer, name, flattened):
+    if isinstance(layer, keras.layers.ReLU):
+        if layer.max_value is not None or layer.negative_slope or layer.threshold:
+            raise UnsupportedForBatching("ReLU options")
+        return _Op("activation", "relu")
+    return _Op("activation", layer.activation.__name__)
+
+
+def _is_weighted(layer) -> bool:
+    return kind_of(layer).batched in ("dense", "conv")
+
+
+# the op of each batched kind of keras_grs.layers' table (Kind.batched)
+_OP_BUILDERS = {"dense": _dense_op, "conv": _conv_op, "pool": _pool_op, "gpool": _global_pool_op,
+                "flatten": _flatten_op, "dropout": _dropout_op, "activation": _activation_op}
+
+
 def _plan(model) -> _Plan:
     """The model as a :class:`_Plan`, or raise UnsupportedForBatching naming what is not supported."""
     if not model.compiled:
@@ -104,53 +164,16 @@ def _plan(model) -> _Plan:
         raise UnsupportedForBatching(str(error)) from None
     ops, flattened = [], ()
     for layer in chain:
-        name = type(layer).__name__
-        if isinstance(layer, (keras.layers.Dense, *CONVS)):
-            extras = [k for k in ("activity_regularizer", "kernel_constraint", "bias_constraint")
-                      if getattr(layer, k, None) is not None]
-            if extras:
-                raise UnsupportedForBatching(f"{name} {layer.name!r} with {', '.join(extras)}")
-            weighted = {"bias": layer.use_bias, "penalties": (
-                *read_regularizer(layer.kernel_regularizer, f"{name} {layer.name!r} kernel_regularizer"),
-                *read_regularizer(layer.bias_regularizer, f"{name} {layer.name!r} bias_regularizer"))}
-        if isinstance(layer, keras.layers.Dense):
-            if len(layer.input.shape) != 2:
-                raise UnsupportedForBatching("Dense on a sequence")
-            ops.append(_Op("dense", layer.activation.__name__, spatial=flattened, **weighted))
-            flattened = ()
-        elif isinstance(layer, CONVS):
-            if layer.data_format != "channels_last" or layer.groups != 1 or set(layer.dilation_rate) != {1} \
-                    or layer.padding not in ("valid", "same"):
-                raise UnsupportedForBatching(f"{name} {layer.name!r} options")
-            ops.append(_Op("conv", layer.activation.__name__, tuple(layer.kernel_size), tuple(layer.strides),
-                           layer.padding, **weighted))
-        elif type(layer) in POOLS:
-            if layer.data_format != "channels_last" or layer.padding not in ("valid", "same"):
-                raise UnsupportedForBatching(f"{name} {layer.name!r} options")
-            ops.append(_Op("pool", window=tuple(layer.pool_size), strides=tuple(layer.strides),
-                           padding=layer.padding.upper(), pooling=POOLS[type(layer)]))
-        elif type(layer) in GLOBAL_POOLS:
-            if layer.data_format != "channels_last" or layer.keepdims:
-                raise UnsupportedForBatching(f"{name} {layer.name!r} options")
-            ops.append(_Op("gpool", pooling=GLOBAL_POOLS[type(layer)]))
-        elif isinstance(layer, keras.layers.Flatten):
-            flattened = tuple(int(d) for d in layer.input.shape[1:-1])
-            ops.append(_Op("flatten"))
-        elif isinstance(layer, keras.layers.Dropout):
-            if layer.noise_shape is not None:
-                raise UnsupportedForBatching("Dropout with a noise_shape")
-            ops.append(_Op("dropout", rate=float(layer.rate)))
-        elif isinstance(layer, (keras.layers.Activation, keras.layers.ReLU)):
-            if isinstance(layer, keras.layers.ReLU) and (layer.max_value is not None or layer.negative_slope
-                                                          or layer.threshold):
-                raise UnsupportedForBatching("ReLU options")
-            activation = "relu" if isinstance(layer, keras.layers.ReLU) else layer.activation.__name__
-            if ops and ops[-1].weighted and ops[-1].activation == "linear":
-                ops[-1].activation = activation  # fused, so that masked units stay exactly zero
-            else:
-                ops.append(_Op("activation", activation))
-        else:
-            raise UnsupportedForBatching(f"layer {name}")
+        build = _OP_BUILDERS.get(kind_of(layer).batched)
+        if build is None:
+            raise UnsupportedForBatching(f"layer {type(layer).__name__}")
+        op = build(layer, f"{type(layer).__name__} {layer.name!r}", flattened)
+        if op.kind in ("flatten", "dense"):  # a Dense reads the positions the last Flatten spread (then none)
+            flattened = tuple(int(d) for d in layer.input.shape[1:-1]) if op.kind == "flatten" else ()
+        if op.kind == "activation" and ops and ops[-1].weighted and ops[-1].activation == "linear":
+            ops[-1].activation = op.activation  # fused, so that masked units stay exactly zero
+            continue
+        ops.append(op)
     last = max(i for i, op in enumerate(ops) if op.weighted)
     if last != len(ops) - 1:
         raise UnsupportedForBatching("output: needs a Dense or Conv layer (with its activation) last")
@@ -211,7 +234,7 @@ class BatchedEvaluator:
             chain = layer_chain(model)
         except UnsupportedLayerError:
             return
-        widths = [int(layer.kernel.shape[-1]) for layer in chain if isinstance(layer, (keras.layers.Dense, *CONVS))]
+        widths = [int(layer.kernel.shape[-1]) for layer in chain if _is_weighted(layer)]
         if self._capacity is not None and len(self._capacity) == len(widths):
             widths = [max(a, b) for a, b in zip(widths, self._capacity)]
         self._capacity = widths
@@ -265,7 +288,7 @@ class BatchedEvaluator:
     def _pack(self, jobs, plan, in_channels):
         """Stack the jobs' weights at the padded widths: per weighted layer a (slots, inputs, outputs) kernel,
         a (slots, outputs) bias and a (slots, outputs) mask of the units each job has."""
-        per_job = [[layer for layer in layer_chain(job.model) if isinstance(layer, (keras.layers.Dense, *CONVS))]
+        per_job = [[layer for layer in layer_chain(job.model) if _is_weighted(layer)]
                    for job in jobs]
         widths = [max(layers[i].kernel.shape[-1] for layers in per_job) for i in range(len(per_job[0]))]
         self._capacity = [max(a, b) for a, b in zip(widths, self._capacity or widths)]
