@@ -28,6 +28,9 @@ def seq(shape, *layers, seed=11):
 CASES = {
     "dense_relu_softmax": lambda: seq((13,), L.Dense(9, activation="relu"), L.Dense(7), L.Dense(6, activation="tanh"),
                                       L.Dense(3), L.Activation("softmax")),
+    # a linear Dense before a ReLU Dense keeps its bias in TFLite (moving it put the C 9 steps off)
+    "dense_linear_then_relu": lambda: seq((23,), L.Dense(11, activation="relu"), L.Dense(7),
+                                          L.Dense(5, activation="relu"), L.Dense(3, activation="softmax")),
     "conv2d_same_strided_odd": lambda: seq((9, 7, 3), L.Conv2D(5, 3, strides=2, padding="same", activation="relu"),
                                            L.Conv2D(4, (2, 3), padding="valid"), L.Flatten(), L.Dense(3)),
     "conv2d_pools": lambda: seq((10, 9, 2), L.Conv2D(6, 2, activation="relu"), L.MaxPooling2D(2, padding="same"),
