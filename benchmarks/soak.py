@@ -27,7 +27,9 @@ trial's checkpoint). Checks, printed and written to ``results/soak.md`` and ``re
   size and SHA-256), and every completed trial's checkpoint present and intact;
 - RSS flat: per worker process (an incarnation: worker 0 has one per restart), the trials from ``--flat-from`` on,
   minus the first ``--warmup`` trials of a restarted incarnation (imports, the compiled training program, the
-  study's trials loaded: its warm-up), must lie within +/- ``--flat-percent`` of that incarnation's median.
+  study's trials loaded: its warm-up), must lie within +/- ``--flat-percent`` of the incarnation's level when
+  judging starts (the median of its first ``--reference`` judged trials), so growth shows as the last trials'
+  distance from the first.
 
     python benchmarks/soak.py                        # the full soak (make bench-soak; SOAK_ARGS=...)
     python benchmarks/soak.py --width 24 --kill-every 40 --kills 2 --name soak_quick   # a few minutes
@@ -242,9 +244,10 @@ def rss_checks(trials, incarnations, outs, args) -> list[dict]:
                "series": series}
         if judged:
             values = [s for _, s in judged]
-            median = statistics.median(values)
-            row.update(median_mb=median / 2**20, min_pct=100 * (min(values) / median - 1),
-                       max_pct=100 * (max(values) / median - 1), first_mb=values[0] / 2**20,
+            # the level the process starts the judged trials at (a median: one sample taken mid-allocation is noise)
+            reference = statistics.median(values[:args.reference])
+            row.update(reference_mb=reference / 2**20, min_pct=100 * (min(values) / reference - 1),
+                       max_pct=100 * (max(values) / reference - 1), first_mb=values[0] / 2**20,
                        last_mb=values[-1] / 2**20, slope_mb_per_100=slope(judged) * 100 / 2**20)
             row["flat"] = max(abs(row["min_pct"]), abs(row["max_pct"])) <= args.flat_percent
         rows.append(row)
@@ -303,9 +306,10 @@ def render(summary: dict, rows: list[dict], args) -> list[str]:
         f"RSS per worker process (VmRSS sampled every {args.sample:g} s from /proc; a trial's RSS is its worker's last "
         f"sample before the trial completed). Judged: the trials numbered {args.flat_from} and later, after the first "
         f"{args.warmup} trials of a restarted process (its warm-up: imports, the compiled training program, the "
-        "study loaded); each process against its own median, since a restarted process is a new one.",
+        f"study loaded); every one against its process's level at the start, the median of its first "
+        f"{args.reference} judged trials (a restarted process is a new one, with a level of its own).",
         "",
-        "| worker | process | ended | trials | judged | median MB | min | max | first -> last MB | slope MB/100 trials "
+        "| worker | process | ended | trials | judged | level MB | min | max | first -> last MB | slope MB/100 trials "
         "| flat |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -314,7 +318,7 @@ def render(summary: dict, rows: list[dict], args) -> list[str]:
         kind = "restart" if r["restarted"] else "first"
         if r["judged"]:
             lines.append(f"| {r['worker']} | {kind} (pid {r['pid']}) | {ended} | {r['trials']} | {r['judged']} | "
-                         f"{r['median_mb']:.0f} | {r['min_pct']:+.1f}% | {r['max_pct']:+.1f}% | "
+                         f"{r['reference_mb']:.0f} | {r['min_pct']:+.1f}% | {r['max_pct']:+.1f}% | "
                          f"{r['first_mb']:.0f} -> {r['last_mb']:.0f} | {r['slope_mb_per_100']:+.2f} | "
                          f"{verdict(r['flat'])} |")
         else:
@@ -338,6 +342,8 @@ def main(argv=None) -> int:
     parser.add_argument("--flat-from", type=int, default=100, help="RSS judged from this trial number on (100)")
     parser.add_argument("--flat-percent", type=float, default=5.0)
     parser.add_argument("--warmup", type=int, default=20, help="trials of a restarted process not judged (20)")
+    parser.add_argument("--reference", type=int, default=10,
+                        help="a process's RSS level: the median of its first N judged trials (10)")
     parser.add_argument("--sample", type=float, default=1.0, help="seconds between RSS samples (1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=3600.0)
@@ -362,19 +368,21 @@ def main(argv=None) -> int:
         saved = json.loads(record.read_text())
         incarnations = [Incarnation(**{**inc, "log": Path(inc["log"]), "process": None}) for inc in saved["processes"]]
         kills, seconds = saved["kills"], saved["seconds"]
+        shown = saved.get("argv") or [a for a in (sys.argv[1:] if argv is None else argv) if a != "--analyze"]
     else:
         model, data = write_inputs(work, args.width, args.groups, args.seed)
         log(f"{args.workers} workers on {storage}")
         incarnations, kills = supervise(model, data, work, storage, args, log)
         seconds = time.time() - started
-        write_json(record, {"kills": kills, "seconds": seconds, "processes": [
+        shown = sys.argv[1:] if argv is None else argv
+        write_json(record, {"argv": shown, "kills": kills, "seconds": seconds, "processes": [
             {k: str(v) if k == "log" else v for k, v in vars(inc).items() if k != "process"} for inc in incarnations]})
     outs = [work / f"worker{i}" for i in range(args.workers)]
     trials = study_trials(storage)
     rows = rss_checks(trials, incarnations, outs, args)
     exits = [inc.returncode for inc in incarnations if not inc.killed]
     summary = {
-        "argv": sys.argv[1:] if argv is None else argv, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "argv": shown, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(), "seconds": seconds, "work": str(work), "kills": kills,
         "trials": trial_checks(trials), "files": file_checks(outs, trials), "exits": exits,
         "exits_ok": all(code == 0 for code in exits), "tracebacks": tracebacks(incarnations),
