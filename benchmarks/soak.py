@@ -4,8 +4,12 @@ The workers are separate processes of ``python -m keras_grs prune --backend optu
 own ``--out``, sharing one study, as on several machines (see tests/prune_workers.py). The model is an MLP of
 ``--groups`` hidden Dense layers of ``--width`` units on small simulated data (one batch per epoch, one fine-tuning
 epoch per candidate), searched by GRS with a tolerance so loose that every step is accepted until every layer has one
-unit: GRS evaluates one candidate per layer still above one unit at every step, so 3 layers of 128 units take
-about 1,100 trials, decided by the search alone, and each step hands one candidate to each of the 3 workers.
+unit. A GRS step evaluates one candidate per layer still above one unit (with 3 layers and 3 workers, one each), and
+the k-th layer to reach one unit cannot get there before step k x (width - 1), so whatever order the layers go down
+in, the search takes at least (1 + 2 + 3) x (width - 1) trials besides the initial one: 1,026 for the default width
+172. On this data the candidates' accuracies tie and the cost breaks the ties, so the layers go down nearly one after
+another (the middle one first) and the count stays near that bound: a first run at width 128 was on course for about
+800.
 
 **Storage: SQLite** (``sqlite:///WORK/optuna.db``). keras-grs gives database storages Optuna's heartbeat
 (``open_storage``: 10 s, grace 30 s), so the trial a killed worker was running is marked failed and its candidate
@@ -332,7 +336,7 @@ def render(summary: dict, rows: list[dict], args) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--width", type=int, default=128, help="units of every hidden layer (128)")
+    parser.add_argument("--width", type=int, default=172, help="units of every hidden layer (172)")
     parser.add_argument("--groups", type=int, default=3, help="hidden layers (3)")
     parser.add_argument("--tolerance", type=float, default=0.3, help="so loose that every step is accepted (0.3)")
     parser.add_argument("--kill-every", type=int, default=180, help="kill worker 0 after every N trials (180)")
