@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test install c-toolchains postgres-server bench bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration bench-architectures bench-faults clean
+.PHONY: demo test install c-toolchains postgres-server bench bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration bench-architectures bench-faults bench-soak clean
 
 install: $(STAMP)
 
@@ -82,7 +82,11 @@ bench-architectures: $(STAMP)
 bench-faults: $(STAMP) c-toolchains
 	$(PY) benchmarks/faults.py $(FAULTS_ARGS)
 
-bench: bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration bench-architectures bench-faults
+# 1,000 trials by 3 Optuna workers on one SQLite study, one SIGKILLed and restarted: repeats, lost trials, RSS (SOAK_ARGS)
+bench-soak: $(STAMP)
+	$(PY) benchmarks/soak.py $(SOAK_ARGS)
+
+bench: bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration bench-architectures bench-faults bench-soak
 
 clean:
 	rm -rf $(VENV) build *.egg-info
