@@ -77,7 +77,7 @@ class _OptunaRun:
         import optuna
 
         from keras_grs.optuna import create_study, optimize, pruning_path
-        from keras_grs.optuna.samplers import SAMPLERS, KEY_ATTR, spent_trials
+        from keras_grs.optuna.samplers import SAMPLERS, KEY_ATTR, spent_trials, stop_at_budget
         from keras_grs.optuna.study import trial_number_of
 
         options = {"phases": phases} if method == "jgrs" else {}
@@ -92,6 +92,7 @@ class _OptunaRun:
             if remaining != 0:
                 optimize(study, model, x, y, validation_data, tolerance=tolerance, initial_epochs=initial_epochs,
                          n_trials=remaining, directory=directory, evaluator=evaluator, objective=objective,
+                         study_callbacks=None if max_trials is None else [stop_at_budget(max_trials)],
                          acceptance=acceptance, guard_data=guard_data, epoch_score=epoch_score, **fit)
         except Exception as error:  # Optuna re-raises a trial's exception: name the trial
             failed = study_search_failed(model.name, study, error, failed_before)

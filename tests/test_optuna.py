@@ -228,3 +228,18 @@ def test_cli_optuna_backend_and_dashboard_storage_lookup(tmp_path, capsys):
                  "--storage", "redis://host/0"]) == 2
     assert "unknown storage URL" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_max_trials_is_the_whole_studys_budget_not_each_workers():
+    """Trials another worker finished count: a worker joining a study that has spent 3 of a 4-trial budget runs
+    one trial and stops, whatever its own n_trials."""
+    import optuna
+
+    from keras_grs.optuna.samplers import stop_at_budget
+
+    study = optuna.create_study()
+    for _ in range(3):
+        study.add_trial(optuna.trial.create_trial(value=1.0))
+    ran = []
+    study.optimize(lambda trial: ran.append(trial.number) or 1.0, n_trials=10, callbacks=[stop_at_budget(4)])
+    assert ran == [3] and len(study.trials) == 4

@@ -79,6 +79,17 @@ def spent_trials(study) -> int:
                and (t.state in (TrialState.COMPLETE, TrialState.PRUNED) or raised(t)))
 
 
+def stop_at_budget(max_trials: int):
+    """An Optuna callback that stops the study once :func:`spent_trials` reaches ``max_trials``: the budget of the
+    whole study, which several workers share (each worker's own ``n_trials`` cannot see the others' trials). A
+    worker may still finish the trial it is running when another one fills the budget."""
+    def stop(study, trial) -> None:
+        if spent_trials(study) >= max_trials:
+            study.stop()
+
+    return stop
+
+
 def discarded(study) -> dict[int, str]:
     """The completed trials set aside by :func:`discard`, with why: the search ignores their results."""
     return {int(number): why for number, why in (study.user_attrs.get(DISCARDED_ATTR) or {}).items()}

@@ -191,6 +191,7 @@ def optimize(
     epochs=10,
     n_trials=None,
     timeout=None,
+    study_callbacks=None,
     directory="keras_grs_runs",
     batch_size=32,
     min_width=1,
@@ -224,6 +225,7 @@ def optimize(
             default: the sampler's ``tolerance``, else 0.985.
         epochs: fine-tuning epochs per candidate (``initial_epochs`` for the initial model).
         n_trials, timeout: as for ``study.optimize``; the study also stops when the method stops.
+        study_callbacks: Optuna callbacks, ``study.optimize``'s ``callbacks`` (``callbacks`` is ``fit``'s).
         objective: the metric candidates are judged by, in the study's first direction (which must agree with
             the metric's, when keras-tuner knows it: ``val_loss`` is minimized, ``val_accuracy`` maximized).
         evaluator: ``batched`` (default: each trial trained by one compiled computation), ``keras`` (one
@@ -288,7 +290,7 @@ def optimize(
     if sampler.plan(study).finished:
         return study
     # The sampler records the accepted path after each trial and stops the study when the method stops.
-    study.optimize(run, n_trials=n_trials, timeout=timeout)
+    study.optimize(run, n_trials=n_trials, timeout=timeout, callbacks=study_callbacks)
     return study
 
 
