@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test install c-toolchains postgres-server bench bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration bench-architectures bench-faults clean
+.PHONY: demo test install c-toolchains postgres-server bench bench-c bench-armv6 bench-search bench-tables bench-memory bench-overhead bench-unseen bench-calibration bench-architectures bench-faults clean
 
 install: $(STAMP)
 
@@ -61,6 +61,9 @@ bench-tables: $(STAMP)
 bench-memory: $(STAMP)
 	$(PY) benchmarks/memory.py
 
+bench-overhead: $(STAMP)
+	$(PY) benchmarks/overhead.py --compare --repeats 2
+
 # the tolerance on unseen data: the seed's acceptance rule against the guard (continues its store)
 bench-unseen: $(STAMP)
 	$(PY) benchmarks/unseen_accuracy.py $(UNSEEN_ARGS)
@@ -77,7 +80,7 @@ bench-architectures: $(STAMP)
 bench-faults: $(STAMP) c-toolchains
 	$(PY) benchmarks/faults.py $(FAULTS_ARGS)
 
-bench: bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration bench-architectures bench-faults
+bench: bench-c bench-armv6 bench-search bench-tables bench-memory bench-overhead bench-unseen bench-calibration bench-architectures bench-faults
 
 clean:
 	rm -rf $(VENV) build *.egg-info

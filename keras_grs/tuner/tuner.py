@@ -548,7 +548,7 @@ class GRSTuner(keras_tuner.Tuner):
         groups = analyze(model).groups
         norms = unit_norms(model)
         by_width = {name: norms[groups[index].name] for name, index in self._group_of.items()}
-        write_json(os.path.join(self.get_trial_dir(trial_id), NORMS_FILE), by_width)
+        self._writer.submit(write_json, os.path.join(self.get_trial_dir(trial_id), NORMS_FILE), by_width)
 
     def save(self):
         """As keras-tuner's, with every JSON file written whole or not at all (see :mod:`keras_grs.files`)."""
