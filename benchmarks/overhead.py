@@ -162,7 +162,9 @@ def table(runs) -> list[str]:
                 f"**{100 * sum(s[p] for p in PHASES if p not in WORK) / wall:.1f}**" for _, s, wall, _ in runs]
     lines.append("| **per-trial overhead** (all but train and evaluate) | " + " | ".join(overhead) + " |")
     lines.append("| wall time | " + " | ".join(f"{wall:.2f} | 100" for _, _, wall, _ in runs) + " |")
-    lines.append("| trials | " + " | ".join(f"{trials} | " for *_, trials in runs) + " |")
+    lines.append("| trials (mean) | " + " | ".join(f"{trials:.1f} | " for *_, trials in runs) + " |")
+    lines.append("| overhead per trial, s | " + " | ".join(
+        f"{sum(s[p] for p in PHASES if p not in WORK) / trials:.3f} | " for _, s, _, trials in runs) + " |")
     return lines
 
 
@@ -189,7 +191,8 @@ def main():
         seconds = collections.Counter()
         for phases, _, _ in measured:
             seconds.update({p: s / len(measured) for p, s in phases.items()})
-        runs.append((label, seconds, sum(w for _, w, _ in measured) / len(measured), measured[0][2]))
+        runs.append((label, seconds, sum(w for _, w, _ in measured) / len(measured),
+                     sum(t for _, _, t in measured) / len(measured)))
     lines = [
         "# Per-trial overhead of a batched search",
         "",
