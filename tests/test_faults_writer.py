@@ -49,7 +49,7 @@ def test_a_trial_whose_checkpoint_failed_behind_is_not_complete(tmp_path, monkey
     """Every checkpoint finished behind fails after Keras wrote it: no fine-tuned trial completes, the failure is
     in the trial's message, and the completed trial's checkpoint verifies."""
     def fail_behind(path):
-        if threading.current_thread().name.startswith("keras-grs-writer"):
+        if threading.current_thread().name.startswith("keras-grs-writer") and path.name.endswith(".weights.h5"):
             raise OSError(errno.EIO, f"injected write failure for {path.name}")
 
     monkeypatch.setattr(files, "_fault_point", fail_behind)
