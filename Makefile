@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 
-.PHONY: demo test install c-toolchains postgres-server bench bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration bench-architectures bench-faults bench-soak clean
+.PHONY: demo test install c-toolchains postgres-server bench bench-c bench-armv6 bench-search bench-tables bench-memory bench-overhead bench-unseen bench-calibration bench-architectures bench-faults bench-soak clean
 
 install: $(STAMP)
 
@@ -66,6 +66,9 @@ bench-tables: $(STAMP)
 bench-memory: $(STAMP)
 	$(PY) benchmarks/memory.py
 
+bench-overhead: $(STAMP)
+	$(PY) benchmarks/overhead.py --compare --repeats 2
+
 # the tolerance on unseen data: the seed's acceptance rule against the guard (continues its store)
 bench-unseen: $(STAMP)
 	$(PY) benchmarks/unseen_accuracy.py $(UNSEEN_ARGS)
@@ -86,7 +89,7 @@ bench-faults: $(STAMP) c-toolchains
 bench-soak: $(STAMP)
 	$(PY) benchmarks/soak.py $(SOAK_ARGS)
 
-bench: bench-c bench-armv6 bench-search bench-tables bench-memory bench-unseen bench-calibration bench-architectures bench-faults bench-soak
+bench: bench-c bench-armv6 bench-search bench-tables bench-memory bench-overhead bench-unseen bench-calibration bench-architectures bench-faults bench-soak
 
 clean:
 	rm -rf $(VENV) build *.egg-info

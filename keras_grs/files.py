@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import errno
 import fnmatch
@@ -82,13 +83,21 @@ def atomic_path(path):
     matplotlib choose the format from it, and holds the process id, so two writers never share a temporary file.
     """
     path = Path(path)
-    temporary = path.with_name(f"{PARTIAL_PREFIX}{os.getpid()}-{path.name}")
-    try:
+    temporary = _temporary(path)
+    with _cleaned_up(temporary, path):
         yield temporary
-        with open(temporary, "rb+") as f:
-            os.fsync(f.fileno())
-        _fault_point(path)
-        os.replace(temporary, path)
+    _commit(temporary, path)
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f"{PARTIAL_PREFIX}{os.getpid()}-{path.name}")
+
+
+@contextlib.contextmanager
+def _cleaned_up(temporary: Path, path: Path):
+    """On any error: remove the temporary file, and name a full disk as :class:`DiskFullError`."""
+    try:
+        yield
     except BaseException as error:
         with contextlib.suppress(FileNotFoundError):
             temporary.unlink()
@@ -96,6 +105,15 @@ def atomic_path(path):
             raise DiskFullError(error.errno, f"no space left on the device while writing {str(path)!r}; nothing was "
                                 f"left half-written: free some space and run again (with --resume)") from None
         raise
+
+
+def _commit(temporary: Path, path: Path) -> None:
+    """The complete temporary file becomes ``path`` durably: fsync, rename, fsync of the directory."""
+    with _cleaned_up(temporary, path):
+        with open(temporary, "rb+") as f:
+            os.fsync(f.fileno())
+        _fault_point(path)
+        os.replace(temporary, path)
     _fsync_directory(path.parent)
 
 
@@ -178,11 +196,64 @@ def save_model(model, path) -> None:
     record_digest(path)
 
 
-def save_weights(model, path) -> None:
-    """``model.save_weights(path)`` atomically (a checkpoint), with its size and SHA-256 recorded."""
-    with atomic_path(path) as temporary:
+def save_weights(model, path, writer: BackgroundWriter | None = None) -> None:
+    """``model.save_weights(path)`` atomically (a checkpoint), with its size and SHA-256 recorded.
+
+    With a ``writer``, Keras writes the weights to the temporary file here, and the rest (fsync, rename, digest:
+    mostly waiting for the disk) is the writer's: the checkpoint exists under its name once ``writer.join()``
+    has returned, and not before. Keras objects are only touched by the calling thread.
+    """
+    path = Path(path)
+    if writer is None:
+        with atomic_path(path) as temporary:
+            model.save_weights(temporary)
+        record_digest(path)
+        return
+    temporary = _temporary(path)
+    with _cleaned_up(temporary, path):
         model.save_weights(temporary)
+    writer.submit(_commit_checkpoint, temporary, path)
+
+
+def _commit_checkpoint(temporary: Path, path: Path) -> None:
+    _commit(temporary, path)
     record_digest(path)
+
+
+class BackgroundWriter:
+    """Finishes writes on one background thread, in the order they were handed over, while the caller goes on.
+
+    :meth:`join` waits for every write handed over so far and raises the first error; call it before anything
+    that relies on those files is recorded (a trial reported complete), so that a kill or a failed write leaves
+    the run exactly as a synchronous write would: the file whole under its name, or absent.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> from keras_grs.files import BackgroundWriter, write_json, read_json
+        >>> writer, path = BackgroundWriter(), pathlib.Path(tempfile.mkdtemp()) / "a.json"
+        >>> writer.submit(write_json, path, [1, 2])
+        >>> writer.join()
+        >>> read_json(path)
+        [1, 2]
+    """
+
+    def __init__(self):
+        self._executor = None  # started at the first write
+        self._pending = []
+
+    def submit(self, write, *args) -> None:
+        """Run ``write(*args)`` on the writer's thread."""
+        if self._executor is None:
+            self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="keras-grs-writer")
+        self._pending.append(self._executor.submit(write, *args))
+
+    def join(self) -> None:
+        """Wait for every write handed over so far; raise the first one's error, if any failed."""
+        pending, self._pending = self._pending, []
+        errors = [future.exception() for future in pending]  # waits for each
+        first = next((error for error in errors if error is not None), None)
+        if first is not None:
+            raise first
 
 
 def remove_partials(directory) -> list[Path]:

@@ -65,7 +65,9 @@ class Evaluator(Protocol):
 
     Every dict holds the objective and the other metrics of the epoch that achieved it, plus ``params`` and
     ``flops`` of the model (and ``latency_ms``, its estimated Pi Zero milliseconds, which ``cost="pi-zero"``
-    reads). After ``evaluate`` returns, each job's ``model`` holds the weights of its checkpoint.
+    reads). After ``evaluate`` returns, each job's ``model`` holds the weights of its checkpoint, and the
+    checkpoint is whole under its name; an evaluator given a ``writer`` (:class:`keras_grs.files.
+    BackgroundWriter`, as the tuner gives the batched one) leaves that last part to the writer's ``join``.
     """
 
     def evaluate(self, jobs: list[Job], fit_args: tuple, fit_kwargs: dict) -> list[dict]: ...

@@ -223,6 +223,9 @@ class BatchedEvaluator:
         self._compiled = {}
 
     batches = True  # the tuner hands it every pending trial at once
+    # a files.BackgroundWriter that finishes the checkpoints (fsync, rename, digest) off the training path; its
+    # owner joins it before reporting the trials complete. None: each checkpoint is whole when evaluate returns.
+    writer = None
 
     def pad_to(self, model) -> None:
         """Pad every batch to at least ``model``'s widths (the search's initial model): its candidates are never
@@ -408,7 +411,7 @@ class BatchedEvaluator:
         self._unpack(per_job, plan, best_params)
         results = []
         for j, job in enumerate(jobs):
-            save_weights(job.model, job.checkpoint)
+            save_weights(job.model, job.checkpoint, self.writer)
             results.append({
                 "val_accuracy": float(best_accuracy[j]),
                 "val_loss": float(best_val_loss[j]),

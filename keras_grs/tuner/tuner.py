@@ -12,7 +12,7 @@ import keras_tuner
 
 from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
 from keras_grs.evaluate.keras import validate
-from keras_grs.files import CorruptFileError, verify, write_json
+from keras_grs.files import BackgroundWriter, CorruptFileError, verify, write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, ResolutionWarning, check_guard_data,
                              guard_record, resolution_warnings, split_guard)
 from keras_grs.latency import format_ms
@@ -162,6 +162,9 @@ class GRSTuner(keras_tuner.Tuner):
         self.initial_epochs = initial_epochs
         self.evaluator = make_evaluator(evaluator, self.oracle.objective, self.hypermodel, self.executions_per_trial,
                                         seed=self.oracle.seed, epoch_score=self.oracle.epoch_score)
+        self._writer = BackgroundWriter()  # joined before any trial it wrote for is reported complete
+        if hasattr(self.evaluator, "writer"):
+            self.evaluator.writer = self._writer
         self._source_weights = None
         self._train_first = True
         self._parents = {}
@@ -392,6 +395,7 @@ class GRSTuner(keras_tuner.Tuner):
         (metrics,) = evaluator.evaluate([job], fit_args, fit_kwargs)
         self._score_guard(trial.trial_id, metrics, job.model)
         self._save_unit_norms(trial.trial_id, job.model)
+        self._writer.join()
         del job
         return metrics
 
@@ -485,6 +489,7 @@ class GRSTuner(keras_tuner.Tuner):
             for t, (job, kwargs) in zip(trials, prepared):
                 groups.setdefault(json.dumps(kwargs.get("epochs")), []).append((t, job, kwargs))
             self._just_trained = {}
+            scored = []
             for members in groups.values():
                 jobs = [job for _, job, _ in members]
                 evaluator = self._evaluate_with([t for t, _, _ in members], jobs, members[0][2])
@@ -493,11 +498,18 @@ class GRSTuner(keras_tuner.Tuner):
                     self.oracle.update_trial(t.trial_id, self._score_guard(t.trial_id, metrics, job.model))
                     self._save_unit_norms(t.trial_id, job.model)
                     self._just_trained[t.trial_id] = job.model  # holds its checkpoint's weights
-                    done.add(t.trial_id)
+                    scored.append(t.trial_id)
+            self._writer.join()  # the checkpoints are whole under their names before a trial counts as done
+            done.update(scored)
         except keras_tuner.errors.FatalError:
+            with contextlib.suppress(Exception):  # nothing is left writing behind a stopped search
+                self._writer.join()
             raise
         except Exception as error:
             import traceback
+
+            with contextlib.suppress(Exception):  # the retry must not race a write still finishing
+                self._writer.join()
 
             failed = isinstance(error, keras_tuner.errors.FailedTrialError)
             for t in trials:
@@ -542,7 +554,7 @@ class GRSTuner(keras_tuner.Tuner):
         groups = analyze(model).groups
         norms = unit_norms(model)
         by_width = {name: norms[groups[index].name] for name, index in self._group_of.items()}
-        write_json(os.path.join(self.get_trial_dir(trial_id), NORMS_FILE), by_width)
+        self._writer.submit(write_json, os.path.join(self.get_trial_dir(trial_id), NORMS_FILE), by_width)
 
     def save(self):
         """As keras-tuner's, with every JSON file written whole or not at all (see :mod:`keras_grs.files`)."""
