@@ -89,7 +89,7 @@ bench-faults: $(STAMP) c-toolchains
 bench-soak: $(STAMP)
 	$(PY) benchmarks/soak.py $(SOAK_ARGS)
 
-bench: bench-c bench-armv6 bench-search bench-tables bench-memory bench-overhead bench-unseen bench-calibration bench-architectures bench-faults bench-soak
+bench: bench-c bench-armv6 bench-latency bench-search bench-tables bench-memory bench-overhead bench-unseen bench-calibration bench-architectures bench-faults bench-soak
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -215,6 +215,17 @@ def save_weights(model, path, writer: BackgroundWriter | None = None) -> None:
     writer.submit(_commit_checkpoint, temporary, path)
 
 
+def load_weights(model, path) -> None:
+    """``model.load_weights(path)`` without Keras' warning about the optimizer's variables: checkpoints hold an
+    optimizer that was never built (candidates are compiled without building it), so a model that has trained
+    would hear about every load. Only that warning is silenced, only here."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        model.load_weights(path)
+
+
 def _commit_checkpoint(temporary: Path, path: Path) -> None:
     _commit(temporary, path)
     record_digest(path)

@@ -12,7 +12,7 @@ from keras_tuner.src.engine import tuner_utils
 from keras_grs.costs import count_flops, count_params
 from keras_grs.latency import latency_ms
 from keras_grs.evaluate.base import Job, check_epoch_score
-from keras_grs.files import record_digest, save_weights
+from keras_grs.files import load_weights, record_digest, save_weights
 from keras_grs.structure import WIDTH_LAYERS, analyze
 
 
@@ -51,7 +51,7 @@ class KerasEvaluator:
         elif job.train:
             results = self._fit(job, fit_args, fit_kwargs)
             record_digest(job.checkpoint)  # keras-tuner's callback wrote it; a later truncation is now detectable
-            model.load_weights(job.checkpoint)
+            load_weights(model, job.checkpoint)
             metrics = tuner_utils.convert_to_metrics_dict(results, self.objective)
         else:
             results = validate(model, fit_args, fit_kwargs)

@@ -12,7 +12,7 @@ import optuna
 
 from keras_grs.costs import count_params
 from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
-from keras_grs.files import CorruptFileError, verify
+from keras_grs.files import CorruptFileError, load_weights, verify
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_guard_data, epoch_score_for,
                              guard_record, split_guard)
 from keras_grs.failures import last_line
@@ -361,7 +361,7 @@ class _Objective:
     def _inherited(self, parent_number, study, candidate):
         parent_widths = {g.name: study.trials[parent_number].params[g.name] for g in self.structure.groups}
         parent = resized(self.model, parent_widths)
-        parent.load_weights(_checked(trial_checkpoint(study, parent_number, self.directory)))
+        load_weights(parent, _checked(trial_checkpoint(study, parent_number, self.directory)))
         structure = analyze(parent)
         return surviving_weights(parent, kept_units(structure, candidate.removed_dict))
 
@@ -390,7 +390,7 @@ def trial_model(study, model, number, directory="keras_grs_runs"):
     config = study.user_attrs[CONFIG_ATTR]
     widths = {g["name"]: study.trials[number].params[g["name"]] for g in config["groups"]}
     result = resized(model, widths)
-    result.load_weights(_checked(trial_checkpoint(study, number, directory)))
+    load_weights(result, _checked(trial_checkpoint(study, number, directory)))
     return result
 
 

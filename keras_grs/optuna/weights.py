@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 from keras_grs.costs import count_flops, count_params
 from keras_grs.latency import latency_ms
 from keras_grs.evaluate import unit_norms
+from keras_grs.files import load_weights
 from keras_grs.optuna.samplers import PruningSampler, trial_number_of
 from keras_grs.structure import analyze
 from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
@@ -115,7 +116,7 @@ def inherit(trial, model, store=None, layers=None) -> int | None:
         path = os.path.join(scratch, f"trial_{number}.weights.h5")
         download_artifact(artifact_store=_store(study, store if store is not None else sampler.store),
                           file_path=path, artifact_id=artifact_id)
-        parent_model.load_weights(path)
+        load_weights(parent_model, path)
     removed = {layer_of[name]: indices for name, indices in candidate.removed_dict.items()}
     set_chain_weights(model, surviving_weights(parent_model, kept_units(analyze(parent_model), removed)))
     return number
