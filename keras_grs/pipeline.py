@@ -6,7 +6,7 @@ import json
 import re
 import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -184,7 +184,8 @@ class ModelResult:
     eup_model: keras.Model | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict:
-        data = asdict(self)
+        # the models are set aside before asdict, which would deep-copy each of them (a save and load of the model)
+        data = asdict(replace(self, model=None, eup_model=None))
         data.pop("model")
         data.pop("eup_model")
         return data
