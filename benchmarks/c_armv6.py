@@ -47,16 +47,6 @@ def build(name, shape, remove_counts):
     return shrink(model, {g: list(range(n)) for g, n in remove_counts.items()}) if remove_counts else model
 
 
-def op_macs(op) -> int:
-    if op["kind"] in ("dense", "dense_int8"):
-        return op["positions"] * op["inputs"] * op["units"]
-    if op["kind"] == "dense_sparse":
-        return op["positions"] * op["nonzero"]
-    if op["kind"] in ("conv", "conv_int8"):
-        return op["out_h"] * op["out_w"] * op["filters"] * op["k_h"] * op["k_w"] * op["in_c"]
-    return 0
-
-
 def actor_of(ops, model_name):
     functions = {f"{op['actor']}_{f}": op["actor"] for op in ops for f in ("new", "enable", "invoke", "compute",
                                                                             "terminate")}
@@ -150,7 +140,7 @@ def report(rows) -> str:
         for group, categories in sorted(grouped.items(), key=lambda item: -sum(item[1].values())):
             total = sum(categories.values()) / run.calls
             op = ops.get(group)
-            macs = op_macs(op) if op else 0
+            macs = armv6.op_macs(op) if op else 0
             lines.append(
                 f"| {group} | {op['kind'] if op else ''} | {macs:,} | {total:,.0f} | "
                 f"{total / macs if macs else float('nan'):.2f} | {categories['vfp_mac'] / run.calls:,.0f} | "

@@ -269,6 +269,18 @@ def _read_log(log: Path, window):
     return blocks, runs, calls
 
 
+def op_macs(op) -> int:
+    """Multiply-accumulates of one exported op (``c_backend.export(...).ops``) per inference: what the meter's
+    instructions per MAC divide by. Ops that multiply no weights count 0."""
+    if op["kind"] in ("dense", "dense_int8"):
+        return op["positions"] * op["inputs"] * op["units"]
+    if op["kind"] == "dense_sparse":
+        return op["positions"] * op["nonzero"]
+    if op["kind"] in ("conv", "conv_int8"):
+        return op["out_h"] * op["out_w"] * op["filters"] * op["k_h"] * op["k_w"] * op["in_c"]
+    return 0
+
+
 def build_dir(directory, cc=CC, cflags=CFLAGS) -> Path:
     """Build an exported model (:func:`c_backend.export`) for ARMv6 with its Makefile; return the executable."""
     return build(directory, cc=cc, cflags=cflags)

@@ -71,11 +71,8 @@ def int8_instructions_per_mac(name, shape, tmp_path):
                         window=(f"{name}_context_infer", "main"))
     per_mac = {}
     for op in exported.ops:
-        if op["kind"] == "dense_int8":
-            macs = op["positions"] * op["inputs"] * op["units"]
-        elif op["kind"] == "conv_int8":
-            macs = op["out_h"] * op["out_w"] * op["filters"] * op["k_h"] * op["k_w"] * op["in_c"]
-        else:
+        macs = armv6.op_macs(op) if op["kind"] in ("dense_int8", "conv_int8") else 0
+        if not macs:
             continue
         actor = sum(count for symbol, count in run.by_symbol.items() if symbol.startswith(op["actor"] + "_"))
         per_mac[op["layer"]] = actor / run.calls / macs

@@ -58,11 +58,8 @@ def instructions_per_mac(model, tmp_path, name):
                         window=(f"{name}_context_infer", "main"))
     per_mac = {}
     for op in exported.ops:
-        if op["kind"] == "dense":
-            macs = op["positions"] * op["inputs"] * op["units"]
-        elif op["kind"] == "conv":
-            macs = op["out_h"] * op["out_w"] * op["filters"] * op["k_h"] * op["k_w"] * op["in_c"]
-        else:
+        macs = armv6.op_macs(op) if op["kind"] in ("dense", "conv") else 0
+        if not macs:
             continue
         per_mac[op["layer"]] = run.by_symbol[f"{op['actor']}_invoke"] / run.calls / macs
     return per_mac
