@@ -242,7 +242,14 @@ def _guard_tag(args) -> str:
     """What a guard run depends on beyond the shared settings: the walk back and the epoch rule."""
     from keras_grs.guard import epoch_score_for
 
-    return f"{WALK_BACK}, {epoch_score_for('guard', args.epoch_score)} epoch"
+    from keras_grs.guard import GUARD_MARGIN
+
+    return f"{WALK_BACK}, {_search_tag(GUARD_MARGIN)}{epoch_score_for('guard', args.epoch_score)} epoch"
+
+
+def _search_tag(margin) -> str:
+    """The guard search's own settings in a run's tag: runs of another margin searched other paths."""
+    return f"margin {margin:g} s.e., " if margin else ""
 
 
 def _current(runs, args, settings) -> list[dict]:
@@ -250,7 +257,9 @@ def _current(runs, args, settings) -> list[dict]:
     walk back, else one of an earlier walk back that recorded its path (its step is chosen again, see
     :func:`redecided`: the search path does not depend on the walk back)."""
     tag = _guard_tag(args)
-    epoch = tag.rsplit(", ", 1)[1]
+    from keras_grs.guard import GUARD_MARGIN
+
+    epoch = _search_tag(GUARD_MARGIN) + tag.rsplit(", ", 1)[1]  # what a run of another walk back must share
     chosen, guard = [], {}
     for r in runs:  # in the order stored: a later search of the same seed ran on newer code and replaces it
         if not all(r[k] == getattr(args, k) for k in settings):

@@ -13,6 +13,11 @@ For accuracy, a trial also records *which* guard samples it classifies right (:f
 back can compare each structure with the initial one sample by sample (a paired test, see
 :func:`keras_grs.search.engine.walk_back_index`) instead of from the two scores alone.
 
+The search itself is also held less optimistic with the guard: a candidate must clear the tolerance on the validation
+split by :data:`GUARD_MARGIN` binomial standard errors (for accuracy; :func:`search_margin`). Each step keeps the best
+of several candidates compared on the same samples, and the path goes on until none passes: without a margin the
+accepted structures sit just past what generalises, and the guard alone (a smaller split) cannot see every such step.
+
 The guard comes with a less optimistic candidate score (``epoch_score="last"``): a candidate's last epoch (its
 score and weights) instead of its best epoch. The best of many noisy epochs passes the
 tolerance by luck, and on a small validation split its weights are often an early, under-trained checkpoint.
@@ -29,6 +34,17 @@ DEFAULT_ACCEPTANCE = "guard"
 DEFAULT_GUARD_FRACTION = 0.4
 # how a candidate's epochs make its score, by acceptance rule: the seed's best epoch, or the last epochs' mean
 EPOCH_SCORE_OF = {"guard": "last", "seed": "best"}
+# the search's acceptance margin with the guard, in binomial standard errors of the reference's validation accuracy
+# (see keras_grs.search.Search; measured: docs/concepts.md)
+GUARD_MARGIN = 0.5
+
+
+def search_margin(acceptance, objective) -> float:
+    """The acceptance margin a search uses: :data:`GUARD_MARGIN` with the guard when the objective is accuracy
+    (a fraction of samples, whose noise the sample count tells), none with the seed's rule or other objectives."""
+    from keras_grs.scoring import is_accuracy
+
+    return GUARD_MARGIN if check_acceptance(acceptance) == "guard" and is_accuracy(objective) else 0.0
 
 
 def epoch_score_for(acceptance, epoch_score=None) -> str:

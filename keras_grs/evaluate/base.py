@@ -23,6 +23,20 @@ def check_epoch_score(epoch_score) -> str:
         raise ValueError(f"epoch_score must be one of {', '.join(EPOCH_SCORES)}, got {epoch_score!r}")
     return epoch_score
 
+
+def validation_samples(fit_args, fit_kwargs) -> int | None:
+    """How many validation samples score a candidate: the length of ``validation_data``'s labels, or the share of
+    the training data ``validation_split`` sets aside as Keras does; None when unknown (a ``tf.data`` dataset)."""
+    validation = fit_kwargs.get("validation_data")
+    if isinstance(validation, (tuple, list)) and len(validation) >= 2 and hasattr(validation[1], "__len__"):
+        return len(validation[1])
+    split = fit_kwargs.get("validation_split")
+    x = fit_args[0] if fit_args else fit_kwargs.get("x")
+    if validation is None and split and hasattr(x, "__len__"):
+        return len(x) - int(len(x) * (1 - split))
+    return None
+
+
 _tidy_calls = itertools.count(1)
 
 
@@ -65,7 +79,7 @@ class Evaluator(Protocol):
 
     Every dict holds the objective and the other metrics of the epoch that achieved it, plus ``params`` and
     ``flops`` of the model (and ``latency_ms``, its estimated Pi Zero milliseconds, which ``cost="pi-zero"``
-    reads). After ``evaluate`` returns, each job's ``model`` holds the weights of its checkpoint, and the
+    reads), and ``val_samples`` when the validation split's size is known (:func:`validation_samples`). After ``evaluate`` returns, each job's ``model`` holds the weights of its checkpoint, and the
     checkpoint is whole under its name; an evaluator given a ``writer`` (:class:`keras_grs.files.
     BackgroundWriter`, as the tuner gives the batched one) leaves that last part to the writer's ``join``.
     """

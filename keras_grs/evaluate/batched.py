@@ -420,6 +420,7 @@ class BatchedEvaluator:
                 "params": count_params(job.model),
                 "flops": count_flops(job.model),
                 "latency_ms": latency_ms(job.model),
+                "val_samples": len(y_val),
             })
         return results
 

@@ -11,7 +11,7 @@ from keras_tuner.src.engine import tuner_utils
 
 from keras_grs.costs import count_flops, count_params
 from keras_grs.latency import latency_ms
-from keras_grs.evaluate.base import Job, check_epoch_score
+from keras_grs.evaluate.base import Job, check_epoch_score, validation_samples
 from keras_grs.files import load_weights, record_digest, save_weights
 from keras_grs.structure import WIDTH_LAYERS, analyze
 
@@ -64,6 +64,9 @@ class KerasEvaluator:
         metrics["params"] = count_params(model)
         metrics["flops"] = count_flops(model)
         metrics["latency_ms"] = latency_ms(model)
+        samples = validation_samples(fit_args, fit_kwargs)
+        if samples:
+            metrics["val_samples"] = samples
         return metrics
 
     def _fit(self, job, fit_args, fit_kwargs):

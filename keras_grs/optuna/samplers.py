@@ -238,7 +238,7 @@ class PruningSampler(BaseSampler):
             self._searches[signature] = make_search(
                 self.method, groups, config["tolerance"], config["sampler"]["seed"], units=self.units,
                 direction=direction, frozen=self.frozen, width_multiple=self.width_multiple, cost=self.cost,
-                **self.method_options,
+                margin=config.get("margin", 0.0), **self.method_options,
             )
         return self._searches[signature]
 
@@ -294,6 +294,7 @@ class PruningSampler(BaseSampler):
             guard_samples=user_attrs.get("guard_samples"),
             guard_right=user_attrs.get("guard_right"),
             latency_ms=user_attrs.get("latency_ms"),
+            samples=user_attrs.get("val_samples"),
         )
 
     def plan(self, study, trials=None, extra=None):
@@ -474,7 +475,8 @@ class PruningSampler(BaseSampler):
         trials = study.get_trials(deepcopy=False)
         plan = self.plan(study, trials, extra={key: self.outcome(trial.number, values, trial.user_attrs)})
         search = self.search(study)
-        _set_trial_attr(study, trial, "valid", bool(search.accepts(values[0], plan.reference)))
+        samples = trial.user_attrs.get("val_samples")
+        _set_trial_attr(study, trial, "valid", bool(search.accepts(values[0], plan.reference, samples)))
         set_aside = discarded(study)
         numbers = {t.system_attrs.get(KEY_ATTR): t.number for t in trials
                    if t.state == TrialState.COMPLETE and t.number not in set_aside}

@@ -14,7 +14,7 @@ from keras_grs.costs import count_params
 from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
 from keras_grs.files import CorruptFileError, load_weights, verify
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_guard_data, epoch_score_for,
-                             guard_record, split_guard)
+                             guard_record, search_margin, split_guard)
 from keras_grs.failures import last_line
 from keras_grs.optuna.samplers import (CONFIG_ATTR, DEFAULT_TOLERANCE, ERROR_ATTR, KEY_ATTR, PruningSampler, discard,
                                        discarded, trial_number_of)
@@ -153,11 +153,12 @@ def _as_model(model_or_hypermodel):
     return build(hp)
 
 
-def _config(sampler, structure, tolerance, model, seed, acceptance, epoch_score) -> dict:
+def _config(sampler, structure, tolerance, model, seed, acceptance, epoch_score, objective) -> dict:
     return {
         "groups": [{"name": g.name, "width": g.width, "min_width": g.min_width} for g in structure.groups],
         "tolerance": float(tolerance),
         "acceptance": acceptance,
+        "margin": search_margin(acceptance, objective),  # read by the sampler's search (every process alike)
         "epoch_score": epoch_score,
         "sampler": sampler.config(seed),
         "model": {"name": model.name, "layers": [type(layer).__name__ for layer in model.layers]},
@@ -267,7 +268,7 @@ def optimize(
     constrain(structure.search_groups(), sampler.frozen, sampler.width_multiple)
     existing = study.user_attrs.get(CONFIG_ATTR)
     config = _config(sampler, structure, tolerance, model, existing["sampler"]["seed"] if existing else None,
-                     acceptance, epoch_score)
+                     acceptance, epoch_score, objective)
     if existing is not None and existing != config:
         differing = sorted(k for k in config if existing.get(k) != config[k])
         raise ValueError(
@@ -348,6 +349,8 @@ class _Objective:
         trial.set_user_attr(CHECKPOINT_ATTR, str(path.resolve()))
         trial.set_user_attr("params", count_params(model))
         trial.set_user_attr("flops", flops)
+        if metrics.get("val_samples"):  # the sampling noise of the score, which the acceptance margin reads
+            trial.set_user_attr("val_samples", int(metrics["val_samples"]))
         if metrics.get("latency_ms") is not None:  # what a sampler with cost="pi-zero" minimizes
             trial.set_user_attr("latency_ms", float(metrics["latency_ms"]))
         if self.sampler.needs_norms:

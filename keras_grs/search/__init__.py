@@ -51,7 +51,7 @@ METHODS = {
 
 
 def make_search(method, groups, tolerance=0.985, seed=0, phases=None, units=None, direction="max", frozen=(),
-                width_multiple=1, cost="flops") -> Search:
+                width_multiple=1, cost="flops", margin=0.0) -> Search:
     """Build the :class:`Search` of a named method.
 
     Args:
@@ -68,6 +68,7 @@ def make_search(method, groups, tolerance=0.985, seed=0, phases=None, units=None
             is not).
         cost: ``flops`` (default) or ``pi-zero``: what ties and the JGRS attempt choice minimize (see
             :class:`Search`).
+        margin: acceptance margin in binomial standard errors (default 0, the seed's rule; see :class:`Search`).
     """
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
@@ -80,7 +81,7 @@ def make_search(method, groups, tolerance=0.985, seed=0, phases=None, units=None
     root = phased(check_phases(phases if phases is not None else DEFAULT_PHASES)) if method == "jgrs" else None
     groups = constrain(groups, frozen, width_multiple)
     return Search(groups, policy, UNIT_SELECTIONS[selection], tolerance=tolerance, seed=seed, root=root, name=method,
-                  direction=direction, cost=cost)
+                  direction=direction, cost=cost, margin=margin)
 
 
 __all__ = [

@@ -169,6 +169,8 @@ class Outcome:
             (:func:`keras_grs.guard.pack_outcomes`): the walk back's paired test reads it.
         unit_norms: per group name, the L1 norm of each unit's incoming weights in the trained model (needed by
             magnitude unit selection only).
+        samples: how many validation samples the score was measured on, when the evaluator knows (the sampling
+            noise an acceptance margin reads, see :class:`Search`).
     """
 
     score: float | None
@@ -179,6 +181,7 @@ class Outcome:
     guard_samples: int | None = None
     guard_right: str | None = None
     latency_ms: float | None = None
+    samples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -301,7 +304,7 @@ class Context:
         return keyed_rng(self.search.seed, scope)
 
     def valid(self, outcome: Outcome) -> bool:
-        return self.search.accepts(outcome.score, self.reference)
+        return self.search.accepts(outcome.score, self.reference, outcome.samples)
 
     def better(self, node: Node) -> float:
         """A node's score oriented so that larger is better (failed evaluations last)."""
@@ -408,10 +411,17 @@ class Search:
             running ``policy`` once.
         cost: what ties and the JGRS attempt choice minimize: ``flops`` or ``pi-zero`` (estimated Pi Zero
             milliseconds, :attr:`Outcome.latency_ms`).
+        margin: an acceptance margin in standard errors (default 0: the seed's rule). For a score that is a
+            fraction of samples (accuracy) measured on a known number of samples (:attr:`Outcome.samples`), a
+            candidate must clear the tolerance by ``margin`` binomial standard errors of the reference score:
+            ``score >= tolerance x reference + margin x sqrt(reference (1 - reference) / samples)``. Each step
+            takes the best of several candidates on the same validation samples and the path goes on until none
+            passes, so the accepted scores are optimistic by about that much; a margin takes it back at every
+            step (measured: docs/concepts.md). Ignored for a minimized score and when the samples are unknown.
     """
 
     def __init__(self, groups, policy, select_units, tolerance=0.985, seed=0, root=None, name="search",
-                 direction="max", cost="flops"):
+                 direction="max", cost="flops", margin=0.0):
         groups = tuple(groups)
         if not groups:
             raise ValueError("the model has no prunable width: nothing to search")
@@ -421,6 +431,7 @@ class Search:
         check_tolerance(tolerance)
         self.direction = check_direction(direction)
         self.cost = check_cost(cost)
+        self.margin = check_margin(margin)
         self.groups = groups
         self.policy = policy
         self.select_units = select_units
@@ -429,9 +440,13 @@ class Search:
         self.root = root
         self.name = name
 
-    def accepts(self, score: float | None, reference: float | None) -> bool:
-        """The acceptance rule: is ``score`` within tolerance of ``reference`` (both in the objective's units)?"""
-        return within_tolerance(score, reference, self.tolerance, self.direction)
+    def accepts(self, score: float | None, reference: float | None, samples: int | None = None) -> bool:
+        """The acceptance rule: is ``score`` within tolerance of ``reference`` (both in the objective's units), by
+        the search's margin when it has one and ``samples`` is known?"""
+        margin = acceptance_margin(reference, samples, self.margin, self.direction)
+        if not within_tolerance(score, reference, self.tolerance, self.direction):
+            return False
+        return not margin or score >= self.tolerance * reference + margin
 
     def oriented(self, score: float | None) -> float:
         """``score`` as a number where larger is better, whatever the direction (-inf for a failed evaluation)."""
@@ -663,6 +678,29 @@ def beyond_guard_noise(score, reference, tolerance, samples, z=GUARD_CONFIDENCE_
         return True
     shortfall = reference - score
     return excess > z * math.sqrt(shortfall * (1 - shortfall) / samples)
+
+
+def check_margin(margin) -> float:
+    """An acceptance margin: a finite number of standard errors >= 0."""
+    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < math.inf:
+        raise ValueError(f"the acceptance margin is a number of standard errors >= 0, got {margin!r}")
+    return float(margin)
+
+
+def acceptance_margin(reference, samples, z, direction="max") -> float:
+    """How far above ``tolerance x reference`` a score must be (see :class:`Search`'s ``margin``): ``z`` binomial
+    standard errors of ``reference`` on ``samples`` samples; 0 without a margin, without the sample count, for a
+    minimized score or one that is not a fraction.
+
+    Example:
+        >>> round(acceptance_margin(0.96, 216, 0.5), 4)  # half a standard error of 96% on 216 samples
+        0.0067
+        >>> acceptance_margin(1.0, 21, 0.5)  # a perfect reference has no binomial noise to take back
+        0.0
+    """
+    if not z or not samples or direction != "max" or reference is None or not 0 <= reference <= 1:
+        return 0.0
+    return z * math.sqrt(reference * (1 - reference) / samples)
 
 
 def within_tolerance(score, reference, tolerance, direction="max") -> bool:

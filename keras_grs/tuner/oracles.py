@@ -39,7 +39,7 @@ from keras_tuner.src.engine.oracle import Display
 
 from keras_grs.files import write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_acceptance, check_guard_fraction,
-                             epoch_score_for)
+                             epoch_score_for, search_margin)
 from keras_grs.scoring import objective_direction, objective_name
 from keras_grs.search import (INITIAL_KEY, UNCONSTRAINED, GroupSpec, Outcome, Plan, check_cost, check_tolerance,
                               check_width_multiple, make_search)
@@ -55,6 +55,7 @@ Status = trial_module.TrialStatus
 
 
 GUARD_FILE = "guard_outcomes.json"  # in a trial's directory: which guard samples it gets right (accuracy only)
+VAL_SAMPLES = "val_samples"  # trial metric: how many validation samples scored it (the acceptance margin's noise)
 GUARD_SAMPLES = "guard_samples"  # trial metric: the guard's size, which the walk back's noise margin reads
 
 
@@ -181,7 +182,8 @@ class PruningOracle(keras_tuner.Oracle):
             self._search = make_search(
                 self.method, groups, self.tolerance, self.seed, units=self.units,
                 direction=objective_direction(self.objective), frozen=self.frozen,
-                width_multiple=self.width_multiple, cost=self.cost, **self.method_options
+                width_multiple=self.width_multiple, cost=self.cost,
+                margin=search_margin(self.acceptance, self.objective), **self.method_options
             )
         return self._search
 
@@ -210,6 +212,7 @@ class PruningOracle(keras_tuner.Oracle):
                     guard=_last(trial, guard, float) if guard else None,
                     guard_samples=_last(trial, GUARD_SAMPLES) if guard else None,
                     guard_right=self._guard_right(trial) if guard else None,
+                    samples=_last(trial, VAL_SAMPLES),
                 )
             elif trial.status == Status.FAILED:
                 outcomes[key] = Outcome(score=None)
@@ -444,7 +447,8 @@ class PruningDisplay(Display):
             return
         verdict = plan.verdicts.get(key)  # the engine's verdict; a GRS step decides once all its trials end
         if verdict is None:
-            verdict = "valid" if self.oracle.search.accepts(trial.score, plan.reference) else "failed"
+            samples = _last(trial, VAL_SAMPLES)
+            verdict = "valid" if self.oracle.search.accepts(trial.score, plan.reference, samples) else "failed"
         best = plan.path[-1] if plan.path else None
         best_text = "x".join(map(str, best.widths)) if best else "?"
         print(f"  {self.oracle.objective.name} {trial.score:.4f} {verdict}; elapsed {elapsed}", flush=True)
