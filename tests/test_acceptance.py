@@ -13,7 +13,8 @@ import pytest
 import keras_grs
 from keras_grs import GRSTuner, datasets, eup, models, select
 from keras_grs.evaluate import Job, KerasEvaluator
-from keras_grs.guard import ResolutionWarning, split_guard, unpack_outcomes
+from keras_grs.guard import GUARD_MARGIN, ResolutionWarning, search_margin, split_guard, unpack_outcomes
+from keras_grs.search import GroupSpec, Outcome, make_search, run
 from keras_grs.inputs import DataError
 from keras_grs.scoring import correct, objective_direction, score
 
@@ -103,8 +104,37 @@ def test_the_guard_never_reaches_training_or_the_search(tmp_path, data):
     assert trial.metrics.get_last_value("guard_samples") == len(guard[1])  # the walk back's noise margin reads it
     outcome = tuner.oracle._outcomes()[tuner.oracle.bookkeeping(trial.trial_id)["grs_key"]]
     assert outcome.guard_samples == len(guard[1])
+    # how many samples scored it, which the search's acceptance margin reads
+    assert trial.metrics.get_last_value("val_samples") == outcome.samples == len(searched[1])
+    assert tuner.oracle.search.margin == GUARD_MARGIN
     # which guard samples it gets right, for the walk back's paired test: the same model's, sample by sample
     assert unpack_outcomes(outcome.guard_right, len(guard[1])).tolist() == correct(model, *guard).tolist()
+
+
+# -- the search's margin -------------------------------------------------------------------------------------
+def _one_point_per_two_units(candidate, samples=216):
+    """A structure of width w scores 0.96 - 0.005 (10 - w) on ``samples`` validation samples."""
+    return Outcome(score=0.96 - 0.005 * (10 - candidate.widths[0]), samples=samples)
+
+
+def test_a_margin_stops_the_path_where_the_score_no_longer_clears_the_tolerance_by_its_noise():
+    # T x 0.96 = 0.9408: without a margin width 7 (0.945) passes; half a standard error of 96% on 216 samples
+    # (0.0067) asks 0.9475, which width 8 (0.950) clears and width 7 does not
+    def final(margin, samples=216):
+        search = make_search("grs", [GroupSpec("a", 10)], 0.98, seed=0, margin=margin)
+        return run(search, lambda c: _one_point_per_two_units(c, samples)).path[-1].widths
+
+    assert final(0.0) == (7,)
+    assert final(0.5) == (8,)
+    assert final(0.5, samples=None) == (7,)  # an evaluator that cannot tell how many samples: no margin
+
+
+def test_the_margin_is_the_guards_and_only_for_accuracy():
+    assert search_margin("guard", "val_accuracy") == GUARD_MARGIN > 0
+    assert search_margin("seed", "val_accuracy") == 0.0  # the seed's tables stay reproducible
+    assert search_margin("guard", "val_loss") == 0.0  # no binomial noise to read from a loss
+    with pytest.raises(ValueError, match="margin"):
+        make_search("grs", [GroupSpec("a", 4)], 0.98, margin=-1)
 
 
 @pytest.mark.parametrize("tolerance, warned", [(0.985, ["guard"]), (0.9, [])])

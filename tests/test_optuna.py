@@ -150,6 +150,11 @@ def test_optimize_prunes_a_real_model_and_best_model_returns_it(tmp_path):
     assert accuracy(compact, *guard) == pytest.approx(final["guard"], abs=1e-6)
     assert trial.user_attrs["guard"] == pytest.approx(study.trials[1].user_attrs["guard"])
     assert trial.user_attrs["guard_samples"] == len(guard[1])
+    # the search's margin reads how many samples scored each trial, in every process alike (the study's config)
+    from keras_grs.guard import GUARD_MARGIN
+
+    assert trial.user_attrs["val_samples"] == len(searched[1])
+    assert study.sampler.search(study).margin == GUARD_MARGIN
     from keras_grs.guard import unpack_outcomes
     from keras_grs.scoring import correct
 
