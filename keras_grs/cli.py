@@ -295,8 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the score kept within tolerance through search, EUP and selection: val_accuracy (default), "
                         "val_loss, or a metric the models are compiled with (val_auc, ...)")
     p.add_argument("--acceptance", choices=["guard", "seed"], default="guard",
-                   help="guard (default): a guard split held back from the search confirms the final structure; "
-                        "seed: the seed's rule (the last accepted structure)")
+                   help="guard (default): a candidate clears the tolerance by half a standard error of the "
+                        "validation accuracy, and a guard split held back from the search confirms the final "
+                        "structure; seed: the seed's rule (the last accepted structure)")
     p.add_argument("--epoch-score", choices=["last", "best", "best_latest"],
                    help="a candidate's score and weights: last (default with the guard: its last epoch), best "
                         "(default with the seed's rule: its first best epoch) or best_latest (its last best epoch)")

@@ -361,7 +361,8 @@ def prune(
             such as ``val_auc``; its direction as keras-tuner infers it, any ``*loss`` minimized).
         acceptance: ``guard`` (default) or ``seed``; see :mod:`keras_grs.guard`. With ``guard``, ``guard_data``
             or else ``guard_fraction`` of ``validation_data`` is held back from the search and EUP, and confirms
-            the final structure.
+            the final structure; for accuracy, a candidate must also clear the tolerance by half a binomial
+            standard error of the reference's validation accuracy (:data:`keras_grs.guard.GUARD_MARGIN`).
         epoch_score: ``last`` (default with the guard: a candidate's last epoch, its weights and score) or
             ``best`` (default with the seed's rule: its best epoch).
         frozen: names of width groups (as :func:`keras_grs.analyze` lists them) no search prunes; each model

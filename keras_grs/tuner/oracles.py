@@ -82,8 +82,9 @@ class PruningOracle(keras_tuner.Oracle):
             direction decides acceptance: a maximized score is valid when ``score >= tolerance x reference``, a
             minimized one (``val_loss``, ``Objective("val_mse", "min")``) when ``score <= reference / tolerance``.
         tolerance: in (0, 1], default 0.985; the reference is the initial structure's score.
-        acceptance: ``guard`` (default): the final structure is the last accepted one that the guard split
-            confirms (see :mod:`keras_grs.guard`); ``seed``: the seed's rule, the last accepted structure.
+        acceptance: ``guard`` (default): a candidate clears the tolerance by a margin of its score's sampling
+            noise (accuracy), and the final structure is the last accepted one that the guard split confirms (see
+            :mod:`keras_grs.guard`); ``seed``: the seed's rule, the last accepted structure.
         guard_fraction: the share of the validation data held back as the guard when no ``guard_data`` is given
             to ``search``.
         epoch_score: how a candidate's epochs make its score: ``best`` (keras-tuner's best epoch) or ``last``

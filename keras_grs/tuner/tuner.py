@@ -48,7 +48,9 @@ class GRSTuner(keras_tuner.Tuner):
         acceptance: ``"guard"`` (default): part of the validation data (``guard_fraction``, or the
             ``guard_data`` given to ``search``) is held back from the search; at the end the accepted path is
             walked back to the smallest structure whose guard score is within tolerance too, so the result does
-            not rest on a lucky validation score. ``"seed"``: the seed's rule (the last accepted structure).
+            not rest on a lucky validation score; for accuracy, a candidate must also clear the tolerance by half
+            a binomial standard error of the reference's validation accuracy (:data:`keras_grs.guard.GUARD_MARGIN`).
+            ``"seed"``: the seed's rule (the last accepted structure).
         guard_fraction: share of the validation data carved out as the guard (stratified by class), in (0, 0.9).
         epoch_score: ``"last"`` (default with the guard): a candidate keeps its last epoch's weights and score;
             ``"best"`` (default with the seed's rule): its best epoch, as
