@@ -176,8 +176,9 @@ def redecided(run: dict) -> dict:
 
 
 def render(runs, args) -> list[str]:
-    bound_mean = 100 * (1 - args.tolerance) + 1
-    bound_single = 100 * (1 - args.tolerance) + 3
+    # losses are whole test samples (5.00 is 18 of 360): a bound is met up to float rounding, not missed by 4e-15
+    bound_mean = 100 * (1 - args.tolerance) + 1 + 1e-9
+    bound_single = 100 * (1 - args.tolerance) + 3 + 1e-9
     lines = [
         "# Accuracy on unseen data: the seed's acceptance rule against the guard",
         "",
@@ -190,7 +191,7 @@ def render(runs, args) -> list[str]:
         "noise margin has its compact step chosen again from its recorded path by the current walk back (marked *; "
         "its EUP figures are then not shown). Test loss: the plainly "
         "trained initial model's test accuracy minus the compact model's, in points (EUP: after thresholding and "
-        f"quantization). Targets: mean <= {bound_mean:g}, every run <= {bound_single:g}, params kept <= 1.5x the "
+        f"quantization). Targets: mean <= {bound_mean:.2f}, every run <= {bound_single:.2f}, params kept <= 1.5x the "
         "seed rule's. Rule `retrained` prunes nothing: the same initial model trained plainly again from another "
         "initialisation, the loss the test split's noise alone gives a model of the reference's size. Seconds per "
         "run depend on what else the machine ran at the time: they compare nothing.",
@@ -219,8 +220,8 @@ def render(runs, args) -> list[str]:
                 f"{np.mean([r['seconds'] for r in rows]):.0f} |"
             )
             if rule == "guard":
-                checks = [(f"mean loss {mean:.2f} <= {bound_mean:g}", mean <= bound_mean),
-                          (f"worst run {hi:.2f} <= {bound_single:g}", hi <= bound_single)]
+                checks = [(f"mean loss {mean:.2f} <= {bound_mean:.2f}", mean <= bound_mean),
+                          (f"worst run {hi:.2f} <= {bound_single:.2f}", hi <= bound_single)]
                 if kept_seed is not None:
                     checks.append((f"params {kept / kept_seed:.2f}x <= 1.5x the seed rule's", kept <= 1.5 * kept_seed))
                 met = [text for text, ok in checks if ok]
