@@ -38,12 +38,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from c_backend.targets import TARGETS
 from c_backend.verify import build
 
-CC = "arm-linux-gnueabi-gcc"
+# the Pi Zero target's check: its compiler, flags and qemu command
+CC, CFLAGS, QEMU = TARGETS["pi-zero"].check.cc, TARGETS["pi-zero"].check.cflags, TARGETS["pi-zero"].check.runner
 NM = "arm-linux-gnueabi-nm"
-CFLAGS = "-O2 -std=c99 -Wall -Wextra -Werror -pedantic -march=armv6zk -mfpu=vfp -mfloat-abi=softfp -static"
-QEMU = ("qemu-arm", "-cpu", "arm1176")
 CATEGORIES = ("vfp_load", "vfp_store", "vfp_mac", "vfp_other", "load", "store", "branch", "integer")
 
 _CONDITION = r"(?:eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le|al)?"
@@ -281,9 +281,9 @@ def op_macs(op) -> int:
     return 0
 
 
-def build_dir(directory, cc=CC, cflags=CFLAGS) -> Path:
+def build_dir(directory) -> Path:
     """Build an exported model (:func:`c_backend.export`) for ARMv6 with its Makefile; return the executable."""
-    return build(directory, cc=cc, cflags=cflags)
+    return build(directory, "pi-zero")
 
 
 def build_source(source, output, cc=CC, cflags=CFLAGS) -> Path:

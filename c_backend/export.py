@@ -9,11 +9,11 @@ import jinja2
 import numpy as np
 
 from c_backend.ir import c_float, c_identifier, describe
+from c_backend.targets import TARGETS, get
 from keras_grs.files import write_text
 
 TEMPLATES = Path(__file__).parent / "templates"
 RUNTIME = ("lide_c_fifo.h", "lide_c_fifo.c", "lide_c_actor.h", "lide_c_graph.h", "lide_c_graph.c")
-TARGETS = ("host", "pi-zero")
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,8 @@ def export(model, out_dir, name=None, target="host", precision="float32", sparse
         model: a Keras model of the layers :func:`keras_grs.analyze` supports.
         out_dir: the directory to write (created if needed; files of the same names are replaced).
         name: the C name of the model (default: the Keras name), made a valid identifier.
-        target: ``host`` or ``pi-zero``: the default of the generated Makefile's ``all`` target.
+        target: a name of :data:`c_backend.targets.TARGETS` (``host``, ``pi-zero``, ``portable``) or a
+            :class:`~c_backend.targets.Target`: the kernel variant and the generated Makefile's default flags.
         precision: ``float32``, or ``int8``: every layer in int8 by TFLite's int8 scheme (weights symmetric per
             output channel, activations asymmetric per tensor with ranges calibrated on ``calibration``, int32
             biases, fixed-point requantization; see :mod:`c_backend.quantize`). Float input and output.
@@ -68,8 +69,8 @@ def export(model, out_dir, name=None, target="host", precision="float32", sparse
         >>> result.name, [op["kind"] for op in result.ops]
         ('nn1', ['dense', 'dense', 'dense', 'dense'])
     """
-    if target not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    target = get(target)
+    target.supports(precision)
     c_name = c_identifier(name if name is not None else model.name)
     ops = describe(model, c_name, precision=precision, sparse=sparse, calibration=calibration)
     input_shape = [int(d) for d in model.input_shape[1:]]
@@ -79,6 +80,7 @@ def export(model, out_dir, name=None, target="host", precision="float32", sparse
         "ops": ops,
         "precision": precision,
         "target": target,
+        "targets": list(TARGETS.values()),
         "input_shape": input_shape,
         "input_size": int(np.prod(input_shape)),
         "output_size": int(np.prod(model.output_shape[1:])),
@@ -96,15 +98,12 @@ def export(model, out_dir, name=None, target="host", precision="float32", sparse
     rendered[f"{c_name}.h"] = environment.get_template("model.h.j2").render(context)
     rendered[f"{c_name}.c"] = environment.get_template("model.c.j2").render(context)
     rendered["main.c"] = environment.get_template("main.c.j2").render(context)
-    makefile = environment.get_template("Makefile.j2").render(context)
-    if target == "pi-zero":
-        makefile = makefile.replace(f"all: {c_name}", "all: pi-zero", 1)
-    rendered["Makefile"] = makefile
+    rendered["Makefile"] = environment.get_template("Makefile.j2").render(context)
     rendered["README.md"] = environment.get_template("README.md.j2").render(context)
 
     directory = Path(out_dir)
     directory.mkdir(parents=True, exist_ok=True)
     for filename, text in rendered.items():
         write_text(directory / filename, text)
-    return Export(directory, c_name, tuple(rendered), tuple(ops), precision, target, context["input_size"],
+    return Export(directory, c_name, tuple(rendered), tuple(ops), precision, target.name, context["input_size"],
                   context["output_size"])

@@ -17,8 +17,6 @@ from keras_grs import UnsupportedLayerError, eup, models, shrink
 from keras_grs.cli import main
 
 L = keras.layers
-STRICT = "-O2 -std=c99 -Wall -Wextra -Werror -pedantic"
-ARM = f"{STRICT} -march=armv6zk -mfpu=vfp -mfloat-abi=softfp -static"
 
 
 def check(model, tmp_path, x=None, seed=0, **export_options):
@@ -160,8 +158,7 @@ def test_pi_zero_build_runs_under_qemu(name, tmp_path, shape):
     randomize(model, np.random.default_rng(4))
     x = np.random.default_rng(5).normal(size=(5, *shape)).astype("float32")
     c_backend.export(model, tmp_path, target="pi-zero")
-    result = c_backend.verify(model, tmp_path, x, cc="arm-linux-gnueabi-gcc", cflags=ARM,
-                              runner=["qemu-arm", "-cpu", "arm1176"])
+    result = c_backend.verify(model, tmp_path, x, target="pi-zero")
     assert result.max_abs_diff <= 1e-4
     elf = subprocess.run(["file", str(tmp_path / name)], capture_output=True, text=True).stdout
     assert "ARM" in elf
