@@ -38,6 +38,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from c_backend.ops import Conv, Dense, SparseDense
 from c_backend.targets import TARGETS
 from c_backend.verify import build
 
@@ -272,12 +273,12 @@ def _read_log(log: Path, window):
 def op_macs(op) -> int:
     """Multiply-accumulates of one exported op (``c_backend.export(...).ops``) per inference: what the meter's
     instructions per MAC divide by. Ops that multiply no weights count 0."""
-    if op["kind"] in ("dense", "dense_int8"):
-        return op["positions"] * op["inputs"] * op["units"]
-    if op["kind"] == "dense_sparse":
-        return op["positions"] * op["nonzero"]
-    if op["kind"] in ("conv", "conv_int8"):
-        return op["out_h"] * op["out_w"] * op["filters"] * op["k_h"] * op["k_w"] * op["in_c"]
+    if isinstance(op, SparseDense):
+        return op.positions * op.nonzero
+    if isinstance(op, Dense):
+        return op.positions * op.inputs * op.units
+    if isinstance(op, Conv):
+        return op.out_h * op.out_w * op.filters * op.k_h * op.k_w * op.in_c
     return 0
 
 

@@ -8,12 +8,34 @@ from pathlib import Path
 import jinja2
 import numpy as np
 
-from c_backend.ir import c_float, c_identifier, describe
+from c_backend.ir import c_identifier, describe
+from c_backend.ops import Op
 from c_backend.targets import TARGETS, get
 from keras_grs.files import write_text
 
 TEMPLATES = Path(__file__).parent / "templates"
 RUNTIME = ("lide_c_fifo.h", "lide_c_fifo.c", "lide_c_actor.h", "lide_c_graph.h", "lide_c_graph.c")
+
+
+def c_float(value) -> str:
+    """A float32 C literal that reads back as the same float32 (``0.1`` -> ``0.100000001f``)."""
+    value = float(np.float32(value))
+    if not np.isfinite(value):
+        raise ValueError(f"a weight is not finite ({value}); the model cannot be exported")
+    text = format(value, ".9g")
+    if "e" not in text and "." not in text:
+        text += ".0"
+    return text + "f"
+
+
+def c_literals(values) -> list[str]:
+    """C literals of an array: float32 ones for floats, integers as they are."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        return [c_float(v) for v in values.ravel()]
+    if values.dtype.kind in "iu":
+        return [str(int(v)) for v in values.ravel()]
+    raise TypeError(f"cannot write an array of {values.dtype} as C literals")
 
 
 @dataclass(frozen=True)
@@ -23,7 +45,7 @@ class Export:
     directory: Path
     name: str
     files: tuple[str, ...]
-    ops: tuple[dict, ...]
+    ops: tuple[Op, ...]
     precision: str
     target: str
     input_size: int
@@ -39,6 +61,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=False,
     )
     environment.filters["c_float"] = c_float
+    environment.filters["c_literals"] = c_literals
     return environment
 
 
@@ -66,7 +89,7 @@ def export(model, out_dir, name=None, target="host", precision="float32", sparse
         >>> from keras_grs import models
         >>> from c_backend import export
         >>> result = export(models.build("nn1", (140,)), tempfile.mkdtemp())
-        >>> result.name, [op["kind"] for op in result.ops]
+        >>> result.name, [op.kind for op in result.ops]
         ('nn1', ['dense', 'dense', 'dense', 'dense'])
     """
     target = get(target)
@@ -85,8 +108,8 @@ def export(model, out_dir, name=None, target="host", precision="float32", sparse
         "input_size": int(np.prod(input_shape)),
         "output_size": int(np.prod(model.output_shape[1:])),
         # the model input's edges, and every FIFO (the last one carries the output)
-        "input_fifos": [f for op in ops for source, f in zip(op["sources"], op["in_fifos"]) if source is None],
-        "fifo_count": 1 + max(f for op in ops for f in op["out_fifos"]),
+        "input_fifos": [f for op in ops for source, f in zip(op.sources, op.in_fifos) if source is None],
+        "fifo_count": 1 + max(f for op in ops for f in op.out_fifos),
     }
     environment = _environment()
     rendered = {}
@@ -94,7 +117,7 @@ def export(model, out_dir, name=None, target="host", precision="float32", sparse
         rendered[runtime] = environment.get_template(f"{runtime}.j2").render(context)
     rendered[f"{c_name}_actors.h"] = environment.get_template("actors.h.j2").render(context)
     for op in ops:
-        rendered[f"{op['actor']}.c"] = environment.get_template("actor.c.j2").render(context, op=op)
+        rendered[f"{op.actor}.c"] = environment.get_template("actor.c.j2").render(context, op=op)
     rendered[f"{c_name}.h"] = environment.get_template("model.h.j2").render(context)
     rendered[f"{c_name}.c"] = environment.get_template("model.c.j2").render(context)
     rendered["main.c"] = environment.get_template("main.c.j2").render(context)

@@ -88,7 +88,8 @@ class Op:
     def retyped(self, cls, **changes):
         """This op as an instance of ``cls`` (its int8 or sparse form), the shared fields kept."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in names}, **changes)
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name in names}
+        return cls(**{**values, **changes})
 
 
 @dataclass(kw_only=True, eq=False)
@@ -152,21 +153,26 @@ class SparseDense(Dense):
 
 
 @dataclass(kw_only=True, eq=False)
-class Conv(Weighted, Window):
-    kind: ClassVar[str] = "conv"
+class Kernel(Weighted, Window):
+    """A convolution's input channels and kernel size."""
+
     in_c: int
-    filters: int
     k_h: int
     k_w: int
 
 
 @dataclass(kw_only=True, eq=False)
-class Depthwise(Weighted, Window):
+class Conv(Kernel):
+    kind: ClassVar[str] = "conv"
+    filters: int
+
+
+@dataclass(kw_only=True, eq=False)
+class Depthwise(Kernel):
+    """Output channel c * multiplier + j reads input channel c only."""
+
     kind: ClassVar[str] = "depthwise"
-    in_c: int
     multiplier: int
-    k_h: int
-    k_w: int
 
 
 @dataclass(kw_only=True, eq=False)

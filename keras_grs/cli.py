@@ -191,7 +191,7 @@ def cmd_export_c(args) -> int:
         model, out, name=args.name, target=args.target, precision="int8" if args.int8 else "float32",
         sparse=args.sparse, calibration=data["x_train"][:512] if args.int8 else None,
     )
-    print(f"wrote {len(exported.files)} files to {out}: {', '.join(op['actor'] for op in exported.ops)}")
+    print(f"wrote {len(exported.files)} files to {out}: {', '.join(op.actor for op in exported.ops)}")
     if data is not None:
         check = c_backend.verify(model, out, data["x_val"], data["y_val"], target=args.target)
         print(f"verified on {check.samples} validation samples: max |C - Keras| {check.max_abs_diff:.3e}, same class "

@@ -61,11 +61,11 @@ def against_tflite(model, directory, target="host", cc=None):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_int8_equals_tflite_within_one_step_on_every_sample(case, tmp_path):
     exported, c_out, reference = against_tflite(CASES[case](), tmp_path)
-    assert {op["kind"] for op in exported.ops[1:-1]} <= {"dense_int8", "conv_int8", "pool_int8", "global_pool_int8",
+    assert {op.kind for op in exported.ops[1:-1]} <= {"dense_int8", "conv_int8", "pool_int8", "global_pool_int8",
                                                           "table_int8", "softmax_int8"}
-    assert exported.ops[0]["output_q"][1] == reference.input_q[1]
-    assert np.isclose(exported.ops[0]["output_q"][0], reference.input_q[0], rtol=1e-6)
-    assert np.isclose(exported.ops[-1]["input_q"][0], reference.output_q[0], rtol=1e-5)
+    assert exported.ops[0].output_q[1] == reference.input_q[1]
+    assert np.isclose(exported.ops[0].output_q[0], reference.input_q[0], rtol=1e-6)
+    assert np.isclose(exported.ops[-1].input_q[0], reference.output_q[0], rtol=1e-5)
     steps = reference.steps(c_out)
     assert np.allclose(steps, np.round(steps))  # the C's outputs are whole steps of TFLite's output tensor
     assert np.max(np.abs(steps - reference.output)) <= 1, case

@@ -58,10 +58,10 @@ def instructions_per_mac(model, tmp_path, name):
                         window=(f"{name}_context_infer", "main"))
     per_mac = {}
     for op in exported.ops:
-        macs = armv6.op_macs(op) if op["kind"] in ("dense", "conv") else 0
+        macs = armv6.op_macs(op) if op.kind in ("dense", "conv") else 0
         if not macs:
             continue
-        per_mac[op["layer"]] = run.by_symbol[f"{op['actor']}_invoke"] / run.calls / macs
+        per_mac[op.layer] = run.by_symbol[f"{op.actor}_invoke"] / run.calls / macs
     return per_mac
 
 
