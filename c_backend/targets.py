@@ -19,7 +19,6 @@ check; a new kernel variant (CMSIS-NN calls, for instance) also needs its templa
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 
 C99 = "-O2 -std=c99 -Wall -Wextra -pedantic"
@@ -39,10 +38,6 @@ class Check:
     cc: str | None
     cflags: str
     runner: tuple[str, ...] = ()
-
-    def missing_tools(self) -> list[str]:
-        """The programs of the check that are not on PATH (``make c-toolchains`` installs them)."""
-        return [tool for tool in (self.cc, *self.runner[:1]) if tool and shutil.which(tool) is None]
 
 
 @dataclass(frozen=True)
