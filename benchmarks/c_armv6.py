@@ -48,8 +48,8 @@ def build(name, shape, remove_counts):
 
 
 def actor_of(ops, model_name):
-    functions = {f"{op['actor']}_{f}": op["actor"] for op in ops for f in ("new", "enable", "invoke", "compute",
-                                                                            "terminate")}
+    functions = {f"{op.actor}_{f}": op.actor for op in ops
+                 for f in ("new", "enable", "invoke", "compute", "terminate")}
 
     def group(symbol):
         if symbol in functions:
@@ -82,7 +82,7 @@ def measure_case(label, shape, remove, rng, precision="float32"):
         single = armv6.measure(executable, [directory / "one.bin", directory / "out.bin"], window=window,
                                singlestep=True)
         symbols = armv6.Symbols(executable)
-    actors = {op["actor"] for op in exported.ops}
+    actors = {op.actor for op in exported.ops}
     data = sum(size for symbol, size in symbols.data.items() if any(symbol.startswith(a + "_") for a in actors))
     data += 4 * int(np.prod(shape)) + symbols.data.get("instance", 0)  # input, and the model's context
     return {
@@ -135,14 +135,14 @@ def report(rows) -> str:
         lines += [f"### {row['label']}", "", "| actor | kind | MACs | instructions | per MAC | vmla | vfp loads | "
                   "integer + branches | est. cycles |", "|---|---|---|---|---|---|---|---|---|"]
         grouped = run.grouped(row["group"])
-        ops = {op["actor"]: op for op in row["ops"]}
+        ops = {op.actor: op for op in row["ops"]}
         cycles_by_group = armv6.cycles_by_group(run, row["group"])
         for group, categories in sorted(grouped.items(), key=lambda item: -sum(item[1].values())):
             total = sum(categories.values()) / run.calls
             op = ops.get(group)
             macs = armv6.op_macs(op) if op else 0
             lines.append(
-                f"| {group} | {op['kind'] if op else ''} | {macs:,} | {total:,.0f} | "
+                f"| {group} | {op.kind if op else ''} | {macs:,} | {total:,.0f} | "
                 f"{total / macs if macs else float('nan'):.2f} | {categories['vfp_mac'] / run.calls:,.0f} | "
                 f"{categories['vfp_load'] / run.calls:,.0f} | "
                 f"{(categories['integer'] + categories['branch']) / run.calls:,.0f} | "

@@ -95,10 +95,10 @@ def meter(model, name, dtype, rng):
         run = armv6.measure(executable, [directory / "in.bin", directory / "out.bin"],
                             window=(f"{name}_context_infer", "main"))
         symbols = armv6.Symbols(executable)
-    actors = {op["actor"] for op in exported.ops}
+    actors = {op.actor for op in exported.ops}
     data = sum(size for symbol, size in symbols.data.items() if any(symbol.startswith(a + "_") for a in actors))
     data += 4 * int(np.prod(shape)) + symbols.data.get("instance", 0)
-    ops = {op["actor"]: op for op in exported.ops}
+    ops = {op.actor: op for op in exported.ops}
     plan = latency.actors_of(model, dtype)
     keys = {(a.layer, a.kind) for a in plan.actors}
     exp_layers = [a.layer for a in plan.actors if a.kind == "exp"]
@@ -107,7 +107,7 @@ def meter(model, name, dtype, rng):
     for group, value in armv6.cycles_by_group(run, actor_of(exported.ops, name)).items():
         if group in ops:
             op = ops[group]
-            key = (op["layer"], KINDS.get(op["kind"], "elementwise"))
+            key = (op.layer, KINDS.get(op.kind, "elementwise"))
         elif group == MATH:  # expf: the softmax's
             key = (exp_layers[-1], "exp")
         elif group.startswith("library (round"):  # roundf: the input quantization's

@@ -38,12 +38,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from c_backend.ops import Conv, Dense, SparseDense
+from c_backend.targets import TARGETS
 from c_backend.verify import build
 
-CC = "arm-linux-gnueabi-gcc"
+# the Pi Zero target's check: its compiler, flags and qemu command
+CC, CFLAGS, QEMU = TARGETS["pi-zero"].check.cc, TARGETS["pi-zero"].check.cflags, TARGETS["pi-zero"].check.runner
 NM = "arm-linux-gnueabi-nm"
-CFLAGS = "-O2 -std=c99 -Wall -Wextra -Werror -pedantic -march=armv6zk -mfpu=vfp -mfloat-abi=softfp -static"
-QEMU = ("qemu-arm", "-cpu", "arm1176")
 CATEGORIES = ("vfp_load", "vfp_store", "vfp_mac", "vfp_other", "load", "store", "branch", "integer")
 
 _CONDITION = r"(?:eq|ne|cs|hs|cc|lo|mi|pl|vs|vc|hi|ls|ge|lt|gt|le|al)?"
@@ -272,18 +273,18 @@ def _read_log(log: Path, window):
 def op_macs(op) -> int:
     """Multiply-accumulates of one exported op (``c_backend.export(...).ops``) per inference: what the meter's
     instructions per MAC divide by. Ops that multiply no weights count 0."""
-    if op["kind"] in ("dense", "dense_int8"):
-        return op["positions"] * op["inputs"] * op["units"]
-    if op["kind"] == "dense_sparse":
-        return op["positions"] * op["nonzero"]
-    if op["kind"] in ("conv", "conv_int8"):
-        return op["out_h"] * op["out_w"] * op["filters"] * op["k_h"] * op["k_w"] * op["in_c"]
+    if isinstance(op, SparseDense):
+        return op.positions * op.nonzero
+    if isinstance(op, Dense):
+        return op.positions * op.inputs * op.units
+    if isinstance(op, Conv):
+        return op.out_h * op.out_w * op.filters * op.k_h * op.k_w * op.in_c
     return 0
 
 
-def build_dir(directory, cc=CC, cflags=CFLAGS) -> Path:
+def build_dir(directory) -> Path:
     """Build an exported model (:func:`c_backend.export`) for ARMv6 with its Makefile; return the executable."""
-    return build(directory, cc=cc, cflags=cflags)
+    return build(directory, "pi-zero")
 
 
 def build_source(source, output, cc=CC, cflags=CFLAGS) -> Path:

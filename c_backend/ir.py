@@ -1,6 +1,6 @@
-"""The intermediate description of a model for C generation: one operation per actor, with shapes, weights
-(already formatted as C literals), activation and storage form, and the edges of the dataflow graph (which
-operations each one reads, and the FIFO of each edge). Templates only lay these out.
+"""The intermediate description of a model for C generation: one typed operation per actor (``c_backend.ops``),
+with shapes, weights as arrays, activation and storage form, and the edges of the dataflow graph (which operations
+each one reads, and the FIFO of each edge). Templates only lay these out.
 
 The model's functional graph is walked in topological order (``keras_grs.structure``'s walk). Fusions, only into
 an operation whose output nothing else reads: an Activation/ReLU layer joins the operation that writes its input
@@ -16,6 +16,7 @@ import numpy as np
 
 from collections import Counter
 
+from c_backend import ops as O
 from keras_grs.layers import is_op, kind_of
 from keras_grs.structure import UnsupportedLayerError, _functional, _graph_nodes, analyze, layer_chain
 
@@ -26,8 +27,8 @@ C_KEYWORDS = {
     "float", "for", "goto", "if", "inline", "int", "long", "register", "restrict", "return", "short", "signed",
     "sizeof", "static", "struct", "switch", "typedef", "union", "unsigned", "void", "volatile", "while", "main",
 }
-FUSES_ACTIVATION = ("dense", "conv", "depthwise", "affine")
-FOLDS_BATCHNORM = ("dense", "conv", "depthwise")
+FUSES_ACTIVATION = (O.Dense, O.Conv, O.Depthwise, O.Affine)
+FOLDS_BATCHNORM = (O.Dense, O.Conv, O.Depthwise)
 # Plain Keras ops in a functional graph, by class name: element-wise on two tensors (a merge), with one tensor and
 # a scalar (a scale-and-shift), or an activation of one tensor.
 OP_MERGES = {"Add": "add", "Subtract": "subtract", "Multiply": "multiply", "Maximum": "maximum", "Minimum": "minimum"}
@@ -56,16 +57,6 @@ def c_identifier(name: str, taken: set[str] | None = None) -> str:
             n += 1
         taken.add(text)
     return text
-
-
-def c_float(value) -> str:
-    value = float(np.float32(value))
-    if not np.isfinite(value):
-        raise ValueError(f"a weight is not finite ({value}); the model cannot be exported")
-    text = format(value, ".9g")
-    if "e" not in text and "." not in text:
-        text += ".0"
-    return text + "f"
 
 
 def _activation_call(layer, node) -> str | None:
@@ -109,7 +100,7 @@ def _as_2d(shape):
     return (1, *shape) if len(shape) == 2 else tuple(shape)
 
 
-def describe(model, name: str, precision="float32", sparse="auto", calibration=None) -> list[dict]:
+def describe(model, name: str, precision="float32", sparse="auto", calibration=None) -> list[O.Op]:
     """The operations (actors) of ``model`` in topological order, wired into a dataflow graph.
 
     Each operation's ``sources`` are the operations whose outputs it reads (None: the model input), in the order of
@@ -135,41 +126,39 @@ def describe(model, name: str, precision="float32", sparse="auto", calibration=N
         from c_backend.quantize import quantize_ops
 
         for op in ops:
-            if op["activation"] not in INT8_ACTIVATIONS:
+            if op.activation not in INT8_ACTIVATIONS:
                 raise UnsupportedLayerError(
-                    f"layer {op['_source']!r}: activation {op['activation']!r} has no int8 form; "
+                    f"layer {op.keras_source!r}: activation {op.activation!r} has no int8 form; "
                     f"int8 supports {', '.join(INT8_ACTIVATIONS)}"
                 )
-        ops = quantize_ops(name, {name, *(op["actor"] for op in ops)}, layers, ops,
+        ops = quantize_ops(name, {name, *(op.actor for op in ops)}, layers, ops,
                            np.asarray(calibration, dtype="float32"))
         for i, op in enumerate(ops):  # the int8 actors (with quantize and dequantize) form a chain
-            op["sources"] = [i - 1 if i else None]
+            op.sources = [i - 1 if i else None]
         return wire(ops)
-    for op in ops:
-        _finish(op, precision, sparse)
-    return wire(ops)
+    return wire([_finish(op, sparse) for op in ops])
 
 
-def wire(ops: list[dict]) -> list[dict]:
+def wire(ops: list[O.Op]) -> list[O.Op]:
     """Give every edge of the graph a FIFO of one token (a pointer to the producer's output buffer): one per input
     of each operation, numbered in operation order, then one for the model output (the last FIFO). A producer
     read by several operations writes its pointer into each of their FIFOs. Sets ``in_fifos``, ``out_fifos`` and
     the C names of the ports (``in``/``out`` for one, ``in0``, ``in1``, ... for several) on each operation."""
     for op in ops:
-        op["out_fifos"] = []
+        op.out_fifos = []
     fifo = 0
     for op in ops:
-        op["in_fifos"] = []
-        for source in op["sources"]:
-            op["in_fifos"].append(fifo)
+        op.in_fifos = []
+        for source in op.sources:
+            op.in_fifos.append(fifo)
             if source is not None:
-                ops[source]["out_fifos"].append(fifo)
+                ops[source].out_fifos.append(fifo)
             fifo += 1
-    ops[-1]["out_fifos"].append(fifo)  # the model output
+    ops[-1].out_fifos.append(fifo)  # the model output
     for op in ops:
-        op["in_ports"] = _ports("in", len(op["in_fifos"]))
-        op["out_ports"] = _ports("out", len(op["out_fifos"]))
-        op["in_vars"] = _ports("x", len(op["in_fifos"]))
+        op.in_ports = _ports("in", len(op.in_fifos))
+        op.out_ports = _ports("out", len(op.out_fifos))
+        op.in_vars = _ports("x", len(op.in_fifos))
     return ops
 
 
@@ -177,7 +166,7 @@ def _ports(stem, count):
     return [stem] if count == 1 else [f"{stem}{i}" for i in range(count)]
 
 
-def _graph_ops(model, name, taken) -> list[dict]:
+def _graph_ops(model, name, taken) -> list[O.Op]:
     """The float operations of the model's graph, fused, with their ``sources``."""
     graph = _functional(model)
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
@@ -201,10 +190,10 @@ def _graph_ops(model, name, taken) -> list[dict]:
                     for t in node.input_tensors)
     reads[buffer[id(graph.outputs[0])]] += 1
     producer = {id(graph.inputs[0]): None}  # buffer -> index of the op that writes it (None: the model input)
-    ops: list[dict] = []
+    ops: list[O.Op] = []
 
     def emit(node, op, sources=None):
-        op["sources"] = sources if sources is not None else [producer[buffer[id(t)]] for t in node.input_tensors]
+        op.sources = sources if sources is not None else [producer[buffer[id(t)]] for t in node.input_tensors]
         ops.append(op)
         producer[id(node.outputs[0])] = len(ops) - 1
 
@@ -236,20 +225,20 @@ def _fuse(layer, node, previous) -> bool:
         return False
     activation = _activation_call(layer, node)
     if activation is not None:
-        if previous["activation"] == "linear" and previous["kind"] in FUSES_ACTIVATION:
-            previous["activation"] = activation
-            previous["description"] += f", then {activation}"
-            previous["_pre"], previous["_source"] = previous["_source"], layer.name
+        if previous.activation == "linear" and isinstance(previous, FUSES_ACTIVATION):
+            previous.activation = activation
+            previous.description += f", then {activation}"
+            previous.keras_pre, previous.keras_source = previous.keras_source, layer.name
             return True
         return False
     if isinstance(layer, keras.layers.BatchNormalization):
         in_shape = tuple(int(d) for d in node.input_tensors[0].shape[1:])
-        if previous["kind"] in FOLDS_BATCHNORM and previous["activation"] == "linear" \
-                and previous["out_shape"] == in_shape:
+        if isinstance(previous, FOLDS_BATCHNORM) and previous.activation == "linear" \
+                and previous.out_shape == in_shape:
             scale, shift = _bn_affine(layer)
-            previous["raw"] = (previous["raw"][0] * scale[:, None], previous["raw"][1] * scale + shift)
-            previous["description"] += ", BatchNormalization folded in"
-            previous["_source"] = layer.name
+            previous.raw = (previous.raw[0] * scale[:, None], previous.raw[1] * scale + shift)
+            previous.description += ", BatchNormalization folded in"
+            previous.keras_source = layer.name
             return True
     return False
 
@@ -263,7 +252,7 @@ def _actor(operation, node=None) -> str | None:
         return None
 
 
-def _translate(layer, node, name, taken) -> list[dict]:
+def _translate(layer, node, name, taken) -> list[O.Op]:
     """The ops of one layer call: one, or two for a SeparableConv (depthwise, then pointwise reading it)."""
     # a plain Keras op outside the table still gets _keras_op's word on what it would need
     translate = TRANSLATIONS.get(_actor(layer, node)) or (_keras_op if is_op(layer) else None)
@@ -277,7 +266,7 @@ def _translate(layer, node, name, taken) -> list[dict]:
 
 def _activation_actor(layer, node, name, taken, in_shape, out_shape):
     activation = _activation(layer)
-    return _op(layer, name, taken, "activation", in_shape, out_shape, activation=activation,
+    return _op(O.Activation, layer, name, taken, in_shape, out_shape, activation=activation,
                description=f"{activation} on {int(np.prod(out_shape))} values")
 
 
@@ -294,17 +283,15 @@ def _affine_actor(layer, node, name, taken, in_shape, out_shape):
         scale = np.broadcast_to(np.asarray(layer.scale, np.float64), (channels,))
         shift = np.broadcast_to(np.asarray(layer.offset, np.float64), (channels,))
         what = "Rescaling"
-    return _op(layer, name, taken, "affine", in_shape, out_shape, activation="linear",
-               scale=[c_float(v) for v in scale], shift=[c_float(v) for v in shift],
-               description=f"{what} on {channels} channels")
+    return _op(O.Affine, layer, name, taken, in_shape, out_shape, scale=np.array(scale, np.float64),
+               shift=np.array(shift, np.float64), description=f"{what} on {channels} channels")
 
 
 def _dense_actor(layer, node, name, taken, in_shape, out_shape):
     kernel, bias = _kernel_bias(layer)
-    op = _op(layer, name, taken, "dense", in_shape, out_shape, activation=_activation(layer),
-             inputs=in_shape[-1], units=out_shape[-1], description=f"Dense {in_shape[-1]} -> {out_shape[-1]}")
-    op["raw"] = (kernel.T.copy(), bias)  # [units][inputs]
-    return op
+    return _op(O.Dense, layer, name, taken, in_shape, out_shape, activation=_activation(layer),
+               inputs=in_shape[-1], units=out_shape[-1], description=f"Dense {in_shape[-1]} -> {out_shape[-1]}",
+               raw=(kernel.T.copy(), bias))  # [units][inputs]
 
 
 def _depthwise_actor(layer, node, name, taken, in_shape, out_shape):
@@ -314,10 +301,10 @@ def _depthwise_actor(layer, node, name, taken, in_shape, out_shape):
 def _separable_actor(layer, node, name, taken, in_shape, out_shape):
     _no_dilation(layer)
     depthwise = _depthwise(layer, name, taken, in_shape, out_shape, suffix="_depthwise")
-    middle = (*out_shape[:-1], depthwise["channels"])
+    middle = (*out_shape[:-1], depthwise.channels)
     pointwise = _conv(layer, name, taken, middle, out_shape, layer.pointwise_kernel, strides=(1, 1),
                       padding="valid")
-    pointwise["description"] = "pointwise " + pointwise["description"]
+    pointwise.description = "pointwise " + pointwise.description
     return [depthwise, pointwise]
 
 
@@ -334,7 +321,7 @@ def _pool_actor(layer, node, name, taken, in_shape, out_shape):
     pool = tuple(np.atleast_1d(layer.pool_size))
     strides = tuple(np.atleast_1d(layer.strides))
     (ph, pw), (sh, sw) = ((1, pool[0]), (1, strides[0])) if len(pool) == 1 else (pool, strides)
-    return _op(layer, name, taken, "pool", in_shape, out_shape, activation="linear", mode=mode,
+    return _op(O.Pool, layer, name, taken, in_shape, out_shape, mode=mode,
                in_h=ih, in_w=iw, out_h=oh, out_w=ow, p_h=ph, p_w=pw, s_h=sh, s_w=sw,
                pad_t=_padding(ih, oh, ph, sh, layer.padding), pad_l=_padding(iw, ow, pw, sw, layer.padding),
                description=f"{mode} pooling {ph}x{pw}, output {oh}x{ow}x{c}")
@@ -342,17 +329,17 @@ def _pool_actor(layer, node, name, taken, in_shape, out_shape):
 
 def _global_pool_actor(layer, node, name, taken, in_shape, out_shape):
     mode = "max" if "Max" in type(layer).__name__ else "avg"
-    return _op(layer, name, taken, "global_pool", in_shape, out_shape, activation="linear", mode=mode,
+    return _op(O.GlobalPool, layer, name, taken, in_shape, out_shape, mode=mode,
                spatial=int(np.prod(in_shape[:-1])), description=f"global {mode} pooling of {in_shape[-1]} channels")
 
 
-def _shift_actor(kind, what, edges):
+def _shift_actor(cls, what, edges):
     """ZeroPadding and Cropping both move the input by whole rows and columns: padding writes it at an offset,
     cropping reads from one."""
     def translate(layer, node, name, taken, in_shape, out_shape):
         (top, _), (left, _) = getattr(layer, edges) if len(in_shape) == 3 else ((0, 0), getattr(layer, edges))
         (ih, iw, c), (oh, ow, _) = _as_2d(in_shape), _as_2d(out_shape)
-        return _op(layer, name, taken, kind, in_shape, out_shape, activation="linear", in_h=ih, in_w=iw,
+        return _op(cls, layer, name, taken, in_shape, out_shape, in_h=ih, in_w=iw,
                    out_h=oh, out_w=ow, top=int(top), left=int(left),
                    description=f"{what} {ih}x{iw} -> {oh}x{ow} ({c} channels)")
 
@@ -368,17 +355,18 @@ def _concat_actor(layer, node, name, taken, in_shape, out_shape):
         raise UnsupportedLayerError(f"layer {layer.name!r} concatenates on axis {layer.axis}; C export "
                                     "supports the channel (last) axis only")
     widths = [int(t.shape[-1]) for t in node.input_tensors]
-    return _op(layer, name, taken, "concat", in_shape, out_shape, activation="linear", widths=widths,
-               in_size=int(np.prod(out_shape)), description=f"concatenation of {' + '.join(map(str, widths))} channels")
+    # its input size counts every input, as the output does
+    return _op(O.Concat, layer, name, taken, out_shape, out_shape, widths=widths,
+               description=f"concatenation of {' + '.join(map(str, widths))} channels")
 
 
-def _keras_op(op, node, name, taken, in_shape, out_shape) -> dict:
+def _keras_op(op, node, name, taken, in_shape, out_shape) -> O.Op:
     """A plain Keras op: an activation, an element-wise op on two tensors (a merge), or one with a scalar constant
     (a scale and shift per channel, as hard-swish's ``x + 3.0`` and ``* (1 / 6)``)."""
     kind = type(op).__name__
     activation = _activation_call(op, node)
     if activation is not None:
-        return _op(op, name, taken, "activation", in_shape, out_shape, activation=activation,
+        return _op(O.Activation, op, name, taken, in_shape, out_shape, activation=activation,
                    description=f"{activation} on {int(np.prod(out_shape))} values")
     if kind in OP_MERGES and len(node.input_tensors) > 1:
         return _merge(op, node, name, taken, out_shape, OP_MERGES[kind])
@@ -392,8 +380,8 @@ def _keras_op(op, node, name, taken, in_shape, out_shape) -> dict:
             affine["Divide"] = affine["TrueDivide"] = (1.0 / c, 0.0)
         if kind in affine:
             (scale, shift), channels = affine[kind], out_shape[-1]
-            return _op(op, name, taken, "affine", in_shape, out_shape, activation="linear",
-                       scale=[c_float(scale)] * channels, shift=[c_float(shift)] * channels,
+            return _op(O.Affine, op, name, taken, in_shape, out_shape, scale=np.full(channels, scale),
+                       shift=np.full(channels, shift),
                        description=f"{kind} with the constant {c:g}")
     raise UnsupportedLayerError(f"op {op.name!r} ({kind}) has no C translation; write it as a layer")
 
@@ -402,8 +390,8 @@ def _keras_op(op, node, name, taken, in_shape, out_shape) -> dict:
 TRANSLATIONS = {
     "activation": _activation_actor, "affine": _affine_actor, "dense": _dense_actor, "conv": _conv_actor,
     "depthwise": _depthwise_actor, "separable": _separable_actor, "pool": _pool_actor,
-    "global_pool": _global_pool_actor, "pad": _shift_actor("pad", "zero padding", "padding"),
-    "crop": _shift_actor("crop", "cropping", "cropping"), "merge": _merge_actor, "concat": _concat_actor,
+    "global_pool": _global_pool_actor, "pad": _shift_actor(O.Pad, "zero padding", "padding"),
+    "crop": _shift_actor(O.Crop, "cropping", "cropping"), "merge": _merge_actor, "concat": _concat_actor,
     "op": _keras_op,
 }
 
@@ -441,13 +429,12 @@ def _conv(layer, name, taken, in_shape, out_shape, kernel, strides, padding):
     kh, kw = kernel.shape[:2]
     strides = tuple(np.atleast_1d(strides))
     sh, sw = (1, strides[0]) if len(strides) == 1 else strides
-    op = _op(layer, name, taken, "conv", in_shape, out_shape, activation=_activation(layer),
-             in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, filters=f, k_h=kh, k_w=kw, s_h=sh, s_w=sw,
-             pad_t=_padding(ih, oh, kh, sh, padding), pad_l=_padding(iw, ow, kw, sw, padding),
-             scratch=("float", kh * kw * ic),
-             description=f"Conv {kh}x{kw}, {ic} -> {f} channels, output {oh}x{ow}")
-    op["raw"] = (np.transpose(kernel, (3, 0, 1, 2)).reshape(f, -1).copy(), bias)  # [filter][kh][kw][c]
-    return op
+    return _op(O.Conv, layer, name, taken, in_shape, out_shape, activation=_activation(layer),
+               in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, filters=f, k_h=kh, k_w=kw, s_h=sh, s_w=sw,
+               pad_t=_padding(ih, oh, kh, sh, padding), pad_l=_padding(iw, ow, kw, sw, padding),
+               scratch=("float", kh * kw * ic),
+               description=f"Conv {kh}x{kw}, {ic} -> {f} channels, output {oh}x{ow}",
+               raw=(np.transpose(kernel, (3, 0, 1, 2)).reshape(f, -1).copy(), bias))  # [filter][kh][kw][c]
 
 
 def _depthwise(layer, name, taken, in_shape, out_shape, suffix=""):
@@ -467,13 +454,12 @@ def _depthwise(layer, name, taken, in_shape, out_shape, suffix=""):
     sh, sw = (1, strides[0]) if len(strides) == 1 else strides
     bias = np.zeros(channels) if separable or not layer.use_bias else \
         keras.ops.convert_to_numpy(layer.bias).astype(np.float64)
-    op = _op(layer, name, taken, "depthwise", in_shape, (*out_shape[:-1], channels), actor_name=layer.name + suffix,
-             activation="linear" if separable else _activation(layer),
-             in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, multiplier=multiplier, k_h=kh, k_w=kw, s_h=sh, s_w=sw,
-             pad_t=_padding(ih, oh, kh, sh, layer.padding), pad_l=_padding(iw, ow, kw, sw, layer.padding),
-             description=f"depthwise conv {kh}x{kw}, {ic} channels x {multiplier}, output {oh}x{ow}")
-    op["raw"] = (kernel.reshape(kh * kw, channels).T.copy(), bias)  # [output channel][kh * kw]
-    return op
+    return _op(O.Depthwise, layer, name, taken, in_shape, (*out_shape[:-1], channels), actor_name=layer.name + suffix,
+               activation="linear" if separable else _activation(layer),
+               in_h=ih, in_w=iw, in_c=ic, out_h=oh, out_w=ow, multiplier=multiplier, k_h=kh, k_w=kw, s_h=sh, s_w=sw,
+               pad_t=_padding(ih, oh, kh, sh, layer.padding), pad_l=_padding(iw, ow, kw, sw, layer.padding),
+               description=f"depthwise conv {kh}x{kw}, {ic} channels x {multiplier}, output {oh}x{ow}",
+               raw=(kernel.reshape(kh * kw, channels).T.copy(), bias))  # [output channel][kh * kw]
 
 
 def _merge(layer, node, name, taken, out_shape, mode=None):
@@ -491,33 +477,14 @@ def _merge(layer, node, name, taken, out_shape, mode=None):
             raise UnsupportedLayerError(f"layer {layer.name!r} broadcasts an input of shape {shape} to {out_shape}; "
                                         "C export broadcasts one value per channel only")
     mode = mode or MERGES[type(layer)]
-    op = _op(layer, name, taken, "merge", out_shape, out_shape, activation="linear", mode=mode,
-             broadcast=broadcast, description=f"{mode} of {len(broadcast)} inputs"
-             + (" (one broadcast per channel)" if any(broadcast) else ""))
-    return op
+    return _op(O.Merge, layer, name, taken, out_shape, out_shape, mode=mode, broadcast=broadcast,
+               description=f"{mode} of {len(broadcast)} inputs"
+               + (" (one broadcast per channel)" if any(broadcast) else ""))
 
 
-def _op(layer, model_name, taken, kind, in_shape, out_shape, actor_name=None, **fields) -> dict:
-    actor = c_identifier(f"{model_name}_{actor_name or layer.name}", taken)
-    channels = int(out_shape[-1])
-    return {
-        "kind": kind,
-        "layer": c_identifier(layer.name),
-        "actor": actor,
-        "prefix": actor.upper(),
-        "in_size": int(np.prod(in_shape)),
-        "out_size": int(np.prod(out_shape)),
-        "positions": int(np.prod(out_shape)) // channels,
-        "channels": channels,
-        "out_shape": tuple(out_shape),
-        # for int8 calibration: the layer whose output this op produces, and the one before its activation
-        "_source": layer.name,
-        "_pre": layer,
-        "in_type": "float",
-        "out_type": "float",
-        "scratch": None,  # (C type, count) of a work buffer the actor needs, kept in the model's context
-        **fields,
-    }
+def _op(cls, layer, model_name, taken, in_shape, out_shape, actor_name=None, **fields) -> O.Op:
+    return cls(layer=c_identifier(layer.name), actor=c_identifier(f"{model_name}_{actor_name or layer.name}", taken),
+               in_shape=tuple(in_shape), out_shape=tuple(out_shape), keras_source=layer.name, keras_pre=layer, **fields)
 
 
 def _kernel_bias(layer, kernel=None):
@@ -537,35 +504,27 @@ def _bn_affine(layer):
     return scale, beta - mean * scale
 
 
-def _finish(op: dict, precision: str, sparse: str) -> None:
-    op.pop("_source")
-    op.pop("_pre")
-    raw = op.pop("raw", None)
-    if raw is None:
-        return
-    weights, bias = raw
-    op["bias"] = [c_float(v) for v in bias]
+def _finish(op: O.Op, sparse: str) -> O.Op:
+    """The op with its weights in the order its kernel reads them (a sparse Dense op when ``sparse`` says so)."""
+    op.keras_source = op.keras_pre = None
+    if not isinstance(op, O.Weighted):
+        return op
+    (weights, bias), op.raw = op.raw, None
+    op.bias = bias
     nonzero = int(np.count_nonzero(weights))
     density = nonzero / weights.size
-    if op["kind"] == "dense" and (sparse == "always" or (sparse == "auto" and density <= SPARSE_DENSITY)):
-        op["kind"] = "dense_sparse"
+    if isinstance(op, O.Dense) and (sparse == "always" or (sparse == "auto" and density <= SPARSE_DENSITY)):
         rows, columns = np.nonzero(weights)
-        op["row_start"] = [str(v) for v in np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=weights.shape[0]))])]
-        op["column"] = [str(v) for v in columns]
-        op["nonzero_values"] = [c_float(v) for v in weights[rows, columns]]
-        op["nonzero"] = nonzero
-        op["density"] = density
-        op["index_type"] = "unsigned short" if weights.shape[1] <= 65535 else "int"
-        op["description"] += f" (sparse, {nonzero} non-zero weights)"
-        return
-    if op["kind"] in ("dense", "conv"):  # a convolution is a Dense layer applied to each gathered patch
-        op["blocks"], packed = _dense_blocks(weights)
-        op["weights"] = [c_float(v) for v in packed]
-        return
-    if op["kind"] == "depthwise":  # read tap by tap, each tap's weights for every output channel side by side
-        weights = weights.T
-        op["blocks"] = _blocks(op["channels"])  # channels computed together, one accumulator each
-    op["weights"] = [c_float(v) for v in weights.ravel()]
+        return op.retyped(
+            O.SparseDense, row_start=np.concatenate([[0], np.cumsum(np.bincount(rows, minlength=weights.shape[0]))]),
+            column=columns, nonzero_values=weights[rows, columns], nonzero=nonzero, density=density,
+            index_type="unsigned short" if weights.shape[1] <= 65535 else "int",
+            description=op.description + f" (sparse, {nonzero} non-zero weights)")
+    if isinstance(op, (O.Dense, O.Conv)):  # a convolution is a Dense layer applied to each gathered patch
+        op.blocks, op.weights = _dense_blocks(weights)
+    else:  # depthwise: read tap by tap, each tap's weights for every output channel side by side
+        op.blocks, op.weights = _blocks(op.channels), weights.T.ravel()  # channels computed together
+    return op
 
 
 def _dense_blocks(weights: np.ndarray) -> tuple[list[dict], np.ndarray]:

@@ -26,6 +26,7 @@ import math
 import keras
 import numpy as np
 
+from c_backend import ops as O
 from c_backend.ir import c_identifier
 
 QMIN, QMAX = -128, 127
@@ -92,12 +93,12 @@ def _move_biases(ops) -> dict:
     moved biases by the name of the layer that lost them."""
     moved = {}
     for first, second in zip(ops, ops[1:]):
-        alone = not isinstance(first["_pre"], str) and first["_source"] == first["_pre"].name  # nothing fused
-        if first["kind"] == second["kind"] == "dense" and first["activation"] == "linear" and alone \
-                and second["activation"] not in KEEPS_BIAS_BEFORE and np.any(first["raw"][1]):
-            (w1, b1), (w2, b2) = first["raw"], second["raw"]
-            first["raw"], second["raw"] = (w1, np.zeros_like(b1)), (w2, b2 + w2 @ b1)
-            moved[first["_source"]] = b1
+        alone = not isinstance(first.keras_pre, str) and first.keras_source == first.keras_pre.name  # nothing fused
+        if first.kind == second.kind == "dense" and first.activation == "linear" and alone \
+                and second.activation not in KEEPS_BIAS_BEFORE and np.any(first.raw[1]):
+            (w1, b1), (w2, b2) = first.raw, second.raw
+            first.raw, second.raw = (w1, np.zeros_like(b1)), (w2, b2 + w2 @ b1)
+            moved[first.keras_source] = b1
     return moved
 
 
@@ -112,7 +113,7 @@ def _ranges(layers, calibration: np.ndarray, ops, moved: dict) -> dict:
         raise ValueError(f"calibration samples have shape {calibration.shape[1:]}, the model takes {expected}")
     if not np.all(np.isfinite(calibration)):
         raise ValueError("calibration holds values that are not finite")
-    linear_of = {id(op["_pre"]) for op in ops if not isinstance(op["_pre"], str) and op["activation"] in FIXED_OUTPUT}
+    linear_of = {id(op.keras_pre) for op in ops if not isinstance(op.keras_pre, str) and op.activation in FIXED_OUTPUT}
     ranges = {"<input>": (float(calibration.min()), float(calibration.max()))}
     x = calibration
     for layer in layers:
@@ -131,24 +132,23 @@ def _ranges(layers, calibration: np.ndarray, ops, moved: dict) -> dict:
     return ranges
 
 
-def _table(function, channels: int, source: tuple, target: tuple) -> list[str]:
+def _table(function, channels: int, source: tuple, target: tuple) -> np.ndarray:
     """A table [channel][256] of int8 results of ``function`` (values, channel index) over every int8 input."""
     q = np.arange(QMIN, QMAX + 1, dtype=np.float64)
     real = (q - source[1]) * source[0]
     rows = [function(np.float32(real), c) for c in range(channels)]
     out = np.clip(round_away(np.asarray(rows, dtype=np.float64) / target[0]) + target[1], QMIN, QMAX)
-    return [str(int(v)) for v in out.ravel()]
+    return out.astype(np.int64).ravel()
 
 
-def _elementwise(op: dict):
-    """The function an elementwise op applies, as f(values, channel)."""
-    if op["kind"] == "affine":
-        scale = [np.float32(float(v[:-1])) for v in op["scale"]]
-        shift = [np.float32(float(v[:-1])) for v in op["shift"]]
+def _elementwise(op: O.Op):
+    """The function an elementwise op applies, as f(values, channel), in float32 as the float C computes it."""
+    if isinstance(op, O.Affine):
+        scale, shift = op.scale.astype(np.float32), op.shift.astype(np.float32)
         inner = lambda v, c: v * scale[c] + shift[c]  # noqa: E731
     else:
         inner = lambda v, c: v  # noqa: E731
-    activation = op["activation"]
+    activation = op.activation
     if activation == "relu":
         return lambda v, c: np.maximum(inner(v, c), 0)
     if activation == "sigmoid":
@@ -158,90 +158,76 @@ def _elementwise(op: dict):
     return inner
 
 
-def quantize_ops(name: str, taken: set, layers, ops: list[dict], calibration: np.ndarray) -> list[dict]:
+def quantize_ops(name: str, taken: set, layers, ops: list[O.Op], calibration: np.ndarray) -> list[O.Op]:
     """The int8 form of the float operations ``ops`` of model ``name`` (see the module docstring), calibrated on
     ``calibration``; new actors get names not in ``taken``."""
     moved = _move_biases(ops)
     ranges = _ranges(layers, calibration, ops, moved)
     current = activation_params(*ranges["<input>"])
-    first = ops[0]
-    result = [{
-        "kind": "quantize", "layer": "input", "actor": c_identifier(f"{name}_quantize", taken),
-        "in_size": first["in_size"], "out_size": first["in_size"], "positions": 1, "channels": first["in_size"],
-        "activation": "linear", "in_type": "float", "out_type": "int8_t", "scratch": None, "input_q": (0.0, 0),
-        "output_q": current,
-        "description": f"the float input quantized to int8 (scale {current[0]:.6g}, zero point {current[1]})",
-    }]
+    size = (ops[0].in_size,)
+    result = [O.Quantize(
+        layer="input", actor=c_identifier(f"{name}_quantize", taken), in_shape=size, out_shape=size,
+        out_type="int8_t", input_q=(0.0, 0), output_q=current,
+        description=f"the float input quantized to int8 (scale {current[0]:.6g}, zero point {current[1]})",
+    )]
     for op in ops:
-        source, pre = op.pop("_source"), op.pop("_pre")
-        raw = op.pop("raw", None)
-        op["in_type"] = op["out_type"] = "int8_t"
-        if op.get("scratch"):  # a convolution's patch holds int8 values now
-            op["scratch"] = ("int8_t", op["scratch"][1])
-        op["input_q"] = current
-        split = op["activation"] if op["activation"] in FIXED_OUTPUT else None
-        if op["kind"] in ("dense", "conv"):
+        source, pre = op.keras_source, op.keras_pre
+        int8 = {"in_type": "int8_t", "out_type": "int8_t", "input_q": current, "keras_source": None, "keras_pre": None}
+        if op.scratch:  # a convolution's patch holds int8 values now
+            int8["scratch"] = ("int8_t", op.scratch[1])
+        split = op.activation if op.activation in FIXED_OUTPUT else None
+        if op.kind in ("dense", "conv"):
             key = (pre if isinstance(pre, str) else ("linear", pre.name)) if split else source
             output = activation_params(*ranges[key])
-            _quantize_weights(op, raw, current, output)
-            op["kind"] += "_int8"
-            op["description"] += " (int8)"
-        elif op["kind"] in ("pool",) or (op["kind"] == "global_pool" and op["mode"] == "max"):
+            new = op.retyped(O.DenseInt8 if op.kind == "dense" else O.ConvInt8, **int8, raw=None,
+                             description=op.description + " (int8)")
+            _quantize_weights(new, op.raw, current, output)
+        elif op.kind == "pool":
             output = current
-            if op["kind"] == "pool":
-                op["inside"] = _inside(op, op["p_h"], op["p_w"])
-            op["kind"] += "_int8"
-        elif op["kind"] == "global_pool":
+            new = op.retyped(O.PoolInt8, **int8, inside=_inside(op, op.p_h, op.p_w))
+        elif op.kind == "global_pool" and op.mode == "max":
+            output = current
+            new = op.retyped(O.GlobalPoolInt8, **int8)
+        elif op.kind == "global_pool":
             output = activation_params(*ranges[source])
             # TFLite's int8 MEAN rescales in float32: round(sum / n * (s_in / s_out) - zp_in * (s_in / s_out)) + zp_out
             ratio = np.float32(current[0]) / np.float32(output[0])
-            op["ratio"], op["offset"] = float(ratio), float(np.float32(-current[1]) * ratio)
-            op["kind"] += "_int8"
-        elif op["activation"] == "softmax":  # a standalone softmax
+            new = op.retyped(O.GlobalPoolInt8, **int8, ratio=float(ratio),
+                             offset=float(np.float32(-current[1]) * ratio))
+        elif op.activation == "softmax":  # a standalone softmax
             split, output = None, FIXED_OUTPUT["softmax"]
-            op["kind"] = "softmax_int8"
-            op["scratch"] = ("float", op["channels"])
+            new = op.retyped(O.SoftmaxInt8, **{**int8, "scratch": ("float", op.channels)})
         else:  # activation or affine: a table per channel
-            output = FIXED_OUTPUT.get(op["activation"]) or activation_params(*ranges[source])
-            tables = op["channels"] if op["kind"] == "affine" else 1
-            op["table"] = _table(_elementwise(op), tables, current, output)
-            op["tables"] = tables
-            op["kind"] = "table_int8"
+            output = FIXED_OUTPUT.get(op.activation) or activation_params(*ranges[source])
+            tables = op.channels if op.kind == "affine" else 1
+            new = op.retyped(O.TableInt8, **int8, table=_table(_elementwise(op), tables, current, output),
+                             tables=tables)
             split = None
-        op["output_q"] = output
-        result.append(op)
+        new.output_q = output
+        result.append(new)
         current = output
         if split:  # sigmoid, tanh or softmax after an int8 kernel: an op of its own, as in TFLite
-            op["activation"] = "linear"
-            follow = {key: op[key] for key in ("layer", "out_size", "positions", "channels", "out_shape")}
-            follow.update(kind="softmax_int8" if split == "softmax" else "table_int8", activation=split,
-                          in_size=op["out_size"], in_type="int8_t", out_type="int8_t", scratch=None, input_q=current,
-                          output_q=FIXED_OUTPUT[split], description=f"{split} on int8 values")
-            follow["actor"] = c_identifier(f"{op['actor']}_{split}", taken)
-            follow["prefix"] = follow["actor"].upper()
+            new.activation = "linear"
+            follow = {"layer": new.layer, "actor": c_identifier(f"{new.actor}_{split}", taken),
+                      "in_shape": new.out_shape, "out_shape": new.out_shape, "activation": split, "in_type": "int8_t",
+                      "out_type": "int8_t", "input_q": current, "output_q": FIXED_OUTPUT[split],
+                      "description": f"{split} on int8 values"}
             if split == "softmax":
-                follow["scratch"] = ("float", op["channels"])
-            if split != "softmax":
-                follow["table"], follow["tables"] = _table(_elementwise(follow), 1, current, FIXED_OUTPUT[split]), 1
-            result.append(follow)
+                result.append(O.SoftmaxInt8(**follow, scratch=("float", new.channels)))
+            else:
+                table = _table(_elementwise(O.Activation(**follow)), 1, current, FIXED_OUTPUT[split])
+                result.append(O.TableInt8(**follow, table=table, tables=1))
             current = FIXED_OUTPUT[split]
-    last = result[-1]
-    actor = c_identifier(f"{name}_dequantize", taken)
-    result.append({
-        "kind": "dequantize", "layer": "output", "actor": actor, "prefix": actor.upper(),
-        "in_size": last["out_size"], "out_size": last["out_size"], "positions": 1, "channels": last["out_size"],
-        "activation": "linear", "in_type": "int8_t", "out_type": "float", "scratch": None, "input_q": current,
-        "output_q": current,
-        "description": f"the int8 output as float (scale {current[0]:.6g}, zero point {current[1]})",
-    })
-    result[0]["prefix"] = result[0]["actor"].upper()
-    for op in result:
-        op["input_scale"], op["input_zero"] = op["input_q"]
-        op["output_scale"], op["output_zero"] = op["output_q"]
+    size = (result[-1].out_size,)
+    result.append(O.Dequantize(
+        layer="output", actor=c_identifier(f"{name}_dequantize", taken), in_shape=size, out_shape=size,
+        in_type="int8_t", input_q=current, output_q=current,
+        description=f"the int8 output as float (scale {current[0]:.6g}, zero point {current[1]})",
+    ))
     return result
 
 
-def _quantize_weights(op: dict, raw, source: tuple, output: tuple) -> None:
+def _quantize_weights(op: O.DenseInt8 | O.ConvInt8, raw, source: tuple, output: tuple) -> None:
     """Int8 weights, the int32 bias with the input's zero point folded in, and the per-channel requantization."""
     weights, bias = raw
     quantized, scales = _weights(weights)
@@ -251,7 +237,7 @@ def _quantize_weights(op: dict, raw, source: tuple, output: tuple) -> None:
     # cells of a convolution hold the zero point, so they add nothing, as TFLite's skipped cells do
     folded = bias_q - source[1] * quantized.sum(axis=1)
     if np.any(np.abs(folded) >= 2 ** 31):
-        raise ValueError(f"layer {op['layer']!r}: a bias does not fit int32 at the calibrated scales")
+        raise ValueError(f"layer {op.layer!r}: a bias does not fit int32 at the calibrated scales")
     factors = [quantize_multiplier(float(np.float32(source[0])) * float(s) / float(np.float32(output[0])))
                for s in scales]
     # TFLite's first rounding, round(acc * 2^left * m / 2^31), is SMMLAR's round(acc2 * m / 2^32) for
@@ -260,47 +246,47 @@ def _quantize_weights(op: dict, raw, source: tuple, output: tuple) -> None:
     doubling = np.array([1 << (1 + max(shift, 0)) for _, shift in factors], dtype=np.int64)
     quantized, folded = quantized * doubling[:, None], folded * doubling
     if np.any(np.abs(quantized) > 2 ** 15 - 1):
-        raise ValueError(f"layer {op['layer']!r}: a requantization factor of 128 or more (input scale x weight "
+        raise ValueError(f"layer {op.layer!r}: a requantization factor of 128 or more (input scale x weight "
                          "scale / output scale) does not fit the int8 kernels' 16-bit weights")
     if np.any(np.abs(folded) + (1 - QMIN) * np.abs(quantized).sum(axis=1) >= 2 ** 31):
-        raise ValueError(f"layer {op['layer']!r}: its int32 accumulator could overflow at the calibrated scales")
+        raise ValueError(f"layer {op.layer!r}: its int32 accumulator could overflow at the calibrated scales")
     right = [max(-shift, 0) for _, shift in factors]
-    op["act_min"] = max(QMIN, output[1]) if op["activation"] == "relu" else QMIN
-    op["act_max"] = QMAX
+    op.act_min = max(QMIN, output[1]) if op.activation == "relu" else QMIN
+    op.act_max = QMAX
     # SMMLAR adds a third operand to the rounded high word: the second rounding's half and the output's zero point
     # times 2^right, so that one shift and one saturation finish the output. Exact without TFLite's extra step down
     # for negative values (round half away from zero) when those clamp to the bottom anyway (act_min >= zero: a ReLU)
     rounding = [(1 << r >> 1) + output[1] * (1 << r) for r in right]
-    op["fast_requantize"] = op["act_min"] >= output[1] and all(abs(c) < 2 ** 30 for c in rounding)
-    op["blocks"], packed = _pack(quantized)
-    op["weights"] = [str(int(v)) for v in packed]
-    op["bias"] = [str(int(v)) for v in folded]
-    op["multiplier"] = [str(m) for m, _ in factors]
-    op["shift"] = [str(r) for r in right]
-    op["rounding"] = [str(c) for c in rounding]
+    op.fast_requantize = op.act_min >= output[1] and all(abs(c) < 2 ** 30 for c in rounding)
+    op.blocks, op.weights = _pack(quantized)
+    op.bias = folded
+    op.multiplier = np.array([m for m, _ in factors], dtype=np.int64)
+    op.shift = np.array(right, dtype=np.int64)
+    op.rounding = np.array(rounding, dtype=np.int64)
     n = quantized.shape[1]
-    if op["kind"] == "conv":
-        op["inside"] = _inside(op, op["k_h"], op["k_w"])
+    if not isinstance(op, O.ConvInt8):
+        return
+    op.inside = _inside(op, op.k_h, op.k_w)
     # a first convolution's patch of at most 4 values (one word): the kernel reads one record per filter
     # [bias, weights (0, 2), weights (1, 3), multiplier, rounding] with one load-multiple, for two positions at once
-    op["small_patch"] = op["kind"] == "conv" and n <= 4 and op["fast_requantize"] and op["filters"] <= 4096
-    if op["small_patch"]:
+    op.small_patch = n <= 4 and op.fast_requantize and op.filters <= 4096
+    if op.small_patch:
         padded = np.zeros((len(folded), 4), dtype=np.int64)
         padded[:, :n] = quantized
         pairs = [(padded[:, 0] & 0xFFFF) | (padded[:, 2] << 16), (padded[:, 1] & 0xFFFF) | (padded[:, 3] << 16)]
         records = np.stack([folded, *pairs, [m for m, _ in factors], rounding], axis=1)
-        op["records"] = [str(int(v)) for v in records.ravel()]
+        op.records = records.ravel()
     # a convolution whose windows never leave the input and whose rows are whole words reads its patch in place, row
     # by row, on ARMv6 (the loop's counter and the step to the next row are immediates of its ARM instructions)
-    row = op["kind"] == "conv" and op["k_w"] * op["in_c"]
-    op["row_walk"] = bool(row) and not op["small_patch"] and op["inside"] and row % 4 == 0 and row // 4 <= 255 \
-        and _arm_immediate((op["in_w"] - op["k_w"]) * op["in_c"])
+    row = op.k_w * op.in_c
+    op.row_walk = not op.small_patch and op.inside and row % 4 == 0 and row // 4 <= 255 \
+        and _arm_immediate((op.in_w - op.k_w) * op.in_c)
 
 
-def _inside(op: dict, k_h: int, k_w: int) -> bool:
+def _inside(op: O.Window, k_h: int, k_w: int) -> bool:
     """Whether every window of a convolution or pooling lies inside the input (no padding to skip or fill)."""
-    return op["pad_t"] == op["pad_l"] == 0 and (op["out_h"] - 1) * op["s_h"] + k_h <= op["in_h"] \
-        and (op["out_w"] - 1) * op["s_w"] + k_w <= op["in_w"]
+    return op.pad_t == op.pad_l == 0 and (op.out_h - 1) * op.s_h + k_h <= op.in_h \
+        and (op.out_w - 1) * op.s_w + k_w <= op.in_w
 
 
 def _arm_immediate(value: int) -> bool:

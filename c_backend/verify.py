@@ -9,9 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from c_backend.targets import get
 from keras_grs.scoring import predict
-
-HOST_CFLAGS = "-O2 -std=c99 -Wall -Wextra -Werror -pedantic"
 
 
 @dataclass(frozen=True)
@@ -34,18 +33,16 @@ class Verification:
         return {**asdict(self), "accuracy_change": self.accuracy_change}
 
 
-def build(directory, cc=None, cflags=HOST_CFLAGS, make_target=None) -> Path:
-    """Run the generated Makefile; return the driver executable. Compiler output is in the error on failure."""
-    directory = Path(directory)
-    command = ["make", "-s", "-C", str(directory), "-B"]
-    if make_target:
-        command.append(make_target)
-    if cc:
-        command.append(f"CC={cc}")
-    if cflags is not None and make_target != "pi-zero":
-        command.append(f"CFLAGS={cflags}")
-    if shutil.which("make") is None:
-        raise RuntimeError("make is not installed")
+def build(directory, target="host", cc=None) -> Path:
+    """Run the generated Makefile with ``target``'s check compiler and flags (warnings as errors; ``cc`` replaces
+    the compiler); return the driver executable. Compiler output is in the error on failure."""
+    directory, check = Path(directory), get(target).check
+    cc = cc or check.cc
+    command = ["make", "-s", "-C", str(directory), "-B", f"CFLAGS={check.cflags}", *([f"CC={cc}"] if cc else [])]
+    missing = [tool for tool in ("make", cc, *check.runner[:1]) if tool and shutil.which(tool) is None]
+    if missing:
+        raise RuntimeError(f"checking code for target {get(target).name!r} needs {', '.join(missing)}, not installed "
+                           "(make c-toolchains installs them)")
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"compiling {directory} failed:\n{result.stdout}{result.stderr}")
@@ -56,14 +53,15 @@ def build(directory, cc=None, cflags=HOST_CFLAGS, make_target=None) -> Path:
     return executables[0]
 
 
-def run(executable, x, runner=(), repeats=0) -> tuple[np.ndarray, float | None]:
-    """Run the driver on samples ``x``; return the outputs (and ns per inference when ``repeats``)."""
+def run(executable, x, target="host", repeats=0) -> tuple[np.ndarray, float | None]:
+    """Run the driver on samples ``x`` as ``target``'s check runs it (directly, or under qemu-arm); return the
+    outputs (and ns per inference when ``repeats``)."""
     executable = Path(executable)
     directory = executable.parent
     x = np.ascontiguousarray(np.asarray(x, dtype="<f4"))
     inputs, outputs = directory / "verify_input.bin", directory / "verify_output.bin"
     x.tofile(inputs)
-    command = [*runner, str(executable), str(inputs), str(outputs)]
+    command = [*get(target).check.runner, str(executable), str(inputs), str(outputs)]
     if repeats:
         command.append(str(repeats))
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
@@ -76,20 +74,22 @@ def run(executable, x, runner=(), repeats=0) -> tuple[np.ndarray, float | None]:
     return values, timing
 
 
-def verify(model, out_dir, x, y=None, cc=None, cflags=HOST_CFLAGS, runner=(), make_target=None) -> Verification:
-    """Compile the code in ``out_dir`` (host compiler, warnings as errors), run it on ``x``, compare with Keras.
+def verify(model, out_dir, x, y=None, target="host", cc=None) -> Verification:
+    """Compile the code in ``out_dir`` as ``target``'s check does (warnings as errors), run it on ``x`` (under
+    qemu-arm for the Pi Zero), compare with Keras.
 
     Args:
         model: the Keras model the code was generated from.
         out_dir: the directory :func:`c_backend.export` wrote.
         x: samples; y: optional labels, to report both accuracies (and their change, for int8).
-        cc, cflags, runner: another compiler, flags, and a program to run the binary with (e.g. qemu-arm).
+        target: a name of :data:`c_backend.targets.TARGETS` or a :class:`~c_backend.targets.Target`.
+        cc: another compiler than the target's (``clang``, say).
 
     Returns:
         A :class:`Verification`; a float32 export differs from Keras by at most about 1e-5.
     """
-    executable = build(out_dir, cc=cc, cflags=cflags, make_target=make_target)
-    c_out, _ = run(executable, x, runner=runner)
+    executable = build(out_dir, target, cc=cc)
+    c_out, _ = run(executable, x, target)
     keras_out = predict(model, np.asarray(x, dtype="float32")).reshape(len(x), -1)
     diff = float(np.max(np.abs(c_out - keras_out))) if len(x) else 0.0
     c_class, k_class = c_out.argmax(axis=1), keras_out.argmax(axis=1)

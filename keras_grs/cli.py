@@ -191,9 +191,9 @@ def cmd_export_c(args) -> int:
         model, out, name=args.name, target=args.target, precision="int8" if args.int8 else "float32",
         sparse=args.sparse, calibration=data["x_train"][:512] if args.int8 else None,
     )
-    print(f"wrote {len(exported.files)} files to {out}: {', '.join(op['actor'] for op in exported.ops)}")
+    print(f"wrote {len(exported.files)} files to {out}: {', '.join(op.actor for op in exported.ops)}")
     if data is not None:
-        check = c_backend.verify(model, out, data["x_val"], data["y_val"])
+        check = c_backend.verify(model, out, data["x_val"], data["y_val"], target=args.target)
         print(f"verified on {check.samples} validation samples: max |C - Keras| {check.max_abs_diff:.3e}, same class "
               f"{check.agreement:.2%}, accuracy Keras {check.keras_accuracy:.4f} / C {check.c_accuracy:.4f}")
     return 0
@@ -281,6 +281,8 @@ def cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from c_backend.targets import TARGETS
+
     parser = argparse.ArgumentParser(prog="keras-grs", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -344,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="a .keras file or a built-in model name")
     p.add_argument("out", help="the directory to write")
     p.add_argument("--name", help="C name of the model (default: the model's name)")
-    p.add_argument("--target", choices=["host", "pi-zero"], default="host", help="the Makefile's default build")
+    p.add_argument("--target", choices=list(TARGETS), default="host",
+                   help="the machine the C is for: kernels and the Makefile's flags; --verify checks it there "
+                        "(the Pi Zero under qemu-arm)")
     p.add_argument("--int8", action="store_true", help="every layer in int8 (TFLite's scheme), calibrated on x_train")
     p.add_argument("--sparse", choices=["auto", "never", "always"], default="auto")
     p.add_argument("--verify", metavar="DATA.npz", help="compile, run on x_val and compare with Keras")

@@ -248,7 +248,7 @@ class PruneResult:
             "directory": str(directory),
             "name": exported.name,
             "model": "eup" if self.eup_model is not None else "compact",
-            "actors": [op["kind"] for op in exported.ops],
+            "actors": [op.kind for op in exported.ops],
             **check.as_dict(),
         }
         return self.report["c_export"]

@@ -17,8 +17,6 @@ from keras_grs import UnsupportedLayerError, eup, models, shrink
 from keras_grs.cli import main
 
 L = keras.layers
-STRICT = "-O2 -std=c99 -Wall -Wextra -Werror -pedantic"
-ARM = f"{STRICT} -march=armv6zk -mfpu=vfp -mfloat-abi=softfp -static"
 
 
 def check(model, tmp_path, x=None, seed=0, **export_options):
@@ -27,7 +25,7 @@ def check(model, tmp_path, x=None, seed=0, **export_options):
         x = rng.normal(size=(6, *model.input_shape[1:])).astype("float32")
     exported = c_backend.export(model, tmp_path, **export_options)
     result = c_backend.verify(model, tmp_path, x)
-    assert result.max_abs_diff <= 1e-4, f"{[op['kind'] for op in exported.ops]}: {result.max_abs_diff}"
+    assert result.max_abs_diff <= 1e-4, f"{[op.kind for op in exported.ops]}: {result.max_abs_diff}"
     return exported, result
 
 
@@ -69,9 +67,9 @@ def test_every_supported_layer_matches_keras(case, tmp_path):
 
 def test_batch_normalization_is_folded_when_it_directly_follows(tmp_path):
     exported, _ = check(LAYER_CASES["batchnorm_folded"](), tmp_path)
-    assert [op["kind"] for op in exported.ops] == ["conv", "dense", "dense"]
+    assert [op.kind for op in exported.ops] == ["conv", "dense", "dense"]
     exported, _ = check(LAYER_CASES["batchnorm_after_activation"](), tmp_path / "b")
-    assert [op["kind"] for op in exported.ops] == ["dense", "affine", "dense"]
+    assert [op.kind for op in exported.ops] == ["dense", "affine", "dense"]
 
 
 @pytest.mark.parametrize("name, shape", [("nn1", (140,)), ("nn2", (140,)), ("cnn1", (12, 12, 1)),
@@ -87,7 +85,7 @@ def test_seed_models_original_pruned_and_thresholded_with_gcc_and_clang(name, sh
     sparse, info = eup.threshold(pruned, (x, y), tolerance=0.5, mode="absolute", init=0.3, step=0.3)
     exported, _ = check(sparse, tmp_path / "thresholded", x)
     if info.threshold is not None and name.startswith("nn"):
-        assert "dense_sparse" in [op["kind"] for op in exported.ops]
+        assert "dense_sparse" in [op.kind for op in exported.ops]
     if shutil.which("clang"):
         result = c_backend.verify(sparse, tmp_path / "thresholded", x, cc="clang")
         assert result.max_abs_diff <= 1e-4
@@ -100,10 +98,10 @@ def test_sparse_options_choose_the_storage(tmp_path):
     model.layers[0].set_weights([kernel, bias])
     for option, kinds in (("never", ["dense", "dense"]), ("always", ["dense_sparse", "dense_sparse"])):
         exported, _ = check(model, tmp_path / option, sparse=option)
-        assert [op["kind"] for op in exported.ops] == kinds
+        assert [op.kind for op in exported.ops] == kinds
     density = np.count_nonzero(kernel) / kernel.size
     exported, _ = check(model, tmp_path / "auto")
-    assert (exported.ops[0]["kind"] == "dense_sparse") == (density <= 0.5)
+    assert (exported.ops[0].kind == "dense_sparse") == (density <= 0.5)
 
 
 def test_int8_reports_its_accuracy_change(tmp_path):
@@ -125,7 +123,7 @@ def test_names_become_safe_c_identifiers(tmp_path):
     model = keras.Sequential([keras.Input((4,)), L.Dense(3, name="int"), L.Dense(3, name="a-b"),
                               L.Dense(2, name="a_b")], name="9 lives *\n#include <evil.h>")
     exported, _ = check(model, tmp_path)
-    actors = [op["actor"] for op in exported.ops]
+    actors = [op.actor for op in exported.ops]
     assert len(set(actors)) == 3 and all(a.replace("_", "a").isalnum() for a in actors)
     assert exported.name[0].isalpha()
     for path in tmp_path.iterdir():
@@ -160,8 +158,7 @@ def test_pi_zero_build_runs_under_qemu(name, tmp_path, shape):
     randomize(model, np.random.default_rng(4))
     x = np.random.default_rng(5).normal(size=(5, *shape)).astype("float32")
     c_backend.export(model, tmp_path, target="pi-zero")
-    result = c_backend.verify(model, tmp_path, x, cc="arm-linux-gnueabi-gcc", cflags=ARM,
-                              runner=["qemu-arm", "-cpu", "arm1176"])
+    result = c_backend.verify(model, tmp_path, x, target="pi-zero")
     assert result.max_abs_diff <= 1e-4
     elf = subprocess.run(["file", str(tmp_path / name)], capture_output=True, text=True).stdout
     assert "ARM" in elf

@@ -13,9 +13,9 @@ from helpers import randomize
 import c_backend
 from c_backend import armv6, tflite
 from c_backend.quantize import activation_params, quantize_multiplier
+from c_backend.targets import STRICT
 
 L = keras.layers
-STRICT = "-O2 -std=c99 -Wall -Wextra -Werror -pedantic"
 
 
 def seq(shape, *layers, seed=11):
@@ -50,10 +50,10 @@ def samples(model, count, seed):
     return np.random.default_rng(seed).normal(size=(count, *model.input_shape[1:])).astype("float32")
 
 
-def against_tflite(model, directory, cc=None, cflags=STRICT, runner=()):
+def against_tflite(model, directory, target="host", cc=None):
     calibration, x = samples(model, 40, 0), samples(model, 25, 1)
     exported = c_backend.export(model, directory, precision="int8", calibration=calibration)
-    c_out, _ = c_backend.run(c_backend.build(directory, cc=cc, cflags=cflags), x, runner=runner)
+    c_out, _ = c_backend.run(c_backend.build(directory, target, cc=cc), x, target)
     reference = tflite.run_int8(tflite.convert_int8(model, calibration), x)
     return exported, c_out, reference
 
@@ -61,11 +61,11 @@ def against_tflite(model, directory, cc=None, cflags=STRICT, runner=()):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_int8_equals_tflite_within_one_step_on_every_sample(case, tmp_path):
     exported, c_out, reference = against_tflite(CASES[case](), tmp_path)
-    assert {op["kind"] for op in exported.ops[1:-1]} <= {"dense_int8", "conv_int8", "pool_int8", "global_pool_int8",
+    assert {op.kind for op in exported.ops[1:-1]} <= {"dense_int8", "conv_int8", "pool_int8", "global_pool_int8",
                                                           "table_int8", "softmax_int8"}
-    assert exported.ops[0]["output_q"][1] == reference.input_q[1]
-    assert np.isclose(exported.ops[0]["output_q"][0], reference.input_q[0], rtol=1e-6)
-    assert np.isclose(exported.ops[-1]["input_q"][0], reference.output_q[0], rtol=1e-5)
+    assert exported.ops[0].output_q[1] == reference.input_q[1]
+    assert np.isclose(exported.ops[0].output_q[0], reference.input_q[0], rtol=1e-6)
+    assert np.isclose(exported.ops[-1].input_q[0], reference.output_q[0], rtol=1e-5)
     steps = reference.steps(c_out)
     assert np.allclose(steps, np.round(steps))  # the C's outputs are whole steps of TFLite's output tensor
     assert np.max(np.abs(steps - reference.output)) <= 1, case
@@ -79,8 +79,7 @@ def test_int8_builds_with_clang_and_for_armv6_under_qemu_as_on_the_host(tmp_path
         assert np.array_equal(clang, host)
     if armv6.missing_tools():
         pytest.skip("make c-toolchains installs the ARM tools")
-    _, arm, _ = against_tflite(model, tmp_path / "arm", cc=armv6.CC, cflags=armv6.CFLAGS,
-                               runner=list(armv6.QEMU))
+    _, arm, _ = against_tflite(model, tmp_path / "arm", "pi-zero")
     assert np.array_equal(arm, host)  # integer arithmetic: the same bits on both
     code = subprocess.run([armv6.CC.replace("gcc", "objdump"), "-d", str(tmp_path / "arm" / "sequential")],
                           capture_output=True, text=True, check=True).stdout

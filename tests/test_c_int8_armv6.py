@@ -9,10 +9,11 @@ import subprocess
 import keras
 import numpy as np
 import pytest
-from test_c_int8 import STRICT, against_tflite, seq
+from test_c_int8 import against_tflite, seq
 
 import c_backend
 from c_backend import armv6
+from c_backend.targets import STRICT
 from keras_grs import models
 
 pytestmark = pytest.mark.skipif(bool(armv6.missing_tools()), reason="make c-toolchains installs the ARM tools")
@@ -47,16 +48,15 @@ CASES = {
 def test_armv6_int8_path_equals_the_host_and_tflite(case, tmp_path):
     model = CASES[case]()
     _, host, reference = against_tflite(model, tmp_path / "host")
-    exported, arm, _ = against_tflite(model, tmp_path / "arm", cc=armv6.CC, cflags=armv6.CFLAGS,
-                                      runner=list(armv6.QEMU))
+    exported, arm, _ = against_tflite(model, tmp_path / "arm", "pi-zero")
     assert np.array_equal(arm, host)  # integer arithmetic: the assembly gives the plain C's bits
     for outputs in (host, arm):
         assert np.max(np.abs(reference.steps(outputs) - reference.output)) <= 1, case
     first = exported.ops[1]
     if case.startswith(("first_conv", "pointwise")):
-        assert first["kind"] == "conv_int8" and first["small_patch"]
+        assert first.kind == "conv_int8" and first.small_patch
     if case.startswith("conv_channels"):  # windows read in place, row by row
-        assert first["row_walk"] and not exported.ops[2]["row_walk"]  # the second is padded
+        assert first.row_walk and not exported.ops[2].row_walk  # the second is padded
 
 
 def int8_instructions_per_mac(name, shape, tmp_path):
@@ -71,11 +71,11 @@ def int8_instructions_per_mac(name, shape, tmp_path):
                         window=(f"{name}_context_infer", "main"))
     per_mac = {}
     for op in exported.ops:
-        macs = armv6.op_macs(op) if op["kind"] in ("dense_int8", "conv_int8") else 0
+        macs = armv6.op_macs(op) if op.kind in ("dense_int8", "conv_int8") else 0
         if not macs:
             continue
-        actor = sum(count for symbol, count in run.by_symbol.items() if symbol.startswith(op["actor"] + "_"))
-        per_mac[op["layer"]] = actor / run.calls / macs
+        actor = sum(count for symbol, count in run.by_symbol.items() if symbol.startswith(op.actor + "_"))
+        per_mac[op.layer] = actor / run.calls / macs
     return per_mac
 
 
@@ -112,8 +112,7 @@ def test_layers_dead_on_the_calibration_clamp_at_their_zero_point_on_armv6_too(t
     conv.set_weights([conv.get_weights()[0], np.full(4, -100.0, "float32")])
     dense.set_weights([dense.get_weights()[0], np.full(5, -100.0, "float32")])
     _, host, _ = against_tflite(model, tmp_path / "host")
-    exported, arm, _ = against_tflite(model, tmp_path / "arm", cc=armv6.CC, cflags=armv6.CFLAGS,
-                                      runner=list(armv6.QEMU))
-    first, dense = (next(op for op in exported.ops if op["kind"] == kind) for kind in ("conv_int8", "dense_int8"))
-    assert first["act_min"] == dense["act_min"] == 0 and first["small_patch"] and dense["fast_requantize"]
+    exported, arm, _ = against_tflite(model, tmp_path / "arm", "pi-zero")
+    first, dense = (next(op for op in exported.ops if op.kind == kind) for kind in ("conv_int8", "dense_int8"))
+    assert first.act_min == dense.act_min == 0 and first.small_patch and dense.fast_requantize
     assert np.array_equal(arm, host)

@@ -25,7 +25,7 @@ def test_the_evaluator_and_the_c_backend_read_their_dispatch_from_the_table(monk
                               keras.layers.Dense(2, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     assert batched._plan(model).ops[0].kind == "dense"
-    assert ir.describe(model, "m")[0]["kind"] == "dense"
+    assert ir.describe(model, "m")[0].kind == "dense"
     dense = KINDS[keras.layers.Dense]
     monkeypatch.setitem(KINDS, keras.layers.Dense, replace(dense, batched=None, actor=None))
     with pytest.raises(UnsupportedForBatching, match="layer Dense"):
