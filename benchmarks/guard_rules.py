@@ -17,7 +17,6 @@ import math
 import numpy as np
 from common import RESULTS, write
 
-from keras_grs.guard import pack_outcomes
 from keras_grs.search.engine import beyond_guard_noise, walk_back_index
 from keras_grs.search.engine import monotone_decreasing as monotone
 
@@ -104,9 +103,8 @@ def rules(tolerance, probabilities=False):
         return keep
 
     table = {
-        "keras-grs (paired, monotone, beyond 1 s.e.)": lambda steps: walk_back_index(
-            [s["guard"] for s in steps], tolerance, "max", len(steps[0]["guard_right"]),
-            [pack_outcomes(_right(s).astype(bool)) for s in steps]),
+        "keras-grs (monotone, beyond 1 s.e. at its smallest)": lambda steps: walk_back_index(
+            [s["guard"] for s in steps], tolerance, "max", len(steps[0]["guard_right"])),
         "no walk back": lambda steps: len(steps) - 1,
         "guard within T": lambda steps: plain(steps),
         "guard within T, monotone (current)": lambda steps: plain(steps, fitted=True),
@@ -138,7 +136,8 @@ def main():
     runs = [r for path in args.paths for r in json.load(open(path))
             if r.get("steps") and r["tolerance"] == args.tolerance]
     seed_runs = {(r["dataset"], r["seed"]): r for r in json.load(open(args.seed_runs)) if r["rule"] == "seed"}
-    bound_mean, bound_single = 100 * (1 - args.tolerance) + 1, 100 * (1 - args.tolerance) + 3
+    # losses are whole test samples: a bound is met up to float rounding
+    bound_mean, bound_single = 100 * (1 - args.tolerance) + 1 + 1e-9, 100 * (1 - args.tolerance) + 3 + 1e-9
     lines = [
         "# Walk-back rules on the same searches",
         "",
@@ -146,7 +145,7 @@ def main():
         f"{', '.join(p.split('/')[-1] for p in args.paths)} (JGRS, T = "
         f"{args.tolerance}); each rule picks a step of the same accepted paths. Loss in test points against the "
         f"plainly trained initial model; params against the seed rule's runs on the same splits. Verdict: mean <= "
-        f"{bound_mean:g}, worst <= {bound_single:g}, params <= 1.5x (against the seed rule's runs present: seeds "
+        f"{bound_mean:.0f}, worst <= {bound_single:.0f}, params <= 1.5x (against the seed rule's runs present: seeds "
         "without one count in the loss, not in the ratio). Rule `keras-grs` is the walk back keras-grs does.",
         "",
         "| rule | data set | runs | loss mean | max | params vs seed rule | verdict |",

@@ -33,7 +33,7 @@ STORE = RESULTS / "unseen_accuracy.json"
 RULES = ("seed", "guard", "retrained")
 # "retrained": no pruning at all, the initial model trained plainly again from another initialisation. Its "loss"
 # is what the test split's noise alone costs a model of the same size: the floor any rule is measured against.
-WALK_BACK = "paired, monotone, beyond noise"  # the guard's walk back a run used (see redecided for runs of an earlier one)
+WALK_BACK = "monotone, beyond least noise"  # the guard's walk back a run used (see redecided for runs of an earlier one)
 
 
 def _standardized(x_train, *others):
@@ -161,11 +161,7 @@ def redecided(run: dict) -> dict:
     steps = run.get("steps")
     if run["rule"] != "guard" or not steps:
         return run
-    from keras_grs.guard import pack_outcomes
-
-    outcomes = [pack_outcomes([c == "1" for c in s["guard_right"]]) for s in steps]
-    index = walk_back_index([s["guard"] for s in steps], run["tolerance"], "max", len(steps[0]["guard_right"]),
-                            outcomes)
+    index = walk_back_index([s["guard"] for s in steps], run["tolerance"], "max", len(steps[0]["guard_right"]))
     own = next((i for i, s in enumerate(steps) if s["final"]), None)
     if index == own:
         return run
