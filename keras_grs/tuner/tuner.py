@@ -18,6 +18,7 @@ from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, Resolut
 from keras_grs.latency import format_ms
 from keras_grs.runlock import RunLock
 from keras_grs.search import check_tolerance
+from keras_grs.search.methods import method_named
 from keras_grs.structure import UnsupportedLayerError, analyze
 from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
 from keras_grs.tuner import distributed, fit_arguments
@@ -124,11 +125,7 @@ class GRSTuner(keras_tuner.Tuner):
         **tuner_kwargs,
     ):
         check_tolerance(tolerance)
-        if method not in ORACLES:
-            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(ORACLES)}")
-        if phases is not None and method != "jgrs":
-            raise ValueError(f"phases only apply to method 'jgrs', not {method!r}")
-        options = {"phases": phases} if method == "jgrs" else {}
+        method_named(method)  # an unknown method is refused, listing the registered ones
         oracle = ORACLES[method](
             objective=objective,
             tolerance=tolerance,
@@ -147,7 +144,7 @@ class GRSTuner(keras_tuner.Tuner):
             allow_new_entries=allow_new_entries,
             max_retries_per_trial=max_retries_per_trial,
             max_consecutive_failed_trials=max_consecutive_failed_trials,
-            **options,
+            phases=phases,  # refused by a method that takes no phases
         )
         if distributed.is_worker():
             tuner_kwargs["overwrite"] = False  # the chief's project: only the chief may start it afresh
