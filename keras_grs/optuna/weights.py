@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 
 from keras_grs.costs import count_flops, count_params
 from keras_grs.latency import latency_ms
-from keras_grs.evaluate import unit_norms
+from keras_grs.importance import unit_norms
 from keras_grs.files import load_weights
 from keras_grs.optuna.samplers import PruningSampler, trial_number_of
 from keras_grs.structure import analyze
