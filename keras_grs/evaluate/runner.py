@@ -129,14 +129,15 @@ class CandidateRunner:
 
     def prepare(self, request: Request, fit_kwargs: dict) -> tuple[Job, dict]:
         """The candidate built with its starting weights; the fit arguments it trains with."""
-        inherited = None
-        if request.parent is not None and self.inherit:
-            inherited = self._inherited(request)
+        parent = self.parent_model(request.parent) if request.parent is not None and self.inherit else None
         model = self.build(request.build)
         if request.parent is None and self.base_weights is not None:
             model.set_weights(self.base_weights)
-        if inherited is not None:
-            set_chain_weights(model, inherited)
+        if parent is not None:
+            structure = analyze(parent)
+            removed = {name if self.names is None else structure.groups[self.names[name]].name: indices
+                       for name, indices in request.removed.items()}
+            inherit_from(parent, model, removed, structure)
         if request.parent is None and self.initial_epochs is not None:
             fit_kwargs = dict(fit_kwargs, epochs=self.initial_epochs)
         train = request.parent is not None or self.train_first
@@ -185,14 +186,6 @@ class CandidateRunner:
             guard=guard_record(model, guard, self.objective) if guard is not None else None,
         )
 
-    def _inherited(self, request):
-        """The parent's trained weights minus the removed units, layer by layer."""
-        parent = self.parent_model(request.parent)
-        structure = analyze(parent)
-        remove = {name if self.names is None else structure.groups[self.names[name]].name: indices
-                  for name, indices in request.removed.items()}
-        return surviving_weights(parent, kept_units(structure, remove))
-
     def parent_model(self, id):
         """A candidate's trained model: from the last run, the cache, or ``load_parent``."""
         cache = self._parents
@@ -204,3 +197,10 @@ class CandidateRunner:
             while len(cache) > self.cache_size:
                 cache.pop(next(iter(cache)))
         return cache[id]
+
+
+def inherit_from(parent, model, removed: Mapping[str, Sequence[int]], structure=None) -> None:
+    """Give ``model`` the trained weights of ``parent`` minus the ``removed`` units (group name -> indices in the
+    parent, as :func:`keras_grs.analyze` names the groups; ``structure``: the parent's analysis, when at hand)."""
+    structure = structure if structure is not None else analyze(parent)
+    set_chain_weights(model, surviving_weights(parent, kept_units(structure, removed)))
