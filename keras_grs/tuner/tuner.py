@@ -12,7 +12,7 @@ import keras_tuner
 
 from keras_grs.evaluate import make_evaluator, tidy
 from keras_grs.evaluate.keras import validate
-from keras_grs.evaluate.runner import PARENT_CACHE_SIZE, CandidateRunner, Request  # noqa: F401  (the cache's size)
+from keras_grs.evaluate.runner import PARENT_CACHE_SIZE, CandidateRunner, Request  # noqa: F401  (its old home)
 from keras_grs.files import BackgroundWriter, CorruptFileError, verify, write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, ResolutionWarning, check_guard_data,
                              resolution_warnings, split_guard)
