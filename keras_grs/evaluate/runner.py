@@ -78,6 +78,7 @@ class Record:
         metrics: every metric the evaluator reported (the objective, ``params``, ``flops``, ``latency_ms``, ...).
         score: the objective's value.
         params, flops, latency_ms: its size, FLOPs and estimated Pi Zero milliseconds.
+        (Each None when the evaluator did not report it.)
         unit_norms: by width name, the L1 norm of each unit's incoming weights (when the runner records them).
         guard: :func:`keras_grs.guard.guard_record` on the guard split (when guard data are given); never used to
             train or to accept.
@@ -86,9 +87,9 @@ class Record:
     request: Request
     model: Any
     metrics: dict
-    score: float
-    params: int
-    flops: int
+    score: float | None
+    params: int | None
+    flops: int | None
     latency_ms: float | None
     unit_norms: dict | None = None
     guard: dict | None = None
@@ -178,10 +179,9 @@ class CandidateRunner:
                 groups = analyze(model).groups
                 norms = {name: norms[groups[index].name] for name, index in self.names.items()}
         return Record(
-            request, model, metrics, score=float(metrics[self.objective_name]), params=int(metrics["params"]),
-            flops=int(metrics["flops"]),
-            latency_ms=None if metrics.get("latency_ms") is None else float(metrics["latency_ms"]),
-            unit_norms=norms,
+            request, model, metrics, score=_value(metrics, self.objective_name, float),
+            params=_value(metrics, "params", int), flops=_value(metrics, "flops", int),
+            latency_ms=_value(metrics, "latency_ms", float), unit_norms=norms,
             # read only by the final walk back, never by training or the search's decisions
             guard=guard_record(model, guard, self.objective) if guard is not None else None,
         )
@@ -197,6 +197,12 @@ class CandidateRunner:
             while len(cache) > self.cache_size:
                 cache.pop(next(iter(cache)))
         return cache[id]
+
+
+def _value(metrics, name, kind):
+    """A metric as a plain number; None when the evaluator did not report it (an evaluator object of the user's
+    may report less than the built-in ones; keras-tuner then judges the trial by what it has)."""
+    return None if metrics.get(name) is None else kind(metrics[name])
 
 
 def inherit_from(parent, model, removed: Mapping[str, Sequence[int]], structure=None) -> None:

@@ -335,6 +335,8 @@ class _Objective:
         request = Request(trial.number, widths, str(path), key=candidate.key, parent=parent,
                           removed=candidate.removed_dict)
         (record,) = self.runner.run([request], self.fit_args, self.fit_kwargs, guard=self.guard_data)
+        if record.score is None:
+            raise ValueError(f"the evaluator reported no {self.runner.objective_name!r}, only {sorted(record.metrics)}")
         trial.set_user_attr(CHECKPOINT_ATTR, str(path.resolve()))
         trial.set_user_attr("params", record.params)
         trial.set_user_attr("flops", record.flops)
