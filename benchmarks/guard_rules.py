@@ -132,9 +132,10 @@ def main():
     parser.add_argument("--seed-runs", default=str(RESULTS / "unseen_accuracy.json"))
     parser.add_argument("--tolerance", type=float, default=0.98)
     parser.add_argument("--out", default="guard_rules.md", help="the table's file in results/")
+    parser.add_argument("--only", help="only the runs whose walk-back tag contains this (e.g. 'margin 0.5')")
     args = parser.parse_args()
     runs = [r for path in args.paths for r in json.load(open(path))
-            if r.get("steps") and r["tolerance"] == args.tolerance]
+            if r.get("steps") and r["tolerance"] == args.tolerance and (args.only or "") in r.get("walk_back", "")]
     seed_runs = {(r["dataset"], r["seed"]): r for r in json.load(open(args.seed_runs)) if r["rule"] == "seed"}
     # losses are whole test samples: a bound is met up to float rounding
     bound_mean, bound_single = 100 * (1 - args.tolerance) + 1 + 1e-9, 100 * (1 - args.tolerance) + 3 + 1e-9

@@ -34,6 +34,7 @@ from common import calcium_splits, machine, pretrained, write
 import keras_grs
 from keras_grs import surgery
 from keras_grs.evaluate import batched
+from keras_grs.evaluate import runner as runner_module
 from keras_grs.tuner import tuner as tuner_module
 
 PHASES = ("build candidates", "copy weights", "train", "evaluate", "save checkpoints", "count params/FLOPs",
@@ -73,10 +74,12 @@ def instrument(clock, tuner):
     """Wrap the tuner's, oracle's and evaluator's steps in the clock's phases (on this tuner and its evaluator
     only, plus the module functions they call)."""
     evaluator = tuner.evaluator
-    for name, phase in (("_prepare_job", "build candidates"), ("_save_unit_norms", "oracle bookkeeping"),
-                        ("_score_guard", "oracle bookkeeping"), ("_evaluate_with", "oracle bookkeeping"),
+    for name, phase in (("_stored", "oracle bookkeeping"), ("_evaluate_with", "oracle bookkeeping"),
                         ("on_trial_begin", "oracle bookkeeping"), ("on_trial_end", "oracle bookkeeping")):
         setattr(tuner, name, clock.wrap(getattr(tuner, name), phase))
+    runner = tuner._runner  # building a candidate; its norms and guard record are bookkeeping, as before
+    runner.prepare = clock.wrap(runner.prepare, "build candidates")
+    runner._record = clock.wrap(runner._record, "oracle bookkeeping")
     for name in ("create_trial", "update_trial", "end_trial", "save"):
         setattr(tuner.oracle, name, clock.wrap(getattr(tuner.oracle, name), "oracle bookkeeping"))
     for name, phase in (("_pack", "copy weights"), ("_unpack", "copy weights"), ("_train", "train")):
@@ -93,6 +96,7 @@ def instrument(clock, tuner):
         (batched, "count_params"): clock.wrap(batched.count_params, "count params/FLOPs"),
         (batched, "count_flops"): clock.wrap(batched.count_flops, "count params/FLOPs"),
         (tuner_module, "tidy"): clock.wrap(tuner_module.tidy, "oracle bookkeeping"),
+        (runner_module, "tidy"): clock.wrap(runner_module.tidy, "oracle bookkeeping"),
     }
 
 

@@ -282,6 +282,7 @@ def cmd_demo(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from c_backend.targets import TARGETS
+    from keras_grs.search.methods import METHODS
 
     parser = argparse.ArgumentParser(prog="keras-grs", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -290,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("models", nargs="+", metavar="MODEL", help="a .keras file or a built-in name (nn1, cnn1, ...)")
     p.add_argument("--data", required=True, help="an .npz with x_train, y_train, x_val, y_val [, x_test, y_test]")
     p.add_argument("--out", required=True, help="the run directory (must be empty unless --resume)")
-    p.add_argument("--method", choices=["grs", "jgrs", "rrs", "nwm"], default="grs")
+    p.add_argument("--method", choices=list(METHODS), default="grs",
+                   help="; ".join(f"{m.name}: {m.description}" for m in METHODS.values()))
     p.add_argument("--tolerance", type=float, default=0.985,
                    help="valid when score >= T x the initial score (a loss: <= the initial loss / T); default 0.985")
     p.add_argument("--objective", default="val_accuracy",

@@ -80,8 +80,7 @@ class _OptunaRun:
         from keras_grs.optuna.samplers import SAMPLERS, KEY_ATTR, spent_trials, stop_at_budget
         from keras_grs.optuna.study import trial_number_of
 
-        options = {"phases": phases} if method == "jgrs" else {}
-        sampler = SAMPLERS[method](seed=seed, frozen=frozen, width_multiple=width_multiple, cost=cost, **options)
+        sampler = SAMPLERS[method](seed=seed, frozen=frozen, width_multiple=width_multiple, cost=cost, phases=phases)
         study = create_study(sampler, storage=storage, study_name=project, directory=directory,
                              direction=objective_direction(objective))
         remaining = None if max_trials is None else max(0, max_trials - spent_trials(study))

@@ -58,8 +58,9 @@ def check_settings(*, method, tolerance, epochs, initial_epochs, batch_size, sel
         except ValueError as error:
             raise SettingError("{" + name + "}: " + str(error), name) from None
     if phases is not None:
-        if method != "jgrs":
-            raise SettingError("{phases} only applies to {method} jgrs", "phases", "method")
+        if "phases" not in METHODS[method].options:
+            takers = " or ".join(name for name, entry in METHODS.items() if "phases" in entry.options)
+            raise SettingError("{phases} only applies to {method} " + takers, "phases", "method")
         try:
             check_phases(phases)
         except (ValueError, TypeError) as error:

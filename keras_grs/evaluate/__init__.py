@@ -6,7 +6,8 @@ batch of candidates together in one compiled computation and falls back to the r
 """
 
 from keras_grs.evaluate.base import EPOCH_SCORES, Evaluator, Job, check_epoch_score, tidy
-from keras_grs.evaluate.keras import KerasEvaluator, unit_norms
+from keras_grs.evaluate.keras import KerasEvaluator
+from keras_grs.importance import unit_norms  # its old home, kept importable
 
 EVALUATORS = ("batched", "keras")
 

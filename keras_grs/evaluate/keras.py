@@ -13,7 +13,7 @@ from keras_grs.costs import count_flops, count_params
 from keras_grs.latency import latency_ms
 from keras_grs.evaluate.base import Job, check_epoch_score, validation_samples
 from keras_grs.files import load_weights, record_digest, save_weights
-from keras_grs.structure import WIDTH_LAYERS, analyze
+from keras_grs.importance import unit_norms  # noqa: F401  (its old home: keras_grs.evaluate.keras.unit_norms)
 
 
 class KerasEvaluator:
@@ -127,14 +127,3 @@ def validate(model: keras.Model, fit_args: tuple, fit_kwargs: dict) -> dict:
     batch_size = fit_kwargs.get("batch_size")
     values = model.evaluate(x_val, y_val, batch_size=batch_size, verbose=0, return_dict=True)
     return {f"val_{name}": float(value) for name, value in values.items()}
-
-
-def unit_norms(model: keras.Model) -> dict[str, list[float]]:
-    """For every width group of ``model`` (by layer name): the L1 norm of each unit's incoming weights."""
-    norms = {}
-    for group in analyze(model).groups:
-        layer = model.get_layer(group.layer)
-        assert isinstance(layer, WIDTH_LAYERS)
-        kernel = keras.ops.convert_to_numpy(layer.kernel)
-        norms[group.name] = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0).tolist()
-    return norms

@@ -36,9 +36,7 @@ from optuna.samplers import BaseSampler
 from optuna.trial import TrialState
 
 from keras_grs.search import (
-    DEFAULT_PHASES,
     INITIAL_KEY,
-    METHODS,
     UNCONSTRAINED,
     GroupSpec,
     Outcome,
@@ -48,7 +46,7 @@ from keras_grs.search import (
     check_width_multiple,
     make_search,
 )
-from keras_grs.search.order import check_phases
+from keras_grs.search.methods import ByMethod, method_named
 
 CONFIG_ATTR = "keras_grs_config"
 PATH_ATTR = "keras_grs_path"
@@ -165,7 +163,7 @@ class PruningSampler(BaseSampler):
         self.units = units
         self.store = store
         self.idle_timeout = idle_timeout
-        self.method_options = method_options
+        self.method_options = method_named(self.method).stored_options(method_options)
         self._searches = {}
         self._warned = set()
         # What one process knows about the trials it runs (claims, and the initial trial's suggestions in order).
@@ -175,14 +173,12 @@ class PruningSampler(BaseSampler):
     @property
     def needs_norms(self) -> bool:
         """Whether the method reads the trained units' L1 norms (NWM): :func:`keep` records them then."""
-        return (self.units or METHODS[self.method][1]) == "magnitude"
+        return method_named(self.method).needs_norms(self.units)
 
     # -- configuration ------------------------------------------------------------------------------------
     def config(self, seed=None) -> dict:
         """The sampler's settings as the study records them (``seed``: the one to record)."""
         options = dict(self.method_options)
-        if "phases" in options:
-            options["phases"] = [[p.rate, p.attempts] for p in check_phases(options["phases"])]
         chosen = seed if seed is not None else self.seed
         return {"method": self.method, "seed": DEFAULT_SEED if chosen is None else chosen, "units": self.units,
                 "options": options, "frozen": self.frozen, "width_multiple": self.width_multiple,
@@ -526,9 +522,8 @@ class JGRSSampler(PruningSampler):
 
     method = "jgrs"
 
-    def __init__(self, seed=None, phases=None, **kwargs):
-        phases = [[p.rate, p.attempts] for p in check_phases(phases if phases is not None else DEFAULT_PHASES)]
+    def __init__(self, seed=None, phases=None, **kwargs):  # phases second, as it always was
         super().__init__(seed=seed, phases=phases, **kwargs)
 
 
-SAMPLERS = {"grs": GRSSampler, "rrs": RRSSampler, "nwm": NWMSampler, "jgrs": JGRSSampler}
+SAMPLERS = ByMethod(PruningSampler, "Sampler")  # every registered method's sampler (see keras_grs.search.methods)

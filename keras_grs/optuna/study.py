@@ -10,17 +10,17 @@ from pathlib import Path
 import keras
 import optuna
 
-from keras_grs.costs import count_params
-from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
+from keras_grs.evaluate import make_evaluator
+from keras_grs.evaluate.runner import CandidateRunner, Request
 from keras_grs.files import CorruptFileError, load_weights, verify
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_guard_data, epoch_score_for,
-                             guard_record, search_margin, split_guard)
+                             search_margin, split_guard)
 from keras_grs.failures import last_line
 from keras_grs.optuna.samplers import (CONFIG_ATTR, DEFAULT_TOLERANCE, ERROR_ATTR, KEY_ATTR, PruningSampler, discard,
                                        discarded, trial_number_of)
 from keras_grs.search import check_direction, check_tolerance, constrain
 from keras_grs.structure import analyze
-from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
+from keras_grs.surgery import resized
 
 DIRECTIONS = ["maximize", "minimize"]
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql")
@@ -304,15 +304,16 @@ class _Objective:
         self.fit_args = (x, y)
         self.fit_kwargs = dict(fit_kwargs, validation_data=validation_data, epochs=epochs, batch_size=batch_size)
         self.fit_kwargs.setdefault("verbose", 0)
-        self.initial_epochs = initial_epochs
         self.directory = directory
-        self.train_first = train_first
-        self.base_weights = model.get_weights()
-        self.evaluator = make_evaluator(evaluator, keras_tuner_objective(objective, direction),
-                                        seed=sampler.study_seed(study), epoch_score=epoch_score)
-        if hasattr(self.evaluator, "pad_to"):  # every trial padded alike, in any process (see BatchedEvaluator)
-            self.evaluator.pad_to(model)
-        self.objective = objective
+        evaluator = make_evaluator(evaluator, keras_tuner_objective(objective, direction),
+                                   seed=sampler.study_seed(study), epoch_score=epoch_score)
+        if hasattr(evaluator, "pad_to"):  # every trial padded alike, in any process (see BatchedEvaluator)
+            evaluator.pad_to(model)
+        self.runner = CandidateRunner(
+            build=lambda widths: resized(model, widths), load_parent=self._trained, objective=objective,
+            evaluator=evaluator, base_weights=model.get_weights(), train_first=train_first,
+            initial_epochs=initial_epochs, norms=sampler.needs_norms,
+        )
 
     def __call__(self, trial):
         try:
@@ -329,44 +330,31 @@ class _Objective:
         candidate = self.sampler.candidate(trial)
         if tuple(widths.values()) != candidate.widths:
             raise RuntimeError(f"trial {trial.number} sampled {widths}, the search asked for {candidate.widths}")
-        tidy()
-        model = resized(self.model, widths)
-        fit_kwargs = self.fit_kwargs
-        if candidate.parent is None:
-            model.set_weights(self.base_weights)
-            train = self.train_first
-            if self.initial_epochs is not None:
-                fit_kwargs = dict(fit_kwargs, epochs=self.initial_epochs)
-        else:
-            parent = trial_number_of(trial.study, candidate.parent)
-            set_chain_weights(model, self._inherited(parent, trial.study, candidate))
-            train = True
         path = checkpoint_path(self.directory, trial.study, trial.number)
         path.parent.mkdir(parents=True, exist_ok=True)
-        job = Job(model, train, str(path), key=candidate.key)
-        (metrics,) = self.evaluator.evaluate([job], self.fit_args, fit_kwargs)
-        score, flops = float(metrics[self.objective]), int(metrics["flops"])
+        parent = None if candidate.parent is None else trial_number_of(trial.study, candidate.parent)
+        request = Request(trial.number, widths, str(path), key=candidate.key, parent=parent,
+                          removed=candidate.removed_dict)
+        (record,) = self.runner.run([request], self.fit_args, self.fit_kwargs, guard=self.guard_data)
+        if record.score is None:
+            raise ValueError(f"the evaluator reported no {self.runner.objective_name!r}, only {sorted(record.metrics)}")
         trial.set_user_attr(CHECKPOINT_ATTR, str(path.resolve()))
-        trial.set_user_attr("params", count_params(model))
-        trial.set_user_attr("flops", flops)
-        if metrics.get("val_samples"):  # the sampling noise of the score, which the acceptance margin reads
-            trial.set_user_attr("val_samples", int(metrics["val_samples"]))
-        if metrics.get("latency_ms") is not None:  # what a sampler with cost="pi-zero" minimizes
-            trial.set_user_attr("latency_ms", float(metrics["latency_ms"]))
-        if self.sampler.needs_norms:
-            trial.set_user_attr("unit_norms", json.dumps(unit_norms(model)))
-        if self.guard_data is not None:  # read only by the final walk back, never by the search's decisions
-            for name, value in guard_record(model, self.guard_data, self.objective).items():
-                if value is not None:
-                    trial.set_user_attr(name, value)
-        return (score, flops) if len(trial.study.directions) == 2 else score
+        trial.set_user_attr("params", record.params)
+        trial.set_user_attr("flops", record.flops)
+        if record.metrics.get("val_samples"):  # the sampling noise of the score, which the acceptance margin reads
+            trial.set_user_attr("val_samples", int(record.metrics["val_samples"]))
+        if record.latency_ms is not None:  # what a sampler with cost="pi-zero" minimizes
+            trial.set_user_attr("latency_ms", record.latency_ms)
+        if record.unit_norms is not None:
+            trial.set_user_attr("unit_norms", json.dumps(record.unit_norms))
+        for name, value in (record.guard or {}).items():  # read only by the final walk back
+            if value is not None:
+                trial.set_user_attr(name, value)
+        return (record.score, record.flops) if len(trial.study.directions) == 2 else record.score
 
-    def _inherited(self, parent_number, study, candidate):
-        parent_widths = {g.name: study.trials[parent_number].params[g.name] for g in self.structure.groups}
-        parent = resized(self.model, parent_widths)
-        load_weights(parent, _checked(trial_checkpoint(study, parent_number, self.directory)))
-        structure = analyze(parent)
-        return surviving_weights(parent, kept_units(structure, candidate.removed_dict))
+    def _trained(self, number):
+        """Trial ``number``'s trained model, from its checkpoint."""
+        return trial_model(self.study, self.model, number, self.directory)
 
 
 def keras_tuner_objective(name, direction="max"):

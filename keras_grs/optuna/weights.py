@@ -27,11 +27,12 @@ from optuna.trial import TrialState
 
 from keras_grs.costs import count_flops, count_params
 from keras_grs.latency import latency_ms
-from keras_grs.evaluate import unit_norms
+from keras_grs.importance import unit_norms
+from keras_grs.evaluate.runner import inherit_from
 from keras_grs.files import load_weights
 from keras_grs.optuna.samplers import PruningSampler, trial_number_of
 from keras_grs.structure import analyze
-from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
+from keras_grs.surgery import resized
 
 WEIGHTS_ATTR = "weights"
 _TEMPORARY_STORES = {}  # in-memory studies: one temporary directory per process
@@ -118,7 +119,7 @@ def inherit(trial, model, store=None, layers=None) -> int | None:
                           file_path=path, artifact_id=artifact_id)
         load_weights(parent_model, path)
     removed = {layer_of[name]: indices for name, indices in candidate.removed_dict.items()}
-    set_chain_weights(model, surviving_weights(parent_model, kept_units(analyze(parent_model), removed)))
+    inherit_from(parent_model, model, removed)
     return number
 
 

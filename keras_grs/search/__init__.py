@@ -1,4 +1,4 @@
-"""The pruning search: one engine, four methods.
+"""The pruning search: one engine, four methods (declared in :mod:`keras_grs.search.methods`).
 
 =======  ======================  ===================
 method   inter-layer order        unit selection
@@ -39,19 +39,13 @@ from keras_grs.search.engine import (
     run,
     within_tolerance,
 )
-from keras_grs.search.order import DEFAULT_PHASES, Phase, check_phases, greedy, natural, phased, random_order
+from keras_grs.search.methods import METHODS, Method, method_named
+from keras_grs.search.order import DEFAULT_PHASES, Phase, check_phases
 from keras_grs.search.units import UNIT_SELECTIONS
-
-METHODS = {
-    "grs": (greedy, "random"),
-    "rrs": (random_order, "random"),
-    "nwm": (natural, "magnitude"),
-    "jgrs": (None, "random"),
-}
 
 
 def make_search(method, groups, tolerance=0.985, seed=0, phases=None, units=None, direction="max", frozen=(),
-                width_multiple=1, cost="flops", margin=0.0) -> Search:
+                width_multiple=1, cost="flops", margin=0.0, **options) -> Search:
     """Build the :class:`Search` of a named method.
 
     Args:
@@ -69,16 +63,13 @@ def make_search(method, groups, tolerance=0.985, seed=0, phases=None, units=None
         cost: ``flops`` (default) or ``pi-zero``: what ties and the JGRS attempt choice minimize (see
             :class:`Search`).
         margin: acceptance margin in binomial standard errors (default 0, the seed's rule; see :class:`Search`).
+        **options: further options of a registered method (see :mod:`keras_grs.search.methods`).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    policy, default_units = METHODS[method]
-    selection = units or default_units
+    entry = method_named(method)
+    selection = units or entry.units
     if selection not in UNIT_SELECTIONS:
         raise ValueError(f"unknown unit selection {selection!r}; choose one of {', '.join(UNIT_SELECTIONS)}")
-    if phases is not None and method != "jgrs":
-        raise ValueError(f"phases only apply to method 'jgrs', not {method!r}")
-    root = phased(check_phases(phases if phases is not None else DEFAULT_PHASES)) if method == "jgrs" else None
+    policy, root = entry.policy({"phases": phases, **options})
     groups = constrain(groups, frozen, width_multiple)
     return Search(groups, policy, UNIT_SELECTIONS[selection], tolerance=tolerance, seed=seed, root=root, name=method,
                   direction=direction, cost=cost, margin=margin)
@@ -89,6 +80,7 @@ __all__ = [
     "DIRECTIONS",
     "INITIAL_KEY",
     "METHODS",
+    "Method",
     "COSTS",
     "Candidate",
     "GroupSpec",

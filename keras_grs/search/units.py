@@ -28,3 +28,4 @@ def magnitude_units(ctx: Context, node: Node, group: int, count: int, rng: np.ra
 
 
 UNIT_SELECTIONS = {"random": random_units, "magnitude": magnitude_units}
+NEEDS_NORMS = frozenset({"magnitude"})  # selections that read the trained units' L1 norms (Outcome.unit_norms)

@@ -43,8 +43,7 @@ from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_a
 from keras_grs.scoring import objective_direction, objective_name
 from keras_grs.search import (INITIAL_KEY, UNCONSTRAINED, GroupSpec, Outcome, Plan, check_cost, check_tolerance,
                               check_width_multiple, make_search)
-from keras_grs.search.order import DEFAULT_PHASES, check_phases
-from keras_grs.search.units import magnitude_units
+from keras_grs.search.methods import ByMethod, method_named
 
 KEY, PARENT, GROUP, REMOVED, PHASE = "grs_key", "grs_parent", "grs_group", "grs_removed", "grs_phase"
 BOOKKEEPING = (KEY, PARENT, GROUP, REMOVED, PHASE)
@@ -148,7 +147,7 @@ class PruningOracle(keras_tuner.Oracle):
         self.tolerance = float(tolerance)
         self.widths = list(widths) if widths is not None else None
         self.units = units
-        self.method_options = method_options
+        self.method_options = method_named(self.method).stored_options(method_options)
         self._bookkeeping = {}  # trial id -> {grs_key: ..., grs_parent: ..., ...}
         self._display = PruningDisplay(self)
         self.progress = None  # when set, overrides the display's verbosity (fit's verbose stays the user's)
@@ -197,7 +196,7 @@ class PruningOracle(keras_tuner.Oracle):
 
     def _outcomes(self) -> dict[str, Outcome]:
         outcomes = {}
-        needs_norms = self.search.select_units is magnitude_units
+        needs_norms = method_named(self.method).needs_norms(self.units)
         guard = guard_metric(self.objective) if self.acceptance == "guard" else None
         for trial in self.trials.values():
             key = self.bookkeeping(trial.trial_id).get(KEY)
@@ -291,15 +290,12 @@ class PruningOracle(keras_tuner.Oracle):
 
     # -- state ---------------------------------------------------------------------------------------------
     def _config(self) -> dict:
-        options = dict(self.method_options)
-        if "phases" in options:
-            options["phases"] = [[p.rate, p.attempts] for p in check_phases(options["phases"])]
         return {
             "method": self.method,
             "tolerance": self.tolerance,
             "widths": self.widths,
             "units": self.units,
-            "options": options,
+            "options": dict(self.method_options),
             "objective": self.objective.name,
             "direction": objective_direction(self.objective),
             "acceptance": self.acceptance,
@@ -403,12 +399,8 @@ class JGRSOracle(PruningOracle):
 
     method = "jgrs"
 
-    def __init__(self, *args, phases=None, **kwargs):
-        phases = [[p.rate, p.attempts] for p in check_phases(phases if phases is not None else DEFAULT_PHASES)]
-        super().__init__(*args, phases=phases, **kwargs)
 
-
-ORACLES = {"grs": GRSOracle, "rrs": RRSOracle, "nwm": NWMOracle, "jgrs": JGRSOracle}
+ORACLES = ByMethod(PruningOracle, "Oracle")  # every registered method's oracle (see keras_grs.search.methods)
 
 
 class PruningDisplay(Display):

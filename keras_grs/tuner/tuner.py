@@ -10,22 +10,23 @@ import warnings
 import keras
 import keras_tuner
 
-from keras_grs.evaluate import Job, make_evaluator, tidy, unit_norms
+from keras_grs.evaluate import make_evaluator, tidy
 from keras_grs.evaluate.keras import validate
+from keras_grs.evaluate.runner import PARENT_CACHE_SIZE, CandidateRunner, Request  # noqa: F401  (its old home)
 from keras_grs.files import BackgroundWriter, CorruptFileError, verify, write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, ResolutionWarning, check_guard_data,
-                             guard_record, resolution_warnings, split_guard)
+                             resolution_warnings, split_guard)
 from keras_grs.latency import format_ms
 from keras_grs.runlock import RunLock
 from keras_grs.search import check_tolerance
+from keras_grs.search.methods import method_named
 from keras_grs.structure import UnsupportedLayerError, analyze
-from keras_grs.surgery import kept_units, resized, set_chain_weights, surviving_weights
+from keras_grs.surgery import resized
 from keras_grs.tuner import distributed, fit_arguments
 from keras_grs.tuner.oracles import (GUARD_FILE, GUARD_SAMPLES, KEY, NORMS_FILE, ORACLES, PARENT, REMOVED,
                                      guard_metric)
 
 
-PARENT_CACHE_SIZE = 3
 EVALUATION_FILE = "evaluation.json"  # per trial: the evaluator that trained it, and why one fit per trial if so
 
 
@@ -126,11 +127,7 @@ class GRSTuner(keras_tuner.Tuner):
         **tuner_kwargs,
     ):
         check_tolerance(tolerance)
-        if method not in ORACLES:
-            raise ValueError(f"unknown method {method!r}; choose one of {', '.join(ORACLES)}")
-        if phases is not None and method != "jgrs":
-            raise ValueError(f"phases only apply to method 'jgrs', not {method!r}")
-        options = {"phases": phases} if method == "jgrs" else {}
+        method_named(method)  # an unknown method is refused, listing the registered ones
         oracle = ORACLES[method](
             objective=objective,
             tolerance=tolerance,
@@ -149,7 +146,7 @@ class GRSTuner(keras_tuner.Tuner):
             allow_new_entries=allow_new_entries,
             max_retries_per_trial=max_retries_per_trial,
             max_consecutive_failed_trials=max_consecutive_failed_trials,
-            **options,
+            phases=phases,  # refused by a method that takes no phases
         )
         if distributed.is_worker():
             tuner_kwargs["overwrite"] = False  # the chief's project: only the chief may start it afresh
@@ -160,18 +157,18 @@ class GRSTuner(keras_tuner.Tuner):
             self.oracle.reload()
         if not distributed.is_worker():
             self._discard_damaged_checkpoints()
-        self.inherit_weights = inherit_weights
-        self.initial_epochs = initial_epochs
         self.evaluator = make_evaluator(evaluator, self.oracle.objective, self.hypermodel, self.executions_per_trial,
                                         seed=self.oracle.seed, epoch_score=self.oracle.epoch_score)
         self._writer = BackgroundWriter()  # joined before any trial it wrote for is reported complete
         if hasattr(self.evaluator, "writer"):
             self.evaluator.writer = self._writer
-        self._source_weights = None
-        self._train_first = True
-        self._parents = {}
-        self._just_trained = {}  # trial id -> model of the last batch: the next step's parent is among them
         self._group_of = self._discover_widths()
+        self._runner = CandidateRunner(
+            build=self._checked_build,  # the runner tidies, once per trial or per batch
+            load_parent=lambda trial_id: self.load_model(self.oracle.get_trial(trial_id)),
+            objective=self.oracle.objective, initial_epochs=initial_epochs, inherit=inherit_weights,
+            norms=method_named(oracle.method).needs_norms(oracle.units), names=self._group_of,
+        )
         _ = self.oracle.search  # frozen names and the width multiple checked against the widths, before any trial
         self._guard = None  # (x_guard, y_guard) while a search with acceptance="guard" runs
         self._running = None  # (evaluator, why one fit per trial or None) while a search runs
@@ -187,6 +184,9 @@ class GRSTuner(keras_tuner.Tuner):
             if not distributed.is_worker():
                 for finished in self.oracle.trials.values():  # a resumed project: mirror what is missing
                     self._mirror.record(finished, self._mirrored_values(finished))
+
+    inherit_weights = property(lambda self: self._runner.inherit, doc="Candidates start from their parent's weights.")
+    initial_epochs = property(lambda self: self._runner.initial_epochs, doc="Epochs for trial 0, when set.")
 
     # -- setting up -------------------------------------------------------------------------------------------
     @classmethod
@@ -206,8 +206,8 @@ class GRSTuner(keras_tuner.Tuner):
         if not model.compiled:
             raise ValueError(f"model {model.name!r} is not compiled; compile it with the loss and metrics to use")
         tuner = cls(ModelHyperModel(model, min_width), **kwargs)
-        tuner._source_weights = model.get_weights()
-        tuner._train_first = bool(train_first)
+        tuner._runner.base_weights = model.get_weights()
+        tuner._runner.train_first = bool(train_first)
         return tuner
 
     def _searched_by_others(self, overwrite) -> bool:
@@ -352,16 +352,19 @@ class GRSTuner(keras_tuner.Tuner):
                                         validation=labels(validation), guard=labels(guard)):
             warnings.warn(text, ResolutionWarning, stacklevel=4)
 
-    def _score_guard(self, trial_id, metrics, model):
-        """Add the trial's guard score (its checkpoint's weights on the guard split) to its metrics; for accuracy,
-        which guard samples it gets right goes to a file in the trial's directory (metrics hold numbers only)."""
-        if self._guard is not None:
-            record = guard_record(model, self._guard, self.oracle.objective)
-            if record["guard_right"] is not None:
-                write_json(os.path.join(self.get_trial_dir(trial_id), GUARD_FILE),
-                           {"samples": record["guard_samples"], "right": record["guard_right"]})
-            metrics[guard_metric(self.oracle.objective)] = record["guard"]
-            metrics[GUARD_SAMPLES] = record["guard_samples"]
+    def _stored(self, record) -> dict:
+        """A candidate's record as its trial keeps it: the evaluator's metrics plus its guard score (its
+        checkpoint's weights on the guard split); for accuracy, which guard samples it gets right, and its unit
+        norms when the method reads them, go to files in the trial's directory (metrics hold numbers only)."""
+        trial_dir, metrics, guard = self.get_trial_dir(record.request.id), record.metrics, record.guard
+        if guard is not None:
+            if guard["guard_right"] is not None:
+                write_json(os.path.join(trial_dir, GUARD_FILE),
+                           {"samples": guard["guard_samples"], "right": guard["guard_right"]})
+            metrics[guard_metric(self.oracle.objective)] = guard["guard"]
+            metrics[GUARD_SAMPLES] = guard["guard_samples"]
+        if record.unit_norms is not None:
+            self._writer.submit(write_json, os.path.join(trial_dir, NORMS_FILE), record.unit_norms)
         return metrics
 
     def _check_fit_arguments(self, fit_args, fit_kwargs):
@@ -391,15 +394,22 @@ class GRSTuner(keras_tuner.Tuner):
         keras.backend.clear_session()
 
     def run_trial(self, trial, *fit_args, **fit_kwargs):
-        tidy()
-        job, fit_kwargs = self._prepare_job(trial, fit_kwargs)
-        evaluator = self._evaluate_with([trial], [job], fit_kwargs)
-        (metrics,) = evaluator.evaluate([job], fit_args, fit_kwargs)
-        self._score_guard(trial.trial_id, metrics, job.model)
-        self._save_unit_norms(trial.trial_id, job.model)
+        (record,) = self._run([trial], fit_args, fit_kwargs)
+        metrics = self._stored(record)
         self._writer.join()
-        del job
         return metrics
+
+    def _run(self, trials, fit_args, fit_kwargs):
+        """Build, train and record the trials' candidates (see :class:`keras_grs.evaluate.runner.CandidateRunner`)."""
+        requests = []
+        for trial in trials:
+            record = self.oracle.bookkeeping(trial.trial_id)
+            parent = record.get(PARENT) or None
+            requests.append(Request(
+                trial.trial_id, trial.hyperparameters, self._get_checkpoint_fname(trial.trial_id), key=record.get(KEY),
+                parent=parent, removed=json.loads(record[REMOVED]) if parent is not None else {},
+                hyperparameters=trial.hyperparameters))
+        return self._runner.run(requests, fit_args, fit_kwargs, choose=self._evaluate_with, guard=self._guard)
 
     def _initial_hyperparameters(self):
         """The hyperparameters of the initial structure: every width at its maximum."""
@@ -423,24 +433,6 @@ class GRSTuner(keras_tuner.Tuner):
         if self.max_model_size and model.count_params() > self.max_model_size:
             raise keras_tuner.errors.FailedTrialError(f"Oversized model: {model.count_params()} parameters")
         return model
-
-    def _prepare_job(self, trial, fit_kwargs):
-        """Build the trial's candidate with its inherited weights; the fit arguments it trains with."""
-        hp = trial.hyperparameters
-        record = self.oracle.bookkeeping(trial.trial_id)
-        parent_id = record.get(PARENT) or None
-        inherited = None
-        if parent_id is not None and self.inherit_weights:
-            inherited = self._inherited_weights(parent_id, json.loads(record[REMOVED]))
-        model = self._checked_build(hp)  # the caller tidies, once per trial or per batch
-        if parent_id is None and self._source_weights is not None:
-            model.set_weights(self._source_weights)
-        if inherited is not None:
-            set_chain_weights(model, inherited)
-        train = parent_id is not None or self._train_first
-        if parent_id is None and self.initial_epochs is not None:
-            fit_kwargs = dict(fit_kwargs, epochs=self.initial_epochs)
-        return Job(model, train, self._get_checkpoint_fname(trial.trial_id), hp, key=record.get(KEY)), fit_kwargs
 
     def _search_in_batches(self, fit_args, fit_kwargs):
         """Pull every pending trial from the oracle (a GRS step, a JGRS phase's attempts) until it answers IDLE,
@@ -478,31 +470,18 @@ class GRSTuner(keras_tuner.Tuner):
         if distributed.is_worker():
             for tuner_id in sorted(used - {self.tuner_id}):
                 self.oracle.create_trial(tuner_id)  # answered STOPPED: the chief forgets this id
-        self._just_trained = {}
+        self._runner.release()
         self.on_search_end()
 
     def _run_batch(self, trials, fit_args, fit_kwargs) -> set:
         """Train a batch of trials; the ids of those that completed (the others are marked FAILED or INVALID)."""
-        tidy()
         done = set()
         try:
-            prepared = [self._prepare_job(t, fit_kwargs) for t in trials]
-            groups = {}
-            for t, (job, kwargs) in zip(trials, prepared):
-                groups.setdefault(json.dumps(kwargs.get("epochs")), []).append((t, job, kwargs))
-            self._just_trained = {}
-            scored = []
-            for members in groups.values():
-                jobs = [job for _, job, _ in members]
-                evaluator = self._evaluate_with([t for t, _, _ in members], jobs, members[0][2])
-                results = evaluator.evaluate(jobs, fit_args, members[0][2])
-                for (t, job, _), metrics in zip(members, results):
-                    self.oracle.update_trial(t.trial_id, self._score_guard(t.trial_id, metrics, job.model))
-                    self._save_unit_norms(t.trial_id, job.model)
-                    self._just_trained[t.trial_id] = job.model  # holds its checkpoint's weights
-                    scored.append(t.trial_id)
+            records = self._run(trials, fit_args, fit_kwargs)
+            for record in records:
+                self.oracle.update_trial(record.request.id, self._stored(record))
             self._writer.join()  # the checkpoints are whole under their names before a trial counts as done
-            done.update(scored)
+            done.update(record.request.id for record in records)
         except keras_tuner.errors.FatalError:
             with contextlib.suppress(Exception):  # nothing is left writing behind a stopped search
                 self._writer.join()
@@ -520,43 +499,17 @@ class GRSTuner(keras_tuner.Tuner):
                     t.message = traceback.format_exc()
         return done
 
-    def _evaluate_with(self, trials, jobs, fit_kwargs):
+    def _evaluate_with(self, requests, jobs, fit_kwargs):
         """The evaluator of this search; records in each trial's ``evaluation.json`` which one trains it and, when
         it is one fit per trial instead of batched, the argument that forced it."""
         evaluator, reason = self._running or (self.evaluator, None)
         if reason is None and hasattr(evaluator, "supports") and all(job.train for job in jobs):
             reason = evaluator.supports(jobs, fit_kwargs)
         record = {"evaluator": type(evaluator).__name__, "one_fit_per_trial": reason}
-        for trial in trials:
-            with open(os.path.join(self.get_trial_dir(trial.trial_id), EVALUATION_FILE), "w") as f:
+        for request in requests:
+            with open(os.path.join(self.get_trial_dir(request.id), EVALUATION_FILE), "w") as f:
                 json.dump(record, f)
         return evaluator
-
-    def _inherited_weights(self, parent_id, removed):
-        """The parent trial's trained weights minus the removed units, layer by layer."""
-        parent = self._parent_model(parent_id)
-        structure = analyze(parent)
-        remove = {structure.groups[self._group_of[name]].name: indices for name, indices in removed.items()}
-        return surviving_weights(parent, kept_units(structure, remove))
-
-    def _parent_model(self, trial_id):
-        """A trial's trained model, kept for the next few calls: the candidates of a GRS step (and of a JGRS
-        attempt) share their parent, so it is loaded from its checkpoint once instead of once per candidate."""
-        cache = self._parents
-        if trial_id in cache:
-            cache[trial_id] = cache.pop(trial_id)  # most recently used last
-        else:
-            model = self._just_trained.get(trial_id)
-            cache[trial_id] = model if model is not None else self.load_model(self.oracle.get_trial(trial_id))
-            while len(cache) > PARENT_CACHE_SIZE:
-                cache.pop(next(iter(cache)))
-        return cache[trial_id]
-
-    def _save_unit_norms(self, trial_id, model):
-        groups = analyze(model).groups
-        norms = unit_norms(model)
-        by_width = {name: norms[groups[index].name] for name, index in self._group_of.items()}
-        self._writer.submit(write_json, os.path.join(self.get_trial_dir(trial_id), NORMS_FILE), by_width)
 
     def save(self):
         """As keras-tuner's, with every JSON file written whole or not at all (see :mod:`keras_grs.files`)."""

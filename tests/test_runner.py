@@ -1,0 +1,52 @@
+"""One candidate runner: the keras-tuner and Optuna backends record the same outcome for the same candidate."""
+
+import keras
+import optuna
+import pytest
+
+from keras_grs import GRSTuner, datasets
+from keras_grs import optuna as kgo
+from keras_grs.tuner.oracles import GUARD_SAMPLES, KEY, guard_metric
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def tiny_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(6, activation="relu", name="hidden"),
+                              keras.layers.Dropout(0.2), keras.layers.Dense(4, activation="relu", name="second"),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_tuner_and_optuna_record_the_same_outcome_for_the_same_candidates(tmp_path):
+    """With the batched evaluator a candidate's training is drawn from (seed, its key) alone, so both backends must
+    agree to the bit: same widths, score, params, FLOPs, estimated latency and guard record."""
+    x, y = datasets.calcium(n_neurons=12, n_frames=160, seed=1, difficulty="easy")
+    (xt, yt), validation, _ = datasets.split(x, y, val=0.3, test=0.0)
+    fit = dict(epochs=1, batch_size=16, verbose=0)
+
+    model = tiny_model()
+    tuner = GRSTuner.from_model(model, tolerance=0.5, seed=4, max_trials=3, directory=tmp_path / "t",
+                                evaluator="batched")
+    tuner.search(xt, yt, validation_data=validation, **fit)
+    by_key = {tuner.oracle.bookkeeping(t.trial_id)[KEY]: t for t in tuner.oracle.trials.values()}
+
+    study = kgo.create_study(kgo.GRSSampler(seed=4), directory=tmp_path / "o", study_name="parity")
+    kgo.optimize(study, model, xt, yt, validation, tolerance=0.5, n_trials=3, directory=tmp_path / "o",
+                 evaluator="batched", **fit)
+    trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(trials) == 3
+
+    guard = guard_metric(tuner.oracle.objective)
+    for trial in trials:
+        twin = by_key[trial.system_attrs["keras_grs_key"]]  # the same candidate, from the same seed
+        assert twin.hyperparameters.values == trial.params
+        metrics = {name: twin.metrics.get_last_value(name) for name in
+                   ("val_accuracy", "params", "flops", "latency_ms", guard, GUARD_SAMPLES)}
+        attrs = trial.user_attrs
+        assert (trial.values[0], attrs["params"], attrs["flops"]) == (
+            metrics["val_accuracy"], metrics["params"], metrics["flops"])
+        assert attrs["latency_ms"] == pytest.approx(metrics["latency_ms"], rel=1e-12)
+        assert (attrs["guard"], attrs["guard_samples"]) == (metrics[guard], metrics[GUARD_SAMPLES])
