@@ -9,9 +9,9 @@ honest estimate because nothing was chosen on it except that one cut along an or
 ``acceptance="guard"`` (the default) carves the guard from the validation data, stratified by class, unless a
 ``guard_data`` split is given; ``acceptance="seed"`` is the seed's rule (no guard: the last accepted structure).
 
-For accuracy, a trial also records *which* guard samples it classifies right (:func:`guard_record`), so the walk
-back can compare each structure with the initial one sample by sample (a paired test, see
-:func:`keras_grs.search.engine.walk_back_index`) instead of from the two scores alone.
+For accuracy, a trial also records *which* guard samples it classifies right (:func:`guard_record`): EUP's checks
+compare a thresholded or quantized model with its baseline sample by sample. The walk back judges the scores (see
+:func:`keras_grs.search.engine.walk_back_index` for why not the paired test).
 
 The search itself is also held less optimistic with the guard: a candidate must clear the tolerance on the validation
 split by :data:`GUARD_MARGIN` binomial standard errors (for accuracy; :func:`search_margin`). Each step keeps the best

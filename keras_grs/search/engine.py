@@ -166,7 +166,7 @@ class Outcome:
             guard). Only the final walk back along the accepted path reads it (see :attr:`Plan.final`).
         guard_samples: how many samples the guard score was measured on (its sampling noise).
         guard_right: for accuracy, which guard samples the model gets right, packed
-            (:func:`keras_grs.guard.pack_outcomes`): the walk back's paired test reads it.
+            (:func:`keras_grs.guard.pack_outcomes`), kept with the path for sample-by-sample comparisons.
         unit_norms: per group name, the L1 norm of each unit's incoming weights in the trained model (needed by
             magnitude unit selection only).
         samples: how many validation samples the score was measured on, when the evaluator knows (the sampling
