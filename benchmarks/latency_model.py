@@ -133,10 +133,12 @@ def fit(rows):
                 samples[actor.kind].append((actor.features, row["cycles"].get((actor.layer, actor.kind), 0.0)))
             samples["graph"].append(({"model": 1, "actors": row["plan"].count}, row["graph"]))
         table[dtype] = {}
-        for kind, names in latency.FEATURES.items():
+        for kind, names in latency.features(dtype).items():
             points = [(f, c) for f, c in samples.get(kind, []) if c > 0]
             if not points:  # a kind no random model exercises at this precision: borrow its float price
-                table[dtype][kind] = table.get("float32", {}).get(kind, [0.0] * len(names))
+                borrowed = table.get("float32", {}).get(kind)
+                same = borrowed is not None and latency.features("float32").get(kind) == names
+                table[dtype][kind] = borrowed if same else [0.0] * len(names)
                 continue
             a = np.array([[f[n] for n in names] for f, _ in points], dtype=float)
             b = np.array([c for _, c in points])
@@ -156,7 +158,7 @@ def main():
         print(f"fit model {index + 1}/{FIT_MODELS} ({time.time() - started:.0f} s)", flush=True)
     table = fit(fitted)
     table["meta"] = {
-        "target": "pi-zero", "clock_hz": latency.CLOCK_HZ, "features": latency.FEATURES,
+        "target": "pi-zero", "clock_hz": latency.CLOCK_HZ, "features": {d: latency.features(d) for d in latency.DTYPES},
         "fitted_on": f"{FIT_MODELS} random models, float32 and int8, metered by c_backend.armv6 "
                      "(benchmarks/latency_model.py)",
     }
@@ -242,7 +244,7 @@ def report(table, fitted, checks, held, seconds) -> str:
     lines += ["", "## Coefficients (cycles per unit of each feature)", "", "| dtype | actor kind | coefficients |",
               "|---|---|---|"]
     for dtype in latency.DTYPES:
-        for kind, names in latency.FEATURES.items():
+        for kind, names in latency.features(dtype).items():
             text = ", ".join(f"{n} {c:g}" for n, c in zip(names, table[dtype][kind]))
             lines.append(f"| {dtype} | {kind} | {text} |")
     return "\n".join(lines)

@@ -262,6 +262,7 @@ class ConvInt8(Conv, Int8Weights):
 class PoolInt8(Pool):
     kind: ClassVar[str] = "pool_int8"
     inside: bool = False
+    words: bool = False  # max pooling 4 channels at a time
 
 
 @dataclass(kw_only=True, eq=False)

@@ -184,7 +184,8 @@ def quantize_ops(name: str, taken: set, layers, ops: list[O.Op], calibration: np
             _quantize_weights(new, op.raw, current, output)
         elif op.kind == "pool":
             output = current
-            new = op.retyped(O.PoolInt8, **int8, inside=_inside(op, op.p_h, op.p_w))
+            new = op.retyped(O.PoolInt8, **int8, inside=_inside(op, op.p_h, op.p_w),
+                             words=max_pool_words(op.mode, op.channels))
         elif op.kind == "global_pool" and op.mode == "max":
             output = current
             new = op.retyped(O.GlobalPoolInt8, **int8)
@@ -257,7 +258,7 @@ def _quantize_weights(op: O.DenseInt8 | O.ConvInt8, raw, source: tuple, output: 
     # times 2^right, so that one shift and one saturation finish the output. Exact without TFLite's extra step down
     # for negative values (round half away from zero) when those clamp to the bottom anyway (act_min >= zero: a ReLU)
     rounding = [(1 << r >> 1) + output[1] * (1 << r) for r in right]
-    op.fast_requantize = op.act_min >= output[1] and all(abs(c) < 2 ** 30 for c in rounding)
+    op.fast_requantize = fast_requantize(op.act_min, output[1]) and all(abs(c) < 2 ** 30 for c in rounding)
     op.blocks, op.weights = _pack(quantized)
     op.bias = folded
     op.multiplier = np.array([m for m, _ in factors], dtype=np.int64)
@@ -269,7 +270,7 @@ def _quantize_weights(op: O.DenseInt8 | O.ConvInt8, raw, source: tuple, output: 
     op.inside = _inside(op, op.k_h, op.k_w)
     # a first convolution's patch of at most 4 values (one word): the kernel reads one record per filter
     # [bias, weights (0, 2), weights (1, 3), multiplier, rounding] with one load-multiple, for two positions at once
-    op.small_patch = n <= 4 and op.fast_requantize and op.filters <= 4096
+    op.small_patch = small_patch(n, op.fast_requantize, op.filters)
     if op.small_patch:
         padded = np.zeros((len(folded), 4), dtype=np.int64)
         padded[:, :n] = quantized
@@ -278,9 +279,30 @@ def _quantize_weights(op: O.DenseInt8 | O.ConvInt8, raw, source: tuple, output: 
         op.records = records.ravel()
     # a convolution whose windows never leave the input and whose rows are whole words reads its patch in place, row
     # by row, on ARMv6 (the loop's counter and the step to the next row are immediates of its ARM instructions)
-    row = op.k_w * op.in_c
-    op.row_walk = not op.small_patch and op.inside and row % 4 == 0 and row // 4 <= 255 \
-        and _arm_immediate((op.in_w - op.k_w) * op.in_c)
+    op.row_walk = row_walk(op.small_patch, op.inside, op.k_w, op.in_c, op.in_w)
+
+
+# The kernel variant rules, read by the templates' flags above and by keras_grs.latency's int8 features.
+def fast_requantize(act_min: int, output_zero: int) -> bool:
+    """Whether SMMLAR + SSAT can finish an output exactly (besides a rounding term below 2^30): when the values it
+    would round differently (negative ones) clamp to the bottom anyway, as under a ReLU."""
+    return act_min >= output_zero
+
+
+def small_patch(patch: int, fast: bool, filters: int) -> bool:
+    """Whether a convolution takes the two-position kernel: a patch of at most 4 values, the fast requantization."""
+    return patch <= 4 and fast and filters <= 4096
+
+
+def row_walk(small: bool, inside: bool, k_w: int, in_c: int, in_w: int) -> bool:
+    """Whether a convolution reads its windows in place, row by row (else it gathers each patch first)."""
+    row = k_w * in_c
+    return not small and inside and row % 4 == 0 and row // 4 <= 255 and _arm_immediate((in_w - k_w) * in_c)
+
+
+def max_pool_words(mode: str, channels: int) -> bool:
+    """Whether an int8 max pooling compares 4 channels at a time (SSUB8 + SEL; templates/kernels/pool_int8.c.j2)."""
+    return mode == "max" and channels % 4 == 0
 
 
 def _inside(op: O.Window, k_h: int, k_w: int) -> bool:

@@ -17,6 +17,12 @@ The actors (as ``c_backend.ir`` forms them):
   (conv), output elements (and those normalized by a fused softmax, Dense), and a constant per actor. DepthwiseConv and SeparableConv are
   priced as convolutions of one input channel per output channel (not calibrated separately).
 * ``pool`` (max/average, global included): window reads, output elements, a constant.
+* int8 ``dense`` and ``conv`` follow the kernel variant the C backend chooses (``c_backend.quantize``'s rules): the
+  SMLAD loop's iterations per block of ``INT8_BLOCK`` = 4 outputs and per output unit (per word of 4 inputs), the
+  units of the partial last word, the blocks, and outputs requantized the fast way (SMMLAR + SSAT, under a ReLU) or
+  exactly (``int8_arith_requantize``); a convolution adds its gathered patch or, read in place, its window rows, or
+  takes the two-position kernel of patches of at most 4 values (pairs of positions, filters per pair, cells
+  gathered). An int8 max pooling over a multiple of 4 channels reads words; an average divides per output.
 * ``exp``: one ``expf`` per element for a softmax, sigmoid, tanh, silu output (the softmax's library calls).
 * ``elementwise``: an actor that touches each element once (an unfolded BatchNormalization, an Activation that
   cannot be fused, a merge, a concatenation).
@@ -55,8 +61,13 @@ DENSE_BLOCK = 8  # output units per pass of the float kernel (c_backend.ir.DENSE
 # The data cache rule of c_backend.armv6.estimate_cycles: beyond the 16 KB L1, every 32-byte line of the
 # inference's data misses once, at 30 cycles.
 CACHE_BYTES, LINE_BYTES, MISS_CYCLES = 16 * 1024, 32, 30
+# An int8 model's instance besides its buffers (actor contexts, FIFOs, the graph), as the meter counts it: about
+# this much, plus this much per actor (read off generated int8 executables' symbols). Without it, models just over
+# the 16 KB cache were priced without their misses (-42% and -49% on two fitted models); the float count is left as
+# fitted (adding it there moved the float checks 0.3-1.2 points away from the meter).
+INSTANCE_BYTES, ACTOR_BYTES = 200, 64
 
-# The features of each actor kind, in the order of its coefficients in the data file.
+# The features of each actor kind, in the order of its coefficients in the data file (float32; int8 replaces some).
 FEATURES = {
     "dense": ("macs", "block_passes", "narrow_passes", "outputs", "softmax_outputs", "actor"),
     "conv": ("macs", "block_passes", "narrow_passes", "gathered", "taps", "outputs", "actor"),
@@ -67,6 +78,20 @@ FEATURES = {
     "dequantize": ("elements", "actor"),
     "graph": ("model", "actors"),
 }
+INT8_BLOCK = 4  # output units per block of the int8 kernels (c_backend.quantize.INT8_BLOCK)
+_INT8_KERNEL = ("groups", "unit_groups", "tail_units", "blocks", "fast_outputs", "exact_outputs")
+INT8_FEATURES = {
+    **FEATURES,
+    "dense": (*_INT8_KERNEL, "actor"),
+    "conv": (*_INT8_KERNEL, "gathered", "taps", "window_rows", "pairs", "pair_filters", "pair_cells", "actor"),
+    "pool": ("reads", "word_reads", "avg_outputs", "outputs", "actor"),
+}
+
+
+def features(dtype: str) -> dict:
+    """The feature names of each actor kind at ``dtype``, in the order of the coefficients."""
+    return INT8_FEATURES if check_dtype(dtype) == "int8" else FEATURES
+
 NO_ACTOR = (keras.layers.InputLayer, keras.layers.Dropout, keras.layers.SpatialDropout1D,
             keras.layers.SpatialDropout2D, keras.layers.Flatten, keras.layers.Reshape, keras.layers.Identity,
             keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout)
@@ -131,9 +156,9 @@ def coefficients(target: str = "pi-zero") -> dict:
     """The fitted coefficients of ``target``: ``{dtype: {kind: [one per FEATURES[kind]]}}`` plus ``meta``."""
     check_target(target)
     data = json.loads(COEFFICIENTS.read_text())
-    fitted = data.get("meta", {}).get("features", {})
     for dtype in DTYPES:
-        for kind, names in FEATURES.items():
+        fitted = data.get("meta", {}).get("features", {}).get(dtype, {})
+        for kind, names in features(dtype).items():
             values = data.get(dtype, {}).get(kind)
             if values is None or len(values) != len(names) or fitted.get(kind) != list(names):
                 raise ValueError(f"{COEFFICIENTS.name} has no {len(names)} coefficients for {dtype} {kind} "
@@ -180,10 +205,90 @@ def _conv_features(positions, taps, in_channels, filters, macs):
             "taps": positions * taps, "outputs": positions * filters, "actor": 1}
 
 
-def layer_actors(layer) -> list[tuple[str, dict]]:
-    """The actors the C backend makes of ``layer``, as ``(kind, features)`` pairs (empty: no actor)."""
+def _fast(activation: str) -> bool:
+    """Whether an int8 kernel requantizes the fast way: ``c_backend.quantize.fast_requantize`` with the clamp a
+    ReLU sets (the output's zero point) or none (-128, below the zero point of a range holding negative values)."""
+    from c_backend.quantize import QMIN, fast_requantize
+
+    zero = 0  # the zero point is calibrated; any one above -128 decides alike
+    return fast_requantize(zero if activation == "relu" else QMIN, zero)
+
+
+def _int8_kernel(positions, inputs, units, fast) -> dict:
+    """The SMLAD kernel's features: per block of ``INT8_BLOCK`` units and word of 4 inputs one loop iteration, per
+    unit and word two SMLAD and a load-multiple half, the partial last word in C, the requantization per output."""
+    words, partial = divmod(inputs, 4)
+    blocks = math.ceil(units / INT8_BLOCK)
+    outputs = positions * units
+    return {"groups": positions * words * blocks, "unit_groups": positions * words * units,
+            "tail_units": outputs if partial else 0, "blocks": positions * blocks,
+            "fast_outputs": outputs if fast else 0, "exact_outputs": 0 if fast else outputs}
+
+
+def _window(layer):
+    """A convolution's geometry as the C backend's 2-D form: input (h, w, c), output (h, w), kernel, strides."""
+    in_shape, out_shape = _shape(layer.input), _shape(layer.output)
+    if len(in_shape) == 2:  # Conv1D: one row
+        in_shape, out_shape = (1, *in_shape), (1, *out_shape)
+    kernel, strides = tuple(layer.kernel_size), tuple(layer.strides)
+    if len(kernel) == 1:
+        kernel, strides = (1, *kernel), (1, *strides)
+    return in_shape, out_shape[:2], kernel, strides
+
+
+def _conv_int8(layer, in_channels, fast) -> tuple[dict, bool]:
+    """An int8 convolution's features for the variant ``c_backend.quantize`` picks, and whether it is the
+    two-position kernel (it keeps records, not the per-filter arrays)."""
+    from c_backend.quantize import row_walk, small_patch
+
+    (in_h, in_w, _), (out_h, out_w), (k_h, k_w), (s_h, s_w) = _window(layer)
+    filters, positions, patch = int(layer.filters), out_h * out_w, k_h * k_w * in_channels
+    inside = (out_h - 1) * s_h + k_h <= in_h and (out_w - 1) * s_w + k_w <= in_w
+    zero = dict.fromkeys(INT8_FEATURES["conv"], 0)
+    if small_patch(patch, fast, filters):
+        pairs = math.ceil(positions / 2)
+        return {**zero, "pairs": pairs, "pair_filters": pairs * filters, "pair_cells": 2 * pairs * patch,
+                "actor": 1}, True
+    walk = row_walk(False, inside, k_w, in_channels, in_w)
+    gathered = {"window_rows": positions * k_h} if walk else {"gathered": positions * patch,
+                                                               "taps": positions * k_h * k_w}
+    return {**zero, **_int8_kernel(positions, patch, filters, fast), **gathered, "actor": 1}, False
+
+
+def _int8_layer_actors(layer) -> list[tuple[str, dict]] | None:
+    """The int8 actors of a Dense, a plain convolution or a pooling (None: as at float32)."""
+    activation = _activation_name(layer)
+    tail = [_exp(layer, int(np.prod(_shape(layer.output))))] if activation in EXP_ACTIVATIONS else []
+    if isinstance(layer, keras.layers.Dense):
+        units = int(layer.units)
+        positions = int(np.prod(_shape(layer.output))) // units
+        features = _int8_kernel(positions, int(layer.input.shape[-1]), units, _fast(activation))
+        return [("dense", {**features, "actor": 1}), *tail]
+    if type(layer) in (keras.layers.Conv1D, keras.layers.Conv2D):
+        in_channels = int(layer.input.shape[-1]) // int(getattr(layer, "groups", 1))
+        return [("conv", _conv_int8(layer, in_channels, _fast(activation))[0]), *tail]
+    pooling = isinstance(layer, (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.AveragePooling1D,
+                                 keras.layers.AveragePooling2D))
+    if pooling or (type(layer).__name__.startswith("Global") and "Pooling" in type(layer).__name__):
+        from c_backend.quantize import max_pool_words
+
+        elements = int(np.prod(_shape(layer.output)))
+        reads = elements * int(np.prod(layer.pool_size)) if pooling else int(np.prod(_shape(layer.input)))
+        average = "Average" in type(layer).__name__
+        words = not average and max_pool_words("max", int(layer.output.shape[-1])) and pooling
+        return [("pool", {"reads": 0 if words else reads, "word_reads": reads // 4 if words else 0,
+                          "avg_outputs": elements if average else 0, "outputs": elements, "actor": 1})]
+    return None
+
+
+def layer_actors(layer, dtype: str = "float32") -> list[tuple[str, dict]]:
+    """The actors the C backend makes of ``layer`` at ``dtype``, as ``(kind, features)`` pairs (empty: no actor)."""
     if isinstance(layer, NO_ACTOR):
         return []
+    if dtype == "int8":
+        int8 = _int8_layer_actors(layer)
+        if int8 is not None:
+            return int8
     out_shape = _shape(layer.output)
     elements = int(np.prod(out_shape))
     activation = _activation_name(layer)
@@ -231,8 +336,8 @@ def layer_actors(layer) -> list[tuple[str, dict]]:
     return [("elementwise", {"elements": elements, "actor": 1}), *tail]
 
 
-def _price(kind: str, features: dict, table: dict) -> float:
-    return float(sum(c * features[name] for c, name in zip(table[kind], FEATURES[kind])))
+def _price(kind: str, values: dict, table: dict, dtype: str) -> float:
+    return float(sum(c * values[name] for c, name in zip(table[kind], features(dtype)[kind])))
 
 
 def estimate_latency(model: keras.Model, target: str = "pi-zero", dtype: str = "float32") -> Latency:
@@ -263,8 +368,8 @@ def estimate_latency(model: keras.Model, target: str = "pi-zero", dtype: str = "
 def price(plan: Actors, table: dict, target: str = "pi-zero", dtype: str = "float32") -> Latency:
     """The :class:`Latency` of the actors ``plan`` with the coefficients ``table`` (one precision's, as in the
     data file); :func:`estimate_latency` with the stored coefficients, the calibration with fresh ones."""
-    priced = [Actor(a.layer, a.kind, a.features, _price(a.kind, a.features, table)) for a in plan.actors]
-    graph = _price("graph", {"model": 1, "actors": plan.count}, table)
+    priced = [Actor(a.layer, a.kind, a.features, _price(a.kind, a.features, table, dtype)) for a in plan.actors]
+    graph = _price("graph", {"model": 1, "actors": plan.count}, table, dtype)
     memory = (plan.data_bytes // LINE_BYTES) * MISS_CYCLES if plan.data_bytes > CACHE_BYTES else 0
     return Latency(target, dtype, priced, graph, float(memory))
 
@@ -291,9 +396,13 @@ def actors_of(model: keras.Model, dtype: str = "float32") -> Actors:
         elements = sum(int(np.prod(_shape(t))) for t in model.inputs)
         actors.append(Actor("input", "quantize", {"elements": elements, "actor": 1}, 0.0))
     for layer in leaf_layers(model):
-        for kind, features in layer_actors(layer):
-            actors.append(Actor(layer.name, kind, features, 0.0))
-        data_bytes += sum(int(np.prod(w.shape)) for w in layer.weights) * weight_bytes
+        made = layer_actors(layer, dtype)
+        for kind, values in made:
+            actors.append(Actor(layer.name, kind, values, 0.0))
+        if dtype == "int8":
+            data_bytes += _int8_bytes(layer, made)
+        else:
+            data_bytes += sum(int(np.prod(w.shape)) for w in layer.weights) * weight_bytes
         if not isinstance(layer, NO_ACTOR):
             data_bytes += int(np.prod(_shape(layer.output))) * weight_bytes
     if dtype == "int8":
@@ -301,7 +410,30 @@ def actors_of(model: keras.Model, dtype: str = "float32") -> Actors:
         actors.append(Actor("output", "dequantize", {"elements": elements, "actor": 1}, 0.0))
     # A float softmax runs inside its Dense actor; an int8 one is an actor of its own.
     count = sum(1 for a in actors if a.kind != "exp" or dtype == "int8")
+    if dtype == "int8":
+        data_bytes += INSTANCE_BYTES + ACTOR_BYTES * count
     return Actors(actors, count, data_bytes)
+
+
+def _int8_bytes(layer, made) -> int:
+    """The constant data of ``layer``'s int8 actors, as the C backend stores them: 16-bit weights padded to words of
+    4 inputs, per output unit an int32 bias and multiplier, a shift byte and (fast requantization) an int32
+    rounding term; the two-position convolution's 20-byte records per filter and 12 bytes per pair; a 256-byte
+    table per channel of an unfolded BatchNormalization (one for a standalone activation)."""
+    kinds = [kind for kind, _ in made]
+    if kinds[:1] in (["dense"], ["conv"]) and (isinstance(layer, keras.layers.Dense)
+                                               or type(layer) in (keras.layers.Conv1D, keras.layers.Conv2D)):
+        values = made[0][1]
+        units = int(layer.units) if isinstance(layer, keras.layers.Dense) else int(layer.filters)
+        if values.get("pairs"):
+            return 20 * units + 12 * values["pairs"]
+        inputs = int(np.prod(layer.kernel.shape[:-1]))
+        fast = values["fast_outputs"] > 0
+        return 2 * units * 4 * math.ceil(inputs / 4) + units * (9 + (4 if fast else 0))
+    if kinds[:1] == ["elementwise"]:
+        channels = int(layer.output.shape[-1]) if isinstance(layer, keras.layers.BatchNormalization) else 1
+        return 256 * channels
+    return sum(int(np.prod(w.shape)) for w in layer.weights)
 
 
 def format_ms(value) -> str:

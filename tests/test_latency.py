@@ -48,6 +48,47 @@ def test_the_estimate_breaks_down_by_layer_and_skips_layers_without_actors():
     assert estimate.layers[0].features["macs"] == 140 * 32
 
 
+def test_each_int8_kernel_variant_is_priced_with_its_own_features(tmp_path):
+    # one layer per variant the C backend picks; the estimate must name the same variant as the exported ops
+    L = keras.layers
+    model = keras.Sequential([
+        keras.Input((9, 8, 1)),
+        L.Conv2D(8, 2, activation="relu", name="pairs"),  # patch of 4 values: the two-position kernel
+        L.Conv2D(8, 2, activation="relu", name="walk"),  # inside, rows of 16 bytes: read in place
+        L.MaxPooling2D(2, name="words"),  # 8 channels: 4 at a time
+        L.Conv2D(3, 2, padding="same", activation="relu", name="gather"),  # padded: patches gathered
+        L.AveragePooling2D(2, name="average"),
+        L.Flatten(),
+        L.Dense(5, activation="relu", name="fast"),  # a ReLU: SMMLAR + SSAT
+        L.Dense(3, activation="softmax", name="exact"),  # linear before the softmax: exact requantization
+    ])
+    rng = np.random.default_rng(0)
+    exported = c_backend.export(model, tmp_path, name="v", target="pi-zero", precision="int8",
+                                calibration=rng.normal(size=(32, 9, 8, 1)).astype("float32"))
+    ops = {op.layer: op for op in exported.ops if op.kind in ("conv_int8", "dense_int8", "pool_int8")}
+    estimate = estimate_latency(model, dtype="int8")
+    actors = {a.layer: a for a in estimate.layers if a.kind in ("conv", "dense", "pool")}
+    for name in ("pairs", "walk", "gather", "fast", "exact"):
+        f, op = actors[name].features, ops[name]
+        fast = f["fast_outputs"] > 0 or f.get("pairs", 0) > 0  # the two-position kernel requantizes the fast way
+        assert (fast, f["exact_outputs"] > 0) == (op.fast_requantize, not op.fast_requantize), name
+        if op.kind == "conv_int8":
+            assert (f["pairs"] > 0, f["window_rows"] > 0, f["gathered"] > 0) == \
+                (op.small_patch, op.row_walk, not op.small_patch and not op.row_walk), name
+    assert [ops[n].small_patch for n in ("pairs", "walk", "gather")] == [True, False, False]
+    assert ops["walk"].row_walk and ops["fast"].fast_requantize and not ops["exact"].fast_requantize
+    assert actors["pairs"].features["groups"] == 0 and actors["pairs"].features["pair_filters"] == 8 * (8 * 7 // 2)
+    assert ops["words"].words and actors["words"].features["word_reads"] == 3 * 3 * 8 and not \
+        actors["words"].features["reads"]
+    assert actors["average"].features["avg_outputs"] == 3 and actors["average"].features["word_reads"] == 0
+    # each actor is priced with the coefficients of its kind at int8, feature by feature
+    table = coefficients()["int8"]
+    for actor in actors.values():
+        names = keras_grs.latency.features("int8")[actor.kind]
+        assert actor.cycles == pytest.approx(sum(c * actor.features[n] for c, n in zip(table[actor.kind], names)))
+    assert keras_grs.latency.features("int8")["dense"] != keras_grs.latency.features("float32")["dense"]
+
+
 def test_bad_target_and_dtype_are_named():
     model = mlp(4)
     with pytest.raises(ValueError, match="choose one of pi-zero"):
