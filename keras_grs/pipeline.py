@@ -463,8 +463,6 @@ def _prune_models(models, x, y, validation_data, guard_data, test_data, *, metho
                   width_multiple, cost, fit_kwargs) -> PruneResult:
     """The searches, EUP and the selection, on checked settings and data, in a run directory already owned."""
     direction = check_direction(objective_direction(objective))
-    if seed is not None:
-        keras.utils.set_random_seed(seed)
     if backend == "optuna":
         from keras_grs.optuna.study import open_storage
 
@@ -481,6 +479,8 @@ def _prune_models(models, x, y, validation_data, guard_data, test_data, *, metho
                        evaluator=evaluator, objective=objective, acceptance=acceptance, epoch_score=epoch_score,
                        frozen=frozen_by_model[index], width_multiple=width_multiple, cost=cost)
         started = time.perf_counter()
+        if seed is not None:  # each model's search starts from the same random state, whatever ran before it
+            keras.utils.set_random_seed(seed)
         if backend == "optuna":
             run = _OptunaRun(model, x, y, validation_data, guard_data, storage, fit, **options)
         else:

@@ -163,3 +163,21 @@ def test_a_killed_run_resumes_with_the_same_settings_only(npz, tmp_path, capsys)
             for t in trials if t["status"] == "COMPLETED"]
     assert len(keys) == len(set(keys))
     assert (out / "report.json").exists()
+
+
+def test_a_models_search_does_not_depend_on_the_searches_run_before_it(tmp_path):
+    """Each model's search starts from the same random state: the second model's initial training is the same
+    whether the first model's search ran 2 trials or 5 (they consume different amounts of the global state)."""
+    x, y = datasets.calcium(n_neurons=64, n_frames=300, seed=2, image=True, difficulty="easy")
+    (xt, yt), (xv, yv), _ = datasets.split(x, y, val=0.3, test=0.0)
+    data = tmp_path / "images.npz"
+    np.savez(data, x_train=xt, y_train=yt, x_val=xv, y_val=yv)
+
+    def second_initial_score(max_trials):
+        out = tmp_path / f"run{max_trials}"
+        assert main(["prune", "nn1", "cnn1", "--data", str(data), "--out", str(out), "--method", "jgrs", "--epochs",
+                     "1", "--initial-epochs", "3", "--seed", "0", "--no-eup", "--max-trials",
+                     str(max_trials), "--quiet"]) == 0
+        return json.loads((out / "report.json").read_text())["models"][1]["path"][0]["objective"]
+
+    assert second_initial_score(2) == second_initial_score(5)

@@ -81,3 +81,4 @@ def test_bad_input_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match="needs test_data"):
         keras_grs.prune(model, x, y, (x, y), selection="maxtestacc", directory=tmp_path / "c")
     assert not any(tmp_path.iterdir())
+
