@@ -173,9 +173,10 @@ def save(results):
         f.write(render(results))
 
 
-def same(path, reference):
+def same(path, reference, checked="not recorded"):
+    """yes / NO; ``checked``: what was checked instead when a path was not recorded."""
     if path is None or reference is None:
-        return "not recorded"
+        return checked
     return "yes" if path == reference else "NO"
 
 
@@ -206,11 +207,13 @@ def render(results):
         rows = sorted((r for r in mine if r["epochs"] == epochs), key=lambda r: r["workers"])
         first = rows[0]
         out += ["", f"## {title}", "", f"{epochs} epochs; {first['machine']}.", "",
-                "| workers | wall s | trials | trials/min | same path as 1 worker | same path as keras-tuner |",
-                "|---|---|---|---|---|---|"]
+                "| workers | wall s | trials | trials/min | vs 1 worker | same path as 1 worker | same path as keras-tuner |",
+                "|---|---|---|---|---|---|---|"]
         for r in rows:
             out.append(f"| {r['workers']} | {r['seconds']:.1f} | {r['trials']} | {60 * r['trials'] / r['seconds']:.1f} "
-                       f"| {same(r['path'], first['path'])} | {same(r['path'], reference and reference['path'])} |")
+                       f"| {first['seconds'] / r['seconds']:.2f}x "
+                       f"| {same(r['path'], first['path'], r.get('checked', 'not recorded'))} "
+                       f"| {same(r['path'], reference and reference['path'])} |")
     if reference is not None:
         path = reference["path"]
         out += ["", f"Accepted path ({len(path)} structures, keras-tuner, {reference['workers']} worker(s), "
@@ -220,6 +223,28 @@ def render(results):
 
 
 NOTES = """
+**What limits scaling here: two cores.** One `model.fit` of nn1 already keeps more than one core busy at times, so a
+second worker gains only the gaps the first leaves (process start-up, Python between epochs, checkpoint writes, the
+backend's coordination) and a third fills what is left; the cores, not the backends, are the ceiling. A GRS step
+offers one candidate per width group (3 for nn1: a step is 3 trials), so a fourth worker would wait idle at every
+step, and each step waits for its slowest candidate before the next step's candidates exist.
+
+**What Optuna/SQLite adds, compared with gRPC.** There is no chief: the study file is the whole state. Before each
+trial a worker reads every trial of the study and replays the search to find a pending candidate, claims it by
+writing a trial attribute and reading the trials back (SQLite lets one writer at a time hold its file lock, so of
+two claims on one candidate the later sees the earlier and backs off), and when the others hold all of a step's
+candidates it polls every 0.25 to 0.75 s until one finishes. keras-tuner's chief answers each worker from memory
+over one gRPC call. So the Optuna side pays lock waits and one read of the study per poll, which grow with the
+trials and the workers but stay small next to a 20-epoch fit; in return a worker can join, leave or be killed and
+restarted at any time (`soak.md`), while a keras-tuner search ends with its chief.
+
+**A user with N machines.** SQLite is for the processes of one machine (its file locks are not to be trusted on a
+network file system): for several machines use one PostgreSQL database
+([docs/optuna.md](../../docs/optuna.md#several-machines-on-one-postgresql)) and a directory all of them share for
+the checkpoints, or keras-tuner's chief with a shared project directory. Expect close to min(N, width groups) times
+one machine's speed per step, less each step's wait for its slowest candidate, the database's or the chief's round
+trips and the shared file system's latency for checkpoints: a model with few width groups gains little from many
+machines.
 """
 
 
@@ -237,6 +262,7 @@ def main():
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--evaluator", default="keras", choices=["keras", "batched"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--render", action="store_true", help="only write distributed.md from distributed.json")
     parser.add_argument("--role", metavar="DIRECTORY", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if any(n < 1 for n in args.workers):
@@ -244,6 +270,8 @@ def main():
     if args.role:
         return work(args.backend, args.role, args.evaluator, args.epochs, args.seed)
     results = load()
+    if args.render:
+        return save(results)
     for backend in BACKENDS if args.backend == "both" else [args.backend]:
         for workers in args.workers:
             directory, seconds = launch(backend, workers, args.evaluator, args.epochs, args.seed)
