@@ -206,7 +206,8 @@ def render(results):
         epochs = max(r["epochs"] for r in mine)
         rows = sorted((r for r in mine if r["epochs"] == epochs), key=lambda r: r["workers"])
         first = rows[0]
-        out += ["", f"## {title}", "", f"{epochs} epochs; {first['machine']}.", "",
+        conditions = "".join(f" {c}" for c in dict.fromkeys(r["conditions"] for r in rows if r.get("conditions")))
+        out += ["", f"## {title}", "", f"{epochs} epochs; {first['machine']}.{conditions}", "",
                 "| workers | wall s | trials | trials/min | vs 1 worker | same path as 1 worker | same path as keras-tuner |",
                 "|---|---|---|---|---|---|---|"]
         for r in rows:
