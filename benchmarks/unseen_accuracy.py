@@ -254,9 +254,7 @@ def _current(runs, args, settings) -> list[dict]:
     walk back, else one of an earlier walk back that recorded its path (its step is chosen again, see
     :func:`redecided`: the search path does not depend on the walk back)."""
     tag = _guard_tag(args)
-    from keras_grs.guard import GUARD_MARGIN
-
-    epoch = _search_tag(GUARD_MARGIN) + tag.rsplit(", ", 1)[1]  # what a run of another walk back must share
+    epoch = tag.removeprefix(f"{WALK_BACK}, ")  # the search's settings: what a run of another walk back must share
     chosen, guard = [], {}
     for r in runs:  # in the order stored: a later search of the same seed ran on newer code and replaces it
         if not all(r[k] == getattr(args, k) for k in settings):
