@@ -166,7 +166,40 @@ def main():
             ok = np.mean(losses) <= bound_mean and max(losses) <= bound_single and ratio <= 1.5
             lines.append(f"| {name} | {dataset} | {len(rows)} | {np.mean(losses):.2f} | {max(losses):.2f} | "
                          f"{ratio:.2f}x | {'met' if ok else 'missed'} |")
+    lines += indistinguishable(runs, seed_runs, bound_single)
     write(args.out, lines)
+
+
+def indistinguishable(runs, seed_runs, bound) -> list[str]:
+    """What the splits can see: the accepted steps whose search-validation and guard scores are both at least the
+    initial structure's (no rule that reads those splits can prefer the initial structure to them), within the params
+    budget (1.5x the seed rule's structure on the same splits), and how many of them lose more than ``bound`` test
+    points anyway. If a rule picked among such steps without further evidence, all of ``runs`` runs would stay within
+    the bound with probability (1 - share) ** runs."""
+    lines = ["", "## What the splits can see", "",
+             "Accepted steps scoring at least the initial structure on both the searched validation split and the "
+             "guard, with at most 1.5x the seed rule's parameters on the same splits: nothing these splits show "
+             f"separates them from the initial model. Of those, the ones losing more than {bound:.0f} test points; "
+             "`P(all runs within)`: the chance that every run stays within the bound when each keeps one such step.",
+             "", "| data set | runs | steps | losing > bound | share | P(all runs within) | their params |",
+             "|---|---|---|---|---|---|---|"]
+    for dataset in dict.fromkeys(r["dataset"] for r in runs):
+        rows = [r for r in runs if r["dataset"] == dataset]
+        steps, bad = 0, []
+        for r in rows:
+            first, seed = r["steps"][0], seed_runs.get((dataset, r["seed"]))
+            budget = 1.5 * seed["params"] if seed else math.inf
+            for step in r["steps"][1:]:
+                if step["val"] >= first["val"] and step["guard"] >= first["guard"] and step["params"] <= budget:
+                    steps += 1
+                    if 100 * (r["reference_test"] - step["test"]) > bound:
+                        bad.append(step["params"])
+        share = len(bad) / steps if steps else None
+        chance = "-" if share is None else f"{(1 - share) ** len(rows):.0%}"
+        params = f"{min(bad):,}-{max(bad):,}" if bad else "-"
+        lines.append(f"| {dataset} | {len(rows)} | {steps} | {len(bad)} | "
+                     f"{'-' if share is None else f'{share:.0%}'} | {chance} | {params} |")
+    return lines
 
 
 if __name__ == "__main__":
