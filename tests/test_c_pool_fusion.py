@@ -59,7 +59,7 @@ def test_fused_conv_pool_matches_keras_on_the_host(case, tmp_path):
 
 @pytest.mark.skipif(bool(armv6.missing_tools()), reason="make c-toolchains installs the ARM tools")
 @pytest.mark.parametrize("case", ["conv2d_relu_max_valid_odd", "conv2d_strided_same_avg_same_odd",
-                                  "conv1d_relu_max_same_odd", "two_fused_blocks"])
+                                  "conv2d_tanh_max_same_rect", "conv1d_relu_max_same_odd", "two_fused_blocks"])
 def test_fused_conv_pool_matches_keras_on_armv6_under_qemu(case, tmp_path):
     _, result = compare(FUSED[case](), tmp_path, target="pi-zero")
     assert result.max_abs_diff <= 1e-4, case
