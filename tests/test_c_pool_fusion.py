@@ -6,17 +6,12 @@ import keras
 import numpy as np
 import pytest
 from helpers import randomize
+from test_c_int8 import seq
 
 import c_backend
 from c_backend import armv6
 
 L = keras.layers
-
-
-def seq(shape, *layers, seed=5):
-    model = keras.Sequential([keras.Input(shape), *layers])
-    randomize(model, np.random.default_rng(seed))
-    return model
 
 
 # Strides, same/valid padding, odd sizes (valid pooling drops the last row/column, same pooling's windows cross
