@@ -49,7 +49,7 @@ def build(name, shape, remove_counts):
 
 def actor_of(ops, model_name):
     functions = {f"{op.actor}_{f}": op.actor for op in ops
-                 for f in ("new", "enable", "invoke", "compute", "terminate")}
+                 for f in ("new", "enable", "invoke", "compute", "position", "terminate")}
 
     def group(symbol):
         if symbol in functions:

@@ -5,8 +5,9 @@ each one reads, and the FIFO of each edge). Templates only lay these out.
 The model's functional graph is walked in topological order (``keras_grs.structure``'s walk). Fusions, only into
 an operation whose output nothing else reads: an Activation/ReLU layer joins the operation that writes its input
 when that one has no activation yet; a BatchNormalization directly after a Dense/Conv/DepthwiseConv without
-activation is folded into its weights. Dropout, Flatten, Reshape, Identity and InputLayer change nothing in a
-channels-last buffer and produce no actor: their consumers read their input's buffer.
+activation is folded into its weights; in float32, a max/average pooling with windows that do not overlap joins
+the convolution that writes its input (:func:`_fuse_pooling`). Dropout, Flatten, Reshape, Identity and InputLayer
+change nothing in a channels-last buffer and produce no actor: their consumers read their input's buffer.
 """
 
 from __future__ import annotations
@@ -136,7 +137,7 @@ def describe(model, name: str, precision="float32", sparse="auto", calibration=N
         for i, op in enumerate(ops):  # the int8 actors (with quantize and dequantize) form a chain
             op.sources = [i - 1 if i else None]
         return wire(ops)
-    return wire([_finish(op, sparse) for op in ops])
+    return wire([_finish(op, sparse) for op in _fuse_pooling(ops)])
 
 
 def wire(ops: list[O.Op]) -> list[O.Op]:
@@ -160,6 +161,31 @@ def wire(ops: list[O.Op]) -> list[O.Op]:
         op.out_ports = _ports("out", len(op.out_fifos))
         op.in_vars = _ports("x", len(op.in_fifos))
     return ops
+
+
+
+def _fuse_pooling(ops: list[O.Op]) -> list[O.Op]:
+    """Float32: a max/average pooling whose input only a convolution writes and only the pooling reads joins that
+    convolution (``Conv.pool``), when its windows do not overlap (strides at least the window, so no convolution
+    output is computed twice) and the convolution has no softmax (which must see the whole position). The actor
+    then writes the pooled output: the pre-pool tensor gets no buffer, no FIFO and no pass of its own."""
+    readers = Counter(source for op in ops for source in op.sources)
+    index, kept = {}, []
+    for i, op in enumerate(ops):
+        source = op.sources[0] if len(op.sources) == 1 else None
+        conv = ops[source] if source is not None else None
+        if type(op) is O.Pool and type(conv) is O.Conv and readers[source] == 1 and conv.pool is None \
+                and conv.activation != "softmax" and op.s_h >= op.p_h and op.s_w >= op.p_w:
+            conv.pool, conv.out_shape = op, op.out_shape
+            conv.scratch = ("float", conv.scratch[1] + conv.filters)  # the patch, then one position's outputs
+            conv.description += f", then {op.description} (fused)"
+            index[i] = index[source]
+            continue
+        index[i] = len(kept)
+        kept.append(op)
+    for op in kept:
+        op.sources = [None if source is None else index[source] for source in op.sources]
+    return kept
 
 
 def _ports(stem, count):

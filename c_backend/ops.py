@@ -163,8 +163,13 @@ class Kernel(Weighted, Window):
 
 @dataclass(kw_only=True, eq=False)
 class Conv(Kernel):
+    """``out_h`` x ``out_w`` are the convolution's own output; with ``pool`` (float32: a max/average pooling whose
+    windows do not overlap, the only reader of the convolution's output) the actor writes the pooled output
+    (``out_shape``) and the convolution's output never leaves it."""
+
     kind: ClassVar[str] = "conv"
     filters: int
+    pool: Pool | None = field(default=None, repr=False)
 
 
 @dataclass(kw_only=True, eq=False)

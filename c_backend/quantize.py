@@ -7,8 +7,9 @@ Lite's int8 interpreter computes on the same model and calibration data.
 - Weights: symmetric per output channel, int8 in [-127, 127], zero point 0, scale = max |w| / 127.
 - Biases: int32, scale = input scale x weight scale of the channel.
 - Requantization: the real factor input scale x weight scale / output scale becomes a 31-bit fixed-point
-  multiplier and a power-of-two shift; the C applies TFLite's reference rounding (saturating rounding doubling
-  high multiply, then rounding divide by a power of two; ``int8_arith.h``).
+  multiplier and a power-of-two shift; the C rounds as TFLite's builtin kernels do (saturating rounding doubling
+  high multiply, then a divide by a power of two with halves rounded up; its reference kernels round those halves
+  away from zero; ``int8_arith.h``).
 - A ReLU is a clamp at the output's zero point. Max/average pooling keep their input's parameters (as TFLite
   does); a global average pool is TFLite's MEAN (which
   rescales the mean in float32); sigmoid, tanh and softmax outputs have TFLite's fixed parameters
@@ -82,20 +83,27 @@ def _weights(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # Activations of the next Dense layer under which TFLite's converter leaves a linear Dense layer's bias in place
-# (found by comparing with its interpreter: moving it there put the C 9 steps off for a ReLU, 5 for a linear layer)
-KEEPS_BIAS_BEFORE = ("linear", "relu", "relu6")
+# (found by comparing with its interpreter: moving it there put the C 9 steps off for a ReLU)
+KEEPS_BIAS_BEFORE = ("relu", "relu6")
 
 
-def _move_biases(ops) -> dict:
+def _move_biases(ops, layers) -> dict:
     """TFLite's converter moves the bias of a Dense layer without activation into the next Dense layer's bias
-    (W2 (W1 x + b1) + b2 = W2 (W1 x) + (W2 b1 + b2)) when that layer's activation is not one it fuses or leaves out
-    (:data:`KEEPS_BIAS_BEFORE`), so the tensor between them is calibrated without it: do the same. Returns the
-    moved biases by the name of the layer that lost them."""
+    (W2 (W1 x + b1) + b2 = W2 (W1 x) + (W2 b1 + b2)), so the tensor between them is calibrated without it: do the
+    same. It does so when the next layer has a bias of its own and an activation it does not fuse first
+    (:data:`KEEPS_BIAS_BEFORE`). Its optimizer visits the graph from the end, so in a run of linear Dense layers the
+    last one receives its predecessor's bias, and a layer whose bias moved on has none to receive one with: the one
+    before keeps its own (Dense, Dense, Dense: only the second's moves; four of them: the first's and the third's;
+    checked on the converted flatbuffers). Returns the moved biases by the name of the layer that lost them."""
+    by_name = {layer.name: layer for layer in layers}
     moved = {}
-    for first, second in zip(ops, ops[1:]):
+    for first, second in reversed(list(zip(ops, ops[1:]))):
         alone = not isinstance(first.keras_pre, str) and first.keras_source == first.keras_pre.name  # nothing fused
-        if first.kind == second.kind == "dense" and first.activation == "linear" and alone \
-                and second.activation not in KEEPS_BIAS_BEFORE and np.any(first.raw[1]):
+        if not (first.kind == second.kind == "dense" and first.activation == "linear" and alone):
+            continue
+        name = second.keras_pre if isinstance(second.keras_pre, str) else second.keras_pre.name
+        receives = getattr(by_name.get(name), "use_bias", False) and name not in moved
+        if receives and second.activation not in KEEPS_BIAS_BEFORE and np.any(first.raw[1]):
             (w1, b1), (w2, b2) = first.raw, second.raw
             first.raw, second.raw = (w1, np.zeros_like(b1)), (w2, b2 + w2 @ b1)
             moved[first.keras_source] = b1
@@ -161,7 +169,7 @@ def _elementwise(op: O.Op):
 def quantize_ops(name: str, taken: set, layers, ops: list[O.Op], calibration: np.ndarray) -> list[O.Op]:
     """The int8 form of the float operations ``ops`` of model ``name`` (see the module docstring), calibrated on
     ``calibration``; new actors get names not in ``taken``."""
-    moved = _move_biases(ops)
+    moved = _move_biases(ops, layers)
     ranges = _ranges(layers, calibration, ops, moved)
     current = activation_params(*ranges["<input>"])
     size = (ops[0].in_size,)
@@ -255,8 +263,7 @@ def _quantize_weights(op: O.DenseInt8 | O.ConvInt8, raw, source: tuple, output: 
     op.act_min = max(QMIN, output[1]) if op.activation == "relu" else QMIN
     op.act_max = QMAX
     # SMMLAR adds a third operand to the rounded high word: the second rounding's half and the output's zero point
-    # times 2^right, so that one shift and one saturation finish the output. Exact without TFLite's extra step down
-    # for negative values (round half away from zero) when those clamp to the bottom anyway (act_min >= zero: a ReLU)
+    # times 2^right, so that one shift and one saturation finish the output (halves rounded up, as the plain C does)
     rounding = [(1 << r >> 1) + output[1] * (1 << r) for r in right]
     op.fast_requantize = fast_requantize(op.act_min, output[1]) and all(abs(c) < 2 ** 30 for c in rounding)
     op.blocks, op.weights = _pack(quantized)
@@ -284,8 +291,9 @@ def _quantize_weights(op: O.DenseInt8 | O.ConvInt8, raw, source: tuple, output: 
 
 # The kernel variant rules, read by the templates' flags above and by keras_grs.latency's int8 features.
 def fast_requantize(act_min: int, output_zero: int) -> bool:
-    """Whether SMMLAR + SSAT can finish an output exactly (besides a rounding term below 2^30): when the values it
-    would round differently (negative ones) clamp to the bottom anyway, as under a ReLU."""
+    """Whether the ARMv6 path finishes an output with SMMLAR + SSAT (besides a rounding term below 2^30): under a
+    ReLU, where the ARMv6 meter and the latency estimate measured it. Since the C rounds halves up as TFLite's
+    builtin kernels do, the form is exact for every layer; the other layers still take the plain requantization."""
     return act_min >= output_zero
 
 
