@@ -30,6 +30,19 @@ def pytest_configure(config):
     os.environ["TF_XLA_FLAGS"] = f"{flags} {XLA_CACHE_FLAG}={directory}".strip()
 
 
+# The test files that take longest, longest first (from the durations `make test` prints). pytest-xdist hands whole
+# files to its workers in collection order, so a long file collected last keeps one worker busy while the other
+# idles; started first, the short files fill in around it. Only the order depends on this list, never a result.
+LONGEST_FILES = ["test_batched.py", "test_distributed.py", "test_acceptance.py", "test_frozen_multiple.py",
+                 "test_faults_kill.py", "test_tuner.py", "test_cli.py", "test_surgery_graphs.py", "test_datasets.py",
+                 "test_cli_prune.py", "test_pipeline.py", "test_optuna.py", "test_batched_parity.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order is kept
+
+
 def pytest_unconfigure(config):
     for directory in _own_xla_cache:
         shutil.rmtree(directory, ignore_errors=True)
