@@ -18,7 +18,8 @@ def pytest_configure(config):
     Compiling the batched evaluator's training loop is most of a small batched search's time, and many tests (and
     the resumed or distributed processes they start) compile the same program again. TensorFlow's persistent cache
     keeps each program under a fingerprint of its HLO and checks it on load, so a test runs the very program it
-    would have compiled. The directory lives for one run: made by the first pytest process (pytest-xdist's
+    would have compiled; it writes each entry under a temporary name and renames it, so the processes the kill
+    tests SIGKILL leave no torn entry. The directory lives for one run: made by the first pytest process (pytest-xdist's
     controller), inherited through the environment by its workers and subprocesses, removed at its end, so no
     program outlives a TensorFlow upgrade. TensorFlow reads the flag at its first XLA compilation, after this hook.
     """
