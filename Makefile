@@ -42,7 +42,7 @@ demo: $(STAMP) c-toolchains
 # Test files run on up to four processes (each file's tests stay in one, so its fixtures are built once): the
 # suite is mostly single-threaded Python and small TensorFlow graphs, so two cores finish it in about half the time.
 test: $(STAMP) c-toolchains postgres-server
-	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile
+	$(PY) -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations=25
 
 # Benchmarks are run by hand, never as tests; results go to benchmarks/results/.
 bench-c: $(STAMP) c-toolchains

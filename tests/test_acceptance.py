@@ -1,8 +1,6 @@
 """Acceptance that survives validation noise (the guard), and objectives of either direction, through the job."""
 
 import json
-import subprocess
-import sys
 import warnings
 
 import keras
@@ -12,6 +10,7 @@ import pytest
 
 import keras_grs
 from keras_grs import GRSTuner, datasets, eup, models, select
+from keras_grs.cli import main
 from keras_grs.evaluate import Job, KerasEvaluator
 from keras_grs.guard import GUARD_MARGIN, ResolutionWarning, search_margin, split_guard, unpack_outcomes
 from keras_grs.search import GroupSpec, Outcome, make_search, run
@@ -203,16 +202,15 @@ def test_guard_data_with_the_seed_rule_is_refused(tmp_path, data):
         tuner.search(x, y, validation_data=validation, guard_data=validation, **FIT)
 
 
-def test_the_cli_refuses_a_bad_guard_fraction_and_writes_nothing(tmp_path):
+def test_the_cli_refuses_a_bad_guard_fraction_and_writes_nothing(tmp_path, capsys):
     x, y = datasets.calcium(n_neurons=16, n_frames=200, seed=0)
     (xt, yt), (xv, yv), _ = datasets.split(x, y, val=0.3, test=0.0)
     np.savez(tmp_path / "d.npz", x_train=xt, y_train=yt, x_val=xv, y_val=yv)
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "keras_grs", "prune", "nn2", "--data", str(tmp_path / "d.npz"),
-                           "--out", str(out), "--guard-fraction", "0.95"], capture_output=True, text=True)
-    assert done.returncode == 2
-    assert "--guard-fraction: guard fraction must be a number in (0, 0.9)" in done.stderr
-    assert "Traceback" not in done.stderr and not out.exists()
+    assert main(["prune", "nn2", "--data", str(tmp_path / "d.npz"), "--out", str(out), "--guard-fraction", "0.95"]) == 2
+    stderr = capsys.readouterr().err
+    assert "--guard-fraction: guard fraction must be a number in (0, 0.9)" in stderr
+    assert "Traceback" not in stderr and not out.exists()
 
 
 # -- one objective through the job ----------------------------------------------------------------------------

@@ -7,6 +7,8 @@ from sklearn.linear_model import LogisticRegression
 
 from keras_grs import datasets, models, surgery
 
+from helpers import fit_epochs_whole
+
 EPOCHS = 40  # of the calibration test (nn1 is near 0.85 at 20); the full calibration is benchmarks/calibration.py
 
 
@@ -125,7 +127,7 @@ def test_nn1_learns_the_easy_simulator_quickly():
     x, y = datasets.calcium(n_neurons=140, n_frames=3000, seed=0, difficulty="easy")
     (xt, yt), (xv, yv), _ = datasets.split(x, y)
     model = models.build("nn1", (140,))
-    history = model.fit(xt, yt, epochs=10, batch_size=32, validation_data=(xv, yv), verbose=0)
+    history = fit_epochs_whole(model, xt, yt, epochs=10, batch_size=32, validation_data=(xv, yv), verbose=0)
     assert history.history["val_accuracy"][-1] >= 0.85
     keras.backend.clear_session()
 
@@ -135,7 +137,7 @@ def test_realistic_data_needs_a_non_linear_and_wide_enough_decoder():
     (xt, yt), (xv, yv), _ = datasets.split(*datasets.calcium(dataset=0), val=0.2, test=0.1, seed=0)
 
     def trained(model):
-        history = model.fit(xt, yt, epochs=EPOCHS, batch_size=32, validation_data=(xv, yv), verbose=0)
+        history = fit_epochs_whole(model, xt, yt, epochs=EPOCHS, batch_size=32, validation_data=(xv, yv), verbose=0)
         keras.backend.clear_session()
         return history.history["val_accuracy"][-1]
 

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 
 import keras
 import keras_tuner
@@ -222,38 +221,28 @@ def test_many_trials_do_not_keep_models_alive(tmp_path, data):
     assert len(alive) <= PARENT_CACHE_SIZE + 1, f"{len(alive)} models still alive after 8 trials"
 
 
-RESUMABLE = textwrap.dedent(
-    """
-    import os, sys
-    import keras, numpy as np
-    from keras_grs import GRSTuner, datasets
-    sys.path.insert(0, {tests!r})
-    from test_tuner import build
+def search_that_crashes(directory, crash_at):
+    """The search of the kill test: the process exits with status 3 at the end of an epoch once the project holds
+    ``crash_at`` entries (0: never); returns the tuner when the search finishes."""
 
     class Crash(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            done = len(os.listdir({project!r}))
-            if {crash_at} and done >= {crash_at}:
+            if crash_at and len(os.listdir(os.path.join(directory, "p"))) >= crash_at:
                 os._exit(3)
 
     x, y = datasets.calcium(n_neurons=24, n_frames=400, seed=2, difficulty="easy")
     (x, y), val, _ = datasets.split(x, y, val=0.25, test=0.0)
-    tuner = GRSTuner(build, tolerance=0.95, seed=5, max_trials=9, directory={directory!r}, project_name="p")
+    tuner = GRSTuner(build, tolerance=0.95, seed=5, max_trials=9, directory=directory, project_name="p")
     tuner.search(x, y, validation_data=val, epochs=1, verbose=0, callbacks=[Crash()])
-    print("FINISHED", len(tuner.oracle.trials))
-    """
-)
+    return tuner
 
 
 def test_a_search_killed_mid_way_resumes_without_losing_or_repeating_trials(tmp_path):
-    tests = os.path.dirname(__file__)
     project = str(tmp_path / "p")
-
-    def run(crash_at):
-        script = RESUMABLE.format(tests=tests, project=project, crash_at=crash_at, directory=str(tmp_path))
-        return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
-
-    killed = run(crash_at=6)  # dies inside a trial, once the project holds a few trial folders
+    # dies inside a trial, once the project holds a few trial folders
+    script = (f"import sys; sys.path.insert(0, {os.path.dirname(__file__)!r}); import test_tuner; "
+              f"test_tuner.search_that_crashes({str(tmp_path)!r}, 6)")
+    killed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
     assert killed.returncode == 3, killed.stderr[-2000:]
     before = {}
     for name in os.listdir(project):
@@ -265,9 +254,8 @@ def test_a_search_killed_mid_way_resumes_without_losing_or_repeating_trials(tmp_
                 before[trial["trial_id"]] = trial
     assert before
 
-    resumed = run(crash_at=0)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "FINISHED" in resumed.stdout
+    # resumed in this process (only the kill needs a process of its own); it returns once the search is finished
+    search_that_crashes(str(tmp_path), 0)
     tuner = GRSTuner(build, tolerance=0.95, seed=5, max_trials=9, directory=str(tmp_path), project_name="p")
     trials = tuner.oracle.trials
     for trial_id, old in before.items():  # nothing lost, nothing rerun
