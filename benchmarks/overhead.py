@@ -13,8 +13,9 @@ the oracle's and the trials' files, unit norms, the guard, tidying between batch
 Training and evaluation are the work; everything else is the per-trial overhead.
 
 ``--compare`` also times the search as it ran before the bookkeeping was cut, in the same process: checkpoints
-and unit norms written on the training path (no background writer) and each candidate compiled twice with its
-optimizer's variables built (as ``keras.models.clone_model`` followed by ``compile_from_config`` did). The
+written by Keras' ``save_weights`` (not from the trained arrays), they and unit norms written on the training path
+(no background writer), and each candidate compiled twice with its optimizer's variables built (as
+``keras.models.clone_model`` followed by ``compile_from_config`` did). The
 variants alternate, so that warm caches favour neither.
 
 Run: .venv/bin/python benchmarks/overhead.py [--epochs 5] [--frames 3000] [--compare]
@@ -82,7 +83,8 @@ def instrument(clock, tuner):
     runner._record = clock.wrap(runner._record, "oracle bookkeeping")
     for name in ("create_trial", "update_trial", "end_trial", "save"):
         setattr(tuner.oracle, name, clock.wrap(getattr(tuner.oracle, name), "oracle bookkeeping"))
-    for name, phase in (("_pack", "copy weights"), ("_unpack", "copy weights"), ("_train", "train")):
+    for name, phase in (("_pack", "copy weights"), ("_unpack", "copy weights"), ("_train", "train"),
+                        ("_save", "save checkpoints")):
         setattr(evaluator, name, clock.wrap(getattr(evaluator, name), phase))
     programs = evaluator._programs
 
@@ -92,7 +94,6 @@ def instrument(clock, tuner):
 
     evaluator._programs = timed_programs
     return {
-        (batched, "save_weights"): clock.wrap(batched.save_weights, "save checkpoints"),
         (batched, "count_params"): clock.wrap(batched.count_params, "count params/FLOPs"),
         (batched, "count_flops"): clock.wrap(batched.count_flops, "count params/FLOPs"),
         (tuner_module, "tidy"): clock.wrap(tuner_module.tidy, "oracle bookkeeping"),
@@ -114,6 +115,7 @@ class _Synchronous:
 def as_before(tuner):
     """Patches that restore the bookkeeping before it was cut (see the module docstring)."""
     tuner.evaluator.writer = None
+    tuner.evaluator.arrays_checkpoints = False
     tuner._writer = _Synchronous()
     rebuild = surgery._rebuild
 

@@ -203,15 +203,21 @@ def save_weights(model, path, writer: BackgroundWriter | None = None) -> None:
     mostly waiting for the disk) is the writer's: the checkpoint exists under its name once ``writer.join()``
     has returned, and not before. Keras objects are only touched by the calling thread.
     """
+    write_checkpoint(path, model.save_weights, writer)
+
+
+def write_checkpoint(path, write, writer: BackgroundWriter | None = None) -> None:
+    """A checkpoint that ``write(temporary_path)`` writes, made atomic with its size and SHA-256 recorded (as
+    :func:`save_weights`; ``write`` is called here, on the calling thread, and the ``writer`` finishes the rest)."""
     path = Path(path)
     if writer is None:
         with atomic_path(path) as temporary:
-            model.save_weights(temporary)
+            write(temporary)
         record_digest(path)
         return
     temporary = _temporary(path)
     with _cleaned_up(temporary, path):
-        model.save_weights(temporary)
+        write(temporary)
     writer.submit(_commit_checkpoint, temporary, path)
 
 

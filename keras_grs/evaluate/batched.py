@@ -37,7 +37,8 @@ from keras_grs.evaluate.training import (
     Loss, Optimizer, UnsupportedForBatching, check_weighting, penalty, read_loss, read_optimizer, read_regularizer,
     sample_weights,
 )
-from keras_grs.files import save_weights
+from keras_grs.checkpoint import CheckpointLayout, LayoutError
+from keras_grs.files import save_weights, write_checkpoint
 from keras_grs.search.engine import keyed_rng
 from keras_grs.layers import kind_of
 from keras_grs.structure import UnsupportedLayerError, layer_chain
@@ -221,11 +222,13 @@ class BatchedEvaluator:
         self._capacity = None  # the widths the stacked weights are padded to
         self._slots = 0  # the number of candidates they are padded to
         self._compiled = {}
+        self._layouts = {}  # topology -> CheckpointLayout (None: Keras saves those models itself)
 
     batches = True  # the tuner hands it every pending trial at once
     # a files.BackgroundWriter that finishes the checkpoints (fsync, rename, digest) off the training path; its
     # owner joins it before reporting the trials complete. None: each checkpoint is whole when evaluate returns.
     writer = None
+    arrays_checkpoints = True  # False: every checkpoint by Keras' save_weights (the benchmark's "before")
 
     def pad_to(self, model) -> None:
         """Pad every batch to at least ``model``'s widths (the search's initial model): its candidates are never
@@ -316,15 +319,44 @@ class BatchedEvaluator:
         return per_job, params, masks
 
     def _unpack(self, per_job, plan, best_params):
+        """Copy each job's chosen weights into its model; per job, its layers' new weights by layer name."""
         ops = [op for op in plan.ops if op.weighted]
+        unpacked = []
         for j, layers in enumerate(per_job):
+            unpacked.append({})
             for i, (op, layer) in enumerate(zip(ops, layers)):
                 prefix = _kernel_prefix(op)
                 kernel, bias = best_params[2 * i][j], best_params[2 * i + 1][j]
                 n_in = layer.kernel.shape[-2] if op.kind == "conv" else layer.kernel.shape[0] // math.prod(prefix)
                 n_out = layer.kernel.shape[-1]
                 kernel = kernel.reshape(*prefix, -1, kernel.shape[-1])[..., :n_in, :n_out]
-                layer.set_weights([kernel.reshape(layer.kernel.shape), bias[:n_out]][: 1 + op.bias])
+                values = [kernel.reshape(layer.kernel.shape), bias[:n_out]][: 1 + op.bias]
+                layer.set_weights(values)
+                unpacked[j][layer.name] = values
+        return unpacked
+
+    def _save(self, job, plan, weights) -> None:
+        """The job's checkpoint, written from its arrays in Keras' layout (:mod:`keras_grs.checkpoint`): Keras'
+        own ``save_weights`` walks the model in Python, which cost more than a small candidate's training. A model
+        whose optimizer has been built (its variables would be missing from the layout), or whose file the layout
+        cannot describe, is saved by Keras."""
+        model = job.model
+        if getattr(model.optimizer, "built", True):
+            save_weights(model, job.checkpoint, self.writer)
+            return
+        key = (plan.key(), model.name, tuple((type(layer).__name__, layer.name) for layer in layer_chain(model)))
+        if key not in self._layouts:
+            try:
+                self._layouts[key] = CheckpointLayout.of(model)
+            except LayoutError as reason:
+                warnings.warn(f"checkpoints saved by Keras: {reason}", stacklevel=3)
+                self._layouts[key] = None
+        layout = self._layouts[key]
+        if layout is None or not self.arrays_checkpoints:
+            save_weights(model, job.checkpoint, self.writer)
+        else:
+            names = {"optimizer/vars": model.optimizer.name}  # as Keras would write this model's
+            write_checkpoint(job.checkpoint, lambda path: layout.write(path, weights, names), self.writer)
 
     def _train(self, jobs, plan, fit_args, fit_kwargs):
         units = int(jobs[0].model.output_shape[-1])
@@ -408,10 +440,10 @@ class BatchedEvaluator:
                 best_loss[improved] = losses[improved]
                 best_accuracy[improved] = accuracy[improved]
                 best_val_loss[improved] = val_loss[improved]
-        self._unpack(per_job, plan, best_params)
+        unpacked = self._unpack(per_job, plan, best_params)
         results = []
         for j, job in enumerate(jobs):
-            save_weights(job.model, job.checkpoint, self.writer)
+            self._save(job, plan, unpacked[j])
             results.append({
                 "val_accuracy": float(best_accuracy[j]),
                 "val_loss": float(best_val_loss[j]),
