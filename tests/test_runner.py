@@ -50,3 +50,14 @@ def test_tuner_and_optuna_record_the_same_outcome_for_the_same_candidates(tmp_pa
             metrics["val_accuracy"], metrics["params"], metrics["flops"])
         assert attrs["latency_ms"] == pytest.approx(metrics["latency_ms"], rel=1e-12)
         assert (attrs["guard"], attrs["guard_samples"]) == (metrics[guard], metrics[GUARD_SAMPLES])
+
+
+def test_a_runner_without_a_parent_cache_still_hands_out_the_parent():
+    from keras_grs.evaluate.runner import CandidateRunner
+
+    loads = []
+    runner = CandidateRunner(build=None, load_parent=lambda id: loads.append(id) or f"model {id}",
+                             objective="val_accuracy", cache_size=0)
+    assert runner.parent_model(3) == "model 3"
+    assert runner.parent_model(3) == "model 3"
+    assert loads == [3, 3]  # nothing kept: loaded again

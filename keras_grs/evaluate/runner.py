@@ -190,13 +190,13 @@ class CandidateRunner:
         """A candidate's trained model: from the last run, the cache, or ``load_parent``."""
         cache = self._parents
         if id in cache:
-            cache[id] = cache.pop(id)  # most recently used last
+            model = cache[id] = cache.pop(id)  # most recently used last
         else:
             model = self._recent.get(id)
-            cache[id] = model if model is not None else self.load_parent(id)
-            while len(cache) > self.cache_size:
+            model = cache[id] = model if model is not None else self.load_parent(id)
+            while len(cache) > self.cache_size:  # cache_size=0 keeps nothing: the model is still returned
                 cache.pop(next(iter(cache)))
-        return cache[id]
+        return model
 
 
 def _value(metrics, name, kind):
