@@ -108,8 +108,13 @@ def report(runs: list[dict]) -> list[str]:
             test = 100 * (np.mean([r["test"] for r in other]) - np.mean([r["test"] for r in keras_runs]))
             speed = np.sum([r["seconds"] for r in keras_runs]) / np.sum([r["seconds"] for r in other])
             verdict = "within" if abs(params) <= 15 and abs(test) <= 0.5 else "outside"
+            # the seed-by-seed test differences' standard error: how far apart two evaluators with no systematic
+            # difference land over these seeds by training noise alone
+            differences = [100 * (o["test"] - k["test"]) for o, k in zip(other, keras_runs)]
+            noise = np.std(differences, ddof=1) / np.sqrt(len(differences)) if len(differences) > 1 else np.nan
             lines.append(f"- {evaluator} vs keras, paired seeds {paired}: mean params {params:+.1f}%, mean test "
-                         f"accuracy {test:+.2f} points ({verdict} the target); {speed:.1f}x less wall time.")
+                         f"accuracy {test:+.2f} points (standard error of the paired difference {noise:.2f}; "
+                         f"{verdict} the target); {speed:.1f}x less wall time.")
         lines.append("")
     return lines
 
