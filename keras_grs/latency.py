@@ -21,7 +21,8 @@ The actors (as ``c_backend.ir`` forms them):
   the values folded into a pooled output in registers (max: compare and conditional move; average: add) and the
   pooled outputs a ReLU after a max pooling or an average's division passes over once; the pooling makes no actor.
 * ``pool`` (max/average, global included): reads of windows inside the input (unrolled, no bounds checks), reads
-  of windows crossing the padding (checked cell by cell), output elements, a constant.
+  of windows crossing the padding (checked cell by cell) and, for an average, their outputs (divided by the count of
+  cells inside), output elements, a constant.
 * int8 ``dense`` and ``conv`` follow the kernel variant the C backend chooses (``c_backend.quantize``'s rules): the
   SMLAD loop's iterations per block of ``INT8_BLOCK`` = 4 outputs and per output unit (per word of 4 inputs), the
   units of the partial last word, the blocks, and outputs requantized the fast way (SMMLAR + SSAT, under a ReLU) or
@@ -77,7 +78,7 @@ FEATURES = {
     "dense": ("macs", "block_passes", "narrow_passes", "outputs", "softmax_outputs", "actor"),
     "conv": ("macs", "block_passes", "narrow_passes", "gathered", "taps", "outputs", "max_folds", "avg_folds",
              "pooled_outputs", "actor"),
-    "pool": ("reads", "edge_reads", "outputs", "actor"),
+    "pool": ("reads", "edge_reads", "edge_divisions", "outputs", "actor"),
     "exp": ("elements", "actor"),
     "elementwise": ("elements", "actor"),
     "quantize": ("elements", "actor"),
@@ -235,9 +236,9 @@ def _fused_conv(op) -> dict:
             "pooled_outputs": pooled * op.filters if late_pass else 0}
 
 
-def _edge_reads(layer, reads) -> int:
-    """The window cells a float pooling visits in windows that cross its padding (the C kernel's slow path, bounds
-    checked per cell and channel), out of ``reads``; the padding is the C backend's (``c_backend.ir._padding``)."""
+def _edge_outputs(layer) -> int:
+    """The outputs of a float pooling whose windows cross its padding (the C kernel's slow path, bounds checked
+    per cell and channel); the padding is the C backend's (``c_backend.ir._padding``)."""
     from c_backend.ir import _padding
 
     in_shape, out_shape = _shape(layer.input), _shape(layer.output)
@@ -246,7 +247,7 @@ def _edge_reads(layer, reads) -> int:
     for size_in, size_out, p, s in zip(in_shape[:-1], out_shape[:-1], pool, strides):
         pad = _padding(size_in, size_out, p, s, layer.padding)
         inside *= sum(1 for o in range(size_out) if 0 <= o * s - pad and o * s - pad + p <= size_in)
-    return reads - inside * int(np.prod(pool)) * out_shape[-1]
+    return int(np.prod(out_shape)) - inside * out_shape[-1]
 
 
 def _fast(activation: str) -> bool:
@@ -364,12 +365,15 @@ def layer_actors(layer, dtype: str = "float32") -> list[tuple[str, dict]]:
         return [("conv", _conv_features(positions, taps, in_channels, filters, macs)), *tail]
     if isinstance(layer, (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.AveragePooling1D,
                           keras.layers.AveragePooling2D)):
-        reads = elements * int(np.prod(layer.pool_size))
-        edge = _edge_reads(layer, reads)
-        return [("pool", {"reads": reads - edge, "edge_reads": edge, "outputs": elements, "actor": 1})]
+        window = int(np.prod(layer.pool_size))
+        edge = _edge_outputs(layer)
+        average = "Average" in type(layer).__name__
+        return [("pool", {"reads": (elements - edge) * window, "edge_reads": edge * window,
+                          "edge_divisions": edge if average else 0,
+                          "outputs": elements, "actor": 1})]
     if type(layer).__name__.startswith("Global") and "Pooling" in type(layer).__name__:
-        return [("pool", {"reads": int(np.prod(_shape(layer.input))), "edge_reads": 0, "outputs": elements,
-                          "actor": 1})]
+        return [("pool", {"reads": int(np.prod(_shape(layer.input))), "edge_reads": 0, "edge_divisions": 0,
+                          "outputs": elements, "actor": 1})]
     producer = _producer(layer)
     after_linear = isinstance(producer, FUSING) and _activation_name(producer) == "linear"
     if isinstance(layer, keras.layers.BatchNormalization) and after_linear:
