@@ -1,8 +1,8 @@
 """Calibrate keras_grs.latency (the Pi Zero latency model the search reads) against the ARMv6 meter, and report how
 far the model is from the meter.
 
-Random small models (MLPs; CNNs with convolutions of varied kernels, strides, padding, pooling; an unfolded
-BatchNormalization here and there) are exported with c_backend.export, built for ARMv6 and metered under qemu-arm
+Random small models (MLPs; CNNs with convolutions of varied kernels, strides, padding, pooling that joins its
+convolution in float32 or, overlapping, does not; an unfolded BatchNormalization here and there) are exported with c_backend.export, built for ARMv6 and metered under qemu-arm
 (c_backend.armv6.measure, one inference inside NAME_context_infer), float32 and int8. The meter's cycles per actor
 (c_backend.armv6.cycles_by_group) are fitted, per actor kind and precision, to the features keras_grs.latency gives
 that actor: non-negative least squares on relative error. The coefficients go to keras_grs/latency_pi_zero.json; the
@@ -24,6 +24,8 @@ from collections import defaultdict
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# this tree's keras_grs and c_backend, whose coefficient file it writes (not whichever copy the interpreter installed)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -35,7 +37,7 @@ from c_backend import armv6  # noqa: E402
 from keras_grs import latency  # noqa: E402
 
 FIT_MODELS = 48  # random models metered for the fit (each in both precisions)
-HELD_OUT = 8  # random models metered only to check the fit
+HELD_OUT = 12  # random models metered only to check the fit
 TARGET_ERROR = 0.15  # issue 14: within 15% of the meter on the compact models
 RESULT = Path(__file__).parent / "results" / "latency_model.md"
 # The IR's actor kinds, as the latency model's kinds.
@@ -58,6 +60,9 @@ def random_model(rng, index):
     else:
         side = int(rng.integers(5, 15))
         shape = (side, side, int(rng.integers(1, 4)))
+        # every third CNN pools after its first convolution with windows that do not overlap (float32: fused into
+        # the convolution), every third with overlapping ones (a pooling actor), so the held-out models have both
+        first_pool = ("fused", "overlapping", "random")[(index // 2) % 3]
         for c in range(int(rng.integers(1, 3))):
             size = min(int(rng.integers(1, 4)), side)
             strides = 2 if rng.random() < 0.2 and side >= 6 else 1
@@ -65,10 +70,17 @@ def random_model(rng, index):
             layers.append(keras.layers.Conv2D(int(rng.integers(1, 25)), size, strides=strides, padding=padding,
                                               activation="relu"))
             side = -(-side // strides) if padding == "same" else (side - size) // strides + 1
-            if c == 0 and side >= 4 and rng.random() < 0.6:
+            forced = c == 0 and first_pool != "random"
+            if side >= 4 and (forced or rng.random() < 0.6):
+                # windows that do not overlap (strides = window) join the convolution in float32; overlapping
+                # ones (strides 1) keep a pooling actor
                 pool = keras.layers.MaxPooling2D if rng.random() < 0.7 else keras.layers.AveragePooling2D
-                layers.append(pool(2))
-                side //= 2
+                window = 3 if side >= 7 and rng.random() < 0.3 else 2
+                fused = first_pool == "fused" if forced else rng.random() < 0.6
+                stride = window if fused else 1
+                pool_padding = "same" if rng.random() < 0.3 else "valid"
+                layers.append(pool(window, strides=stride, padding=pool_padding))
+                side = -(-side // stride) if pool_padding == "same" else (side - window) // stride + 1
         layers.append(keras.layers.Flatten())
         if rng.random() < 0.7:
             layers.append(keras.layers.Dense(int(rng.integers(1, 33)), activation="relu"))

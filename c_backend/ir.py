@@ -164,18 +164,45 @@ def wire(ops: list[O.Op]) -> list[O.Op]:
 
 
 
+def pooling_fuses(conv: O.Op | None, pool: O.Op, readers: int) -> bool:
+    """Whether the float32 ``pool`` joins ``conv``, the op writing its input, which ``readers`` ops read: a
+    max/average pooling whose input only a convolution writes and only the pooling reads, with windows that do not
+    overlap (strides at least the window, so no convolution output is computed twice), after a convolution without
+    softmax (which must see the whole position) and not already fused. The export (:func:`_fuse_pooling`) and the
+    latency estimate (``keras_grs.latency``, through :func:`fused_convolutions`) decide by it."""
+    return type(pool) is O.Pool and type(conv) is O.Conv and readers == 1 and conv.pool is None \
+        and conv.activation != "softmax" and pool.s_h >= pool.p_h and pool.s_w >= pool.p_w
+
+
+def fused_convolutions(model) -> dict[str, O.Conv]:
+    """The float32 convolution ops of ``model``'s export that take a pooling in (:func:`pooling_fuses`), by the
+    name of the layer each comes from; empty for a model the C backend cannot export. The pooling is ``.pool``.
+
+    Example:
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(4, 3, name="c"),
+        ...                           keras.layers.MaxPooling2D(2, name="p"), keras.layers.Flatten()])
+        >>> fused = fused_convolutions(model)
+        >>> fused["c"].pool.layer, (fused["c"].out_h, fused["c"].pool.out_h)
+        ('p', (4, 2))
+    """
+    try:
+        ops = _graph_ops(model, "m", {"m"})
+    except UnsupportedLayerError:
+        return {}
+    return {op.layer: op for op in _fuse_pooling(ops) if type(op) is O.Conv and op.pool is not None}
+
+
 def _fuse_pooling(ops: list[O.Op]) -> list[O.Op]:
-    """Float32: a max/average pooling whose input only a convolution writes and only the pooling reads joins that
-    convolution (``Conv.pool``), when its windows do not overlap (strides at least the window, so no convolution
-    output is computed twice) and the convolution has no softmax (which must see the whole position). The actor
-    then writes the pooled output: the pre-pool tensor gets no buffer, no FIFO and no pass of its own."""
+    """Float32: a pooling joins the convolution that writes its input when :func:`pooling_fuses` says so
+    (``Conv.pool``). The actor then writes the pooled output: the pre-pool tensor gets no buffer, no FIFO and no
+    pass of its own."""
     readers = Counter(source for op in ops for source in op.sources)
     index, kept = {}, []
     for i, op in enumerate(ops):
         source = op.sources[0] if len(op.sources) == 1 else None
         conv = ops[source] if source is not None else None
-        if type(op) is O.Pool and type(conv) is O.Conv and readers[source] == 1 and conv.pool is None \
-                and conv.activation != "softmax" and op.s_h >= op.p_h and op.s_w >= op.p_w:
+        if pooling_fuses(conv, op, readers[source]):
             conv.pool, conv.out_shape = op, op.out_shape
             conv.scratch = ("float", conv.scratch[1] + conv.filters)  # the patch, then one position's outputs
             conv.description += f", then {op.description} (fused)"

@@ -16,7 +16,13 @@ The actors (as ``c_backend.ir`` forms them):
   narrower last block lacks per pass (it waits on the VFP's latency), gathered patch elements and kernel taps
   (conv), output elements (and those normalized by a fused softmax, Dense), and a constant per actor. DepthwiseConv and SeparableConv are
   priced as convolutions of one input channel per output channel (not calibrated separately).
-* ``pool`` (max/average, global included): window reads, output elements, a constant.
+* a float32 convolution that takes in the pooling after it (``c_backend.ir.pooling_fuses``, the export's own rule):
+  the convolution features count only the outputs some pooling window covers (the others are never computed), plus
+  the values folded into a pooled output in registers (max: compare and conditional move; average: add) and the
+  pooled outputs a ReLU after a max pooling or an average's division passes over once; the pooling makes no actor.
+* ``pool`` (max/average, global included): reads of windows inside the input (unrolled, no bounds checks), reads
+  of windows crossing the padding (checked cell by cell) and, for an average, their outputs (divided by the count of
+  cells inside), output elements, a constant.
 * int8 ``dense`` and ``conv`` follow the kernel variant the C backend chooses (``c_backend.quantize``'s rules): the
   SMLAD loop's iterations per block of ``INT8_BLOCK`` = 4 outputs and per output unit (per word of 4 inputs), the
   units of the partial last word, the blocks, and outputs requantized the fast way (SMMLAR + SSAT, under a ReLU) or
@@ -70,8 +76,9 @@ INSTANCE_BYTES, ACTOR_BYTES = 200, 64
 # The features of each actor kind, in the order of its coefficients in the data file (float32; int8 replaces some).
 FEATURES = {
     "dense": ("macs", "block_passes", "narrow_passes", "outputs", "softmax_outputs", "actor"),
-    "conv": ("macs", "block_passes", "narrow_passes", "gathered", "taps", "outputs", "actor"),
-    "pool": ("reads", "outputs", "actor"),
+    "conv": ("macs", "block_passes", "narrow_passes", "gathered", "taps", "outputs", "max_folds", "avg_folds",
+             "pooled_outputs", "actor"),
+    "pool": ("reads", "edge_reads", "edge_divisions", "outputs", "actor"),
     "exp": ("elements", "actor"),
     "elementwise": ("elements", "actor"),
     "quantize": ("elements", "actor"),
@@ -202,7 +209,45 @@ def _conv_features(positions, taps, in_channels, filters, macs):
     patch = taps * in_channels
     return {"macs": macs, "block_passes": positions * patch * _blocks(filters),
             "narrow_passes": positions * patch * _narrow(filters), "gathered": positions * patch,
-            "taps": positions * taps, "outputs": positions * filters, "actor": 1}
+            "taps": positions * taps, "outputs": positions * filters, "max_folds": 0, "avg_folds": 0,
+            "pooled_outputs": 0, "actor": 1}
+
+
+def _covered(size, pool, stride, pad, pooled) -> int:
+    """Convolution rows (or columns) some window of a pooling covers: windows do not overlap when fused, so each
+    covered row is counted once."""
+    return sum(1 for o in range(pooled) for p in range(pool) if 0 <= o * stride + p - pad < size)
+
+
+def _fused_conv(op) -> dict:
+    """The features of a float32 convolution op with a fused pooling (``op.pool``), as its C kernel runs: the
+    convolution at the covered positions only, each covered position after a window's first folded into the pooled
+    output, and one more pass over the pooled outputs for a ReLU after a max pooling or an average's division."""
+    pool = op.pool
+    cells = _covered(op.out_h, pool.p_h, pool.s_h, pool.pad_t, pool.out_h) * \
+        _covered(op.out_w, pool.p_w, pool.s_w, pool.pad_l, pool.out_w)
+    pooled = pool.out_h * pool.out_w
+    taps = op.k_h * op.k_w
+    features = _conv_features(cells, taps, op.in_c, op.filters, cells * taps * op.in_c * op.filters)
+    folds = (cells - pooled) * op.filters
+    late_pass = pool.mode == "avg" or op.activation == "relu"
+    return {**features, "max_folds": folds if pool.mode == "max" else 0,
+            "avg_folds": folds if pool.mode == "avg" else 0,
+            "pooled_outputs": pooled * op.filters if late_pass else 0}
+
+
+def _edge_outputs(layer) -> int:
+    """The outputs of a float pooling whose windows cross its padding (the C kernel's slow path, bounds checked
+    per cell and channel); the padding is the C backend's (``c_backend.ir._padding``)."""
+    from c_backend.ir import _padding
+
+    in_shape, out_shape = _shape(layer.input), _shape(layer.output)
+    pool, strides = tuple(np.atleast_1d(layer.pool_size)), tuple(np.atleast_1d(layer.strides))
+    inside = 1
+    for size_in, size_out, p, s in zip(in_shape[:-1], out_shape[:-1], pool, strides):
+        pad = _padding(size_in, size_out, p, s, layer.padding)
+        inside *= sum(1 for o in range(size_out) if 0 <= o * s - pad and o * s - pad + p <= size_in)
+    return int(np.prod(out_shape)) - inside * out_shape[-1]
 
 
 def _fast(activation: str) -> bool:
@@ -320,9 +365,15 @@ def layer_actors(layer, dtype: str = "float32") -> list[tuple[str, dict]]:
         return [("conv", _conv_features(positions, taps, in_channels, filters, macs)), *tail]
     if isinstance(layer, (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.AveragePooling1D,
                           keras.layers.AveragePooling2D)):
-        return [("pool", {"reads": elements * int(np.prod(layer.pool_size)), "outputs": elements, "actor": 1})]
+        window = int(np.prod(layer.pool_size))
+        edge = _edge_outputs(layer)
+        average = "Average" in type(layer).__name__
+        return [("pool", {"reads": (elements - edge) * window, "edge_reads": edge * window,
+                          "edge_divisions": edge if average else 0,
+                          "outputs": elements, "actor": 1})]
     if type(layer).__name__.startswith("Global") and "Pooling" in type(layer).__name__:
-        return [("pool", {"reads": int(np.prod(_shape(layer.input))), "outputs": elements, "actor": 1})]
+        return [("pool", {"reads": int(np.prod(_shape(layer.input))), "edge_reads": 0, "edge_divisions": 0,
+                          "outputs": elements, "actor": 1})]
     producer = _producer(layer)
     after_linear = isinstance(producer, FUSING) and _activation_name(producer) == "linear"
     if isinstance(layer, keras.layers.BatchNormalization) and after_linear:
@@ -395,16 +446,29 @@ def actors_of(model: keras.Model, dtype: str = "float32") -> Actors:
     if dtype == "int8":
         elements = sum(int(np.prod(_shape(t))) for t in model.inputs)
         actors.append(Actor("input", "quantize", {"elements": elements, "actor": 1}, 0.0))
+    fused, pools = {}, set()
+    if dtype == "float32":  # the export's own pooling fusion (int8 keeps its pooling actors)
+        from c_backend.ir import c_identifier, fused_convolutions
+
+        fused = fused_convolutions(model)
+        pools = {op.pool.layer for op in fused.values()}
     for layer in leaf_layers(model):
         made = layer_actors(layer, dtype)
+        if fused or pools:
+            name = c_identifier(layer.name)
+            if name in pools:
+                made = []  # computed inside the convolution before it
+            elif name in fused:  # the conv actor (a SeparableConv's pointwise half: its last one) takes it in
+                last = max(i for i, (kind, _) in enumerate(made) if kind == "conv")
+                made[last] = ("conv", _fused_conv(fused[name]))
         for kind, values in made:
             actors.append(Actor(layer.name, kind, values, 0.0))
         if dtype == "int8":
             data_bytes += _int8_bytes(layer, made)
         else:
             data_bytes += sum(int(np.prod(w.shape)) for w in layer.weights) * weight_bytes
-        if not isinstance(layer, NO_ACTOR):
-            data_bytes += int(np.prod(_shape(layer.output))) * weight_bytes
+        if not isinstance(layer, NO_ACTOR) and not (fused and c_identifier(layer.name) in fused):
+            data_bytes += int(np.prod(_shape(layer.output))) * weight_bytes  # a fused pooling's input: no buffer
     if dtype == "int8":
         elements = sum(int(np.prod(_shape(t))) for t in model.outputs)
         actors.append(Actor("output", "dequantize", {"elements": elements, "actor": 1}, 0.0))
