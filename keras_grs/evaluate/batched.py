@@ -341,7 +341,7 @@ class BatchedEvaluator:
         whose optimizer has been built (its variables would be missing from the layout), or whose file the layout
         cannot describe, is saved by Keras."""
         model = job.model
-        if getattr(model.optimizer, "built", True):
+        if not self.arrays_checkpoints or getattr(model.optimizer, "built", True):
             save_weights(model, job.checkpoint, self.writer)
             return
         key = (plan.key(), model.name, tuple((type(layer).__name__, layer.name) for layer in layer_chain(model)))
@@ -352,7 +352,7 @@ class BatchedEvaluator:
                 warnings.warn(f"checkpoints saved by Keras: {reason}", stacklevel=3)
                 self._layouts[key] = None
         layout = self._layouts[key]
-        if layout is None or not self.arrays_checkpoints:
+        if layout is None:
             save_weights(model, job.checkpoint, self.writer)
         else:
             names = {"optimizer/vars": model.optimizer.name}  # as Keras would write this model's
