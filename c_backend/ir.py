@@ -163,7 +163,6 @@ def wire(ops: list[O.Op]) -> list[O.Op]:
     return ops
 
 
-
 def pooling_fuses(conv: O.Op | None, pool: O.Op, readers: int) -> bool:
     """Whether the float32 ``pool`` joins ``conv``, the op writing its input, which ``readers`` ops read: a
     max/average pooling whose input only a convolution writes and only the pooling reads, with windows that do not

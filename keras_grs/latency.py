@@ -99,6 +99,8 @@ def features(dtype: str) -> dict:
     """The feature names of each actor kind at ``dtype``, in the order of the coefficients."""
     return INT8_FEATURES if check_dtype(dtype) == "int8" else FEATURES
 
+POOLING = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.AveragePooling1D,
+           keras.layers.AveragePooling2D)  # windowed poolings (global ones: _global_pooling)
 NO_ACTOR = (keras.layers.InputLayer, keras.layers.Dropout, keras.layers.SpatialDropout1D,
             keras.layers.SpatialDropout2D, keras.layers.Flatten, keras.layers.Reshape, keras.layers.Identity,
             keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout)
@@ -300,6 +302,10 @@ def _conv_int8(layer, in_channels, fast) -> tuple[dict, bool]:
     return {**zero, **_int8_kernel(positions, patch, filters, fast), **gathered, "actor": 1}, False
 
 
+def _global_pooling(layer) -> bool:
+    return type(layer).__name__.startswith("Global") and "Pooling" in type(layer).__name__
+
+
 def _int8_layer_actors(layer) -> list[tuple[str, dict]] | None:
     """The int8 actors of a Dense, a plain convolution or a pooling (None: as at float32)."""
     activation = _activation_name(layer)
@@ -312,9 +318,8 @@ def _int8_layer_actors(layer) -> list[tuple[str, dict]] | None:
     if type(layer) in (keras.layers.Conv1D, keras.layers.Conv2D):
         in_channels = int(layer.input.shape[-1]) // int(getattr(layer, "groups", 1))
         return [("conv", _conv_int8(layer, in_channels, _fast(activation))[0]), *tail]
-    pooling = isinstance(layer, (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.AveragePooling1D,
-                                 keras.layers.AveragePooling2D))
-    if pooling or (type(layer).__name__.startswith("Global") and "Pooling" in type(layer).__name__):
+    pooling = isinstance(layer, POOLING)
+    if pooling or _global_pooling(layer):
         from c_backend.quantize import max_pool_words
 
         elements = int(np.prod(_shape(layer.output)))
@@ -363,15 +368,14 @@ def layer_actors(layer, dtype: str = "float32") -> list[tuple[str, dict]]:
         taps = int(np.prod(layer.kernel_size))
         macs = positions * taps * in_channels * filters
         return [("conv", _conv_features(positions, taps, in_channels, filters, macs)), *tail]
-    if isinstance(layer, (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D, keras.layers.AveragePooling1D,
-                          keras.layers.AveragePooling2D)):
+    if isinstance(layer, POOLING):
         window = int(np.prod(layer.pool_size))
         edge = _edge_outputs(layer)
         average = "Average" in type(layer).__name__
         return [("pool", {"reads": (elements - edge) * window, "edge_reads": edge * window,
                           "edge_divisions": edge if average else 0,
                           "outputs": elements, "actor": 1})]
-    if type(layer).__name__.startswith("Global") and "Pooling" in type(layer).__name__:
+    if _global_pooling(layer):
         return [("pool", {"reads": int(np.prod(_shape(layer.input))), "edge_reads": 0, "edge_divisions": 0,
                           "outputs": elements, "actor": 1})]
     producer = _producer(layer)
