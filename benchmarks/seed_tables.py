@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import time
+from collections import Counter
 
 import keras
 import numpy as np
@@ -227,8 +228,11 @@ def table(args, runs) -> list[str]:
 
     def setting(group):
         cases = {tuple(k.split("/")[2:4]) for k in runs if tuple(k.split("/")[:2]) == group}
-        datasets = len({c[0] for c in cases})
-        return f"{group[0]}", f"{group[1][1:]}", f"{datasets}x{len(cases) // max(datasets, 1)}"
+        per_dataset = Counter(c[0] for c in cases)
+        shape = f"{len(per_dataset)}x{max(per_dataset.values(), default=0)}"
+        if len(set(per_dataset.values())) > 1:  # an unfinished grid: say how many runs it has so far
+            shape += f" ({len(cases)} runs)"
+        return f"{group[0]}", f"{group[1][1:]}", shape
 
     capped = sum(not r["finished"] for r in runs.values())
     lines = [
