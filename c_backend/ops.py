@@ -165,11 +165,13 @@ class Kernel(Weighted, Window):
 class Conv(Kernel):
     """``out_h`` x ``out_w`` are the convolution's own output; with ``pool`` (float32: a max/average pooling whose
     windows do not overlap, the only reader of the convolution's output) the actor writes the pooled output
-    (``out_shape``) and the convolution's output never leaves it."""
+    (``out_shape``) and the convolution's output never leaves it. With ``group``, ``weights`` holds per filter its
+    weights then its bias, and ``blocks`` is empty."""
 
     kind: ClassVar[str] = "conv"
     filters: int
     pool: Pool | None = field(default=None, repr=False)
+    group: int = 0  # output positions computed together (c_backend.ir.position_group; 0: one at a time)
 
 
 @dataclass(kw_only=True, eq=False)
