@@ -32,7 +32,7 @@ import tensorflow as tf  # noqa: E402
 
 import c_backend  # noqa: E402
 from c_backend import armv6  # noqa: E402
-from c_armv6 import GRAPH, actor_of  # noqa: E402
+from c_armv6 import GRAPH, MATH, actor_of  # noqa: E402
 from keras_grs import count_flops, models, shrink  # noqa: E402
 
 CASES = [
@@ -92,23 +92,26 @@ def x86_group(ops, model_name):
     group = actor_of(ops, model_name)
 
     def name(symbol):
+        symbol, _, caller = symbol.partition("'")  # --separate-callers: a library copy counts for its caller
         if "memcpy" in symbol or "memmove" in symbol:
-            return GRAPH
+            return name(caller) if caller else GRAPH
         if "exp" in symbol.lower() and not symbol.startswith(model_name):
             return "expf (softmax)"
-        return group(symbol)
+        named = group(symbol)
+        return f"library ({symbol})" if named == MATH else named  # MATH names armel's helpers
 
     return name
 
 
 def callgrind_instructions(executable, x, group):
-    """x86 instructions per inference: in all, and per actor (``group`` maps a function to its actor)."""
+    """x86 instructions per inference: in all, and per actor (``group`` maps a function, named with its caller, to
+    its actor)."""
     totals, functions = [], []
     for n in (1, 201):
         directory = executable.parent
         np.ascontiguousarray(x[:n], dtype="<f4").tofile(directory / "in.bin")
         log = directory / f"callgrind.{n}"
-        subprocess.run(["valgrind", "--tool=callgrind", f"--callgrind-out-file={log}", str(executable),
+        subprocess.run(["valgrind", "--tool=callgrind", "--separate-callers=1", f"--callgrind-out-file={log}", str(executable),
                         str(directory / "in.bin"), str(directory / "out.bin")], capture_output=True, check=True)
         summary = [line for line in log.read_text().splitlines() if line.startswith("summary:")][0]
         totals.append(int(summary.split()[1]))
@@ -117,7 +120,7 @@ def callgrind_instructions(executable, x, group):
     for symbol in set(functions[0]) | set(functions[1]):
         actors[group(symbol)] += (functions[1][symbol] - functions[0][symbol]) / 200
     # start-up and exit functions cancel out between the two runs; keep what the inferences run
-    return (totals[1] - totals[0]) / 200, {name: count for name, count in actors.items() if count >= 0.5}
+    return (totals[1] - totals[0]) / 200, {name: count for name, count in actors.items() if count >= 2}
 
 
 def dense_macs(model):
