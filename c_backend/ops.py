@@ -263,6 +263,7 @@ class ConvInt8(Conv, Int8Weights):
     small_patch: bool = False  # a patch of at most 4 values: one record per filter, two positions at once
     records: np.ndarray | None = field(default=None, repr=False)
     row_walk: bool = False  # windows read in place, row by row
+    columns: bool = False  # a two-position kernel walking rows by column words, 4 positions a record (quantize.columns)
 
 
 @dataclass(kw_only=True, eq=False)
