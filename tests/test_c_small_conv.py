@@ -28,6 +28,8 @@ FLOAT = {
                                                       L.AveragePooling2D(2), L.Flatten(), L.Dense(2)), 4),
     "one_channel_max_3x3_windows_linear_3": (lambda: seq((13, 13, 1), L.Conv2D(3, 2), L.MaxPooling2D(3),
                                                          L.Flatten(), L.Dense(2)), 9),
+    "one_channel_1x1_max_3x3_windows_2": (lambda: seq((10, 9, 1), L.Conv2D(2, 1, activation="relu"),
+                                                      L.MaxPooling2D(3), L.Flatten(), L.Dense(2)), 9),
     "one_channel_same_padding_max_sigmoid_17": (lambda: seq((8, 7, 1), L.Conv2D(17, 2, padding="same",
                                                                                 activation="sigmoid"),
                                                             L.MaxPooling2D(2), L.Flatten(), L.Dense(2)), 4),
