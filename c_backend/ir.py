@@ -212,6 +212,14 @@ def position_group(op: O.Conv) -> int:
     return window if inside and window <= MAX_POOL_GROUP else 0
 
 
+def filters_together(group: int, patch: int, filters: int) -> int:
+    """Filters the grouped kernel's scalar form (the ARM1176's VFP) computes in one pass: two, so that twice the
+    accumulators hide the VFP's multiply-accumulate latency, where the group's patches, the accumulators and a pair
+    of weights fit the 32 single registers and the accumulators the 30 operands of one asm statement (two each);
+    else one."""
+    return 2 if filters > 1 and group * patch + 2 * group + 2 <= 32 and 2 * group <= 8 else 1
+
+
 def fused_convolutions(model) -> dict[str, O.Conv]:
     """The float32 convolution ops of ``model``'s export that take a pooling in (:func:`pooling_fuses`), by the
     name of the layer each comes from; empty for a model the C backend cannot export. The pooling is ``.pool``.
@@ -613,6 +621,7 @@ def _finish(op: O.Op, sparse: str) -> O.Op:
             description=op.description + f" (sparse, {nonzero} non-zero weights)")
     if isinstance(op, O.Conv) and position_group(op):  # per filter its weights, then its bias
         op.group, op.scratch = position_group(op), None  # the patches live in registers
+        op.together = filters_together(op.group, op.k_h * op.k_w * op.in_c, op.filters)
         op.weights = np.concatenate([weights, bias[:, None]], axis=1).ravel()
     elif isinstance(op, (O.Dense, O.Conv)):  # a convolution is a Dense layer applied to each gathered patch
         op.blocks, op.weights = _dense_blocks(weights)

@@ -172,6 +172,7 @@ class Conv(Kernel):
     filters: int
     pool: Pool | None = field(default=None, repr=False)
     group: int = 0  # output positions computed together (c_backend.ir.position_group; 0: one at a time)
+    together: int = 1  # filters per pass of the grouped kernel on the VFP (c_backend.ir.filters_together)
 
 
 @dataclass(kw_only=True, eq=False)
