@@ -332,7 +332,7 @@ def _conv_int8(layer, in_channels, fast) -> tuple[dict, bool]:
     if small_patch(patch, fast, filters) and columns(True, inside, (k_h, k_w), in_channels, s_w, filters):
         runs = out_h * math.ceil(out_w / 4)
         return {**zero, "column_runs": runs, "column_filters": runs * filters, "column_outputs": positions * filters,
-                "column_cells": out_h * out_w + runs, "actor": 1}, True
+                "column_cells": out_h * (out_w + 1), "actor": 1}, True  # each column of a row made once
     if small_patch(patch, fast, filters):
         pairs = math.ceil(positions / 2)
         return {**zero, "pairs": pairs, "pair_filters": pairs * filters, "pair_cells": 2 * pairs * patch,
