@@ -4,6 +4,9 @@ windows of one channel by column words. Outputs match Keras (float, within 1e-4)
 step) on the host and, with the ARM tools, on ARMv6 under qemu, for odd sizes, strides, both paddings, 1 and 3
 input channels and 1, 3, 10 and 17 filters, with and without a fused pooling."""
 
+import shutil
+import subprocess
+
 import keras
 import numpy as np
 import pytest
@@ -11,6 +14,7 @@ from test_c_int8 import against_tflite, seq
 
 import c_backend
 from c_backend import armv6
+from c_backend.targets import STRICT
 
 L = keras.layers
 needs_arm = pytest.mark.skipif(bool(armv6.missing_tools()), reason="make c-toolchains installs the ARM tools")
@@ -79,6 +83,20 @@ def test_the_grouped_kernel_keeps_no_patch_buffer_and_packs_each_filter_with_its
     np.testing.assert_allclose(records[:, :4], kernel.reshape(4, 10).T, rtol=1e-6)
     np.testing.assert_allclose(records[:, 4], bias, rtol=1e-6)
     assert first.scratch is None and first.blocks == []
+
+
+@pytest.mark.skipif(shutil.which("clang") is None or bool(armv6.missing_tools()),
+                    reason="make c-toolchains installs clang and the ARM headers")
+def test_clang_compiles_both_grouped_forms_with_warnings_as_errors(tmp_path):
+    # the scalar form with its asm ordering statement (ARMv6) and the vector form (x86)
+    c_backend.export(FLOAT["one_channel_2x2_max_relu_10"][0](), tmp_path, name="g")
+    source = tmp_path / "g_conv2d.c"
+    assert "__asm__" in source.read_text()
+    arm = ["--target=arm-linux-gnueabi", "-march=armv6zk", "-mfpu=vfp2", "-mfloat-abi=softfp", "-isystem",
+           "/usr/arm-linux-gnueabi/include"]
+    for flags in (arm, []):
+        subprocess.run(["clang", *flags, *STRICT.split(), "-c", str(source), "-o", str(tmp_path / "g.o")],
+                       check=True)
 
 
 # 2x2 windows over one channel, inside the input, strides 1 along a row: the int8 column-word kernel. Output rows
