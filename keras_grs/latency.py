@@ -20,6 +20,10 @@ The actors (as ``c_backend.ir`` forms them):
   the convolution features count only the outputs some pooling window covers (the others are never computed), plus
   the values folded into a pooled output in registers (max: compare and conditional move; average: add) and the
   pooled outputs a ReLU after a max pooling or an average's division passes over once; the pooling makes no actor.
+* a float32 convolution with a small patch (``c_backend.ir.small_patch``, ``position_group``) computes a group of
+  positions at once (a fused pooling's window, else 4 in a row): its own features, the group's MACs, the latency
+  its too few accumulators leave exposed, its passes (``filters_together``), the weights and biases loaded once per
+  group and filter, the outputs computed (each folded or stored), the patch cells read and its own constant.
 * ``pool`` (max/average, global included): reads of windows inside the input (unrolled, no bounds checks), reads
   of windows crossing the padding (checked cell by cell) and, for an average, their outputs (divided by the count of
   cells inside), output elements, a constant.
@@ -28,7 +32,8 @@ The actors (as ``c_backend.ir`` forms them):
   units of the partial last word, the blocks, and outputs requantized the fast way (SMMLAR + SSAT, under a ReLU) or
   exactly (``int8_arith_requantize``); a convolution adds its gathered patch or, read in place, its window rows, or
   takes the two-position kernel of patches of at most 4 values (pairs of positions, filters per pair, cells
-  gathered). An int8 max pooling over a multiple of 4 channels reads words; an average divides per output.
+  gathered) or, for 2x2 windows of one channel side by side, its column-word form (runs of up to 4 positions of a
+  row, filters per run, outputs, column words made). An int8 max pooling over a multiple of 4 channels reads words; an average divides per output.
 * ``exp``: one ``expf`` per element for a softmax, sigmoid, tanh, silu output (the softmax's library calls).
 * ``elementwise``: an actor that touches each element once (an unfolded BatchNormalization, an Activation that
   cannot be fused, a merge, a concatenation).
@@ -77,7 +82,8 @@ INSTANCE_BYTES, ACTOR_BYTES = 200, 64
 FEATURES = {
     "dense": ("macs", "block_passes", "narrow_passes", "outputs", "softmax_outputs", "actor"),
     "conv": ("macs", "block_passes", "narrow_passes", "gathered", "taps", "outputs", "max_folds", "avg_folds",
-             "pooled_outputs", "actor"),
+             "pooled_outputs", "group_macs", "group_narrow", "group_passes", "group_weights", "group_outputs",
+             "group_cells", "group_actor", "actor"),
     "pool": ("reads", "edge_reads", "edge_divisions", "outputs", "actor"),
     "exp": ("elements", "actor"),
     "elementwise": ("elements", "actor"),
@@ -90,7 +96,8 @@ _INT8_KERNEL = ("groups", "unit_groups", "tail_units", "blocks", "fast_outputs",
 INT8_FEATURES = {
     **FEATURES,
     "dense": (*_INT8_KERNEL, "actor"),
-    "conv": (*_INT8_KERNEL, "gathered", "taps", "window_rows", "pairs", "pair_filters", "pair_cells", "actor"),
+    "conv": (*_INT8_KERNEL, "gathered", "taps", "window_rows", "pairs", "pair_filters", "pair_cells", "column_runs",
+             "column_filters", "column_outputs", "column_cells", "actor"),
     "pool": ("reads", "word_reads", "avg_outputs", "outputs", "actor"),
 }
 
@@ -209,10 +216,35 @@ def _exp(layer, elements):
 
 def _conv_features(positions, taps, in_channels, filters, macs):
     patch = taps * in_channels
-    return {"macs": macs, "block_passes": positions * patch * _blocks(filters),
+    return {**dict.fromkeys(FEATURES["conv"], 0), "macs": macs, "block_passes": positions * patch * _blocks(filters),
             "narrow_passes": positions * patch * _narrow(filters), "gathered": positions * patch,
-            "taps": positions * taps, "outputs": positions * filters, "max_folds": 0, "avg_folds": 0,
-            "pooled_outputs": 0, "actor": 1}
+            "taps": positions * taps, "outputs": positions * filters, "actor": 1}
+
+
+def _grouped_conv(groups, group, patch, filters):
+    """The features of the float32 kernel computing ``group`` positions at once, ``groups`` times (only these): its
+    MACs, and per step over the patch the accumulators a pass lacks to hide the VFP's multiply-accumulate latency
+    (8 cycles; a pass holds ``group`` x ``filters_together`` of them), its passes (each waits once for the VFP before
+    its compares), weights and biases loaded, outputs computed (folded or stored), patch cells read, and a constant
+    of its own."""
+    from c_backend.ir import filters_together
+
+    computed, together = groups * group, filters_together(group, patch, filters)
+    passes = groups * math.ceil(filters / together)
+    return {**dict.fromkeys(FEATURES["conv"], 0), "group_macs": computed * patch * filters,
+            "group_narrow": passes * patch * max(0, DENSE_BLOCK - group * together), "group_passes": passes,
+            "group_weights": groups * filters * (patch + 1), "group_outputs": computed * filters,
+            "group_cells": computed * patch, "group_actor": 1}
+
+
+def _plain_conv(positions, taps, in_channels, filters, activation):
+    """A float32 convolution without a fused pooling: the grouped kernel for a small patch, else the patch kernel."""
+    from c_backend.ir import POSITION_GROUP, small_patch
+
+    patch = taps * in_channels
+    if small_patch(patch, activation):
+        return _grouped_conv(math.ceil(positions / POSITION_GROUP), POSITION_GROUP, patch, filters)
+    return _conv_features(positions, taps, in_channels, filters, positions * patch * filters)
 
 
 def _covered(size, pool, stride, pad, pooled) -> int:
@@ -225,7 +257,12 @@ def _fused_conv(op) -> dict:
     """The features of a float32 convolution op with a fused pooling (``op.pool``), as its C kernel runs: the
     convolution at the covered positions only, each covered position after a window's first folded into the pooled
     output, and one more pass over the pooled outputs for a ReLU after a max pooling or an average's division."""
+    from c_backend.ir import position_group
+
     pool = op.pool
+    group = position_group(op)
+    if group:
+        return _grouped_conv(pool.out_h * pool.out_w, group, op.k_h * op.k_w * op.in_c, op.filters)
     cells = _covered(op.out_h, pool.p_h, pool.s_h, pool.pad_t, pool.out_h) * \
         _covered(op.out_w, pool.p_w, pool.s_w, pool.pad_l, pool.out_w)
     pooled = pool.out_h * pool.out_w
@@ -286,12 +323,16 @@ def _window(layer):
 def _conv_int8(layer, in_channels, fast) -> tuple[dict, bool]:
     """An int8 convolution's features for the variant ``c_backend.quantize`` picks, and whether it is the
     two-position kernel (it keeps records, not the per-filter arrays)."""
-    from c_backend.quantize import row_walk, small_patch
+    from c_backend.quantize import columns, row_walk, small_patch
 
     (in_h, in_w, _), (out_h, out_w), (k_h, k_w), (s_h, s_w) = _window(layer)
     filters, positions, patch = int(layer.filters), out_h * out_w, k_h * k_w * in_channels
     inside = (out_h - 1) * s_h + k_h <= in_h and (out_w - 1) * s_w + k_w <= in_w
     zero = dict.fromkeys(INT8_FEATURES["conv"], 0)
+    if small_patch(patch, fast, filters) and columns(True, inside, (k_h, k_w), in_channels, s_w, filters):
+        runs = out_h * math.ceil(out_w / 4)
+        return {**zero, "column_runs": runs, "column_filters": runs * filters, "column_outputs": positions * filters,
+                "column_cells": out_h * (out_w + 1), "actor": 1}, True  # each column of a row made once
     if small_patch(patch, fast, filters):
         pairs = math.ceil(positions / 2)
         return {**zero, "pairs": pairs, "pair_filters": pairs * filters, "pair_cells": 2 * pairs * patch,
@@ -355,7 +396,7 @@ def layer_actors(layer, dtype: str = "float32") -> list[tuple[str, dict]]:
         positions = elements // int(layer.filters)
         taps = int(np.prod(layer.kernel_size))
         depthwise = _conv_features(positions, taps, 1, channels, positions * taps * channels)
-        pointwise = _conv_features(positions, 1, channels, int(layer.filters), positions * channels * layer.filters)
+        pointwise = _plain_conv(positions, 1, channels, int(layer.filters), activation)
         return [("conv", depthwise), ("conv", pointwise), *tail]
     if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
         channels = out_shape[-1]
@@ -366,8 +407,7 @@ def layer_actors(layer, dtype: str = "float32") -> list[tuple[str, dict]]:
         filters, in_channels = int(layer.filters), int(layer.input.shape[-1]) // int(getattr(layer, "groups", 1))
         positions = elements // filters
         taps = int(np.prod(layer.kernel_size))
-        macs = positions * taps * in_channels * filters
-        return [("conv", _conv_features(positions, taps, in_channels, filters, macs)), *tail]
+        return [("conv", _plain_conv(positions, taps, in_channels, filters, activation)), *tail]
     if isinstance(layer, POOLING):
         window = int(np.prod(layer.pool_size))
         edge = _edge_outputs(layer)
@@ -486,13 +526,16 @@ def actors_of(model: keras.Model, dtype: str = "float32") -> Actors:
 def _int8_bytes(layer, made) -> int:
     """The constant data of ``layer``'s int8 actors, as the C backend stores them: 16-bit weights padded to words of
     4 inputs, per output unit an int32 bias and multiplier, a shift byte and (fast requantization) an int32
-    rounding term; the two-position convolution's 20-byte records per filter and 12 bytes per pair; a 256-byte
+    rounding term; the two-position convolution's 20-byte records per filter and 12 bytes per pair (no pairs in
+    its column-word form); a 256-byte
     table per channel of an unfolded BatchNormalization (one for a standalone activation)."""
     kinds = [kind for kind, _ in made]
     if kinds[:1] in (["dense"], ["conv"]) and (isinstance(layer, keras.layers.Dense)
                                                or type(layer) in (keras.layers.Conv1D, keras.layers.Conv2D)):
         values = made[0][1]
         units = int(layer.units) if isinstance(layer, keras.layers.Dense) else int(layer.filters)
+        if values.get("column_runs"):
+            return 20 * units
         if values.get("pairs"):
             return 20 * units + 12 * values["pairs"]
         inputs = int(np.prod(layer.kernel.shape[:-1]))

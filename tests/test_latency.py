@@ -52,8 +52,9 @@ def test_each_int8_kernel_variant_is_priced_with_its_own_features(tmp_path):
     # one layer per variant the C backend picks; the estimate must name the same variant as the exported ops
     L = keras.layers
     model = keras.Sequential([
-        keras.Input((9, 8, 1)),
-        L.Conv2D(8, 2, activation="relu", name="pairs"),  # patch of 4 values: the two-position kernel
+        keras.Input((9, 15, 1)),
+        # patch of 4 values: the two-position kernel (strides 2 along a row: not its column-word form)
+        L.Conv2D(8, 2, strides=(1, 2), activation="relu", name="pairs"),
         L.Conv2D(8, 2, activation="relu", name="walk"),  # inside, rows of 16 bytes: read in place
         L.MaxPooling2D(2, name="words"),  # 8 channels: 4 at a time
         L.Conv2D(3, 2, padding="same", activation="relu", name="gather"),  # padded: patches gathered
@@ -64,7 +65,7 @@ def test_each_int8_kernel_variant_is_priced_with_its_own_features(tmp_path):
     ])
     rng = np.random.default_rng(0)
     exported = c_backend.export(model, tmp_path, name="v", target="pi-zero", precision="int8",
-                                calibration=rng.normal(size=(32, 9, 8, 1)).astype("float32"))
+                                calibration=rng.normal(size=(32, 9, 15, 1)).astype("float32"))
     ops = {op.layer: op for op in exported.ops if op.kind in ("conv_int8", "dense_int8", "pool_int8")}
     estimate = estimate_latency(model, dtype="int8")
     actors = {a.layer: a for a in estimate.layers if a.kind in ("conv", "dense", "pool")}
@@ -76,6 +77,7 @@ def test_each_int8_kernel_variant_is_priced_with_its_own_features(tmp_path):
             assert (f["pairs"] > 0, f["window_rows"] > 0, f["gathered"] > 0) == \
                 (op.small_patch, op.row_walk, not op.small_patch and not op.row_walk), name
     assert [ops[n].small_patch for n in ("pairs", "walk", "gather")] == [True, False, False]
+    assert not ops["pairs"].columns and actors["pairs"].features["column_runs"] == 0
     assert ops["walk"].row_walk and ops["fast"].fast_requantize and not ops["exact"].fast_requantize
     assert actors["pairs"].features["groups"] == 0 and actors["pairs"].features["pair_filters"] == 8 * (8 * 7 // 2)
     assert ops["words"].words and actors["words"].features["word_reads"] == 3 * 3 * 8 and not \
@@ -89,10 +91,49 @@ def test_each_int8_kernel_variant_is_priced_with_its_own_features(tmp_path):
     assert keras_grs.latency.features("int8")["dense"] != keras_grs.latency.features("float32")["dense"]
 
 
-def test_a_float_pooling_the_export_fuses_is_priced_inside_its_convolution(tmp_path, monkeypatch):
+def test_the_int8_column_word_kernel_is_priced_with_its_own_features(tmp_path):
+    model = keras.Sequential([keras.Input((9, 8, 1)), keras.layers.Conv2D(8, 2, activation="relu", name="columns"),
+                              keras.layers.Flatten(), keras.layers.Dense(2, name="out")])
+    exported = c_backend.export(model, tmp_path, name="c", target="pi-zero", precision="int8",
+                                calibration=np.random.default_rng(0).normal(size=(32, 9, 8, 1)).astype("float32"))
+    op = next(op for op in exported.ops if op.layer == "columns")
+    features = next(a for a in estimate_latency(model, dtype="int8").layers if a.layer == "columns").features
+    assert op.small_patch and op.columns
+    # rows of 7 positions: runs of 4 and 3; 8 rows; 8 column words per row
+    assert (features["column_runs"], features["column_filters"], features["column_outputs"],
+            features["column_cells"]) == (16, 16 * 8, 8 * 7 * 8, 8 * 8)
+    assert features["pairs"] == features["groups"] == features["gathered"] == 0
+
+
+def test_a_small_patch_float_convolution_is_priced_as_the_grouped_kernel(tmp_path):
     L = keras.layers
     model = keras.Sequential([
         keras.Input((11, 11, 1)),
+        L.Conv2D(8, 2, activation="relu", name="windows"),  # 10x10 outputs, patch of 4: the grouped kernel
+        L.MaxPooling2D(3, name="fused"),  # 3x3 windows inside the output: a group of 9 positions
+        L.Conv2D(5, 1, name="rows"),  # 1x1 over 8 channels: groups of 4 positions in a row
+        L.Flatten(),
+        L.Dense(3, activation="softmax", name="out"),
+    ])
+    exported = c_backend.export(model, tmp_path, name="g", target="pi-zero")
+    ops = {op.layer: op for op in exported.ops}
+    assert (ops["windows"].group, ops["rows"].group) == (9, 4)
+    layers = {a.layer: a.features for a in estimate_latency(model).layers}
+    windows, rows = layers["windows"], layers["rows"]
+    assert (windows["group_macs"], windows["group_weights"], windows["group_outputs"], windows["group_cells"]) == \
+        (9 * 9 * 4 * 8, 9 * 8 * 5, 9 * 9 * 8, 9 * 9 * 4)
+    assert rows["group_macs"] == 12 * 8 * 5 and rows["group_cells"] == 12 * 8  # 9 positions: 3 groups of 4
+    # one filter per pass where the group's registers are too many for two (c_backend.ir.filters_together)
+    assert (ops["windows"].together, windows["group_passes"], rows["group_passes"]) == (1, 9 * 8, 3 * 5)
+    assert ops["windows"].together == c_backend.ir.filters_together(9, 4, 8)
+    assert c_backend.ir.filters_together(4, 4, 10) == 2  # compact cnn1's conv1: 8 accumulators
+    assert windows["macs"] == windows["gathered"] == rows["macs"] == 0
+
+
+def test_a_float_pooling_the_export_fuses_is_priced_inside_its_convolution(tmp_path, monkeypatch):
+    L = keras.layers
+    model = keras.Sequential([
+        keras.Input((11, 11, 4)),  # a patch of 16 values: the patch kernel
         L.Conv2D(8, 2, activation="relu", name="conv"),  # 10x10 outputs
         L.MaxPooling2D(3, name="fused"),  # 3x3 windows that do not overlap: row and column 9 are never computed
         L.Conv2D(4, 2, activation="relu", name="conv2"),
@@ -107,7 +148,7 @@ def test_a_float_pooling_the_export_fuses_is_priced_inside_its_convolution(tmp_p
                                                               if a.kind != "exp"]
     assert [a.layer for a in estimate.layers if a.kind == "pool"] == ["overlap"]
     conv = estimate.layers[0].features
-    assert conv["macs"] == 9 * 9 * 4 * 8 and conv["outputs"] == 9 * 9 * 8  # covered outputs only
+    assert conv["macs"] == 9 * 9 * 16 * 8 and conv["outputs"] == 9 * 9 * 8  # covered outputs only
     assert conv["max_folds"] == (81 - 9) * 8 and conv["pooled_outputs"] == 9 * 8  # the ReLU after the max
     assert estimate.layers[1].features["max_folds"] == 0
     # priced as before the fusion (a pooling actor, every convolution output), the estimate is higher, as the
