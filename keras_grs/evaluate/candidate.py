@@ -3,12 +3,12 @@
 Building a candidate's Keras model (``surgery.resized``: every layer constructed, every variable created and
 randomly initialised, then overwritten by the inherited weights) cost more than fine-tuning it with the batched
 evaluator. A :class:`Candidate` is a child of a trained parent held as its per-layer weight arrays (the parent's
-surviving weights). What a batched search asks of it is answered from the parent and the arrays: the layer kinds
-and configurations (the parent's: only channel counts differ), the weights the batched evaluator stacks and writes
-back, params, FLOPs and estimated latency (from the arrays' and the resized layers' shapes), unit norms, and the
-checkpoint (written from the arrays in the layout of the topology). Anything else (``fit`` for the keras evaluator,
-the guard's predictions, a parent for the next step) materialises the model once: ``build()`` and the arrays, what
-the runner did for every candidate before.
+surviving weights). What a batched search asks of it is answered from the arrays and the first built ancestor
+(whose layer kinds and configurations it shares; only channel counts differ): the weights the batched evaluator
+stacks and writes back, params, FLOPs and estimated latency (from the arrays and the resized shapes), unit norms,
+the checkpoint (written from the arrays in the layout of the topology), and its own children (cut from its arrays
+along ``Structure.kept``). Anything else (``fit`` for the keras evaluator, the guard's predictions) materialises
+the model once: ``build()`` and the arrays, what the runner did for every candidate before.
 
 Example:
     >>> import keras_grs
@@ -34,6 +34,7 @@ import keras
 import numpy as np
 
 from keras_grs.costs import count_flops, count_params
+from keras_grs.layers import kind_of
 from keras_grs.importance import unit_norms
 from keras_grs.latency import latency_ms
 from keras_grs.structure import Structure, UnsupportedLayerError, analyze, layer_chain, leaf_layers
@@ -43,36 +44,53 @@ from keras_grs.surgery import set_chain_weights, surviving_weights
 class Candidate:
     """A child of ``parent`` with the ``keep`` units of each group, as weight arrays (see the module docstring).
 
-    Attributes it answers itself: ``template`` (the parent: topology, layer configurations, compile), ``name``,
-    ``arrays`` (per layer name, its weights in ``layer.get_weights()`` order), :meth:`shapes`,
-    :attr:`materialized`. Any other attribute is the materialised model's (``candidate.fit``, ``.predict``,
-    ``.get_weights()``): the first such use builds it.
+    Attributes it answers itself: ``template`` (a Keras model of its topology: the first built ancestor, which
+    gives the layer kinds, configurations and compile), ``name``, ``structure`` (its own width groups), ``arrays``
+    (per layer name, its weights in ``layer.get_weights()`` order), :meth:`shapes`, :attr:`materialized`. Any other
+    attribute is the materialised model's (``candidate.fit``, ``.predict``, ``.get_weights()``): the first such use
+    builds it.
 
     Args:
-        parent: the trained parent, a Keras model (a chain of layers: :func:`keras_grs.structure.layer_chain`).
-        structure: ``analyze(parent)``.
+        parent: the trained parent: a Keras model or a candidate (of a chain whose weighted layers are Dense and
+            Conv: :meth:`possible`).
+        structure: the parent's width groups (``analyze(parent)``, or a candidate's ``structure``).
         keep: per changed group, the units of the parent it keeps (:func:`keras_grs.surgery.kept_units`).
         build: ``build() -> model``: the child's Keras model, compiled, freshly initialised (its weights are then
             set from the arrays).
     """
 
-    def __init__(self, parent: keras.Model, structure: Structure, keep: Mapping[str, np.ndarray], build: Callable):
-        self.template, self.structure, self._build = parent, structure, build
-        self._layers = leaf_layers(parent)
-        self.arrays = {layer.name: values
-                       for layer, values in zip(self._layers, surviving_weights(parent, keep, structure))}
-        self._keep = keep
-        self._shapes = None
+    def __init__(self, parent, structure: Structure, keep: Mapping[str, np.ndarray], build: Callable):
+        parent = parent.materialize() if isinstance(parent, Candidate) and parent.materialized else parent
+        held = isinstance(parent, Candidate)
+        self.template = parent.template if held else parent
+        self._build = build
+        self._layers = leaf_layers(self.template)
+        values = [parent.arrays[layer.name] for layer in self._layers] if held else None
+        self.arrays = {layer.name: weights for layer, weights
+                       in zip(self._layers, surviving_weights(self.template, keep, structure, values))}
+        self.structure = structure.kept(keep)
+        # the shapes the built model would have: the parent's, the channels of the changed groups cut
+        before = parent.shapes() if held else {layer.name: (_shape(layer.input), _shape(layer.output))
+                                               for layer in self._layers}
+        steps = {step.name: step for step in structure.steps}
+        self._shapes = {}
+        for layer in self._layers:
+            step, (shape_in, shape_out) = steps[layer.name], before[layer.name][:2]
+            self._shapes[layer.name] = (_kept(shape_in, structure, step.inputs[0] if step.inputs else None, keep),
+                                        _kept(shape_out, structure, step.output, keep),
+                                        [np.shape(v) for v in self.arrays[layer.name]])
         self._model = None
 
     @staticmethod
     def possible(parent) -> bool:
-        """Whether children of ``parent`` can be held as arrays: a chain, as the batched evaluator trains."""
+        """Whether children of ``parent`` can be held as arrays: a chain whose weighted layers are Dense or Conv
+        (what the batched evaluator trains; their weights are cut by the weights alone)."""
+        template = template_of(parent)
         try:
-            layer_chain(parent)
+            layer_chain(template)
         except UnsupportedLayerError:
             return False
-        return True
+        return all(kind_of(layer).batched in ("dense", "conv") for layer in leaf_layers(template) if layer.weights)
 
     @property
     def name(self) -> str:
@@ -83,13 +101,13 @@ class Candidate:
         return self._model is not None
 
     def materialize(self) -> keras.Model:
-        """The candidate's Keras model with its current arrays (built once). From then on the candidate is that
-        model (its own template): it no longer holds its parent, so a search's lineage is not kept alive."""
+        """The candidate's Keras model with its current arrays (built once). From then on it is its own template,
+        so a candidate holds no built ancestor but the first."""
         if self._model is None:
             model = self._build()
             set_chain_weights(model, [self.arrays[layer.name] for layer in self._layers])
             self._model = self.template = model
-            self._layers, self.structure, self._keep, self._shapes = leaf_layers(model), None, {}, None
+            self._layers = leaf_layers(model)
         return self._model
 
     def __getattr__(self, name):
@@ -112,17 +130,7 @@ class Candidate:
                 for layer in self._layers}
 
     def shapes(self) -> dict[str, tuple]:
-        """Per layer name: input shape, output shape (no batch axis) and weight shapes, as the materialised model's
-        would be: the parent's, with the channels of the changed groups kept (``Structure.kept_mask``)."""
-        if self._shapes is None:
-            steps = {step.name: step for step in self.structure.steps} if self.structure is not None else {}
-            self._shapes = {}
-            for layer in self._layers:
-                step = steps.get(layer.name)  # None once materialised: the model's own shapes
-                shape_in = _kept(tuple(layer.input.shape[1:]), self.structure,
-                                 step.inputs[0] if step and step.inputs else None, self._keep)
-                shape_out = _kept(tuple(layer.output.shape[1:]), self.structure, step and step.output, self._keep)
-                self._shapes[layer.name] = (shape_in, shape_out, [np.shape(v) for v in self.arrays[layer.name]])
+        """Per layer name: input shape, output shape (no batch axis) and weight shapes, as its built model has."""
         return self._shapes
 
     def __repr__(self) -> str:
@@ -130,10 +138,13 @@ class Candidate:
         return f"<Candidate of {self.template.name!r}, {state}>"
 
 
+def _shape(tensor) -> tuple[int, ...]:
+    return tuple(int(d) for d in tensor.shape[1:])
+
+
 def _kept(shape, structure, layout, keep):
     """``shape`` with its channel axis cut to the channels ``keep`` leaves of ``layout``."""
     mask = structure.kept_mask(layout, keep) if layout is not None else None
-    shape = tuple(int(d) for d in shape)
     return shape if mask is None else (*shape[:-1], int(mask.sum()))
 
 
@@ -167,8 +178,7 @@ def norms_of(model) -> dict[str, list[float]]:
 
 
 def structure_of(model) -> Structure:
-    """The width groups (names, order) of a Keras model or a :class:`Candidate` (its parent's groups, by name:
-    only their widths differ)."""
+    """The width groups of a Keras model (``analyze``) or a :class:`Candidate` (without building it)."""
     if isinstance(model, Candidate) and not model.materialized:
         return model.structure
     return analyze(realized(model))

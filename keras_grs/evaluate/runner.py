@@ -116,7 +116,7 @@ class CandidateRunner:
             parent, so it is loaded once, not once per candidate.
         arrays: a child with inherited weights starts as a :class:`~keras_grs.evaluate.candidate.Candidate`
             (its weight arrays; its Keras model is built only when something needs it: an evaluator without
-            ``takes_candidates``, the guard, a child of its own). Only for a ``build`` whose models differ from
+            ``takes_candidates``, the guard). Only for a ``build`` whose models differ from
             their parent's in their widths alone (the candidate's layers are read from its parent).
     """
 
@@ -138,10 +138,12 @@ class CandidateRunner:
         """The candidate built with its starting weights; the fit arguments it trains with."""
         parent = self.parent_model(request.parent) if request.parent is not None and self.inherit else None
         if parent is not None:
-            structure = analyze(parent)
+            arrays = self.arrays and Candidate.possible(parent)
+            parent = parent if arrays else realized(parent)
+            structure = structure_of(parent)
             removed = {name if self.names is None else structure.groups[self.names[name]].name: indices
                        for name, indices in request.removed.items()}
-            if self.arrays and Candidate.possible(parent):
+            if arrays:
                 model = Candidate(parent, structure, kept_units(structure, removed),
                                   build=lambda: self.build(request.build))
             else:
@@ -202,12 +204,13 @@ class CandidateRunner:
         )
 
     def parent_model(self, id):
-        """A candidate's trained model: from the last run (materialised), the cache, or ``load_parent``."""
+        """A candidate's trained model (or :class:`~keras_grs.evaluate.candidate.Candidate`): from the last run,
+        the cache, or ``load_parent``."""
         cache = self._parents
         if id in cache:
             model = cache[id] = cache.pop(id)  # most recently used last
         else:
-            model = realized(self._recent.get(id))
+            model = self._recent.get(id)
             model = cache[id] = model if model is not None else self.load_parent(id)
             while len(cache) > self.cache_size:  # cache_size=0 keeps nothing: the model is still returned
                 cache.pop(next(iter(cache)))
