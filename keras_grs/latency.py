@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -275,12 +275,26 @@ def _fused_conv(op) -> dict:
             "pooled_outputs": pooled * op.filters if late_pass else 0}
 
 
-def _edge_outputs(layer) -> int:
+def _io(layer, shapes=None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``layer``'s input and output shapes (no batch axis): its own, or those ``shapes`` gives it (see
+    :func:`estimate_latency`)."""
+    if shapes is not None and layer.name in shapes:
+        return tuple(shapes[layer.name][0]), tuple(shapes[layer.name][1])
+    return _shape(layer.input), _shape(layer.output)
+
+
+def _weight_sizes(layer, shapes=None) -> int:
+    if shapes is not None and layer.name in shapes:
+        return sum(int(np.prod(shape)) for shape in shapes[layer.name][2])
+    return sum(int(np.prod(w.shape)) for w in layer.weights)
+
+
+def _edge_outputs(layer, shapes=None) -> int:
     """The outputs of a float pooling whose windows cross its padding (the C kernel's slow path, bounds checked
     per cell and channel); the padding is the C backend's (``c_backend.ir._padding``)."""
     from c_backend.ir import _padding
 
-    in_shape, out_shape = _shape(layer.input), _shape(layer.output)
+    in_shape, out_shape = _io(layer, shapes)
     pool, strides = tuple(np.atleast_1d(layer.pool_size)), tuple(np.atleast_1d(layer.strides))
     inside = 1
     for size_in, size_out, p, s in zip(in_shape[:-1], out_shape[:-1], pool, strides):
@@ -372,31 +386,32 @@ def _int8_layer_actors(layer) -> list[tuple[str, dict]] | None:
     return None
 
 
-def layer_actors(layer, dtype: str = "float32") -> list[tuple[str, dict]]:
-    """The actors the C backend makes of ``layer`` at ``dtype``, as ``(kind, features)`` pairs (empty: no actor)."""
+def layer_actors(layer, dtype: str = "float32", shapes=None) -> list[tuple[str, dict]]:
+    """The actors the C backend makes of ``layer`` at ``dtype``, as ``(kind, features)`` pairs (empty: no actor);
+    ``shapes``: as for :func:`estimate_latency` (float32 only)."""
     if isinstance(layer, NO_ACTOR):
         return []
     if dtype == "int8":
         int8 = _int8_layer_actors(layer)
         if int8 is not None:
             return int8
-    out_shape = _shape(layer.output)
+    in_shape, out_shape = _io(layer, shapes)
     elements = int(np.prod(out_shape))
     activation = _activation_name(layer)
     tail = [_exp(layer, elements)] if activation in EXP_ACTIVATIONS else []
     if isinstance(layer, keras.layers.Dense):
-        inputs, units = int(layer.input.shape[-1]), int(layer.units)
+        inputs, units = in_shape[-1], out_shape[-1]  # units: the output's channels
         positions = elements // units
         features = {"macs": positions * inputs * units, "block_passes": positions * inputs * _blocks(units),
                     "narrow_passes": positions * inputs * _narrow(units), "outputs": elements,
                     "softmax_outputs": elements if activation == "softmax" else 0, "actor": 1}
         return [("dense", features), *tail]
     if isinstance(layer, (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)):
-        channels = int(layer.input.shape[-1]) * int(layer.depth_multiplier)
-        positions = elements // int(layer.filters)
+        channels, filters = in_shape[-1] * int(layer.depth_multiplier), out_shape[-1]
+        positions = elements // filters
         taps = int(np.prod(layer.kernel_size))
         depthwise = _conv_features(positions, taps, 1, channels, positions * taps * channels)
-        pointwise = _plain_conv(positions, 1, channels, int(layer.filters), activation)
+        pointwise = _plain_conv(positions, 1, channels, filters, activation)
         return [("conv", depthwise), ("conv", pointwise), *tail]
     if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)):
         channels = out_shape[-1]
@@ -404,19 +419,19 @@ def layer_actors(layer, dtype: str = "float32") -> list[tuple[str, dict]]:
         taps = int(np.prod(layer.kernel_size))
         return [("conv", _conv_features(positions, taps, 1, channels, positions * taps * channels)), *tail]
     if isinstance(layer, (keras.layers.Conv1D, keras.layers.Conv2D)):
-        filters, in_channels = int(layer.filters), int(layer.input.shape[-1]) // int(getattr(layer, "groups", 1))
+        filters, in_channels = out_shape[-1], in_shape[-1] // int(getattr(layer, "groups", 1))
         positions = elements // filters
         taps = int(np.prod(layer.kernel_size))
         return [("conv", _plain_conv(positions, taps, in_channels, filters, activation)), *tail]
     if isinstance(layer, POOLING):
         window = int(np.prod(layer.pool_size))
-        edge = _edge_outputs(layer)
+        edge = _edge_outputs(layer, shapes)
         average = "Average" in type(layer).__name__
         return [("pool", {"reads": (elements - edge) * window, "edge_reads": edge * window,
                           "edge_divisions": edge if average else 0,
                           "outputs": elements, "actor": 1})]
     if _global_pooling(layer):
-        return [("pool", {"reads": int(np.prod(_shape(layer.input))), "edge_reads": 0, "edge_divisions": 0,
+        return [("pool", {"reads": int(np.prod(in_shape)), "edge_reads": 0, "edge_divisions": 0,
                           "outputs": elements, "actor": 1})]
     producer = _producer(layer)
     after_linear = isinstance(producer, FUSING) and _activation_name(producer) == "linear"
@@ -435,7 +450,7 @@ def _price(kind: str, values: dict, table: dict, dtype: str) -> float:
     return float(sum(c * values[name] for c, name in zip(table[kind], features(dtype)[kind])))
 
 
-def estimate_latency(model: keras.Model, target: str = "pi-zero", dtype: str = "float32") -> Latency:
+def estimate_latency(model: keras.Model, target: str = "pi-zero", dtype: str = "float32", shapes=None) -> Latency:
     """Estimated inference time of ``model`` exported as C (``c_backend.export``) on ``target``, one sample.
 
     Args:
@@ -443,6 +458,9 @@ def estimate_latency(model: keras.Model, target: str = "pi-zero", dtype: str = "
         target: ``pi-zero`` (Raspberry Pi Zero's ARM1176 at 1 GHz, VFP single precision).
         dtype: ``float32`` (the default export) or ``int8`` (``precision="int8"``: quantize and dequantize actors
             at the ends, integer kernels).
+        shapes: float32 only: price another model of ``model``'s topology whose layers differ only in their
+            channel counts (a pruning candidate not built as a Keras model): per layer name, its input shape, output
+            shape (no batch axis) and weight shapes; layers not named keep ``model``'s.
 
     Returns:
         A :class:`Latency`: ``.ms`` and ``.cycles`` in total, ``.layers`` one :class:`Actor` per actor (layer name,
@@ -457,7 +475,7 @@ def estimate_latency(model: keras.Model, target: str = "pi-zero", dtype: str = "
         True
     """
     check_target(target)
-    return price(actors_of(model, dtype), coefficients(target)[dtype], target, dtype)
+    return price(actors_of(model, dtype, shapes), coefficients(target)[dtype], target, dtype)
 
 
 def price(plan: Actors, table: dict, target: str = "pi-zero", dtype: str = "float32") -> Latency:
@@ -479,9 +497,12 @@ class Actors:
     data_bytes: int
 
 
-def actors_of(model: keras.Model, dtype: str = "float32") -> Actors:
-    """The actors of ``model`` exported at ``dtype``, with their features (what the coefficients multiply)."""
+def actors_of(model: keras.Model, dtype: str = "float32", shapes=None) -> Actors:
+    """The actors of ``model`` exported at ``dtype``, with their features (what the coefficients multiply);
+    ``shapes``: as for :func:`estimate_latency`."""
     check_dtype(dtype)
+    if shapes is not None and dtype != "float32":
+        raise ValueError(f"shapes are only taken at float32, not at {dtype}")
     if not isinstance(model, keras.Model):
         raise TypeError(f"the latency estimate needs a keras.Model, got {type(model).__name__}")
     weight_bytes = 1 if dtype == "int8" else 4
@@ -496,8 +517,12 @@ def actors_of(model: keras.Model, dtype: str = "float32") -> Actors:
 
         fused = fused_convolutions(model)
         pools = {op.pool.layer for op in fused.values()}
+        if shapes is not None:  # the fused convolution's channels are the resized layer's; its positions stay
+            layers = {c_identifier(layer.name): layer for layer in leaf_layers(model)}
+            fused = {name: replace(op, in_c=_io(layers[name], shapes)[0][-1], filters=_io(layers[name], shapes)[1][-1])
+                     for name, op in fused.items()}
     for layer in leaf_layers(model):
-        made = layer_actors(layer, dtype)
+        made = layer_actors(layer, dtype, shapes)
         if fused or pools:
             name = c_identifier(layer.name)
             if name in pools:
@@ -510,9 +535,9 @@ def actors_of(model: keras.Model, dtype: str = "float32") -> Actors:
         if dtype == "int8":
             data_bytes += _int8_bytes(layer, made)
         else:
-            data_bytes += sum(int(np.prod(w.shape)) for w in layer.weights) * weight_bytes
+            data_bytes += _weight_sizes(layer, shapes) * weight_bytes
         if not isinstance(layer, NO_ACTOR) and not (fused and c_identifier(layer.name) in fused):
-            data_bytes += int(np.prod(_shape(layer.output))) * weight_bytes  # a fused pooling's input: no buffer
+            data_bytes += int(np.prod(_io(layer, shapes)[1])) * weight_bytes  # a fused pooling's input: no buffer
     if dtype == "int8":
         elements = sum(int(np.prod(_shape(t))) for t in model.outputs)
         actors.append(Actor("output", "dequantize", {"elements": elements, "actor": 1}, 0.0))
@@ -552,6 +577,6 @@ def format_ms(value) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def latency_ms(model: keras.Model, target: str = "pi-zero", dtype: str = "float32") -> float:
-    """``estimate_latency(model, target, dtype).ms``: the figure the search and the reports record."""
-    return estimate_latency(model, target, dtype).ms
+def latency_ms(model: keras.Model, target: str = "pi-zero", dtype: str = "float32", shapes=None) -> float:
+    """``estimate_latency(model, target, dtype, shapes).ms``: the figure the search and the reports record."""
+    return estimate_latency(model, target, dtype, shapes).ms
