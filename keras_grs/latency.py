@@ -280,7 +280,8 @@ def _io(layer, shapes=None) -> tuple[tuple[int, ...], tuple[int, ...]]:
     :func:`estimate_latency`)."""
     if shapes is not None and layer.name in shapes:
         return tuple(shapes[layer.name][0]), tuple(shapes[layer.name][1])
-    return _shape(layer.input), _shape(layer.output)
+    inputs = layer.input if isinstance(layer.input, (list, tuple)) else [layer.input]
+    return _shape(inputs[0]), _shape(layer.output)  # a merge's inputs: the first (its features read the output)
 
 
 def _weight_sizes(layer, shapes=None) -> int:

@@ -48,6 +48,21 @@ def test_the_estimate_breaks_down_by_layer_and_skips_layers_without_actors():
     assert estimate.layers[0].features["macs"] == 140 * 32
 
 
+def test_a_graph_with_merge_layers_is_priced_layer_by_layer():
+    """Add and Concatenate take several inputs: each is one elementwise actor over its output."""
+    inputs = keras.Input((6, 6, 2))
+    a = keras.layers.Conv2D(4, 3, padding="same", name="a")(inputs)
+    b = keras.layers.Conv2D(4, 1, name="b")(inputs)
+    added = keras.layers.Add(name="add")([a, b])
+    joined = keras.layers.Concatenate(name="join")([added, a])
+    outputs = keras.layers.Dense(2, activation="softmax", name="out")(keras.layers.Flatten()(joined))
+    latency = estimate_latency(keras.Model(inputs, outputs))
+    merges = {actor.layer: actor for actor in latency.layers if actor.layer in ("add", "join")}
+    assert merges["add"].features["elements"] == 6 * 6 * 4
+    assert merges["join"].features["elements"] == 6 * 6 * 8
+    assert latency.ms > sum(a.ms for a in latency.layers if a.layer in ("a", "b"))
+
+
 def test_each_int8_kernel_variant_is_priced_with_its_own_features(tmp_path):
     # one layer per variant the C backend picks; the estimate must name the same variant as the exported ops
     L = keras.layers
