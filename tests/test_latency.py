@@ -105,6 +105,42 @@ def test_the_int8_column_word_kernel_is_priced_with_its_own_features(tmp_path):
     assert features["pairs"] == features["groups"] == features["gathered"] == 0
 
 
+def int8_pooling(pool, side, padding, channels=4):
+    return keras.Sequential([keras.Input((side, side, channels)),
+                             pool(3, strides=1, padding=padding, name="pool"), keras.layers.Flatten(),
+                             keras.layers.Dense(2, name="out")])
+
+
+def test_an_int8_pooling_whose_windows_cross_the_padding_prices_its_checked_loop_and_divisions(tmp_path):
+    # 9x9 outputs of 3x3 windows either way: 'same' on 9x9 (32 windows cross the padding), 'valid' on 11x11 (none)
+    rng = np.random.default_rng(0)
+    found = {}
+    for padding, side in (("same", 9), ("valid", 11)):
+        model = int8_pooling(keras.layers.AveragePooling2D, side, padding)
+        exported = c_backend.export(model, tmp_path / padding, name="p", target="pi-zero", precision="int8",
+                                    calibration=rng.normal(size=(16, side, side, 4)).astype("float32"))
+        op = next(op for op in exported.ops if op.kind == "pool_int8")
+        estimate = estimate_latency(model, dtype="int8")
+        found[padding] = op, next(a for a in estimate.layers if a.layer == "pool"), estimate.cycles
+    (same_op, same, same_cycles), (valid_op, valid, valid_cycles) = found["same"], found["valid"]
+    assert not same_op.inside and valid_op.inside
+    f = same.features
+    # the C loop over 81 outputs x 4 channels: corner windows read 4 cells, other edge windows 6, inner ones 9
+    assert f["checked_reads"] == 4 * (25 * 25) and f["reads"] == 0
+    assert f["skipped_rows"] == 4 * (2 * 9) and f["skipped_cells"] == 4 * (25 * 2)
+    assert f["checked_reads"] + 3 * f["skipped_rows"] + f["skipped_cells"] == 4 * 81 * 9
+    assert f["divisions"] == f["avg_outputs"] == 4 * 81  # the count varies: a library division per output
+    g = valid.features
+    assert g["reads"] == 4 * 81 * 9 and g["checked_reads"] == g["skipped_rows"] == g["skipped_cells"] == 0
+    assert g["divisions"] == 0 and g["avg_outputs"] == 4 * 81  # a constant count: divided by multiplying
+    # as many outputs, fewer cells read, yet dearer: the checked loop and the divisions (the meter: 1.7x)
+    assert same.cycles > 1.3 * valid.cycles and same_cycles > valid_cycles
+    # a max pooling over 4 channels compares words; crossing the padding checks every cell of every window
+    words = {a.layer: a.features for a in estimate_latency(
+        int8_pooling(keras.layers.MaxPooling2D, 9, "same"), dtype="int8").layers}["pool"]
+    assert words["word_reads"] == 25 * 25 and words["word_checks"] == 81 * 9 and words["reads"] == 0
+
+
 def test_a_small_patch_float_convolution_is_priced_as_the_grouped_kernel(tmp_path):
     L = keras.layers
     model = keras.Sequential([
