@@ -15,7 +15,8 @@ The actors (as ``c_backend.ir`` forms them):
   passes over the inputs (the float kernel computes ``DENSE_BLOCK`` = 8 output units per pass), the accumulators a
   narrower last block lacks per pass (it waits on the VFP's latency), gathered patch elements and kernel taps
   (conv), output elements (and those normalized by a fused softmax, Dense), and a constant per actor. DepthwiseConv and SeparableConv are
-  priced as convolutions of one input channel per output channel (not calibrated separately).
+  priced as convolutions of one input channel per output channel (not calibrated separately); at int8 they, and grouped
+  convolutions, raise ValueError: c_backend has no int8 kernel for them.
 * a float32 convolution that takes in the pooling after it (``c_backend.ir.pooling_fuses``, the export's own rule):
   the convolution features count only the outputs some pooling window covers (the others are never computed), plus
   the values folded into a pooled output in registers (max: compare and conditional move; average: add) and the
@@ -369,6 +370,11 @@ def _global_pooling(layer) -> bool:
     return type(layer).__name__.startswith("Global") and "Pooling" in type(layer).__name__
 
 
+# Convolutions c_backend exports in float32 only (its int8 chains refuse them): no int8 features to price.
+INT8_REFUSED = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv1D,
+                keras.layers.SeparableConv2D)
+
+
 def _int8_layer_actors(layer) -> list[tuple[str, dict]] | None:
     """The int8 actors of a Dense, a plain convolution or a pooling (None: as at float32)."""
     activation = _activation_name(layer)
@@ -378,8 +384,12 @@ def _int8_layer_actors(layer) -> list[tuple[str, dict]] | None:
         positions = int(np.prod(_shape(layer.output))) // units
         features = _int8_kernel(positions, int(layer.input.shape[-1]), units, _fast(activation))
         return [("dense", {**features, "actor": 1}), *tail]
+    if isinstance(layer, INT8_REFUSED) or int(getattr(layer, "groups", 1)) != 1:
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): the C backend has no int8 kernel for "
+                         "depthwise, separable or grouped convolutions (precision='int8' refuses them); "
+                         "estimate this model at dtype='float32'")
     if type(layer) in (keras.layers.Conv1D, keras.layers.Conv2D):
-        in_channels = int(layer.input.shape[-1]) // int(getattr(layer, "groups", 1))
+        in_channels = int(layer.input.shape[-1])
         return [("conv", _conv_int8(layer, in_channels, _fast(activation))[0]), *tail]
     pooling = isinstance(layer, POOLING)
     if pooling or _global_pooling(layer):

@@ -16,6 +16,7 @@ from keras_grs import GRSOracle, estimate_latency, models, select, shrink
 from keras_grs.cli import main
 from keras_grs.inputs import SettingError
 from keras_grs.latency import coefficients
+from keras_grs.layers import UnsupportedLayerError
 from keras_grs.search import GroupSpec, Outcome, make_search, run
 
 Status = trial_module.TrialStatus
@@ -139,6 +140,19 @@ def test_an_int8_pooling_whose_windows_cross_the_padding_prices_its_checked_loop
     words = {a.layer: a.features for a in estimate_latency(
         int8_pooling(keras.layers.MaxPooling2D, 9, "same"), dtype="int8").layers}["pool"]
     assert words["word_reads"] == 25 * 25 and words["word_checks"] == 81 * 9 and words["reads"] == 0
+
+
+@pytest.mark.parametrize("layer", [keras.layers.DepthwiseConv2D(3), keras.layers.SeparableConv2D(4, 3),
+                                   keras.layers.Conv2D(6, 3, groups=3)])
+def test_an_int8_estimate_refuses_the_convolutions_int8_export_refuses(tmp_path, layer):
+    # c_backend has no int8 depthwise kernel: the export refuses these layers, and so does the estimate, naming them
+    model = keras.Sequential([keras.Input((6, 6, 3)), layer, keras.layers.Flatten(), keras.layers.Dense(2)])
+    calibration = np.zeros((4, 6, 6, 3), "float32")
+    with pytest.raises(UnsupportedLayerError):
+        c_backend.export(model, tmp_path, name="d", target="pi-zero", precision="int8", calibration=calibration)
+    with pytest.raises(ValueError, match=f"layer '{layer.name}'.*no int8 kernel.*dtype='float32'"):
+        estimate_latency(model, dtype="int8")
+    assert estimate_latency(model).cycles > 0
 
 
 def test_a_small_patch_float_convolution_is_priced_as_the_grouped_kernel(tmp_path):
