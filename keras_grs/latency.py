@@ -15,7 +15,8 @@ The actors (as ``c_backend.ir`` forms them):
   passes over the inputs (the float kernel computes ``DENSE_BLOCK`` = 8 output units per pass), the accumulators a
   narrower last block lacks per pass (it waits on the VFP's latency), gathered patch elements and kernel taps
   (conv), output elements (and those normalized by a fused softmax, Dense), and a constant per actor. DepthwiseConv and SeparableConv are
-  priced as convolutions of one input channel per output channel (not calibrated separately).
+  priced as convolutions of one input channel per output channel (not calibrated separately); at int8 they, and grouped
+  convolutions, raise ValueError: c_backend has no int8 kernel for them.
 * a float32 convolution that takes in the pooling after it (``c_backend.ir.pooling_fuses``, the export's own rule):
   the convolution features count only the outputs some pooling window covers (the others are never computed), plus
   the values folded into a pooled output in registers (max: compare and conditional move; average: add) and the
@@ -33,7 +34,14 @@ The actors (as ``c_backend.ir`` forms them):
   exactly (``int8_arith_requantize``); a convolution adds its gathered patch or, read in place, its window rows, or
   takes the two-position kernel of patches of at most 4 values (pairs of positions, filters per pair, cells
   gathered) or, for 2x2 windows of one channel side by side, its column-word form (runs of up to 4 positions of a
-  row, filters per run, outputs, column words made). An int8 max pooling over a multiple of 4 channels reads words; an average divides per output.
+  row, filters per run, outputs, column words made).
+* int8 ``pool`` follows ``pool_int8.c.j2``: when every window lies inside the input the compiler drops the bounds
+  checks and an average divides by a constant; when some window crosses the padding every cell of every window is
+  checked, so the cells read are ``checked_reads``, the window rows and cells passed over are counted, and an
+  average calls the library's integer division once per output (``divisions``). The window's row and column loops
+  run as loops when longer than 2 steps (``looped_rows``, ``looped_cells``; gcc unrolls 2 steps whole). A max
+  pooling over a multiple of 4 channels reads words (SSUB8 + SEL), each cell checked (``word_checks``) when a window
+  crosses the padding.
 * ``exp``: one ``expf`` per element for a softmax, sigmoid, tanh, silu output (the softmax's library calls).
 * ``elementwise``: an actor that touches each element once (an unfolded BatchNormalization, an Activation that
   cannot be fused, a merge, a concatenation).
@@ -98,7 +106,8 @@ INT8_FEATURES = {
     "dense": (*_INT8_KERNEL, "actor"),
     "conv": (*_INT8_KERNEL, "gathered", "taps", "window_rows", "pairs", "pair_filters", "pair_cells", "column_runs",
              "column_filters", "column_outputs", "column_cells", "actor"),
-    "pool": ("reads", "word_reads", "avg_outputs", "outputs", "actor"),
+    "pool": ("reads", "checked_reads", "skipped_rows", "skipped_cells", "looped_rows", "looped_cells", "word_reads",
+             "word_checks", "avg_outputs", "divisions", "outputs", "actor"),
 }
 
 
@@ -362,6 +371,11 @@ def _global_pooling(layer) -> bool:
     return type(layer).__name__.startswith("Global") and "Pooling" in type(layer).__name__
 
 
+# Convolutions c_backend exports in float32 only (its int8 chains refuse them): no int8 features to price.
+INT8_REFUSED = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv1D,
+                keras.layers.SeparableConv2D)
+
+
 def _int8_layer_actors(layer) -> list[tuple[str, dict]] | None:
     """The int8 actors of a Dense, a plain convolution or a pooling (None: as at float32)."""
     activation = _activation_name(layer)
@@ -371,20 +385,57 @@ def _int8_layer_actors(layer) -> list[tuple[str, dict]] | None:
         positions = int(np.prod(_shape(layer.output))) // units
         features = _int8_kernel(positions, int(layer.input.shape[-1]), units, _fast(activation))
         return [("dense", {**features, "actor": 1}), *tail]
+    if isinstance(layer, INT8_REFUSED) or int(getattr(layer, "groups", 1)) != 1:
+        raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}): the C backend has no int8 kernel for "
+                         "depthwise, separable or grouped convolutions (precision='int8' refuses them); "
+                         "estimate this model at dtype='float32'")
     if type(layer) in (keras.layers.Conv1D, keras.layers.Conv2D):
-        in_channels = int(layer.input.shape[-1]) // int(getattr(layer, "groups", 1))
+        in_channels = int(layer.input.shape[-1])
         return [("conv", _conv_int8(layer, in_channels, _fast(activation))[0]), *tail]
     pooling = isinstance(layer, POOLING)
     if pooling or _global_pooling(layer):
         from c_backend.quantize import max_pool_words
 
         elements = int(np.prod(_shape(layer.output)))
-        reads = elements * int(np.prod(layer.pool_size)) if pooling else int(np.prod(_shape(layer.input)))
         average = "Average" in type(layer).__name__
-        words = not average and max_pool_words("max", int(layer.output.shape[-1])) and pooling
-        return [("pool", {"reads": 0 if words else reads, "word_reads": reads // 4 if words else 0,
-                          "avg_outputs": elements if average else 0, "outputs": elements, "actor": 1})]
+        zero = dict.fromkeys(INT8_FEATURES["pool"], 0)
+        if not pooling:  # global: every input value once, a float rescale per output (no division)
+            return [("pool", {**zero, "reads": int(np.prod(_shape(layer.input))), "outputs": elements, "actor": 1})]
+        reads, skipped_rows, skipped_cells = _pool_cells(layer)
+        checked = bool(skipped_rows or skipped_cells)  # some window crosses the padding: the bounds-checked loop
+        window = elements * int(np.prod(layer.pool_size))
+        if max_pool_words("max" if not average else "avg", int(layer.output.shape[-1])):
+            return [("pool", {**zero, "word_reads": reads // 4, "word_checks": window // 4 if checked else 0,
+                              "outputs": elements, "actor": 1})]
+        # gcc -O2 unrolls a loop of 2 steps whole and keeps a longer one: per window row, per cell of a row
+        pool = np.atleast_1d(layer.pool_size)
+        rows = window // int(pool[-1]) if len(pool) > 1 and pool[0] > 2 else 0
+        cells = reads + skipped_cells if pool[-1] > 2 else 0
+        return [("pool", {**zero, "checked_reads" if checked else "reads": reads, "skipped_rows": skipped_rows,
+                          "skipped_cells": skipped_cells, "looped_rows": rows, "looped_cells": cells,
+                          "avg_outputs": elements if average else 0,
+                          "divisions": elements if average and checked else 0, "outputs": elements, "actor": 1})]
     return None
+
+
+def _pool_cells(layer) -> tuple[int, int, int]:
+    """An int8 pooling's window cells as its C loop visits them, over all outputs and channels: the cells read
+    (inside the input), the window rows skipped whole (above or below the input) and, in the rows read, the cells
+    skipped (left or right of it); the padding is the C backend's (``c_backend.ir._padding``)."""
+    from c_backend.ir import _padding
+
+    in_shape, out_shape = _io(layer)
+    pool, strides = tuple(np.atleast_1d(layer.pool_size)), tuple(np.atleast_1d(layer.strides))
+    if len(pool) == 1:  # a 1-D pooling: one row
+        in_shape, out_shape, pool, strides = (1, *in_shape), (1, *out_shape), (1, *pool), (1, *strides)
+    inside = []  # per axis, per output index: the window's cells inside the input
+    for size_in, size_out, p, s in zip(in_shape[:-1], out_shape[:-1], pool, strides):
+        pad = _padding(size_in, size_out, p, s, layer.padding)
+        inside.append([sum(1 for k in range(p) if 0 <= o * s + k - pad < size_in) for o in range(size_out)])
+    (rows, columns), channels = inside, out_shape[-1]
+    return (int(sum(rows) * sum(columns) * channels),
+            int(sum(pool[0] - r for r in rows) * len(columns) * channels),
+            int(sum(rows) * sum(pool[1] - c for c in columns) * channels))
 
 
 def layer_actors(layer, dtype: str = "float32", shapes=None) -> list[tuple[str, dict]]:

@@ -16,6 +16,7 @@ from keras_grs import GRSOracle, estimate_latency, models, select, shrink
 from keras_grs.cli import main
 from keras_grs.inputs import SettingError
 from keras_grs.latency import coefficients
+from keras_grs.layers import UnsupportedLayerError
 from keras_grs.search import GroupSpec, Outcome, make_search, run
 
 Status = trial_module.TrialStatus
@@ -118,6 +119,55 @@ def test_the_int8_column_word_kernel_is_priced_with_its_own_features(tmp_path):
     assert (features["column_runs"], features["column_filters"], features["column_outputs"],
             features["column_cells"]) == (16, 16 * 8, 8 * 7 * 8, 8 * 8)
     assert features["pairs"] == features["groups"] == features["gathered"] == 0
+
+
+def int8_pooling(pool, side, padding, channels=4):
+    return keras.Sequential([keras.Input((side, side, channels)),
+                             pool(3, strides=1, padding=padding, name="pool"), keras.layers.Flatten(),
+                             keras.layers.Dense(2, name="out")])
+
+
+def test_an_int8_pooling_whose_windows_cross_the_padding_prices_its_checked_loop_and_divisions(tmp_path):
+    # 9x9 outputs of 3x3 windows either way: 'same' on 9x9 (32 windows cross the padding), 'valid' on 11x11 (none)
+    rng = np.random.default_rng(0)
+    found = {}
+    for padding, side in (("same", 9), ("valid", 11)):
+        model = int8_pooling(keras.layers.AveragePooling2D, side, padding)
+        exported = c_backend.export(model, tmp_path / padding, name="p", target="pi-zero", precision="int8",
+                                    calibration=rng.normal(size=(16, side, side, 4)).astype("float32"))
+        op = next(op for op in exported.ops if op.kind == "pool_int8")
+        estimate = estimate_latency(model, dtype="int8")
+        found[padding] = op, next(a for a in estimate.layers if a.layer == "pool"), estimate.cycles
+    (same_op, same, same_cycles), (valid_op, valid, valid_cycles) = found["same"], found["valid"]
+    assert not same_op.inside and valid_op.inside
+    f = same.features
+    # the C loop over 81 outputs x 4 channels: corner windows read 4 cells, other edge windows 6, inner ones 9
+    assert f["checked_reads"] == 4 * (25 * 25) and f["reads"] == 0
+    assert f["skipped_rows"] == 4 * (2 * 9) and f["skipped_cells"] == 4 * (25 * 2)
+    assert f["checked_reads"] + 3 * f["skipped_rows"] + f["skipped_cells"] == 4 * 81 * 9
+    assert f["divisions"] == f["avg_outputs"] == 4 * 81  # the count varies: a library division per output
+    g = valid.features
+    assert g["reads"] == 4 * 81 * 9 and g["checked_reads"] == g["skipped_rows"] == g["skipped_cells"] == 0
+    assert g["divisions"] == 0 and g["avg_outputs"] == 4 * 81  # a constant count: divided by multiplying
+    # as many outputs, fewer cells read, yet dearer: the checked loop and the divisions (the meter: 1.7x)
+    assert same.cycles > 1.3 * valid.cycles and same_cycles > valid_cycles
+    # a max pooling over 4 channels compares words; crossing the padding checks every cell of every window
+    words = {a.layer: a.features for a in estimate_latency(
+        int8_pooling(keras.layers.MaxPooling2D, 9, "same"), dtype="int8").layers}["pool"]
+    assert words["word_reads"] == 25 * 25 and words["word_checks"] == 81 * 9 and words["reads"] == 0
+
+
+@pytest.mark.parametrize("layer", [keras.layers.DepthwiseConv2D(3), keras.layers.SeparableConv2D(4, 3),
+                                   keras.layers.Conv2D(6, 3, groups=3)])
+def test_an_int8_estimate_refuses_the_convolutions_int8_export_refuses(tmp_path, layer):
+    # c_backend has no int8 depthwise kernel: the export refuses these layers, and so does the estimate, naming them
+    model = keras.Sequential([keras.Input((6, 6, 3)), layer, keras.layers.Flatten(), keras.layers.Dense(2)])
+    calibration = np.zeros((4, 6, 6, 3), "float32")
+    with pytest.raises(UnsupportedLayerError):
+        c_backend.export(model, tmp_path, name="d", target="pi-zero", precision="int8", calibration=calibration)
+    with pytest.raises(ValueError, match=f"layer '{layer.name}'.*no int8 kernel.*dtype='float32'"):
+        estimate_latency(model, dtype="int8")
+    assert estimate_latency(model).cycles > 0
 
 
 def test_a_small_patch_float_convolution_is_priced_as_the_grouped_kernel(tmp_path):
