@@ -1,7 +1,6 @@
 """Candidates as arrays: what a batched search asks of a candidate is answered without building its Keras model,
 and a search gives the same trials whether its candidates are held as arrays or built."""
 
-import keras
 import numpy as np
 import pytest
 
@@ -12,6 +11,8 @@ from keras_grs.importance import unit_norms
 from keras_grs.structure import analyze
 from keras_grs.surgery import kept_units, resized
 from keras_grs.tuner.oracles import KEY
+
+from helpers import tiny_classifier
 
 
 def child_of(parent, remove, root=None):
@@ -78,15 +79,6 @@ def test_anything_else_is_asked_of_the_built_model():
     assert child.materialized and "materialized" in repr(child)
 
 
-def tiny_model():
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(6, activation="relu", name="hidden"),
-                              keras.layers.Dropout(0.2), keras.layers.Dense(5, activation="relu", name="second"),
-                              keras.layers.Dense(2, activation="softmax")])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
-
-
 def search(directory, arrays, monkeypatch, method, acceptance):
     """A small batched search; its trials by key: (widths, score, params, FLOPs, latency, checkpoint weights),
     and how many candidates were built as Keras models."""
@@ -100,7 +92,7 @@ def search(directory, arrays, monkeypatch, method, acceptance):
         return materialize(self)
 
     monkeypatch.setattr(Candidate, "materialize", counted)
-    tuner = GRSTuner.from_model(tiny_model(), method=method, tolerance=0.7, seed=3, max_trials=9,
+    tuner = GRSTuner.from_model(tiny_classifier(second=5), method=method, tolerance=0.7, seed=3, max_trials=9,
                                 directory=directory, evaluator="batched", train_first=False, acceptance=acceptance)
     tuner._runner.arrays = arrays  # private: the same search with every candidate built
     tuner.search(xt, yt, validation_data=validation, epochs=2, batch_size=16, verbose=0, progress=False)
