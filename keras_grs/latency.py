@@ -299,18 +299,27 @@ def _weight_sizes(layer, shapes=None) -> int:
     return sum(int(np.prod(w.shape)) for w in layer.weights)
 
 
-def _edge_outputs(layer, shapes=None) -> int:
-    """The outputs of a float pooling whose windows cross its padding (the C kernel's slow path, bounds checked
-    per cell and channel); the padding is the C backend's (``c_backend.ir._padding``)."""
+def _window_cells(layer, shapes=None) -> tuple[list[list[int]], tuple[int, ...], int]:
+    """A windowed pooling's windows against its input, with the C backend's padding (``c_backend.ir._padding``):
+    per spatial axis, for each output index, the cells of its window that lie inside the input; the pool size per
+    axis and the channels."""
     from c_backend.ir import _padding
 
     in_shape, out_shape = _io(layer, shapes)
     pool, strides = tuple(np.atleast_1d(layer.pool_size)), tuple(np.atleast_1d(layer.strides))
-    inside = 1
+    inside = []
     for size_in, size_out, p, s in zip(in_shape[:-1], out_shape[:-1], pool, strides):
         pad = _padding(size_in, size_out, p, s, layer.padding)
-        inside *= sum(1 for o in range(size_out) if 0 <= o * s - pad and o * s - pad + p <= size_in)
-    return int(np.prod(out_shape)) - inside * out_shape[-1]
+        inside.append([sum(1 for k in range(p) if 0 <= o * s + k - pad < size_in) for o in range(size_out)])
+    return inside, pool, out_shape[-1]
+
+
+def _edge_outputs(layer, shapes=None) -> int:
+    """The outputs of a float pooling whose windows cross its padding (the C kernel's slow path, bounds checked
+    per cell and channel)."""
+    inside, pool, channels = _window_cells(layer, shapes)
+    whole = math.prod(sum(1 for cells in axis if cells == p) for axis, p in zip(inside, pool))
+    return math.prod(len(axis) for axis in inside) * channels - whole * channels
 
 
 def _fast(activation: str) -> bool:
@@ -421,18 +430,11 @@ def _int8_layer_actors(layer) -> list[tuple[str, dict]] | None:
 def _pool_cells(layer) -> tuple[int, int, int]:
     """An int8 pooling's window cells as its C loop visits them, over all outputs and channels: the cells read
     (inside the input), the window rows skipped whole (above or below the input) and, in the rows read, the cells
-    skipped (left or right of it); the padding is the C backend's (``c_backend.ir._padding``)."""
-    from c_backend.ir import _padding
-
-    in_shape, out_shape = _io(layer)
-    pool, strides = tuple(np.atleast_1d(layer.pool_size)), tuple(np.atleast_1d(layer.strides))
-    if len(pool) == 1:  # a 1-D pooling: one row
-        in_shape, out_shape, pool, strides = (1, *in_shape), (1, *out_shape), (1, *pool), (1, *strides)
-    inside = []  # per axis, per output index: the window's cells inside the input
-    for size_in, size_out, p, s in zip(in_shape[:-1], out_shape[:-1], pool, strides):
-        pad = _padding(size_in, size_out, p, s, layer.padding)
-        inside.append([sum(1 for k in range(p) if 0 <= o * s + k - pad < size_in) for o in range(size_out)])
-    (rows, columns), channels = inside, out_shape[-1]
+    skipped (left or right of it)."""
+    inside, pool, channels = _window_cells(layer)
+    if len(pool) == 1:  # a 1-D pooling: one row, wholly inside
+        inside, pool = [[1], *inside], (1, *pool)
+    rows, columns = inside
     return (int(sum(rows) * sum(columns) * channels),
             int(sum(pool[0] - r for r in rows) * len(columns) * channels),
             int(sum(rows) * sum(pool[1] - c for c in columns) * channels))
