@@ -343,7 +343,7 @@ class BatchedEvaluator:
         active = tf.constant((np.arange(k) < len(jobs)).astype("float32"))
         n_batches = math.ceil(len(x) / batch)
         epoch_fn, validate_fn = self._programs(k, tuple(self._capacity), input_shape, n_batches, batch, plan,
-                                               shared=not shuffle)
+                                               shared=not shuffle, n_samples=len(x))
         state = [tf.zeros_like(p) for _ in range(plan.optimizer.slots()) for p in params]
         step = tf.constant(0.0)
         # per candidate, by its identity (see Job.key); padding slots draw nothing and train on the plain order
@@ -358,7 +358,11 @@ class BatchedEvaluator:
         stopped = np.arange(k) >= len(jobs)  # padding slots count as stopped
         epochs_run = np.zeros(k, dtype=int)
         padded = n_batches * batch
-        x_val_t, y_val_t = tf.constant(x_val), tf.constant(y_val)
+        # the first convolution's patches once for the whole fit (else the samples): each batch gathers its rows
+        patches = _input_patches(plan.ops, x)
+        samples = tf.constant(x) if patches is None else patches
+        x_val_t = tf.constant(x_val) if patches is None else _input_patches(plan.ops, x_val)
+        y_val_t = tf.constant(y_val)
         # per sample: its loss weight (class or sample weight; 0 for the padding of the last batch), and per
         # batch: how many real samples it has (Keras divides a batch's weighted sum by its size)
         weights = sample_weights(fit_args[1], fit_kwargs)
@@ -381,7 +385,7 @@ class BatchedEvaluator:
                 index, present = np.concatenate([np.arange(len(x)), tail]).reshape(n_batches, batch), real
             params, state, step, losses = epoch_fn(
                 params, state, step, masks, active,
-                tf.constant(x[index]), tf.constant(y[index]), tf.constant(weights[index] * present),
+                samples, tf.constant(index, tf.int32), tf.constant(y[index]), tf.constant(weights[index] * present),
                 counts,
                 tf.constant([int(rng.integers(1 << 30)) for rng in rngs] + [0] * (k - len(jobs)), tf.int32),
             )
@@ -424,10 +428,11 @@ class BatchedEvaluator:
             })
         return results
 
-    def _programs(self, k, widths, input_shape, n_batches, batch, plan, shared):
+    def _programs(self, k, widths, input_shape, n_batches, batch, plan, shared, n_samples):
         """The compiled epoch and validation functions for one shape of problem, built once and reused.
         ``shared``: every candidate trains on the same batches (no shuffling), which the first layer exploits."""
-        key = (k, widths, input_shape, n_batches, batch, plan.key(), shared)
+        key = (k, widths, input_shape, n_batches, batch, plan.key(), shared, n_samples)
+        patched = plan.ops[0].kind == "conv"  # the samples are the first convolution's patches (_input_patches)
         if key in self._compiled:
             return self._compiled[key]
         forward = _forward_function(plan.ops, k)
@@ -446,7 +451,7 @@ class BatchedEvaluator:
             return total
 
         @tf.function(jit_compile=True, reduce_retracing=True)
-        def epoch(params, state, step, masks, active, xs, ys, ws, counts, seeds):
+        def epoch(params, state, step, masks, active, samples, index, ys, ws, counts, seeds):
             # tuples reassigned whole, so that AutoGraph carries them through the loop
             n = len(params)
             params = tuple(params)
@@ -455,7 +460,7 @@ class BatchedEvaluator:
             for i in tf.range(n_batches):
                 with tf.GradientTape() as tape:
                     tape.watch(list(params))
-                    logits = forward(params, masks, xs[i], (seeds, i), shared)
+                    logits = forward(params, masks, tf.gather(samples, index[i]), (seeds, i), shared, patched)
                     per_sample = loss_of.per_sample(ys[i], logits)
                     losses = tf.reduce_sum(per_sample * ws[i], axis=1) / counts[i] + regularization(params)
                     loss = tf.reduce_sum(losses * active)
@@ -470,7 +475,7 @@ class BatchedEvaluator:
 
         @tf.function(jit_compile=True, reduce_retracing=True)
         def validate(params, masks, xv, yv):
-            logits = forward(params, masks, xv, None)
+            logits = forward(params, masks, xv, None, patched=patched)
             loss = tf.reduce_mean(loss_of.per_sample(yv, logits), axis=1) + regularization(params)
             return tf.reduce_mean(loss_of.accuracy(yv, logits), axis=1), loss
 
@@ -514,43 +519,86 @@ class _Stopping:
 
 
 def _forward_function(plan, k):
-    """forward(params, masks, x, seed, shared=True) -> logits (k, batch, classes); ``seed``: (the candidates'
-    dropout seeds (k,), the mini-batch's index), None for inference; ``shared``: x is the same for every candidate
-    (no candidate axis), else x has a leading candidate axis."""
+    """forward(params, masks, x, seed, shared=True, patched=False) -> logits (k, batch, classes); ``seed``: (the
+    candidates' dropout seeds (k,), the mini-batch's index), None for inference; ``shared``: x is the same for every
+    candidate (no candidate axis), else x has a leading candidate axis; ``patched``: x holds the first
+    convolution's patches (:func:`_input_patches`) rather than the input."""
+    pooled = _pooled_after(plan)
 
-    def forward(params, masks, x, seed, shared=True):
-        h, w = x, 0  # while shared, h has no candidate axis
-        for n, op in enumerate(plan):
-            if shared and op.kind not in ("dense", "conv", "flatten"):
-                h, shared = tf.broadcast_to(h[None], (k, *h.shape)), False
-            if op.kind == "flatten":
-                h = tf.reshape(h, (*h.shape[: 1 if shared else 2], -1))
-            elif op.weighted:
-                kernel, bias = params[2 * w], params[2 * w + 1]
-                if op.kind == "conv":
-                    h = _patches(h, op, 1 if shared else 2)
-                z = _matmul(h, kernel, shared, k)
-                broadcast = (k,) + (1,) * (len(z.shape) - 2) + (bias.shape[-1],)
-                if op.bias:
-                    z = z + tf.reshape(bias, broadcast)
-                shared = False
-                if op.activation == "logits":
-                    return z
-                h = ACTIVATIONS[op.activation](z) * tf.reshape(masks[w], broadcast)
-                w += 1
-            elif op.kind == "activation":
-                h = ACTIVATIONS[op.activation](h)
-            elif op.kind == "dropout":
-                if seed is not None and op.rate > 0:
-                    h = tf.where(_dropout_keep(h.shape, *seed, n, op.rate), h / (1 - op.rate), 0.0)
-            elif op.kind == "pool":
-                h = _pool(h, op, k)
-            elif op.kind == "gpool":
-                reduce = tf.reduce_max if op.pooling == "MAX" else tf.reduce_mean
-                h = reduce(h, axis=list(range(2, len(h.shape) - 1)))
+    def forward(params, masks, x, seed, shared=True, patched=False):
+        h, w, n = x, 0, 0  # while shared, h has no candidate axis
+        while n < len(plan):
+            op = plan[n]
+            # each op under its own name (e.g. "op2_conv"), which the compiled program's instructions carry into a
+            # profile (benchmarks/conv_profile.py)
+            with tf.name_scope(f"op{n}_{op.kind}"):
+                if shared and op.kind not in ("dense", "conv", "flatten"):
+                    h, shared = tf.broadcast_to(h[None], (k, *h.shape)), False
+                if op.kind == "flatten":
+                    h = tf.reshape(h, (*h.shape[: 1 if shared else 2], -1))
+                elif op.weighted:
+                    kernel, bias = params[2 * w], params[2 * w + 1]
+                    if op.kind == "conv" and not (patched and w == 0):
+                        h = _patches(h, op, 1 if shared else 2, _pooled_positions(pooled.get(n)))
+                    z = _matmul(h, kernel, shared, k)
+                    shared = False
+                    if n in pooled:  # pooled before the bias, activation and mask: the same values, 1/4 the work
+                        z = _pool(z, pooled[n], k)
+                        n += 1
+                    broadcast = (k,) + (1,) * (len(z.shape) - 2) + (bias.shape[-1],)
+                    if op.bias:
+                        z = z + tf.reshape(bias, broadcast)
+                    if op.activation == "logits":
+                        return z
+                    h = ACTIVATIONS[op.activation](z) * tf.reshape(masks[w], broadcast)
+                    w += 1
+                elif op.kind == "activation":
+                    h = ACTIVATIONS[op.activation](h)
+                elif op.kind == "dropout":
+                    if seed is not None and op.rate > 0:
+                        h = tf.where(_dropout_keep(h.shape, *seed, n, op.rate), h / (1 - op.rate), 0.0)
+                elif op.kind == "pool":
+                    h = _pool(h, op, k)
+                elif op.kind == "gpool":
+                    reduce = tf.reduce_max if op.pooling == "MAX" else tf.reduce_mean
+                    h = reduce(h, axis=list(range(2, len(h.shape) - 1)))
+            n += 1
         raise AssertionError("the plan has no output layer")
 
     return forward
+
+
+def _pooled_after(plan) -> dict:
+    """{index of a Dense/Conv op: the max pooling that follows it} where the pooling can come first.
+
+    Bias, mask and the activations a hidden layer may have are the same for every position of a channel and do not
+    decrease, so the window's largest output is the output of its largest pre-activation: max-pooling the
+    pre-activations, then adding the bias, activating and masking the 4x smaller result gives the same values, and
+    the gradient reaches the same position (but where two positions of a window tie exactly). Only for windows that
+    do not overlap (the pooling as a reshape and a reduction, :func:`_pool`)."""
+    return {n: after for n, (op, after) in enumerate(zip(plan, plan[1:]))
+            if op.weighted and op.activation in ACTIVATIONS and after.kind == "pool" and after.pooling == "MAX"
+            and _reshaped_pool(after)}
+
+
+def _reshaped_pool(op) -> bool:
+    return op.padding == "VALID" and op.window == op.strides
+
+
+def _pooled_positions(pool):
+    """The output positions (per spatial axis) a following pooling reads, as a :func:`_patches` limit; None:
+    all."""
+    return None if pool is None else tuple(pool.window)
+
+
+def _input_patches(plan, x):
+    """The first convolution's patches of the samples ``x`` (samples, *spatial, channels), computed once for a whole
+    fit (its input never changes; a batch gathers its rows), or None when the model does not start with a
+    convolution."""
+    if plan[0].kind != "conv":
+        return None
+    pool = _pooled_after(plan).get(0)
+    return _patches(tf.constant(x), plan[0], 1, _pooled_positions(pool))
 
 
 def _dropout_keep(shape, seeds, batch_index, layer, rate):
@@ -585,9 +633,11 @@ def _matmul(h, kernel, shared, k):
     return tf.reshape(z, (k, *lead, n_out))
 
 
-def _patches(h, op, lead):
+def _patches(h, op, lead, multiple=None):
     """Image patches of a convolution: (..., *spatial, channels) -> (..., *out_spatial, window * channels),
-    ordered (window position, channel) like a Keras kernel reshaped to (-1, filters)."""
+    ordered (window position, channel) like a Keras kernel reshaped to (-1, filters). ``multiple``: per spatial
+    axis, keep only the first output positions that fill whole multiples of it (what a following pooling of that
+    window reads), or None for all."""
     spatial = h.shape[lead:-1]
     if op.padding == "same":
         pads = [[0, 0]] * lead
@@ -597,6 +647,8 @@ def _patches(h, op, lead):
         h = tf.pad(h, pads + [[0, 0]])
         spatial = h.shape[lead:-1]
     out = [(size - window) // stride + 1 for size, window, stride in zip(spatial, op.window, op.strides)]
+    if multiple is not None:
+        out = [n - n % m for n, m in zip(out, multiple)]
     pieces = []
     for offset in np.ndindex(*op.window):
         index = [slice(None)] * lead
@@ -607,7 +659,7 @@ def _patches(h, op, lead):
 
 def _pool(h, op, k):
     """Max or average pooling of (k, batch, *spatial, channels)."""
-    if op.padding == "VALID" and op.window == op.strides:
+    if _reshaped_pool(op):
         # non-overlapping windows as a reshape and a reduction: XLA's select-and-scatter gradient of max_pool is
         # several times slower on CPU
         spatial = h.shape[2:-1]
