@@ -48,10 +48,30 @@ def setup():
 
 
 def instruction_sources(hlo: str) -> dict:
-    """{instruction name: the TensorFlow op it comes from} of an optimized HLO module's text."""
-    sources = {}
-    for match in re.finditer(r"%([\w.\-]+) = .*?op_name=\"([^\"]+)\"", hlo):
-        sources[match.group(1)] = match.group(2)
+    """{instruction name: the TensorFlow op it comes from} of an optimized HLO module's text. An instruction without
+    one (inside a random-number computation, say) takes the op of the instruction that calls its computation."""
+    sources, computation_of, caller = {}, {}, {}
+    computation = None
+    for line in hlo.splitlines():
+        header = re.match(r"^(?:ENTRY )?%?([\w.\-]+) .*\{$", line)
+        if header:
+            computation = header.group(1)
+            continue
+        instruction = re.match(r"^\s+(?:ROOT )?%?([\w.\-]+) = (.*)", line)
+        if not instruction:
+            continue
+        name, rest = instruction.groups()
+        computation_of[name] = computation
+        source = re.search(r'op_name="([^"]+)"', rest)
+        if source:
+            sources[name] = source.group(1)
+            for called in re.findall(r"(?:to_apply|calls|body|condition)=%?([\w.\-]+)", rest):
+                caller[called] = source.group(1)
+    for name, computation in computation_of.items():
+        seen = set()
+        while name not in sources and computation in caller and computation not in seen:
+            seen.add(computation)
+            sources[name] = caller[computation]
     return sources
 
 

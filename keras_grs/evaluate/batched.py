@@ -669,8 +669,30 @@ def _pool(h, op, k):
         for o, w in zip(out, op.window):
             shape += [o, w]
         h = tf.reshape(h, shape + [h.shape[-1]])
-        reduce = tf.reduce_max if op.pooling == "MAX" else tf.reduce_mean
-        return reduce(h, axis=[3 + 2 * i for i in range(len(out))])
+        axes = [3 + 2 * i for i in range(len(out))]
+        if op.pooling == "AVG":
+            return tf.reduce_mean(h, axis=axes)
+        return _window_max(h, axes)
     flat = tf.reshape(h, (-1, *h.shape[2:]))
     pooled = tf.nn.pool(flat, op.window, op.pooling, strides=op.strides, padding=op.padding)
     return tf.reshape(pooled, (k, -1, *pooled.shape[1:]))
+
+
+def _window_max(h, axes):
+    """reduce_max over ``axes``, whose gradient is one fused select: each window's gradient goes to its largest
+    element. (reduce_max's own gradient first counts each window's ties to split the gradient among them, which cost
+    a cnn1 epoch more than its convolutions' products: benchmarks/results/conv_profile.md.) Exact ties still share
+    it, each tie receiving the whole; Keras' max pooling gives it to one of them. Ties of values that carry a
+    gradient are rare: a ReLU's zeros get none, and the pre-activations a pooling before the bias reads
+    (:func:`_pooled_after`) tie only where the patches are equal, which then give the kernel the same gradient."""
+
+    @tf.custom_gradient
+    def window_max(h):
+        largest = tf.reduce_max(h, axis=axes, keepdims=True)
+
+        def gradient(upstream):
+            return tf.where(tf.equal(h, largest), tf.reshape(upstream, largest.shape), 0.0)
+
+        return tf.squeeze(largest, axes), gradient
+
+    return window_max(h)
