@@ -543,7 +543,8 @@ def _forward_function(plan, k):
                     z = _matmul(h, kernel, shared, k)
                     shared = False
                     if n in pooled:  # pooled before the bias, activation and mask: the same values, 1/4 the work
-                        z = _pool(z, pooled[n], k)
+                        # the input patches come window by window (_input_patches): the windows are one axis
+                        z = _window_max(z, [2]) if patched and w == 0 else _pool(z, pooled[n], k)
                         n += 1
                     broadcast = (k,) + (1,) * (len(z.shape) - 2) + (bias.shape[-1],)
                     if op.bias:
@@ -598,7 +599,17 @@ def _input_patches(plan, x):
     if plan[0].kind != "conv":
         return None
     pool = _pooled_after(plan).get(0)
-    return _patches(tf.constant(x), plan[0], 1, _pooled_positions(pool))
+    patches = _patches(tf.constant(x), plan[0], 1, _pooled_positions(pool))
+    if pool is None:
+        return patches
+    # positions ordered window offset first, (samples, window positions, *pooled positions, features): the
+    # pooling that follows (_pooled_after) is then a maximum of whole slabs, cheaper than one over strided windows
+    out = [n // w for n, w in zip(patches.shape[1:-1], pool.window)]
+    split = [patches.shape[0]] + [d for o, w in zip(out, pool.window) for d in (o, w)] + [patches.shape[-1]]
+    axes = len(out)
+    order = [0] + [2 + 2 * i for i in range(axes)] + [1 + 2 * i for i in range(axes)] + [1 + 2 * axes]
+    patches = tf.transpose(tf.reshape(patches, split), order)
+    return tf.reshape(patches, (patches.shape[0], math.prod(pool.window), *out, patches.shape[-1]))
 
 
 def _dropout_keep(shape, seeds, batch_index, layer, rate):
