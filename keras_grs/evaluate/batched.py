@@ -540,11 +540,12 @@ def _forward_function(plan, k):
                     kernel, bias = params[2 * w], params[2 * w + 1]
                     if op.kind == "conv" and not (patched and w == 0):
                         h = _patches(h, op, 1 if shared else 2, _pooled_positions(pooled.get(n)))
-                    z = _matmul(h, kernel, shared, k)
+                    windows = n in pooled and patched and w == 0  # patches window by window (_input_patches)
+                    # each candidate's product pooled before the candidates are stacked: a quarter to copy
+                    z = _matmul(h, kernel, shared, k, (lambda z: _window_max(z, [1])) if windows else None)
                     shared = False
                     if n in pooled:  # pooled before the bias, activation and mask: the same values, 1/4 the work
-                        # the input patches come window by window (_input_patches): the windows are one axis
-                        z = _window_max(z, [2]) if patched and w == 0 else _pool(z, pooled[n], k)
+                        z = z if windows else _pool(z, pooled[n], k)
                         n += 1
                     broadcast = (k,) + (1,) * (len(z.shape) - 2) + (bias.shape[-1],)
                     if op.bias:
@@ -638,8 +639,9 @@ def _hash(x):
     return x ^ tf.bitwise.right_shift(x, 16)
 
 
-def _matmul(h, kernel, shared, k):
+def _matmul(h, kernel, shared, k, each=None):
     """(k,) batch, *positions, inputs times a (k, inputs, outputs) kernel -> (k, batch, *positions, outputs).
+    ``each``: a function applied to every candidate's product (batch, *positions, outputs) before they are stacked.
 
     Written as plain 2-D/3-D matmuls: XLA on CPU lowers the equivalent einsum with broadcast positions to a much
     slower loop (a cnn1 epoch of 5 candidates: 726 ms as an einsum, 198 ms as matmuls).
@@ -649,12 +651,14 @@ def _matmul(h, kernel, shared, k):
         lead = h.shape[:-1]
         z = tf.matmul(tf.reshape(h, (-1, n_in)), tf.reshape(tf.transpose(kernel, (1, 0, 2)), (n_in, k * n_out)))
         z = tf.reshape(z, (*lead, k, n_out))
-        return tf.transpose(z, (len(lead), *range(len(lead)), len(lead) + 1))
+        z = tf.transpose(z, (len(lead), *range(len(lead)), len(lead) + 1))
+        return z if each is None else tf.stack([each(z[j]) for j in range(k)])
     lead = h.shape[1:-1]
     # one 2-D product per candidate rather than one batched product: XLA turns a batch of one into another kind
     # of product, whose rounding differs, so a candidate would train differently alone than beside others
-    z = tf.stack([tf.matmul(tf.reshape(h[j], (-1, n_in)), kernel[j]) for j in range(k)])
-    return tf.reshape(z, (k, *lead, n_out))
+    each = each or (lambda z: z)
+    return tf.stack([each(tf.reshape(tf.matmul(tf.reshape(h[j], (-1, n_in)), kernel[j]), (*lead, n_out)))
+                     for j in range(k)])
 
 
 def _patches(h, op, lead, multiple=None):
