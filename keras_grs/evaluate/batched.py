@@ -10,6 +10,12 @@ sample weights, epochs, batch size, per-epoch shuffling and the epoch rule (the 
 the keras path, written once in :mod:`keras_grs.evaluate.training`. The chosen epoch's weights are copied back into
 each job's (physically smaller) model and saved to its checkpoint, so trials look exactly like the keras evaluator's.
 
+Convolutions are products of image patches with the stacked kernels. What a small CNN's epoch spends its time on
+(``benchmarks/results/conv_profile.md``) shaped three shortcuts: a model's first convolution reads the same samples
+every epoch, so their patches are taken once per fit and each batch gathers its rows; a max pooling after a
+Dense/Conv layer runs before its bias, activation and mask (the same values, on a quarter of them); dropout masks
+are an elementwise hash, drawn for all candidates at once.
+
 Supported: chains of Dense, Conv1D/Conv2D (channels last, no dilation or groups; with or without bias), max/average
 pooling, global pooling, Flatten, Dropout and Activation/ReLU layers, ending in the output layer; the losses,
 optimizers and regularizers :mod:`~keras_grs.evaluate.training` lists; trained by the default ``fit`` (EarlyStopping
