@@ -86,3 +86,25 @@ def test_dropout_masks_keep_the_share_asked_and_differ_by_candidate_batch_and_la
     assert (keep != _dropout_keep((3, 32, 4, 4, 16), seeds, tf.constant(0), 4, 0.25).numpy()).mean() > 0.3
     wider = _dropout_keep((3, 32, 4, 4, 20), seeds, tf.constant(0), 3, 0.25).numpy()
     np.testing.assert_array_equal(wider[..., :16], keep)  # padding only adds units: the real units' masks stay
+
+
+def test_patches_too_large_to_keep_are_taken_per_batch_and_train_alike(tmp_path, monkeypatch):
+    from keras_grs.evaluate import batched
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(40, 9, 9, 1)).astype("float32"), rng.integers(0, 2, 40)
+    keras.utils.set_random_seed(2)
+    start = models.build("cnn1", (9, 9, 1)).get_weights()
+    fit = {"epochs": 2, "batch_size": 16, "validation_data": (x[:10], y[:10])}
+    trained = []
+    for limit in (batched.PATCH_BYTES, 0):
+        monkeypatch.setattr(batched, "PATCH_BYTES", limit)
+        model = models.build("cnn1", (9, 9, 1))
+        model.set_weights(start)
+        evaluator = BatchedEvaluator(Objective("val_accuracy", "max"), epoch_score="last")
+        evaluator.evaluate([Job(model, True, str(tmp_path / f"{limit}.weights.h5"), key="a")], (x, y), fit)
+        assert evaluator._calls == 1 and (_input_patches(_plan(model).ops, x) is None) == (limit == 0)
+        trained.append(model.get_weights())
+    for patched, plain, initial in zip(*trained, start):
+        assert np.abs(plain - initial).max() > 1e-4  # trained
+        np.testing.assert_allclose(patched, plain, rtol=1e-3, atol=1e-5)

@@ -53,6 +53,7 @@ FIT_ARGUMENTS = {"epochs", "batch_size", "validation_data", "verbose", "callback
                  "sample_weight"}
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}  # the validation scores computed on the device
 MONITORED = {"val_accuracy": "max", "val_loss": "min", "loss": "min"}  # what an EarlyStopping may watch here
+PATCH_BYTES = 256 * 2**20  # the most the first convolution's patches of a training set may take (_input_patches)
 
 
 @dataclass
@@ -348,8 +349,11 @@ class BatchedEvaluator:
         k = self._slots
         active = tf.constant((np.arange(k) < len(jobs)).astype("float32"))
         n_batches = math.ceil(len(x) / batch)
+        # the first convolution's patches once for the whole fit (else the samples): each batch gathers its rows
+        patches, val_patches = _input_patches(plan.ops, x), _input_patches(plan.ops, x_val)
+        patched = patches is not None and val_patches is not None
         epoch_fn, validate_fn = self._programs(k, tuple(self._capacity), input_shape, n_batches, batch, plan,
-                                               shared=not shuffle, n_samples=len(x))
+                                               shared=not shuffle, n_samples=len(x), patched=patched)
         state = [tf.zeros_like(p) for _ in range(plan.optimizer.slots()) for p in params]
         step = tf.constant(0.0)
         # per candidate, by its identity (see Job.key); padding slots draw nothing and train on the plain order
@@ -364,10 +368,8 @@ class BatchedEvaluator:
         stopped = np.arange(k) >= len(jobs)  # padding slots count as stopped
         epochs_run = np.zeros(k, dtype=int)
         padded = n_batches * batch
-        # the first convolution's patches once for the whole fit (else the samples): each batch gathers its rows
-        patches = _input_patches(plan.ops, x)
-        samples = tf.constant(x) if patches is None else patches
-        x_val_t = tf.constant(x_val) if patches is None else _input_patches(plan.ops, x_val)
+        samples = patches if patched else tf.constant(x)
+        x_val_t = val_patches if patched else tf.constant(x_val)
         y_val_t = tf.constant(y_val)
         # per sample: its loss weight (class or sample weight; 0 for the padding of the last batch), and per
         # batch: how many real samples it has (Keras divides a batch's weighted sum by its size)
@@ -434,11 +436,11 @@ class BatchedEvaluator:
             })
         return results
 
-    def _programs(self, k, widths, input_shape, n_batches, batch, plan, shared, n_samples):
+    def _programs(self, k, widths, input_shape, n_batches, batch, plan, shared, n_samples, patched):
         """The compiled epoch and validation functions for one shape of problem, built once and reused.
-        ``shared``: every candidate trains on the same batches (no shuffling), which the first layer exploits."""
-        key = (k, widths, input_shape, n_batches, batch, plan.key(), shared, n_samples)
-        patched = plan.ops[0].kind == "conv"  # the samples are the first convolution's patches (_input_patches)
+        ``shared``: every candidate trains on the same batches (no shuffling), which the first layer exploits;
+        ``patched``: the samples are the first convolution's patches (:func:`_input_patches`)."""
+        key = (k, widths, input_shape, n_batches, batch, plan.key(), shared, n_samples, patched)
         if key in self._compiled:
             return self._compiled[key]
         forward = _forward_function(plan.ops, k)
@@ -602,8 +604,8 @@ def _pooled_positions(pool):
 def _input_patches(plan, x):
     """The first convolution's patches of the samples ``x`` (samples, *spatial, channels), computed once for a whole
     fit (its input never changes; a batch gathers its rows), or None when the model does not start with a
-    convolution."""
-    if plan[0].kind != "conv":
+    convolution or they would take more than PATCH_BYTES (each batch then takes its patches)."""
+    if plan[0].kind != "conv" or x.nbytes * math.prod(plan[0].window) / math.prod(plan[0].strides) > PATCH_BYTES:
         return None
     pool = _pooled_after(plan).get(0)
     patches = _patches(tf.constant(x), plan[0], 1, _pooled_positions(pool))
