@@ -26,6 +26,7 @@ recorded per trial (the tuner writes :meth:`BatchedEvaluator.supports`'s reason 
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -550,7 +551,7 @@ def _forward_function(plan, k):
                         h = _patches(h, op, 1 if shared else 2, _pooled_positions(pooled.get(n)))
                     windows = n in pooled and patched and w == 0  # patches window by window (_input_patches)
                     # each candidate's product pooled before the candidates are stacked: a quarter to copy
-                    z = _matmul(h, kernel, shared, k, (lambda z: _window_max(z, [1])) if windows else None)
+                    z = _matmul(h, kernel, shared, k, functools.partial(_window_max, axes=[1]) if windows else None)
                     shared = False
                     if n in pooled:  # pooled before the bias, activation and mask: the same values, 1/4 the work
                         z = z if windows else _pool(z, pooled[n], k)
@@ -664,9 +665,8 @@ def _matmul(h, kernel, shared, k, each=None):
     lead = h.shape[1:-1]
     # one 2-D product per candidate rather than one batched product: XLA turns a batch of one into another kind
     # of product, whose rounding differs, so a candidate would train differently alone than beside others
-    each = each or (lambda z: z)
-    return tf.stack([each(tf.reshape(tf.matmul(tf.reshape(h[j], (-1, n_in)), kernel[j]), (*lead, n_out)))
-                     for j in range(k)])
+    products = [tf.reshape(tf.matmul(tf.reshape(h[j], (-1, n_in)), kernel[j]), (*lead, n_out)) for j in range(k)]
+    return tf.stack(products if each is None else [each(z) for z in products])
 
 
 def _patches(h, op, lead, multiple=None):
