@@ -675,29 +675,16 @@ def _input_patches(plan, x):
 
 
 def _dropout_keep(shape, seeds, batch_index, layer, rate):
-    """The keep mask (k, batch, ..., units) of a dropout layer: candidate j's drawn from its own seed.
-
-    Each value is a hash of (the candidate's seed, the layer, the mini-batch, the value's place), and its place
-    counts unit by unit (all of a unit's values before the next unit's), so a wider padding only adds places: the
-    mask of a candidate's real units is the same whatever the batch is padded to, in any slot. The hash is
-    elementwise integer code that XLA fuses for all candidates at once; a Philox draw per candidate (TensorFlow's
-    stateless random ops) took a quarter of a cnn1 epoch (benchmarks/results/conv_profile.md)."""
+    """The keep mask (k, batch, ..., units) of a dropout layer: candidate j's drawn from its own seed, unit by unit
+    (all of a unit's values before the next unit's). Philox fills a shape in order, so a wider padding only appends
+    values: the mask of a candidate's real units is the same whatever the batch is padded to."""
     rest, units = shape[1:-1], shape[-1]
-    positions = math.prod(rest)
-    places = tf.range(units)[None, :] * positions + tf.range(positions)[:, None]  # (positions, units)
-    places = _hash(tf.cast(tf.reshape(places, (*rest, units)), tf.uint32))
-    golden = tf.constant(0x9E3779B9, tf.uint32)  # 2^32 / the golden ratio: spreads consecutive mini-batches apart
-    streams = _hash(_hash(tf.cast(seeds + layer, tf.uint32)) + tf.cast(batch_index, tf.uint32) * golden)
-    bits = _hash(places[None] ^ tf.reshape(streams, (-1,) + (1,) * len(shape[1:])))
-    return tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * 2.0 ** -24 >= rate
-
-
-def _hash(x):
-    """A 32-bit integer mixer (C. Wellons' "lowbias32": shift-xor-multiply rounds) of uint32 ``x``: each input bit
-    flips about half of the output bits, so the hashes of a counter pass for independent uniform draws."""
-    x = (x ^ tf.bitwise.right_shift(x, 16)) * tf.constant(0x7FEB352D, tf.uint32)
-    x = (x ^ tf.bitwise.right_shift(x, 15)) * tf.constant(0x846CA68B, tf.uint32)
-    return x ^ tf.bitwise.right_shift(x, 16)
+    masks = []
+    for j in range(shape[0]):
+        uniform = tf.random.stateless_uniform((units, math.prod(rest)), seed=tf.stack([seeds[j] + layer, batch_index]),
+                                              alg="philox")
+        masks.append(tf.reshape(tf.transpose(uniform), (*rest, units)))
+    return tf.stack(masks) >= rate
 
 
 def _matmul(h, kernel, shared, k, each=None):
