@@ -2,7 +2,7 @@
 
 A model that starts with a convolution trains on its first layer's patches, taken once per fit and ordered window by
 window when a max pooling follows; a max pooling after a Dense/Conv layer runs before its bias, activation and mask.
-Dropout masks come from a hash of (seed, layer, mini-batch, place)."""
+Dropout masks are drawn per candidate from (its seed, the layer, the mini-batch)."""
 
 import keras
 import numpy as np

@@ -11,10 +11,12 @@ the keras path, written once in :mod:`keras_grs.evaluate.training`. The chosen e
 each job's (physically smaller) model and saved to its checkpoint, so trials look exactly like the keras evaluator's.
 
 Convolutions are products of image patches with the stacked kernels. What a small CNN's epoch spends its time on
-(``benchmarks/results/conv_profile.md``) shaped three shortcuts: a model's first convolution reads the same samples
+(``benchmarks/results/conv_profile.md``) shaped two shortcuts: a model's first convolution reads the same samples
 every epoch, so their patches are taken once per fit and each batch gathers its rows; a max pooling after a
-Dense/Conv layer runs before its bias, activation and mask (the same values, on a quarter of them); dropout masks
-are an elementwise hash, drawn for all candidates at once.
+Dense/Conv layer runs before its bias, activation and mask (the same values, on a quarter of them), its window
+maximum with a one-select gradient. Dropout masks stay one Philox draw per candidate and layer (masks from an
+elementwise hash were faster, but their searches were not shown to match one fit per candidate:
+``benchmarks/results/evaluator_parity.md``).
 
 Supported: chains of Dense, Conv1D/Conv2D (channels last, no dilation or groups; with or without bias), max/average
 pooling, global pooling, Flatten, Dropout and Activation/ReLU layers, ending in the output layer; the losses,
