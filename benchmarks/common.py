@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import tempfile
@@ -101,24 +102,50 @@ def improvement(initial: float, final: float) -> float:
 
 
 def search(model: keras.Model, data, *, method="grs", evaluator="batched", epochs=100, seed=0, max_trials=None,
-           tolerance=0.985, phases=None, acceptance="seed") -> Run:
+           tolerance=0.985, phases=None, acceptance="seed", directory=None) -> Run:
     """Prune a trained model (its weights are copied, never changed) and time the search.
 
     The seed's acceptance rule by default, so that the seed's tables and the earlier figures stay reproducible;
-    ``acceptance="guard"`` for the default of keras-grs."""
+    ``acceptance="guard"`` for the default of keras-grs. With ``directory`` the search lives there and a search
+    stopped part-way (a killed sitting) continues from its last trial when called again with the same arguments;
+    its seconds are those of every sitting added up, each with its own warm-up (``elapsed.json``). The caller removes the directory once the
+    result is stored."""
+    if directory is None:
+        with tempfile.TemporaryDirectory() as temporary:
+            return _search(model, data, Path(temporary), method, evaluator, epochs, seed, max_trials, tolerance,
+                           phases, acceptance)
+    return _search(model, data, Path(directory), method, evaluator, epochs, seed, max_trials, tolerance, phases,
+                   acceptance)
+
+
+def _search(model, data, directory: Path, method, evaluator, epochs, seed, max_trials, tolerance, phases,
+            acceptance) -> Run:
     train, validation, test = data
     options = {"phases": phases} if phases else {}
-    with tempfile.TemporaryDirectory() as directory:
-        tuner = keras_grs.GRSTuner.from_model(model, train_first=False, method=method, seed=seed,
-                                              evaluator=evaluator, tolerance=tolerance, max_trials=max_trials,
-                                              directory=directory, acceptance=acceptance, **options)
-        tuner.oracle.verbose = 0
-        start = time.perf_counter()
-        tuner.search(*train, validation_data=validation, epochs=epochs, batch_size=32, verbose=0, progress=False)
-        seconds = time.perf_counter() - start
-        compact = tuner.get_best_models(1)[0]
-        finished = tuner.oracle.plan().finished
-        trials = len(tuner.oracle.trials)
+    directory.mkdir(parents=True, exist_ok=True)
+    elapsed = directory / "elapsed.json"
+    earlier = json.loads(elapsed.read_text()) if elapsed.exists() else {"seconds": 0.0, "sittings": 0}
+    tuner = keras_grs.GRSTuner.from_model(model, train_first=False, method=method, seed=seed,
+                                          evaluator=evaluator, tolerance=tolerance, max_trials=max_trials,
+                                          directory=str(directory), acceptance=acceptance, **options)
+    tuner.oracle.verbose = 0
+
+    trial_ended = tuner.on_trial_end
+
+    def on_trial_end(trial):  # after keras-tuner has stored the trial: the time a resumed sitting adds to
+        trial_ended(trial)
+        temporary = elapsed.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"seconds": earlier["seconds"] + time.perf_counter() - start,
+                                         "sittings": earlier["sittings"] + 1}))
+        os.replace(temporary, elapsed)
+
+    tuner.on_trial_end = on_trial_end
+    start = time.perf_counter()
+    tuner.search(*train, validation_data=validation, epochs=epochs, batch_size=32, verbose=0, progress=False)
+    seconds = earlier["seconds"] + time.perf_counter() - start
+    compact = tuner.get_best_models(1)[0]
+    finished = tuner.oracle.plan().finished
+    trials = len(tuner.oracle.trials)
     return Run(method, evaluator, seconds, trials, finished, keras_grs.count_params(model),
                keras_grs.count_flops(model), accuracy(model, *test), str(keras_grs.analyze(compact)),
                keras_grs.count_params(compact), keras_grs.count_flops(compact), accuracy(compact, *test), compact)

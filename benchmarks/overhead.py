@@ -5,18 +5,18 @@ surrounds it (building the candidate's Keras model, copying weights in and out, 
 oracle's files) decides the speed of short fine-tunes. Every phase below is timed exclusively (a phase called
 inside another is subtracted from the outer one), so the rows add up to the search's wall time.
 
-Phases: **build candidates** (the tuner's job: the parent's surviving weights, the candidate's model),
+Phases: **build candidates** (the tuner's job: the parent's surviving weights, the candidate's model when one is
+built),
 **copy weights** (stacking the candidates for the compiled program, copying the chosen epoch back), **train**
 (the compiled epochs, including their compilation, and the host loop around them), **evaluate** (the compiled
-validation), **save checkpoints**, **count params/FLOPs**, **oracle bookkeeping** (creating and ending trials,
+validation), **save checkpoints**, **count params/FLOPs** (and the estimated latency), **oracle bookkeeping**
+(creating and ending trials,
 the oracle's and the trials' files, unit norms, the guard, tidying between batches) and **other** (the rest).
 Training and evaluation are the work; everything else is the per-trial overhead.
 
-``--compare`` also times the search as it ran before the bookkeeping was cut, in the same process: checkpoints
-written by Keras' ``save_weights`` (not from the trained arrays), they and unit norms written on the training path
-(no background writer), and each candidate compiled twice with its optimizer's variables built (as
-``keras.models.clone_model`` followed by ``compile_from_config`` did). The
-variants alternate, so that warm caches favour neither.
+``--compare`` also times the search as it ran before candidates were held as arrays, in the same process: every
+candidate built as a Keras model (``surgery.resized``) and given its parent's surviving weights, as
+``CandidateRunner(arrays=False)`` does. The variants alternate, so that warm caches favour neither.
 
 Run: .venv/bin/python benchmarks/overhead.py [--epochs 5] [--frames 3000] [--compare]
      (writes benchmarks/results/overhead.md)
@@ -33,8 +33,8 @@ import time
 from common import calcium_splits, machine, pretrained, write
 
 import keras_grs
-from keras_grs import surgery
 from keras_grs.evaluate import batched
+from keras_grs.evaluate.candidate import Candidate
 from keras_grs.evaluate import runner as runner_module
 from keras_grs.tuner import tuner as tuner_module
 
@@ -94,39 +94,17 @@ def instrument(clock, tuner):
 
     evaluator._programs = timed_programs
     return {
-        (batched, "count_params"): clock.wrap(batched.count_params, "count params/FLOPs"),
-        (batched, "count_flops"): clock.wrap(batched.count_flops, "count params/FLOPs"),
+        (batched, "measure"): clock.wrap(batched.measure, "count params/FLOPs"),
+        (Candidate, "materialize"): clock.wrap(Candidate.materialize, "build candidates"),
         (tuner_module, "tidy"): clock.wrap(tuner_module.tidy, "oracle bookkeeping"),
         (runner_module, "tidy"): clock.wrap(runner_module.tidy, "oracle bookkeeping"),
     }
 
 
-class _Synchronous:
-    """A writer that writes at once, as before checkpoints were finished behind."""
-
-    @staticmethod
-    def submit(write, *args):
-        write(*args)
-
-    def join(self):
-        pass
-
-
 def as_before(tuner):
-    """Patches that restore the bookkeeping before it was cut (see the module docstring)."""
-    tuner.evaluator.writer = None
-    tuner.evaluator.arrays_checkpoints = False
-    tuner._writer = _Synchronous()
-    rebuild = surgery._rebuild
-
-    def rebuild_compiling_twice(model, *args, **kwargs):
-        child = rebuild(model, *args, **kwargs)
-        if model.compiled:
-            for _ in range(2):
-                child.compile_from_config(model.get_compile_config())
-        return child
-
-    return {(surgery, "_rebuild"): rebuild_compiling_twice}
+    """Every candidate built as a Keras model (see the module docstring)."""
+    tuner._runner.arrays = False
+    return {}
 
 
 def timed_search(model, data, epochs, seed, fast, max_trials=None):

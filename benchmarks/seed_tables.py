@@ -15,7 +15,8 @@ Wilcoxon signed-rank p-value (benchmarks/stats.py; benchmarks/README.md says how
 
 Every finished search is stored in benchmarks/results/seed_tables_realistic.json (the default, realistic simulator)
 or seed_tables.json (``--difficulty easy``: the first simulator, the committed tables); running again with the
-same settings continues where a run stopped. The seed's acceptance rule is used throughout.
+same settings continues where a run stopped: a search cut short (a killed sitting) continues from its last trial, kept
+in benchmarks/.work/seed_tables/ until its result is stored. The seed's acceptance rule is used throughout.
 
 Run: .venv/bin/python benchmarks/seed_tables.py [--models nn1 nn2 cnn1 cnn2] [--datasets 2] [--trials 2]
      [--epochs 100] [--scaled nn2_scaled] [--difficulty realistic|easy] [--baselines]
@@ -27,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import time
 from collections import Counter
 
@@ -54,6 +56,7 @@ def store_name(difficulty: str) -> str:
     """One store per simulator: the committed ``seed_tables.json`` holds runs on the easy (first) simulator."""
     return "seed_tables" if difficulty == "easy" else f"seed_tables_{difficulty}"
 ORDER = {"nn1": 0, "nn2": 1, "cnn1": 2, "cnn2": 3}
+WORK = RESULTS.parent / ".work" / "seed_tables"  # searches in progress, one directory each
 
 # the baselines of issue 16 (what each isolates is in benchmarks/README.md)
 BASELINES = {
@@ -94,6 +97,7 @@ def main():
         args.frames, args.pretrain_epochs = store["settings"]["frames"], store["settings"]["pretrain_epochs"]
     elif store.get("settings") != settings:
         store = {"settings": settings, "runs": {}}
+        shutil.rmtree(WORK / store_name(args.difficulty), ignore_errors=True)  # searches under other settings
     runs = store["runs"]
 
     def save():
@@ -115,7 +119,9 @@ def main():
         for method, key in keys.items():
             if key in runs:
                 continue
-            run = search(model, data, method=method, epochs=args.epochs, seed=t, max_trials=args.max_trials)
+            work = WORK / store_name(args.difficulty) / key.replace("/", "-")
+            run = search(model, data, method=method, epochs=args.epochs, seed=t, max_trials=args.max_trials,
+                         directory=work)
             result = figures(run)
             if method == "grs" and not name.endswith("_scaled"):
                 started = time.perf_counter()
@@ -125,8 +131,12 @@ def main():
                 # recorded since the statistics were added: the TQ model's own AL and FCI
                 result["tq_nonzero_flops"] = count_flops(tq_model, nonzero=True)
                 result["tq_test"] = accuracy(tq_model, *data[2])
+            sittings = json.loads((work / "elapsed.json").read_text())["sittings"]
+            if sittings > 1:  # its seconds include each sitting's warm-up and the trial a kill cut short
+                result["sittings"] = sittings
             runs[key] = result
             save()
+            shutil.rmtree(work)
             print(f"{key}: {run.seconds:.1f} s, {run.trials} trials, {run.structure}, PCI {run.pci:.1f}%, "
                   f"AL {run.al:+.2f}", flush=True)
         missing = [b for b, key in extra.items() if key not in runs]

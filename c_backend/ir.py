@@ -42,6 +42,13 @@ SPARSE_DENSITY = 0.5  # sparse="auto" stores a Dense layer sparsely at or below 
 # Output units computed together by the float Dense kernel: each loaded input feeds this many accumulators. Eight
 # accumulators, eight weights and the input fill 17 of the VFP's 32 single registers on ARMv6.
 DENSE_BLOCK = 8
+# A float convolution whose patch holds at most SMALL_PATCH values (a first convolution over one or three channels)
+# computes a group of output positions at once (:func:`position_group`): each loaded weight serves the whole group,
+# and the group's patches stay in registers across the filters. Without pooling, POSITION_GROUP positions; with a
+# fused pooling, the positions of one pooling window (at most MAX_POOL_GROUP).
+SMALL_PATCH = 12
+POSITION_GROUP = 4
+MAX_POOL_GROUP = 9
 
 
 def c_identifier(name: str, taken: set[str] | None = None) -> str:
@@ -171,6 +178,46 @@ def pooling_fuses(conv: O.Op | None, pool: O.Op, readers: int) -> bool:
     latency estimate (``keras_grs.latency``, through :func:`fused_convolutions`) decide by it."""
     return type(pool) is O.Pool and type(conv) is O.Conv and readers == 1 and conv.pool is None \
         and conv.activation != "softmax" and pool.s_h >= pool.p_h and pool.s_w >= pool.p_w
+
+
+def small_patch(patch: int, activation: str) -> bool:
+    """Whether a float32 convolution with ``patch`` values per position and this activation runs the kernel that
+    computes several positions at once (:func:`position_group`); the latency estimate reads the same rule."""
+    return patch <= SMALL_PATCH and activation != "softmax"
+
+
+def position_group(op: O.Conv) -> int:
+    """The output positions the float32 kernel of ``op`` computes together (0: one at a time, the patch kernel).
+
+    A small patch (:func:`small_patch`) groups ``POSITION_GROUP`` consecutive positions, or with a fused pooling the
+    positions of one pooling window, when every window lies inside the convolution's output (no pooling padding)
+    and holds at most ``MAX_POOL_GROUP`` of them; other fused poolings keep the patch kernel, which skips the cells
+    in the padding.
+
+    Example:
+        >>> from c_backend.ops import Conv
+        >>> op = Conv(layer="c", actor="m_c", in_shape=(6, 6, 1), out_shape=(5, 5, 4), in_h=6, in_w=6, out_h=5,
+        ...           out_w=5, in_c=1, k_h=2, k_w=2, filters=4)
+        >>> position_group(op), position_group(Conv(**{**op.__dict__, "in_c": 4}))
+        (4, 0)
+    """
+    if not small_patch(op.k_h * op.k_w * op.in_c, op.activation):
+        return 0
+    pool = op.pool
+    if pool is None:
+        return POSITION_GROUP
+    inside = pool.pad_t == 0 and pool.pad_l == 0 and (pool.out_h - 1) * pool.s_h + pool.p_h <= op.out_h \
+        and (pool.out_w - 1) * pool.s_w + pool.p_w <= op.out_w
+    window = pool.p_h * pool.p_w
+    return window if inside and window <= MAX_POOL_GROUP else 0
+
+
+def filters_together(group: int, patch: int, filters: int) -> int:
+    """Filters the grouped kernel's scalar form (the ARM1176's VFP) computes in one pass: two, so that twice the
+    accumulators hide the VFP's multiply-accumulate latency, where the group's patches, the accumulators and a pair
+    of weights fit the 32 single registers and the accumulators the 30 operands of one asm statement (two each);
+    else one."""
+    return 2 if filters > 1 and group * patch + 2 * group + 2 <= 32 and 2 * group <= 8 else 1
 
 
 def fused_convolutions(model) -> dict[str, O.Conv]:
@@ -572,7 +619,11 @@ def _finish(op: O.Op, sparse: str) -> O.Op:
             column=columns, nonzero_values=weights[rows, columns], nonzero=nonzero, density=density,
             index_type="unsigned short" if weights.shape[1] <= 65535 else "int",
             description=op.description + f" (sparse, {nonzero} non-zero weights)")
-    if isinstance(op, (O.Dense, O.Conv)):  # a convolution is a Dense layer applied to each gathered patch
+    if isinstance(op, O.Conv) and position_group(op):  # per filter its weights, then its bias
+        op.group, op.scratch = position_group(op), None  # the patches live in registers
+        op.together = filters_together(op.group, op.k_h * op.k_w * op.in_c, op.filters)
+        op.weights = np.concatenate([weights, bias[:, None]], axis=1).ravel()
+    elif isinstance(op, (O.Dense, O.Conv)):  # a convolution is a Dense layer applied to each gathered patch
         op.blocks, op.weights = _dense_blocks(weights)
     else:  # depthwise: read tap by tap, each tap's weights for every output channel side by side
         op.blocks, op.weights = _blocks(op.channels), weights.T.ravel()  # channels computed together

@@ -165,11 +165,14 @@ class Kernel(Weighted, Window):
 class Conv(Kernel):
     """``out_h`` x ``out_w`` are the convolution's own output; with ``pool`` (float32: a max/average pooling whose
     windows do not overlap, the only reader of the convolution's output) the actor writes the pooled output
-    (``out_shape``) and the convolution's output never leaves it."""
+    (``out_shape``) and the convolution's output never leaves it. With ``group``, ``weights`` holds per filter its
+    weights then its bias, and ``blocks`` is empty."""
 
     kind: ClassVar[str] = "conv"
     filters: int
     pool: Pool | None = field(default=None, repr=False)
+    group: int = 0  # output positions computed together (c_backend.ir.position_group; 0: one at a time)
+    together: int = 1  # filters per pass of the grouped kernel on the VFP (c_backend.ir.filters_together)
 
 
 @dataclass(kw_only=True, eq=False)
@@ -261,6 +264,7 @@ class ConvInt8(Conv, Int8Weights):
     small_patch: bool = False  # a patch of at most 4 values: one record per filter, two positions at once
     records: np.ndarray | None = field(default=None, repr=False)
     row_walk: bool = False  # windows read in place, row by row
+    columns: bool = False  # a two-position kernel walking rows by column words, 4 positions a record (quantize.columns)
 
 
 @dataclass(kw_only=True, eq=False)

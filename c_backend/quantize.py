@@ -287,6 +287,7 @@ def _quantize_weights(op: O.DenseInt8 | O.ConvInt8, raw, source: tuple, output: 
     # a convolution whose windows never leave the input and whose rows are whole words reads its patch in place, row
     # by row, on ARMv6 (the loop's counter and the step to the next row are immediates of its ARM instructions)
     op.row_walk = row_walk(op.small_patch, op.inside, op.k_w, op.in_c, op.in_w)
+    op.columns = columns(op.small_patch, op.inside, (op.k_h, op.k_w), op.in_c, op.s_w, op.filters)
 
 
 # The kernel variant rules, read by the templates' flags above and by keras_grs.latency's int8 features.
@@ -306,6 +307,14 @@ def row_walk(small: bool, inside: bool, k_w: int, in_c: int, in_w: int) -> bool:
     """Whether a convolution reads its windows in place, row by row (else it gathers each patch first)."""
     row = k_w * in_c
     return not small and inside and row % 4 == 0 and row // 4 <= 255 and _arm_immediate((in_w - k_w) * in_c)
+
+
+def columns(small: bool, inside: bool, kernel: tuple, in_c: int, s_w: int, filters: int) -> bool:
+    """Whether a two-position convolution (:func:`small_patch`) walks its rows by column words instead: one input
+    channel, 2x2 windows inside the input and side by side (strides 1 along a row), so that a column of two values
+    serves the windows on either side of it, and a filter's record up to 4 positions (stores at most 4 x filters
+    bytes away: an immediate offset of ARM's STRB)."""
+    return small and inside and tuple(kernel) == (2, 2) and in_c == 1 and s_w == 1 and 4 * filters <= 4096
 
 
 def max_pool_words(mode: str, channels: int) -> bool:

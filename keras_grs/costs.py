@@ -40,24 +40,28 @@ def count_params(model: keras.Model, nonzero: bool = False) -> int:
     return int(sum(int(np.count_nonzero(keras.ops.convert_to_numpy(w))) for w in model.weights))
 
 
-def count_flops(model: keras.Model, nonzero: bool = False) -> int:
-    """FLOPs of one inference (one sample): 2 per multiply-accumulate (see the module docstring).
+def count_flops(model: keras.Model, nonzero: bool = False, weights=None) -> int:
+    """FLOPs of one inference (one sample): 2 per multiply-accumulate (see the module docstring). ``weights``: as
+    for :func:`flops_by_layer`.
 
     Example:
         >>> import keras_grs
         >>> keras_grs.count_flops(keras_grs.models.build("nn2", (140,)))
         9088
     """
-    return int(sum(flops_by_layer(model, nonzero=nonzero).values()))
+    return int(sum(flops_by_layer(model, nonzero=nonzero, weights=weights).values()))
 
 
-def flops_by_layer(model: keras.Model, nonzero: bool = False) -> dict[str, int]:
+def flops_by_layer(model: keras.Model, nonzero: bool = False, weights=None) -> dict[str, int]:
     """FLOPs of each layer that performs MACs (Dense, Conv, DepthwiseConv, SeparableConv), by name, in graph order.
+
+    ``weights``: per layer name, its arrays by variable name (``kernel``, ``bias``, ...): the FLOPs of a model of
+    ``model``'s topology with other channel counts (a pruning candidate not built as a Keras model).
 
     Raises UnsupportedLayerError for a layer keras-grs does not know (named with its class)."""
     flops = {}
     for layer in leaf_layers(model):
         macs = kind_of(layer).macs
         if macs is not None:
-            flops[layer.name] = 2 * macs(layer, nonzero)
+            flops[layer.name] = 2 * macs(layer, nonzero, None if weights is None else weights[layer.name])
     return flops

@@ -20,13 +20,17 @@ import numpy as np
 from keras_grs.structure import WIDTH_LAYERS, analyze
 
 
-def unit_norms(model: keras.Model) -> dict[str, list[float]]:
+def unit_norms(model: keras.Model, structure=None, kernels=None) -> dict[str, list[float]]:
     """For every width group of ``model`` (by layer name): the L1 norm of each unit's incoming weights (bias
-    excluded)."""
+    excluded). ``structure``: ``analyze(model)``, when at hand; ``kernels``: by layer name, kernels that stand in
+    for the layers' own (a pruning candidate of ``model``'s topology not built as a Keras model)."""
     norms = {}
-    for group in analyze(model).groups:
-        layer = model.get_layer(group.layer)
-        assert isinstance(layer, WIDTH_LAYERS)
-        kernel = keras.ops.convert_to_numpy(layer.kernel)
+    for group in (structure if structure is not None else analyze(model)).groups:
+        if kernels is not None:
+            kernel = kernels[group.layer]
+        else:
+            layer = model.get_layer(group.layer)
+            assert isinstance(layer, WIDTH_LAYERS)
+            kernel = keras.ops.convert_to_numpy(layer.kernel)
         norms[group.name] = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0).tolist()
     return norms

@@ -22,7 +22,9 @@ Every layer class (and every plain Keras op, such as the ``x + 3.0`` of a hard-s
 
 * ``slice(layer, weights, kin, kout)``: the layer's weights (a dict by variable name) with only the kept input
   channels ``kin`` and kept output channels ``kout`` (index arrays, None for "all").
-* ``macs(layer, nonzero)``: multiply-accumulates of one inference (one sample); FLOPs are 2 per MAC.
+* ``macs(layer, nonzero, weights=None)``: multiply-accumulates of one inference (one sample); FLOPs are 2 per MAC.
+  ``weights`` (by variable name) stand in for the layer's own: the count of a resized copy of the layer, whose
+  positions are the layer's (removing channels never changes them).
 * ``resize(config, channels)``: sets the output channel count in a layer config (Dense units, Conv filters, a
   Reshape's target shape), for layers whose config states it.
 * ``pins(operation, node)``: a reason (string) why this particular instance pins its channels, or None.
@@ -120,8 +122,8 @@ def _slice_per_channel(layer, weights, kin, kout):
 
 
 # -- MAC rules ----------------------------------------------------------------------------------------------
-def _count(layer, attribute, nonzero):
-    kernel = keras.ops.convert_to_numpy(getattr(layer, attribute))
+def _count(layer, attribute, nonzero, weights=None):
+    kernel = weights[attribute] if weights is not None else keras.ops.convert_to_numpy(getattr(layer, attribute))
     return int(np.count_nonzero(kernel)) if nonzero else int(kernel.size)
 
 
@@ -129,24 +131,25 @@ def _positions(shape):
     return int(np.prod(shape[1:-1])) if len(shape) > 2 else 1
 
 
-def _macs_dense(layer, nonzero):
+def _macs_dense(layer, nonzero, weights=None):
     """Each input position (a Dense on a sequence runs at every step) multiplies the whole kernel."""
-    return _positions(layer.input.shape) * _count(layer, "kernel", nonzero)
+    return _positions(layer.input.shape) * _count(layer, "kernel", nonzero, weights)
 
 
-def _macs_conv(layer, nonzero):
+def _macs_conv(layer, nonzero, weights=None):
     """Each output position multiplies the whole kernel (border positions of ``same`` padding in full)."""
-    return _positions(layer.output.shape) * _count(layer, "kernel", nonzero)
+    return _positions(layer.output.shape) * _count(layer, "kernel", nonzero, weights)
 
 
-def _macs_depthwise(layer, nonzero):
-    return _positions(layer.output.shape) * _count(layer, "kernel", nonzero)
+def _macs_depthwise(layer, nonzero, weights=None):
+    return _positions(layer.output.shape) * _count(layer, "kernel", nonzero, weights)
 
 
-def _macs_separable(layer, nonzero):
+def _macs_separable(layer, nonzero, weights=None):
     """The depthwise half at every output position, then the 1x1 pointwise half at every output position."""
     positions = _positions(layer.output.shape)
-    return positions * (_count(layer, "depthwise_kernel", nonzero) + _count(layer, "pointwise_kernel", nonzero))
+    return positions * (_count(layer, "depthwise_kernel", nonzero, weights)
+                        + _count(layer, "pointwise_kernel", nonzero, weights))
 
 
 # -- config rules -------------------------------------------------------------------------------------------

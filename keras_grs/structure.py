@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import keras
 import numpy as np
@@ -164,6 +164,43 @@ class Structure:
             mask[np.asarray(keep[self.all_groups[i].name], int)] = True
             alive[offsets[i] : offsets[i] + widths[i]] = mask
         return alive[offsets[layout.group] + layout.unit]
+
+    def kept(self, keep: Mapping[str, np.ndarray]) -> Structure:
+        """The structure of the model :func:`keras_grs.shrink` makes when each group named in ``keep`` keeps only
+        those units (sorted, as :func:`keras_grs.surgery.kept_units` returns them), without building or analysing
+        it: the groups' widths, and every channel layout without the removed units, the rest renumbered in order.
+
+        Example:
+            >>> import keras_grs
+            >>> from keras_grs.surgery import kept_units
+            >>> parent = keras_grs.models.build("nn1", (140,))
+            >>> structure = keras_grs.analyze(parent)
+            >>> remove = {"dense1": [0, 5], "dense3": [7]}
+            >>> structure.kept(kept_units(structure, remove)) == keras_grs.analyze(keras_grs.shrink(parent, remove))
+            True
+        """
+        position = {g.name: i for i, g in enumerate(self.all_groups)}
+        renumbered = {}  # group index -> new unit of each old unit (-1: removed)
+        for name, units in keep.items():
+            table = np.full(self.all_groups[position[name]].width, -1, np.int64)
+            table[np.asarray(units, np.int64)] = np.arange(len(units))
+            renumbered[position[name]] = table
+
+        def cut(layout):
+            alive = self.kept_mask(layout, keep) if layout is not None else None
+            if alive is None:
+                return layout
+            group, unit = layout.group[alive], layout.unit[alive].copy()
+            for index, table in renumbered.items():
+                mine = group == index
+                unit[mine] = table[unit[mine]]
+            return Layout(group, unit)
+
+        steps = tuple(replace(step, inputs=tuple(cut(x) for x in step.inputs), output=cut(step.output))
+                      for step in self.steps)
+        groups = tuple(replace(g, width=len(keep[g.name])) if g.name in keep else g for g in self.all_groups)
+        return Structure(groups=tuple(g for g in groups if g.pinned is None), layers=self.layers,
+                         pinned=tuple(g for g in groups if g.pinned is not None), steps=steps, all_groups=groups)
 
     def __str__(self) -> str:
         return "x".join(str(w) for w in self.widths) if self.groups else "(no prunable layers)"

@@ -171,15 +171,19 @@ def _as_index(value) -> int:
 
 
 def surviving_weights(
-    model: keras.Model, keep: Mapping[str, np.ndarray], structure: Structure | None = None
+    model: keras.Model, keep: Mapping[str, np.ndarray], structure: Structure | None = None, weights=None
 ) -> list[list[np.ndarray]]:
     """The weights of every layer of ``model`` (inputs excepted, in graph order) after removing all units but
-    ``keep``'s (as :func:`kept_units` returns them), cut by each layer's slicing rule."""
+    ``keep``'s (as :func:`kept_units` returns them), cut by each layer's slicing rule.
+
+    ``weights`` (per layer, as this returns them) and ``structure`` may stand in for another model of ``model``'s
+    topology (a pruning candidate held as arrays): only for layers whose slicing rule reads nothing but the
+    weights (Dense, Conv)."""
     structure = structure if structure is not None else analyze(model)
     steps = {step.name: step for step in structure.steps}
     result = []
-    for layer in leaf_layers(model):
-        values = layer.get_weights()
+    for i, layer in enumerate(leaf_layers(model)):
+        values = layer.get_weights() if weights is None else list(weights[i])
         step = steps[layer.name]
         slicer = kind_of(layer).slice
         if not values or slicer is None or not keep:

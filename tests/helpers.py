@@ -72,3 +72,14 @@ def fit_epochs_whole(model, x, y, batch_size=32, **fit):
     config["steps_per_execution"] = math.ceil(len(x) / batch_size)
     model.compile_from_config(config)
     return model.fit(x, y, batch_size=batch_size, **fit)
+
+
+def tiny_classifier(second: int = 4):
+    """A seeded, compiled 12-input MLP with two hidden width groups (6 and ``second`` units) and a Dropout: the
+    smallest model a batched search prunes."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(6, activation="relu", name="hidden"),
+                              keras.layers.Dropout(0.2), keras.layers.Dense(second, activation="relu", name="second"),
+                              keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model

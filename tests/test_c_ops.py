@@ -42,19 +42,20 @@ def test_a_dense_op_holds_the_layers_shapes_and_arrays():
 
 
 def test_a_conv_op_folds_batchnorm_into_its_arrays():
-    model = keras.Sequential([keras.Input((5, 6, 2)), L.Conv2D(3, (2, 3), strides=(1, 2), padding="same", name="c"),
+    # a patch of 18 values: the patch kernel's blocked layout (c_backend.ir.small_patch)
+    model = keras.Sequential([keras.Input((5, 6, 3)), L.Conv2D(3, (2, 3), strides=(1, 2), padding="same", name="c"),
                               L.BatchNormalization(name="bn"), L.Flatten(), L.Dense(2)])
     randomize(model, np.random.default_rng(1))
     conv = describe(model, "m")[0]
-    assert isinstance(conv, O.Conv) and (conv.in_h, conv.in_w, conv.in_c, conv.out_h, conv.out_w) == (5, 6, 2, 5, 3)
-    assert (conv.k_h, conv.k_w, conv.s_h, conv.s_w, conv.filters, conv.scratch) == (2, 3, 1, 2, 3, ("float", 12))
+    assert isinstance(conv, O.Conv) and (conv.in_h, conv.in_w, conv.in_c, conv.out_h, conv.out_w) == (5, 6, 3, 5, 3)
+    assert (conv.k_h, conv.k_w, conv.s_h, conv.s_w, conv.filters, conv.scratch) == (2, 3, 1, 2, 3, ("float", 18))
     bn = model.get_layer("bn")
     scale = bn.gamma.numpy() / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
     shift = bn.beta.numpy() - bn.moving_mean.numpy() * scale
     kernel, bias = model.get_layer("c").get_weights()
     np.testing.assert_allclose(conv.bias, bias * scale + shift, rtol=1e-6)
     filters = kernel.transpose(3, 0, 1, 2).reshape(3, -1) * scale[:, None]
-    np.testing.assert_allclose(conv.weights.reshape(12, 3).T, filters, rtol=1e-6)  # one block of 3 filters
+    np.testing.assert_allclose(conv.weights.reshape(18, 3).T, filters, rtol=1e-6)  # one block of 3 filters
 
 
 def test_a_sparse_dense_op_stores_compressed_rows():

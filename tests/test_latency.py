@@ -16,6 +16,7 @@ from keras_grs import GRSOracle, estimate_latency, models, select, shrink
 from keras_grs.cli import main
 from keras_grs.inputs import SettingError
 from keras_grs.latency import coefficients
+from keras_grs.layers import UnsupportedLayerError
 from keras_grs.search import GroupSpec, Outcome, make_search, run
 
 Status = trial_module.TrialStatus
@@ -48,12 +49,28 @@ def test_the_estimate_breaks_down_by_layer_and_skips_layers_without_actors():
     assert estimate.layers[0].features["macs"] == 140 * 32
 
 
+def test_a_graph_with_merge_layers_is_priced_layer_by_layer():
+    """Add and Concatenate take several inputs: each is one elementwise actor over its output."""
+    inputs = keras.Input((6, 6, 2))
+    a = keras.layers.Conv2D(4, 3, padding="same", name="a")(inputs)
+    b = keras.layers.Conv2D(4, 1, name="b")(inputs)
+    added = keras.layers.Add(name="add")([a, b])
+    joined = keras.layers.Concatenate(name="join")([added, a])
+    outputs = keras.layers.Dense(2, activation="softmax", name="out")(keras.layers.Flatten()(joined))
+    latency = estimate_latency(keras.Model(inputs, outputs))
+    merges = {actor.layer: actor for actor in latency.layers if actor.layer in ("add", "join")}
+    assert merges["add"].features["elements"] == 6 * 6 * 4
+    assert merges["join"].features["elements"] == 6 * 6 * 8
+    assert latency.ms > sum(a.ms for a in latency.layers if a.layer in ("a", "b"))
+
+
 def test_each_int8_kernel_variant_is_priced_with_its_own_features(tmp_path):
     # one layer per variant the C backend picks; the estimate must name the same variant as the exported ops
     L = keras.layers
     model = keras.Sequential([
-        keras.Input((9, 8, 1)),
-        L.Conv2D(8, 2, activation="relu", name="pairs"),  # patch of 4 values: the two-position kernel
+        keras.Input((9, 15, 1)),
+        # patch of 4 values: the two-position kernel (strides 2 along a row: not its column-word form)
+        L.Conv2D(8, 2, strides=(1, 2), activation="relu", name="pairs"),
         L.Conv2D(8, 2, activation="relu", name="walk"),  # inside, rows of 16 bytes: read in place
         L.MaxPooling2D(2, name="words"),  # 8 channels: 4 at a time
         L.Conv2D(3, 2, padding="same", activation="relu", name="gather"),  # padded: patches gathered
@@ -64,7 +81,7 @@ def test_each_int8_kernel_variant_is_priced_with_its_own_features(tmp_path):
     ])
     rng = np.random.default_rng(0)
     exported = c_backend.export(model, tmp_path, name="v", target="pi-zero", precision="int8",
-                                calibration=rng.normal(size=(32, 9, 8, 1)).astype("float32"))
+                                calibration=rng.normal(size=(32, 9, 15, 1)).astype("float32"))
     ops = {op.layer: op for op in exported.ops if op.kind in ("conv_int8", "dense_int8", "pool_int8")}
     estimate = estimate_latency(model, dtype="int8")
     actors = {a.layer: a for a in estimate.layers if a.kind in ("conv", "dense", "pool")}
@@ -76,6 +93,7 @@ def test_each_int8_kernel_variant_is_priced_with_its_own_features(tmp_path):
             assert (f["pairs"] > 0, f["window_rows"] > 0, f["gathered"] > 0) == \
                 (op.small_patch, op.row_walk, not op.small_patch and not op.row_walk), name
     assert [ops[n].small_patch for n in ("pairs", "walk", "gather")] == [True, False, False]
+    assert not ops["pairs"].columns and actors["pairs"].features["column_runs"] == 0
     assert ops["walk"].row_walk and ops["fast"].fast_requantize and not ops["exact"].fast_requantize
     assert actors["pairs"].features["groups"] == 0 and actors["pairs"].features["pair_filters"] == 8 * (8 * 7 // 2)
     assert ops["words"].words and actors["words"].features["word_reads"] == 3 * 3 * 8 and not \
@@ -89,10 +107,98 @@ def test_each_int8_kernel_variant_is_priced_with_its_own_features(tmp_path):
     assert keras_grs.latency.features("int8")["dense"] != keras_grs.latency.features("float32")["dense"]
 
 
-def test_a_float_pooling_the_export_fuses_is_priced_inside_its_convolution(tmp_path, monkeypatch):
+def test_the_int8_column_word_kernel_is_priced_with_its_own_features(tmp_path):
+    model = keras.Sequential([keras.Input((9, 8, 1)), keras.layers.Conv2D(8, 2, activation="relu", name="columns"),
+                              keras.layers.Flatten(), keras.layers.Dense(2, name="out")])
+    exported = c_backend.export(model, tmp_path, name="c", target="pi-zero", precision="int8",
+                                calibration=np.random.default_rng(0).normal(size=(32, 9, 8, 1)).astype("float32"))
+    op = next(op for op in exported.ops if op.layer == "columns")
+    features = next(a for a in estimate_latency(model, dtype="int8").layers if a.layer == "columns").features
+    assert op.small_patch and op.columns
+    # rows of 7 positions: runs of 4 and 3; 8 rows; 8 column words per row
+    assert (features["column_runs"], features["column_filters"], features["column_outputs"],
+            features["column_cells"]) == (16, 16 * 8, 8 * 7 * 8, 8 * 8)
+    assert features["pairs"] == features["groups"] == features["gathered"] == 0
+
+
+def int8_pooling(pool, side, padding, channels=4):
+    return keras.Sequential([keras.Input((side, side, channels)),
+                             pool(3, strides=1, padding=padding, name="pool"), keras.layers.Flatten(),
+                             keras.layers.Dense(2, name="out")])
+
+
+def test_an_int8_pooling_whose_windows_cross_the_padding_prices_its_checked_loop_and_divisions(tmp_path):
+    # 9x9 outputs of 3x3 windows either way: 'same' on 9x9 (32 windows cross the padding), 'valid' on 11x11 (none)
+    rng = np.random.default_rng(0)
+    found = {}
+    for padding, side in (("same", 9), ("valid", 11)):
+        model = int8_pooling(keras.layers.AveragePooling2D, side, padding)
+        exported = c_backend.export(model, tmp_path / padding, name="p", target="pi-zero", precision="int8",
+                                    calibration=rng.normal(size=(16, side, side, 4)).astype("float32"))
+        op = next(op for op in exported.ops if op.kind == "pool_int8")
+        estimate = estimate_latency(model, dtype="int8")
+        found[padding] = op, next(a for a in estimate.layers if a.layer == "pool"), estimate.cycles
+    (same_op, same, same_cycles), (valid_op, valid, valid_cycles) = found["same"], found["valid"]
+    assert not same_op.inside and valid_op.inside
+    f = same.features
+    # the C loop over 81 outputs x 4 channels: corner windows read 4 cells, other edge windows 6, inner ones 9
+    assert f["checked_reads"] == 4 * (25 * 25) and f["reads"] == 0
+    assert f["skipped_rows"] == 4 * (2 * 9) and f["skipped_cells"] == 4 * (25 * 2)
+    assert f["checked_reads"] + 3 * f["skipped_rows"] + f["skipped_cells"] == 4 * 81 * 9
+    assert f["divisions"] == f["avg_outputs"] == 4 * 81  # the count varies: a library division per output
+    g = valid.features
+    assert g["reads"] == 4 * 81 * 9 and g["checked_reads"] == g["skipped_rows"] == g["skipped_cells"] == 0
+    assert g["divisions"] == 0 and g["avg_outputs"] == 4 * 81  # a constant count: divided by multiplying
+    # as many outputs, fewer cells read, yet dearer: the checked loop and the divisions (the meter: 1.7x)
+    assert same.cycles > 1.3 * valid.cycles and same_cycles > valid_cycles
+    # a max pooling over 4 channels compares words; crossing the padding checks every cell of every window
+    words = {a.layer: a.features for a in estimate_latency(
+        int8_pooling(keras.layers.MaxPooling2D, 9, "same"), dtype="int8").layers}["pool"]
+    assert words["word_reads"] == 25 * 25 and words["word_checks"] == 81 * 9 and words["reads"] == 0
+
+
+@pytest.mark.parametrize("layer", [keras.layers.DepthwiseConv2D(3), keras.layers.SeparableConv2D(4, 3),
+                                   keras.layers.Conv2D(6, 3, groups=3)])
+def test_an_int8_estimate_refuses_the_convolutions_int8_export_refuses(tmp_path, layer):
+    # c_backend has no int8 depthwise kernel: the export refuses these layers, and so does the estimate, naming them
+    model = keras.Sequential([keras.Input((6, 6, 3)), layer, keras.layers.Flatten(), keras.layers.Dense(2)])
+    calibration = np.zeros((4, 6, 6, 3), "float32")
+    with pytest.raises(UnsupportedLayerError):
+        c_backend.export(model, tmp_path, name="d", target="pi-zero", precision="int8", calibration=calibration)
+    with pytest.raises(ValueError, match=f"layer '{layer.name}'.*no int8 kernel.*dtype='float32'"):
+        estimate_latency(model, dtype="int8")
+    assert estimate_latency(model).cycles > 0
+
+
+def test_a_small_patch_float_convolution_is_priced_as_the_grouped_kernel(tmp_path):
     L = keras.layers
     model = keras.Sequential([
         keras.Input((11, 11, 1)),
+        L.Conv2D(8, 2, activation="relu", name="windows"),  # 10x10 outputs, patch of 4: the grouped kernel
+        L.MaxPooling2D(3, name="fused"),  # 3x3 windows inside the output: a group of 9 positions
+        L.Conv2D(5, 1, name="rows"),  # 1x1 over 8 channels: groups of 4 positions in a row
+        L.Flatten(),
+        L.Dense(3, activation="softmax", name="out"),
+    ])
+    exported = c_backend.export(model, tmp_path, name="g", target="pi-zero")
+    ops = {op.layer: op for op in exported.ops}
+    assert (ops["windows"].group, ops["rows"].group) == (9, 4)
+    layers = {a.layer: a.features for a in estimate_latency(model).layers}
+    windows, rows = layers["windows"], layers["rows"]
+    assert (windows["group_macs"], windows["group_weights"], windows["group_outputs"], windows["group_cells"]) == \
+        (9 * 9 * 4 * 8, 9 * 8 * 5, 9 * 9 * 8, 9 * 9 * 4)
+    assert rows["group_macs"] == 12 * 8 * 5 and rows["group_cells"] == 12 * 8  # 9 positions: 3 groups of 4
+    # one filter per pass where the group's registers are too many for two (c_backend.ir.filters_together)
+    assert (ops["windows"].together, windows["group_passes"], rows["group_passes"]) == (1, 9 * 8, 3 * 5)
+    assert ops["windows"].together == c_backend.ir.filters_together(9, 4, 8)
+    assert c_backend.ir.filters_together(4, 4, 10) == 2  # compact cnn1's conv1: 8 accumulators
+    assert windows["macs"] == windows["gathered"] == rows["macs"] == 0
+
+
+def test_a_float_pooling_the_export_fuses_is_priced_inside_its_convolution(tmp_path, monkeypatch):
+    L = keras.layers
+    model = keras.Sequential([
+        keras.Input((11, 11, 4)),  # a patch of 16 values: the patch kernel
         L.Conv2D(8, 2, activation="relu", name="conv"),  # 10x10 outputs
         L.MaxPooling2D(3, name="fused"),  # 3x3 windows that do not overlap: row and column 9 are never computed
         L.Conv2D(4, 2, activation="relu", name="conv2"),
@@ -107,7 +213,7 @@ def test_a_float_pooling_the_export_fuses_is_priced_inside_its_convolution(tmp_p
                                                               if a.kind != "exp"]
     assert [a.layer for a in estimate.layers if a.kind == "pool"] == ["overlap"]
     conv = estimate.layers[0].features
-    assert conv["macs"] == 9 * 9 * 4 * 8 and conv["outputs"] == 9 * 9 * 8  # covered outputs only
+    assert conv["macs"] == 9 * 9 * 16 * 8 and conv["outputs"] == 9 * 9 * 8  # covered outputs only
     assert conv["max_folds"] == (81 - 9) * 8 and conv["pooled_outputs"] == 9 * 8  # the ReLU after the max
     assert estimate.layers[1].features["max_folds"] == 0
     # priced as before the fusion (a pooling actor, every convolution output), the estimate is higher, as the

@@ -1,6 +1,5 @@
 """One candidate runner: the keras-tuner and Optuna backends record the same outcome for the same candidate."""
 
-import keras
 import optuna
 import pytest
 
@@ -8,16 +7,9 @@ from keras_grs import GRSTuner, datasets
 from keras_grs import optuna as kgo
 from keras_grs.tuner.oracles import GUARD_SAMPLES, KEY, guard_metric
 
+from helpers import tiny_classifier
+
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-def tiny_model():
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(6, activation="relu", name="hidden"),
-                              keras.layers.Dropout(0.2), keras.layers.Dense(4, activation="relu", name="second"),
-                              keras.layers.Dense(2, activation="softmax")])
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
 
 
 def test_tuner_and_optuna_record_the_same_outcome_for_the_same_candidates(tmp_path):
@@ -27,7 +19,7 @@ def test_tuner_and_optuna_record_the_same_outcome_for_the_same_candidates(tmp_pa
     (xt, yt), validation, _ = datasets.split(x, y, val=0.3, test=0.0)
     fit = dict(epochs=1, batch_size=16, verbose=0)
 
-    model = tiny_model()
+    model = tiny_classifier()
     tuner = GRSTuner.from_model(model, tolerance=0.5, seed=4, max_trials=3, directory=tmp_path / "t",
                                 evaluator="batched")
     tuner.search(xt, yt, validation_data=validation, **fit)

@@ -29,9 +29,8 @@ import keras_tuner
 import numpy as np
 import tensorflow as tf
 
-from keras_grs.costs import count_flops, count_params
-from keras_grs.latency import latency_ms
 from keras_grs.evaluate.base import check_epoch_score
+from keras_grs.evaluate.candidate import Candidate, measure, realized, template_of
 from keras_grs.evaluate.keras import KerasEvaluator
 from keras_grs.evaluate.training import (
     Loss, Optimizer, UnsupportedForBatching, check_weighting, penalty, read_loss, read_optimizer, read_regularizer,
@@ -225,6 +224,7 @@ class BatchedEvaluator:
         self._layouts = {}  # topology -> CheckpointLayout (None: Keras saves those models itself)
 
     batches = True  # the tuner hands it every pending trial at once
+    takes_candidates = True  # trains a keras_grs.evaluate.candidate.Candidate without building its model
     # a files.BackgroundWriter that finishes the checkpoints (fsync, rename, digest) off the training path; its
     # owner joins it before reporting the trials complete. None: each checkpoint is whole when evaluate returns.
     writer = None
@@ -271,14 +271,14 @@ class BatchedEvaluator:
         if validation is not None and len(validation) > 2 and validation[2] is not None:
             raise UnsupportedForBatching("validation sample weights")
         check_weighting(fit_kwargs)
-        plans = [_plan(job.model) for job in jobs]
-        if len({_signature(p, j.model) for p, j in zip(plans, jobs)}) != 1:
+        plans = [_plan(template_of(job.model)) for job in jobs]  # a candidate's layers are its parent's
+        if len({_signature(p, template_of(j.model)) for p, j in zip(plans, jobs)}) != 1:
             raise UnsupportedForBatching("jobs differ")
         return plans[0]
 
     def evaluate(self, jobs, fit_args, fit_kwargs):
         if not all(job.train for job in jobs):
-            return self.fallback.evaluate(jobs, fit_args, fit_kwargs)
+            return self._fall_back(jobs, fit_args, fit_kwargs)
         try:
             plan = self._check(jobs, fit_kwargs)
         except (UnsupportedForBatching, TypeError) as reason:
@@ -286,17 +286,21 @@ class BatchedEvaluator:
                 warnings.warn(f"one fit per trial instead of batched evaluation: {reason}",
                               stacklevel=2)
                 self._warned = True
-            return self.fallback.evaluate(jobs, fit_args, fit_kwargs)
+            return self._fall_back(jobs, fit_args, fit_kwargs)
         self._calls += 1
         return self._train(jobs, plan, fit_args, fit_kwargs)
+
+    def _fall_back(self, jobs, fit_args, fit_kwargs):
+        for job in jobs:  # the keras evaluator fits Keras models
+            job.model = realized(job.model)
+        return self.fallback.evaluate(jobs, fit_args, fit_kwargs)
 
     # -------------------------------------------------------------------------------------------------------
     def _pack(self, jobs, plan, in_channels):
         """Stack the jobs' weights at the padded widths: per weighted layer a (slots, inputs, outputs) kernel,
         a (slots, outputs) bias and a (slots, outputs) mask of the units each job has."""
-        per_job = [[layer for layer in layer_chain(job.model) if _is_weighted(layer)]
-                   for job in jobs]
-        widths = [max(layers[i].kernel.shape[-1] for layers in per_job) for i in range(len(per_job[0]))]
+        per_job = [(job.model, _weighted_layers(job.model)) for job in jobs]  # (layer, its arrays) of each
+        widths = [max(layers[i][1][0].shape[-1] for _, layers in per_job) for i in range(len(per_job[0][1]))]
         self._capacity = [max(a, b) for a, b in zip(widths, self._capacity or widths)]
         self._slots = max(self._slots, len(jobs))
         widths, k = self._capacity, self._slots
@@ -307,8 +311,8 @@ class BatchedEvaluator:
             kernel = np.zeros((k, *prefix, n_in, n_out), "float32")
             bias = np.zeros((k, n_out), "float32")
             mask = np.zeros((k, n_out), "float32")
-            for j, layers in enumerate(per_job):
-                w, *b = layers[i].get_weights()  # a layer without bias keeps a zero bias that nothing trains
+            for j, (_, layers) in enumerate(per_job):
+                w, *b = layers[i][1]  # a layer without bias keeps a zero bias that nothing trains
                 w = w.reshape(*prefix, -1, w.shape[-1])
                 kernel[j, ..., : w.shape[-2], : w.shape[-1]] = w
                 if b:
@@ -322,16 +326,20 @@ class BatchedEvaluator:
         """Copy each job's chosen weights into its model; per job, its layers' new weights by layer name."""
         ops = [op for op in plan.ops if op.weighted]
         unpacked = []
-        for j, layers in enumerate(per_job):
+        for j, (model, layers) in enumerate(per_job):
             unpacked.append({})
-            for i, (op, layer) in enumerate(zip(ops, layers)):
+            for i, (op, (layer, current)) in enumerate(zip(ops, layers)):
                 prefix = _kernel_prefix(op)
                 kernel, bias = best_params[2 * i][j], best_params[2 * i + 1][j]
-                n_in = layer.kernel.shape[-2] if op.kind == "conv" else layer.kernel.shape[0] // math.prod(prefix)
-                n_out = layer.kernel.shape[-1]
+                shape = current[0].shape
+                n_in = shape[-2] if op.kind == "conv" else shape[0] // math.prod(prefix)
+                n_out = shape[-1]
                 kernel = kernel.reshape(*prefix, -1, kernel.shape[-1])[..., :n_in, :n_out]
-                values = [kernel.reshape(layer.kernel.shape), bias[:n_out]][: 1 + op.bias]
-                layer.set_weights(values)
+                values = [kernel.reshape(shape), bias[:n_out]][: 1 + op.bias]
+                if isinstance(model, Candidate):
+                    model.assign(layer.name, values)
+                else:
+                    layer.set_weights(values)
                 unpacked[j][layer.name] = values
         return unpacked
 
@@ -339,27 +347,32 @@ class BatchedEvaluator:
         """The job's checkpoint, written from its arrays in Keras' layout (:mod:`keras_grs.checkpoint`): Keras'
         own ``save_weights`` walks the model in Python, which cost more than a small candidate's training. A model
         whose optimizer has been built (its variables would be missing from the layout), or whose file the layout
-        cannot describe, is saved by Keras."""
+        cannot describe, is saved by Keras. A :class:`~keras_grs.evaluate.candidate.Candidate` is never built for
+        it: the layout of its topology is read from its parent (or, when the parent's optimizer was built, from the
+        candidate materialised once)."""
         model = job.model
-        if not self.arrays_checkpoints or getattr(model.optimizer, "built", True):
-            save_weights(model, job.checkpoint, self.writer)
+        lazy = isinstance(model, Candidate) and not model.materialized
+        if not self.arrays_checkpoints or (not lazy and getattr(model.optimizer, "built", True)):
+            save_weights(realized(model), job.checkpoint, self.writer)
             return
-        key = (plan.key(), model.name, tuple((type(layer).__name__, layer.name) for layer in layer_chain(model)))
+        template = template_of(model)
+        key = (plan.key(), template.name, tuple((type(layer).__name__, layer.name) for layer in layer_chain(template)))
         if key not in self._layouts:
+            source = template if not getattr(template.optimizer, "built", True) else realized(model)
             try:
-                self._layouts[key] = CheckpointLayout.of(model)
+                self._layouts[key] = CheckpointLayout.of(source)
             except LayoutError as reason:
                 warnings.warn(f"checkpoints saved by Keras: {reason}", stacklevel=3)
                 self._layouts[key] = None
         layout = self._layouts[key]
         if layout is None:
-            save_weights(model, job.checkpoint, self.writer)
+            save_weights(realized(model), job.checkpoint, self.writer)
         else:
-            names = {"optimizer/vars": model.optimizer.name}  # as Keras would write this model's
+            names = {"optimizer/vars": template.optimizer.name}  # as Keras would write this model's
             write_checkpoint(job.checkpoint, lambda path: layout.write(path, weights, names), self.writer)
 
     def _train(self, jobs, plan, fit_args, fit_kwargs):
-        units = int(jobs[0].model.output_shape[-1])
+        units = int(template_of(jobs[0].model).output_shape[-1])
         x = np.asarray(fit_args[0]).astype("float32")
         y = plan.loss.labels(fit_args[1], units)
         x_val, y_val = fit_kwargs["validation_data"][:2]
@@ -368,7 +381,7 @@ class BatchedEvaluator:
         epochs = int(fit_kwargs.get("epochs", 1))
         batch = int(fit_kwargs.get("batch_size") or 32)
         shuffle = fit_kwargs.get("shuffle", True)
-        input_shape = tuple(int(d) for d in jobs[0].model.input_shape[1:])
+        input_shape = tuple(int(d) for d in template_of(jobs[0].model).input_shape[1:])
         x, x_val = x.reshape(-1, *input_shape), x_val.reshape(-1, *input_shape)
         per_job, params, masks = self._pack(jobs, plan, input_shape[-1])
         k = self._slots
@@ -449,9 +462,7 @@ class BatchedEvaluator:
                 "val_loss": float(best_val_loss[j]),
                 "loss": float(best_loss[j]),
                 "epochs": int(epochs_run[j]),
-                "params": count_params(job.model),
-                "flops": count_flops(job.model),
-                "latency_ms": latency_ms(job.model),
+                **measure(job.model),  # params, flops, latency_ms
                 "val_samples": len(y_val),
             })
         return results
@@ -508,6 +519,15 @@ class BatchedEvaluator:
 
         self._compiled[key] = (epoch, validate)
         return epoch, validate
+
+
+def _weighted_layers(model) -> list[tuple]:
+    """(layer, its weights) of each Dense/Conv layer of a model, input to output; of a candidate, its parent's
+    layer and the candidate's arrays."""
+    chain = [layer for layer in layer_chain(template_of(model)) if _is_weighted(layer)]
+    if isinstance(model, Candidate):
+        return [(layer, model.arrays[layer.name]) for layer in chain]
+    return [(layer, layer.get_weights()) for layer in chain]
 
 
 def _batchable_early_stopping(callback) -> bool:

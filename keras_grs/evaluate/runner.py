@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from keras_grs.evaluate.base import Job, tidy
+from keras_grs.evaluate.candidate import Candidate, norms_of, realized, structure_of
 from keras_grs.guard import guard_record
-from keras_grs.importance import unit_norms
 from keras_grs.structure import analyze
 from keras_grs.surgery import kept_units, set_chain_weights, surviving_weights
 
@@ -74,7 +74,8 @@ class Record:
 
     Attributes:
         request: the candidate.
-        model: the trained model (its checkpoint's weights).
+        model: the trained model (its checkpoint's weights): a Keras model, or a
+            :class:`~keras_grs.evaluate.candidate.Candidate` that builds one on first use.
         metrics: every metric the evaluator reported (the objective, ``params``, ``flops``, ``latency_ms``, ...).
         score: the objective's value.
         params, flops, latency_ms: its size, FLOPs and estimated Pi Zero milliseconds.
@@ -113,14 +114,19 @@ class CandidateRunner:
             the model's groups (keras-tuner's ``hp.Int`` names); None: widths are named as the groups are.
         cache_size: how many parents stay loaded: a GRS step's candidates (and a JGRS attempt's) share their
             parent, so it is loaded once, not once per candidate.
+        arrays: a child with inherited weights starts as a :class:`~keras_grs.evaluate.candidate.Candidate`
+            (its weight arrays; its Keras model is built only when something needs it: an evaluator without
+            ``takes_candidates``, the guard). Only for a ``build`` whose models differ from
+            their parent's in their widths alone (the candidate's layers are read from its parent).
     """
 
     def __init__(self, build: Callable, load_parent: Callable | None, objective, evaluator=None, base_weights=None,
                  train_first=True, initial_epochs=None, inherit=True, norms=False, names=None,
-                 cache_size=PARENT_CACHE_SIZE):
+                 cache_size=PARENT_CACHE_SIZE, arrays=False):
         self.build, self.load_parent, self.objective, self.evaluator = build, load_parent, objective, evaluator
         self.base_weights, self.train_first, self.initial_epochs = base_weights, train_first, initial_epochs
         self.inherit, self.norms, self.names, self.cache_size = inherit, norms, names, cache_size
+        self.arrays = arrays
         self._recent = {}  # id -> model of the last run: the next step's parent is among them
         self._parents = {}  # id -> model, least recently used first
 
@@ -131,14 +137,22 @@ class CandidateRunner:
     def prepare(self, request: Request, fit_kwargs: dict) -> tuple[Job, dict]:
         """The candidate built with its starting weights; the fit arguments it trains with."""
         parent = self.parent_model(request.parent) if request.parent is not None and self.inherit else None
-        model = self.build(request.build)
-        if request.parent is None and self.base_weights is not None:
-            model.set_weights(self.base_weights)
         if parent is not None:
-            structure = analyze(parent)
+            arrays = self.arrays and Candidate.possible(parent)
+            parent = parent if arrays else realized(parent)
+            structure = structure_of(parent)
             removed = {name if self.names is None else structure.groups[self.names[name]].name: indices
                        for name, indices in request.removed.items()}
-            inherit_from(parent, model, removed, structure)
+            if arrays:
+                model = Candidate(parent, structure, kept_units(structure, removed),
+                                  build=lambda: self.build(request.build))
+            else:
+                model = self.build(request.build)
+                inherit_from(parent, model, removed, structure)
+        else:
+            model = self.build(request.build)
+            if request.parent is None and self.base_weights is not None:
+                model.set_weights(self.base_weights)
         if request.parent is None and self.initial_epochs is not None:
             fit_kwargs = dict(fit_kwargs, epochs=self.initial_epochs)
         train = request.parent is not None or self.train_first
@@ -162,6 +176,9 @@ class CandidateRunner:
         for members in together.values():
             jobs, kwargs = [prepared[i][0] for i in members], prepared[members[0]][1]
             evaluator = choose([requests[i] for i in members], jobs, kwargs) if choose else self.evaluator
+            if not getattr(evaluator, "takes_candidates", False):
+                for job in jobs:
+                    job.model = realized(job.model)
             for i, job, metrics in zip(members, jobs, evaluator.evaluate(jobs, fit_args, kwargs)):
                 records[i] = self._record(requests[i], job.model, metrics, guard)
                 self._recent[requests[i].id] = job.model  # holds its checkpoint's weights
@@ -174,20 +191,21 @@ class CandidateRunner:
     def _record(self, request, model, metrics, guard) -> Record:
         norms = None
         if self.norms:
-            norms = unit_norms(model)
+            norms = norms_of(model)
             if self.names is not None:
-                groups = analyze(model).groups
+                groups = structure_of(model).groups
                 norms = {name: norms[groups[index].name] for name, index in self.names.items()}
         return Record(
             request, model, metrics, score=_value(metrics, self.objective_name, float),
             params=_value(metrics, "params", int), flops=_value(metrics, "flops", int),
             latency_ms=_value(metrics, "latency_ms", float), unit_norms=norms,
             # read only by the final walk back, never by training or the search's decisions
-            guard=guard_record(model, guard, self.objective) if guard is not None else None,
+            guard=guard_record(realized(model), guard, self.objective) if guard is not None else None,
         )
 
     def parent_model(self, id):
-        """A candidate's trained model: from the last run, the cache, or ``load_parent``."""
+        """A candidate's trained model (or :class:`~keras_grs.evaluate.candidate.Candidate`): from the last run,
+        the cache, or ``load_parent``."""
         cache = self._parents
         if id in cache:
             model = cache[id] = cache.pop(id)  # most recently used last

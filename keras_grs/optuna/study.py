@@ -312,7 +312,7 @@ class _Objective:
         self.runner = CandidateRunner(
             build=lambda widths: resized(model, widths), load_parent=self._trained, objective=objective,
             evaluator=evaluator, base_weights=model.get_weights(), train_first=train_first,
-            initial_epochs=initial_epochs, norms=sampler.needs_norms,
+            initial_epochs=initial_epochs, norms=sampler.needs_norms, arrays=True,
         )
 
     def __call__(self, trial):

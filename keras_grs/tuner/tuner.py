@@ -168,6 +168,8 @@ class GRSTuner(keras_tuner.Tuner):
             load_parent=lambda trial_id: self.load_model(self.oracle.get_trial(trial_id)),
             objective=self.oracle.objective, initial_epochs=initial_epochs, inherit=inherit_weights,
             norms=method_named(oracle.method).needs_norms(oracle.units), names=self._group_of,
+            # candidates as arrays where a child differs from its parent in its widths alone
+            arrays=isinstance(self.hypermodel, ModelHyperModel),
         )
         _ = self.oracle.search  # frozen names and the width multiple checked against the widths, before any trial
         self._guard = None  # (x_guard, y_guard) while a search with acceptance="guard" runs
