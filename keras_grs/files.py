@@ -135,6 +135,24 @@ def write_json(path, value, **dump_options) -> None:
     write_text(path, json.dumps(value, **dump_options))
 
 
+class JsonWriter:
+    """:func:`write_json` that skips a write when the file already holds that very content (the same writer wrote
+    it and it is still there): keras-tuner saves the oracle's state at the end of a trial and again, unchanged,
+    when the tuner saves its own."""
+
+    def __init__(self):
+        self._written: dict[str, str] = {}
+
+    def write(self, path, value) -> bool:
+        """Write ``value`` to ``path`` unless it holds it already; whether it wrote."""
+        text = json.dumps(value)
+        if self._written.get(str(path)) == text and os.path.exists(path):
+            return False
+        write_text(path, text)
+        self._written[str(path)] = text
+        return True
+
+
 def read_json(path):
     """The JSON value in ``path``."""
     return json.loads(Path(path).read_text())

@@ -63,6 +63,7 @@ from __future__ import annotations
 
 import json
 import math
+import weakref
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -569,7 +570,7 @@ def actors_of(model: keras.Model, dtype: str = "float32", shapes=None) -> Actors
     if dtype == "float32":  # the export's own pooling fusion (int8 keeps its pooling actors)
         from c_backend.ir import c_identifier, fused_convolutions
 
-        fused = fused_convolutions(model)
+        fused = fused_convolutions(model) if shapes is None else _template_fusions(model)
         pools = {op.pool.layer for op in fused.values()}
         if shapes is not None:  # the fused convolution's channels are the resized layer's; its positions stay
             layers = {c_identifier(layer.name): layer for layer in leaf_layers(model)}
@@ -600,6 +601,20 @@ def actors_of(model: keras.Model, dtype: str = "float32", shapes=None) -> Actors
     if dtype == "int8":
         data_bytes += INSTANCE_BYTES + ACTOR_BYTES * count
     return Actors(actors, count, data_bytes)
+
+
+_FUSIONS = weakref.WeakKeyDictionary()
+
+
+def _template_fusions(model: keras.Model) -> dict:
+    """``fused_convolutions(model)`` for a model whose resized copies are priced from their shapes: which
+    convolution takes which pooling in depends on the layers alone, so a search asks the C backend (which reads
+    every weight) once per template, not once per candidate."""
+    from c_backend.ir import fused_convolutions
+
+    if model not in _FUSIONS:
+        _FUSIONS[model] = fused_convolutions(model)
+    return _FUSIONS[model]
 
 
 def _int8_bytes(layer, made) -> int:

@@ -172,3 +172,15 @@ def test_the_api_raises_search_failed(npz, tmp_path, monkeypatch):
         keras_grs.prune(models.build("nn1", (20,)), x, y, (xv, yv), method="jgrs", epochs=1, evaluator="keras",
                         directory=str(tmp_path / "runs"), verbose=0, max_trials=6)
     assert failed.value.trial_id == "3" and failed.value.model_name == "nn1"
+
+
+def test_a_json_writer_skips_only_what_the_file_already_holds(tmp_path):
+    from keras_grs.files import JsonWriter
+
+    path, writer = tmp_path / "state.json", JsonWriter()
+    assert writer.write(path, {"trials": [1]})
+    assert not writer.write(path, {"trials": [1]})  # same content: no write
+    assert writer.write(path, {"trials": [1, 2]}) and json.loads(path.read_text()) == {"trials": [1, 2]}
+    path.unlink()  # gone (removed by hand): written again even though the content is the same
+    assert writer.write(path, {"trials": [1, 2]}) and json.loads(path.read_text()) == {"trials": [1, 2]}
+    assert not list(tmp_path.glob(".partial-*"))

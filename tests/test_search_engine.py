@@ -113,6 +113,45 @@ def test_replay_continues_from_any_prefix_of_outcomes():
     assert set(outcomes) == set(full.candidates)
 
 
+def _plan_view(plan):
+    return (plan.finished, [c.key for c in plan.pending], plan.final, [s.key for s in plan.path], plan.reference,
+            plan.verdicts, sorted(plan.candidates), plan.phase_ends)
+
+
+@pytest.mark.parametrize("method", ["grs", "rrs", "nwm", "jgrs"])
+def test_a_plan_continued_from_the_last_one_equals_a_replay_from_scratch(method):
+    """The engine keeps its replay between plans; each answer must be the one a fresh replay gives, also when an
+    outcome it consumed disappears (a discarded trial) and is evaluated again."""
+    rng = np.random.default_rng(7)
+    noise = {}
+
+    def evaluate(c):
+        noise.setdefault(c.key, rng.normal(0, 0.004))
+        norms = {f"g{i}": [100.0 - u for u in units] for i, units in enumerate(c.units)}
+        return Outcome(score=1.0 - 0.002 * (44 - sum(c.widths)) + noise[c.key], flops=sum(c.widths),
+                       unit_norms=norms)
+
+    def fresh(outcomes):
+        return make_search(method, groups(24, 12, 8), tolerance=0.97, seed=5).plan(outcomes)
+
+    search = make_search(method, groups(24, 12, 8), tolerance=0.97, seed=5)
+    outcomes, plans, replays = {}, 0, []
+    while True:
+        plan = search.plan(outcomes)
+        assert _plan_view(plan) == _plan_view(fresh(outcomes))
+        replays.append(search._replay)  # kept alive, so their ids stay distinct
+        plans += 1
+        if plan.finished:
+            break
+        for c in plan.pending[:2]:  # part of a batch at a time, as parallel workers report
+            outcomes[c.key] = evaluate(c)
+        if plans in (6, 9):  # a consumed outcome goes (a damaged checkpoint's trial runs again), then comes back
+            del outcomes[list(outcomes)[1]]
+    assert plans > 10 and len({id(r) for r in replays}) == 3  # replayed from scratch only when an outcome went
+    earlier = search.plan({})  # back to nothing known: the initial candidate again
+    assert earlier.pending[0].key == "init" and not earlier.finished
+
+
 def test_rrs_prunes_random_groups_one_candidate_at_a_time_and_stops_at_the_first_failure():
     chosen = set()
     for seed in range(6):

@@ -221,6 +221,41 @@ def test_many_trials_do_not_keep_models_alive(tmp_path, data):
     assert len(alive) <= PARENT_CACHE_SIZE + 1, f"{len(alive)} models still alive after 8 trials"
 
 
+def test_a_trial_writes_the_oracle_state_and_its_own_file_twice_and_the_tuner_state_once(tmp_path, data,
+                                                                                          monkeypatch):
+    """Where a batched search spent its bookkeeping: per trial, keras-tuner wrote its trial file three times and the
+    oracle's state three times (the last two identical in content or nearly), the tuner's (constant) state once.
+    Each state is now written when it begins and when it ends, and the project still holds every trial's final
+    state."""
+    import keras_grs.files as files
+
+    written = []
+    commit = files._commit
+    monkeypatch.setattr(files, "_commit", lambda temporary, path: (written.append(os.path.basename(path)),
+                                                                    commit(temporary, path)))
+    (x, y), validation, _ = data
+    freeze_count = gc.get_freeze_count()
+    tuner = GRSTuner(build, tolerance=0.9, seed=0, max_trials=6, directory=tmp_path, project_name="w",
+                     evaluator="batched")
+    tuner.search(x, y, validation_data=validation, **FIT)
+    trials = len(tuner.oracle.trials)
+    assert trials == 6
+    assert written.count("trial.json") == 2 * trials
+    assert written.count("oracle.json") == 2 * trials
+    assert written.count(os.path.basename(tuner._get_tuner_fname())) == 1
+    assert gc.get_freeze_count() == freeze_count  # the objects frozen for the search's collections are thawed
+    project = tmp_path / "w"
+    for trial in tuner.oracle.trials.values():
+        stored = json.loads((project / f"trial_{trial.trial_id}" / "trial.json").read_text())
+        assert stored["status"] == "COMPLETED" and stored["score"] == pytest.approx(trial.score)
+        assert stored["metrics"]["metrics"]["params"]["observations"]
+    state = json.loads((project / "oracle.json").read_text())
+    assert state["ongoing_trials"] == {} and len(state["end_order"]) == trials
+    again = GRSTuner(build, tolerance=0.9, seed=0, max_trials=6, directory=tmp_path, project_name="w",
+                     evaluator="batched")
+    assert again.oracle.get_best_trials(1)[0].trial_id == tuner.oracle.get_best_trials(1)[0].trial_id
+
+
 def search_that_crashes(directory, crash_at):
     """The search of the kill test: the process exits with status 3 at the end of an epoch once the project holds
     ``crash_at`` entries (0: never); returns the tuner when the search finishes."""

@@ -10,6 +10,12 @@ sample weights, epochs, batch size, per-epoch shuffling and the epoch rule (the 
 the keras path, written once in :mod:`keras_grs.evaluate.training`. The chosen epoch's weights are copied back into
 each job's (physically smaller) model and saved to its checkpoint, so trials look exactly like the keras evaluator's.
 
+Convolutions are products of image patches with the stacked kernels. What a small CNN's epoch spends its time on
+(``benchmarks/results/conv_profile.md``) shaped three shortcuts: a model's first convolution reads the same samples
+every epoch, so their patches are taken once per fit and each batch gathers its rows; a max pooling after a
+Dense/Conv layer runs before its bias, activation and mask (the same values, on a quarter of them); dropout masks
+are an elementwise hash, drawn for all candidates at once.
+
 Supported: chains of Dense, Conv1D/Conv2D (channels last, no dilation or groups; with or without bias), max/average
 pooling, global pooling, Flatten, Dropout and Activation/ReLU layers, ending in the output layer; the losses,
 optimizers and regularizers :mod:`~keras_grs.evaluate.training` lists; trained by the default ``fit`` (EarlyStopping
@@ -20,6 +26,7 @@ recorded per trial (the tuner writes :meth:`BatchedEvaluator.supports`'s reason 
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -47,6 +54,7 @@ FIT_ARGUMENTS = {"epochs", "batch_size", "validation_data", "verbose", "callback
                  "sample_weight"}
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}  # the validation scores computed on the device
 MONITORED = {"val_accuracy": "max", "val_loss": "min", "loss": "min"}  # what an EarlyStopping may watch here
+PATCH_BYTES = 256 * 2**20  # the most the first convolution's patches of a training set may take (_input_patches)
 
 
 @dataclass
@@ -387,8 +395,11 @@ class BatchedEvaluator:
         k = self._slots
         active = tf.constant((np.arange(k) < len(jobs)).astype("float32"))
         n_batches = math.ceil(len(x) / batch)
+        # the first convolution's patches once for the whole fit (else the samples): each batch gathers its rows
+        patches, val_patches = _input_patches(plan.ops, x), _input_patches(plan.ops, x_val)
+        patched = patches is not None and val_patches is not None
         epoch_fn, validate_fn = self._programs(k, tuple(self._capacity), input_shape, n_batches, batch, plan,
-                                               shared=not shuffle)
+                                               shared=not shuffle, n_samples=len(x), patched=patched)
         state = [tf.zeros_like(p) for _ in range(plan.optimizer.slots()) for p in params]
         step = tf.constant(0.0)
         # per candidate, by its identity (see Job.key); padding slots draw nothing and train on the plain order
@@ -403,7 +414,9 @@ class BatchedEvaluator:
         stopped = np.arange(k) >= len(jobs)  # padding slots count as stopped
         epochs_run = np.zeros(k, dtype=int)
         padded = n_batches * batch
-        x_val_t, y_val_t = tf.constant(x_val), tf.constant(y_val)
+        samples = patches if patched else tf.constant(x)
+        x_val_t = val_patches if patched else tf.constant(x_val)
+        y_val_t = tf.constant(y_val)
         # per sample: its loss weight (class or sample weight; 0 for the padding of the last batch), and per
         # batch: how many real samples it has (Keras divides a batch's weighted sum by its size)
         weights = sample_weights(fit_args[1], fit_kwargs)
@@ -426,7 +439,7 @@ class BatchedEvaluator:
                 index, present = np.concatenate([np.arange(len(x)), tail]).reshape(n_batches, batch), real
             params, state, step, losses = epoch_fn(
                 params, state, step, masks, active,
-                tf.constant(x[index]), tf.constant(y[index]), tf.constant(weights[index] * present),
+                samples, tf.constant(index, tf.int32), tf.constant(y[index]), tf.constant(weights[index] * present),
                 counts,
                 tf.constant([int(rng.integers(1 << 30)) for rng in rngs] + [0] * (k - len(jobs)), tf.int32),
             )
@@ -467,10 +480,11 @@ class BatchedEvaluator:
             })
         return results
 
-    def _programs(self, k, widths, input_shape, n_batches, batch, plan, shared):
+    def _programs(self, k, widths, input_shape, n_batches, batch, plan, shared, n_samples, patched):
         """The compiled epoch and validation functions for one shape of problem, built once and reused.
-        ``shared``: every candidate trains on the same batches (no shuffling), which the first layer exploits."""
-        key = (k, widths, input_shape, n_batches, batch, plan.key(), shared)
+        ``shared``: every candidate trains on the same batches (no shuffling), which the first layer exploits;
+        ``patched``: the samples are the first convolution's patches (:func:`_input_patches`)."""
+        key = (k, widths, input_shape, n_batches, batch, plan.key(), shared, n_samples, patched)
         if key in self._compiled:
             return self._compiled[key]
         forward = _forward_function(plan.ops, k)
@@ -489,7 +503,7 @@ class BatchedEvaluator:
             return total
 
         @tf.function(jit_compile=True, reduce_retracing=True)
-        def epoch(params, state, step, masks, active, xs, ys, ws, counts, seeds):
+        def epoch(params, state, step, masks, active, samples, index, ys, ws, counts, seeds):
             # tuples reassigned whole, so that AutoGraph carries them through the loop
             n = len(params)
             params = tuple(params)
@@ -498,7 +512,7 @@ class BatchedEvaluator:
             for i in tf.range(n_batches):
                 with tf.GradientTape() as tape:
                     tape.watch(list(params))
-                    logits = forward(params, masks, xs[i], (seeds, i), shared)
+                    logits = forward(params, masks, tf.gather(samples, index[i]), (seeds, i), shared, patched)
                     per_sample = loss_of.per_sample(ys[i], logits)
                     losses = tf.reduce_sum(per_sample * ws[i], axis=1) / counts[i] + regularization(params)
                     loss = tf.reduce_sum(losses * active)
@@ -513,7 +527,7 @@ class BatchedEvaluator:
 
         @tf.function(jit_compile=True, reduce_retracing=True)
         def validate(params, masks, xv, yv):
-            logits = forward(params, masks, xv, None)
+            logits = forward(params, masks, xv, None, patched=patched)
             loss = tf.reduce_mean(loss_of.per_sample(yv, logits), axis=1) + regularization(params)
             return tf.reduce_mean(loss_of.accuracy(yv, logits), axis=1), loss
 
@@ -566,60 +580,129 @@ class _Stopping:
 
 
 def _forward_function(plan, k):
-    """forward(params, masks, x, seed, shared=True) -> logits (k, batch, classes); ``seed``: (the candidates'
-    dropout seeds (k,), the mini-batch's index), None for inference; ``shared``: x is the same for every candidate
-    (no candidate axis), else x has a leading candidate axis."""
+    """forward(params, masks, x, seed, shared=True, patched=False) -> logits (k, batch, classes); ``seed``: (the
+    candidates' dropout seeds (k,), the mini-batch's index), None for inference; ``shared``: x is the same for every
+    candidate (no candidate axis), else x has a leading candidate axis; ``patched``: x holds the first
+    convolution's patches (:func:`_input_patches`) rather than the input."""
+    pooled = _pooled_after(plan)
 
-    def forward(params, masks, x, seed, shared=True):
-        h, w = x, 0  # while shared, h has no candidate axis
-        for n, op in enumerate(plan):
-            if shared and op.kind not in ("dense", "conv", "flatten"):
-                h, shared = tf.broadcast_to(h[None], (k, *h.shape)), False
-            if op.kind == "flatten":
-                h = tf.reshape(h, (*h.shape[: 1 if shared else 2], -1))
-            elif op.weighted:
-                kernel, bias = params[2 * w], params[2 * w + 1]
-                if op.kind == "conv":
-                    h = _patches(h, op, 1 if shared else 2)
-                z = _matmul(h, kernel, shared, k)
-                broadcast = (k,) + (1,) * (len(z.shape) - 2) + (bias.shape[-1],)
-                if op.bias:
-                    z = z + tf.reshape(bias, broadcast)
-                shared = False
-                if op.activation == "logits":
-                    return z
-                h = ACTIVATIONS[op.activation](z) * tf.reshape(masks[w], broadcast)
-                w += 1
-            elif op.kind == "activation":
-                h = ACTIVATIONS[op.activation](h)
-            elif op.kind == "dropout":
-                if seed is not None and op.rate > 0:
-                    h = tf.where(_dropout_keep(h.shape, *seed, n, op.rate), h / (1 - op.rate), 0.0)
-            elif op.kind == "pool":
-                h = _pool(h, op, k)
-            elif op.kind == "gpool":
-                reduce = tf.reduce_max if op.pooling == "MAX" else tf.reduce_mean
-                h = reduce(h, axis=list(range(2, len(h.shape) - 1)))
+    def forward(params, masks, x, seed, shared=True, patched=False):
+        h, w, n = x, 0, 0  # while shared, h has no candidate axis
+        while n < len(plan):
+            op = plan[n]
+            # each op under its own name (e.g. "op2_conv"), which the compiled program's instructions carry into a
+            # profile (benchmarks/conv_profile.py)
+            with tf.name_scope(f"op{n}_{op.kind}"):
+                if shared and op.kind not in ("dense", "conv", "flatten"):
+                    h, shared = tf.broadcast_to(h[None], (k, *h.shape)), False
+                if op.kind == "flatten":
+                    h = tf.reshape(h, (*h.shape[: 1 if shared else 2], -1))
+                elif op.weighted:
+                    kernel, bias = params[2 * w], params[2 * w + 1]
+                    if op.kind == "conv" and not (patched and w == 0):
+                        h = _patches(h, op, 1 if shared else 2, _pooled_positions(pooled.get(n)))
+                    windows = n in pooled and patched and w == 0  # patches window by window (_input_patches)
+                    # each candidate's product pooled before the candidates are stacked: a quarter to copy
+                    z = _matmul(h, kernel, shared, k, functools.partial(_window_max, axes=[1]) if windows else None)
+                    shared = False
+                    if n in pooled:  # pooled before the bias, activation and mask: the same values, 1/4 the work
+                        z = z if windows else _pool(z, pooled[n], k)
+                        n += 1
+                    broadcast = (k,) + (1,) * (len(z.shape) - 2) + (bias.shape[-1],)
+                    if op.bias:
+                        z = z + tf.reshape(bias, broadcast)
+                    if op.activation == "logits":
+                        return z
+                    h = ACTIVATIONS[op.activation](z) * tf.reshape(masks[w], broadcast)
+                    w += 1
+                elif op.kind == "activation":
+                    h = ACTIVATIONS[op.activation](h)
+                elif op.kind == "dropout":
+                    if seed is not None and op.rate > 0:
+                        h = tf.where(_dropout_keep(h.shape, *seed, n, op.rate), h / (1 - op.rate), 0.0)
+                elif op.kind == "pool":
+                    h = _pool(h, op, k)
+                elif op.kind == "gpool":
+                    reduce = tf.reduce_max if op.pooling == "MAX" else tf.reduce_mean
+                    h = reduce(h, axis=list(range(2, len(h.shape) - 1)))
+            n += 1
         raise AssertionError("the plan has no output layer")
 
     return forward
 
 
+def _pooled_after(plan) -> dict:
+    """{index of a Dense/Conv op: the max pooling that follows it} where the pooling can come first.
+
+    Bias, mask and the activations a hidden layer may have are the same for every position of a channel and do not
+    decrease, so the window's largest output is the output of its largest pre-activation: max-pooling the
+    pre-activations, then adding the bias, activating and masking the 4x smaller result gives the same values, and
+    the gradient reaches the same position (but where two positions of a window tie exactly). Only for windows that
+    do not overlap (the pooling as a reshape and a reduction, :func:`_pool`)."""
+    return {n: after for n, (op, after) in enumerate(zip(plan, plan[1:]))
+            if op.weighted and op.activation in ACTIVATIONS and after.kind == "pool" and after.pooling == "MAX"
+            and _reshaped_pool(after)}
+
+
+def _reshaped_pool(op) -> bool:
+    return op.padding == "VALID" and op.window == op.strides
+
+
+def _pooled_positions(pool):
+    """The output positions (per spatial axis) a following pooling reads, as a :func:`_patches` limit; None:
+    all."""
+    return None if pool is None else tuple(pool.window)
+
+
+def _input_patches(plan, x):
+    """The first convolution's patches of the samples ``x`` (samples, *spatial, channels), computed once for a whole
+    fit (its input never changes; a batch gathers its rows), or None when the model does not start with a
+    convolution or they would take more than PATCH_BYTES (each batch then takes its patches)."""
+    if plan[0].kind != "conv" or x.nbytes * math.prod(plan[0].window) / math.prod(plan[0].strides) > PATCH_BYTES:
+        return None
+    pool = _pooled_after(plan).get(0)
+    patches = _patches(tf.constant(x), plan[0], 1, _pooled_positions(pool))
+    if pool is None:
+        return patches
+    # positions ordered window offset first, (samples, window positions, *pooled positions, features): the
+    # pooling that follows (_pooled_after) is then a maximum of whole slabs, cheaper than one over strided windows
+    out = [n // w for n, w in zip(patches.shape[1:-1], pool.window)]
+    split = [patches.shape[0]] + [d for o, w in zip(out, pool.window) for d in (o, w)] + [patches.shape[-1]]
+    axes = len(out)
+    order = [0] + [2 + 2 * i for i in range(axes)] + [1 + 2 * i for i in range(axes)] + [1 + 2 * axes]
+    patches = tf.transpose(tf.reshape(patches, split), order)
+    return tf.reshape(patches, (patches.shape[0], math.prod(pool.window), *out, patches.shape[-1]))
+
+
 def _dropout_keep(shape, seeds, batch_index, layer, rate):
-    """The keep mask (k, batch, ..., units) of a dropout layer: candidate j's drawn from its own seed, unit by unit
-    (all of a unit's values before the next unit's). Philox fills a shape in order, so a wider padding only appends
-    values: the mask of a candidate's real units is the same whatever the batch is padded to."""
+    """The keep mask (k, batch, ..., units) of a dropout layer: candidate j's drawn from its own seed.
+
+    Each value is a hash of (the candidate's seed, the layer, the mini-batch, the value's place), and its place
+    counts unit by unit (all of a unit's values before the next unit's), so a wider padding only adds places: the
+    mask of a candidate's real units is the same whatever the batch is padded to, in any slot. The hash is
+    elementwise integer code that XLA fuses for all candidates at once; a Philox draw per candidate (TensorFlow's
+    stateless random ops) took a quarter of a cnn1 epoch (benchmarks/results/conv_profile.md)."""
     rest, units = shape[1:-1], shape[-1]
-    masks = []
-    for j in range(shape[0]):
-        uniform = tf.random.stateless_uniform((units, math.prod(rest)), seed=tf.stack([seeds[j] + layer, batch_index]),
-                                              alg="philox")
-        masks.append(tf.reshape(tf.transpose(uniform), (*rest, units)))
-    return tf.stack(masks) >= rate
+    positions = math.prod(rest)
+    places = tf.range(units)[None, :] * positions + tf.range(positions)[:, None]  # (positions, units)
+    places = _hash(tf.cast(tf.reshape(places, (*rest, units)), tf.uint32))
+    golden = tf.constant(0x9E3779B9, tf.uint32)  # 2^32 / the golden ratio: spreads consecutive mini-batches apart
+    streams = _hash(_hash(tf.cast(seeds + layer, tf.uint32)) + tf.cast(batch_index, tf.uint32) * golden)
+    bits = _hash(places[None] ^ tf.reshape(streams, (-1,) + (1,) * len(shape[1:])))
+    return tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) * 2.0 ** -24 >= rate
 
 
-def _matmul(h, kernel, shared, k):
+def _hash(x):
+    """A 32-bit integer mixer (C. Wellons' "lowbias32": shift-xor-multiply rounds) of uint32 ``x``: each input bit
+    flips about half of the output bits, so the hashes of a counter pass for independent uniform draws."""
+    x = (x ^ tf.bitwise.right_shift(x, 16)) * tf.constant(0x7FEB352D, tf.uint32)
+    x = (x ^ tf.bitwise.right_shift(x, 15)) * tf.constant(0x846CA68B, tf.uint32)
+    return x ^ tf.bitwise.right_shift(x, 16)
+
+
+def _matmul(h, kernel, shared, k, each=None):
     """(k,) batch, *positions, inputs times a (k, inputs, outputs) kernel -> (k, batch, *positions, outputs).
+    ``each``: a function applied to every candidate's product (batch, *positions, outputs) before they are stacked.
 
     Written as plain 2-D/3-D matmuls: XLA on CPU lowers the equivalent einsum with broadcast positions to a much
     slower loop (a cnn1 epoch of 5 candidates: 726 ms as an einsum, 198 ms as matmuls).
@@ -629,17 +712,20 @@ def _matmul(h, kernel, shared, k):
         lead = h.shape[:-1]
         z = tf.matmul(tf.reshape(h, (-1, n_in)), tf.reshape(tf.transpose(kernel, (1, 0, 2)), (n_in, k * n_out)))
         z = tf.reshape(z, (*lead, k, n_out))
-        return tf.transpose(z, (len(lead), *range(len(lead)), len(lead) + 1))
+        z = tf.transpose(z, (len(lead), *range(len(lead)), len(lead) + 1))
+        return z if each is None else tf.stack([each(z[j]) for j in range(k)])
     lead = h.shape[1:-1]
     # one 2-D product per candidate rather than one batched product: XLA turns a batch of one into another kind
     # of product, whose rounding differs, so a candidate would train differently alone than beside others
-    z = tf.stack([tf.matmul(tf.reshape(h[j], (-1, n_in)), kernel[j]) for j in range(k)])
-    return tf.reshape(z, (k, *lead, n_out))
+    products = [tf.reshape(tf.matmul(tf.reshape(h[j], (-1, n_in)), kernel[j]), (*lead, n_out)) for j in range(k)]
+    return tf.stack(products if each is None else [each(z) for z in products])
 
 
-def _patches(h, op, lead):
+def _patches(h, op, lead, multiple=None):
     """Image patches of a convolution: (..., *spatial, channels) -> (..., *out_spatial, window * channels),
-    ordered (window position, channel) like a Keras kernel reshaped to (-1, filters)."""
+    ordered (window position, channel) like a Keras kernel reshaped to (-1, filters). ``multiple``: per spatial
+    axis, keep only the first output positions that fill whole multiples of it (what a following pooling of that
+    window reads), or None for all."""
     spatial = h.shape[lead:-1]
     if op.padding == "same":
         pads = [[0, 0]] * lead
@@ -649,6 +735,8 @@ def _patches(h, op, lead):
         h = tf.pad(h, pads + [[0, 0]])
         spatial = h.shape[lead:-1]
     out = [(size - window) // stride + 1 for size, window, stride in zip(spatial, op.window, op.strides)]
+    if multiple is not None:
+        out = [n - n % m for n, m in zip(out, multiple)]
     pieces = []
     for offset in np.ndindex(*op.window):
         index = [slice(None)] * lead
@@ -659,7 +747,7 @@ def _patches(h, op, lead):
 
 def _pool(h, op, k):
     """Max or average pooling of (k, batch, *spatial, channels)."""
-    if op.padding == "VALID" and op.window == op.strides:
+    if _reshaped_pool(op):
         # non-overlapping windows as a reshape and a reduction: XLA's select-and-scatter gradient of max_pool is
         # several times slower on CPU
         spatial = h.shape[2:-1]
@@ -669,8 +757,30 @@ def _pool(h, op, k):
         for o, w in zip(out, op.window):
             shape += [o, w]
         h = tf.reshape(h, shape + [h.shape[-1]])
-        reduce = tf.reduce_max if op.pooling == "MAX" else tf.reduce_mean
-        return reduce(h, axis=[3 + 2 * i for i in range(len(out))])
+        axes = [3 + 2 * i for i in range(len(out))]
+        if op.pooling == "AVG":
+            return tf.reduce_mean(h, axis=axes)
+        return _window_max(h, axes)
     flat = tf.reshape(h, (-1, *h.shape[2:]))
     pooled = tf.nn.pool(flat, op.window, op.pooling, strides=op.strides, padding=op.padding)
     return tf.reshape(pooled, (k, -1, *pooled.shape[1:]))
+
+
+def _window_max(h, axes):
+    """reduce_max over ``axes``, whose gradient is one fused select: each window's gradient goes to its largest
+    element. (reduce_max's own gradient first counts each window's ties to split the gradient among them, which cost
+    a cnn1 epoch more than its convolutions' products: benchmarks/results/conv_profile.md.) Exact ties still share
+    it, each tie receiving the whole; Keras' max pooling gives it to one of them. Ties of values that carry a
+    gradient are rare: a ReLU's zeros get none, and the pre-activations a pooling before the bias reads
+    (:func:`_pooled_after`) tie only where the patches are equal, which then give the kernel the same gradient."""
+
+    @tf.custom_gradient
+    def window_max(h):
+        largest = tf.reduce_max(h, axis=axes, keepdims=True)
+
+        def gradient(upstream):
+            return tf.where(tf.equal(h, largest), tf.reshape(upstream, largest.shape), 0.0)
+
+        return tf.squeeze(largest, axes), gradient
+
+    return window_max(h)

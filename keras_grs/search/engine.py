@@ -16,6 +16,7 @@ comes from generators seeded by (seed, scope), so a replay takes the same decisi
 from __future__ import annotations
 
 import math
+import threading
 import zlib
 from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -440,6 +441,14 @@ class Search:
         self.seed = int(seed)
         self.root = root
         self.name = name
+        self._replay: _Replay | None = None  # the last plan's replay, continued by the next (see plan)
+        self._lock = threading.Lock()  # a distributed oracle plans from its server's threads
+
+    def __getstate__(self):  # a copy (pickled for another process) starts its own replay
+        return {**self.__dict__, "_replay": None, "_lock": None}
+
+    def __setstate__(self, state):
+        self.__dict__.update(state, _lock=threading.Lock())
 
     def accepts(self, score: float | None, reference: float | None, samples: int | None = None) -> bool:
         """The acceptance rule: is ``score`` within tolerance of ``reference`` (both in the objective's units), by
@@ -470,34 +479,36 @@ class Search:
         return Branch(branch.node, [node, *branch.path])
 
     def plan(self, outcomes: Mapping[str, Outcome]) -> Plan:
-        """Replay the method over the known outcomes; return what to evaluate next, or the final result."""
-        ctx = Context(self)
-        run = self._run(ctx)
-        finished, branch, pending = False, None, []
-        try:
-            request = next(run)
-            while True:
-                missing = [c for c in request if c.key not in outcomes]
-                if missing:
-                    pending = missing
-                    break
-                request = run.send([outcomes[c.key] for c in request])
-        except StopIteration as stop:
-            finished, branch = True, stop.value
-        path = branch.path if branch else _accepted_so_far(ctx, outcomes)
-        steps = [_step(node) for node in path]
-        guard_reference = steps[0].guard if steps else None
-        return Plan(
-            pending=pending,
-            finished=finished,
-            final=self._walk_back(steps, guard_reference),
-            path=steps,
-            reference=ctx.reference,
-            guard_reference=guard_reference,
-            candidates=ctx.candidates,
-            verdicts=ctx.verdicts,
-            phase_ends=ctx.phase_ends,
-        )
+        """Replay the method over the known outcomes; return what to evaluate next, or the final result.
+
+        The replay is kept between calls: when every outcome it has consumed is still in ``outcomes``, unchanged,
+        it continues from where it stopped instead of starting again (what a running search asks after each trial:
+        one step more, not the whole search again). Anything else (an outcome changed or gone) replays from the
+        start. Either way the answer is the same pure function of the outcomes."""
+        with self._lock:
+            replay = self._replay
+            if replay is None or not replay.agrees_with(outcomes):
+                replay = self._replay = _Replay(self)
+            try:
+                replay.advance(outcomes)
+            except BaseException:
+                self._replay = None
+                raise
+            ctx, branch = replay.ctx, replay.branch
+            path = branch.path if branch else _accepted_so_far(ctx, outcomes)
+            steps = [_step(node) for node in path]
+            guard_reference = steps[0].guard if steps else None
+            return Plan(
+                pending=list(replay.pending),
+                finished=replay.finished,
+                final=self._walk_back(steps, guard_reference),
+                path=steps,
+                reference=ctx.reference,
+                guard_reference=guard_reference,
+                candidates=dict(ctx.candidates),
+                verdicts=dict(ctx.verdicts),
+                phase_ends=dict(ctx.phase_ends),
+            )
 
     def _walk_back(self, steps: Sequence[Step], guard_reference: float | None) -> str | None:
         """The last accepted structure the guard does not reject (the last one without a guard); see
@@ -509,6 +520,45 @@ class Search:
         index = walk_back_index([step.guard for step in steps], self.tolerance, self.direction,
                                 steps[0].guard_samples)
         return steps[index].key
+
+
+class _Replay:
+    """One replay of a search's method, paused where it asked for a candidate without an outcome."""
+
+    def __init__(self, search: Search):
+        self.ctx = Context(search)
+        self.run = search._run(self.ctx)
+        self.consumed: dict[str, Outcome] = {}  # what the method has been told, by key
+        self.request: Request | None = None
+        self.pending: list[Candidate] = []
+        self.finished, self.branch = False, None
+
+    def agrees_with(self, outcomes: Mapping[str, Outcome]) -> bool:
+        """Does every outcome this replay consumed hold, unchanged, in ``outcomes``?"""
+        missing = object()
+        for key, outcome in self.consumed.items():
+            now = outcomes.get(key, missing)
+            if now is not outcome and now != outcome:
+                return False
+        return True
+
+    def advance(self, outcomes: Mapping[str, Outcome]) -> None:
+        """Feed the method the outcomes it asks for until it asks for one that ``outcomes`` lacks, or stops."""
+        if self.finished:
+            return
+        try:
+            request = next(self.run) if self.request is None else self.request
+            while True:
+                self.request = request
+                missing = [c for c in request if c.key not in outcomes]
+                if missing:
+                    self.pending = missing
+                    return
+                answers = [outcomes[c.key] for c in request]
+                self.consumed.update((c.key, o) for c, o in zip(request, answers))
+                request = self.run.send(answers)
+        except StopIteration as stop:
+            self.finished, self.branch, self.pending = True, stop.value, []
 
 
 def _accepted_so_far(ctx: Context, outcomes: Mapping[str, Outcome]) -> list[Node]:

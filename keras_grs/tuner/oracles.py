@@ -28,6 +28,7 @@ Every decision is derived from the stored trials and the seed, so a search kille
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from datetime import datetime
@@ -37,7 +38,7 @@ from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine.hyperparameters import hp_types
 from keras_tuner.src.engine.oracle import Display
 
-from keras_grs.files import write_json
+from keras_grs.files import JsonWriter, write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_acceptance, check_guard_fraction,
                              epoch_score_for, search_margin)
 from keras_grs.scoring import objective_direction, objective_name
@@ -154,6 +155,10 @@ class PruningOracle(keras_tuner.Oracle):
         self._search = None
         self._plan_cache = (None, None)
         self._side_files = {}  # (trial id, file name) -> what a trial's side file holds (None: not written)
+        self._outcome_cache = {}  # trial id -> ((status, score), its Outcome)
+        self._state_file = JsonWriter()
+        self._trial_files_deferred = False
+        self._saved_by_caller = False
 
     # -- the search ----------------------------------------------------------------------------------------
     def width_hyperparameters(self) -> list:
@@ -196,27 +201,42 @@ class PruningOracle(keras_tuner.Oracle):
 
     def _outcomes(self) -> dict[str, Outcome]:
         outcomes = {}
-        needs_norms = method_named(self.method).needs_norms(self.units)
-        guard = guard_metric(self.objective) if self.acceptance == "guard" else None
         for trial in self.trials.values():
             key = self.bookkeeping(trial.trial_id).get(KEY)
             if not key:
                 continue
-            if trial.status == Status.COMPLETED:
-                outcomes[key] = Outcome(
-                    score=trial.score,
-                    params=_last(trial, "params"),
-                    flops=_last(trial, "flops"),
-                    latency_ms=_last(trial, "latency_ms", float),
-                    unit_norms=self._unit_norms(trial) if needs_norms else None,
-                    guard=_last(trial, guard, float) if guard else None,
-                    guard_samples=_last(trial, GUARD_SAMPLES) if guard else None,
-                    guard_right=self._guard_right(trial) if guard else None,
-                    samples=_last(trial, VAL_SAMPLES),
-                )
-            elif trial.status == Status.FAILED:
-                outcomes[key] = Outcome(score=None)
+            outcome = self._outcome_of(trial)
+            if outcome is not None:
+                outcomes[key] = outcome
         return outcomes
+
+    def _outcome_of(self, trial) -> Outcome | None:
+        """A finished trial's outcome, read from its metrics and side files once per (status, score): the same
+        object every time, so that the engine's replay sees at a glance that it has not changed."""
+        state = (trial.status, trial.score)
+        cached = self._outcome_cache.get(trial.trial_id)
+        if cached is None or cached[0] != state:
+            cached = self._outcome_cache[trial.trial_id] = (state, self._read_outcome(trial))
+        return cached[1]
+
+    def _read_outcome(self, trial) -> Outcome | None:
+        needs_norms = method_named(self.method).needs_norms(self.units)
+        guard = guard_metric(self.objective) if self.acceptance == "guard" else None
+        if trial.status == Status.COMPLETED:
+            return Outcome(
+                score=trial.score,
+                params=_last(trial, "params"),
+                flops=_last(trial, "flops"),
+                latency_ms=_last(trial, "latency_ms", float),
+                unit_norms=self._unit_norms(trial) if needs_norms else None,
+                guard=_last(trial, guard, float) if guard else None,
+                guard_samples=_last(trial, GUARD_SAMPLES) if guard else None,
+                guard_right=self._guard_right(trial) if guard else None,
+                samples=_last(trial, VAL_SAMPLES),
+            )
+        if trial.status == Status.FAILED:
+            return Outcome(score=None)
+        return None
 
     def _side_file(self, trial, name):
         """A JSON file the tuner wrote into the trial's directory (read once), or None when it wrote none."""
@@ -322,6 +342,7 @@ class PruningOracle(keras_tuner.Oracle):
                 "the same settings, or pass overwrite=True (or a new project_name) to start a new search"
             )
         super().set_state(state)
+        self._outcome_cache = {}
         self._bookkeeping = dict(state.get("pruning_trials", {}))
         for trial_id, trial in self.trials.items():  # a project saved when the bookkeeping were hyperparameters
             if trial_id not in self._bookkeeping and trial.hyperparameters.values.get(KEY):
@@ -347,10 +368,34 @@ class PruningOracle(keras_tuner.Oracle):
     # or trial.json that made --resume fail. The same content goes through keras_grs.files instead (Oracle.save is
     # public; _save_trial is keras-tuner's private hook, the one place trial.json is written).
     def save(self):
-        write_json(self._get_oracle_fname(), self.get_state())
+        if not self._saved_by_caller:
+            self._state_file.write(self._get_oracle_fname(), self.get_state())
+
+    @contextlib.contextmanager
+    def saved_by_caller(self):
+        """Within the block the oracle does not write its state: the caller saves it right after (keras-tuner's
+        ``Tuner.on_trial_end`` ends the trial, which saves, then saves the tuner, which saves the oracle again)."""
+        self._saved_by_caller = True
+        try:
+            yield
+        finally:
+            self._saved_by_caller = False
 
     def _save_trial(self, trial):
-        write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
+        if not self._trial_files_deferred:
+            write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
+
+    @contextlib.contextmanager
+    def trial_files_with_end(self):
+        """Within the block, ``update_trial`` does not write the trial's file: the caller ends the trials right
+        after, and ``end_trial`` writes it with the metrics. A process killed in between leaves the file of the
+        trial as it began (running), which a resumed search runs again, as it would without the metrics."""
+        self._trial_files_deferred = True
+        try:
+            yield
+        finally:
+            self._trial_files_deferred = False
+        self._saved_by_caller = False
 
 
 def _last(trial, name, kind=int):

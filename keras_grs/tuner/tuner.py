@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import os
 import warnings
@@ -13,7 +14,7 @@ import keras_tuner
 from keras_grs.evaluate import make_evaluator, tidy
 from keras_grs.evaluate.keras import validate
 from keras_grs.evaluate.runner import PARENT_CACHE_SIZE, CandidateRunner, Request  # noqa: F401  (its old home)
-from keras_grs.files import BackgroundWriter, CorruptFileError, verify, write_json
+from keras_grs.files import BackgroundWriter, CorruptFileError, JsonWriter, verify, write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, ResolutionWarning, check_guard_data,
                              resolution_warnings, split_guard)
 from keras_grs.latency import format_ms
@@ -28,6 +29,24 @@ from keras_grs.tuner.oracles import (GUARD_FILE, GUARD_SAMPLES, KEY, NORMS_FILE,
 
 
 EVALUATION_FILE = "evaluation.json"  # per trial: the evaluator that trained it, and why one fit per trial if so
+
+
+@contextlib.contextmanager
+def _old_objects_frozen():
+    """While a search runs, the objects that existed before it (TensorFlow's and Keras' modules, the data, the
+    user's model) are left out of garbage collection (``gc.freeze``): they live until the search ends anyway, and a
+    full collection walked all of them (about 0.25 s each, several per search, more than fine-tuning a small
+    candidate). One full collection first, so that no garbage (the models built to discover the widths) is kept
+    frozen; objects the search creates are collected as usual. Untouched when the caller froze some already."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class GRSTuner(keras_tuner.Tuner):
@@ -150,6 +169,7 @@ class GRSTuner(keras_tuner.Tuner):
         )
         if distributed.is_worker():
             tuner_kwargs["overwrite"] = False  # the chief's project: only the chief may start it afresh
+        self._state_file = JsonWriter()  # before keras-tuner's constructor, which may save
         super().__init__(oracle=oracle, hypermodel=hypermodel, **tuner_kwargs)
         if distributed.is_worker():  # keras-tuner's client, plus what the worker derives itself
             self.oracle = distributed.PruningOracleClient(oracle)
@@ -259,13 +279,13 @@ class GRSTuner(keras_tuner.Tuner):
                     f"hp.Int {hp.name!r} at {hp.max_value} built a layer of width {base.groups[changed[0]].width}"
                 )
             mapping[hp.name] = changed[0]
-        keras.backend.clear_session()
+        keras.backend.clear_session(free_memory=False)  # see evaluate.base.tidy
         return mapping
 
     def _structure_at(self, overrides):
         hp = self._initial_hyperparameters()
         hp.values.update(overrides)
-        keras.backend.clear_session()
+        keras.backend.clear_session(free_memory=False)
         try:
             model = self._build_hypermodel(hp)
             return analyze(model)
@@ -308,14 +328,18 @@ class GRSTuner(keras_tuner.Tuner):
                           stacklevel=2)
             evaluator = getattr(self.evaluator, "fallback", self.evaluator)
         self._running = (evaluator, reason)
+        initial = None  # built once for both uses below
         if hasattr(evaluator, "pad_to"):  # every batch padded alike, in any process (see BatchedEvaluator.pad_to)
-            evaluator.pad_to(self._try_build(self._initial_hyperparameters()))
+            initial = self._try_build(self._initial_hyperparameters())
+            evaluator.pad_to(initial)
         fit_kwargs = self._hold_back_guard(guard_data, fit_kwargs)
-        self._check_fit_arguments(fit_args, fit_kwargs)
+        self._check_fit_arguments(fit_args, fit_kwargs, initial)
+        del initial
         try:
             # one process per project; the workers of keras-tuner's distributed mode share theirs by design
             with contextlib.nullcontext() if distributed.is_worker() else RunLock(self.project_dir,
-                                                                                    command="GRSTuner.search"):
+                                                                                    command="GRSTuner.search"), \
+                    _old_objects_frozen():
                 if getattr(evaluator, "batches", False):
                     if "verbose" in fit_kwargs:
                         self.oracle.verbose = fit_kwargs["verbose"]
@@ -369,7 +393,9 @@ class GRSTuner(keras_tuner.Tuner):
             self._writer.submit(write_json, os.path.join(trial_dir, NORMS_FILE), record.unit_norms)
         return metrics
 
-    def _check_fit_arguments(self, fit_args, fit_kwargs):
+    def _check_fit_arguments(self, fit_args, fit_kwargs, initial=None):
+        """Refuse, before any trial, validation data the objective cannot be read from (``initial``: the initial
+        hyperparameters' model, when already built)."""
         objective = self.oracle.objective.name
         if fit_kwargs.get("validation_data") is None:
             if objective.startswith("val_"):
@@ -383,7 +409,8 @@ class GRSTuner(keras_tuner.Tuner):
             raise ValueError("validation_data must be a tuple (x_val, y_val)")
         if not distributed.is_worker() and self.oracle.plan().finished:
             return
-        model = self._try_build(self._initial_hyperparameters())
+        model = initial if initial is not None else self._try_build(self._initial_hyperparameters())
+        del initial
         sample = (validation[0][:64], validation[1][:64])
         values = validate(model, (), {"validation_data": sample, "batch_size": fit_kwargs.get("batch_size")})
         available = set(values) | {name.removeprefix("val_") for name in values}
@@ -393,7 +420,7 @@ class GRSTuner(keras_tuner.Tuner):
                 "(compile it with the metric, e.g. metrics=['accuracy'])"
             )
         del model
-        keras.backend.clear_session()
+        keras.backend.clear_session(free_memory=False)
 
     def run_trial(self, trial, *fit_args, **fit_kwargs):
         (record,) = self._run([trial], fit_args, fit_kwargs)
@@ -480,8 +507,11 @@ class GRSTuner(keras_tuner.Tuner):
         done = set()
         try:
             records = self._run(trials, fit_args, fit_kwargs)
-            for record in records:
-                self.oracle.update_trial(record.request.id, self._stored(record))
+            # end_trial writes each trial.json, metrics included (a distributed worker's oracle is a client)
+            deferred = getattr(self.oracle, "trial_files_with_end", contextlib.nullcontext)
+            with deferred():
+                for record in records:
+                    self.oracle.update_trial(record.request.id, self._stored(record))
             self._writer.join()  # the checkpoints are whole under their names before a trial counts as done
             done.update(record.request.id for record in records)
         except keras_tuner.errors.FatalError:
@@ -517,10 +547,14 @@ class GRSTuner(keras_tuner.Tuner):
         """As keras-tuner's, with every JSON file written whole or not at all (see :mod:`keras_grs.files`)."""
         if not self._is_worker():
             self.oracle.save()
-        write_json(self._get_tuner_fname(), self.get_state())
+        self._state_file.write(self._get_tuner_fname(), self.get_state())
 
     def on_trial_end(self, trial):
-        super().on_trial_end(trial)
+        # keras-tuner's (end the trial, save), with the oracle's state written once: end_trial saves it before it
+        # lets the trial go, save() after (a worker's save leaves the oracle to the chief: its end_trial saves)
+        with contextlib.nullcontext() if self._is_worker() else self.oracle.saved_by_caller():
+            self.oracle.end_trial(trial)
+        self.save()
         if self._mirror is not None:
             finished = self.oracle.get_trial(trial.trial_id)
             self._mirror.record(finished, self._mirrored_values(finished))

@@ -1,0 +1,110 @@
+"""The batched evaluator's fast convolution path computes what the plain path computes.
+
+A model that starts with a convolution trains on its first layer's patches, taken once per fit and ordered window by
+window when a max pooling follows; a max pooling after a Dense/Conv layer runs before its bias, activation and mask.
+Dropout masks come from a hash of (seed, layer, mini-batch, place)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras_tuner import Objective
+
+import keras_grs
+from keras_grs import models
+from keras_grs.evaluate import Job
+from keras_grs.evaluate.batched import BatchedEvaluator, _dropout_keep, _forward_function, _input_patches, _plan
+
+from helpers import randomize
+
+
+def packed_cnn(shape=(9, 9, 1)):
+    """Three cnn1 candidates of different widths, stacked as the evaluator trains them, and its plan."""
+    base = models.build("cnn1", shape)
+    randomize(base, np.random.default_rng(4))
+    removals = [{"conv1": [0, 3]}, {"conv2": [1], "dense1": [2, 5]}, {}]
+    jobs = [Job(keras_grs.shrink(base, r), True, "") for r in removals]
+    evaluator = BatchedEvaluator(Objective("val_accuracy", "max"))
+    plan = _plan(jobs[0].model)
+    _, params, masks = evaluator._pack(jobs, plan, shape[-1])
+    return plan, params, masks, evaluator._slots
+
+
+@pytest.mark.parametrize("shared", [True, False])
+def test_precomputed_first_layer_patches_give_the_plain_paths_outputs_and_gradients(shared):
+    plan, params, masks, k = packed_cnn()
+    forward = _forward_function(plan.ops, k)
+    x = np.random.default_rng(0).normal(size=(7, 9, 9, 1)).astype("float32")
+    patches = _input_patches(plan.ops, x)
+    assert patches.shape == (7, 4, 4, 4, 4)  # samples, 2x2 pooling windows, the 4x4 pooled positions, 2x2 pixels
+    if not shared:  # each candidate its own batch, as in shuffled training
+        x, patches = np.stack([np.roll(x, j, axis=0) for j in range(k)]), tf.stack(
+            [tf.roll(patches, j, axis=0) for j in range(k)])
+    seed = (tf.constant([3, 5, 8][:k]), tf.constant(2))
+    results = []
+    for inputs, patched in ((tf.constant(x), False), (patches, True)):
+        with tf.GradientTape() as tape:
+            tape.watch(params)
+            logits = forward(params, masks, inputs, seed, shared, patched)
+            loss = tf.reduce_sum(tf.nn.log_softmax(logits)[..., 0])
+        results.append((logits.numpy(), [g.numpy() for g in tape.gradient(loss, params)]))
+    (plain, plain_gradients), (fast, fast_gradients) = results
+    np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-5)
+    for got, want in zip(fast_gradients, plain_gradients):
+        assert np.abs(want).max() > 0  # every weight learns something here
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_a_model_without_a_leading_convolution_trains_on_its_samples():
+    plan = _plan(models.build("nn1", (10,)))
+    assert _input_patches(plan.ops, np.zeros((3, 10), "float32")) is None
+
+
+def test_pooling_before_the_bias_matches_keras_max_pooling_after_the_activation():
+    model = keras.Sequential([keras.Input((7, 7, 2)), keras.layers.Conv2D(3, 2, activation="tanh", name="c"),
+                              keras.layers.MaxPooling2D(3), keras.layers.Flatten(), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    randomize(model, np.random.default_rng(1))
+    plan = _plan(model)
+    evaluator = BatchedEvaluator(Objective("val_accuracy", "max"))
+    _, params, masks = evaluator._pack([Job(model, True, "")], plan, 2)
+    x = np.random.default_rng(2).normal(size=(5, 7, 7, 2)).astype("float32")
+    forward = _forward_function(plan.ops, 1)
+    np.testing.assert_allclose(forward(params, masks, tf.constant(x), None)[0].numpy(), model.predict(x, verbose=0),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(forward(params, masks, _input_patches(plan.ops, x), None, patched=True)[0].numpy(),
+                               model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
+
+
+def test_dropout_masks_keep_the_share_asked_and_differ_by_candidate_batch_and_layer():
+    seeds = tf.constant([11, 12, 13])
+    keep = _dropout_keep((3, 32, 4, 4, 16), seeds, tf.constant(0), 3, 0.25).numpy()
+    assert abs(keep.mean() - 0.75) < 0.01
+    assert abs(keep[..., 0].mean() - keep[..., 15].mean()) < 0.05  # every unit alike
+    assert (keep[0] != keep[1]).mean() > 0.3  # candidates draw their own masks
+    assert (keep != _dropout_keep((3, 32, 4, 4, 16), seeds, tf.constant(1), 3, 0.25).numpy()).mean() > 0.3
+    assert (keep != _dropout_keep((3, 32, 4, 4, 16), seeds, tf.constant(0), 4, 0.25).numpy()).mean() > 0.3
+    wider = _dropout_keep((3, 32, 4, 4, 20), seeds, tf.constant(0), 3, 0.25).numpy()
+    np.testing.assert_array_equal(wider[..., :16], keep)  # padding only adds units: the real units' masks stay
+
+
+def test_patches_too_large_to_keep_are_taken_per_batch_and_train_alike(tmp_path, monkeypatch):
+    from keras_grs.evaluate import batched
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(40, 9, 9, 1)).astype("float32"), rng.integers(0, 2, 40)
+    keras.utils.set_random_seed(2)
+    start = models.build("cnn1", (9, 9, 1)).get_weights()
+    fit = {"epochs": 2, "batch_size": 16, "validation_data": (x[:10], y[:10])}
+    trained = []
+    for limit in (batched.PATCH_BYTES, 0):
+        monkeypatch.setattr(batched, "PATCH_BYTES", limit)
+        model = models.build("cnn1", (9, 9, 1))
+        model.set_weights(start)
+        evaluator = BatchedEvaluator(Objective("val_accuracy", "max"), epoch_score="last")
+        evaluator.evaluate([Job(model, True, str(tmp_path / f"{limit}.weights.h5"), key="a")], (x, y), fit)
+        assert evaluator._calls == 1 and (_input_patches(_plan(model).ops, x) is None) == (limit == 0)
+        trained.append(model.get_weights())
+    for patched, plain, initial in zip(*trained, start):
+        assert np.abs(plain - initial).max() > 1e-4  # trained
+        np.testing.assert_allclose(patched, plain, rtol=1e-3, atol=1e-5)
