@@ -11,19 +11,22 @@ evaluator: mean and spread of the parameters and FLOPs kept and of the test accu
     python benchmarks/evaluator_parity.py --evaluators keras --seeds 3     # one more run into the store
 
 Runs are stored in results/evaluator_parity.json as they finish (a second call adds to the store, a run already
-stored is not repeated); results/evaluator_parity.md is written from the whole store.
+stored is not repeated, a search a kill cut short continues from its last trial); results/evaluator_parity.md is
+written from the whole store.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 
 from common import RESULTS, calcium_splits, machine, pretrained, search, write
 
 import numpy as np
 
 STORE = RESULTS / "evaluator_parity.json"
+WORK = RESULTS.parent / ".work" / "evaluator_parity"  # searches in progress: a killed one continues from its last trial
 EVALUATORS = ("keras", "batched")
 
 
@@ -44,7 +47,9 @@ def key(run: dict) -> tuple:
 def run_one(model_name, evaluator, seed, epochs, pretrain_epochs, label, frames) -> dict:
     data = calcium_splits(model_name, seed=seed, n_frames=frames)
     model = pretrained(model_name, data[0], pretrain_epochs, seed=seed)
-    run = search(model, data, evaluator=evaluator, epochs=epochs, seed=seed)
+    work = WORK / f"{model_name}-f{frames}-e{epochs}-{label or evaluator}-s{seed}"
+    run = search(model, data, evaluator=evaluator, epochs=epochs, seed=seed, directory=work)
+    shutil.rmtree(work)
     return {"model": model_name, "frames": frames, "epochs": epochs, "evaluator": label or evaluator, "seed": seed,
             "trials": run.trials, "finished": run.finished, "seconds": round(run.seconds, 1), "structure": run.structure,
             "params": run.params, "flops": run.flops, "test": run.test, "initial_params": run.initial_params,
