@@ -395,7 +395,6 @@ class PruningOracle(keras_tuner.Oracle):
             yield
         finally:
             self._trial_files_deferred = False
-        self._saved_by_caller = False
 
 
 def _last(trial, name, kind=int):
