@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass
@@ -107,9 +109,10 @@ def search(model: keras.Model, data, *, method="grs", evaluator="batched", epoch
 
     The seed's acceptance rule by default, so that the seed's tables and the earlier figures stay reproducible;
     ``acceptance="guard"`` for the default of keras-grs. With ``directory`` the search lives there and a search
-    stopped part-way (a killed sitting) continues from its last trial when called again with the same arguments;
-    its seconds are those of every sitting added up, each with its own warm-up (``elapsed.json``). The caller removes the directory once the
-    result is stored."""
+    stopped part-way (a killed sitting) continues from its last trial when called again with the same arguments
+    and a model of the same weights (``model.sha256``; other weights, e.g. pretrained again with other rounding,
+    start the search again); its seconds are those of every sitting added up, each with its own warm-up
+    (``elapsed.json``). The caller removes the directory once the result is stored."""
     if directory is None:
         with tempfile.TemporaryDirectory() as temporary:
             return _search(model, data, Path(temporary), method, evaluator, epochs, seed, max_trials, tolerance,
@@ -122,7 +125,13 @@ def _search(model, data, directory: Path, method, evaluator, epochs, seed, max_t
             acceptance) -> Run:
     train, validation, test = data
     options = {"phases": phases} if phases else {}
+    fingerprint = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in model.get_weights())).hexdigest()
+    start_file = directory / "model.sha256"
+    if start_file.exists() and start_file.read_text() != fingerprint:  # pretrained again, differently
+        print(f"warning: {directory} holds a search of other starting weights; it starts again", flush=True)
+        shutil.rmtree(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    start_file.write_text(fingerprint)
     elapsed = directory / "elapsed.json"
     earlier = json.loads(elapsed.read_text()) if elapsed.exists() else {"seconds": 0.0, "sittings": 0}
     tuner = keras_grs.GRSTuner.from_model(model, train_first=False, method=method, seed=seed,
