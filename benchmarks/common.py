@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -20,6 +21,7 @@ import tensorflow as tf  # noqa: E402
 
 import keras_grs  # noqa: E402
 from keras_grs import datasets, models  # noqa: E402
+from keras_grs.files import write_json  # noqa: E402
 from keras_grs.scoring import accuracy  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
@@ -113,15 +115,12 @@ def search(model: keras.Model, data, *, method="grs", evaluator="batched", epoch
     and a model of the same weights (``model.sha256``; other weights, e.g. pretrained again with other rounding,
     start the search again); its seconds are those of every sitting added up, each with its own warm-up
     (``elapsed.json``). The caller removes the directory once the result is stored."""
-    if directory is None:
-        with tempfile.TemporaryDirectory() as temporary:
-            return _search(model, data, Path(temporary), method, evaluator, epochs, seed, max_trials, tolerance,
-                           phases, acceptance)
-    return _search(model, data, Path(directory), method, evaluator, epochs, seed, max_trials, tolerance, phases,
-                   acceptance)
+    with tempfile.TemporaryDirectory() if directory is None else contextlib.nullcontext(directory) as directory:
+        return _search(model, data, Path(directory), method=method, evaluator=evaluator, epochs=epochs, seed=seed,
+                       max_trials=max_trials, tolerance=tolerance, phases=phases, acceptance=acceptance)
 
 
-def _search(model, data, directory: Path, method, evaluator, epochs, seed, max_trials, tolerance, phases,
+def _search(model, data, directory: Path, *, method, evaluator, epochs, seed, max_trials, tolerance, phases,
             acceptance) -> Run:
     train, validation, test = data
     options = {"phases": phases} if phases else {}
@@ -143,10 +142,8 @@ def _search(model, data, directory: Path, method, evaluator, epochs, seed, max_t
 
     def on_trial_end(trial):  # after keras-tuner has stored the trial: the time a resumed sitting adds to
         trial_ended(trial)
-        temporary = elapsed.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"seconds": earlier["seconds"] + time.perf_counter() - start,
-                                         "sittings": earlier["sittings"] + 1}))
-        os.replace(temporary, elapsed)
+        write_json(elapsed, {"seconds": earlier["seconds"] + time.perf_counter() - start,
+                             "sittings": earlier["sittings"] + 1})
 
     tuner.on_trial_end = on_trial_end
     start = time.perf_counter()
