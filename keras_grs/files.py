@@ -137,8 +137,8 @@ def write_json(path, value, **dump_options) -> None:
 
 class JsonWriter:
     """:func:`write_json` that skips a write when the file already holds that very content (the same writer wrote
-    it and it is still there): keras-tuner saves the oracle's state at the end of a trial and again, unchanged,
-    when the tuner saves its own."""
+    it and it is still there): keras-tuner saves the tuner's state after every trial, and it does not change
+    during a search."""
 
     def __init__(self):
         self._written: dict[str, str] = {}

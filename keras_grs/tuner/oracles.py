@@ -38,7 +38,7 @@ from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine.hyperparameters import hp_types
 from keras_tuner.src.engine.oracle import Display
 
-from keras_grs.files import JsonWriter, write_json
+from keras_grs.files import write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_acceptance, check_guard_fraction,
                              epoch_score_for, search_margin)
 from keras_grs.scoring import objective_direction, objective_name
@@ -156,7 +156,6 @@ class PruningOracle(keras_tuner.Oracle):
         self._plan_cache = (None, None)
         self._side_files = {}  # (trial id, file name) -> what a trial's side file holds (None: not written)
         self._outcome_cache = {}  # trial id -> ((status, score), its Outcome)
-        self._state_file = JsonWriter()
         self._trial_files_deferred = False
         self._saved_by_caller = False
 
@@ -369,32 +368,31 @@ class PruningOracle(keras_tuner.Oracle):
     # public; _save_trial is keras-tuner's private hook, the one place trial.json is written).
     def save(self):
         if not self._saved_by_caller:
-            self._state_file.write(self._get_oracle_fname(), self.get_state())
+            write_json(self._get_oracle_fname(), self.get_state())
 
-    @contextlib.contextmanager
     def saved_by_caller(self):
         """Within the block the oracle does not write its state: the caller saves it right after (keras-tuner's
         ``Tuner.on_trial_end`` ends the trial, which saves, then saves the tuner, which saves the oracle again)."""
-        self._saved_by_caller = True
-        try:
-            yield
-        finally:
-            self._saved_by_caller = False
+        return self._holding("_saved_by_caller")
 
     def _save_trial(self, trial):
         if not self._trial_files_deferred:
             write_json(os.path.join(self._get_trial_dir(trial.trial_id), "trial.json"), trial.get_state())
 
-    @contextlib.contextmanager
     def trial_files_with_end(self):
         """Within the block, ``update_trial`` does not write the trial's file: the caller ends the trials right
         after, and ``end_trial`` writes it with the metrics. A process killed in between leaves the file of the
         trial as it began (running), which a resumed search runs again, as it would without the metrics."""
-        self._trial_files_deferred = True
+        return self._holding("_trial_files_deferred")
+
+    @contextlib.contextmanager
+    def _holding(self, flag: str):
+        """The write that ``flag`` (an attribute) holds back is skipped within the block."""
+        setattr(self, flag, True)
         try:
             yield
         finally:
-            self._trial_files_deferred = False
+            setattr(self, flag, False)
 
 
 def _last(trial, name, kind=int):

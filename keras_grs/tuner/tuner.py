@@ -507,9 +507,8 @@ class GRSTuner(keras_tuner.Tuner):
         done = set()
         try:
             records = self._run(trials, fit_args, fit_kwargs)
-            # end_trial writes each trial.json, metrics included (a distributed worker's oracle is a client)
-            deferred = getattr(self.oracle, "trial_files_with_end", contextlib.nullcontext)
-            with deferred():
+            # end_trial writes each trial.json, metrics included (a distributed worker's oracle is the chief's)
+            with contextlib.nullcontext() if self._is_worker() else self.oracle.trial_files_with_end():
                 for record in records:
                     self.oracle.update_trial(record.request.id, self._stored(record))
             self._writer.join()  # the checkpoints are whole under their names before a trial counts as done
