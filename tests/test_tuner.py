@@ -10,6 +10,7 @@ import keras
 import keras_tuner
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_grs
 from keras_grs import GRSTuner, UnsupportedLayerError, datasets, shrink
@@ -208,6 +209,36 @@ def test_search_arguments_are_checked_before_any_trial(tmp_path, data):
     with pytest.raises(ValueError, match="does not produce the objective 'val_auc'"):
         auc.search(x, y, validation_data=validation, **FIT)
     assert not tuner.oracle.trials and not auc.oracle.trials
+
+
+class GraphOnlyStep(keras.Sequential):
+    """A model whose test step runs only compiled (as some custom steps do): the eager check must fall back."""
+
+    def test_step(self, data):
+        if tf.executing_eagerly():
+            raise RuntimeError("this step runs only inside a compiled function")
+        return super().test_step(data)
+
+
+def test_the_objective_check_names_what_evaluate_reports_and_leaves_no_metric_state(data):
+    from keras_grs.evaluate.keras import reported_metrics, validate
+
+    (x, _), (x_val, y_val), _ = data
+    sample = (x_val[:64], y_val[:64])
+    auc = build(keras_tuner.HyperParameters())
+    auc.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=1, name="top1")])
+    names = reported_metrics(auc, sample)
+    assert names == set(validate(auc, (), {"validation_data": sample})) == {"val_loss", "val_accuracy", "val_top1"}
+    auc.test_step(sample)  # some state, then the check again: reset afterwards
+    reported_metrics(auc, sample)
+    assert all(float(v) == 0 for metric in auc.metrics for v in metric.variables)
+
+    graph_only = GraphOnlyStep([keras.Input((24,)), keras.layers.Dense(2, activation="softmax")])
+    graph_only.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    with pytest.raises(RuntimeError, match="only inside a compiled"):
+        graph_only.test_step(sample)
+    assert reported_metrics(graph_only, sample) == {"val_loss", "val_accuracy"}
 
 
 def test_many_trials_do_not_keep_models_alive(tmp_path, data):

@@ -12,7 +12,7 @@ import keras
 import keras_tuner
 
 from keras_grs.evaluate import make_evaluator, tidy
-from keras_grs.evaluate.keras import validate
+from keras_grs.evaluate.keras import reported_metrics
 from keras_grs.evaluate.runner import PARENT_CACHE_SIZE, CandidateRunner, Request  # noqa: F401  (its old home)
 from keras_grs.files import BackgroundWriter, CorruptFileError, JsonWriter, verify, write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, ResolutionWarning, check_guard_data,
@@ -412,8 +412,8 @@ class GRSTuner(keras_tuner.Tuner):
         model = initial if initial is not None else self._try_build(self._initial_hyperparameters())
         del initial
         sample = (validation[0][:64], validation[1][:64])
-        values = validate(model, (), {"validation_data": sample, "batch_size": fit_kwargs.get("batch_size")})
-        available = set(values) | {name.removeprefix("val_") for name in values}
+        values = reported_metrics(model, sample, fit_kwargs.get("batch_size"))
+        available = values | {name.removeprefix("val_") for name in values}
         if objective not in available:
             raise ValueError(
                 f"the model does not produce the objective {objective!r}; it reports {sorted(values)} "
