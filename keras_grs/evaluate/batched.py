@@ -281,10 +281,12 @@ class BatchedEvaluator:
         if validation is not None and len(validation) > 2 and validation[2] is not None:
             raise UnsupportedForBatching("validation sample weights")
         check_weighting(fit_kwargs)
-        plans = [_plan(template_of(job.model)) for job in jobs]  # a candidate's layers are its parent's
-        if len({_signature(p, template_of(j.model)) for p, j in zip(plans, jobs)}) != 1:
+        # a candidate's layers are its parent's: the candidates of one step share one template, read once
+        templates = {id(template_of(job.model)): template_of(job.model) for job in jobs}
+        plans = [(_plan(template), template) for template in templates.values()]
+        if len({_signature(plan, template) for plan, template in plans}) != 1:
             raise UnsupportedForBatching("jobs differ")
-        return plans[0]
+        return plans[0][0]
 
     def evaluate(self, jobs, fit_args, fit_kwargs):
         if not all(job.train for job in jobs):
