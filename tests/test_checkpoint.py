@@ -77,8 +77,11 @@ def test_one_layout_writes_every_narrower_candidate_of_the_topology(tmp_path, na
     child = keras_grs.shrink(template, {groups[0]: [0, 3, 4]})
     randomize(child, np.random.default_rng(2))
     child.save_weights(tmp_path / "keras.weights.h5")
+    layout.write(tmp_path / "template.weights.h5", arrays(template))  # files of one layout share its skeleton
     layout.write(tmp_path / "arrays.weights.h5", arrays(child))
     assert_same_file(tmp_path / "arrays.weights.h5", tmp_path / "keras.weights.h5")
+    template.save_weights(tmp_path / "keras_template.weights.h5")
+    assert_same_file(tmp_path / "template.weights.h5", tmp_path / "keras_template.weights.h5")
 
 
 def test_missing_or_miscounted_arrays_are_named(tmp_path):
@@ -89,6 +92,7 @@ def test_missing_or_miscounted_arrays_are_named(tmp_path):
         layout.write(tmp_path / "a.weights.h5", {k: v for k, v in weights.items() if k != "dense2"})
     with pytest.raises(ValueError, match="layer 'dense3' has 2 weights, 1 arrays"):
         layout.write(tmp_path / "a.weights.h5", {**weights, "dense3": weights["dense3"][:1]})
+    assert not (tmp_path / "a.weights.h5").exists()  # refused before anything is written
 
 
 @pytest.fixture(scope="module")
