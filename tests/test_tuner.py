@@ -241,6 +241,32 @@ def test_the_objective_check_names_what_evaluate_reports_and_leaves_no_metric_st
     assert reported_metrics(graph_only, sample) == {"val_loss", "val_accuracy"}
 
 
+def test_validating_once_gives_evaluates_metrics_without_tracing_it_and_falls_back_beyond_a_few_batches(
+        data, monkeypatch):
+    from keras_grs.evaluate import keras as keras_evaluation
+
+    (x, _), (x_val, y_val), _ = data
+    model = build(keras_tuner.HyperParameters())
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy", keras.metrics.SparseCategoricalCrossentropy(name="xent")])
+    weights = np.random.default_rng(0).uniform(0.5, 2.0, len(y_val))
+    # float64 features, per-sample weights and a last batch shorter than the others, as evaluate takes them
+    validation = (x_val.astype("float64"), y_val, weights)
+    expected = model.evaluate(validation[0], y_val, sample_weight=weights, batch_size=7, verbose=0, return_dict=True)
+    calls = []
+    evaluate = model.evaluate
+    monkeypatch.setattr(model, "evaluate", lambda *a, **k: calls.append(1) or evaluate(*a, **k))
+    eager = keras_evaluation.validate(model, (), {"validation_data": validation, "batch_size": 7})
+    assert not calls  # no compiled function traced
+    assert eager.keys() == {f"val_{name}" for name in expected}
+    for name, value in expected.items():
+        assert eager[f"val_{name}"] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+    monkeypatch.setattr(keras_evaluation, "EAGER_STEPS", 3)  # more batches than that: compiled, as before
+    compiled = keras_evaluation.validate(model, (), {"validation_data": validation, "batch_size": 7})
+    assert calls == [1]
+    assert compiled == pytest.approx(eager, rel=1e-5, abs=1e-6)
+
+
 def test_many_trials_do_not_keep_models_alive(tmp_path, data):
     (x, y), validation, _ = data
     tuner = GRSTuner(build, tolerance=0.3, seed=0, max_trials=8, directory=tmp_path)
