@@ -145,6 +145,8 @@ def _eager_evaluation(model, validation, batch_size: int) -> dict | None:
     ``EAGER_STEPS`` batches (beyond that the compiled steps win); floats are cast to ``floatx`` as ``evaluate``'s
     adapter casts them. A step that fails eagerly (a model whose step runs only compiled) leaves it to ``evaluate``.
     """
+    if validation[1] is None:
+        return None
     arrays = [validation[i] for i in range(min(len(validation), 3)) if validation[i] is not None]
     if not all(isinstance(a, np.ndarray) for a in arrays) or len({len(a) for a in arrays}) != 1:
         return None
