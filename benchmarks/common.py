@@ -78,6 +78,7 @@ class Run:
     flops: int
     test: float
     compact: keras.Model
+    sittings: int = 1  # the sittings a search kept in a directory ran over (its seconds add them up)
 
     @property
     def al(self) -> float:
@@ -149,12 +150,14 @@ def _search(model, data, directory: Path, *, method, evaluator, epochs, seed, ma
     start = time.perf_counter()
     tuner.search(*train, validation_data=validation, epochs=epochs, batch_size=32, verbose=0, progress=False)
     seconds = earlier["seconds"] + time.perf_counter() - start
+    sittings = json.loads(elapsed.read_text())["sittings"] if elapsed.exists() else earlier["sittings"]
     compact = tuner.get_best_models(1)[0]
     finished = tuner.oracle.plan().finished
     trials = len(tuner.oracle.trials)
     return Run(method, evaluator, seconds, trials, finished, keras_grs.count_params(model),
                keras_grs.count_flops(model), accuracy(model, *test), str(keras_grs.analyze(compact)),
-               keras_grs.count_params(compact), keras_grs.count_flops(compact), accuracy(compact, *test), compact)
+               keras_grs.count_params(compact), keras_grs.count_flops(compact), accuracy(compact, *test), compact,
+               sittings)
 
 
 def write(name: str, lines: list[str]) -> Path:

@@ -20,7 +20,6 @@ Run: .venv/bin/python benchmarks/search_speed.py [--models nn1 cnn1] [--epochs 1
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 
 from common import RESULTS, calcium_splits, machine, pretrained, search, write
@@ -124,9 +123,9 @@ def protocol(args) -> list[str]:
         "",
         f"Machine: {machine()}.",
         "",
-        f"Simulated calcium data as in `search_speed.md` (seed 0), each model pretrained {args.pretrain_epochs} epochs, "
-        f"then one GRS search with the batched evaluator until no candidate is valid ({args.epochs} fine-tuning epochs "
-        "per candidate, batch 32, the seed's acceptance rule). `benchmarks/search_speed.py --models --quality-epochs 0 "
+        f"Simulated calcium data as in `search_speed.md` (seed 0), each model pretrained {args.pretrain_epochs} "
+        f"epochs, then one GRS search with the batched evaluator until no candidate is valid ({args.epochs} "
+        "fine-tuning epochs per candidate, batch 32, the seed's acceptance rule). `benchmarks/search_speed.py --models --quality-epochs 0 "
         f"--protocol {' '.join(args.protocol)}`; a search continues across sittings (`sittings`), its seconds add "
         "them up. The seed's time: its GRS prune time on a GTX 1080 GPU, on its own recordings.",
         "",
@@ -137,11 +136,9 @@ def protocol(args) -> list[str]:
     for name in args.protocol:
         data = calcium_splits(name, seed=0)
         model = pretrained(name, data[0], args.pretrain_epochs, seed=0)
-        work = WORK / f"{name}-e{args.epochs}"
-        run = search(model, data, evaluator="batched", epochs=args.epochs, directory=work)
-        sittings = json.loads((work / "elapsed.json").read_text())["sittings"]
+        run = search(model, data, evaluator="batched", epochs=args.epochs, directory=WORK / f"{name}-e{args.epochs}")
         print(f"{name} protocol: {run.seconds:.1f} s, {run.trials} trials, {run.structure}", flush=True)
-        lines.append(f"| {name} | {run.trials} | {sittings} | {run.seconds:.1f} | {run.seconds / run.trials:.2f} | "
+        lines.append(f"| {name} | {run.trials} | {run.sittings} | {run.seconds:.1f} | {run.seconds / run.trials:.2f} | "
                      f"{run.structure} | {run.params:,} ({100 * run.params / run.initial_params:.1f}%) | "
                      f"{run.test:.4f} ({run.initial_test:.4f}) | {SEED_SECONDS[name]:,.1f} | "
                      f"**{SEED_SECONDS[name] / run.seconds:.1f}x** |")

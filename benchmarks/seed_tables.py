@@ -131,9 +131,8 @@ def main():
                 # recorded since the statistics were added: the TQ model's own AL and FCI
                 result["tq_nonzero_flops"] = count_flops(tq_model, nonzero=True)
                 result["tq_test"] = accuracy(tq_model, *data[2])
-            sittings = json.loads((work / "elapsed.json").read_text())["sittings"]
-            if sittings > 1:  # its seconds include each sitting's warm-up and the trial a kill cut short
-                result["sittings"] = sittings
+            if run.sittings > 1:  # its seconds include each sitting's warm-up and the trial a kill cut short
+                result["sittings"] = run.sittings
             runs[key] = result
             save()
             shutil.rmtree(work)
