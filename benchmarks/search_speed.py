@@ -126,8 +126,9 @@ def protocol(args) -> list[str]:
         f"Simulated calcium data as in `search_speed.md` (seed 0), each model pretrained {args.pretrain_epochs} "
         f"epochs, then one GRS search with the batched evaluator until no candidate is valid ({args.epochs} "
         "fine-tuning epochs per candidate, batch 32, the seed's acceptance rule). `benchmarks/search_speed.py "
-        f"--models --quality-epochs 0 --protocol {' '.join(args.protocol)}`; a search continues across sittings (`sittings`), its seconds add "
-        "them up. The seed's time: its GRS prune time on a GTX 1080 GPU, on its own recordings.",
+        f"--models --quality-epochs 0 --protocol {' '.join(args.protocol)}`; a search continues across sittings "
+        "(`sittings`), its seconds add them up. The seed's time: its GRS prune time on a GTX 1080 GPU, on its own "
+        "recordings.",
         "",
         "| model | trials | sittings | wall s | s per trial | structure | params kept | test accuracy (initial) | "
         "seed's GPU s | seed / ours |",

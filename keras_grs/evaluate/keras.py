@@ -166,18 +166,10 @@ def _eager_evaluation(model, validation, batch_size: int) -> dict | None:
 
 
 def reported_metrics(model: keras.Model, validation, batch_size=None) -> set[str]:
-    """The names of what ``model`` reports on validation data, as fit names them (``val_``): from one eager
-    ``test_step`` on ``validation`` (a small sample), which traces no compiled function (``evaluate`` traced one
-    for this one-off check, longer than fine-tuning a small candidate); Keras' ``evaluate`` when the eager step
-    fails (a model whose step only runs compiled). The model's metrics are reset afterwards."""
+    """The names of what ``model`` reports on validation data (a small sample), as fit names them (``val_``): read
+    from :func:`validate`, which steps eagerly through a small sample instead of tracing a compiled test function
+    for this one-off check. The model's metrics are reset afterwards."""
     try:
-        values = model.test_step((validation[0], validation[1]))
-    except Exception:  # noqa: BLE001 - the compiled path below reports the model's own error, if any
-        values = None
+        return set(validate(model, (), {"validation_data": validation, "batch_size": batch_size}))
     finally:
         model.reset_metrics()
-    if not isinstance(values, dict):
-        values = validate(model, (), {"validation_data": validation, "batch_size": batch_size})
-        model.reset_metrics()
-        return set(values)
-    return {f"val_{name}" for name in values}
