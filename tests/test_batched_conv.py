@@ -52,7 +52,8 @@ def test_precomputed_first_layer_patches_give_the_plain_paths_outputs_and_gradie
     np.testing.assert_allclose(fast, plain, rtol=1e-5, atol=1e-5)
     for got, want in zip(fast_gradients, plain_gradients):
         assert np.abs(want).max() > 0  # every weight learns something here
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+        # float32 sums of terms as large as the largest gradient: their rounding is absolute, about 1e-7 of it
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6 * np.abs(want).max())
 
 
 def test_a_model_without_a_leading_convolution_trains_on_its_samples():

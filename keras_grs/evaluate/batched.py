@@ -14,9 +14,10 @@ Convolutions are products of image patches with the stacked kernels. What a smal
 (``benchmarks/results/conv_profile.md``) shaped two shortcuts: a model's first convolution reads the same samples
 every epoch, so their patches are taken once per fit and each batch gathers its rows; a max pooling after a
 Dense/Conv layer runs before its bias, activation and mask (the same values, on a quarter of them), its window
-maximum with a one-select gradient. Dropout masks stay one Philox draw per candidate and layer (masks from an
-elementwise hash were faster, but their searches were not shown to match one fit per candidate:
-``benchmarks/results/evaluator_parity.md``).
+maximum with a one-select gradient. Dropout masks are Philox draws, every candidate's in one fused expression
+(:mod:`keras_grs.evaluate.philox`: the numbers ``tf.random.stateless_uniform`` gives, about a fifth of a small MLP's
+training time less than one draw per candidate; masks from a cheaper elementwise hash were not shown to train like
+one fit per candidate: ``benchmarks/results/evaluator_parity.md``).
 
 Supported: chains of Dense, Conv1D/Conv2D (channels last, no dilation or groups; with or without bias), max/average
 pooling, global pooling, Flatten, Dropout and Activation/ReLU layers, ending in the output layer; the losses,
@@ -41,6 +42,7 @@ import tensorflow as tf
 from keras_grs.evaluate.base import check_epoch_score
 from keras_grs.evaluate.candidate import Candidate, measure, realized, template_of
 from keras_grs.evaluate.keras import KerasEvaluator
+from keras_grs.evaluate.philox import stateless_uniform
 from keras_grs.evaluate.training import (
     Loss, Optimizer, UnsupportedForBatching, check_weighting, penalty, read_loss, read_optimizer, read_regularizer,
     sample_weights,
@@ -679,16 +681,15 @@ def _input_patches(plan, x):
 
 
 def _dropout_keep(shape, seeds, batch_index, layer, rate):
-    """The keep mask (k, batch, ..., units) of a dropout layer: candidate j's drawn from its own seed, unit by unit
-    (all of a unit's values before the next unit's). Philox fills a shape in order, so a wider padding only appends
-    values: the mask of a candidate's real units is the same whatever the batch is padded to."""
+    """The keep mask (k, batch, ..., units) of a dropout layer: candidate j's from the Philox stream of seed
+    (seeds[j] + layer, batch_index), unit by unit (all of a unit's values before the next unit's). The stream is
+    filled in order, so a wider padding only appends values: the mask of a candidate's real units is the same
+    whatever the batch is padded to. Every candidate's numbers come from one fused expression
+    (:func:`keras_grs.evaluate.philox.stateless_uniform`, the numbers of ``tf.random.stateless_uniform``)."""
     rest, units = shape[1:-1], shape[-1]
-    masks = []
-    for j in range(shape[0]):
-        uniform = tf.random.stateless_uniform((units, math.prod(rest)), seed=tf.stack([seeds[j] + layer, batch_index]),
-                                              alg="philox")
-        masks.append(tf.reshape(tf.transpose(uniform), (*rest, units)))
-    return tf.stack(masks) >= rate
+    uniform = stateless_uniform(seeds + layer, batch_index, units * math.prod(rest))
+    uniform = tf.transpose(tf.reshape(uniform, (shape[0], units, -1)), (0, 2, 1))
+    return tf.reshape(uniform, shape) >= rate
 
 
 def _matmul(h, kernel, shared, k, each=None):
