@@ -70,7 +70,7 @@ def test_pooling_before_the_bias_matches_keras_max_pooling_after_the_activation(
     evaluator = BatchedEvaluator(Objective("val_accuracy", "max"))
     _, params, masks = evaluator._pack([Job(model, True, "")], plan, 2)
     x = np.random.default_rng(2).normal(size=(5, 7, 7, 2)).astype("float32")
-    forward = _forward_function(plan.ops, 1)
+    forward = _forward_function(plan.ops, evaluator._slots)
     np.testing.assert_allclose(forward(params, masks, tf.constant(x), None)[0].numpy(), model.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(forward(params, masks, _input_patches(plan.ops, x), None, patched=True)[0].numpy(),

@@ -316,7 +316,7 @@ class BatchedEvaluator:
         per_job = [(job.model, _weighted_layers(job.model)) for job in jobs]  # (layer, its arrays) of each
         widths = [max(layers[i][1][0].shape[-1] for _, layers in per_job) for i in range(len(per_job[0][1]))]
         self._capacity = [max(a, b) for a, b in zip(widths, self._capacity or widths)]
-        self._slots = max(self._slots, len(jobs))
+        self._slots = max(self._slots, len(jobs), 2)  # see _matmul: a batch of one would round differently
         widths, k = self._capacity, self._slots
         ops = [op for op in plan.ops if op.weighted]
         params, masks = [], []
@@ -696,21 +696,23 @@ def _matmul(h, kernel, shared, k, each=None):
     """(k,) batch, *positions, inputs times a (k, inputs, outputs) kernel -> (k, batch, *positions, outputs).
     ``each``: a function applied to every candidate's product (batch, *positions, outputs) before they are stacked.
 
-    Written as plain 2-D/3-D matmuls: XLA on CPU lowers the equivalent einsum with broadcast positions to a much
-    slower loop (a cnn1 epoch of 5 candidates: 726 ms as an einsum, 198 ms as matmuls).
+    One batched product per layer: XLA computes each candidate's slice alike whatever the number of slots, from 2
+    on (a batch of one becomes another kind of product, rounded differently: the evaluator keeps at least 2 slots).
+    A shared input is broadcast to every candidate rather than multiplied once by the kernels side by side: that
+    wider product rounds a candidate's columns differently as the number of candidates changes, so a candidate's
+    validation scores depended on its batch-mates (``tests/test_faults_twin.py``). A batched product also puts
+    fewer, larger kernels in a training step than one 2-D product per candidate (an nn1 step of 3 candidates: 76
+    instead of 152), and an einsum with broadcast positions would be lowered to a much slower loop (a cnn1 epoch of
+    5 candidates: 726 ms as an einsum, 198 ms as matmuls).
     """
     n_in, n_out = kernel.shape[1], kernel.shape[2]
-    if shared:  # one GEMM of the shared input with every candidate's kernel side by side
-        lead = h.shape[:-1]
-        z = tf.matmul(tf.reshape(h, (-1, n_in)), tf.reshape(tf.transpose(kernel, (1, 0, 2)), (n_in, k * n_out)))
-        z = tf.reshape(z, (*lead, k, n_out))
-        z = tf.transpose(z, (len(lead), *range(len(lead)), len(lead) + 1))
-        return z if each is None else tf.stack([each(z[j]) for j in range(k)])
+    if shared:
+        h = tf.broadcast_to(h[None], (k, *h.shape))
     lead = h.shape[1:-1]
-    # one 2-D product per candidate rather than one batched product: XLA turns a batch of one into another kind
-    # of product, whose rounding differs, so a candidate would train differently alone than beside others
+    if each is None:
+        return tf.reshape(tf.matmul(tf.reshape(h, (k, -1, n_in)), kernel), (k, *lead, n_out))
     products = [tf.reshape(tf.matmul(tf.reshape(h[j], (-1, n_in)), kernel[j]), (*lead, n_out)) for j in range(k)]
-    return tf.stack(products if each is None else [each(z) for z in products])
+    return tf.stack([each(z) for z in products])
 
 
 def _patches(h, op, lead, multiple=None):
