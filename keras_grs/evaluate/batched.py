@@ -29,7 +29,6 @@ recorded per trial (the tuner writes :meth:`BatchedEvaluator.supports`'s reason 
 
 from __future__ import annotations
 
-import functools
 import math
 import warnings
 from dataclasses import dataclass
@@ -608,8 +607,9 @@ def _forward_function(plan, k):
                     if op.kind == "conv" and not (patched and w == 0):
                         h = _patches(h, op, 1 if shared else 2, _pooled_positions(pooled.get(n)))
                     windows = n in pooled and patched and w == 0  # patches window by window (_input_patches)
-                    # each candidate's product pooled before the candidates are stacked: a quarter to copy
-                    z = _matmul(h, kernel, shared, k, functools.partial(_window_max, axes=[1]) if windows else None)
+                    z = _matmul(h, kernel, shared, k)
+                    if windows:  # (k, batch, window, *positions, outputs): the pooling is a maximum over the windows
+                        z = _window_max(z, axes=[2])
                     shared = False
                     if n in pooled:  # pooled before the bias, activation and mask: the same values, 1/4 the work
                         z = z if windows else _pool(z, pooled[n], k)
@@ -692,9 +692,8 @@ def _dropout_keep(shape, seeds, batch_index, layer, rate):
     return tf.reshape(uniform, shape) >= rate
 
 
-def _matmul(h, kernel, shared, k, each=None):
+def _matmul(h, kernel, shared, k):
     """(k,) batch, *positions, inputs times a (k, inputs, outputs) kernel -> (k, batch, *positions, outputs).
-    ``each``: a function applied to every candidate's product (batch, *positions, outputs) before they are stacked.
 
     One batched product per layer: XLA computes each candidate's slice alike whatever the number of slots, from 2
     on (a batch of one becomes another kind of product, rounded differently: the evaluator keeps at least 2 slots).
@@ -709,10 +708,7 @@ def _matmul(h, kernel, shared, k, each=None):
     if shared:
         h = tf.broadcast_to(h[None], (k, *h.shape))
     lead = h.shape[1:-1]
-    if each is None:
-        return tf.reshape(tf.matmul(tf.reshape(h, (k, -1, n_in)), kernel), (k, *lead, n_out))
-    products = [tf.reshape(tf.matmul(tf.reshape(h[j], (-1, n_in)), kernel[j]), (*lead, n_out)) for j in range(k)]
-    return tf.stack([each(z) for z in products])
+    return tf.reshape(tf.matmul(tf.reshape(h, (k, -1, n_in)), kernel), (k, *lead, n_out))
 
 
 def _patches(h, op, lead, multiple=None):
