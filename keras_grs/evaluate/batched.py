@@ -10,7 +10,9 @@ sample weights, epochs, batch size, per-epoch shuffling and the epoch rule (the 
 the keras path, written once in :mod:`keras_grs.evaluate.training`. The chosen epoch's weights are copied back into
 each job's (physically smaller) model and saved to its checkpoint, so trials look exactly like the keras evaluator's.
 
-Convolutions are products of image patches with the stacked kernels. What a small CNN's epoch spends its time on
+Each Dense/Conv layer is one batched product of the candidates' inputs (a convolution's image patches) with their
+stacked kernels; each candidate's slice of it is rounded alike however many candidates share the batch, which the
+resume guarantee below needs (:func:`_matmul`). What a small CNN's epoch spends its time on
 (``benchmarks/results/conv_profile.md``) shaped two shortcuts: a model's first convolution reads the same samples
 every epoch, so their patches are taken once per fit and each batch gathers its rows; a max pooling after a
 Dense/Conv layer runs before its bias, activation and mask (the same values, on a quarter of them), its window
