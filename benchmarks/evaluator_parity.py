@@ -116,10 +116,11 @@ def report(runs: list[dict]) -> list[str]:
             # the seed-by-seed test differences' standard error: how far apart two evaluators with no systematic
             # difference land over these seeds by training noise alone
             differences = [100 * (o["test"] - k["test"]) for o, k in zip(other, keras_runs)]
-            noise = np.std(differences, ddof=1) / np.sqrt(len(differences)) if len(differences) > 1 else np.nan
+            noise = (f"standard error of the paired difference "
+                     f"{np.std(differences, ddof=1) / np.sqrt(len(differences)):.2f}" if len(differences) > 1
+                     else "one pair: no estimate of the noise")
             lines.append(f"- {evaluator} vs keras, paired seeds {paired}: mean params {params:+.1f}%, mean test "
-                         f"accuracy {test:+.2f} points (standard error of the paired difference {noise:.2f}; "
-                         f"{verdict} the target); {speed:.1f}x less wall time.")
+                         f"accuracy {test:+.2f} points ({noise}; {verdict} the target); {speed:.1f}x less wall time.")
         lines.append("")
     return lines
 
