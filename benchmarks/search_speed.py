@@ -12,7 +12,7 @@ evaluator at 100 epochs per candidate, timed against the seed's GRS prune times 
 sittings.
 
 Run: .venv/bin/python benchmarks/search_speed.py [--models nn1 cnn1] [--epochs 100] [--max-trials 16 11]
-     [--protocol nn1 cnn1]
+     [--protocol nn1 cnn1] [--batched-only]
      (writes benchmarks/results/search_speed.md, search_quality.md for the complete nn1 searches and
      search_protocol.md for the complete searches at the seed's protocol)
 """
@@ -39,6 +39,9 @@ def main():
                         help="epochs of the uncapped nn1 searches that compare the final quality (0: skip)")
     parser.add_argument("--protocol", nargs="*", default=["nn1", "cnn1"], choices=sorted(SEED_SECONDS),
                         help="complete batched GRS searches at --epochs, timed against the seed's (none: skip)")
+    parser.add_argument("--batched-only", action="store_true",
+                        help="only print the capped batched searches' times, write nothing: to compare two checkouts "
+                             "of the code side by side (run it in each, alternated)")
     args = parser.parse_args()
     caps = dict(zip(args.models, args.max_trials + args.max_trials[-1:] * len(args.models)))
     rows = []
@@ -46,13 +49,15 @@ def main():
         data = calcium_splits(name, seed=0)
         model = pretrained(name, data[0], args.pretrain_epochs, seed=0)
         runs = {}
-        for evaluator in ("keras", "batched"):
+        for evaluator in ("batched",) if args.batched_only else ("keras", "batched"):
             runs[evaluator] = search(model, data, evaluator=evaluator, epochs=args.epochs, max_trials=caps[name])
             run = runs[evaluator]
             print(f"{name} {evaluator}: {run.seconds:.1f} s, {run.trials} trials, {run.structure}, "
                   f"{run.params} params, test {run.test:.4f}", flush=True)
-        keras_run, batched = runs["keras"], runs["batched"]
-        rows.append((name, keras_run, batched))
+        if not args.batched_only:
+            rows.append((name, runs["keras"], runs["batched"]))
+    if args.batched_only:
+        return
     complete = []
     if args.quality_epochs:
         data = calcium_splits("nn1", seed=0)
