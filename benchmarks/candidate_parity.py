@@ -53,10 +53,10 @@ def scores(evaluator_name, model, weights, keep, data, repeats, epochs, director
     if evaluator_name == "batched":
         results = BatchedEvaluator(objective, seed=1).evaluate(jobs, train, fit)
     else:
-        results = []
+        evaluator, results = KerasEvaluator(objective), []
         for i, job in enumerate(jobs):
             keras.utils.set_random_seed(1000 + i)
-            results += KerasEvaluator(objective).evaluate([job], train, fit)
+            results += evaluator.evaluate([job], train, fit)
     tests = []
     for job in jobs:
         job.model.load_weights(job.checkpoint)

@@ -75,7 +75,6 @@ def test_the_key_not_the_slot_chooses_a_candidates_draws(tmp_path, data, initial
     np.testing.assert_array_equal(again["b"].get_weights()[0], other)
 
 
-
 def test_a_candidates_validation_outputs_do_not_depend_on_how_many_candidates_share_the_batch(data, initial):
     """Validation feeds the same samples to every candidate: multiplied once by the kernels side by side, a
     candidate's columns were rounded differently with 3 or 5 slots than with 2 or 4 (up to 4e-7 here)."""
