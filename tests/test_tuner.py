@@ -150,6 +150,27 @@ def test_from_model_prunes_a_pretrained_model_without_training_it_first(tmp_path
     assert widths_of(tuner.get_best_models(1)[0])[0] <= 32
 
 
+@pytest.mark.parametrize("oracle", [keras_grs.GRSOracle, keras_grs.JGRSOracle, keras_grs.RRSOracle])
+def test_seed_zero_is_a_seed_not_a_request_for_a_random_one(oracle):
+    """keras-tuner's Oracle replaces a falsy seed by a random one; 0 must give the same decisions every run."""
+    assert [oracle(seed=0).seed for _ in range(3)] == [0, 0, 0]
+    assert oracle(seed=7).seed == 7
+
+
+def test_two_searches_with_seed_zero_remove_the_same_units(tmp_path, data):
+    (x, y), validation, _ = data
+    model = keras_grs.models.build("nn2", (24,))
+    model.fit(x, y, epochs=2, verbose=0)
+    removed = []
+    for run in ("a", "b"):
+        tuner = GRSTuner.from_model(model, train_first=False, seed=0, max_trials=4, directory=tmp_path / run,
+                                    project_name="p", acceptance="seed")
+        tuner.search(x, y, validation_data=validation, **FIT)
+        removed.append([tuner.oracle.bookkeeping(t)[REMOVED] for t in sorted(tuner.oracle.trials)])
+    assert removed[0] == removed[1]
+    assert len(set(removed[0])) == 4  # the initial model and three different removals
+
+
 def test_nwm_removes_the_unit_with_the_smallest_l1_norm(tmp_path, data):
     (x, y), validation, _ = data
     tuner = GRSTuner(build, method="nwm", tolerance=0.5, seed=0, max_trials=3, directory=tmp_path)

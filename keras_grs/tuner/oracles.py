@@ -145,6 +145,8 @@ class PruningOracle(keras_tuner.Oracle):
             max_retries_per_trial=max_retries_per_trial,
             max_consecutive_failed_trials=max_consecutive_failed_trials,
         )
+        if seed is not None:  # keras-tuner's Oracle takes `seed or random.randint(...)`: a seed of 0 drew a random one
+            self.seed = self._seed_state = int(seed)
         self.tolerance = float(tolerance)
         self.widths = list(widths) if widths is not None else None
         self.units = units
