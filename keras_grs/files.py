@@ -28,6 +28,7 @@ import hashlib
 import json
 import os
 import signal
+import threading
 from pathlib import Path
 
 PARTIAL_PREFIX = ".partial-"
@@ -117,8 +118,41 @@ def _commit(temporary: Path, path: Path) -> None:
     _fsync_directory(path.parent)
 
 
+_deferral = threading.local()  # .writer: the BackgroundWriter this thread's writes go to (see deferred_to)
+
+
+@contextlib.contextmanager
+def deferred_to(writer: BackgroundWriter):
+    """Within the block, this thread's :func:`write_bytes` (so :func:`write_text`, :func:`write_json`) hand the
+    write to ``writer`` and return: the bytes are final, the fsyncs and the rename happen behind, in order.
+
+    The files reach the disk in the order they were written, and the writer stops at its first failure, so a kill
+    at any moment leaves what a synchronous writer killed a little earlier would have left. The caller joins the
+    writer where it must know the files are on disk (and reads nothing it wrote in the block before that); the
+    block joins it on the way out (an error already on its way out is not masked by a write's)."""
+    previous = getattr(_deferral, "writer", None)
+    _deferral.writer = writer
+    try:
+        yield writer
+    except BaseException:
+        _deferral.writer = previous
+        with contextlib.suppress(Exception):
+            writer.join()
+        raise
+    _deferral.writer = previous
+    writer.join()
+
+
 def write_bytes(path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`)."""
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_path`); within :func:`deferred_to`, behind."""
+    writer = getattr(_deferral, "writer", None)
+    if writer is not None:
+        writer.submit(_write_bytes_now, Path(path), bytes(data))
+        return
+    _write_bytes_now(path, data)
+
+
+def _write_bytes_now(path, data: bytes) -> None:
     with atomic_path(path) as temporary:
         with open(temporary, "wb") as f:
             f.write(data)
@@ -153,8 +187,16 @@ class JsonWriter:
         return True
 
 
+def settle() -> None:
+    """Wait for the writes this thread handed over within :func:`deferred_to` (a no-op outside one)."""
+    writer = getattr(_deferral, "writer", None)
+    if writer is not None:
+        writer.join()
+
+
 def read_json(path):
-    """The JSON value in ``path``."""
+    """The JSON value in ``path`` (after the writes still on their way, see :func:`deferred_to`)."""
+    settle()
     return json.loads(Path(path).read_text())
 
 
@@ -187,6 +229,7 @@ def verify(path) -> bool:
     Raises:
         CorruptFileError: the file is missing, truncated or altered since it was written.
     """
+    settle()
     path = Path(path)
     recorded_at = digest_path(path)
     if not recorded_at.is_file():
@@ -226,7 +269,8 @@ def save_weights(model, path, writer: BackgroundWriter | None = None) -> None:
 
 def write_checkpoint(path, write, writer: BackgroundWriter | None = None) -> None:
     """A checkpoint that ``write(temporary_path)`` writes, made atomic with its size and SHA-256 recorded (as
-    :func:`save_weights`; ``write`` is called here, on the calling thread, and the ``writer`` finishes the rest)."""
+    :func:`save_weights`; ``write`` is called here, on the calling thread, and the ``writer`` finishes the rest:
+    writing the file behind too was slower, its HDF5 calls holding the interpreter while the next batch trains)."""
     path = Path(path)
     if writer is None:
         with atomic_path(path) as temporary:
@@ -245,6 +289,7 @@ def load_weights(model, path) -> None:
     would hear about every load. Only that warning is silenced, only here."""
     import warnings
 
+    settle()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         model.load_weights(path)
@@ -275,17 +320,38 @@ class BackgroundWriter:
     def __init__(self):
         self._executor = None  # started at the first write
         self._pending = []
+        self._failed = False  # a write failed since the last join: the writes after it are skipped
 
     def submit(self, write, *args) -> None:
-        """Run ``write(*args)`` on the writer's thread."""
+        """Run ``write(*args)`` on the writer's thread (skipped when an earlier write failed since the last
+        :meth:`join`: files land in order or not at all, as a synchronous writer stopped by the error would
+        leave them)."""
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="keras-grs-writer")
-        self._pending.append(self._executor.submit(write, *args))
+        self._pending.append(self._executor.submit(self._run, write, args))
+
+    def _run(self, write, args):
+        if self._failed:
+            return
+        try:
+            write(*args)
+        except BaseException:
+            self._failed = True
+            raise
+
+    def check(self) -> None:
+        """Raise the first error of the writes finished so far (after waiting for the others), without waiting
+        when none failed: how a caller that lets writes run behind learns of a failure at its next step."""
+        done = [future for future in self._pending if future.done()]
+        if any(future.exception() is not None for future in done):
+            self.join()
+        self._pending = [future for future in self._pending if not future.done()]
 
     def join(self) -> None:
         """Wait for every write handed over so far; raise the first one's error, if any failed."""
         pending, self._pending = self._pending, []
         errors = [future.exception() for future in pending]  # waits for each
+        self._failed = False
         first = next((error for error in errors if error is not None), None)
         if first is not None:
             raise first

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import warnings
+import weakref
 from dataclasses import dataclass
 
 import keras
@@ -235,6 +236,7 @@ class BatchedEvaluator:
         self._slots = 0  # the number of candidates they are padded to
         self._compiled = {}
         self._layouts = {}  # topology -> CheckpointLayout (None: Keras saves those models itself)
+        self._plans = {}  # id(template) -> (a weak reference to it, its _Plan): see _plan_of
 
     batches = True  # the tuner hands it every pending trial at once
     takes_candidates = True  # trains a keras_grs.evaluate.candidate.Candidate without building its model
@@ -286,10 +288,20 @@ class BatchedEvaluator:
         check_weighting(fit_kwargs)
         # a candidate's layers are its parent's: the candidates of one step share one template, read once
         templates = {id(template_of(job.model)): template_of(job.model) for job in jobs}
-        plans = [(_plan(template), template) for template in templates.values()]
+        plans = [(self._plan_of(template), template) for template in templates.values()]
         if len({_signature(plan, template) for plan, template in plans}) != 1:
             raise UnsupportedForBatching("jobs differ")
         return plans[0][0]
+
+    def _plan_of(self, template) -> _Plan:
+        """The template's plan, read once per template (a step's ``supports`` and ``evaluate`` both ask, and a
+        structure is the template of every step until the next one is accepted); the last few are remembered."""
+        cached = self._plans.get(id(template))
+        if cached is not None and cached[0]() is template:
+            return cached[1]
+        plan = _plan(template)
+        self._plans = {**dict(list(self._plans.items())[-3:]), id(template): (weakref.ref(template), plan)}
+        return plan
 
     def evaluate(self, jobs, fit_args, fit_kwargs):
         if not all(job.train for job in jobs):

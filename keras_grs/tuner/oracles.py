@@ -38,7 +38,7 @@ from keras_tuner.src.engine import trial as trial_module
 from keras_tuner.src.engine.hyperparameters import hp_types
 from keras_tuner.src.engine.oracle import Display
 
-from keras_grs.files import write_json
+from keras_grs.files import settle, write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_acceptance, check_guard_fraction,
                              epoch_score_for, search_margin)
 from keras_grs.scoring import objective_direction, objective_name
@@ -245,10 +245,16 @@ class PruningOracle(keras_tuner.Oracle):
         if key not in self._side_files:
             path = os.path.join(self._project_dir, f"trial_{trial.trial_id}", name)  # not _get_trial_dir: it creates
             self._side_files[key] = None
+            settle()  # a file this process hands to a writer (see keras_grs.files.deferred_to) is read once written
             if os.path.exists(path):
                 with open(path) as f:
                     self._side_files[key] = json.load(f)
         return self._side_files[key]
+
+    def side_file_written(self, trial_id, name, value) -> None:
+        """The tuner wrote ``value`` (JSON) to the trial's side file ``name``: remembered, so that it is not read
+        back (nor waited for, when it is written behind)."""
+        self._side_files[(trial_id, name)] = json.loads(json.dumps(value))
 
     def _guard_right(self, trial):
         """Which guard samples the trial got right (packed); None when it recorded none."""

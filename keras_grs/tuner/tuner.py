@@ -14,7 +14,7 @@ import keras_tuner
 from keras_grs.evaluate import make_evaluator, tidy
 from keras_grs.evaluate.keras import reported_metrics
 from keras_grs.evaluate.runner import PARENT_CACHE_SIZE, CandidateRunner, Request  # noqa: F401  (its old home)
-from keras_grs.files import BackgroundWriter, CorruptFileError, JsonWriter, verify, write_json
+from keras_grs.files import BackgroundWriter, CorruptFileError, JsonWriter, deferred_to, verify, write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, ResolutionWarning, check_guard_data,
                              resolution_warnings, split_guard)
 from keras_grs.latency import format_ms
@@ -36,12 +36,14 @@ def _old_objects_frozen():
     """While a search runs, the objects that existed before it (TensorFlow's and Keras' modules, the data, the
     user's model) are left out of garbage collection (``gc.freeze``): they live until the search ends anyway, and a
     full collection walked all of them (about 0.25 s each, several per search, more than fine-tuning a small
-    candidate). One full collection first, so that no garbage (the models built to discover the widths) is kept
-    frozen; objects the search creates are collected as usual. Untouched when the caller froze some already."""
+    candidate). The young generations are collected first (what the set-up just left, such as the models built to
+    discover the widths), not the oldest: a full collection costs as much as those it saves (0.3-0.4 s), and old
+    garbage frozen here is only kept until the search ends. Objects the search creates are collected as usual.
+    Untouched when the caller froze some already."""
     if gc.get_freeze_count():
         yield
         return
-    gc.collect()
+    gc.collect(1)
     gc.freeze()
     try:
         yield
@@ -179,7 +181,7 @@ class GRSTuner(keras_tuner.Tuner):
             self._discard_damaged_checkpoints()
         self.evaluator = make_evaluator(evaluator, self.oracle.objective, self.hypermodel, self.executions_per_trial,
                                         seed=self.oracle.seed, epoch_score=self.oracle.epoch_score)
-        self._writer = BackgroundWriter()  # joined before any trial it wrote for is reported complete
+        self._writer = BackgroundWriter()  # one trial at a time: joined before the trial is reported complete
         if hasattr(self.evaluator, "writer"):
             self.evaluator.writer = self._writer
         self._group_of = self._discover_widths()
@@ -385,13 +387,19 @@ class GRSTuner(keras_tuner.Tuner):
         trial_dir, metrics, guard = self.get_trial_dir(record.request.id), record.metrics, record.guard
         if guard is not None:
             if guard["guard_right"] is not None:
-                write_json(os.path.join(trial_dir, GUARD_FILE),
-                           {"samples": guard["guard_samples"], "right": guard["guard_right"]})
+                right = {"samples": guard["guard_samples"], "right": guard["guard_right"]}
+                write_json(os.path.join(trial_dir, GUARD_FILE), right)
+                self._side_file_written(record.request.id, GUARD_FILE, right)
             metrics[guard_metric(self.oracle.objective)] = guard["guard"]
             metrics[GUARD_SAMPLES] = guard["guard_samples"]
         if record.unit_norms is not None:
             self._writer.submit(write_json, os.path.join(trial_dir, NORMS_FILE), record.unit_norms)
+            self._side_file_written(record.request.id, NORMS_FILE, record.unit_norms)
         return metrics
+
+    def _side_file_written(self, trial_id, name, value):
+        if not self._is_worker():  # a worker's oracle is the chief's, in another process: it reads the file
+            self.oracle.side_file_written(trial_id, name, value)
 
     def _check_fit_arguments(self, fit_args, fit_kwargs, initial=None):
         """Refuse, before any trial, validation data the objective cannot be read from (``initial``: the initial
@@ -472,6 +480,18 @@ class GRSTuner(keras_tuner.Tuner):
         up to ``max_retries_per_trial``). A distributed worker asks for each trial under its own id plus a suffix
         (``tuner0``, ``tuner0-1``, ...), and when the search stops it tells the chief each of them is leaving."""
         self.on_search_begin()
+        # the checkpoints and the state files (trial.json, oracle.json, ...) are written behind, in order, while
+        # the next batch trains: a trial's file says it completed only after its checkpoint is whole on disk
+        with deferred_to(self._writer):
+            used = self._batches(fit_args, fit_kwargs)
+        if distributed.is_worker():
+            for tuner_id in sorted(used - {self.tuner_id}):
+                self.oracle.create_trial(tuner_id)  # answered STOPPED: the chief forgets this id
+        self._runner.release()
+        self.on_search_end()
+
+    def _batches(self, fit_args, fit_kwargs) -> set:
+        """The loop of :meth:`_search_in_batches`; the tuner ids it asked under."""
         used = {self.tuner_id}
         while True:
             self.pre_create_trial()
@@ -489,6 +509,7 @@ class GRSTuner(keras_tuner.Tuner):
                 continue
             for t in trials:
                 self.on_trial_begin(t)
+            self._writer.check()  # a file that could not be written behind stops the search here
             done = self._run_batch(trials, fit_args, fit_kwargs)
             for t in trials:
                 # one by one: in one process these are the oracle's own trial objects, and a trial marked
@@ -496,11 +517,7 @@ class GRSTuner(keras_tuner.Tuner):
                 if t.trial_id in done:
                     t.status = "COMPLETED"
                 self.on_trial_end(t)
-        if distributed.is_worker():
-            for tuner_id in sorted(used - {self.tuner_id}):
-                self.oracle.create_trial(tuner_id)  # answered STOPPED: the chief forgets this id
-        self._runner.release()
-        self.on_search_end()
+        return used
 
     def _run_batch(self, trials, fit_args, fit_kwargs) -> set:
         """Train a batch of trials; the ids of those that completed (the others are marked FAILED or INVALID)."""
@@ -511,17 +528,18 @@ class GRSTuner(keras_tuner.Tuner):
             with contextlib.nullcontext() if self._is_worker() else self.oracle.trial_files_with_end():
                 for record in records:
                     self.oracle.update_trial(record.request.id, self._stored(record))
-            self._writer.join()  # the checkpoints are whole under their names before a trial counts as done
+            # in one process, no wait for the checkpoints: the trial files that say these trials completed are
+            # written after them (see _search_in_batches); a worker's chief, and the workers that build on these
+            # trials, learn it from end_trial, so a worker's checkpoints are whole first
+            if self._is_worker():
+                self._writer.join()
             done.update(record.request.id for record in records)
         except keras_tuner.errors.FatalError:
-            with contextlib.suppress(Exception):  # nothing is left writing behind a stopped search
-                self._writer.join()
             raise
         except Exception as error:
             import traceback
 
-            with contextlib.suppress(Exception):  # the retry must not race a write still finishing
-                self._writer.join()
+            self._writer.join()  # the retry must not race a write still finishing (a failed write stops the search)
 
             failed = isinstance(error, keras_tuner.errors.FailedTrialError)
             for t in trials:
@@ -538,8 +556,7 @@ class GRSTuner(keras_tuner.Tuner):
             reason = evaluator.supports(jobs, fit_kwargs)
         record = {"evaluator": type(evaluator).__name__, "one_fit_per_trial": reason}
         for request in requests:
-            with open(os.path.join(self.get_trial_dir(request.id), EVALUATION_FILE), "w") as f:
-                json.dump(record, f)
+            write_json(os.path.join(self.get_trial_dir(request.id), EVALUATION_FILE), record)
         return evaluator
 
     def save(self):
