@@ -41,7 +41,17 @@ def save_store(runs: list[dict]) -> None:
 
 
 def key(run: dict) -> tuple:
-    return run["model"], run.get("frames", 3000), run["epochs"], run["evaluator"], run["seed"]
+    return run["model"], run.get("frames", 3000), run["epochs"], run["evaluator"], run["seed"], random_seed(run)
+
+
+def random_seed(run: dict) -> bool:
+    """A seed-0 run stored before commit 8bda89b: keras-tuner took seed=0 for no seed, so its unit choices came from
+    a random seed and it pairs with no other run (kept for the means, left out of the paired comparisons)."""
+    return bool(run.get("random_seed"))
+
+
+def seed_label(run: dict) -> str:
+    return f"{run['seed']} (random)" if random_seed(run) else str(run["seed"])
 
 
 def run_one(model_name, evaluator, seed, epochs, pretrain_epochs, label, frames) -> dict:
@@ -79,16 +89,20 @@ def report(runs: list[dict]) -> list[str]:
         "evaluator_parity.py`; every run in `evaluator_parity.json`. Target: mean params within 15%, mean test "
         "accuracy within 0.5 points.",
         "",
+        "A seed shown as `0 (random)`: a run stored before commit 8bda89b, when keras-tuner took `seed=0` for no seed "
+        "and drew a random one for the unit choices; it counts in the means but pairs with no other run.",
+        "",
     ]
     notes = {r["evaluator"]: r["note"] for r in runs if r.get("note")}
     lines += [f"- `{label}`: {note}" for label, note in sorted(notes.items())] + ([""] if notes else [])
     for setting in sorted({key(r)[:3] for r in runs}):
         model_name, frames, epochs = setting
-        group = {(r["evaluator"], r["seed"]): r for r in runs if key(r)[:3] == setting}
+        group = {(r["evaluator"], seed_label(r)): r for r in runs if key(r)[:3] == setting}
         lines += [f"## {model_name}, {frames} frames, {epochs} epochs per candidate", "",
                   "| evaluator | seed | trials | wall s | structure | params | FLOPs | test accuracy | initial test |",
                   "|---|---|---|---|---|---|---|---|---|"]
-        for (evaluator, seed), r in sorted(group.items(), key=lambda item: (order(item[0][0]), item[0][1])):
+        for (evaluator, seed), r in sorted(group.items(), key=lambda item: (order(item[0][0]), item[1]["seed"],
+                                                                              random_seed(item[1]))):
             lines.append(f"| {evaluator} | {seed} | {r['trials']} | {r['seconds']} | {r['structure']} | "
                          f"{r['params']:,} | {r['flops']:,} | {r['test']:.4f} | {r['initial_test']:.4f} |")
         labels = sorted({e for e, _ in group}, key=order)
@@ -104,7 +118,8 @@ def report(runs: list[dict]) -> list[str]:
                          f"{spread([r['flops'] for r in rs])} | {spread([100 * r['test'] for r in rs])} |")
         lines.append("")
         for evaluator in labels[1:] if labels[0] == "keras" else ():
-            paired = sorted(seed for (e, seed) in group if e == "keras" and (evaluator, seed) in group)
+            paired = sorted((seed for (e, seed) in group if e == "keras" and (evaluator, seed) in group
+                             and not random_seed(group[e, seed])), key=int)
             if not paired:
                 continue
             keras_runs = [group["keras", s] for s in paired]
@@ -119,7 +134,7 @@ def report(runs: list[dict]) -> list[str]:
             noise = (f"standard error of the paired difference "
                      f"{np.std(differences, ddof=1) / np.sqrt(len(differences)):.2f}" if len(differences) > 1
                      else "one pair: no estimate of the noise")
-            lines.append(f"- {evaluator} vs keras, paired seeds {paired}: mean params {params:+.1f}%, mean test "
+            lines.append(f"- {evaluator} vs keras, paired seeds {[int(s) for s in paired]}: mean params {params:+.1f}%, mean test "
                          f"accuracy {test:+.2f} points ({noise}; {verdict} the target); {speed:.1f}x less wall time.")
         lines.append("")
     return lines
@@ -143,7 +158,7 @@ def main():
         for seed in args.seeds:
             for model_name in args.models:
                 for evaluator in args.evaluators:
-                    wanted = (model_name, args.frames, args.epochs, args.label or evaluator, seed)
+                    wanted = (model_name, args.frames, args.epochs, args.label or evaluator, seed, False)
                     if any(key(r) == wanted for r in runs):
                         continue
                     run = run_one(model_name, evaluator, seed, args.epochs, args.pretrain_epochs, args.label,
