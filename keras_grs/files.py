@@ -24,6 +24,7 @@ import concurrent.futures
 import contextlib
 import errno
 import fnmatch
+import functools
 import hashlib
 import json
 import os
@@ -280,7 +281,12 @@ def write_checkpoint(path, write, writer: BackgroundWriter | None = None) -> Non
     temporary = _temporary(path)
     with _cleaned_up(temporary, path):
         write(temporary)
-    writer.submit(_commit_checkpoint, temporary, path)
+    writer.submit(_commit_checkpoint, temporary, path, discard=functools.partial(_remove, temporary))
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
 
 
 def load_weights(model, path) -> None:
@@ -322,16 +328,18 @@ class BackgroundWriter:
         self._pending = []
         self._failed = False  # a write failed since the last join: the writes after it are skipped
 
-    def submit(self, write, *args) -> None:
+    def submit(self, write, *args, discard=None) -> None:
         """Run ``write(*args)`` on the writer's thread (skipped when an earlier write failed since the last
         :meth:`join`: files land in order or not at all, as a synchronous writer stopped by the error would
-        leave them)."""
+        leave them; a skipped write calls ``discard()``, which removes what the caller already wrote for it)."""
         if self._executor is None:
             self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="keras-grs-writer")
-        self._pending.append(self._executor.submit(self._run, write, args))
+        self._pending.append(self._executor.submit(self._run, write, args, discard))
 
-    def _run(self, write, args):
+    def _run(self, write, args, discard):
         if self._failed:
+            if discard is not None:
+                discard()
             return
         try:
             write(*args)

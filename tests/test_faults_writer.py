@@ -45,6 +45,28 @@ def test_a_write_failing_behind_raises_at_join_and_leaves_nothing(tmp_path, monk
     writer.join()  # the error is reported once; the writer goes on serving
 
 
+def test_checkpoints_handed_over_after_a_failed_write_are_skipped_and_leave_nothing(tmp_path):
+    """After a failed write the writer skips the ones queued behind it (files land in order or not at all): a
+    skipped checkpoint's temporary file, already written by Keras, is removed, not left half-done."""
+    writer, gate = files.BackgroundWriter(), threading.Event()
+
+    def failing():
+        gate.wait(30)  # until the checkpoints below are queued behind it
+        raise OSError(errno.EIO, "injected write failure")
+
+    writer.submit(failing)
+    paths = [tmp_path / f"c{i}.weights.h5" for i in range(2)]
+    for path in paths:
+        files.save_weights(models.build("nn2", (20,)), path, writer)
+    gate.set()
+    with pytest.raises(OSError, match="injected write failure"):
+        writer.join()
+    assert not any(p.exists() or files.digest_path(p).exists() for p in paths) and partials(tmp_path) == []
+    files.save_weights(models.build("nn2", (20,)), paths[0], writer)  # joined: the writer serves again
+    writer.join()
+    assert files.verify(paths[0])
+
+
 def test_a_checkpoint_failing_behind_stops_the_search_before_its_trial_is_recorded_complete(tmp_path, monkeypatch):
     """Checkpoints and trial files are written behind, in order: when a fine-tuned candidate's checkpoint fails
     after Keras' part, the search stops with the error, no file says that trial completed, nothing is half-written,
