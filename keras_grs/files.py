@@ -350,10 +350,11 @@ class BackgroundWriter:
     def check(self) -> None:
         """Raise the first error of the writes finished so far (after waiting for the others), without waiting
         when none failed: how a caller that lets writes run behind learns of a failure at its next step."""
-        done = [future for future in self._pending if future.done()]
+        done = {future for future in self._pending if future.done()}
         if any(future.exception() is not None for future in done):
             self.join()
-        self._pending = [future for future in self._pending if not future.done()]
+        # only those inspected go: one finishing meanwhile (perhaps failing) is kept for the next check or join
+        self._pending = [future for future in self._pending if future not in done]
 
     def join(self) -> None:
         """Wait for every write handed over so far; raise the first one's error, if any failed."""
