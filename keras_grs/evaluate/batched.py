@@ -236,7 +236,7 @@ class BatchedEvaluator:
         self._slots = 0  # the number of candidates they are padded to
         self._compiled = {}
         self._layouts = {}  # topology -> CheckpointLayout (None: Keras saves those models itself)
-        self._plans = {}  # id(template) -> (a weak reference to it, its _Plan): see _plan_of
+        self._plans = weakref.WeakKeyDictionary()  # template -> its _Plan, while the template lives: see _plan_of
 
     batches = True  # the tuner hands it every pending trial at once
     takes_candidates = True  # trains a keras_grs.evaluate.candidate.Candidate without building its model
@@ -295,13 +295,10 @@ class BatchedEvaluator:
 
     def _plan_of(self, template) -> _Plan:
         """The template's plan, read once per template (a step's ``supports`` and ``evaluate`` both ask, and a
-        structure is the template of every step until the next one is accepted); the last few are remembered."""
-        cached = self._plans.get(id(template))
-        if cached is not None and cached[0]() is template:
-            return cached[1]
-        plan = _plan(template)
-        self._plans = {**dict(list(self._plans.items())[-3:]), id(template): (weakref.ref(template), plan)}
-        return plan
+        structure is the template of every step until the next one is accepted); forgotten with the template."""
+        if template not in self._plans:
+            self._plans[template] = _plan(template)
+        return self._plans[template]
 
     def evaluate(self, jobs, fit_args, fit_kwargs):
         if not all(job.train for job in jobs):
