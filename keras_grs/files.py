@@ -136,12 +136,13 @@ def deferred_to(writer: BackgroundWriter):
     try:
         yield writer
     except BaseException:
-        _deferral.writer = previous
         with contextlib.suppress(Exception):
             writer.join()
         raise
-    _deferral.writer = previous
-    writer.join()
+    else:
+        writer.join()
+    finally:
+        _deferral.writer = previous
 
 
 def write_bytes(path, data: bytes) -> None:
