@@ -1,7 +1,8 @@
-"""Where a batched cnn1 epoch spends its time: a profile of the compiled epoch, per layer and per instruction.
+"""Where a batched cnn1 epoch spends its time: a profile of the compiled fit, per layer and per instruction.
 
 Five cnn1 candidates (one unit removed from each width group, as in a GRS step) are trained together by the batched
-evaluator on the seed's data shape (2100 training samples of 12x12 pixels, batch 32). After a warm-up epoch (the
+evaluator on the seed's data shape (2100 training samples of 12x12 pixels, batch 32); each epoch includes its
+validation (600 samples), which the compiled fit runs after the epoch's steps. After a warm-up epoch (the
 compilation), ``tf.profiler`` traces a few epochs; XLA's CPU runtime records every instruction it runs (a fusion, a
 matmul, a random draw) with its time. The compiled program names each instruction's source op, and the batched
 forward puts each layer under its own name (``op2_conv``), so the time adds up per layer, forward and gradient
@@ -93,19 +94,19 @@ def main():
     evaluator = BatchedEvaluator(Objective("val_accuracy", "max"))
     evaluator.pad_to(base)
     captured = {}
-    programs = evaluator._programs
+    program = evaluator._program
 
-    def capture(*a, **kw):  # keep the compiled epoch and its arguments, for its optimized HLO
-        epoch, validate = programs(*a, **kw)
+    def capture(*a, **kw):  # keep the compiled fit and its arguments, for its optimized HLO
+        fit = program(*a, **kw)
 
         def recorded(*arguments):
-            captured["epoch"], captured["arguments"] = epoch, arguments
-            return epoch(*arguments)
+            captured["epoch"], captured["arguments"] = fit, arguments
+            return fit(*arguments)
 
-        return recorded, validate
+        return recorded
 
-    evaluator._programs = capture
-    fit = {"epochs": 1, "batch_size": 32, "validation_data": validation, "verbose": 0}
+    evaluator._program = capture
+    fit = {"epochs": args.epochs, "batch_size": 32, "validation_data": validation, "verbose": 0}
     with tempfile.TemporaryDirectory() as directory:
         start = time.perf_counter()
         evaluator.evaluate(step(directory), train, fit)
@@ -145,8 +146,8 @@ def main():
     traced = total / args.epochs
     lines = [
         f"Epoch of 5 cnn1 candidates: wall {min(walls) * 1000:.0f} ms (best of {args.repeats}; all: "
-        f"{', '.join(f'{w * 1000:.0f}' for w in walls)}), CPU {min(cpus) * 1000:.0f} ms; first call (compiling) "
-        f"{compile_seconds:.1f} s; instructions traced: {traced:.0f} ms per epoch, {len(per_instruction)} distinct.",
+        f"{', '.join(f'{w * 1000:.0f}' for w in walls)}), CPU {min(cpus) * 1000:.0f} ms; first call (compiling, then its "
+        f"{args.epochs} epochs) {compile_seconds:.1f} s; instructions traced: {traced:.0f} ms per epoch, {len(per_instruction)} distinct.",
         "",
         "| layer (op of the batched plan) | ms per epoch | share |",
         "|---|---|---|",

@@ -8,11 +8,13 @@ inside another is subtracted from the outer one), so the rows add up to the sear
 Phases: **build candidates** (the tuner's job: the parent's surviving weights, the candidate's model when one is
 built),
 **copy weights** (stacking the candidates for the compiled program, copying the chosen epoch back), **train**
-(the compiled epochs, including their compilation, and the host loop around them), **evaluate** (the compiled
-validation), **save checkpoints**, **count params/FLOPs** (and the estimated latency), **oracle bookkeeping**
+(the compiled fits: every epoch's steps and validation and the choice of the epoch kept, in one call, their
+compilation and the batch orders drawn for them), **save checkpoints**, **count params/FLOPs** (and the estimated latency), **oracle bookkeeping**
 (creating and ending trials,
 the oracle's and the trials' files, unit norms, the guard, tidying between batches) and **other** (the rest).
-Training and evaluation are the work; everything else is the per-trial overhead.
+Training (with its validation) is the work; everything else is the per-trial overhead. Tables of code before the
+compiled fit included the validation and the choice of the epoch (until then a host loop) show them as a separate
+**evaluate** phase.
 
 ``--compare`` also times the search as it ran before candidates were held as arrays, in the same process: every
 candidate built as a Keras model (``surgery.resized``) and given its parent's surviving weights, as
@@ -38,9 +40,9 @@ from keras_grs.evaluate.candidate import Candidate
 from keras_grs.evaluate import runner as runner_module
 from keras_grs.tuner import tuner as tuner_module
 
-PHASES = ("build candidates", "copy weights", "train", "evaluate", "save checkpoints", "count params/FLOPs",
+PHASES = ("build candidates", "copy weights", "train", "save checkpoints", "count params/FLOPs",
           "oracle bookkeeping", "other")
-WORK = ("train", "evaluate")
+WORK = ("train",)
 
 
 class PhaseClock:
@@ -86,13 +88,8 @@ def instrument(clock, tuner):
     for name, phase in (("_pack", "copy weights"), ("_unpack", "copy weights"), ("_train", "train"),
                         ("_save", "save checkpoints")):
         setattr(evaluator, name, clock.wrap(getattr(evaluator, name), phase))
-    programs = evaluator._programs
-
-    def timed_programs(*args, **kwargs):
-        epoch, validate = programs(*args, **kwargs)
-        return clock.wrap(epoch, "train"), clock.wrap(validate, "evaluate")
-
-    evaluator._programs = timed_programs
+    program = evaluator._program
+    evaluator._program = lambda *args, **kwargs: clock.wrap(program(*args, **kwargs), "train")
     return {
         (batched, "measure"): clock.wrap(batched.measure, "count params/FLOPs"),
         (Candidate, "materialize"): clock.wrap(Candidate.materialize, "build candidates"),
@@ -144,7 +141,7 @@ def table(runs) -> list[str]:
         lines.append(f"| {phase} | " + " | ".join(cells) + " |")
     overhead = [f"**{sum(s[p] for p in PHASES if p not in WORK):.2f}** | "
                 f"**{100 * sum(s[p] for p in PHASES if p not in WORK) / wall:.1f}**" for _, s, wall, _ in runs]
-    lines.append("| **per-trial overhead** (all but train and evaluate) | " + " | ".join(overhead) + " |")
+    lines.append("| **per-trial overhead** (all but train) | " + " | ".join(overhead) + " |")
     lines.append("| wall time | " + " | ".join(f"{wall:.2f} | 100" for _, _, wall, _ in runs) + " |")
     lines.append("| trials (mean) | " + " | ".join(f"{trials:.1f} | " for *_, trials in runs) + " |")
     lines.append("| overhead per trial, s | " + " | ".join(

@@ -328,3 +328,33 @@ def test_early_stopping_is_applied_to_each_batched_candidate_as_keras_does(tmp_p
         if epoch == 1:
             assert stopped.tolist() == [False, True]
     assert stopped.tolist() == [True, True] and rule.best.tolist() == [0.6, 0.5]
+
+
+@pytest.mark.parametrize("epoch_score", ["best", "last"])
+def test_epochs_compiled_in_one_call_or_in_several_train_alike(tmp_path, data, base_weights, monkeypatch, epoch_score):
+    (x, y), validation, _ = data
+    fit = {"epochs": 6, "batch_size": 32, "validation_data": validation, "verbose": 0}
+
+    def run(tag):
+        base = models.build("nn1", (30,))
+        base.set_weights(base_weights)
+        # a learning rate this large makes the validation score jump from epoch to epoch: the best epoch is
+        # seldom the last of a call, so a choice not carried from call to call shows
+        base.compile(optimizer=keras.optimizers.Adam(0.05), loss=base.loss, metrics=["accuracy"])
+        jobs = [Job(keras_grs.shrink(base, {"dense1": list(range(i * 3)), "dense2": [i]}), True,
+                    str(tmp_path / f"{tag}{i}.weights.h5")) for i in range(3)]
+        results = BatchedEvaluator(OBJECTIVE, epoch_score=epoch_score).evaluate(jobs, (x, y), fit)
+        return results, [job.model.get_weights() for job in jobs]
+
+    whole, whole_weights = run("whole")
+    # batch orders of at most two epochs per call: three calls, the chosen epoch carried across them
+    per_epoch = -(-len(x) // 32) * 32 * 3 * 4  # the index of one epoch: its padded batches, per candidate
+    monkeypatch.setattr(keras_grs.evaluate.batched, "EPOCH_INDEX_BYTES", 2 * per_epoch)
+    split, split_weights = run("split")
+    assert [r["epochs"] for r in whole] == [r["epochs"] for r in split] == [6] * 3
+    for a, b in zip(whole, split):
+        assert a["val_accuracy"] == pytest.approx(b["val_accuracy"], abs=1e-6)
+        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+    for a, b in zip(whole_weights, split_weights):
+        for u, v in zip(a, b):
+            np.testing.assert_allclose(u, v, atol=1e-5)

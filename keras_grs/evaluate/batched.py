@@ -3,8 +3,10 @@
 Small models spend almost all of ``model.fit``'s time on per-step Python dispatch, not arithmetic. This evaluator
 trains every job of a batch (the candidates of a GRS step, the attempts of a JGRS phase) at once: their weights are
 stacked along a leading candidate axis at the largest widths seen so far, units a candidate does not have are
-masked to zero, and each epoch runs as one XLA-compiled loop over the mini-batches. Because the padded shapes only
-grow, a whole search usually runs on one or two compiled programs. Each candidate keeps its own weights, dropout
+masked to zero, and the whole fit runs as one XLA-compiled call: every epoch's mini-batches, its validation and the
+choice of the epoch whose weights are kept (one call per epoch only when an EarlyStopping decides between epochs;
+a host loop around each epoch cost a third of a 100-epoch nn1 search). Because the padded shapes only grow, a
+whole search usually runs on one or two compiled programs. Each candidate keeps its own weights, dropout
 masks, batch order and optimizer state; loss, optimizer (with its schedule and weight decay), regularizers, class or
 sample weights, epochs, batch size, per-epoch shuffling and the epoch rule (the best or the last epoch) are those of
 the keras path, written once in :mod:`keras_grs.evaluate.training`. The chosen epoch's weights are copied back into
@@ -61,6 +63,7 @@ FIT_ARGUMENTS = {"epochs", "batch_size", "validation_data", "verbose", "callback
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}  # the validation scores computed on the device
 MONITORED = {"val_accuracy": "max", "val_loss": "min", "loss": "min"}  # what an EarlyStopping may watch here
 PATCH_BYTES = 256 * 2**20  # the most the first convolution's patches of a training set may take (_input_patches)
+EPOCH_INDEX_BYTES = 64 * 2**20  # the most the batch orders of one call of the compiled fit may take (_train)
 
 
 @dataclass
@@ -85,6 +88,22 @@ class _Op:
     def key(self):
         return (self.kind, self.activation, self.window, self.strides, self.padding, self.pooling, self.rate,
                 self.spatial, self.bias, self.penalties)
+
+
+@dataclass(frozen=True)
+class _Problem:
+    """The shape of one fit, which the compiled programs are built for (with the plan and the epochs per call)."""
+
+    k: int  # candidate slots
+    widths: tuple  # the padded widths of the weighted layers
+    input_shape: tuple
+    n_batches: int
+    batch: int
+    shared: bool  # every candidate trains on the same batches (no shuffling), which the first layer exploits
+    n_samples: int
+    patched: bool  # the samples are the first convolution's patches (_input_patches)
+    minimize: bool  # the objective is minimized (val_loss)
+    epoch_score: str  # which epoch's weights are kept: best, best_latest or last
 
 
 @dataclass(frozen=True)
@@ -414,75 +433,68 @@ class BatchedEvaluator:
         # the first convolution's patches once for the whole fit (else the samples): each batch gathers its rows
         patches, val_patches = _input_patches(plan.ops, x), _input_patches(plan.ops, x_val)
         patched = patches is not None and val_patches is not None
-        epoch_fn, validate_fn = self._programs(k, tuple(self._capacity), input_shape, n_batches, batch, plan,
-                                               shared=not shuffle, n_samples=len(x), patched=patched)
+        stoppers = [_Stopping(c, k) for c in fit_kwargs.get("callbacks") or ()]
+        # the epochs of one call of the compiled fit: all of them (at most an index's worth of EPOCH_INDEX_BYTES),
+        # one at a time when an EarlyStopping decides between epochs
+        per_epoch = n_batches * batch * (k if shuffle else 1) * 4
+        chunk = 1 if stoppers else max(1, min(epochs, EPOCH_INDEX_BYTES // per_epoch))
+        problem = _Problem(k, tuple(self._capacity), input_shape, n_batches, batch, not shuffle, len(x), patched,
+                           self.objective.direction == "min", self.epoch_score)
         state = [tf.zeros_like(p) for _ in range(plan.optimizer.slots()) for p in params]
         step = tf.constant(0.0)
         # per candidate, by its identity (see Job.key); padding slots draw nothing and train on the plain order
         rngs = [keyed_rng(self.seed, f"fit {job.key if job.key is not None else f'{self._calls}.{j}'}")
                 for j, job in enumerate(jobs)]
         plain = np.arange(len(x))
-        minimize = self.objective.direction == "min"
-        best = np.full(k, -np.inf)  # the objective oriented so that larger is better
-        best_params = [p.numpy() for p in params]
-        best_loss, best_accuracy, best_val_loss = np.zeros(k), np.zeros(k), np.zeros(k)
-        stoppers = [_Stopping(c, k) for c in fit_kwargs.get("callbacks") or ()]
+        # the objective oriented so that larger is better, and the chosen epoch's weights and scores
+        best = tf.constant(np.full(k, -np.inf, "float32"))
+        best_params, chosen = list(params), [tf.zeros((k,))] * 3  # chosen: loss, val_accuracy, val_loss
         stopped = np.arange(k) >= len(jobs)  # padding slots count as stopped
         epochs_run = np.zeros(k, dtype=int)
         padded = n_batches * batch
         samples = patches if patched else tf.constant(x)
         x_val_t = val_patches if patched else tf.constant(x_val)
-        y_val_t = tf.constant(y_val)
+        y_val_t, y_t = tf.constant(y_val), tf.constant(y)
         # per sample: its loss weight (class or sample weight; 0 for the padding of the last batch), and per
         # batch: how many real samples it has (Keras divides a batch's weighted sum by its size)
         weights = sample_weights(fit_args[1], fit_kwargs)
-        weights = np.ones(len(x), "float32") if weights is None else weights
+        weights = tf.constant(np.ones(len(x), "float32") if weights is None else weights)
         counts = tf.constant(np.minimum(batch, len(x) - batch * np.arange(n_batches)).astype("float32"))
         real = (np.arange(padded) < len(x)).reshape(n_batches, batch)  # False where padding fills the last batch
+        present = tf.constant((real[:, None, :] if shuffle else real).astype("float32"))
         tail = np.zeros(padded - len(x), dtype=int)
-        for epoch in range(epochs):
-            if stopped.all():
-                break
-            if shuffle:
-                # each candidate its own order, as model.fit alone would give it: a shared order correlates the
-                # candidates' scores within a step (no effect on whole nn1 searches measured so far, though:
-                # benchmarks/results/evaluator_parity.md)
-                orders = [rng.permutation(len(x)) for rng in rngs] + [plain] * (k - len(jobs))
-                index = np.stack([np.concatenate([order, tail]) for order in orders])
-                index = index.reshape(k, n_batches, batch).swapaxes(0, 1)  # (batches, candidates, samples)
-                present = real[:, None, :]
-            else:
-                index, present = np.concatenate([np.arange(len(x)), tail]).reshape(n_batches, batch), real
-            params, state, step, losses = epoch_fn(
-                params, state, step, masks, active,
-                samples, tf.constant(index, tf.int32), tf.constant(y[index]), tf.constant(weights[index] * present),
-                counts,
-                tf.constant([int(rng.integers(1 << 30)) for rng in rngs] + [0] * (k - len(jobs)), tf.int32),
-            )
-            accuracy, val_loss = (t.numpy() for t in validate_fn(params, masks, x_val_t, y_val_t))
-            losses = losses.numpy()
-            value = -val_loss if minimize else accuracy
+        if not shuffle:
+            order = np.concatenate([plain, tail]).reshape(n_batches, batch)
+        epoch = 0
+        while epoch < epochs and not stopped.all():
+            n = min(chunk, epochs - epoch)
+            index, seeds = [], []
+            for _ in range(n):  # each rng draws its order, then its dropout seed, epoch after epoch
+                if shuffle:
+                    # each candidate its own order, as model.fit alone would give it: a shared order correlates
+                    # the candidates' scores within a step (no effect on whole nn1 searches measured so far,
+                    # though: benchmarks/results/evaluator_parity.md)
+                    orders = [rng.permutation(len(x)) for rng in rngs] + [plain] * (k - len(jobs))
+                    orders = np.stack([np.concatenate([order, tail]) for order in orders])
+                    index.append(orders.reshape(k, n_batches, batch).swapaxes(0, 1))  # (batches, candidates, samples)
+                else:
+                    index.append(order)
+                seeds.append([int(rng.integers(1 << 30)) for rng in rngs] + [0] * (k - len(jobs)))
+            fit = self._program(problem, plan, n)
+            params, state, step, best, best_params, chosen, last = fit(
+                params, state, step, masks, active, samples, tf.constant(np.stack(index), tf.int32), y_t, weights,
+                present, counts, tf.constant(seeds, tf.int32), x_val_t, y_val_t, tf.constant(~stopped), best,
+                best_params, chosen)
             running = ~stopped
-            # Keras' best-epoch rule: the first epoch reaching the best value ("best_latest": the last one; "last":
-            # every epoch), among the candidates still training
-            if self.epoch_score == "last":
-                improved = running
-            elif self.epoch_score == "best_latest":
-                improved = (value >= best) & running
-            else:
-                improved = (value > best) & running
-            epochs_run[running] += 1
-            monitored = {"val_accuracy": accuracy, "val_loss": val_loss, "loss": losses}
-            for stopper in stoppers:
-                stopped = stopped | stopper.update(epoch, monitored[stopper.monitor], stopped)
-            if improved.any():
-                for store, p in zip(best_params, params):
-                    store[improved] = p.numpy()[improved]
-                best[improved] = value[improved]
-                best_loss[improved] = losses[improved]
-                best_accuracy[improved] = accuracy[improved]
-                best_val_loss[improved] = val_loss[improved]
-        unpacked = self._unpack(per_job, plan, best_params)
+            epochs_run[running] += n
+            if stoppers:  # one epoch per call: its scores decide who stops before the next
+                losses, accuracy, val_loss = (t.numpy() for t in last)
+                monitored = {"val_accuracy": accuracy, "val_loss": val_loss, "loss": losses}
+                for stopper in stoppers:
+                    stopped = stopped | stopper.update(epoch, monitored[stopper.monitor], stopped)
+            epoch += n
+        unpacked = self._unpack(per_job, plan, [p.numpy() for p in best_params])
+        best_loss, best_accuracy, best_val_loss = (t.numpy() for t in chosen)
         results = []
         for j, job in enumerate(jobs):
             self._save(job, plan, unpacked[j])
@@ -496,18 +508,27 @@ class BatchedEvaluator:
             })
         return results
 
-    def _programs(self, k, widths, input_shape, n_batches, batch, plan, shared, n_samples, patched):
-        """The compiled epoch and validation functions for one shape of problem, built once and reused.
-        ``shared``: every candidate trains on the same batches (no shuffling), which the first layer exploits;
-        ``patched``: the samples are the first convolution's patches (:func:`_input_patches`)."""
-        key = (k, widths, input_shape, n_batches, batch, plan.key(), shared, n_samples, patched)
+    def _program(self, problem, plan, epochs):
+        """The compiled fit of ``epochs`` epochs for one shape of problem, built once and reused: the epochs'
+        training steps, each epoch's validation and the choice of the epoch whose weights are kept, in one call.
+
+        fit(params, state, step, masks, active, samples, index, y, weights, present, counts, seeds, x_val, y_val,
+        running, best, best_params, chosen) -> params, state, step, best, best_params, chosen, last: ``index``
+        (epochs, batches, [candidates,] batch) the samples of each mini-batch, ``seeds`` (epochs, candidates) the
+        dropout seeds; ``running`` the candidates whose epochs count (not stopped early); ``best`` the objective of
+        each candidate's chosen epoch, oriented so that larger is better, ``best_params`` its weights and ``chosen``
+        its (loss, val_accuracy, val_loss), carried from call to call; ``last`` the same three of the last epoch.
+        """
+        key = (problem, plan.key(), epochs)
         if key in self._compiled:
             return self._compiled[key]
+        k, shared, patched = problem.k, problem.shared, problem.patched
         forward = _forward_function(plan.ops, k)
         loss_of, optimizer = plan.loss, plan.optimizer
         learning_rate = optimizer.schedule()
         weighted = [op for op in plan.ops if op.weighted]
         slots = optimizer.slots()
+        n_batches = problem.n_batches
 
         def regularization(params):
             """Per candidate: the layers' regularizers, which Keras adds to both the training and the validation
@@ -518,19 +539,16 @@ class BatchedEvaluator:
                     total += penalty(params[2 * w], *op.penalties[:2]) + penalty(params[2 * w + 1], *op.penalties[2:])
             return total
 
-        @tf.function(jit_compile=True, reduce_retracing=True)
-        def epoch(params, state, step, masks, active, samples, index, ys, ws, counts, seeds):
-            # tuples reassigned whole, so that AutoGraph carries them through the loop
-            n = len(params)
-            params = tuple(params)
-            state = tuple(tuple(state[s * n: (s + 1) * n]) for s in range(slots))
+        def train_epoch(params, state, step, masks, active, samples, index, y, weights, present, counts, seeds):
             total = tf.zeros((k,))
             for i in tf.range(n_batches):
+                rows = index[i]
                 with tf.GradientTape() as tape:
                     tape.watch(list(params))
-                    logits = forward(params, masks, tf.gather(samples, index[i]), (seeds, i), shared, patched)
-                    per_sample = loss_of.per_sample(ys[i], logits)
-                    losses = tf.reduce_sum(per_sample * ws[i], axis=1) / counts[i] + regularization(params)
+                    logits = forward(params, masks, tf.gather(samples, rows), (seeds, i), shared, patched)
+                    per_sample = loss_of.per_sample(tf.gather(y, rows), logits)
+                    weight = tf.gather(weights, rows) * present[i]
+                    losses = tf.reduce_sum(per_sample * weight, axis=1) / counts[i] + regularization(params)
                     loss = tf.reduce_sum(losses * active)
                 grads = tape.gradient(loss, list(params))
                 grads = [tf.zeros_like(p) if g is None else g for p, g in zip(params, grads)]  # layers without bias
@@ -538,17 +556,44 @@ class BatchedEvaluator:
                 step = step + 1.0
                 params, state = optimizer.update(params, grads, state, step, lr)
                 total += losses * counts[i]  # Keras' epoch loss: the batches' losses weighted by their sizes
-            flat = [t for slot in state for t in slot]
-            return list(params), flat, step, total / tf.reduce_sum(counts)
+            return params, state, step, total / tf.reduce_sum(counts)
+
+        def validate(params, masks, x_val, y_val):
+            logits = forward(params, masks, x_val, None, patched=patched)
+            loss = tf.reduce_mean(loss_of.per_sample(y_val, logits), axis=1) + regularization(params)
+            return tf.reduce_mean(loss_of.accuracy(y_val, logits), axis=1), loss
 
         @tf.function(jit_compile=True, reduce_retracing=True)
-        def validate(params, masks, xv, yv):
-            logits = forward(params, masks, xv, None, patched=patched)
-            loss = tf.reduce_mean(loss_of.per_sample(yv, logits), axis=1) + regularization(params)
-            return tf.reduce_mean(loss_of.accuracy(yv, logits), axis=1), loss
+        def fit(params, state, step, masks, active, samples, index, y, weights, present, counts, seeds, x_val, y_val,
+                running, best, best_params, chosen):
+            # tuples reassigned whole, so that AutoGraph carries them through the loops
+            n = len(params)
+            params, best_params, chosen = tuple(params), tuple(best_params), tuple(chosen)
+            state = tuple(tuple(state[s * n: (s + 1) * n]) for s in range(slots))
+            last = chosen
+            for e in tf.range(epochs):
+                params, state, step, losses = train_epoch(params, state, step, masks, active, samples, index[e], y,
+                                                          weights, present, counts, seeds[e])
+                accuracy, val_loss = validate(params, masks, x_val, y_val)
+                value = -val_loss if problem.minimize else accuracy
+                # Keras' best-epoch rule: the first epoch reaching the best value ("best_latest": the last one;
+                # "last": every epoch), among the candidates still training
+                if problem.epoch_score == "last":
+                    improved = running
+                elif problem.epoch_score == "best_latest":
+                    improved = (value >= best) & running
+                else:
+                    improved = (value > best) & running
+                best = tf.where(improved, value, best)
+                best_params = tuple(tf.where(tf.reshape(improved, (k,) + (1,) * (len(p.shape) - 1)), p, b)
+                                    for p, b in zip(params, best_params))
+                last = (losses, accuracy, val_loss)
+                chosen = tuple(tf.where(improved, new, old) for new, old in zip(last, chosen))
+            flat = [t for slot in state for t in slot]
+            return list(params), flat, step, best, list(best_params), list(chosen), list(last)
 
-        self._compiled[key] = (epoch, validate)
-        return epoch, validate
+        self._compiled[key] = fit
+        return fit
 
 
 def _weighted_layers(model) -> list[tuple]:
