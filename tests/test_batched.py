@@ -334,6 +334,7 @@ def test_early_stopping_is_applied_to_each_batched_candidate_as_keras_does(tmp_p
 def test_epochs_compiled_in_one_call_or_in_several_train_alike(tmp_path, data, base_weights, monkeypatch, epoch_score):
     (x, y), validation, _ = data
     fit = {"epochs": 6, "batch_size": 32, "validation_data": validation, "verbose": 0}
+    batched = keras_grs.evaluate.batched
 
     def run(tag):
         base = models.build("nn1", (30,))
@@ -343,18 +344,40 @@ def test_epochs_compiled_in_one_call_or_in_several_train_alike(tmp_path, data, b
         base.compile(optimizer=keras.optimizers.Adam(0.05), loss=base.loss, metrics=["accuracy"])
         jobs = [Job(keras_grs.shrink(base, {"dense1": list(range(i * 3)), "dense2": [i]}), True,
                     str(tmp_path / f"{tag}{i}.weights.h5")) for i in range(3)]
-        results = BatchedEvaluator(OBJECTIVE, epoch_score=epoch_score).evaluate(jobs, (x, y), fit)
-        return results, [job.model.get_weights() for job in jobs]
+        evaluator = BatchedEvaluator(OBJECTIVE, epoch_score=epoch_score)
+        calls = []
+        program = evaluator._program
+        evaluator._program = lambda *a: (lambda epochs, *rest: calls.append(int(epochs)) or program(*a)(epochs, *rest))
+        results = evaluator.evaluate(jobs, (x, y), fit)
+        return results, [job.model.get_weights() for job in jobs], calls
 
-    whole, whole_weights = run("whole")
-    # batch orders of at most two epochs per call: three calls, the chosen epoch carried across them
+    monkeypatch.setattr(batched, "CALL_SECONDS", 1e6)  # as many epochs a call as the program holds
+    whole, whole_weights, calls = run("whole")
+    assert calls == [1, 5]  # a fit's first call runs one epoch (its time tells how many the next can run)
+    monkeypatch.setattr(batched, "CALL_SECONDS", 0.0)  # one epoch a call
+    single, single_weights, calls = run("single")
+    assert calls == [1] * 6
+    # batch orders of at most two epochs per call: the program holds two
+    monkeypatch.setattr(batched, "CALL_SECONDS", 1e6)
     per_epoch = -(-len(x) // 32) * 32 * 3 * 4  # the index of one epoch: its padded batches, per candidate
-    monkeypatch.setattr(keras_grs.evaluate.batched, "EPOCH_INDEX_BYTES", 2 * per_epoch)
-    split, split_weights = run("split")
-    assert [r["epochs"] for r in whole] == [r["epochs"] for r in split] == [6] * 3
-    for a, b in zip(whole, split):
-        assert a["val_accuracy"] == pytest.approx(b["val_accuracy"], abs=1e-6)
-        assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
-    for a, b in zip(whole_weights, split_weights):
-        for u, v in zip(a, b):
-            np.testing.assert_allclose(u, v, atol=1e-5)
+    monkeypatch.setattr(batched, "EPOCH_INDEX_BYTES", 2 * per_epoch)
+    split, split_weights, calls = run("split")
+    assert calls == [1, 2, 2, 1]
+    for results, weights in ((single, single_weights), (split, split_weights)):
+        assert [r["epochs"] for r in whole] == [r["epochs"] for r in results] == [6] * 3
+        for a, b in zip(whole, results):
+            assert a["val_accuracy"] == pytest.approx(b["val_accuracy"], abs=1e-6)
+            assert a["val_loss"] == pytest.approx(b["val_loss"], rel=1e-5)
+        for a, b in zip(whole_weights, weights):
+            for u, v in zip(a, b):
+                np.testing.assert_allclose(u, v, atol=1e-5)
+
+
+def test_one_compiled_fit_serves_any_number_of_epochs(tmp_path, data, base_weights):
+    (x, y), validation, _ = data
+    evaluator = BatchedEvaluator(OBJECTIVE)
+    for epochs in (2, 5, 1):
+        results = evaluator.evaluate(jobs_for(tmp_path, f"e{epochs}", base_weights), (x, y),
+                                     {"epochs": epochs, "batch_size": 32, "validation_data": validation})
+        assert [r["epochs"] for r in results] == [epochs] * 3
+    assert len(evaluator._compiled) == 1

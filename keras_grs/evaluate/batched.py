@@ -3,14 +3,16 @@
 Small models spend almost all of ``model.fit``'s time on per-step Python dispatch, not arithmetic. This evaluator
 trains every job of a batch (the candidates of a GRS step, the attempts of a JGRS phase) at once: their weights are
 stacked along a leading candidate axis at the largest widths seen so far, units a candidate does not have are
-masked to zero, and the whole fit runs as one XLA-compiled call: every epoch's mini-batches, its validation and the
-choice of the epoch whose weights are kept (one call per epoch only when an EarlyStopping decides between epochs;
-a host loop around each epoch cost a third of a 100-epoch nn1 search). Because the padded shapes only grow, a
-whole search usually runs on one or two compiled programs. Each candidate keeps its own weights, dropout
-masks, batch order and optimizer state; loss, optimizer (with its schedule and weight decay), regularizers, class or
-sample weights, epochs, batch size, per-epoch shuffling and the epoch rule (the best or the last epoch) are those of
-the keras path, written once in :mod:`keras_grs.evaluate.training`. The chosen epoch's weights are copied back into
-each job's (physically smaller) model and saved to its checkpoint, so trials look exactly like the keras evaluator's.
+masked to zero, and the fit runs in XLA-compiled calls of many epochs each: every epoch's mini-batches, its
+validation and the choice of the epoch whose weights are kept (a host loop around each epoch cost a third of a
+100-epoch nn1 search). A call runs as many epochs as take about a second, so that Ctrl-C is seen soon, and one
+epoch when an EarlyStopping decides between epochs; the number is an argument of the one program, which any number
+of epochs reuses. Because the padded shapes only grow, a whole search usually runs on one or two compiled
+programs. Each candidate keeps its own weights, dropout masks, batch order and optimizer state; loss, optimizer
+(with its schedule and weight decay), regularizers, class or sample weights, epochs, batch size, per-epoch shuffling
+and the epoch rule (the best or the last epoch) are those of the keras path, written once in
+:mod:`keras_grs.evaluate.training`. The chosen epoch's weights are copied back into each job's (physically smaller)
+model and saved to its checkpoint, so trials look exactly like the keras evaluator's.
 
 Each Dense/Conv layer is one batched product of the candidates' inputs (a convolution's image patches) with their
 stacked kernels; each candidate's slice of it is rounded alike however many candidates share the batch, which the
@@ -34,6 +36,7 @@ recorded per trial (the tuner writes :meth:`BatchedEvaluator.supports`'s reason 
 from __future__ import annotations
 
 import math
+import time
 import warnings
 import weakref
 from dataclasses import dataclass
@@ -64,6 +67,8 @@ OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}  # the validation scores
 MONITORED = {"val_accuracy": "max", "val_loss": "min", "loss": "min"}  # what an EarlyStopping may watch here
 PATCH_BYTES = 256 * 2**20  # the most the first convolution's patches of a training set may take (_input_patches)
 EPOCH_INDEX_BYTES = 64 * 2**20  # the most the batch orders of one call of the compiled fit may take (_train)
+MAX_EPOCHS_PER_CALL = 64  # the most epochs one call of the compiled fit can run
+CALL_SECONDS = 1.0  # about how long one call of the compiled fit lasts: how soon a Ctrl-C is seen (_train)
 
 
 @dataclass
@@ -92,7 +97,7 @@ class _Op:
 
 @dataclass(frozen=True)
 class _Problem:
-    """The shape of one fit, which the compiled programs are built for (with the plan and the epochs per call)."""
+    """The shape of one fit, which a compiled program is built for (with the plan)."""
 
     k: int  # candidate slots
     widths: tuple  # the padded widths of the weighted layers
@@ -104,6 +109,7 @@ class _Problem:
     patched: bool  # the samples are the first convolution's patches (_input_patches)
     minimize: bool  # the objective is minimized (val_loss)
     epoch_score: str  # which epoch's weights are kept: best, best_latest or last
+    capacity: int  # the most epochs one call runs
 
 
 @dataclass(frozen=True)
@@ -254,6 +260,7 @@ class BatchedEvaluator:
         self._capacity = None  # the widths the stacked weights are padded to
         self._slots = 0  # the number of candidates they are padded to
         self._compiled = {}
+        self._epochs_per_call = {}  # _Problem -> the epochs a call ran in about CALL_SECONDS last time
         self._layouts = {}  # topology -> CheckpointLayout (None: Keras saves those models itself)
         self._plans = weakref.WeakKeyDictionary()  # template -> its _Plan, while the template lives: see _plan_of
 
@@ -434,12 +441,14 @@ class BatchedEvaluator:
         patches, val_patches = _input_patches(plan.ops, x), _input_patches(plan.ops, x_val)
         patched = patches is not None and val_patches is not None
         stoppers = [_Stopping(c, k) for c in fit_kwargs.get("callbacks") or ()]
-        # the epochs of one call of the compiled fit: all of them (at most an index's worth of EPOCH_INDEX_BYTES),
-        # one at a time when an EarlyStopping decides between epochs
+        # one compiled fit runs up to `capacity` epochs a call (as many batch orders as EPOCH_INDEX_BYTES hold), how
+        # many is an argument: one at a time when an EarlyStopping decides between epochs, else as many as last
+        # about CALL_SECONDS (a signal such as Ctrl-C waits for the call to end)
         per_epoch = n_batches * batch * (k if shuffle else 1) * 4
-        chunk = 1 if stoppers else max(1, min(epochs, EPOCH_INDEX_BYTES // per_epoch))
+        capacity = max(1, min(MAX_EPOCHS_PER_CALL, EPOCH_INDEX_BYTES // per_epoch))
         problem = _Problem(k, tuple(self._capacity), input_shape, n_batches, batch, not shuffle, len(x), patched,
-                           self.objective.direction == "min", self.epoch_score)
+                           self.objective.direction == "min", self.epoch_score, capacity)
+        fit = self._program(problem, plan)
         state = [tf.zeros_like(p) for _ in range(plan.optimizer.slots()) for p in params]
         step = tf.constant(0.0)
         # per candidate, by its identity (see Job.key); padding slots draw nothing and train on the plain order
@@ -467,7 +476,7 @@ class BatchedEvaluator:
             order = np.concatenate([plain, tail]).reshape(n_batches, batch)
         epoch = 0
         while epoch < epochs and not stopped.all():
-            n = min(chunk, epochs - epoch)
+            n = 1 if stoppers else min(self._epochs_per_call.get(problem, 1), epochs - epoch)
             index, seeds = [], []
             for _ in range(n):  # each rng draws its order, then its dropout seed, epoch after epoch
                 if shuffle:
@@ -480,11 +489,15 @@ class BatchedEvaluator:
                 else:
                     index.append(order)
                 seeds.append([int(rng.integers(1 << 30)) for rng in rngs] + [0] * (k - len(jobs)))
-            fit = self._program(problem, plan, n)
+            index += [np.zeros_like(index[0])] * (capacity - n)  # the epochs this call does not run
+            seeds += [[0] * k] * (capacity - n)
+            started = time.perf_counter()
             params, state, step, best, best_params, chosen, last = fit(
-                params, state, step, masks, active, samples, tf.constant(np.stack(index), tf.int32), y_t, weights,
-                present, counts, tf.constant(seeds, tf.int32), x_val_t, y_val_t, tf.constant(~stopped), best,
-                best_params, chosen)
+                tf.constant(n), params, state, step, masks, active, samples, tf.constant(np.stack(index), tf.int32),
+                y_t, weights, present, counts, tf.constant(seeds, tf.int32), x_val_t, y_val_t,
+                tf.constant(~stopped), best, best_params, chosen)
+            seconds = time.perf_counter() - started  # the first call of a program includes its compilation
+            self._epochs_per_call[problem] = max(1, min(capacity, int(CALL_SECONDS * n / max(seconds, 1e-6))))
             running = ~stopped
             epochs_run[running] += n
             if stoppers:  # one epoch per call: its scores decide who stops before the next
@@ -508,18 +521,19 @@ class BatchedEvaluator:
             })
         return results
 
-    def _program(self, problem, plan, epochs):
-        """The compiled fit of ``epochs`` epochs for one shape of problem, built once and reused: the epochs'
+    def _program(self, problem, plan):
+        """The compiled fit for one shape of problem, built once and reused: up to ``problem.capacity`` epochs'
         training steps, each epoch's validation and the choice of the epoch whose weights are kept, in one call.
 
-        fit(params, state, step, masks, active, samples, index, y, weights, present, counts, seeds, x_val, y_val,
-        running, best, best_params, chosen) -> params, state, step, best, best_params, chosen, last: ``index``
-        (epochs, batches, [candidates,] batch) the samples of each mini-batch, ``seeds`` (epochs, candidates) the
-        dropout seeds; ``running`` the candidates whose epochs count (not stopped early); ``best`` the objective of
-        each candidate's chosen epoch, oriented so that larger is better, ``best_params`` its weights and ``chosen``
-        its (loss, val_accuracy, val_loss), carried from call to call; ``last`` the same three of the last epoch.
+        fit(epochs, params, state, step, masks, active, samples, index, y, weights, present, counts, seeds, x_val,
+        y_val, running, best, best_params, chosen) -> params, state, step, best, best_params, chosen, last:
+        ``epochs`` how many epochs this call runs, ``index`` (capacity, batches, [candidates,] batch) the samples
+        of each mini-batch, ``seeds`` (capacity, candidates) the dropout seeds; ``running`` the candidates whose
+        epochs count (not stopped early); ``best`` the objective of each candidate's chosen epoch, oriented so that
+        larger is better, ``best_params`` its weights and ``chosen`` its (loss, val_accuracy, val_loss), carried
+        from call to call; ``last`` the same three of the last epoch.
         """
-        key = (problem, plan.key(), epochs)
+        key = (problem, plan.key())
         if key in self._compiled:
             return self._compiled[key]
         k, shared, patched = problem.k, problem.shared, problem.patched
@@ -564,14 +578,17 @@ class BatchedEvaluator:
             return tf.reduce_mean(loss_of.accuracy(y_val, logits), axis=1), loss
 
         @tf.function(jit_compile=True, reduce_retracing=True)
-        def fit(params, state, step, masks, active, samples, index, y, weights, present, counts, seeds, x_val, y_val,
-                running, best, best_params, chosen):
+        def fit(epochs, params, state, step, masks, active, samples, index, y, weights, present, counts, seeds, x_val,
+                y_val, running, best, best_params, chosen):
             # tuples reassigned whole, so that AutoGraph carries them through the loops
             n = len(params)
             params, best_params, chosen = tuple(params), tuple(best_params), tuple(chosen)
             state = tuple(tuple(state[s * n: (s + 1) * n]) for s in range(slots))
             last = chosen
-            for e in tf.range(epochs):
+            e = tf.constant(0)
+            # a while loop, not a for over tf.range: AutoGraph gives that one a maximum number of iterations, which
+            # XLA needs as a constant, so each number of epochs would compile the program again
+            while e < epochs:
                 params, state, step, losses = train_epoch(params, state, step, masks, active, samples, index[e], y,
                                                           weights, present, counts, seeds[e])
                 accuracy, val_loss = validate(params, masks, x_val, y_val)
@@ -589,6 +606,7 @@ class BatchedEvaluator:
                                     for p, b in zip(params, best_params))
                 last = (losses, accuracy, val_loss)
                 chosen = tuple(tf.where(improved, new, old) for new, old in zip(last, chosen))
+                e += 1
             flat = [t for slot in state for t in slot]
             return list(params), flat, step, best, list(best_params), list(chosen), list(last)
 
