@@ -442,10 +442,10 @@ class BatchedEvaluator:
         patched = patches is not None and val_patches is not None
         stoppers = [_Stopping(c, k) for c in fit_kwargs.get("callbacks") or ()]
         # one compiled fit runs up to `capacity` epochs a call (as many batch orders as EPOCH_INDEX_BYTES hold), how
-        # many is an argument: one at a time when an EarlyStopping decides between epochs, else as many as last
-        # about CALL_SECONDS (a signal such as Ctrl-C waits for the call to end)
+        # many is an argument: as many as last took about CALL_SECONDS (a signal such as Ctrl-C waits for the call
+        # to end); one, in a program that holds one, when an EarlyStopping decides between epochs
         per_epoch = n_batches * batch * (k if shuffle else 1) * 4
-        capacity = max(1, min(MAX_EPOCHS_PER_CALL, EPOCH_INDEX_BYTES // per_epoch))
+        capacity = 1 if stoppers else max(1, min(MAX_EPOCHS_PER_CALL, EPOCH_INDEX_BYTES // per_epoch))
         problem = _Problem(k, tuple(self._capacity), input_shape, n_batches, batch, not shuffle, len(x), patched,
                            self.objective.direction == "min", self.epoch_score, capacity)
         fit = self._program(problem, plan)
