@@ -101,8 +101,7 @@ def _cleaned_up(temporary: Path, path: Path):
     try:
         yield
     except BaseException as error:
-        with contextlib.suppress(FileNotFoundError):
-            temporary.unlink()
+        temporary.unlink(missing_ok=True)
         if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DiskFullError(error.errno, f"no space left on the device while writing {str(path)!r}; nothing was "
                                 f"left half-written: free some space and run again (with --resume)") from None
@@ -282,12 +281,7 @@ def write_checkpoint(path, write, writer: BackgroundWriter | None = None) -> Non
     temporary = _temporary(path)
     with _cleaned_up(temporary, path):
         write(temporary)
-    writer.submit(_commit_checkpoint, temporary, path, discard=functools.partial(_remove, temporary))
-
-
-def _remove(path: Path) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    writer.submit(_commit_checkpoint, temporary, path, discard=functools.partial(temporary.unlink, missing_ok=True))
 
 
 def load_weights(model, path) -> None:
