@@ -381,3 +381,19 @@ def test_one_compiled_fit_serves_any_number_of_epochs(tmp_path, data, base_weigh
                                      {"epochs": epochs, "batch_size": 32, "validation_data": validation})
         assert [r["epochs"] for r in results] == [epochs] * 3
     assert len(evaluator._compiled) == 1
+
+
+def test_a_later_evaluator_reuses_the_compiled_fit(tmp_path, data, base_weights):
+    (x, y), validation, _ = data
+    fit_kwargs = {"epochs": 2, "batch_size": 32, "validation_data": validation}
+    first, second = BatchedEvaluator(OBJECTIVE), BatchedEvaluator(OBJECTIVE)
+    results = [evaluator.evaluate(jobs_for(tmp_path, name, base_weights), (x, y), fit_kwargs)
+               for name, evaluator in (("first", first), ("second", second))]
+    (program,) = first._compiled.values()
+    assert list(second._compiled.values()) == [program]
+    assert program.experimental_get_tracing_count() == 1
+    assert [r["val_accuracy"] for r in results[0]] == [r["val_accuracy"] for r in results[1]]
+    # another problem (here: the number of candidate slots) gets a program of its own
+    third = BatchedEvaluator(OBJECTIVE)
+    third.evaluate(jobs_for(tmp_path, "third", base_weights)[:2], (x, y), fit_kwargs)
+    assert list(third._compiled.values()) != [program]
