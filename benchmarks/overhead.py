@@ -8,8 +8,8 @@ inside another is subtracted from the outer one), so the rows add up to the sear
 Phases: **build candidates** (the tuner's job: the parent's surviving weights, the candidate's model when one is
 built),
 **copy weights** (stacking the candidates for the compiled program, copying the chosen epoch back), **train**
-(the compiled fits: every epoch's steps and validation and the choice of the epoch kept, in one call, their
-compilation and the batch orders drawn for them), **save checkpoints**, **count params/FLOPs** (and the estimated latency), **oracle bookkeeping**
+(the compiled fits: every epoch's steps and validation and the choice of the epoch kept, in one call, and the
+batch orders drawn for them; compiled by the untimed first search, whose programs the process keeps), **save checkpoints**, **count params/FLOPs** (and the estimated latency), **oracle bookkeeping**
 (creating and ending trials,
 the oracle's and the trials' files, unit norms, the guard, tidying between batches) and **other** (the rest).
 Training (with its validation) is the work; everything else is the per-trial overhead. Tables of code before the
