@@ -135,7 +135,9 @@ def report(runs: list[dict]) -> list[str]:
                      f"{np.std(differences, ddof=1) / np.sqrt(len(differences)):.2f}" if len(differences) > 1
                      else "one pair: no estimate of the noise")
             lines.append(f"- {evaluator} vs keras, paired seeds {[int(s) for s in paired]}: mean params {params:+.1f}%, mean test "
-                         f"accuracy {test:+.2f} points ({noise}; {verdict} the target); {speed:.1f}x less wall time.")
+                         f"accuracy {test:+.2f} points ({noise}; {verdict} the target); {speed:.1f}x less wall time. "
+                         f"Test accuracy differences by seed: "
+                         + ", ".join(f"{int(s)}: {d:+.2f}" for s, d in zip(paired, differences)) + ".")
         lines.append("")
     return lines
 
