@@ -11,7 +11,7 @@ import tensorflow as tf
 import keras_grs
 from keras_grs import GRSTuner, datasets, models
 from keras_grs.evaluate import Job, KerasEvaluator
-from keras_grs.evaluate.batched import BatchedEvaluator, _forward_function, _plan
+from keras_grs.evaluate.batched import BatchedEvaluator, _ProgramCache, _forward_function, _plan
 from keras_tuner import Objective
 
 from helpers import randomize
@@ -381,6 +381,20 @@ def test_one_compiled_fit_serves_any_number_of_epochs(tmp_path, data, base_weigh
                                      {"epochs": epochs, "batch_size": 32, "validation_data": validation})
         assert [r["epochs"] for r in results] == [epochs] * 3
     assert len(evaluator._compiled) == 1
+
+
+def test_the_shared_programs_keep_the_ones_used_last():
+    built = []
+    cache = _ProgramCache(2)
+
+    def get(key):
+        return cache.get(key, lambda: built.append(key) or f"program {key}")
+
+    assert [get("a"), get("b"), get("a")] == ["program a", "program b", "program a"]
+    get("c")  # drops b, the least recently used
+    assert get("a") == "program a" and built == ["a", "b", "c"]
+    get("b")
+    assert built == ["a", "b", "c", "b"]
 
 
 def test_a_later_evaluator_reuses_the_compiled_fit(tmp_path, data, base_weights):

@@ -645,10 +645,6 @@ class _ProgramCache:
                 self._programs.popitem(last=False)
         return program
 
-    def clear(self):
-        with self._lock:
-            self._programs.clear()
-
 
 _PROGRAMS = _ProgramCache(SHARED_PROGRAMS)
 
