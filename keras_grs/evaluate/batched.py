@@ -633,17 +633,14 @@ class _ProgramCache:
         self._lock = threading.Lock()
 
     def get(self, key, build):
+        """The program of ``key``, made by ``build()`` when missing (cheap: tracing waits for the first call)."""
         with self._lock:
-            if key in self._programs:
-                self._programs.move_to_end(key)
-                return self._programs[key]
-        program = build()  # outside the lock: tracing happens at the first call anyway
-        with self._lock:
-            program = self._programs.setdefault(key, program)
+            if key not in self._programs:
+                self._programs[key] = build()
             self._programs.move_to_end(key)
             while len(self._programs) > self.size:
                 self._programs.popitem(last=False)
-        return program
+            return self._programs[key]
 
 
 _PROGRAMS = _ProgramCache(SHARED_PROGRAMS)
