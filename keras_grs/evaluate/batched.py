@@ -479,7 +479,7 @@ class BatchedEvaluator:
             order = np.concatenate([plain, tail]).reshape(n_batches, batch)
         epoch = 0
         while epoch < epochs and not stopped.all():
-            n = 1 if stoppers else min(self._epochs_per_call.get(problem, 1), epochs - epoch)
+            n = min(self._epochs_per_call.get(problem, 1), epochs - epoch)  # at most capacity: 1 with stoppers
             index, seeds = [], []
             for _ in range(n):  # each rng draws its order, then its dropout seed, epoch after epoch
                 if shuffle:
