@@ -11,12 +11,12 @@ each, 300 test samples) are too noisy to.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from common import accuracy, calcium_splits, pretrained
 
 import keras_grs
+from keras_grs.tuner.oracles import PARENT
 
 
 def chain(project: Path, model_name: str, seed: int, frames: int, evaluator: str) -> list[tuple]:
@@ -25,9 +25,7 @@ def chain(project: Path, model_name: str, seed: int, frames: int, evaluator: str
     model = pretrained(model_name, data[0], 30, seed=seed)
     tuner = keras_grs.GRSTuner.from_model(model, train_first=False, seed=seed, evaluator=evaluator,
                                           directory=str(project), acceptance="seed")
-    parents = set()
-    for candidate in (project / "untitled_project").glob("trial_*/candidate.json"):
-        parents.add(json.loads(candidate.read_text()).get("grs_parent"))
+    parents = {tuner.oracle.bookkeeping(trial_id).get(PARENT) for trial_id in tuner.oracle.trials}
     rows = []
     for trial_id in sorted(p for p in parents if p):
         trial = tuner.oracle.trials[trial_id]
