@@ -115,9 +115,10 @@ def test_stacked_masked_candidates_compute_what_each_smaller_model_computes(case
         removals = [{}, {"c1": [1, 2]}, {"c2": [0, 4]}]
     randomize(base, np.random.default_rng(3))
     jobs = [Job(keras_grs.shrink(base, r), True, "") for r in removals]
-    evaluator = BatchedEvaluator(OBJECTIVE)
+    evaluator = BatchedEvaluator(OBJECTIVE, workers=1)  # one group: every candidate in one stack
     plan = _plan(jobs[0].model)
-    per_job, params, masks = evaluator._pack(jobs, plan, shape[-1])
+    per_job = evaluator._widen(jobs)
+    params, masks = evaluator._pack(per_job, plan, shape[-1])
     x = np.random.default_rng(0).normal(size=(6, *shape)).astype("float32")
     forward = _forward_function(plan.ops, evaluator._slots)
     probabilities = tf.nn.softmax(forward(params, masks, tf.constant(x), None))
@@ -344,7 +345,7 @@ def test_epochs_compiled_in_one_call_or_in_several_train_alike(tmp_path, data, b
         base.compile(optimizer=keras.optimizers.Adam(0.05), loss=base.loss, metrics=["accuracy"])
         jobs = [Job(keras_grs.shrink(base, {"dense1": list(range(i * 3)), "dense2": [i]}), True,
                     str(tmp_path / f"{tag}{i}.weights.h5")) for i in range(3)]
-        evaluator = BatchedEvaluator(OBJECTIVE, epoch_score=epoch_score)
+        evaluator = BatchedEvaluator(OBJECTIVE, epoch_score=epoch_score, workers=1)  # one group: one call sequence
         calls = []
         program = evaluator._program
         evaluator._program = lambda *a: (lambda epochs, *rest: calls.append(int(epochs)) or program(*a)(epochs, *rest))
@@ -400,7 +401,7 @@ def test_the_shared_programs_keep_the_ones_used_last():
 def test_a_later_evaluator_reuses_the_compiled_fit(tmp_path, data, base_weights):
     (x, y), validation, _ = data
     fit_kwargs = {"epochs": 2, "batch_size": 32, "validation_data": validation}
-    first, second = BatchedEvaluator(OBJECTIVE), BatchedEvaluator(OBJECTIVE)
+    first, second = BatchedEvaluator(OBJECTIVE, workers=1), BatchedEvaluator(OBJECTIVE, workers=1)
     results = [evaluator.evaluate(jobs_for(tmp_path, name, base_weights), (x, y), fit_kwargs)
                for name, evaluator in (("first", first), ("second", second))]
     (program,) = first._compiled.values()
@@ -408,6 +409,6 @@ def test_a_later_evaluator_reuses_the_compiled_fit(tmp_path, data, base_weights)
     assert program.experimental_get_tracing_count() == 1
     assert [r["val_accuracy"] for r in results[0]] == [r["val_accuracy"] for r in results[1]]
     # another problem (here: the number of candidate slots) gets a program of its own
-    third = BatchedEvaluator(OBJECTIVE)
+    third = BatchedEvaluator(OBJECTIVE, workers=1)
     third.evaluate(jobs_for(tmp_path, "third", base_weights)[:2], (x, y), fit_kwargs)
     assert list(third._compiled.values()) != [program]

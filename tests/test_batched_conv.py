@@ -24,9 +24,9 @@ def packed_cnn(shape=(9, 9, 1)):
     randomize(base, np.random.default_rng(4))
     removals = [{"conv1": [0, 3]}, {"conv2": [1], "dense1": [2, 5]}, {}]
     jobs = [Job(keras_grs.shrink(base, r), True, "") for r in removals]
-    evaluator = BatchedEvaluator(Objective("val_accuracy", "max"))
+    evaluator = BatchedEvaluator(Objective("val_accuracy", "max"), workers=1)  # one group: all in one stack
     plan = _plan(jobs[0].model)
-    _, params, masks = evaluator._pack(jobs, plan, shape[-1])
+    params, masks = evaluator._pack(evaluator._widen(jobs), plan, shape[-1])
     return plan, params, masks, evaluator._slots
 
 
@@ -68,7 +68,8 @@ def test_pooling_before_the_bias_matches_keras_max_pooling_after_the_activation(
     randomize(model, np.random.default_rng(1))
     plan = _plan(model)
     evaluator = BatchedEvaluator(Objective("val_accuracy", "max"))
-    _, params, masks = evaluator._pack([Job(model, True, "")], plan, 2)
+    jobs = [Job(model, True, "")]
+    params, masks = evaluator._pack(evaluator._widen(jobs), plan, 2)
     x = np.random.default_rng(2).normal(size=(5, 7, 7, 2)).astype("float32")
     forward = _forward_function(plan.ops, evaluator._slots)
     np.testing.assert_allclose(forward(params, masks, tf.constant(x), None)[0].numpy(), model.predict(x, verbose=0),

@@ -8,7 +8,8 @@ validation and the choice of the epoch whose weights are kept (a host loop aroun
 100-epoch nn1 search). A call runs as many epochs as take about a second, so that Ctrl-C is seen soon, and one
 epoch when an EarlyStopping decides between epochs; the number is an argument of the one program, which any number
 of epochs reuses. Because the padded shapes only grow, a whole search usually runs on one or two compiled
-programs. Each candidate keeps its own weights, dropout masks, batch order and optimizer state; loss, optimizer
+programs. A compiled fit keeps about one core busy, so a batch is cut into groups of a fixed number of slots (a
+search step's candidates shared by the ``workers``, by default the cores) trained side by side in threads. Each candidate keeps its own weights, dropout masks, batch order and optimizer state; loss, optimizer
 (with its schedule and weight decay), regularizers, class or sample weights, epochs, batch size, per-epoch shuffling
 and the epoch rule (the best or the last epoch) are those of the keras path, written once in
 :mod:`keras_grs.evaluate.training`. The chosen epoch's weights are copied back into each job's (physically smaller)
@@ -36,7 +37,9 @@ recorded per trial (the tuner writes :meth:`BatchedEvaluator.supports`'s reason 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import math
+import os
 import threading
 import time
 import warnings
@@ -71,6 +74,7 @@ PATCH_BYTES = 256 * 2**20  # the most the first convolution's patches of a train
 EPOCH_INDEX_BYTES = 64 * 2**20  # the most the batch orders of one call of the compiled fit may take (_train)
 MAX_EPOCHS_PER_CALL = 64  # the most epochs one call of the compiled fit can run
 CALL_SECONDS = 1.0  # about how long one call of the compiled fit lasts: how soon a Ctrl-C is seen (_train)
+WORKERS_VARIABLE = "KERAS_GRS_WORKERS"  # the default of BatchedEvaluator(workers=...) when set
 SHARED_PROGRAMS = 8  # the compiled fits kept for later evaluators in this process, least recently used dropped
 
 
@@ -113,6 +117,28 @@ class _Problem:
     minimize: bool  # the objective is minimized (val_loss)
     epoch_score: str  # which epoch's weights are kept: best, best_latest or last
     capacity: int  # the most epochs one call runs
+
+
+@dataclass(frozen=True)
+class _FitData:
+    """What every group of one batch trains with: the compiled fit, its problem and plan, and the data as tensors
+    (the samples or the first convolution's patches, labels, loss weights, each batch's size and its real rows)."""
+
+    problem: _Problem
+    fit: object
+    plan: object
+    in_channels: int
+    epochs: int
+    shuffle: bool
+    n_samples: int
+    callbacks: tuple
+    samples: object
+    y: object
+    x_val: object
+    y_val: object
+    weights: object
+    counts: object
+    present: object
 
 
 @dataclass(frozen=True)
@@ -249,19 +275,26 @@ class BatchedEvaluator:
             (seed, its :attr:`Job.key`), and the masks of its units do not depend on the padding, so a candidate
             trains the same in any batch, in any slot, in a fresh process or late in a long one: a run killed and
             resumed takes its uninterrupted twin's decisions.
+        workers: how many groups of candidates train at once, each in its own thread (default: the environment
+            variable ``KERAS_GRS_WORKERS``, else the cores this process may use). A batch is cut into groups of a
+            fixed number of slots (:meth:`_fix_slots`), trained side by side: one compiled fit keeps about one core
+            busy. The number of slots follows ``workers``, and XLA rounds a convolution's products a little
+            differently for another number of slots: give ``workers`` to repeat a CNN's search bit for bit on a
+            machine with another number of cores.
     """
 
-    def __init__(self, objective, hypermodel=None, executions_per_trial=1, seed=0, epoch_score="best"):
+    def __init__(self, objective, hypermodel=None, executions_per_trial=1, seed=0, epoch_score="best", workers=None):
         self.objective = objective
         self.hypermodel = hypermodel
         self.executions_per_trial = executions_per_trial
         self.epoch_score = check_epoch_score(epoch_score)
         self.fallback = KerasEvaluator(objective, hypermodel, executions_per_trial, epoch_score=epoch_score)
         self.seed = seed
+        self.workers = _check_workers(workers)
         self._warned = False
         self._calls = 0
         self._capacity = None  # the widths the stacked weights are padded to
-        self._slots = 0  # the number of candidates they are padded to
+        self._slots = 0  # the candidates one compiled fit trains, fixed once (see _fix_slots)
         self._compiled = {}
         self._epochs_per_call = {}  # _Problem -> the epochs a call ran in about CALL_SECONDS last time
         self._layouts = {}  # topology -> CheckpointLayout (None: Keras saves those models itself)
@@ -288,6 +321,16 @@ class BatchedEvaluator:
         if self._capacity is not None and len(self._capacity) == len(widths):
             widths = [max(a, b) for a, b in zip(widths, self._capacity)]
         self._capacity = widths
+        self._fix_slots(len(widths) - 1)  # a GRS step: a candidate per layer the search shrinks (not the output)
+
+    def _fix_slots(self, candidates) -> None:
+        """Fix, once, the number of candidates a compiled fit trains: ``candidates`` (a step of the search) shared
+        by the workers, at least 2 (a batch of one would round differently, see :func:`_matmul`). Batches are cut
+        into groups of that many slots and never change it: XLA rounds a convolution's products slightly
+        differently for another number of slots, and with the slots fixed a candidate trains alike in any batch
+        and in a resumed process (the twin guarantee above)."""
+        if not self._slots:
+            self._slots = max(2, math.ceil(candidates / self.workers))
 
     def supports(self, jobs, fit_kwargs):
         """Why these jobs cannot be trained together (a string), or None when they can."""
@@ -349,13 +392,19 @@ class BatchedEvaluator:
         return self.fallback.evaluate(jobs, fit_args, fit_kwargs)
 
     # -------------------------------------------------------------------------------------------------------
-    def _pack(self, jobs, plan, in_channels):
-        """Stack the jobs' weights at the padded widths: per weighted layer a (slots, inputs, outputs) kernel,
-        a (slots, outputs) bias and a (slots, outputs) mask of the units each job has."""
-        per_job = [(job.model, _weighted_layers(job.model)) for job in jobs]  # (layer, its arrays) of each
+    def _widen(self, jobs) -> list:
+        """Grow the padded widths to the jobs' (they never shrink) and fix the slots if not yet; per job, its model
+        and (layer, arrays) of its weighted layers."""
+        per_job = [(job.model, _weighted_layers(job.model)) for job in jobs]
         widths = [max(layers[i][1][0].shape[-1] for _, layers in per_job) for i in range(len(per_job[0][1]))]
         self._capacity = [max(a, b) for a, b in zip(widths, self._capacity or widths)]
-        self._slots = max(self._slots, len(jobs), 2)  # see _matmul: a batch of one would round differently
+        self._fix_slots(len(jobs))
+        return per_job
+
+    def _pack(self, per_job, plan, in_channels):
+        """Stack the weights of a group's jobs (``per_job`` of :meth:`_widen`, at most ``self._slots``) at the padded
+        widths: per weighted layer a (slots, inputs, outputs) kernel, a (slots, outputs) bias and a (slots, outputs)
+        mask of the units each job has."""
         widths, k = self._capacity, self._slots
         ops = [op for op in plan.ops if op.weighted]
         params, masks = [], []
@@ -373,7 +422,7 @@ class BatchedEvaluator:
                 mask[j, : w.shape[-1]] = 1.0
             params += [tf.constant(kernel.reshape(k, -1, n_out)), tf.constant(bias)]
             masks.append(tf.constant(mask))
-        return per_job, params, masks
+        return params, masks
 
     def _unpack(self, per_job, plan, best_params):
         """Copy each job's chosen weights into its model; per job, its layers' new weights by layer name."""
@@ -431,62 +480,93 @@ class BatchedEvaluator:
         x_val, y_val = fit_kwargs["validation_data"][:2]
         x_val = np.asarray(x_val).astype("float32")
         y_val = plan.loss.labels(y_val, units)
-        epochs = int(fit_kwargs.get("epochs", 1))
         batch = int(fit_kwargs.get("batch_size") or 32)
         shuffle = fit_kwargs.get("shuffle", True)
         input_shape = tuple(int(d) for d in template_of(jobs[0].model).input_shape[1:])
         x, x_val = x.reshape(-1, *input_shape), x_val.reshape(-1, *input_shape)
-        per_job, params, masks = self._pack(jobs, plan, input_shape[-1])
+        per_job = self._widen(jobs)
         k = self._slots
-        active = tf.constant((np.arange(k) < len(jobs)).astype("float32"))
         n_batches = math.ceil(len(x) / batch)
         # the first convolution's patches once for the whole fit (else the samples): each batch gathers its rows
         patches, val_patches = _input_patches(plan.ops, x), _input_patches(plan.ops, x_val)
         patched = patches is not None and val_patches is not None
-        stoppers = [_Stopping(c, k) for c in fit_kwargs.get("callbacks") or ()]
+        callbacks = fit_kwargs.get("callbacks") or ()
         # one compiled fit runs up to `capacity` epochs a call (as many batch orders as EPOCH_INDEX_BYTES hold), how
         # many is an argument: as many as last took about CALL_SECONDS (a signal such as Ctrl-C waits for the call
         # to end); one, in a program that holds one, when an EarlyStopping decides between epochs
         per_epoch = n_batches * batch * (k if shuffle else 1) * 4
-        capacity = 1 if stoppers else max(1, min(MAX_EPOCHS_PER_CALL, EPOCH_INDEX_BYTES // per_epoch))
+        capacity = 1 if callbacks else max(1, min(MAX_EPOCHS_PER_CALL, EPOCH_INDEX_BYTES // per_epoch))
         problem = _Problem(k, tuple(self._capacity), input_shape, n_batches, batch, not shuffle, len(x), patched,
                            self.objective.direction == "min", self.epoch_score, capacity)
-        fit = self._program(problem, plan)
-        state = [tf.zeros_like(p) for _ in range(plan.optimizer.slots()) for p in params]
+        # per sample: its loss weight (class or sample weight; 0 for the padding of the last batch), and per
+        # batch: how many real samples it has (Keras divides a batch's weighted sum by its size)
+        weights = sample_weights(fit_args[1], fit_kwargs)
+        real = (np.arange(n_batches * batch) < len(x)).reshape(n_batches, batch)  # False: the last batch's padding
+        data = _FitData(
+            problem=problem, fit=self._program(problem, plan), plan=plan, in_channels=input_shape[-1],
+            epochs=int(fit_kwargs.get("epochs", 1)), shuffle=shuffle, n_samples=len(x), callbacks=tuple(callbacks),
+            samples=patches if patched else tf.constant(x), y=tf.constant(y),
+            x_val=val_patches if patched else tf.constant(x_val), y_val=tf.constant(y_val),
+            weights=tf.constant(np.ones(len(x), "float32") if weights is None else weights),
+            counts=tf.constant(np.minimum(batch, len(x) - batch * np.arange(n_batches)).astype("float32")),
+            present=tf.constant((real[:, None, :] if shuffle else real).astype("float32")))
+        # groups of `k` candidates, up to `workers` of them training at once: one compiled fit runs on one core
+        groups = [range(start, min(start + k, len(jobs))) for start in range(0, len(jobs), k)]
+        outcomes = _in_threads(
+            [lambda halt, g=g: self._fit_group([jobs[j] for j in g], [per_job[j] for j in g], g.start, data, halt)
+             for g in groups], self.workers)
+        results = []
+        for group, (best_params, chosen, epochs_run) in zip(groups, outcomes):
+            unpacked = self._unpack([per_job[j] for j in group], plan, best_params)
+            for i, j in enumerate(group):
+                job = jobs[j]
+                self._save(job, plan, unpacked[i])
+                results.append({
+                    "val_accuracy": float(chosen[1][i]),
+                    "val_loss": float(chosen[2][i]),
+                    "loss": float(chosen[0][i]),
+                    "epochs": int(epochs_run[i]),
+                    **measure(job.model),  # params, flops, latency_ms
+                    "val_samples": len(y_val),
+                })
+        return results
+
+    def _fit_group(self, jobs, per_job, offset, data, halt):
+        """Train one group of at most ``self._slots`` jobs (``offset``: the first one's place in the batch) with the
+        compiled fit; the chosen epoch's weights (numpy, slot first), its (loss, val_accuracy, val_loss) and the
+        epochs each job ran. Returns None when ``halt`` is set between calls (another group failed or was
+        interrupted)."""
+        problem, k = data.problem, data.problem.k
+        params, masks = self._pack(per_job, data.plan, data.in_channels)
+        active = tf.constant((np.arange(k) < len(jobs)).astype("float32"))
+        stoppers = [_Stopping(c, k) for c in data.callbacks]
+        state = [tf.zeros_like(p) for _ in range(data.plan.optimizer.slots()) for p in params]
         step = tf.constant(0.0)
         # per candidate, by its identity (see Job.key); padding slots draw nothing and train on the plain order
-        rngs = [keyed_rng(self.seed, f"fit {job.key if job.key is not None else f'{self._calls}.{j}'}")
+        rngs = [keyed_rng(self.seed, f"fit {job.key if job.key is not None else f'{self._calls}.{offset + j}'}")
                 for j, job in enumerate(jobs)]
-        plain = np.arange(len(x))
+        n_batches, batch, capacity = problem.n_batches, problem.batch, problem.capacity
+        plain = np.arange(data.n_samples)
+        tail = np.zeros(n_batches * batch - data.n_samples, dtype=int)
+        if not data.shuffle:
+            order = np.concatenate([plain, tail]).reshape(n_batches, batch)
         # the objective oriented so that larger is better, and the chosen epoch's weights and scores
         best = tf.constant(np.full(k, -np.inf, "float32"))
         best_params, chosen = list(params), [tf.zeros((k,))] * 3  # chosen: loss, val_accuracy, val_loss
         stopped = np.arange(k) >= len(jobs)  # padding slots count as stopped
         epochs_run = np.zeros(k, dtype=int)
-        padded = n_batches * batch
-        samples = patches if patched else tf.constant(x)
-        x_val_t = val_patches if patched else tf.constant(x_val)
-        y_val_t, y_t = tf.constant(y_val), tf.constant(y)
-        # per sample: its loss weight (class or sample weight; 0 for the padding of the last batch), and per
-        # batch: how many real samples it has (Keras divides a batch's weighted sum by its size)
-        weights = sample_weights(fit_args[1], fit_kwargs)
-        weights = tf.constant(np.ones(len(x), "float32") if weights is None else weights)
-        counts = tf.constant(np.minimum(batch, len(x) - batch * np.arange(n_batches)).astype("float32"))
-        real = (np.arange(padded) < len(x)).reshape(n_batches, batch)  # False where padding fills the last batch
-        present = tf.constant((real[:, None, :] if shuffle else real).astype("float32"))
-        tail = np.zeros(padded - len(x), dtype=int)
-        if not shuffle:
-            order = np.concatenate([plain, tail]).reshape(n_batches, batch)
-        epoch = 0
+        epoch, epochs = 0, data.epochs
         while epoch < epochs and not stopped.all():
+            if halt.is_set():
+                return None
             n = min(self._epochs_per_call.get(problem, 1), epochs - epoch)  # at most capacity: 1 with stoppers
             index, seeds = [], []
             for _ in range(n):  # each rng draws its order, then its dropout seed, epoch after epoch
-                if shuffle:
+                if data.shuffle:
                     # each candidate its own order, as model.fit alone would give it: a shared order correlates
                     # the candidates' scores within a step (no effect on whole nn1 searches measured so far,
                     # though: benchmarks/results/evaluator_parity.md)
-                    orders = [rng.permutation(len(x)) for rng in rngs] + [plain] * (k - len(jobs))
+                    orders = [rng.permutation(data.n_samples) for rng in rngs] + [plain] * (k - len(jobs))
                     orders = np.stack([np.concatenate([order, tail]) for order in orders])
                     index.append(orders.reshape(k, n_batches, batch).swapaxes(0, 1))  # (batches, candidates, samples)
                 else:
@@ -495,10 +575,10 @@ class BatchedEvaluator:
             index += [np.zeros_like(index[0])] * (capacity - n)  # the epochs this call does not run
             seeds += [[0] * k] * (capacity - n)
             started = time.perf_counter()
-            params, state, step, best, best_params, chosen, last = fit(
-                tf.constant(n), params, state, step, masks, active, samples, tf.constant(np.stack(index), tf.int32),
-                y_t, weights, present, counts, tf.constant(seeds, tf.int32), x_val_t, y_val_t,
-                tf.constant(~stopped), best, best_params, chosen)
+            params, state, step, best, best_params, chosen, last = data.fit(
+                tf.constant(n), params, state, step, masks, active, data.samples,
+                tf.constant(np.stack(index), tf.int32), data.y, data.weights, data.present, data.counts,
+                tf.constant(seeds, tf.int32), data.x_val, data.y_val, tf.constant(~stopped), best, best_params, chosen)
             seconds = time.perf_counter() - started  # the first call of a program includes its compilation
             self._epochs_per_call[problem] = max(1, min(capacity, int(CALL_SECONDS * n / max(seconds, 1e-6))))
             running = ~stopped
@@ -509,20 +589,7 @@ class BatchedEvaluator:
                 for stopper in stoppers:
                     stopped = stopped | stopper.update(epoch, monitored[stopper.monitor], stopped)
             epoch += n
-        unpacked = self._unpack(per_job, plan, [p.numpy() for p in best_params])
-        best_loss, best_accuracy, best_val_loss = (t.numpy() for t in chosen)
-        results = []
-        for j, job in enumerate(jobs):
-            self._save(job, plan, unpacked[j])
-            results.append({
-                "val_accuracy": float(best_accuracy[j]),
-                "val_loss": float(best_val_loss[j]),
-                "loss": float(best_loss[j]),
-                "epochs": int(epochs_run[j]),
-                **measure(job.model),  # params, flops, latency_ms
-                "val_samples": len(y_val),
-            })
-        return results
+        return [p.numpy() for p in best_params], [t.numpy() for t in chosen], epochs_run
 
     def _program(self, problem, plan):
         """The compiled fit for one shape of problem, built once and reused: up to ``problem.capacity`` epochs'
@@ -653,6 +720,47 @@ def _weighted_layers(model) -> list[tuple]:
     if isinstance(model, Candidate):
         return [(layer, model.arrays[layer.name]) for layer in chain]
     return [(layer, layer.get_weights()) for layer in chain]
+
+
+def _check_workers(workers) -> int:
+    """``workers`` as a positive int; None: the environment's WORKERS_VARIABLE if set (it reaches the command line
+    and every tuner), else the cores this process may use."""
+    if workers is None and os.environ.get(WORKERS_VARIABLE, "").strip():
+        text = os.environ[WORKERS_VARIABLE].strip()
+        if not text.isdigit() or int(text) < 1:
+            raise ValueError(f"{WORKERS_VARIABLE} must be a positive integer (how many groups of candidates train "
+                             f"at once), got {text!r}")
+        return int(text)
+    if workers is None:
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except AttributeError:  # no affinity on this platform
+            return max(1, os.cpu_count() or 1)
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers must be a positive int (how many groups of candidates train at once), "
+                         f"got {workers!r}")
+    return int(workers)
+
+
+def _in_threads(tasks, workers) -> list:
+    """Run ``tasks`` (callables of a ``threading.Event``), up to ``workers`` at once; their results in order. When
+    one fails or the caller is interrupted (Ctrl-C), the event tells the others to stop after their current call
+    (about CALL_SECONDS), and the error is raised once they have: no thread outlives the batch."""
+    halt = threading.Event()
+    if len(tasks) == 1 or workers == 1:
+        return [task(halt) for task in tasks]
+    pool = concurrent.futures.ThreadPoolExecutor(min(workers, len(tasks)), thread_name_prefix="keras-grs-fit")
+    try:
+        futures = [pool.submit(task, halt) for task in tasks]
+        done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        if any(future.exception() is not None for future in done):
+            halt.set()
+        return [future.result() for future in futures]  # raises a task's error once all have returned
+    except BaseException:
+        halt.set()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _batchable_early_stopping(callback) -> bool:
