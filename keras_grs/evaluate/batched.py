@@ -629,8 +629,7 @@ class BatchedEvaluator:
             return total
 
         def train_epoch(params, state, step, masks, active, samples, index, y, weights, present, counts, seeds):
-            total = tf.zeros((k,))
-            for i in tf.range(n_batches):
+            def batch_step(i, params, state, step, total):
                 rows = index[i]
                 with tf.GradientTape() as tape:
                     tape.watch(list(params))
@@ -644,7 +643,11 @@ class BatchedEvaluator:
                 lr = learning_rate(tf.cast(step, tf.int64))  # Keras calls its schedule with the updates done so far
                 step = step + 1.0
                 params, state = optimizer.update(params, grads, state, step, lr)
-                total += losses * counts[i]  # Keras' epoch loss: the batches' losses weighted by their sizes
+                # Keras' epoch loss: the batches' losses weighted by their sizes
+                return i + 1, tuple(params), tuple(tuple(slot) for slot in state), step, total + losses * counts[i]
+
+            _, params, state, step, total = tf.while_loop(
+                lambda i, *_: i < n_batches, batch_step, (tf.constant(0), params, state, step, tf.zeros((k,))))
             return params, state, step, total / tf.reduce_sum(counts)
 
         def validate(params, masks, x_val, y_val):
@@ -652,18 +655,16 @@ class BatchedEvaluator:
             loss = tf.reduce_mean(loss_of.per_sample(y_val, logits), axis=1) + regularization(params)
             return tf.reduce_mean(loss_of.accuracy(y_val, logits), axis=1), loss
 
-        @tf.function(jit_compile=True, reduce_retracing=True)
+        # written with tf.while_loop, without AutoGraph: converting the ~150 functions a fit calls cost 3-4 s of a
+        # fresh process's first call (more than XLA's compilation), and none of them branches on a tensor
+        @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
         def fit(epochs, params, state, step, masks, active, samples, index, y, weights, present, counts, seeds, x_val,
                 y_val, running, best, best_params, chosen):
-            # tuples reassigned whole, so that AutoGraph carries them through the loops
             n = len(params)
             params, best_params, chosen = tuple(params), tuple(best_params), tuple(chosen)
             state = tuple(tuple(state[s * n: (s + 1) * n]) for s in range(slots))
-            last = chosen
-            e = tf.constant(0)
-            # a while loop, not a for over tf.range: AutoGraph gives that one a maximum number of iterations, which
-            # XLA needs as a constant, so each number of epochs would compile the program again
-            while e < epochs:
+
+            def epoch_step(e, params, state, step, best, best_params, chosen, last):
                 params, state, step, losses = train_epoch(params, state, step, masks, active, samples, index[e], y,
                                                           weights, present, counts, seeds[e])
                 accuracy, val_loss = validate(params, masks, x_val, y_val)
@@ -681,7 +682,12 @@ class BatchedEvaluator:
                                     for p, b in zip(params, best_params))
                 last = (losses, accuracy, val_loss)
                 chosen = tuple(tf.where(improved, new, old) for new, old in zip(last, chosen))
-                e += 1
+                return e + 1, params, state, step, best, best_params, chosen, last
+
+            # the number of epochs is an argument, not a trip count XLA must know: any number reuses the program
+            _, params, state, step, best, best_params, chosen, last = tf.while_loop(
+                lambda e, *_: e < epochs, epoch_step,
+                (tf.constant(0), params, state, step, best, best_params, chosen, chosen))
             flat = [t for slot in state for t in slot]
             return list(params), flat, step, best, list(best_params), list(chosen), list(last)
 
