@@ -41,6 +41,13 @@ def check_settings(*, method, tolerance, epochs, initial_epochs, batch_size, sel
     _one_of("cost", cost, COSTS)
     if isinstance(evaluator, str):
         _one_of("evaluator", evaluator, EVALUATORS)
+    if evaluator is None or evaluator == "batched":
+        from keras_grs.evaluate.batched import check_workers
+
+        try:
+            check_workers(None)  # the environment's KERAS_GRS_WORKERS, read by every tuner of the run
+        except ValueError as error:
+            raise SettingError(str(error)) from None
     if isinstance(selection, str):
         _one_of("selection", selection, CRITERIA)
     for name, value in (("epochs", epochs), ("batch_size", batch_size), ("initial_epochs", initial_epochs),

@@ -1,6 +1,8 @@
 """A batch cut into groups of a fixed number of slots, the groups trained side by side on the cores: each candidate
 trains exactly as it would alone, whichever group and whichever thread it lands in."""
 
+import concurrent.futures
+import os
 import threading
 
 import keras
@@ -12,6 +14,7 @@ import keras_grs
 from keras_grs import models
 from keras_grs.evaluate import Job
 from keras_grs.evaluate.batched import BatchedEvaluator, _in_threads
+from keras_grs.inputs import SettingError
 
 OBJECTIVE = Objective("val_accuracy", "max")
 FIT = {"epochs": 2, "batch_size": 16, "verbose": 0}
@@ -103,10 +106,19 @@ def test_the_environment_sets_the_default_workers_and_is_checked(monkeypatch):
     with pytest.raises(ValueError, match="KERAS_GRS_WORKERS must be a positive integer.*'two'"):
         BatchedEvaluator(OBJECTIVE)
     monkeypatch.delenv("KERAS_GRS_WORKERS")
-    assert BatchedEvaluator(OBJECTIVE).workers >= 1
+    assert BatchedEvaluator(OBJECTIVE).workers == min(2, len(os.sched_getaffinity(0)))  # two, or one on one core
 
 
-def test_a_failing_group_stops_the_others_and_no_thread_outlives_the_batch():
+def test_a_run_with_a_bad_environment_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 6)).astype("float32"), rng.integers(0, 2, 40)
+    monkeypatch.setenv("KERAS_GRS_WORKERS", "0")
+    with pytest.raises(SettingError, match="KERAS_GRS_WORKERS must be a positive integer.*'0'"):
+        keras_grs.prune(["nn1"], x, y, (x[:10], y[:10]), out=str(tmp_path / "run"), epochs=1, initial_epochs=1)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failing_group_stops_the_others_and_no_group_outlives_the_batch():
     seen = []
 
     def fails(halt):
@@ -116,9 +128,15 @@ def test_a_failing_group_stops_the_others_and_no_thread_outlives_the_batch():
         seen.append(halt.wait(timeout=60))  # a group between two calls of its fit
         return "stopped"
 
-    with pytest.raises(RuntimeError, match="group 1"):
-        _in_threads([waits, fails], workers=2)
-    assert seen == [True]  # told to stop, and finished before the error reached the caller
-    assert not [t for t in threading.enumerate() if t.name.startswith("keras-grs-fit")]
-    assert _in_threads([lambda halt: 1, lambda halt: 2, lambda halt: 3], workers=2) == [1, 2, 3]
-    assert _in_threads([lambda halt: threading.current_thread().name], workers=4) == ["MainThread"]
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        with pytest.raises(RuntimeError, match="group 1"):
+            _in_threads([waits, fails], pool)
+        assert seen == [True]  # told to stop, and finished before the error reached the caller
+        assert _in_threads([lambda halt: 1, lambda halt: 2, lambda halt: 3], pool) == [1, 2, 3]
+    assert _in_threads([lambda halt: threading.current_thread().name] * 2, None) == ["MainThread"] * 2
+
+
+def test_the_worker_threads_are_kept_from_batch_to_batch(tmp_path, cnn):
+    evaluator, _ = train(tmp_path, cnn, [range(5), range(5)], workers=2, tag="kept")
+    pool = evaluator._pool
+    assert pool is not None and len(pool._threads) == 2  # two batches of two groups: two threads, not four

@@ -9,8 +9,9 @@ validation and the choice of the epoch whose weights are kept (a host loop aroun
 epoch when an EarlyStopping decides between epochs; the number is an argument of the one program, which any number
 of epochs reuses. Because the padded shapes only grow, a whole search usually runs on one or two compiled
 programs. A compiled fit keeps about one core busy, so a batch is cut into groups of a fixed number of slots (a
-search step's candidates shared by the ``workers``, by default the cores) trained side by side in threads. Each candidate keeps its own weights, dropout masks, batch order and optimizer state; loss, optimizer
-(with its schedule and weight decay), regularizers, class or sample weights, epochs, batch size, per-epoch shuffling
+search step's candidates shared by the ``workers``, two by default) trained side by side in threads. Each
+candidate keeps its own weights, dropout masks, batch order and optimizer state; loss, optimizer (with its
+schedule and weight decay), regularizers, class or sample weights, epochs, batch size, per-epoch shuffling
 and the epoch rule (the best or the last epoch) are those of the keras path, written once in
 :mod:`keras_grs.evaluate.training`. The chosen epoch's weights are copied back into each job's (physically smaller)
 model and saved to its checkpoint, so trials look exactly like the keras evaluator's.
@@ -75,6 +76,9 @@ EPOCH_INDEX_BYTES = 64 * 2**20  # the most the batch orders of one call of the c
 MAX_EPOCHS_PER_CALL = 64  # the most epochs one call of the compiled fit can run
 CALL_SECONDS = 1.0  # about how long one call of the compiled fit lasts: how soon a Ctrl-C is seen (_train)
 WORKERS_VARIABLE = "KERAS_GRS_WORKERS"  # the default of BatchedEvaluator(workers=...) when set
+# groups trained side by side by default: more make smaller groups, which XLA does not always run faster (cnn1's
+# epoch with 2 slots takes 3.5x as long as with 3; two other small CNNs take 0.6-0.9x as long)
+DEFAULT_WORKERS = 2
 SHARED_PROGRAMS = 8  # the compiled fits kept for later evaluators in this process, least recently used dropped
 
 
@@ -276,11 +280,11 @@ class BatchedEvaluator:
             trains the same in any batch, in any slot, in a fresh process or late in a long one: a run killed and
             resumed takes its uninterrupted twin's decisions.
         workers: how many groups of candidates train at once, each in its own thread (default: the environment
-            variable ``KERAS_GRS_WORKERS``, else the cores this process may use). A batch is cut into groups of a
-            fixed number of slots (:meth:`_fix_slots`), trained side by side: one compiled fit keeps about one core
-            busy. The number of slots follows ``workers``, and XLA rounds a convolution's products a little
-            differently for another number of slots: give ``workers`` to repeat a CNN's search bit for bit on a
-            machine with another number of cores.
+            variable ``KERAS_GRS_WORKERS``, else 2, or 1 on one core). A batch is cut into groups of a fixed number
+            of slots (:meth:`_fix_slots`), trained side by side: one compiled fit keeps about one core busy. More
+            workers make smaller groups, which XLA does not always run faster (``DEFAULT_WORKERS``). XLA rounds a
+            convolution's products a little differently for another number of slots: a CNN's search repeats bit
+            for bit with the same ``workers``.
     """
 
     def __init__(self, objective, hypermodel=None, executions_per_trial=1, seed=0, epoch_score="best", workers=None):
@@ -290,7 +294,8 @@ class BatchedEvaluator:
         self.epoch_score = check_epoch_score(epoch_score)
         self.fallback = KerasEvaluator(objective, hypermodel, executions_per_trial, epoch_score=epoch_score)
         self.seed = seed
-        self.workers = _check_workers(workers)
+        self.workers = check_workers(workers)
+        self._pool = None  # the threads that train the groups of a batch side by side, made when first needed
         self._warned = False
         self._calls = 0
         self._capacity = None  # the widths the stacked weights are padded to
@@ -512,9 +517,12 @@ class BatchedEvaluator:
             present=tf.constant((real[:, None, :] if shuffle else real).astype("float32")))
         # groups of `k` candidates, up to `workers` of them training at once: one compiled fit runs on one core
         groups = [range(start, min(start + k, len(jobs))) for start in range(0, len(jobs), k)]
+        if self._pool is None and self.workers > 1 and len(groups) > 1:
+            # kept for the evaluator's life: a new thread sets TensorFlow's per-thread state up again
+            self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="keras-grs-fit")
         outcomes = _in_threads(
             [lambda halt, g=g: self._fit_group([jobs[j] for j in g], [per_job[j] for j in g], g.start, data, halt)
-             for g in groups], self.workers)
+             for g in groups], self._pool)
         results = []
         for group, (best_params, chosen, epochs_run) in zip(groups, outcomes):
             unpacked = self._unpack([per_job[j] for j in group], plan, best_params)
@@ -728,9 +736,9 @@ def _weighted_layers(model) -> list[tuple]:
     return [(layer, layer.get_weights()) for layer in chain]
 
 
-def _check_workers(workers) -> int:
+def check_workers(workers) -> int:
     """``workers`` as a positive int; None: the environment's WORKERS_VARIABLE if set (it reaches the command line
-    and every tuner), else the cores this process may use."""
+    and every tuner), else DEFAULT_WORKERS or the cores this process may use, if fewer."""
     if workers is None and os.environ.get(WORKERS_VARIABLE, "").strip():
         text = os.environ[WORKERS_VARIABLE].strip()
         if not text.isdigit() or int(text) < 1:
@@ -739,34 +747,33 @@ def _check_workers(workers) -> int:
         return int(text)
     if workers is None:
         try:
-            return max(1, len(os.sched_getaffinity(0)))
+            cores = len(os.sched_getaffinity(0))
         except AttributeError:  # no affinity on this platform
-            return max(1, os.cpu_count() or 1)
+            cores = os.cpu_count() or 1
+        return max(1, min(DEFAULT_WORKERS, cores))
     if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers must be a positive int (how many groups of candidates train at once), "
                          f"got {workers!r}")
     return int(workers)
 
 
-def _in_threads(tasks, workers) -> list:
-    """Run ``tasks`` (callables of a ``threading.Event``), up to ``workers`` at once; their results in order. When
-    one fails or the caller is interrupted (Ctrl-C), the event tells the others to stop after their current call
-    (about CALL_SECONDS), and the error is raised once they have: no thread outlives the batch."""
+def _in_threads(tasks, pool) -> list:
+    """Run ``tasks`` (callables of a ``threading.Event``) on ``pool`` (None: one after the other here); their
+    results in order. When one fails or the caller is interrupted (Ctrl-C), the event tells the others to stop after
+    their current call (about CALL_SECONDS), and the error is raised once they have: no task outlives the batch."""
     halt = threading.Event()
-    if len(tasks) == 1 or workers == 1:
+    if pool is None or len(tasks) == 1:
         return [task(halt) for task in tasks]
-    pool = concurrent.futures.ThreadPoolExecutor(min(workers, len(tasks)), thread_name_prefix="keras-grs-fit")
+    futures = [pool.submit(task, halt) for task in tasks]
     try:
-        futures = [pool.submit(task, halt) for task in tasks]
         done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
-        if any(future.exception() is not None for future in done):
-            halt.set()
-        return [future.result() for future in futures]  # raises a task's error once all have returned
     except BaseException:
         halt.set()
+        concurrent.futures.wait(futures)
         raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    if any(future.exception() is not None for future in done):
+        halt.set()
+    return [future.result() for future in futures]  # raises a task's error once all have returned
 
 
 def _batchable_early_stopping(callback) -> bool:
@@ -915,8 +922,10 @@ def _dropout_keep(shape, seeds, batch_index, layer, rate):
 def _matmul(h, kernel, shared, k):
     """(k,) batch, *positions, inputs times a (k, inputs, outputs) kernel -> (k, batch, *positions, outputs).
 
-    One batched product per layer: XLA computes each candidate's slice alike whatever the number of slots, from 2
-    on (a batch of one becomes another kind of product, rounded differently: the evaluator keeps at least 2 slots).
+    One batched product per layer: XLA computes each candidate's slice alike whatever its batch-mates. For a Dense
+    chain it does so whatever the number of slots, from 2 on (a batch of one becomes another kind of product,
+    rounded differently), but not for a convolution's products (cnn1's scores differ between 3 and 5 slots): the
+    evaluator keeps at least 2 slots and fixes their number once (:meth:`BatchedEvaluator._fix_slots`).
     A shared input is broadcast to every candidate rather than multiplied once by the kernels side by side: that
     wider product rounds a candidate's columns differently as the number of candidates changes, so a candidate's
     validation scores depended on its batch-mates (``tests/test_faults_twin.py``). A batched product also puts
