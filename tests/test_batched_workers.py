@@ -102,6 +102,9 @@ def test_the_environment_sets_the_default_workers_and_is_checked(monkeypatch):
     monkeypatch.setenv("KERAS_GRS_WORKERS", "3")
     assert BatchedEvaluator(OBJECTIVE).workers == 3
     assert BatchedEvaluator(OBJECTIVE, workers=1).workers == 1  # an argument wins
+    monkeypatch.setenv("KERAS_GRS_WORKERS", "²")  # a digit, not a decimal: int() would fail on it
+    with pytest.raises(ValueError, match="KERAS_GRS_WORKERS must be a positive integer"):
+        BatchedEvaluator(OBJECTIVE)
     monkeypatch.setenv("KERAS_GRS_WORKERS", "two")
     with pytest.raises(ValueError, match="KERAS_GRS_WORKERS must be a positive integer.*'two'"):
         BatchedEvaluator(OBJECTIVE)

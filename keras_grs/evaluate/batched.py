@@ -741,7 +741,7 @@ def check_workers(workers) -> int:
     and every tuner), else DEFAULT_WORKERS or the cores this process may use, if fewer."""
     if workers is None and os.environ.get(WORKERS_VARIABLE, "").strip():
         text = os.environ[WORKERS_VARIABLE].strip()
-        if not text.isdigit() or int(text) < 1:
+        if not text.isdecimal() or int(text) < 1:
             raise ValueError(f"{WORKERS_VARIABLE} must be a positive integer (how many groups of candidates train "
                              f"at once), got {text!r}")
         return int(text)
