@@ -1,7 +1,6 @@
 """A batch cut into groups of a fixed number of slots, the groups trained side by side on the cores: each candidate
 trains exactly as it would alone, whichever group and whichever thread it lands in."""
 
-import concurrent.futures
 import os
 import threading
 
@@ -121,7 +120,7 @@ def test_a_run_with_a_bad_environment_is_refused_before_anything_is_written(tmp_
     assert not (tmp_path / "run").exists()
 
 
-def test_a_failing_group_stops_the_others_and_no_group_outlives_the_batch():
+def test_a_failing_group_stops_the_others_and_no_thread_outlives_the_batch():
     seen = []
 
     def fails(halt):
@@ -131,15 +130,34 @@ def test_a_failing_group_stops_the_others_and_no_group_outlives_the_batch():
         seen.append(halt.wait(timeout=60))  # a group between two calls of its fit
         return "stopped"
 
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        with pytest.raises(RuntimeError, match="group 1"):
-            _in_threads([waits, fails], pool)
-        assert seen == [True]  # told to stop, and finished before the error reached the caller
-        assert _in_threads([lambda halt: 1, lambda halt: 2, lambda halt: 3], pool) == [1, 2, 3]
-    assert _in_threads([lambda halt: threading.current_thread().name] * 2, None) == ["MainThread"] * 2
+    with pytest.raises(RuntimeError, match="group 1"):
+        _in_threads([waits, fails], 2)
+    assert seen == [True]  # told to stop, and finished before the error reached the caller
+    assert _in_threads([lambda halt: 1, lambda halt: 2, lambda halt: 3], 2) == [1, 2, 3]
+    assert _in_threads([lambda halt: threading.current_thread().name] * 2, 1) == ["MainThread"] * 2
+    assert not [t for t in threading.enumerate() if t.name.startswith("keras-grs-fit")]
 
 
-def test_the_worker_threads_are_kept_from_batch_to_batch(tmp_path, cnn):
-    evaluator, _ = train(tmp_path, cnn, [range(5), range(5)], workers=2, tag="kept")
-    pool = evaluator._pool
-    assert pool is not None and len(pool._threads) == 2  # two batches of two groups: two threads, not four
+def test_an_interrupted_caller_stops_the_groups_and_raises_once_they_have_returned(monkeypatch):
+    """Ctrl-C (or the command line's SIGTERM) reaches the caller while it waits for the groups."""
+    returned = []
+
+    def group(halt):
+        returned.append(halt.wait(timeout=60))
+        return "stopped"
+
+    join = threading.Thread.join
+    calls = []
+
+    def interrupted_join(self, *args):
+        calls.append(self.name)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return join(self, *args)
+
+    monkeypatch.setattr(threading.Thread, "join", interrupted_join)
+    with pytest.raises(KeyboardInterrupt):
+        _in_threads([group, group], 2)
+    monkeypatch.setattr(threading.Thread, "join", join)
+    assert returned == [True, True]
+    assert not [t for t in threading.enumerate() if t.name.startswith("keras-grs-fit")]

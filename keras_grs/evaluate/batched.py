@@ -38,7 +38,6 @@ recorded per trial (the tuner writes :meth:`BatchedEvaluator.supports`'s reason 
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import math
 import os
 import threading
@@ -295,7 +294,6 @@ class BatchedEvaluator:
         self.fallback = KerasEvaluator(objective, hypermodel, executions_per_trial, epoch_score=epoch_score)
         self.seed = seed
         self.workers = check_workers(workers)
-        self._pool = None  # the threads that train the groups of a batch side by side, made when first needed
         self._warned = False
         self._calls = 0
         self._capacity = None  # the widths the stacked weights are padded to
@@ -517,12 +515,9 @@ class BatchedEvaluator:
             present=tf.constant((real[:, None, :] if shuffle else real).astype("float32")))
         # groups of `k` candidates, up to `workers` of them training at once: one compiled fit runs on one core
         groups = [range(start, min(start + k, len(jobs))) for start in range(0, len(jobs), k)]
-        if self._pool is None and self.workers > 1 and len(groups) > 1:
-            # kept for the evaluator's life: a new thread sets TensorFlow's per-thread state up again
-            self._pool = concurrent.futures.ThreadPoolExecutor(self.workers, thread_name_prefix="keras-grs-fit")
         outcomes = _in_threads(
             [lambda halt, g=g: self._fit_group([jobs[j] for j in g], [per_job[j] for j in g], g.start, data, halt)
-             for g in groups], self._pool)
+             for g in groups], self.workers)
         results = []
         for group, (best_params, chosen, epochs_run) in zip(groups, outcomes):
             unpacked = self._unpack([per_job[j] for j in group], plan, best_params)
@@ -757,23 +752,46 @@ def check_workers(workers) -> int:
     return int(workers)
 
 
-def _in_threads(tasks, pool) -> list:
-    """Run ``tasks`` (callables of a ``threading.Event``) on ``pool`` (None: one after the other here); their
-    results in order. When one fails or the caller is interrupted (Ctrl-C), the event tells the others to stop after
-    their current call (about CALL_SECONDS), and the error is raised once they have: no task outlives the batch."""
+def _in_threads(tasks, workers) -> list:
+    """Run ``tasks`` (callables of a ``threading.Event``) on up to ``workers`` threads made for this batch (one: here,
+    one after the other); their results in order. When one fails or the caller is interrupted (Ctrl-C, or the
+    command line's SIGTERM), the event tells the others to stop after their current call (about CALL_SECONDS), and
+    the error is raised once they have: no thread outlives the batch. The caller only joins threads, which Python
+    makes safe to interrupt; a pool's futures would share locks with the workers, and an interrupt landing while
+    the caller held one of them left a worker waiting on it forever (a search hung after SIGTERM)."""
     halt = threading.Event()
-    if pool is None or len(tasks) == 1:
+    if workers == 1 or len(tasks) == 1:
         return [task(halt) for task in tasks]
-    futures = [pool.submit(task, halt) for task in tasks]
+    results, errors = [None] * len(tasks), [None] * len(tasks)
+    n = min(workers, len(tasks))
+
+    def run(first):
+        for i in range(first, len(tasks), n):  # thread t runs tasks t, t + n, ...
+            if halt.is_set():
+                return
+            try:
+                results[i] = tasks[i](halt)
+            except BaseException as error:  # handed to the caller
+                errors[i] = error
+                halt.set()
+                return
+
+    threads = [threading.Thread(target=run, args=(t,), name=f"keras-grs-fit-{t}", daemon=True) for t in range(n)]
     try:
-        done, _ = concurrent.futures.wait(futures, return_when=concurrent.futures.FIRST_EXCEPTION)
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
     except BaseException:
         halt.set()
-        concurrent.futures.wait(futures)
+        for thread in threads:
+            if thread.is_alive():
+                thread.join()
         raise
-    if any(future.exception() is not None for future in done):
-        halt.set()
-    return [future.result() for future in futures]  # raises a task's error once all have returned
+    for error in errors:
+        if error is not None:
+            raise error
+    return results
 
 
 def _batchable_early_stopping(callback) -> bool:
