@@ -514,15 +514,13 @@ class BatchedEvaluator:
             counts=tf.constant(np.minimum(batch, len(x) - batch * np.arange(n_batches)).astype("float32")),
             present=tf.constant((real[:, None, :] if shuffle else real).astype("float32")))
         # groups of `k` candidates, up to `workers` of them training at once: one compiled fit runs on one core
-        groups = [range(start, min(start + k, len(jobs))) for start in range(0, len(jobs), k)]
-        outcomes = _in_threads(
-            [lambda halt, g=g: self._fit_group([jobs[j] for j in g], [per_job[j] for j in g], g.start, data, halt)
-             for g in groups], self.workers)
+        groups = [(jobs[start:start + k], per_job[start:start + k], start) for start in range(0, len(jobs), k)]
+        outcomes = _in_threads([lambda halt, group=group: self._fit_group(*group, data, halt) for group in groups],
+                               self.workers)
         results = []
-        for group, (best_params, chosen, epochs_run) in zip(groups, outcomes):
-            unpacked = self._unpack([per_job[j] for j in group], plan, best_params)
-            for i, j in enumerate(group):
-                job = jobs[j]
+        for (group_jobs, group_layers, _), (best_params, chosen, epochs_run) in zip(groups, outcomes):
+            unpacked = self._unpack(group_layers, plan, best_params)
+            for i, job in enumerate(group_jobs):
                 self._save(job, plan, unpacked[i])
                 results.append({
                     "val_accuracy": float(chosen[1][i]),
