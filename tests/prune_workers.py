@@ -51,7 +51,7 @@ def write_inputs(directory):
 def prune_arguments(model, data, out, storage):
     """`keras-grs prune` as one worker (one machine) of the study in ``storage``."""
     return ["prune", str(model), "--data", str(data), "--out", str(out), "--backend", "optuna", "--storage", storage,
-            "--method", "grs", "--tolerance", "0.97", "--epochs", "3", "--initial-epochs", "15", "--batch-size", "256",
+            "--method", "grs", "--tolerance", "0.97", "--epochs", "40", "--initial-epochs", "15", "--batch-size", "256",
             "--seed", "0", "--acceptance", "seed", "--no-eup", "--quiet"]
 
 
