@@ -44,19 +44,26 @@ def candidate(model, weights, keep: float):
     return keras_grs.shrink(copy, removed)
 
 
+def fine_tune(evaluator_name, jobs, train, fit, evaluator=None, seeds=None) -> list[dict]:
+    """Fine-tune the jobs with ``evaluator`` (a new one of ``evaluator_name`` when None): the batched evaluator
+    all in one call, each job with its own key; ``model.fit`` job by job, each with its own Keras seed (``seeds``,
+    by default 1000 + the job's index)."""
+    objective = Objective("val_accuracy", "max")
+    if evaluator_name == "batched":
+        return (evaluator or BatchedEvaluator(objective, seed=1)).evaluate(jobs, train, fit)
+    evaluator, results = evaluator or KerasEvaluator(objective), []
+    for i, job in enumerate(jobs):
+        keras.utils.set_random_seed(1000 + i if seeds is None else seeds[i])
+        results += evaluator.evaluate([job], train, fit)
+    return results
+
+
 def scores(evaluator_name, model, weights, keep, data, repeats, epochs, directory):
     train, validation, test = data
     fit = {"epochs": epochs, "batch_size": 32, "verbose": 0, "validation_data": validation}
     jobs = [Job(candidate(model, weights, keep), True, f"{directory}/{evaluator_name}{i}.weights.h5", key=f"copy{i}")
             for i in range(repeats)]
-    objective = Objective("val_accuracy", "max")
-    if evaluator_name == "batched":
-        results = BatchedEvaluator(objective, seed=1).evaluate(jobs, train, fit)
-    else:
-        evaluator, results = KerasEvaluator(objective), []
-        for i, job in enumerate(jobs):
-            keras.utils.set_random_seed(1000 + i)
-            results += evaluator.evaluate([job], train, fit)
+    results = fine_tune(evaluator_name, jobs, train, fit)
     tests = []
     for job in jobs:
         job.model.load_weights(job.checkpoint)
