@@ -40,3 +40,18 @@ def test_a_dropout_mask_is_one_draw_per_candidate_filled_unit_by_unit():
         uniform = tf.function(lambda: tf.random.stateless_uniform((7, 10), seed=tf.stack([seeds[j] + 1, 2]),
                                                                   alg="philox"), jit_compile=True)()
         np.testing.assert_array_equal(keep[j], tf.reshape(tf.transpose(uniform), (5, 2, 7)).numpy() >= 0.4)
+
+
+@pytest.mark.parametrize("slots", [2, 3])
+def test_a_candidates_mask_is_the_same_whatever_its_batch_mates_two_slots_included(slots):
+    # two slots draw a third row that nobody uses (XLA emits two rows far slower than three): the rows kept must be
+    # the candidates' own masks, as a batch of one candidate per slot gives them
+    shape = (slots, 6, 3, 3, 5)
+    seeds = tf.constant([7, 1 << 20, 99][:slots])
+    keep = tf.function(lambda s: _dropout_keep(shape, s, tf.constant(5), 3, 0.5), jit_compile=True)(seeds).numpy()
+    assert keep.shape == shape
+    for j in range(slots):
+        alone = tf.function(lambda s: _dropout_keep((1, *shape[1:]), s, tf.constant(5), 3, 0.5),
+                            jit_compile=True)(seeds[j : j + 1]).numpy()
+        np.testing.assert_array_equal(keep[j], alone[0])
+    assert 0.3 < keep.mean() < 0.7 and not np.array_equal(keep[0], keep[1])
