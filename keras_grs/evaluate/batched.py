@@ -75,8 +75,7 @@ EPOCH_INDEX_BYTES = 64 * 2**20  # the most the batch orders of one call of the c
 MAX_EPOCHS_PER_CALL = 64  # the most epochs one call of the compiled fit can run
 CALL_SECONDS = 1.0  # about how long one call of the compiled fit lasts: how soon a Ctrl-C is seen (_train)
 WORKERS_VARIABLE = "KERAS_GRS_WORKERS"  # the default of BatchedEvaluator(workers=...) when set
-# groups trained side by side by default: more make smaller groups, which XLA does not always run faster (cnn1's
-# epoch with 2 slots takes 3.5x as long as with 3; two other small CNNs take 0.6-0.9x as long)
+# groups trained side by side by default, one core each (this machine's two; more groups than cores take turns)
 DEFAULT_WORKERS = 2
 SHARED_PROGRAMS = 8  # the compiled fits kept for later evaluators in this process, least recently used dropped
 
@@ -281,7 +280,7 @@ class BatchedEvaluator:
         workers: how many groups of candidates train at once, each in its own thread (default: the environment
             variable ``KERAS_GRS_WORKERS``, else 2, or 1 on one core). A batch is cut into groups of a fixed number
             of slots (:meth:`_fix_slots`), trained side by side: one compiled fit keeps about one core busy. More
-            workers make smaller groups, which XLA does not always run faster (``DEFAULT_WORKERS``). XLA rounds a
+            workers than cores take turns. XLA rounds a
             convolution's products a little differently for another number of slots: a CNN's search repeats bit
             for bit with the same ``workers``.
     """
