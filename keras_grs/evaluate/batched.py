@@ -929,10 +929,11 @@ def _dropout_keep(shape, seeds, batch_index, layer, rate):
     whatever the batch is padded to. Every candidate's numbers come from one fused expression
     (:func:`keras_grs.evaluate.philox.stateless_uniform`, the numbers of ``tf.random.stateless_uniform``)."""
     rest, units = shape[1:-1], shape[-1]
-    # XLA's CPU backend emits the numbers of two rows far slower than of three (a dropout after a convolution, cnn1:
-    # 10 epochs of 2 slots in 5.9 s, 1.1 s when drawn as 3 rows; nn1's dense dropouts about 1.2x): two candidates
-    # draw a third row that nobody uses. Rows are independent streams, so the two masks are the same numbers.
-    if shape[0] == 2:
+    # XLA's CPU backend emits the numbers of two rows of a convolution's dropout far slower than of three (cnn1: 10
+    # epochs of 2 slots in 5.9 s, 1.1 s when drawn as 3 rows): two candidates draw a third row that nobody uses.
+    # Rows are independent streams, so the two masks are the same numbers. (A Dense layer's dropout is not slow
+    # with two rows, and nn1 trains 10% slower with the third.)
+    if shape[0] == 2 and len(shape) > 3:
         seeds = tf.pad(seeds, [[0, 1]])
     uniform = stateless_uniform(seeds + layer, batch_index, units * math.prod(rest))[: shape[0]]
     uniform = tf.transpose(tf.reshape(uniform, (shape[0], units, -1)), (0, 2, 1))
