@@ -32,36 +32,52 @@ from keras_grs.evaluate.keras import KerasEvaluator
 STAGES = {"early": 0.5, "late": 0.15}
 
 
-def candidate(model, weights, keep: float):
+def hidden(model) -> list:
+    """The model's Dense/Conv layers but the output layer, input to output (what a search prunes)."""
+    return [layer for layer in model.layers if hasattr(layer, "kernel")][:-1]
+
+
+def compiled_copy(model):
+    """A copy of the model with its weights, compiled (Adam, sparse categorical cross-entropy, accuracy) so that
+    :func:`keras_grs.shrink` compiles its children alike."""
     copy = keras.models.clone_model(model)
-    copy.set_weights(weights)
+    copy.set_weights(model.get_weights())
     copy.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    layers = [layer for layer in model.layers if hasattr(layer, "kernel")][:-1]  # the output layer stays whole
+    return copy
+
+
+def candidate(model, keep: float):
+    copy = compiled_copy(model)
     removed = {}
-    for layer in layers:
+    for layer in hidden(copy):
         units = int(layer.kernel.shape[-1])
         removed[layer.name] = list(range(units - max(1, round(units * keep))))
     return keras_grs.shrink(copy, removed)
+
+
+def make_evaluator(evaluator_name):
+    objective = Objective("val_accuracy", "max")
+    return BatchedEvaluator(objective, seed=1) if evaluator_name == "batched" else KerasEvaluator(objective)
 
 
 def fine_tune(evaluator_name, jobs, train, fit, evaluator=None, seeds=None) -> list[dict]:
     """Fine-tune the jobs with ``evaluator`` (a new one of ``evaluator_name`` when None): the batched evaluator
     all in one call, each job with its own key; ``model.fit`` job by job, each with its own Keras seed (``seeds``,
     by default 1000 + the job's index)."""
-    objective = Objective("val_accuracy", "max")
+    evaluator = evaluator or make_evaluator(evaluator_name)
     if evaluator_name == "batched":
-        return (evaluator or BatchedEvaluator(objective, seed=1)).evaluate(jobs, train, fit)
-    evaluator, results = evaluator or KerasEvaluator(objective), []
+        return evaluator.evaluate(jobs, train, fit)
+    results = []
     for i, job in enumerate(jobs):
         keras.utils.set_random_seed(1000 + i if seeds is None else seeds[i])
         results += evaluator.evaluate([job], train, fit)
     return results
 
 
-def scores(evaluator_name, model, weights, keep, data, repeats, epochs, directory):
+def scores(evaluator_name, model, keep, data, repeats, epochs, directory):
     train, validation, test = data
     fit = {"epochs": epochs, "batch_size": 32, "verbose": 0, "validation_data": validation}
-    jobs = [Job(candidate(model, weights, keep), True, f"{directory}/{evaluator_name}{i}.weights.h5", key=f"copy{i}")
+    jobs = [Job(candidate(model, keep), True, f"{directory}/{evaluator_name}{i}.weights.h5", key=f"copy{i}")
             for i in range(repeats)]
     results = fine_tune(evaluator_name, jobs, train, fit)
     tests = []
@@ -89,12 +105,11 @@ def main():
     for name in args.models:
         data = calcium_splits(name, seed=0)
         model = pretrained(name, data[0], 30, seed=0)
-        weights = model.get_weights()
         for stage, keep in STAGES.items():
             got = {}
             with tempfile.TemporaryDirectory() as directory:
                 for evaluator in ("keras", "batched"):
-                    got[evaluator] = scores(evaluator, model, weights, keep, data, args.repeats, args.epochs,
+                    got[evaluator] = scores(evaluator, model, keep, data, args.repeats, args.epochs,
                                             directory)
             (structure, val_k, test_k), (_, val_b, test_b) = got["keras"], got["batched"]
             rows.append(f"| {name} | {stage} | {structure} | {100 * val_k.mean():.2f} ± {100 * val_k.std(ddof=1):.2f}"

@@ -21,15 +21,11 @@ import tempfile
 
 import keras
 import numpy as np
-from keras_tuner import Objective
 
 import keras_grs
-from candidate_parity import fine_tune, gap
+from candidate_parity import compiled_copy, fine_tune, gap, hidden, make_evaluator
 from common import calcium_splits, machine, pretrained, write
 from keras_grs.evaluate import Job
-from keras_grs.evaluate.batched import BatchedEvaluator
-from keras_grs.evaluate.keras import KerasEvaluator
-from sibling_parity import compile_, hidden
 
 # where each path ends: about where the complete searches of evaluator_parity.md end
 ENDS = {"cnn1": (18, 6, 3, 1, 1), "nn1": (7, 1, 1)}
@@ -58,16 +54,11 @@ def walk(evaluator_name, model, removals, data, chains, epochs, directory, repor
     """The chains' (validation, test) accuracies at each step of ``report_at`` (arrays over the chains)."""
     train, validation, test = data
     fit = {"epochs": epochs, "batch_size": 32, "verbose": 0, "validation_data": validation}
-    objective = Objective("val_accuracy", "max")
-    evaluator = BatchedEvaluator(objective, seed=1) if evaluator_name == "batched" else KerasEvaluator(objective)
-    current = []
-    for _ in range(chains):
-        copy = compile_(keras.models.clone_model(model))
-        copy.set_weights(model.get_weights())
-        current.append(copy)
+    evaluator = make_evaluator(evaluator_name)
+    current = [compiled_copy(model) for _ in range(chains)]
     found = {}
     for step, removal in enumerate(removals, start=1):
-        jobs = [Job(compile_(keras_grs.shrink(parent, removal)), True,
+        jobs = [Job(keras_grs.shrink(parent, removal), True,
                     f"{directory}/{evaluator_name}-{c}-{step}.weights.h5", key=f"chain{c}-step{step}")
                 for c, parent in enumerate(current)]
         results = fine_tune(evaluator_name, jobs, train, fit, evaluator, [1000 * c + step for c in range(chains)])

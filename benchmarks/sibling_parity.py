@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 import keras_grs
-from candidate_parity import fine_tune as run_jobs, gap
+from candidate_parity import compiled_copy, fine_tune, gap, hidden
 from common import calcium_splits, machine, pretrained, write
 from keras_grs.evaluate import Job
 
@@ -33,22 +33,12 @@ STAGES = {"cnn1": {"half": (16, 8, 16, 8, 4), "late": (20, 7, 5, 2, 2)},
           "nn1": {"half": (16, 8, 4), "late": (9, 2, 2)}}
 
 
-def hidden(model):
-    return [layer for layer in model.layers if hasattr(layer, "kernel")][:-1]  # the output layer stays whole
-
-
-def compile_(model):
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
-
-
 def parent(model, widths, data, epochs):
     """The pretrained model cut to ``widths`` (the last units of each layer removed), fine-tuned once."""
-    copy = compile_(keras.models.clone_model(model))
-    copy.set_weights(model.get_weights())
+    copy = compiled_copy(model)
     removed = {layer.name: list(range(width, int(layer.kernel.shape[-1])))
                for layer, width in zip(hidden(copy), widths)}
-    cut = compile_(keras_grs.shrink(copy, removed))
+    cut = keras_grs.shrink(copy, removed)
     keras.utils.set_random_seed(99)
     cut.fit(*data[0], epochs=epochs, batch_size=32, verbose=0, validation_data=data[1],
             callbacks=[keras.callbacks.EarlyStopping("val_accuracy", patience=epochs, restore_best_weights=True)])
@@ -65,19 +55,17 @@ def siblings(model, rng):
     return out
 
 
-def fine_tune(evaluator_name, model, cuts, data, repeats, epochs, directory):
+def sibling_scores(evaluator_name, model, cuts, data, repeats, epochs, directory):
     """{layer: (val accuracies, test accuracies)} over ``repeats`` copies of each sibling."""
     train, validation, test = data
     fit = {"epochs": epochs, "batch_size": 32, "verbose": 0, "validation_data": validation}
     jobs = {name: [] for name in cuts}
     for name, units in cuts.items():
         for i in range(repeats):
-            copy = compile_(keras.models.clone_model(model))
-            copy.set_weights(model.get_weights())
-            child = compile_(keras_grs.shrink(copy, {name: list(units)}))
+            child = keras_grs.shrink(compiled_copy(model), {name: list(units)})
             jobs[name].append(Job(child, True, f"{directory}/{evaluator_name}-{name}-{i}.weights.h5",
                                   key=f"{name}-copy{i}"))
-    results = run_jobs(evaluator_name, [job for name in cuts for job in jobs[name]], train, fit)
+    results = fine_tune(evaluator_name, [job for name in cuts for job in jobs[name]], train, fit)
     vals = iter(r["val_accuracy"] for r in results)
     out = {}
     for name in cuts:
@@ -114,7 +102,7 @@ def main():
             start = parent(model, widths, data, args.epochs)
             cuts = siblings(start, np.random.default_rng(0))
             with tempfile.TemporaryDirectory() as directory:
-                got = {e: fine_tune(e, start, cuts, data, args.repeats, args.epochs, directory)
+                got = {e: sibling_scores(e, start, cuts, data, args.repeats, args.epochs, directory)
                        for e in ("keras", "batched")}
             chances = {e: pick_chances({layer: got[e][layer][0] for layer in cuts}) for e in got}
             for layer in cuts:
