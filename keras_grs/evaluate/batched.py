@@ -280,9 +280,8 @@ class BatchedEvaluator:
         workers: how many groups of candidates train at once, each in its own thread (default: the environment
             variable ``KERAS_GRS_WORKERS``, else 2, or 1 on one core). A batch is cut into groups of a fixed number
             of slots (:meth:`_fix_slots`), trained side by side: one compiled fit keeps about one core busy. More
-            workers than cores take turns. XLA rounds a
-            convolution's products a little differently for another number of slots: a CNN's search repeats bit
-            for bit with the same ``workers``.
+            workers than cores take turns. XLA rounds a convolution's products a little differently for another
+            number of slots: a CNN's search repeats bit for bit with the same ``workers``.
     """
 
     def __init__(self, objective, hypermodel=None, executions_per_trial=1, seed=0, epoch_score="best", workers=None):
