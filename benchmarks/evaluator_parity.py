@@ -9,6 +9,11 @@ evaluator: mean and spread of the parameters and FLOPs kept and of the test accu
 
     python benchmarks/evaluator_parity.py                                  # nn1, seeds 0-4, both evaluators
     python benchmarks/evaluator_parity.py --evaluators keras --seeds 3     # one more run into the store
+    python benchmarks/evaluator_parity.py --models cnn1 --evaluators batched --search-seeds 1 2 3   # replicates
+
+A search's final test accuracy varies with its search seed (which unit each step removes, every candidate's batch
+order and dropout) as much as with the evaluator: ``--search-seeds`` runs more searches of each seed's model and data
+with other search seeds, so that the report can say how far apart two searches of one model land by chance alone.
 
 Runs are stored in results/evaluator_parity.json as they finish (a second call adds to the store, a run already
 stored is not repeated, a search a kill cut short continues from its last trial); results/evaluator_parity.md is
@@ -18,6 +23,7 @@ written from the whole store.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import shutil
 
@@ -41,7 +47,17 @@ def save_store(runs: list[dict]) -> None:
 
 
 def key(run: dict) -> tuple:
-    return run["model"], run.get("frames", 3000), run["epochs"], run["evaluator"], run["seed"], random_seed(run)
+    return (run["model"], run.get("frames", 3000), run["epochs"], run["evaluator"], run["seed"], random_seed(run),
+            search_seed(run))
+
+
+def search_seed(run: dict) -> int:
+    """The seed of the search's own choices; the data seed unless the run is a replicate (``--search-seeds``)."""
+    return run.get("search_seed", run["seed"])
+
+
+def replicate(run: dict) -> bool:
+    return search_seed(run) != run["seed"]
 
 
 def random_seed(run: dict) -> bool:
@@ -54,14 +70,19 @@ def seed_label(run: dict) -> str:
     return f"{run['seed']} (random)" if random_seed(run) else str(run["seed"])
 
 
-def run_one(model_name, evaluator, seed, epochs, pretrain_epochs, label, frames) -> dict:
+def run_one(model_name, evaluator, seed, epochs, pretrain_epochs, label, frames, searched_with=None) -> dict:
+    """One complete search of the model pretrained on seed's data; ``searched_with``: its search seed, if not seed."""
+    searched_with = seed if searched_with is None else searched_with
     data = calcium_splits(model_name, seed=seed, n_frames=frames)
     model = pretrained(model_name, data[0], pretrain_epochs, seed=seed)
-    work = WORK / f"{model_name}-f{frames}-e{epochs}-{label or evaluator}-s{seed}"
-    run = search(model, data, evaluator=evaluator, epochs=epochs, seed=seed, directory=work)
+    replica = f"-r{searched_with}" if searched_with != seed else ""
+    work = WORK / f"{model_name}-f{frames}-e{epochs}-{label or evaluator}-s{seed}{replica}"
+    run = search(model, data, evaluator=evaluator, epochs=epochs, seed=searched_with, directory=work)
     shutil.rmtree(work)
+    extra = {"search_seed": searched_with} if searched_with != seed else {}
     return {"model": model_name, "frames": frames, "epochs": epochs, "evaluator": label or evaluator, "seed": seed,
-            "trials": run.trials, "finished": run.finished, "seconds": round(run.seconds, 1), "structure": run.structure,
+            **extra, "trials": run.trials, "finished": run.finished, "seconds": round(run.seconds, 1),
+            "structure": run.structure,
             "params": run.params, "flops": run.flops, "test": run.test, "initial_params": run.initial_params,
             "initial_flops": run.initial_flops, "initial_test": run.initial_test}
 
@@ -95,9 +116,9 @@ def report(runs: list[dict]) -> list[str]:
     ]
     notes = {r["evaluator"]: r["note"] for r in runs if r.get("note")}
     lines += [f"- `{label}`: {note}" for label, note in sorted(notes.items())] + ([""] if notes else [])
-    for setting in sorted({key(r)[:3] for r in runs}):
+    for setting in sorted({key(r)[:3] for r in runs if not replicate(r)}):
         model_name, frames, epochs = setting
-        group = {(r["evaluator"], seed_label(r)): r for r in runs if key(r)[:3] == setting}
+        group = {(r["evaluator"], seed_label(r)): r for r in runs if key(r)[:3] == setting and not replicate(r)}
         lines += [f"## {model_name}, {frames} frames, {epochs} epochs per candidate", "",
                   "| evaluator | seed | trials | wall s | structure | params | FLOPs | test accuracy | initial test |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -139,7 +160,52 @@ def report(runs: list[dict]) -> list[str]:
                          f"Test accuracy differences by seed: "
                          + ", ".join(f"{int(s)}: {d:+.2f}" for s, d in zip(paired, differences)) + ".")
         lines.append("")
+        lines += replicates_report([r for r in runs if key(r)[:3] == setting and r["evaluator"] in EVALUATORS])
     return lines
+
+
+def replicates_report(runs: list[dict]) -> list[str]:
+    """Per data seed with replicates (``runs``: the current code's, no ``--label`` variants): every search's test
+    accuracy by evaluator; the noise of one search (the pooled spread over search seeds) and the evaluators'
+    difference with each data seed's searches averaged."""
+    seeds = sorted({r["seed"] for r in runs if replicate(r) or random_seed(r)})
+    if not seeds:
+        return []
+    lines = ["### Search-seed replicates: how far one model's searches land apart", "",
+             "The same model and data (data seed), searched again with other search seeds (`--search-seeds`): "
+             "test accuracy in % of every search, search seed in brackets (`random`: a run whose search seed "
+             "keras-tuner drew, see above).", "",
+             "| data seed | evaluator | searches | test accuracy, % (search seed) | mean ± sd | params (mean) |",
+             "|---|---|---|---|---|---|"]
+    tests = {}  # (seed, evaluator) -> test accuracies in %
+    for seed in seeds:
+        for evaluator in sorted({r["evaluator"] for r in runs if r["seed"] == seed}, key=order):
+            rs = sorted((r for r in runs if r["seed"] == seed and r["evaluator"] == evaluator), key=search_seed)
+            tests[seed, evaluator] = [100 * r["test"] for r in rs]
+            lines.append(f"| {seed} | {evaluator} | {len(rs)} | "
+                         + ", ".join(f"{100 * r['test']:.2f} ({'random' if random_seed(r) else search_seed(r)})"
+                                     for r in rs)
+                         + f" | {spread(tests[seed, evaluator])} | {np.mean([r['params'] for r in rs]):,.0f} |")
+    several = [values for values in tests.values() if len(values) > 1]
+    freedom = sum(len(v) - 1 for v in several)
+    if not freedom:
+        return lines + [""]
+    sd = np.sqrt(sum((len(v) - 1) * np.var(v, ddof=1) for v in several) / freedom)
+    lines += ["", f"- One search's test accuracy, spread over search seeds (pooled over {len(several)} model(s) "
+                  f"and evaluator(s), {freedom} degrees of freedom): **sd {sd:.2f} points**. Two single searches "
+                  f"of one model with no systematic difference land {sd * np.sqrt(2):.2f} points apart (sd); the "
+                  f"mean of 5 such paired seeds has a standard error of {sd * np.sqrt(2 / 5):.2f} points."]
+    for evaluator in sorted({e for _, e in tests if e != "keras"}, key=order):
+        both = [seed for seed in seeds if (seed, "keras") in tests and (seed, evaluator) in tests]
+        if not both:
+            continue
+        differences = [np.mean(tests[seed, evaluator]) - np.mean(tests[seed, "keras"]) for seed in both]
+        error = sd * np.sqrt(sum(1 / len(tests[seed, evaluator]) + 1 / len(tests[seed, "keras"]) for seed in both)) \
+            / len(both)
+        lines.append(f"- {evaluator} vs keras, each data seed's searches averaged (data seeds {both}): mean test "
+                     f"accuracy {np.mean(differences):+.2f} points, standard error {error:.2f} from the spread "
+                     f"above; by data seed " + ", ".join(f"{s}: {d:+.2f}" for s, d in zip(both, differences)) + ".")
+    return lines + [""]
 
 
 def main():
@@ -154,23 +220,26 @@ def main():
     parser.add_argument("--label", help="store the runs under this name instead of the evaluator's (a variant of "
                                         "the code, measured on the same seeds)")
     parser.add_argument("--note", help="with --label: what the variant is (shown in the report)")
+    parser.add_argument("--search-seeds", type=int, nargs="+", default=[],
+                        help="replicates: also search each seed's model with these search seeds")
     args = parser.parse_args()
     runs = load_store()
     if not args.report_only:
         for seed in args.seeds:
-            for model_name in args.models:
-                for evaluator in args.evaluators:
-                    wanted = (model_name, args.frames, args.epochs, args.label or evaluator, seed, False)
-                    if any(key(r) == wanted for r in runs):
-                        continue
-                    run = run_one(model_name, evaluator, seed, args.epochs, args.pretrain_epochs, args.label,
-                                  args.frames)
-                    if args.note:
-                        run["note"] = args.note
-                    print(f"{model_name} {evaluator} seed {seed}: {run['seconds']} s, {run['trials']} trials, "
-                          f"{run['structure']}, {run['params']} params, test {run['test']:.4f}", flush=True)
-                    runs = [r for r in load_store() if key(r) != wanted] + [run]  # another process may have added
-                    save_store(runs)
+            for model_name, evaluator, searched_with in itertools.product(
+                    args.models, args.evaluators, dict.fromkeys([seed] + args.search_seeds)):
+                wanted = (model_name, args.frames, args.epochs, args.label or evaluator, seed, False, searched_with)
+                if any(key(r) == wanted for r in runs):
+                    continue
+                run = run_one(model_name, evaluator, seed, args.epochs, args.pretrain_epochs, args.label,
+                              args.frames, searched_with)
+                if args.note:
+                    run["note"] = args.note
+                print(f"{model_name} {evaluator} seed {seed} (search seed {searched_with}): {run['seconds']} s, "
+                      f"{run['trials']} trials, {run['structure']}, {run['params']} params, test {run['test']:.4f}",
+                      flush=True)
+                runs = [r for r in load_store() if key(r) != wanted] + [run]  # another process may have added
+                save_store(runs)
     write("evaluator_parity.md", report(runs))
 
 
