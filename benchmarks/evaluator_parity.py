@@ -177,24 +177,25 @@ def replicates_report(runs: list[dict]) -> list[str]:
              "keras-tuner drew, see above).", "",
              "| data seed | evaluator | searches | test accuracy, % (search seed) | mean ± sd | params (mean) |",
              "|---|---|---|---|---|---|"]
-    tests = {}  # (seed, evaluator) -> test accuracies in %
+    tests, params = {}, {}  # (seed, evaluator) -> test accuracies in %, parameters kept
     for seed in seeds:
         for evaluator in sorted({r["evaluator"] for r in runs if r["seed"] == seed}, key=order):
             rs = sorted((r for r in runs if r["seed"] == seed and r["evaluator"] == evaluator), key=search_seed)
             tests[seed, evaluator] = [100 * r["test"] for r in rs]
+            params[seed, evaluator] = [r["params"] for r in rs]
             lines.append(f"| {seed} | {evaluator} | {len(rs)} | "
                          + ", ".join(f"{100 * r['test']:.2f} ({'random' if random_seed(r) else search_seed(r)})"
                                      for r in rs)
-                         + f" | {spread(tests[seed, evaluator])} | {np.mean([r['params'] for r in rs]):,.0f} |")
+                         + f" | {spread(tests[seed, evaluator])} | {np.mean(params[seed, evaluator]):,.0f} |")
     several = [values for values in tests.values() if len(values) > 1]
     freedom = sum(len(v) - 1 for v in several)
     if not freedom:
         return lines + [""]
     sd = np.sqrt(sum((len(v) - 1) * np.var(v, ddof=1) for v in several) / freedom)
-    lines += ["", f"- One search's test accuracy, spread over search seeds (pooled over {len(several)} model(s) "
-                  f"and evaluator(s), {freedom} degrees of freedom): **sd {sd:.2f} points**. Two single searches "
-                  f"of one model with no systematic difference land {sd * np.sqrt(2):.2f} points apart (sd); the "
-                  f"mean of 5 such paired seeds has a standard error of {sd * np.sqrt(2 / 5):.2f} points."]
+    lines += ["", f"- One search's test accuracy, spread over search seeds (pooled over the {len(several)} rows "
+                  f"with more than one search, {freedom} degrees of freedom): **sd {sd:.2f} points**. Two single "
+                  f"searches of one model with no systematic difference land {sd * np.sqrt(2):.2f} points apart "
+                  f"(sd); the mean of 5 such paired seeds has a standard error of {sd * np.sqrt(2 / 5):.2f} points."]
     for evaluator in sorted({e for _, e in tests if e != "keras"}, key=order):
         both = [seed for seed in seeds if (seed, "keras") in tests and (seed, evaluator) in tests]
         if not both:
@@ -202,9 +203,12 @@ def replicates_report(runs: list[dict]) -> list[str]:
         differences = [np.mean(tests[seed, evaluator]) - np.mean(tests[seed, "keras"]) for seed in both]
         error = sd * np.sqrt(sum(1 / len(tests[seed, evaluator]) + 1 / len(tests[seed, "keras"]) for seed in both)) \
             / len(both)
-        lines.append(f"- {evaluator} vs keras, each data seed's searches averaged (data seeds {both}): mean test "
-                     f"accuracy {np.mean(differences):+.2f} points, standard error {error:.2f} from the spread "
-                     f"above; by data seed " + ", ".join(f"{s}: {d:+.2f}" for s, d in zip(both, differences)) + ".")
+        kept = 100 * (sum(np.mean(params[seed, evaluator]) for seed in both)
+                      / sum(np.mean(params[seed, "keras"]) for seed in both) - 1)
+        lines.append(f"- {evaluator} vs keras, each data seed's searches averaged (data seeds {both}): mean params "
+                     f"{kept:+.1f}%, mean test accuracy {np.mean(differences):+.2f} points, standard error "
+                     f"{error:.2f} from the spread above; by data seed "
+                     + ", ".join(f"{s}: {d:+.2f}" for s, d in zip(both, differences)) + ".")
     return lines + [""]
 
 
