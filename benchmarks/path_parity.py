@@ -32,8 +32,8 @@ ENDS = {"cnn1": (18, 6, 3, 1, 1), "nn1": (7, 1, 1)}
 
 
 def path(model, end, steps, seed=0):
-    """Per step, {layer name: unit indices (of that step's parent) to remove}: every layer shrunk evenly from its
-    initial width to ``end`` over ``steps`` steps, the units drawn at random."""
+    """Per step, ({layer name: unit indices (of that step's parent) to remove}, the widths after it): every layer
+    shrunk evenly from its initial width to ``end`` over ``steps`` steps, the units drawn at random."""
     rng = np.random.default_rng(seed)
     layers = hidden(model)
     start = [int(layer.kernel.shape[-1]) for layer in layers]
@@ -46,7 +46,7 @@ def path(model, end, steps, seed=0):
             if target < widths[i]:
                 removal[layer.name] = sorted(int(u) for u in rng.choice(widths[i], widths[i] - target, replace=False))
                 widths[i] = target
-        out.append(removal)
+        out.append((removal, tuple(widths)))
     return out
 
 
@@ -57,7 +57,7 @@ def walk(evaluator_name, model, removals, data, chains, epochs, directory, repor
     evaluator = make_evaluator(evaluator_name)
     current = [compiled_copy(model) for _ in range(chains)]
     found = {}
-    for step, removal in enumerate(removals, start=1):
+    for step, (removal, _) in enumerate(removals, start=1):
         jobs = [Job(keras_grs.shrink(parent, removal), True,
                     f"{directory}/{evaluator_name}-{c}-{step}.weights.h5", key=f"chain{c}-step{step}")
                 for c, parent in enumerate(current)]
@@ -85,13 +85,9 @@ def main():
     with tempfile.TemporaryDirectory() as directory:
         got = {e: walk(e, model, removals, data, args.chains, args.epochs, directory, report_at)
                for e in ("keras", "batched")}
-    widths = [int(layer.kernel.shape[-1]) for layer in hidden(model)]
     rows = []
     for step in report_at:
-        shape = list(widths)
-        for removal in removals[:step]:
-            for i, layer in enumerate(hidden(model)):
-                shape[i] -= len(removal.get(layer.name, ()))
+        shape = removals[step - 1][1]
         (val_k, test_k), (val_b, test_b) = got["keras"][step], got["batched"][step]
         rows.append(f"| {step} | {'x'.join(map(str, shape))} | {100 * val_k.mean():.2f} | {100 * val_b.mean():.2f} "
                     f"| {gap(val_b, val_k)} | {100 * test_k.mean():.2f} | {100 * test_b.mean():.2f} "
