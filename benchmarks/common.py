@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# every benchmark compiles its programs as a first run on a machine does (keras_grs.xla_cache would otherwise load
+# them from earlier runs, and the timings would depend on what ran before); KERAS_GRS_XLA_CACHE=<dir> to time a
+# warm cache
+os.environ.setdefault("KERAS_GRS_XLA_CACHE", "0")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402

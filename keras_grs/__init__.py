@@ -14,11 +14,18 @@ Public names::
     metrics.BalancedAccuracy           a metric to search on for imbalanced classes
     select(results, criterion)         design selection
     prune(models, x, y, validation_data, ...) -> PruneResult   the whole job
+
+Importing keras_grs keeps XLA's compiled programs on disk between processes (``keras_grs.xla_cache``; turn it off
+with ``KERAS_GRS_XLA_CACHE=0``).
 """
 
 import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+from keras_grs import xla_cache  # noqa: E402
+
+xla_cache.enable()  # before anything compiles: compiled programs are loaded from disk when a process has them
 
 from keras_grs import datasets, eup, metrics, models  # noqa: E402
 from keras_grs.costs import count_flops, count_params, flops_by_layer  # noqa: E402
