@@ -41,7 +41,12 @@ def root() -> Path | None:
     value = os.environ.get(VARIABLE)
     if value is not None:
         return None if value.strip().lower() in OFF else Path(value).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = Path.home() / ".cache"
+        except (RuntimeError, KeyError):  # no home directory to be found: no cache
+            return None
     return Path(base) / "keras-grs" / "xla"
 
 
@@ -56,12 +61,12 @@ def machine_tag() -> str:
         import tensorflow as tf
 
         tf_version = tf.__version__
-    cpu = [platform.machine(), platform.processor()]
+    cpu = [platform.machine()]
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as file:
             cpu += sorted({line.strip() for line in file if line.split(":")[0].strip() in ("model name", "flags")})
     except OSError:  # not Linux: the platform's description stands for the processor
-        pass
+        cpu.append(platform.processor())
     other = " ".join(part for part in os.environ.get("TF_XLA_FLAGS", "").split() if not part.startswith(FLAG))
     digest = hashlib.sha256("\n".join(cpu + [os.environ.get("XLA_FLAGS", ""), other]).encode()).hexdigest()
     return f"tf{tf_version}-{digest[:12]}"

@@ -121,3 +121,15 @@ def test_a_loaded_program_is_not_compiled_again(tmp_path):
     assert run() == first
     assert list(tmp_path.glob(f"*/{xla_cache.ENTRY_PREFIX}*.pb")) == entries
     assert entries[0].stat().st_mtime == OLD
+
+
+def test_no_home_directory_leaves_the_cache_off(environment):
+    environment.delenv("XDG_CACHE_HOME", raising=False)
+
+    def homeless():
+        raise RuntimeError("Could not determine home directory.")
+
+    environment.setattr(xla_cache.Path, "home", staticmethod(homeless))
+    assert xla_cache.root() is None
+    assert xla_cache.enable() is None
+    assert os.environ["TF_XLA_FLAGS"] == "--tf_xla_auto_jit=0"
