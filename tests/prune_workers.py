@@ -23,6 +23,7 @@ from keras_grs.optuna.study import CHECKPOINT_ATTR, open_storage
 ROOT = Path(__file__).resolve().parent.parent
 FEATURES = 8
 STUDY = "0_tiny"  # keras-grs prune names a model's study INDEX_NAME
+LEAVING_AFTER = 5  # trials: the initial structure, the first step's three candidates and one of the second's
 
 
 def write_inputs(directory):
@@ -48,11 +49,11 @@ def write_inputs(directory):
     return directory / "tiny.keras", directory / "data.npz"
 
 
-def prune_arguments(model, data, out, storage):
+def prune_arguments(model, data, out, storage, *extra):
     """`keras-grs prune` as one worker (one machine) of the study in ``storage``."""
     return ["prune", str(model), "--data", str(data), "--out", str(out), "--backend", "optuna", "--storage", storage,
             "--method", "grs", "--tolerance", "0.97", "--epochs", "40", "--initial-epochs", "15", "--batch-size", "256",
-            "--seed", "0", "--acceptance", "seed", "--no-eup", "--quiet"]
+            "--seed", "0", "--acceptance", "seed", "--no-eup", "--quiet", *extra]
 
 
 def start_worker(*arguments):
@@ -61,6 +62,24 @@ def start_worker(*arguments):
                TF_CPP_MIN_LOG_LEVEL="2")
     return subprocess.Popen([sys.executable, "-m", "keras_grs", *prune_arguments(*arguments)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def run_workers(model, data, directory, storage, workers):
+    """A study shared by several workers, as on several machines; returns the run directories of the workers that
+    trained (the first one's is first) and of those that saw the search end.
+
+    A worker leaves after the study's first trials (``--max-trials``: a machine taken back), then ``workers`` others
+    run at once until the search ends. Candidates train in tens of milliseconds here, faster than a waiting worker
+    looks again, so whether two workers running at once both get a candidate is up to the scheduler; the worker
+    that leaves is what makes sure the others continue from weights trained elsewhere.
+    """
+    directory = Path(directory)
+    first = directory / "leaving"
+    finish(start_worker(model, data, first, storage, "--max-trials", str(LEAVING_AFTER)))
+    runs = [directory / f"worker{i}" for i in range(workers)]
+    for worker in [start_worker(model, data, run, storage) for run in runs]:
+        finish(worker)
+    return [first, *runs], runs
 
 
 def finish(worker, timeout=400):
@@ -77,9 +96,9 @@ def evaluated(study):
     return [t for t in study.trials if t.state == TrialState.COMPLETE and t.system_attrs.get(KEY_ATTR)]
 
 
-def check_shared_like_single(shared, single, runs):
-    """The workers' study ``shared`` against the single process's ``single``; ``runs``: the workers' --out
-    directories (each holds the run's report)."""
+def check_shared_like_single(shared, single, runs, finishers):
+    """The workers' study ``shared`` against the single process's ``single``; ``runs``: every worker's --out
+    directory, ``finishers``: those of the workers that ran until the search ended (each holds the run's report)."""
     done = [t.system_attrs[KEY_ATTR] for t in evaluated(shared)]
     assert len(done) == len(set(done)), "a candidate was evaluated twice"
     assert sorted(done) == sorted(t.system_attrs[KEY_ATTR] for t in evaluated(single))
@@ -94,6 +113,6 @@ def check_shared_like_single(shared, single, runs):
     assert any(trainer[t.number] != trainer[t.user_attrs["parent"]]
                for t in evaluated(shared) if t.user_attrs.get("parent") is not None), trainer
     final = next(row for row in kgo.pruning_path(shared) if row["final"])["structure"]
-    for run in runs:  # every worker ends with the study's compact model
+    for run in finishers:  # every worker that saw the end reports the study's compact model
         assert json.loads((Path(run) / "report.json").read_text())["models"][0]["structure"] == final
     return len(done)

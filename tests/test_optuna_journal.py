@@ -1,15 +1,15 @@
 """Optuna's JournalStorage file backend as keras-grs's storage argument: `--storage journal:///PATH`.
 
 A journal file needs no server: several processes of one machine (or of several machines, on a shared disk whose
-file locks work) append to it. Two `keras-grs prune` workers share one study there; the details of the workers are
-in tests/prune_workers.py.
+file locks work) append to it. Three `keras-grs prune` workers share one study there (one leaves early, two run at
+once); the details of the workers are in tests/prune_workers.py.
 """
 
 import time
 
 import optuna
 import pytest
-from prune_workers import check_shared_like_single, finish, prune_arguments, start_worker, study_on, write_inputs
+from prune_workers import check_shared_like_single, prune_arguments, run_workers, study_on, write_inputs
 
 from keras_grs import optuna as kgo
 from keras_grs.cli import main
@@ -18,20 +18,18 @@ from keras_grs.optuna.study import open_storage
 WORKERS = 2
 
 
-def test_two_workers_on_one_journal_file_share_the_work_and_take_the_single_process_path(tmp_path):
+def test_workers_on_one_journal_file_share_the_work_and_take_the_single_process_path(tmp_path):
     model, data = write_inputs(tmp_path)
     journal = f"journal:///{tmp_path / 'shared' / 'journal.log'}"  # absolute: journal:////tmp/...
     started = time.perf_counter()
-    runs = [tmp_path / f"worker{i}" for i in range(WORKERS)]
-    for worker in [start_worker(model, data, run, journal) for run in runs]:
-        finish(worker)
+    runs, finishers = run_workers(model, data, tmp_path, journal, WORKERS)
     seconds = time.perf_counter() - started
     single = f"journal:///{tmp_path / 'single.log'}"
     assert main(prune_arguments(model, data, tmp_path / "single", single)) == 0
 
     assert (tmp_path / "shared" / "journal.log").stat().st_size > 0
-    trials = check_shared_like_single(study_on(journal), study_on(single), runs)
-    print(f"{WORKERS} workers: {trials} trials in {seconds:.0f} s")
+    trials = check_shared_like_single(study_on(journal), study_on(single), runs, finishers)
+    print(f"one worker that left and {WORKERS} at once: {trials} trials in {seconds:.0f} s")
 
 
 def test_a_relative_journal_url_is_a_file_under_the_working_directory(tmp_path, monkeypatch):
