@@ -8,27 +8,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import pytest  # noqa: E402
 
-XLA_CACHE_FLAG = "--tf_xla_persistent_cache_directory"
 _own_xla_cache = []
 
 
 def pytest_configure(config):
-    """Share compiled XLA programs among the tests of one run, the processes they start and pytest-xdist's workers.
+    """Share compiled XLA programs among the tests of one run, the processes they start and pytest-xdist's workers,
+    and with nothing else.
 
     Compiling the batched evaluator's training loop is most of a small batched search's time, and many tests (and
-    the resumed or distributed processes they start) compile the same program again. TensorFlow's persistent cache
-    keeps each program under a fingerprint of its HLO and checks it on load, so a test runs the very program it
-    would have compiled; it writes each entry under a temporary name and renames it, so the processes the kill
-    tests SIGKILL leave no torn entry. The directory lives for one run: made by the first pytest process (pytest-xdist's
-    controller), inherited through the environment by its workers and subprocesses, removed at its end, so no
-    program outlives a TensorFlow upgrade. TensorFlow reads the flag at its first XLA compilation, after this hook.
+    the resumed or distributed processes they start) compile the same program again. ``import keras_grs`` keeps
+    compiled programs on disk (keras_grs/xla_cache.py); here the cache is a directory of this run's own: made by
+    the first pytest process (pytest-xdist's controller) before any test imports keras_grs, inherited through
+    ``KERAS_GRS_XLA_CACHE`` by its workers and subprocesses, removed at its end, so no test loads a program an
+    earlier run or the user's own work left. A value the caller set (``0``: no cache) is kept.
     """
-    flags = os.environ.get("TF_XLA_FLAGS", "")
-    if XLA_CACHE_FLAG in flags:
-        return  # a worker or a subprocess of this run (or a user's own cache): keep it
+    if "KERAS_GRS_XLA_CACHE" in os.environ:
+        return  # a worker or a subprocess of this run, or the caller's choice
     directory = tempfile.mkdtemp(prefix="keras-grs-tests-xla-")
     _own_xla_cache.append(directory)
-    os.environ["TF_XLA_FLAGS"] = f"{flags} {XLA_CACHE_FLAG}={directory}".strip()
+    os.environ["KERAS_GRS_XLA_CACHE"] = directory
 
 
 # The test files that take longest, longest first (from the durations `make test` prints). pytest-xdist hands whole
