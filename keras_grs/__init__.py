@@ -20,8 +20,20 @@ with ``KERAS_GRS_XLA_CACHE=0``).
 """
 
 import os
+import sys
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def _run_as_command() -> bool:
+    """Whether this process is the ``keras-grs`` command (the console script or ``python -m keras_grs``)."""
+    argv = getattr(sys, "orig_argv", sys.argv)
+    return os.path.basename(sys.argv[0] or "") == "keras-grs" or any(
+        argv[i: i + 2] == ["-m", "keras_grs"] for i in range(len(argv)))
+
+
+if _run_as_command():  # before TensorFlow loads: its C++ log lines off unless asked for (see keras_grs/cli.py)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from keras_grs import xla_cache  # noqa: E402
 
