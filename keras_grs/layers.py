@@ -28,8 +28,8 @@ Every layer class (and every plain Keras op, such as the ``x + 3.0`` of a hard-s
 * ``resize(config, channels)``: sets the output channel count in a layer config (Dense units, Conv filters, a
   Reshape's target shape), for layers whose config states it.
 * ``pins(operation, node)``: a reason (string) why this particular instance pins its channels, or None.
-* ``batched``: the batched evaluator's op for the layer (``dense``, ``conv``, ``pool``, ``gpool``, ``flatten``,
-  ``dropout``, ``activation``), None when a model holding it trains one fit per trial
+* ``batched``: the batched evaluator's op for the layer (``dense``, ``conv``, ``norm``, ``pool``, ``gpool``,
+  ``flatten``, ``dropout``, ``activation``), None when a model holding it trains one fit per trial
   (:mod:`keras_grs.evaluate.batched` checks the instance's options).
 * ``actor``: the C backend's actor (``dense``, ``conv``, ``depthwise``, ``separable``, ``affine``, ``activation``,
   ``pool``, ``global_pool``, ``pad``, ``crop``, ``merge``, ``concat``, ``op``), ``identity`` for a layer that
@@ -114,10 +114,11 @@ def _slice_separable(layer, weights, kin, kout):
 
 def _slice_per_channel(layer, weights, kin, kout):
     """Per-channel statistics or scales (BatchNormalization, Normalization, LayerScale, PReLU): every weight whose
-    last axis is the channel axis loses the removed channels; scalars (a count) stay."""
+    last axis is the channel axis loses the removed channels; scalars (a count) stay. The channels are counted on
+    the weights, not on the layer: they may be a smaller candidate's (:func:`keras_grs.surgery.surviving_weights`)."""
     if kin is None:
         return dict(weights)
-    channels = int(layer.input.shape[-1])
+    channels = max((w.shape[-1] for w in weights.values() if w.ndim), default=int(layer.input.shape[-1]))
     return {k: _take(w, kin, -1) if w.ndim and w.shape[-1] == channels else w for k, w in weights.items()}
 
 
@@ -279,7 +280,7 @@ KINDS: dict[type, Kind] = {
     L.SeparableConv2D: SEPARABLE,
     L.DepthwiseConv1D: DEPTHWISE,
     L.DepthwiseConv2D: DEPTHWISE,
-    L.BatchNormalization: Kind("channelwise", _slice_per_channel, pins=_pins_axis, actor="affine"),
+    L.BatchNormalization: Kind("channelwise", _slice_per_channel, pins=_pins_axis, batched="norm", actor="affine"),
     L.Normalization: Kind("channelwise", _slice_per_channel, pins=_pins_normalization, actor="affine"),
     L.PReLU: PER_CHANNEL,
     L.Activation: Kind("channelwise", pins=_pins_activation, batched="activation", actor="activation"),

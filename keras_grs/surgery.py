@@ -178,7 +178,7 @@ def surviving_weights(
 
     ``weights`` (per layer, as this returns them) and ``structure`` may stand in for another model of ``model``'s
     topology (a pruning candidate held as arrays): only for layers whose slicing rule reads nothing but the
-    weights (Dense, Conv)."""
+    weights (Dense, Conv, the per-channel layers such as BatchNormalization)."""
     structure = structure if structure is not None else analyze(model)
     steps = {step.name: step for step in structure.steps}
     result = []

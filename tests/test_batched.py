@@ -74,7 +74,8 @@ def test_the_best_epoch_weights_are_saved_into_each_smaller_model(tmp_path, data
 def test_unsupported_models_fall_back_with_one_warning(tmp_path):
     x = np.random.default_rng(0).normal(size=(40, 6, 6, 1)).astype("float32")
     y = (x.mean(axis=(1, 2, 3)) > 0).astype("int32")
-    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(4, 2), keras.layers.BatchNormalization(),
+    model = keras.Sequential([keras.Input((6, 6, 1)), keras.layers.Conv2D(4, 2),
+                              keras.layers.BatchNormalization(center=False),  # no beta: not reproduced batched
                               keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     evaluator = BatchedEvaluator(OBJECTIVE)
@@ -180,6 +181,53 @@ def test_a_batched_grs_step_is_trained_together_and_recorded_as_trials(tmp_path,
     assert len(again.oracle.trials) == 7
 
 
+def batch_normalized_mlp():
+    model = keras.Sequential([keras.Input((30,)), keras.layers.Dense(12, use_bias=False), keras.layers.BatchNormalization(),
+                              keras.layers.ReLU(), keras.layers.Dense(6), keras.layers.BatchNormalization(),
+                              keras.layers.Activation("relu"), keras.layers.Dense(2, activation="softmax")],
+                             name="normalized")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def batch_normalized_cnn():
+    """The usual convolution block: Conv without bias, BatchNormalization, ReLU (30 features as 5x6x1 images)."""
+    model = keras.Sequential([keras.Input((5, 6, 1))], name="normalized_cnn")
+    for filters in (6, 4):
+        model.add(keras.layers.Conv2D(filters, 2, padding="same", use_bias=False))
+        model.add(keras.layers.BatchNormalization())
+        model.add(keras.layers.ReLU())
+    model.add(keras.layers.GlobalAveragePooling2D())
+    model.add(keras.layers.Dense(2, activation="softmax"))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("build", [batch_normalized_mlp, batch_normalized_cnn], ids=["dense", "conv"])
+def test_a_batch_normalized_model_is_searched_batched_and_its_checkpoints_hold_the_moving_statistics(
+        build, tmp_path, data):
+    from keras_grs.scoring import accuracy
+
+    (x, y), (x_val, y_val), _ = data
+    model = build()
+    x, x_val = x.reshape(-1, *model.input_shape[1:]), x_val.reshape(-1, *model.input_shape[1:])
+    validation = x_val, y_val
+    keras.utils.set_random_seed(3)
+    tuner = GRSTuner.from_model(model, tolerance=0.9, seed=0, max_trials=5, evaluator="batched",
+                                acceptance="seed", directory=tmp_path, project_name="normalized")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no fallback to one fit per trial
+        tuner.search(x, y, validation_data=validation, epochs=3, verbose=0)
+    assert tuner.evaluator._calls >= 2  # the initial model, then a step of two candidates
+    trials = [tuner.oracle.get_trial(t) for t in tuner.oracle.start_order]
+    assert len(trials) == 5 and all(t.status == "COMPLETED" for t in trials)
+    for trial in trials[1:]:  # each candidate's checkpoint, loaded into its model, scores what the trial recorded
+        model = tuner.load_model(trial)
+        norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+        assert norms and all(np.abs(layer.moving_variance.numpy() - 1).max() > 1e-3 for layer in norms)
+        assert accuracy(model, *validation) == pytest.approx(trial.score, abs=1e-6)
+
+
 def test_a_hypermodel_with_its_own_fit_is_trained_by_it(tmp_path, data):
     (x, y), validation, _ = data
     calls = []
@@ -230,6 +278,25 @@ def test_what_the_batched_path_cannot_reproduce_is_named(change, reason):
                   metrics=["accuracy"])
     reason_given = BatchedEvaluator(OBJECTIVE).supports([Job(model, True, "")], {"epochs": 1})
     assert reason_given is not None and reason in reason_given, reason_given
+
+
+L = keras.layers
+
+
+@pytest.mark.parametrize("layers, reason", [
+    (lambda: [L.BatchNormalization(), L.Dense(4)], "not after a Dense or Conv layer"),
+    (lambda: [L.Dense(4), L.BatchNormalization(center=False)], "options"),
+    (lambda: [L.Dense(4), L.BatchNormalization(renorm=True)], "options"),
+    (lambda: [L.Dense(4), L.BatchNormalization(gamma_regularizer="l2")], "gamma_regularizer"),
+    (lambda: [L.Conv2D(3, 1), L.Flatten(), L.BatchNormalization()], "not after a Dense or Conv layer"),
+], ids=["first", "no-center", "renorm", "regularized", "after-flatten"])
+def test_batch_normalization_the_batched_path_cannot_reproduce_is_named(layers, reason):
+    layers = layers()  # made in the test's own Keras session: their names stay unique
+    shape = (2, 2, 1) if isinstance(layers[0], L.Conv2D) else (4,)
+    model = keras.Sequential([keras.Input(shape), *layers, L.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    reason_given = BatchedEvaluator(OBJECTIVE).supports([Job(model, True, "")], {"epochs": 1})
+    assert reason_given is not None and reason in reason_given and "BatchNormalization" in reason_given, reason_given
 
 
 def test_a_custom_schedule_an_auc_objective_and_weighted_validation_are_named():

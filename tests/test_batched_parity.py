@@ -40,6 +40,26 @@ def small_cnn(optimizer="adam"):
     return model
 
 
+def mlp_norm(optimizer="adam", **norm):
+    """Dense (no bias), BatchNormalization, ReLU: the usual block of a normalised MLP."""
+    model = keras.Sequential([keras.Input((FEATURES,)), keras.layers.Dense(8, use_bias=False, name="hidden"),
+                              keras.layers.BatchNormalization(**norm), keras.layers.ReLU(),
+                              keras.layers.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def cnn_norm():
+    """Conv, max pooling, then BatchNormalization, then a Dense with its own BatchNormalization."""
+    model = keras.Sequential([keras.Input((4, 4, 1)), keras.layers.Conv2D(3, 2, activation="relu", padding="same"),
+                              keras.layers.MaxPooling2D(), keras.layers.BatchNormalization(momentum=0.9),
+                              keras.layers.Flatten(), keras.layers.Dense(5, activation="relu"),
+                              keras.layers.BatchNormalization(epsilon=0.01), keras.layers.Dropout(0.0),
+                              keras.layers.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def assert_trains_like_fit(build, labels="ids", epochs=3, tmp_path=None, shape=(FEATURES,), **fit_options):
     x, y = data(labels)
     x_val, y_val = data(labels, seed=1)
@@ -70,6 +90,16 @@ def test_one_candidate_trained_batched_ends_with_the_weights_model_fit_gives(tmp
 
 def test_a_convolution_trained_batched_ends_with_the_weights_model_fit_gives(tmp_path):
     assert_trains_like_fit(small_cnn, shape=(4, 4, 1), tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("build, shape", [
+    (mlp_norm, (FEATURES,)),
+    (lambda: mlp_norm(keras.optimizers.AdamW(0.01, weight_decay=0.05), momentum=0.5, epsilon=1e-5), (FEATURES,)),
+    (cnn_norm, (4, 4, 1)),
+], ids=["dense", "dense-adamw-options", "conv-and-dense"])
+def test_batch_normalization_trains_like_fit_moving_statistics_included(build, shape, tmp_path):
+    # 50 samples in batches of 16: the last batch's moments are those of its 2 real samples, not of its padding
+    assert_trains_like_fit(build, shape=shape, epochs=4, tmp_path=tmp_path)
 
 
 @pytest.mark.parametrize("build, labels", [
@@ -129,14 +159,18 @@ def test_sample_weights(tmp_path):
     assert_trains_like_fit(mlp, sample_weight=weights, tmp_path=tmp_path)
 
 
-def test_candidates_of_different_widths_trained_together_each_end_as_their_own_fit(tmp_path):
+@pytest.mark.parametrize("build", [
+    lambda: mlp(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), name="hidden"),
+    lambda: mlp_norm(optimizer=keras.optimizers.SGD(0.1, momentum=0.9)),
+], ids=["dense", "batch-normalized"])
+def test_candidates_of_different_widths_trained_together_each_end_as_their_own_fit(build, tmp_path):
     # the stacked path pads the narrower candidate and masks its missing units: that must change nothing
     from keras_grs import shrink
 
     x, y = data("ids")
     validation = data("ids", seed=1)
     keras.utils.set_random_seed(0)
-    base = mlp(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), name="hidden")
+    base = build()
     candidates = [shrink(base, {}), shrink(base, {"hidden": [1, 4, 6]})]
     references = [shrink(base, {}), shrink(base, {"hidden": [1, 4, 6]})]
     fit = {"epochs": 3, "batch_size": 16, "validation_data": validation, "verbose": 0, "shuffle": False}

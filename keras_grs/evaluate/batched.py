@@ -27,8 +27,10 @@ maximum with a one-select gradient. Dropout masks are Philox draws, every candid
 training time less than one draw per candidate; masks from a cheaper elementwise hash were not shown to train like
 one fit per candidate: ``benchmarks/results/evaluator_parity.md``).
 
-Supported: chains of Dense, Conv1D/Conv2D (channels last, no dilation or groups; with or without bias), max/average
-pooling, global pooling, Flatten, Dropout and Activation/ReLU layers, ending in the output layer; the losses,
+Supported: chains of Dense, Conv1D/Conv2D (channels last, no dilation or groups; with or without bias),
+BatchNormalization of their units (its moments over a batch's real samples, its moving statistics updated by each
+training step and used for validation, as Keras' layer does), max/average pooling, global pooling, Flatten, Dropout
+and Activation/ReLU layers, ending in the output layer; the losses,
 optimizers and regularizers :mod:`~keras_grs.evaluate.training` lists; trained by the default ``fit`` (EarlyStopping
 as the only callback, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized) or ``val_loss``
 (minimized) as the objective. Anything else falls back to :class:`KerasEvaluator`, said once in a warning and
@@ -82,7 +84,8 @@ SHARED_PROGRAMS = 8  # the compiled fits kept for later evaluators in this proce
 
 @dataclass
 class _Op:
-    """One step of the computation. ``kind``: dense, conv, pool, gpool, flatten, dropout or activation."""
+    """One step of the computation. ``kind``: dense, conv, norm (a BatchNormalization of the channels of the
+    Dense/Conv op before it), pool, gpool, flatten, dropout or activation."""
 
     kind: str
     activation: str = "linear"
@@ -94,6 +97,8 @@ class _Op:
     spatial: tuple = ()  # for a Dense after a Flatten: the spatial shape that was flattened
     bias: bool = True
     penalties: tuple = ()  # kernel (l1, l2), bias (l1, l2): the layer's regularizers
+    epsilon: float = 0.0  # a norm's
+    momentum: float = 0.0  # a norm's: of its moving mean and variance
 
     @property
     def weighted(self):
@@ -101,7 +106,7 @@ class _Op:
 
     def key(self):
         return (self.kind, self.activation, self.window, self.strides, self.padding, self.pooling, self.rate,
-                self.spatial, self.bias, self.penalties)
+                self.spatial, self.bias, self.penalties, self.epsilon, self.momentum)
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,30 @@ class _Plan:
     def key(self):
         return tuple(op.key() for op in self.ops), self.loss, self.optimizer
 
+    @property
+    def n_weighted(self) -> int:
+        return sum(op.weighted for op in self.ops)
+
+    @property
+    def n_norms(self) -> int:
+        return sum(op.kind == "norm" for op in self.ops)
+
+    @property
+    def n_trainable(self) -> int:
+        """How many of the program's parameters the optimizer trains. The parameters, in order: each Dense/Conv
+        layer's kernel and bias, each norm's gamma and beta (trained), then each norm's moving mean and variance
+        (updated by the training steps, not by the optimizer)."""
+        return 2 * self.n_weighted + 2 * self.n_norms
+
+    def norm_sources(self) -> list[int]:
+        """Per norm, the index among the Dense/Conv layers of the one whose channels it normalizes."""
+        sources, w = [], -1
+        for op in self.ops:
+            w += op.weighted
+            if op.kind == "norm":
+                sources.append(w)
+        return sources
+
 
 def _weighted(layer, name) -> dict:
     """Bias and regularizers of a Dense/Conv layer, or UnsupportedForBatching for what the op cannot reproduce."""
@@ -196,6 +225,18 @@ def _global_pool_op(layer, name, flattened):
     return _Op("gpool", pooling=_pooling(layer))
 
 
+def _norm_op(layer, name, flattened):
+    rank = len(layer.input.shape)
+    if layer.axis not in (-1, rank - 1) or not (layer.center and layer.scale) or layer.renorm or not layer.trainable:
+        raise UnsupportedForBatching(f"{name} options (the batched path trains a trainable BatchNormalization of "
+                                     "the last axis with center and scale, without renorm)")
+    extras = [k for k in ("beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint")
+              if getattr(layer, k, None) is not None]
+    if extras:
+        raise UnsupportedForBatching(f"{name} with {', '.join(extras)}")
+    return _Op("norm", epsilon=float(layer.epsilon), momentum=float(layer.momentum))
+
+
 def _flatten_op(layer, name, flattened):
     return _Op("flatten")
 
@@ -219,7 +260,7 @@ def _is_weighted(layer) -> bool:
 
 
 # the op of each batched kind of keras_grs.layers' table (Kind.batched)
-_OP_BUILDERS = {"dense": _dense_op, "conv": _conv_op, "pool": _pool_op, "gpool": _global_pool_op,
+_OP_BUILDERS = {"dense": _dense_op, "conv": _conv_op, "norm": _norm_op, "pool": _pool_op, "gpool": _global_pool_op,
                 "flatten": _flatten_op, "dropout": _dropout_op, "activation": _activation_op}
 
 
@@ -232,12 +273,16 @@ def _plan(model) -> _Plan:
         chain = layer_chain(model)
     except UnsupportedLayerError as error:  # a graph (residual, concatenation) or a layer it has no op for
         raise UnsupportedForBatching(str(error)) from None
-    ops, flattened = [], ()
+    ops, flattened, channels = [], (), False  # channels: the last axis holds a Dense/Conv layer's units
     for layer in chain:
         build = _OP_BUILDERS.get(kind_of(layer).batched)
         if build is None:
             raise UnsupportedForBatching(f"layer {type(layer).__name__}")
         op = build(layer, f"{type(layer).__name__} {layer.name!r}", flattened)
+        if op.kind == "norm" and not channels:
+            raise UnsupportedForBatching(f"{type(layer).__name__} {layer.name!r} not after a Dense or Conv layer "
+                                         "(only pooling, dropout and activations may come between)")
+        channels = op.weighted or (channels and op.kind != "flatten")
         if op.kind in ("flatten", "dense"):  # a Dense reads the positions the last Flatten spread (then none)
             flattened = tuple(int(d) for d in layer.input.shape[1:-1]) if op.kind == "flatten" else ()
         if op.kind == "activation" and ops and ops[-1].weighted and ops[-1].activation == "linear":
@@ -396,8 +441,8 @@ class BatchedEvaluator:
     def _widen(self, jobs) -> list:
         """Grow the padded widths to the jobs' (they never shrink) and fix the slots if not yet; per job, its model
         and (layer, arrays) of its weighted layers."""
-        per_job = [(job.model, _weighted_layers(job.model)) for job in jobs]
-        widths = [max(layers[i][1][0].shape[-1] for _, layers in per_job) for i in range(len(per_job[0][1]))]
+        per_job = [(job.model, _weighted_layers(job.model), _norm_layers(job.model)) for job in jobs]
+        widths = [max(layers[i][1][0].shape[-1] for _, layers, _ in per_job) for i in range(len(per_job[0][1]))]
         self._capacity = [max(a, b) for a, b in zip(widths, self._capacity or widths)]
         self._fix_slots(len(jobs))
         return per_job
@@ -405,7 +450,8 @@ class BatchedEvaluator:
     def _pack(self, per_job, plan, in_channels):
         """Stack the weights of a group's jobs (``per_job`` of :meth:`_widen`, at most ``self._slots``) at the padded
         widths: per weighted layer a (slots, inputs, outputs) kernel, a (slots, outputs) bias and a (slots, outputs)
-        mask of the units each job has."""
+        mask of the units each job has; per norm its gamma and beta, then per norm its moving mean and variance, each
+        (slots, units) and zero for the padding (:attr:`_Plan.n_trainable`)."""
         widths, k = self._capacity, self._slots
         ops = [op for op in plan.ops if op.weighted]
         params, masks = [], []
@@ -414,7 +460,7 @@ class BatchedEvaluator:
             kernel = np.zeros((k, *prefix, n_in, n_out), "float32")
             bias = np.zeros((k, n_out), "float32")
             mask = np.zeros((k, n_out), "float32")
-            for j, (_, layers) in enumerate(per_job):
+            for j, (_, layers, _) in enumerate(per_job):
                 w, *b = layers[i][1]  # a layer without bias keeps a zero bias that nothing trains
                 w = w.reshape(*prefix, -1, w.shape[-1])
                 kernel[j, ..., : w.shape[-2], : w.shape[-1]] = w
@@ -423,14 +469,32 @@ class BatchedEvaluator:
                 mask[j, : w.shape[-1]] = 1.0
             params += [tf.constant(kernel.reshape(k, -1, n_out)), tf.constant(bias)]
             masks.append(tf.constant(mask))
-        return params, masks
+        trained, moving = [], []
+        for b, source in enumerate(plan.norm_sources()):
+            arrays = np.zeros((4, k, widths[source]), "float32")  # gamma, beta, moving mean, moving variance
+            for j, (_, _, norms) in enumerate(per_job):
+                values = norms[b][1]
+                arrays[:, j, : len(values[0])] = values
+            trained += [tf.constant(arrays[0]), tf.constant(arrays[1])]
+            moving += [tf.constant(arrays[2]), tf.constant(arrays[3])]
+        return params + trained + moving, masks
 
     def _unpack(self, per_job, plan, best_params):
         """Copy each job's chosen weights into its model; per job, its layers' new weights by layer name."""
         ops = [op for op in plan.ops if op.weighted]
         unpacked = []
-        for j, (model, layers) in enumerate(per_job):
+        first, moving = 2 * plan.n_weighted, plan.n_trainable
+        for j, (model, layers, norms) in enumerate(per_job):
             unpacked.append({})
+            for b, (layer, current) in enumerate(norms):
+                n = len(current[0])
+                values = [best_params[first + 2 * b][j][:n], best_params[first + 2 * b + 1][j][:n],
+                          best_params[moving + 2 * b][j][:n], best_params[moving + 2 * b + 1][j][:n]]
+                if isinstance(model, Candidate):
+                    model.assign(layer.name, values)
+                else:
+                    layer.set_weights(values)
+                unpacked[j][layer.name] = values
             for i, (op, (layer, current)) in enumerate(zip(ops, layers)):
                 prefix = _kernel_prefix(op)
                 kernel, bias = best_params[2 * i][j], best_params[2 * i + 1][j]
@@ -539,7 +603,7 @@ class BatchedEvaluator:
         params, masks = self._pack(per_job, data.plan, data.in_channels)
         active = tf.constant((np.arange(k) < len(jobs)).astype("float32"))
         stoppers = [_Stopping(c, k) for c in data.callbacks]
-        state = [tf.zeros_like(p) for _ in range(data.plan.optimizer.slots()) for p in params]
+        state = [tf.zeros_like(p) for _ in range(data.plan.optimizer.slots()) for p in params[:data.plan.n_trainable]]
         step = tf.constant(0.0)
         # per candidate, by its identity (see Job.key); padding slots draw nothing and train on the plain order
         rngs = [keyed_rng(self.seed, f"fit {job.key if job.key is not None else f'{self._calls}.{offset + j}'}")
@@ -615,6 +679,8 @@ class BatchedEvaluator:
         loss_of, optimizer = plan.loss, plan.optimizer
         learning_rate = optimizer.schedule()
         weighted = [op for op in plan.ops if op.weighted]
+        norms = [op for op in plan.ops if op.kind == "norm"]
+        trainable = plan.n_trainable
         slots = optimizer.slots()
         n_batches = problem.n_batches
 
@@ -630,18 +696,27 @@ class BatchedEvaluator:
         def train_epoch(params, state, step, masks, active, samples, index, y, weights, present, counts, seeds):
             def batch_step(i, params, state, step, total):
                 rows = index[i]
+                trained, moments = params[:trainable], []
                 with tf.GradientTape() as tape:
-                    tape.watch(list(params))
-                    logits = forward(params, masks, tf.gather(samples, rows), (seeds, i), shared, patched)
+                    tape.watch(list(trained))
+                    logits = forward(params, masks, tf.gather(samples, rows), (seeds, i), shared, patched,
+                                     present[i], moments)
                     per_sample = loss_of.per_sample(tf.gather(y, rows), logits)
                     weight = tf.gather(weights, rows) * present[i]
                     losses = tf.reduce_sum(per_sample * weight, axis=1) / counts[i] + regularization(params)
                     loss = tf.reduce_sum(losses * active)
-                grads = tape.gradient(loss, list(params))
-                grads = [tf.zeros_like(p) if g is None else g for p, g in zip(params, grads)]  # layers without bias
+                grads = tape.gradient(loss, list(trained))
+                grads = [tf.zeros_like(p) if g is None else g for p, g in zip(trained, grads)]  # layers without bias
                 lr = learning_rate(tf.cast(step, tf.int64))  # Keras calls its schedule with the updates done so far
                 step = step + 1.0
-                params, state = optimizer.update(params, grads, state, step, lr)
+                # the norms' moving statistics, from the batch's moments before the update (as Keras' layer does)
+                moving = []
+                for b, (op, (mean, variance)) in enumerate(zip(norms, moments)):
+                    kept = params[trainable + 2 * b: trainable + 2 * b + 2]
+                    moving += [kept[0] * op.momentum + mean * (1.0 - op.momentum),
+                               kept[1] * op.momentum + variance * (1.0 - op.momentum)]
+                trained, state = optimizer.update(trained, grads, state, step, lr)
+                params = (*trained, *moving)
                 # Keras' epoch loss: the batches' losses weighted by their sizes
                 return i + 1, tuple(params), tuple(tuple(slot) for slot in state), step, total + losses * counts[i]
 
@@ -659,7 +734,7 @@ class BatchedEvaluator:
         @tf.function(jit_compile=True, reduce_retracing=True, autograph=False)
         def fit(epochs, params, state, step, masks, active, samples, index, y, weights, present, counts, seeds, x_val,
                 y_val, running, best, best_params, chosen):
-            n = len(params)
+            n = trainable  # the optimizer's state: each slot for each trained parameter
             params, best_params, chosen = tuple(params), tuple(best_params), tuple(chosen)
             state = tuple(tuple(state[s * n: (s + 1) * n]) for s in range(slots))
 
@@ -716,6 +791,14 @@ class _ProgramCache:
 
 
 _PROGRAMS = _ProgramCache(SHARED_PROGRAMS)
+
+
+def _norm_layers(model) -> list[tuple]:
+    """(layer, its weights) of each BatchNormalization of a model, input to output (see :func:`_weighted_layers`)."""
+    chain = [layer for layer in layer_chain(template_of(model)) if kind_of(layer).batched == "norm"]
+    if isinstance(model, Candidate):
+        return [(layer, model.arrays[layer.name]) for layer in chain]
+    return [(layer, layer.get_weights()) for layer in chain]
 
 
 def _weighted_layers(model) -> list[tuple]:
@@ -826,14 +909,18 @@ class _Stopping:
 
 
 def _forward_function(plan, k):
-    """forward(params, masks, x, seed, shared=True, patched=False) -> logits (k, batch, classes); ``seed``: (the
-    candidates' dropout seeds (k,), the mini-batch's index), None for inference; ``shared``: x is the same for every
-    candidate (no candidate axis), else x has a leading candidate axis; ``patched``: x holds the first
-    convolution's patches (:func:`_input_patches`) rather than the input."""
+    """forward(params, masks, x, seed, shared=True, patched=False, rows=None, moments=None) -> logits (k, batch,
+    classes); ``seed``: (the candidates' dropout seeds (k,), the mini-batch's index), None for inference;
+    ``shared``: x is the same for every candidate (no candidate axis), else x has a leading candidate axis;
+    ``patched``: x holds the first convolution's patches (:func:`_input_patches`) rather than the input. In
+    training, ``rows`` ((batch,) or (1, batch)) weighs the batch's rows in the norms' moments (0: the padding of a
+    last, partial batch) and each norm appends its batch (mean, variance), each (k, units), to ``moments``."""
     pooled = _pooled_after(plan)
+    first_norm = 2 * sum(op.weighted for op in plan)
+    moving = first_norm + 2 * sum(op.kind == "norm" for op in plan)
 
-    def forward(params, masks, x, seed, shared=True, patched=False):
-        h, w, n = x, 0, 0  # while shared, h has no candidate axis
+    def forward(params, masks, x, seed, shared=True, patched=False, rows=None, moments=None):
+        h, w, n, b = x, 0, 0, 0  # while shared, h has no candidate axis
         while n < len(plan):
             op = plan[n]
             # each op under its own name (e.g. "op2_conv"), which the compiled program's instructions carry into a
@@ -862,6 +949,13 @@ def _forward_function(plan, k):
                         return z
                     h = ACTIVATIONS[op.activation](z) * tf.reshape(masks[w], broadcast)
                     w += 1
+                elif op.kind == "norm":
+                    if seed is not None and rows is None:  # training on whole batches
+                        rows = tf.ones((h.shape[1],))
+                    h = _normalize(h, op, params[first_norm + 2 * b: first_norm + 2 * b + 2],
+                                   params[moving + 2 * b: moving + 2 * b + 2], masks[w - 1],
+                                   None if seed is None else rows, moments)
+                    b += 1
                 elif op.kind == "activation":
                     h = ACTIVATIONS[op.activation](h)
                 elif op.kind == "dropout":
@@ -876,6 +970,28 @@ def _forward_function(plan, k):
         raise AssertionError("the plan has no output layer")
 
     return forward
+
+
+def _normalize(h, op, affine, moving, mask, rows, moments):
+    """A BatchNormalization of ``h`` (k, batch, *positions, units): in training (``rows`` given) by the batch's
+    moments over its real rows (appended to ``moments``), else by the moving ones; as Keras computes it
+    (``tf.nn.moments``, then ``x * inv + (beta - mean * inv)``), the padded units kept at zero."""
+    gamma, beta = affine
+    shape = (h.shape[0],) + (1,) * (len(h.shape) - 2) + (h.shape[-1],)
+    if rows is None:
+        mean, variance = (tf.reshape(t, shape) for t in moving)
+    else:
+        axes = list(range(1, len(h.shape) - 1))
+        weight = tf.reshape(rows, (-1, h.shape[1]) + (1,) * (len(h.shape) - 2))
+        count = tf.reduce_sum(tf.broadcast_to(weight, (*h.shape[:-1], 1)), axes, keepdims=True)
+        mean = tf.reduce_sum(h * weight, axes, keepdims=True) / count
+        variance = tf.reduce_sum(tf.math.squared_difference(h, tf.stop_gradient(mean)) * weight, axes,
+                                 keepdims=True) / count
+        if moments is not None:
+            moments.append((tf.stop_gradient(tf.reshape(mean, (h.shape[0], -1))),
+                            tf.stop_gradient(tf.reshape(variance, (h.shape[0], -1)))))
+    inv = tf.math.rsqrt(variance + op.epsilon) * tf.reshape(gamma, shape)
+    return (h * inv + (tf.reshape(beta, shape) - mean * inv)) * tf.reshape(mask, shape)
 
 
 def _pooled_after(plan) -> dict:

@@ -1,0 +1,87 @@
+"""Batch-normalised models: one fit per candidate against the batched evaluator, the same capped GRS search.
+
+Until the batched evaluator trained BatchNormalization, a model holding one (the usual Conv/Dense, BatchNormalization,
+ReLU block) was trained one fit per candidate. Two such models on the simulated calcium data (140 neurons, 3000
+frames, 70/20/10; 12x12 images for the CNN), pretrained 30 epochs, then pruned by GRS with seed 0 for the same
+number of trials with each evaluator (trial 0 validates the pretrained model, then whole GRS steps); wall time of
+the search, and what it kept after those trials (the two paths part once training noise picks another candidate).
+
+    python benchmarks/batchnorm_speed.py [--epochs 20] [--max-trials 7]
+
+Writes benchmarks/results/batchnorm_speed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from common import calcium_splits, machine, search, write
+
+import keras
+
+
+def mlp_bn(input_shape):
+    """nn1's widths (32x16x8) as Dense without bias, BatchNormalization, ReLU blocks."""
+    model = keras.Sequential([keras.Input(input_shape)], name="nn1_bn")
+    for units in (32, 16, 8):
+        model.add(keras.layers.Dense(units, use_bias=False))
+        model.add(keras.layers.BatchNormalization())
+        model.add(keras.layers.ReLU())
+    model.add(keras.layers.Dense(2, activation="softmax"))
+    return model
+
+
+def cnn_bn(input_shape):
+    """Two Conv2D, BatchNormalization, ReLU, max-pooling blocks (16 and 16 filters), then a Dense of 16."""
+    model = keras.Sequential([keras.Input(input_shape)], name="cnn_bn")
+    for filters in (16, 16):
+        model.add(keras.layers.Conv2D(filters, 3, padding="same", use_bias=False))
+        model.add(keras.layers.BatchNormalization())
+        model.add(keras.layers.ReLU())
+        model.add(keras.layers.MaxPooling2D())
+    model.add(keras.layers.Flatten())
+    model.add(keras.layers.Dense(16, activation="relu"))
+    model.add(keras.layers.Dense(2, activation="softmax"))
+    return model
+
+
+MODELS = {"nn1_bn": ("nn1", mlp_bn), "cnn_bn": ("cnn1", cnn_bn)}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--max-trials", type=int, default=7)
+    args = parser.parse_args()
+    rows = []
+    for name in args.models:
+        data_of, build = MODELS[name]
+        data = calcium_splits(data_of, seed=0)
+        keras.utils.set_random_seed(0)
+        model = build(data[0][0].shape[1:])
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(*data[0], epochs=30, batch_size=32, verbose=0)
+        runs = {evaluator: search(model, data, evaluator=evaluator, epochs=args.epochs, seed=0,
+                                  max_trials=args.max_trials) for evaluator in ("keras", "batched")}
+        for evaluator, run in runs.items():
+            speed = runs["keras"].seconds / run.seconds
+            rows.append(f"| {name} | {evaluator} | {run.trials} | {run.seconds:.1f} | {run.structure} | "
+                        f"{run.params:,} | {run.test:.4f} | **{speed:.1f}x** |")
+            print(rows[-1], flush=True)
+    lines = [
+        "# Batch-normalised models: keras evaluator vs batched evaluator", "",
+        f"Machine: {machine()}.", "",
+        f"GRS, seed 0, {args.epochs} fine-tuning epochs per candidate, batch 32, at most {args.max_trials} trials, "
+        "the seed's acceptance rule; each model pretrained 30 epochs (`benchmarks/batchnorm_speed.py`). nn1_bn: "
+        "nn1's widths as Dense (no bias), BatchNormalization, ReLU blocks; cnn_bn: two Conv2D (16 filters, no bias), "
+        "BatchNormalization, ReLU, max-pooling blocks, then Dense 16, on 12x12 images.", "",
+        "| model | evaluator | trials | wall s | structure | params | test accuracy | speed-up |",
+        "|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+    print(write("batchnorm_speed.md", lines))
+
+
+if __name__ == "__main__":
+    main()
