@@ -28,8 +28,8 @@ Every layer class (and every plain Keras op, such as the ``x + 3.0`` of a hard-s
 * ``resize(config, channels)``: sets the output channel count in a layer config (Dense units, Conv filters, a
   Reshape's target shape), for layers whose config states it.
 * ``pins(operation, node)``: a reason (string) why this particular instance pins its channels, or None.
-* ``batched``: the batched evaluator's op for the layer (``dense``, ``conv``, ``norm``, ``pool``, ``gpool``,
-  ``flatten``, ``dropout``, ``activation``), None when a model holding it trains one fit per trial
+* ``batched``: the batched evaluator's op for the layer (``dense``, ``conv``, ``norm``, ``depthwise``, ``pool``,
+  ``gpool``, ``flatten``, ``dropout``, ``activation``), None when a model holding it trains one fit per trial
   (:mod:`keras_grs.evaluate.batched` checks the instance's options).
 * ``actor``: the C backend's actor (``dense``, ``conv``, ``depthwise``, ``separable``, ``affine``, ``activation``,
   ``pool``, ``global_pool``, ``pad``, ``crop``, ``merge``, ``concat``, ``op``), ``identity`` for a layer that
@@ -269,7 +269,8 @@ def _carry(batched=None, actor=None) -> Kind:
 
 L = keras.layers
 SEPARABLE = Kind("producer", _slice_separable, _macs_separable, _set("filters"), actor="separable")
-DEPTHWISE = Kind("channelwise", _slice_depthwise, _macs_depthwise, multiplier=_multiplier, actor="depthwise")
+DEPTHWISE = Kind("channelwise", _slice_depthwise, _macs_depthwise, multiplier=_multiplier, batched="depthwise",
+                 actor="depthwise")
 KINDS: dict[type, Kind] = {
     L.InputLayer: Kind("input", actor="identity"),
     L.Dense: Kind("producer", _slice_kernel, _macs_dense, _set("units"), batched="dense", actor="dense"),

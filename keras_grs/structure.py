@@ -31,6 +31,8 @@ from keras_grs.search.engine import GroupSpec, check_width_multiple
 WIDTH_LAYERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D)
 # The layers those chain-only consumers handle; :func:`layer_chain` refuses the rest of the table.
 CHAIN_LAYERS = WIDTH_LAYERS + (
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
     keras.layers.BatchNormalization,
     keras.layers.Dropout,
     keras.layers.Activation,

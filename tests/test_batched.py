@@ -203,8 +203,20 @@ def batch_normalized_cnn():
     return model
 
 
-@pytest.mark.parametrize("build", [batch_normalized_mlp, batch_normalized_cnn], ids=["dense", "conv"])
-def test_a_batch_normalized_model_is_searched_batched_and_its_checkpoints_hold_the_moving_statistics(
+def separable_cnn():
+    """A depthwise-separable block: pointwise Conv, DepthwiseConv2D, BatchNormalization, ReLU, pointwise Conv."""
+    model = keras.Sequential([keras.Input((5, 6, 1)), keras.layers.Conv2D(6, 1, activation="relu"),
+                              keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False),
+                              keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                              keras.layers.Conv2D(4, 1, activation="relu"), keras.layers.GlobalAveragePooling2D(),
+                              keras.layers.Dense(2, activation="softmax")], name="separable")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("build", [batch_normalized_mlp, batch_normalized_cnn, separable_cnn],
+                         ids=["dense", "conv", "depthwise"])
+def test_normalized_and_separable_models_are_searched_batched_and_their_checkpoints_load_as_scored(
         build, tmp_path, data):
     from keras_grs.scoring import accuracy
 
@@ -289,14 +301,21 @@ L = keras.layers
     (lambda: [L.Dense(4), L.BatchNormalization(renorm=True)], "options"),
     (lambda: [L.Dense(4), L.BatchNormalization(gamma_regularizer="l2")], "gamma_regularizer"),
     (lambda: [L.Conv2D(3, 1), L.Flatten(), L.BatchNormalization()], "not after a Dense or Conv layer"),
-], ids=["first", "no-center", "renorm", "regularized", "after-flatten"])
-def test_batch_normalization_the_batched_path_cannot_reproduce_is_named(layers, reason):
+    (lambda: [L.DepthwiseConv2D(1), L.Conv2D(3, 1), L.Flatten()], "not after a Dense or Conv layer"),
+    (lambda: [L.Conv2D(3, 1), L.DepthwiseConv2D(1, depth_multiplier=2), L.Flatten()], "options"),
+    (lambda: [L.Conv2D(3, 1), L.DepthwiseConv2D(1, depthwise_constraint="non_neg"), L.Flatten()],
+     "depthwise_constraint"),
+], ids=["first", "no-center", "renorm", "regularized", "after-flatten", "depthwise-first", "depthwise-multiplier",
+        "depthwise-constraint"])
+def test_normalization_and_depthwise_options_the_batched_path_cannot_reproduce_are_named(layers, reason):
     layers = layers()  # made in the test's own Keras session: their names stay unique
-    shape = (2, 2, 1) if isinstance(layers[0], L.Conv2D) else (4,)
+    shape = (2, 2, 1) if isinstance(layers[0], (L.Conv2D, L.DepthwiseConv2D)) else (4,)
     model = keras.Sequential([keras.Input(shape), *layers, L.Dense(2, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     reason_given = BatchedEvaluator(OBJECTIVE).supports([Job(model, True, "")], {"epochs": 1})
-    assert reason_given is not None and reason in reason_given and "BatchNormalization" in reason_given, reason_given
+    named = next(type(layer).__name__ for layer in layers if isinstance(layer, (L.BatchNormalization,
+                                                                                  L.DepthwiseConv2D)))
+    assert reason_given is not None and reason in reason_given and named in reason_given, reason_given
 
 
 def test_a_custom_schedule_an_auc_objective_and_weighted_validation_are_named():

@@ -83,14 +83,15 @@ class Candidate:
 
     @staticmethod
     def possible(parent) -> bool:
-        """Whether children of ``parent`` can be held as arrays: a chain whose weighted layers are Dense, Conv or
-        BatchNormalization (what the batched evaluator trains; their weights are cut by the weights alone)."""
+        """Whether children of ``parent`` can be held as arrays: a chain whose weighted layers are Dense, Conv,
+        DepthwiseConv or BatchNormalization (what the batched evaluator trains; their weights are cut by the weights
+        alone)."""
         template = template_of(parent)
         try:
             layer_chain(template)
         except UnsupportedLayerError:
             return False
-        return all(kind_of(layer).batched in ("dense", "conv", "norm") for layer in leaf_layers(template)
+        return all(kind_of(layer).batched in ("dense", "conv", "norm", "depthwise") for layer in leaf_layers(template)
                    if layer.weights)
 
     @property
