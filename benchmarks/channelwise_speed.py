@@ -92,7 +92,7 @@ def main():
         "# Batch-normalised and depthwise-separable models: keras evaluator vs batched evaluator", "",
         f"Machine: {machine()}.", "",
         f"GRS, seed 0, {args.epochs} fine-tuning epochs per candidate, batch 32, at most {args.max_trials} trials, "
-        "the seed's acceptance rule; each model pretrained 30 epochs (`benchmarks/batchnorm_speed.py`). nn1_bn: "
+        "the seed's acceptance rule; each model pretrained 30 epochs (`benchmarks/channelwise_speed.py`). nn1_bn: "
         "nn1's widths as Dense (no bias), BatchNormalization, ReLU blocks; cnn_bn: two Conv2D (16 filters, no bias), "
         "BatchNormalization, ReLU, max-pooling blocks, then Dense 16, on 12x12 images; separable_bn: a Conv2D of 16, "
         "then two DepthwiseConv2D, BatchNormalization, ReLU, pointwise Conv2D, BatchNormalization, ReLU, max-pooling "
