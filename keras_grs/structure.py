@@ -31,8 +31,6 @@ from keras_grs.search.engine import GroupSpec, check_width_multiple
 WIDTH_LAYERS = (keras.layers.Dense, keras.layers.Conv1D, keras.layers.Conv2D)
 # The layers those chain-only consumers handle; :func:`layer_chain` refuses the rest of the table.
 CHAIN_LAYERS = WIDTH_LAYERS + (
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
     keras.layers.BatchNormalization,
     keras.layers.Dropout,
     keras.layers.Activation,
@@ -48,6 +46,10 @@ CHAIN_LAYERS = WIDTH_LAYERS + (
     keras.layers.Flatten,
     keras.layers.InputLayer,
 )
+
+# The batched evaluator (and the candidates it trains as arrays) also takes depthwise convolutions of a layer's units;
+# the C backend's int8 chains do not (it has no int8 depthwise kernel).
+BATCHED_CHAIN_LAYERS = CHAIN_LAYERS + (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
 
 __all__ = ["Structure", "WidthGroup", "UnsupportedLayerError", "analyze", "layer_chain", "WIDTH_LAYERS"]
 
@@ -208,12 +210,13 @@ class Structure:
         return "x".join(str(w) for w in self.widths) if self.groups else "(no prunable layers)"
 
 
-def layer_chain(model: keras.Model) -> list[keras.layers.Layer]:
+def layer_chain(model: keras.Model, accept: tuple = CHAIN_LAYERS) -> list[keras.layers.Layer]:
     """The model's layers in call order, checking that each takes the previous one's output.
 
     For the code that handles chains only. Raises UnsupportedLayerError for a subclassed model, a multi-input or
-    multi-output model, a layer used twice, a merge (Add, Concatenate, ...) or a layer outside ``CHAIN_LAYERS``,
-    so that nothing downstream has to guess at the graph.
+    multi-output model, a layer used twice, a merge (Add, Concatenate, ...) or a layer outside ``accept`` (the layer
+    classes the caller handles: ``CHAIN_LAYERS``, or ``BATCHED_CHAIN_LAYERS`` for the batched evaluator), so that
+    nothing downstream has to guess at the graph.
     """
     graph = _functional(model)
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
@@ -225,10 +228,10 @@ def layer_chain(model: keras.Model) -> list[keras.layers.Layer]:
     operations = [op for op in graph.operations if not isinstance(op, keras.layers.InputLayer)]
     for op in operations:
         kind_of(op)  # an unknown class is named with the supported list
-        if not isinstance(op, CHAIN_LAYERS):
+        if not isinstance(op, accept):
             raise UnsupportedLayerError(
                 f"layer {op.name!r} of class {type(op).__name__} is not supported here (chains only accept "
-                f"{', '.join(sorted({cls.__name__ for cls in CHAIN_LAYERS}))})"
+                f"{', '.join(sorted({cls.__name__ for cls in accept}))})"
             )
         if isinstance(op, (keras.layers.Conv1D, keras.layers.Conv2D)) and op.groups != 1:
             raise UnsupportedLayerError(f"layer {op.name!r} is a grouped convolution (groups={op.groups})")

@@ -66,7 +66,7 @@ from keras_grs.checkpoint import CheckpointLayout, LayoutError
 from keras_grs.files import save_weights, write_checkpoint
 from keras_grs.search.engine import keyed_rng
 from keras_grs.layers import kind_of
-from keras_grs.structure import UnsupportedLayerError, layer_chain
+from keras_grs.structure import BATCHED_CHAIN_LAYERS, UnsupportedLayerError, layer_chain
 
 ACTIVATIONS = {"relu": tf.nn.relu, "linear": tf.identity, "tanh": tf.tanh, "sigmoid": tf.sigmoid}
 FIT_ARGUMENTS = {"epochs", "batch_size", "validation_data", "verbose", "callbacks", "shuffle", "class_weight",
@@ -293,7 +293,7 @@ def _plan(model) -> _Plan:
         raise UnsupportedForBatching("the model is not compiled")
     optimizer = read_optimizer(model.optimizer)
     try:
-        chain = layer_chain(model)
+        chain = layer_chain(model, BATCHED_CHAIN_LAYERS)
     except UnsupportedLayerError as error:  # a graph (residual, concatenation) or a layer it has no op for
         raise UnsupportedForBatching(str(error)) from None
     ops, flattened, channels = [], (), False  # channels: the last axis holds a Dense/Conv layer's units
@@ -384,7 +384,7 @@ class BatchedEvaluator:
         (very slightly) differently in a resumed process than in an uninterrupted one. A model it cannot batch is
         ignored (the keras evaluator trains those)."""
         try:
-            chain = layer_chain(model)
+            chain = layer_chain(model, BATCHED_CHAIN_LAYERS)
         except UnsupportedLayerError:
             return
         widths = [int(layer.kernel.shape[-1]) for layer in chain if _is_weighted(layer)]
@@ -564,7 +564,8 @@ class BatchedEvaluator:
             save_weights(realized(model), job.checkpoint, self.writer)
             return
         template = template_of(model)
-        key = (plan.key(), template.name, tuple((type(layer).__name__, layer.name) for layer in layer_chain(template)))
+        chain = layer_chain(template, BATCHED_CHAIN_LAYERS)
+        key = (plan.key(), template.name, tuple((type(layer).__name__, layer.name) for layer in chain))
         if key not in self._layouts:
             source = template if not getattr(template.optimizer, "built", True) else realized(model)
             try:
@@ -841,7 +842,7 @@ _PROGRAMS = _ProgramCache(SHARED_PROGRAMS)
 def _channelwise_layers(model) -> dict[str, list[tuple]]:
     """{"norm": ..., "depthwise": ...}: (layer, its weights) of each BatchNormalization and DepthwiseConv of a model,
     input to output (see :func:`_weighted_layers`)."""
-    chain = layer_chain(template_of(model))
+    chain = layer_chain(template_of(model), BATCHED_CHAIN_LAYERS)
     found = {}
     for kind in ("norm", "depthwise"):
         layers = [layer for layer in chain if kind_of(layer).batched == kind]
@@ -855,7 +856,7 @@ def _channelwise_layers(model) -> dict[str, list[tuple]]:
 def _weighted_layers(model) -> list[tuple]:
     """(layer, its weights) of each Dense/Conv layer of a model, input to output; of a candidate, its parent's
     layer and the candidate's arrays."""
-    chain = [layer for layer in layer_chain(template_of(model)) if _is_weighted(layer)]
+    chain = [layer for layer in layer_chain(template_of(model), BATCHED_CHAIN_LAYERS) if _is_weighted(layer)]
     if isinstance(model, Candidate):
         return [(layer, model.arrays[layer.name]) for layer in chain]
     return [(layer, layer.get_weights()) for layer in chain]

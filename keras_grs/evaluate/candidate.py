@@ -37,7 +37,8 @@ from keras_grs.costs import count_flops, count_params
 from keras_grs.layers import kind_of
 from keras_grs.importance import unit_norms
 from keras_grs.latency import latency_ms
-from keras_grs.structure import Structure, UnsupportedLayerError, analyze, layer_chain, leaf_layers
+from keras_grs.structure import (BATCHED_CHAIN_LAYERS, Structure, UnsupportedLayerError, analyze, layer_chain,
+                                 leaf_layers)
 from keras_grs.surgery import set_chain_weights, surviving_weights
 
 
@@ -88,7 +89,7 @@ class Candidate:
         alone)."""
         template = template_of(parent)
         try:
-            layer_chain(template)
+            layer_chain(template, BATCHED_CHAIN_LAYERS)
         except UnsupportedLayerError:
             return False
         return all(kind_of(layer).batched in ("dense", "conv", "norm", "depthwise") for layer in leaf_layers(template)
