@@ -474,8 +474,9 @@ class BatchedEvaluator:
     def _pack(self, per_job, plan, in_channels):
         """Stack the weights of a group's jobs (``per_job`` of :meth:`_widen`, at most ``self._slots``) at the padded
         widths: per weighted layer a (slots, inputs, outputs) kernel, a (slots, outputs) bias and a (slots, outputs)
-        mask of the units each job has; per norm its gamma and beta, then per norm its moving mean and variance, each
-        (slots, units) and zero for the padding (:attr:`_Plan.n_trainable`)."""
+        mask of the units each job has; per norm its gamma and beta, per depthwise op its (slots, *window, units)
+        kernel and (slots, units) bias, then per norm its moving mean and variance, each (slots, units); zero for
+        the padding (:attr:`_Plan.n_trainable`)."""
         widths, k = self._capacity, self._slots
         ops = [op for op in plan.ops if op.weighted]
         params, masks = [], []
