@@ -1159,20 +1159,6 @@ def _patches(h, op, lead, multiple=None):
     ordered (window position, channel) like a Keras kernel reshaped to (-1, filters). ``multiple``: per spatial
     axis, keep only the first output positions that fill whole multiples of it (what a following pooling of that
     window reads), or None for all."""
-    h, out = _padded(h, op, lead)
-    if multiple is not None:
-        out = [n - n % m for n, m in zip(out, multiple)]
-    pieces = []
-    for offset in np.ndindex(*op.window):
-        index = [slice(None)] * lead
-        index += [slice(o, o + (n - 1) * s + 1, s) for o, n, s in zip(offset, out, op.strides)]
-        pieces.append(h[tuple(index)])
-    return tf.concat(pieces, axis=-1)
-
-
-def _padded(h, op, lead):
-    """``h`` (..., *spatial, channels) padded as a ``same`` window op pads it (else as it is), and the op's output
-    positions per spatial axis."""
     spatial = h.shape[lead:-1]
     if op.padding == "same":
         pads = [[0, 0]] * lead
@@ -1181,7 +1167,15 @@ def _padded(h, op, lead):
             pads.append([total // 2, total - total // 2])
         h = tf.pad(h, pads + [[0, 0]])
         spatial = h.shape[lead:-1]
-    return h, [(size - window) // stride + 1 for size, window, stride in zip(spatial, op.window, op.strides)]
+    out = [(size - window) // stride + 1 for size, window, stride in zip(spatial, op.window, op.strides)]
+    if multiple is not None:
+        out = [n - n % m for n, m in zip(out, multiple)]
+    pieces = []
+    for offset in np.ndindex(*op.window):
+        index = [slice(None)] * lead
+        index += [slice(o, o + (n - 1) * s + 1, s) for o, n, s in zip(offset, out, op.strides)]
+        pieces.append(h[tuple(index)])
+    return tf.concat(pieces, axis=-1)
 
 
 def _pool(h, op, k):
