@@ -4,7 +4,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-export TF_CPP_MIN_LOG_LEVEL ?= 3  # TensorFlow's C++ log lines: see keras_grs/cli.py
+export TF_CPP_MIN_LOG_LEVEL ?= 3  # TensorFlow's C++ log lines: see keras_grs/__init__.py
 export KERAS_BACKEND ?= tensorflow
 
 .PHONY: demo test install c-toolchains postgres-server bench bench-c bench-armv6 bench-search bench-tables bench-memory bench-overhead bench-unseen bench-calibration bench-architectures bench-faults bench-soak clean

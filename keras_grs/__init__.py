@@ -32,7 +32,11 @@ def _run_as_command() -> bool:
         argv[i: i + 2] == ["-m", "keras_grs"] for i in range(len(argv)))
 
 
-if _run_as_command():  # before TensorFlow loads: its C++ log lines off unless asked for (see keras_grs/cli.py)
+# The command runs with TensorFlow's C++ log lines off unless asked for (TF_CPP_MIN_LOG_LEVEL=0-2): on a machine
+# without a GPU it logs an error for the missing CUDA driver, and one for every compiled program it loads from the
+# cache (it reads an entry as text before reading it as binary). Errors that matter reach Python as exceptions. Set
+# here, before TensorFlow loads and reads it: keras_grs/cli.py runs only after this package has loaded TensorFlow.
+if _run_as_command():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from keras_grs import xla_cache  # noqa: E402

@@ -7,16 +7,10 @@ Commands: ``prune`` (the whole job), ``export-c`` (a model as C), ``report`` (re
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
 
-# TensorFlow's C++ log lines off unless asked for (TF_CPP_MIN_LOG_LEVEL=0-2): on a machine without a GPU it logs an
-# error for the missing CUDA driver, and one for every compiled program it loads from the cache (keras_grs.xla_cache:
-# it tries to read the entry as text before reading it as binary). Errors that matter reach Python as exceptions.
-# Set by keras_grs/__init__.py for the command (TensorFlow reads it as it loads); here for a main() called otherwise.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 UNSAFE_HELP = "load the model file with Keras' safe mode off (runs code it holds, e.g. Lambda layers): trusted only"
 
