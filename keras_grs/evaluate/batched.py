@@ -151,6 +151,24 @@ class _FitData:
 
 
 @dataclass(frozen=True)
+class _Offsets:
+    """Where each op's parameters start in the program's list. In order: each Dense/Conv layer's kernel and bias,
+    each norm's gamma and beta, each depthwise op's kernel and bias (all trained by the optimizer), then each
+    norm's moving mean and variance (updated by the training steps): ``norms``, ``depthwise`` and ``moving`` are
+    the indices of the first of each part, ``moving`` also the count of trained parameters."""
+
+    norms: int
+    depthwise: int
+    moving: int
+
+    @classmethod
+    def of(cls, ops) -> _Offsets:
+        norms = 2 * sum(op.weighted for op in ops)
+        depthwise = norms + 2 * sum(op.kind == "norm" for op in ops)
+        return cls(norms, depthwise, depthwise + 2 * sum(op.kind == "depthwise" for op in ops))
+
+
+@dataclass(frozen=True)
 class _Plan:
     """What one compiled program needs to know of a model: its ops, its loss and its optimizer."""
 
@@ -162,23 +180,8 @@ class _Plan:
         return tuple(op.key() for op in self.ops), self.loss, self.optimizer
 
     @property
-    def n_weighted(self) -> int:
-        return sum(op.weighted for op in self.ops)
-
-    @property
-    def n_norms(self) -> int:
-        return sum(op.kind == "norm" for op in self.ops)
-
-    @property
-    def n_depthwise(self) -> int:
-        return sum(op.kind == "depthwise" for op in self.ops)
-
-    @property
-    def n_trainable(self) -> int:
-        """How many of the program's parameters the optimizer trains. The parameters, in order: each Dense/Conv
-        layer's kernel and bias, each norm's gamma and beta, each depthwise op's kernel and bias (all trained), then
-        each norm's moving mean and variance (updated by the training steps, not by the optimizer)."""
-        return 2 * self.n_weighted + 2 * self.n_norms + 2 * self.n_depthwise
+    def offsets(self) -> _Offsets:
+        return _Offsets.of(self.ops)
 
     def sources(self, kind) -> list[int]:
         """Per op of ``kind`` (norm, depthwise), the index among the Dense/Conv layers of the one whose channels it
@@ -464,9 +467,10 @@ class BatchedEvaluator:
     # -------------------------------------------------------------------------------------------------------
     def _widen(self, jobs) -> list:
         """Grow the padded widths to the jobs' (they never shrink) and fix the slots if not yet; per job, its model
-        and (layer, arrays) of its weighted layers."""
-        per_job = [(job.model, _weighted_layers(job.model), _channelwise_layers(job.model)) for job in jobs]
-        widths = [max(layers[i][1][0].shape[-1] for _, layers, _ in per_job) for i in range(len(per_job[0][1]))]
+        and its layers' (layer, arrays) by op (:func:`_layer_arrays`)."""
+        per_job = [(job.model, _layer_arrays(job.model)) for job in jobs]
+        widths = [max(arrays["weighted"][i][1][0].shape[-1] for _, arrays in per_job)
+                  for i in range(len(per_job[0][1]["weighted"]))]
         self._capacity = [max(a, b) for a, b in zip(widths, self._capacity or widths)]
         self._fix_slots(len(jobs))
         return per_job
@@ -476,7 +480,7 @@ class BatchedEvaluator:
         widths: per weighted layer a (slots, inputs, outputs) kernel, a (slots, outputs) bias and a (slots, outputs)
         mask of the units each job has; per norm its gamma and beta, per depthwise op its (slots, *window, units)
         kernel and (slots, units) bias, then per norm its moving mean and variance, each (slots, units); zero for
-        the padding (:attr:`_Plan.n_trainable`)."""
+        the padding (:class:`_Offsets`)."""
         widths, k = self._capacity, self._slots
         ops = [op for op in plan.ops if op.weighted]
         params, masks = [], []
@@ -485,8 +489,8 @@ class BatchedEvaluator:
             kernel = np.zeros((k, *prefix, n_in, n_out), "float32")
             bias = np.zeros((k, n_out), "float32")
             mask = np.zeros((k, n_out), "float32")
-            for j, (_, layers, _) in enumerate(per_job):
-                w, *b = layers[i][1]  # a layer without bias keeps a zero bias that nothing trains
+            for j, (_, arrays) in enumerate(per_job):
+                w, *b = arrays["weighted"][i][1]  # a layer without bias keeps a zero bias that nothing trains
                 w = w.reshape(*prefix, -1, w.shape[-1])
                 kernel[j, ..., : w.shape[-2], : w.shape[-1]] = w
                 if b:
@@ -496,18 +500,18 @@ class BatchedEvaluator:
             masks.append(tf.constant(mask))
         trained, moving = [], []
         for b, source in enumerate(plan.sources("norm")):
-            arrays = np.zeros((4, k, widths[source]), "float32")  # gamma, beta, moving mean, moving variance
-            for j, (_, _, others) in enumerate(per_job):
-                values = others["norm"][b][1]
-                arrays[:, j, : len(values[0])] = values
-            trained += [tf.constant(arrays[0]), tf.constant(arrays[1])]
-            moving += [tf.constant(arrays[2]), tf.constant(arrays[3])]
+            stacked = np.zeros((4, k, widths[source]), "float32")  # gamma, beta, moving mean, moving variance
+            for j, (_, arrays) in enumerate(per_job):
+                values = arrays["norm"][b][1]
+                stacked[:, j, : len(values[0])] = values
+            trained += [tf.constant(stacked[0]), tf.constant(stacked[1])]
+            moving += [tf.constant(stacked[2]), tf.constant(stacked[3])]
         for d, (op, source) in enumerate(zip([op for op in plan.ops if op.kind == "depthwise"],
                                              plan.sources("depthwise"))):
             kernel = np.zeros((k, *op.window, widths[source]), "float32")
             bias = np.zeros((k, widths[source]), "float32")
-            for j, (_, _, others) in enumerate(per_job):
-                w, *b = others["depthwise"][d][1]  # (*window, channels, 1)
+            for j, (_, arrays) in enumerate(per_job):
+                w, *b = arrays["depthwise"][d][1]  # (*window, channels, 1)
                 kernel[j, ..., : w.shape[-2]] = w[..., 0]
                 if b:
                     bias[j, : w.shape[-2]] = b[0]
@@ -517,34 +521,28 @@ class BatchedEvaluator:
     def _unpack(self, per_job, plan, best_params):
         """Copy each job's chosen weights into its model; per job, its layers' new weights by layer name."""
         ops = [op for op in plan.ops if op.weighted]
+        offsets = plan.offsets
         unpacked = []
-        first, moving = 2 * plan.n_weighted, plan.n_trainable
-        depthwise = first + 2 * plan.n_norms
-        for j, (model, layers, others) in enumerate(per_job):
-            unpacked.append({})
+        for j, (model, arrays) in enumerate(per_job):
             chosen = []
-            for b, (layer, current) in enumerate(others["norm"]):
-                n = len(current[0])
-                chosen.append((layer, [best_params[first + 2 * b][j][:n], best_params[first + 2 * b + 1][j][:n],
-                                       best_params[moving + 2 * b][j][:n], best_params[moving + 2 * b + 1][j][:n]]))
-            for d, (layer, current) in enumerate(others["depthwise"]):
-                n = current[0].shape[-2]
-                kernel = best_params[depthwise + 2 * d][j][..., :n, None]
-                chosen.append((layer, [kernel, best_params[depthwise + 2 * d + 1][j][:n]][: len(current)]))
-            for layer, values in chosen:
-                if isinstance(model, Candidate):
-                    model.assign(layer.name, values)
-                else:
-                    layer.set_weights(values)
-                unpacked[j][layer.name] = values
-            for i, (op, (layer, current)) in enumerate(zip(ops, layers)):
+            for i, (op, (layer, current)) in enumerate(zip(ops, arrays["weighted"])):
                 prefix = _kernel_prefix(op)
                 kernel, bias = best_params[2 * i][j], best_params[2 * i + 1][j]
                 shape = current[0].shape
                 n_in = shape[-2] if op.kind == "conv" else shape[0] // math.prod(prefix)
                 n_out = shape[-1]
                 kernel = kernel.reshape(*prefix, -1, kernel.shape[-1])[..., :n_in, :n_out]
-                values = [kernel.reshape(shape), bias[:n_out]][: 1 + op.bias]
+                chosen.append((layer, [kernel.reshape(shape), bias[:n_out]][: 1 + op.bias]))
+            for b, (layer, current) in enumerate(arrays["norm"]):
+                n, trained, moving = len(current[0]), offsets.norms + 2 * b, offsets.moving + 2 * b
+                chosen.append((layer, [best_params[trained][j][:n], best_params[trained + 1][j][:n],
+                                       best_params[moving][j][:n], best_params[moving + 1][j][:n]]))
+            for d, (layer, current) in enumerate(arrays["depthwise"]):
+                n, first = current[0].shape[-2], offsets.depthwise + 2 * d
+                kernel = best_params[first][j][..., :n, None]
+                chosen.append((layer, [kernel, best_params[first + 1][j][:n]][: len(current)]))
+            unpacked.append({})
+            for layer, values in chosen:
                 if isinstance(model, Candidate):
                     model.assign(layer.name, values)
                 else:
@@ -646,7 +644,8 @@ class BatchedEvaluator:
         params, masks = self._pack(per_job, data.plan, data.in_channels)
         active = tf.constant((np.arange(k) < len(jobs)).astype("float32"))
         stoppers = [_Stopping(c, k) for c in data.callbacks]
-        state = [tf.zeros_like(p) for _ in range(data.plan.optimizer.slots()) for p in params[:data.plan.n_trainable]]
+        trained = params[:data.plan.offsets.moving]  # the optimizer's state: each slot for each trained parameter
+        state = [tf.zeros_like(p) for _ in range(data.plan.optimizer.slots()) for p in trained]
         step = tf.constant(0.0)
         # per candidate, by its identity (see Job.key); padding slots draw nothing and train on the plain order
         rngs = [keyed_rng(self.seed, f"fit {job.key if job.key is not None else f'{self._calls}.{offset + j}'}")
@@ -724,8 +723,8 @@ class BatchedEvaluator:
         weighted = [op for op in plan.ops if op.weighted]
         norms = [op for op in plan.ops if op.kind == "norm"]
         depthwise = [op for op in plan.ops if op.kind == "depthwise"]
-        first_depthwise = 2 * plan.n_weighted + 2 * plan.n_norms
-        trainable = plan.n_trainable
+        offsets = plan.offsets
+        trainable = offsets.moving
         slots = optimizer.slots()
         n_batches = problem.n_batches
 
@@ -733,7 +732,7 @@ class BatchedEvaluator:
             """Per candidate: the layers' regularizers, which Keras adds to both the training and the validation
             loss."""
             total = tf.zeros((k,))
-            for first, ops in ((0, weighted), (first_depthwise, depthwise)):
+            for first, ops in ((0, weighted), (offsets.depthwise, depthwise)):
                 for w, op in enumerate(ops):
                     if any(op.penalties):
                         total += (penalty(params[first + 2 * w], *op.penalties[:2])
@@ -840,27 +839,16 @@ class _ProgramCache:
 _PROGRAMS = _ProgramCache(SHARED_PROGRAMS)
 
 
-def _channelwise_layers(model) -> dict[str, list[tuple]]:
-    """{"norm": ..., "depthwise": ...}: (layer, its weights) of each BatchNormalization and DepthwiseConv of a model,
-    input to output (see :func:`_weighted_layers`)."""
-    chain = layer_chain(template_of(model), BATCHED_CHAIN_LAYERS)
-    found = {}
-    for kind in ("norm", "depthwise"):
-        layers = [layer for layer in chain if kind_of(layer).batched == kind]
-        if isinstance(model, Candidate):
-            found[kind] = [(layer, model.arrays[layer.name]) for layer in layers]
-        else:
-            found[kind] = [(layer, layer.get_weights()) for layer in layers]
+def _layer_arrays(model) -> dict[str, list[tuple]]:
+    """(layer, its weights) of a model's layers that have weights, input to output, by op: ``weighted`` (Dense and
+    Conv), ``norm`` and ``depthwise``; of a candidate, its parent's layer and the candidate's arrays."""
+    found = {"weighted": [], "norm": [], "depthwise": []}
+    for layer in layer_chain(template_of(model), BATCHED_CHAIN_LAYERS):
+        kind = "weighted" if _is_weighted(layer) else kind_of(layer).batched
+        if kind in found:
+            weights = model.arrays[layer.name] if isinstance(model, Candidate) else layer.get_weights()
+            found[kind].append((layer, weights))
     return found
-
-
-def _weighted_layers(model) -> list[tuple]:
-    """(layer, its weights) of each Dense/Conv layer of a model, input to output; of a candidate, its parent's
-    layer and the candidate's arrays."""
-    chain = [layer for layer in layer_chain(template_of(model), BATCHED_CHAIN_LAYERS) if _is_weighted(layer)]
-    if isinstance(model, Candidate):
-        return [(layer, model.arrays[layer.name]) for layer in chain]
-    return [(layer, layer.get_weights()) for layer in chain]
 
 
 def check_workers(workers) -> int:
@@ -969,9 +957,7 @@ def _forward_function(plan, k):
     training, ``rows`` ((batch,) or (1, batch)) weighs the batch's rows in the norms' moments (0: the padding of a
     last, partial batch) and each norm appends its batch (mean, variance), each (k, units), to ``moments``."""
     pooled = _pooled_after(plan)
-    first_norm = 2 * sum(op.weighted for op in plan)
-    first_depthwise = first_norm + 2 * sum(op.kind == "norm" for op in plan)
-    moving = first_depthwise + 2 * sum(op.kind == "depthwise" for op in plan)
+    offsets = _Offsets.of(plan)
 
     def forward(params, masks, x, seed, shared=True, patched=False, rows=None, moments=None):
         h, w, n, b, d = x, 0, 0, 0, 0  # while shared, h has no candidate axis
@@ -1006,12 +992,13 @@ def _forward_function(plan, k):
                 elif op.kind == "norm":
                     if seed is not None and rows is None:  # training on whole batches
                         rows = tf.ones((h.shape[1],))
-                    h = _normalize(h, op, params[first_norm + 2 * b: first_norm + 2 * b + 2],
-                                   params[moving + 2 * b: moving + 2 * b + 2], masks[w - 1],
+                    h = _normalize(h, op, params[offsets.norms + 2 * b: offsets.norms + 2 * b + 2],
+                                   params[offsets.moving + 2 * b: offsets.moving + 2 * b + 2], masks[w - 1],
                                    None if seed is None else rows, moments)
                     b += 1
                 elif op.kind == "depthwise":
-                    h = _depthwise(h, op, *params[first_depthwise + 2 * d: first_depthwise + 2 * d + 2], masks[w - 1])
+                    first = offsets.depthwise + 2 * d
+                    h = _depthwise(h, op, *params[first: first + 2], masks[w - 1])
                     d += 1
                 elif op.kind == "activation":
                     h = ACTIVATIONS[op.activation](h)
