@@ -297,8 +297,9 @@ KINDS: dict[type, Kind] = {
         L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalAveragePooling1D, L.GlobalAveragePooling2D)},
     **{cls: _carry(actor="pad") for cls in (L.ZeroPadding1D, L.ZeroPadding2D)},
     **{cls: _carry(actor="crop") for cls in (L.Cropping1D, L.Cropping2D)},
+    **{cls: _carry("activation") for cls in (L.LeakyReLU, L.ELU)},
     **{cls: CARRY for cls in (
-        L.LeakyReLU, L.ELU, L.SpatialDropout3D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,
+        L.SpatialDropout3D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,
         L.ActivityRegularization, L.MaxPooling3D, L.AveragePooling3D, L.GlobalMaxPooling3D,
         L.GlobalAveragePooling3D, L.ZeroPadding3D, L.Cropping3D, L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,
         L.RepeatVector,

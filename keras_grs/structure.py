@@ -47,11 +47,16 @@ CHAIN_LAYERS = WIDTH_LAYERS + (
     keras.layers.InputLayer,
 )
 
-# The batched evaluator (and the candidates it trains as arrays) also takes depthwise convolutions of a layer's units;
-# the C backend's int8 chains do not (it has no int8 depthwise kernel).
-BATCHED_CHAIN_LAYERS = CHAIN_LAYERS + (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
+# The batched evaluator (and the candidates it trains as arrays) also takes depthwise convolutions of a layer's units
+# and the LeakyReLU and ELU layers; the C backend's int8 chains do not (it has no int8 depthwise kernel).
+BATCHED_CHAIN_LAYERS = CHAIN_LAYERS + (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
+                                      keras.layers.LeakyReLU, keras.layers.ELU)
+# ... and graphs of them joined by element-wise merges (a residual Add) and channel concatenations (layer_graph).
+MERGE_LAYERS = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply, keras.layers.Average,
+                keras.layers.Maximum, keras.layers.Minimum)
+BATCHED_GRAPH_LAYERS = BATCHED_CHAIN_LAYERS + MERGE_LAYERS + (keras.layers.Concatenate,)
 
-__all__ = ["Structure", "WidthGroup", "UnsupportedLayerError", "analyze", "layer_chain", "WIDTH_LAYERS"]
+__all__ = ["Structure", "WidthGroup", "UnsupportedLayerError", "analyze", "layer_chain", "layer_graph", "WIDTH_LAYERS"]
 
 
 @dataclass(frozen=True)
@@ -218,23 +223,11 @@ def layer_chain(model: keras.Model, accept: tuple = CHAIN_LAYERS) -> list[keras.
     classes the caller handles: ``CHAIN_LAYERS``, or ``BATCHED_CHAIN_LAYERS`` for the batched evaluator), so that
     nothing downstream has to guess at the graph.
     """
-    graph = _functional(model)
-    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
-        raise UnsupportedLayerError(
-            f"model {model.name!r} has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; "
-            "this needs one input and one output"
-        )
+    graph = _one_input_one_output(model)
     layers = [layer for layer in graph.layers if not isinstance(layer, keras.layers.InputLayer)]
-    operations = [op for op in graph.operations if not isinstance(op, keras.layers.InputLayer)]
-    for op in operations:
-        kind_of(op)  # an unknown class is named with the supported list
-        if not isinstance(op, accept):
-            raise UnsupportedLayerError(
-                f"layer {op.name!r} of class {type(op).__name__} is not supported here (chains only accept "
-                f"{', '.join(sorted({cls.__name__ for cls in accept}))})"
-            )
-        if isinstance(op, (keras.layers.Conv1D, keras.layers.Conv2D)) and op.groups != 1:
-            raise UnsupportedLayerError(f"layer {op.name!r} is a grouped convolution (groups={op.groups})")
+    for op in graph.operations:
+        if not isinstance(op, keras.layers.InputLayer):
+            _check_accepted(op, accept, "chains only accept")
     previous = graph.inputs[0]
     own = {id(node) for node in _graph_nodes(graph)}
     for layer in layers:
@@ -253,6 +246,59 @@ def layer_chain(model: keras.Model, accept: tuple = CHAIN_LAYERS) -> list[keras.
     if previous is not graph.outputs[0]:
         raise UnsupportedLayerError(f"model {model.name!r} is not a chain of layers from its input to its output")
     return layers
+
+
+def layer_graph(model: keras.Model, accept: tuple) -> list[tuple[keras.layers.Layer, tuple[int, ...]]]:
+    """The model's layers in topological order, each with the indices (into this list) of the layers whose outputs
+    it takes, -1 for the model's input: a chain's layer takes ``(i - 1,)``, a residual ``Add`` two or more.
+
+    For the code that handles single-input, single-output graphs of single-output layers, each called once (the
+    batched evaluator). Raises UnsupportedLayerError for anything else, or a layer outside ``accept``.
+    """
+    graph = _one_input_one_output(model)
+    producer = {id(graph.inputs[0]): -1}  # tensor -> the index of the layer that makes it
+    layers, seen = [], set()
+    for node in _graph_nodes(graph):
+        op = node.operation
+        if isinstance(op, keras.layers.InputLayer):
+            continue
+        _check_accepted(op, accept, "this accepts", node)
+        if id(op) in seen:
+            raise UnsupportedLayerError(f"layer {op.name!r} is called more than once; shared layers are not supported")
+        if len(node.output_tensors) != 1:
+            raise UnsupportedLayerError(f"layer {op.name!r} has {len(node.output_tensors)} outputs")
+        missing = [t for t in node.input_tensors if id(t) not in producer]
+        if missing or not node.input_tensors:
+            raise UnsupportedLayerError(f"layer {op.name!r} takes a tensor made outside the model's graph")
+        layers.append((op, tuple(producer[id(t)] for t in node.input_tensors)))
+        seen.add(id(op))
+        producer[id(node.output_tensors[0])] = len(layers) - 1
+    if not layers or producer.get(id(graph.outputs[0])) != len(layers) - 1:
+        raise UnsupportedLayerError(f"model {model.name!r}: its output is not made by its last layer")
+    return layers
+
+
+def _one_input_one_output(model) -> Functional:
+    graph = _functional(model)
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        raise UnsupportedLayerError(
+            f"model {model.name!r} has {len(graph.inputs)} inputs and {len(graph.outputs)} outputs; "
+            "this needs one input and one output"
+        )
+    return graph
+
+
+def _check_accepted(op, accept: tuple, accepting: str, node=None) -> None:
+    """Raise UnsupportedLayerError naming ``op`` unless keras-grs knows it and it is one of ``accept`` (not a
+    grouped convolution)."""
+    kind_of(op, node)  # an unknown class is named with the supported list
+    if not isinstance(op, accept):
+        raise UnsupportedLayerError(
+            f"layer {op.name!r} of class {type(op).__name__} is not supported here ({accepting} "
+            f"{', '.join(sorted({cls.__name__ for cls in accept}))})"
+        )
+    if isinstance(op, (keras.layers.Conv1D, keras.layers.Conv2D)) and op.groups != 1:
+        raise UnsupportedLayerError(f"layer {op.name!r} is a grouped convolution (groups={op.groups})")
 
 
 def leaf_layers(model: keras.Model) -> list[keras.layers.Layer]:

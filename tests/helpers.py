@@ -83,3 +83,29 @@ def tiny_classifier(second: int = 4):
                               keras.layers.Dense(2, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+def residual_cnn(shape=(5, 6, 1), classes=2):
+    """Two Conv/BatchNormalization blocks joined by a residual Add (one width group), global pooling, the output."""
+    L = keras.layers
+    inputs = keras.Input(shape)
+    stem = L.ReLU()(L.BatchNormalization()(L.Conv2D(6, 2, padding="same", use_bias=False, name="stem")(inputs)))
+    h = L.BatchNormalization()(L.Conv2D(6, 3, padding="same", use_bias=False, name="inner")(stem))
+    h = L.ReLU()(L.Add(name="residual")([stem, h]))
+    h = L.Conv2D(4, 1, activation="relu", name="head")(h)
+    model = keras.Model(inputs, L.Dense(classes, activation="softmax")(L.GlobalAveragePooling2D()(h)),
+                        name="residual")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def concat_mlp(features=30, classes=2):
+    """Two Dense branches side by side (Concatenate), one with BatchNormalization, then a Dense and the output."""
+    L = keras.layers
+    inputs = keras.Input((features,))
+    a = L.ReLU()(L.BatchNormalization()(L.Dense(6, name="left")(inputs)))
+    b = L.Dense(5, activation="relu", name="right")(inputs)
+    h = L.Dropout(0.2)(L.Dense(4, activation="relu", name="joined")(L.Concatenate()([a, b])))
+    model = keras.Model(inputs, L.Dense(classes, activation="softmax")(h), name="concatenated")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model

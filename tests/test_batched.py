@@ -14,7 +14,7 @@ from keras_grs.evaluate import Job, KerasEvaluator
 from keras_grs.evaluate.batched import BatchedEvaluator, _ProgramCache, _forward_function, _plan
 from keras_tuner import Objective
 
-from helpers import randomize
+from helpers import concat_mlp, randomize, residual_cnn
 
 OBJECTIVE = Objective("val_accuracy", "max")
 
@@ -214,8 +214,8 @@ def separable_cnn():
     return model
 
 
-@pytest.mark.parametrize("build", [batch_normalized_mlp, batch_normalized_cnn, separable_cnn],
-                         ids=["dense", "conv", "depthwise"])
+@pytest.mark.parametrize("build", [batch_normalized_mlp, batch_normalized_cnn, separable_cnn, residual_cnn, concat_mlp],
+                         ids=["dense", "conv", "depthwise", "residual", "concatenated"])
 def test_normalized_and_separable_models_are_searched_batched_and_their_checkpoints_load_as_scored(
         build, tmp_path, data):
     from keras_grs.scoring import accuracy
@@ -316,6 +316,26 @@ def test_normalization_and_depthwise_options_the_batched_path_cannot_reproduce_a
     named = next(type(layer).__name__ for layer in layers if isinstance(layer, (L.BatchNormalization,
                                                                                   L.DepthwiseConv2D)))
     assert reason_given is not None and reason in reason_given and named in reason_given, reason_given
+
+
+def _joined_mlp(join):
+    inputs = keras.Input((6,))
+    a, b = L.Dense(4, activation="relu")(inputs), L.Dense(3, activation="relu")(inputs)
+    model = keras.Model(inputs, L.Dense(2, activation="softmax")(join(inputs, a, b)))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("join, reason", [
+    (lambda x, a, b: L.Concatenate()([x, a]), "Concatenate"),
+    (lambda x, a, b: L.Add()([L.Concatenate()([a, b]), L.Dense(7)(x)]), "different layouts"),
+    (lambda x, a, b: L.Concatenate(axis=0)([a, a]), "axis 0"),
+    (lambda x, a, b: L.Concatenate()([L.Flatten()(L.Reshape((2, 2))(a)), b]), "Reshape"),
+    (lambda x, a, b: a + L.Dense(4)(b), "not supported"),
+], ids=["concat-input", "merge-of-layouts", "concat-batch-axis", "reshape", "keras-op"])
+def test_graphs_the_batched_path_cannot_reproduce_are_named(join, reason):
+    reason_given = BatchedEvaluator(OBJECTIVE).supports([Job(_joined_mlp(join), True, "")], {"epochs": 1})
+    assert reason_given is not None and reason in reason_given, reason_given
 
 
 def test_a_custom_schedule_an_auc_objective_and_weighted_validation_are_named():

@@ -12,7 +12,7 @@ from keras_grs.structure import analyze
 from keras_grs.surgery import kept_units, resized
 from keras_grs.tuner.oracles import KEY
 
-from helpers import tiny_classifier
+from helpers import concat_mlp, residual_cnn, tiny_classifier
 
 
 def child_of(parent, remove, root=None):
@@ -46,6 +46,26 @@ def test_a_candidate_measures_and_weighs_its_units_as_its_built_model_does(name,
     np.testing.assert_array_equal(model.get_layer("dense1").kernel.numpy(), kernel + 1)
     with pytest.raises(ValueError, match="dense1.*shapes"):
         child.assign("dense1", [kernel[:, :3], bias])
+
+
+@pytest.mark.parametrize("build, first, second", [
+    (residual_cnn, {"stem": [0, 4]}, {"head": [1], "stem": [3]}),
+    (concat_mlp, {"left": [1, 2], "right": [0]}, {"right": [3], "joined": [0]}),
+], ids=["residual", "concatenated"])
+def test_a_graph_candidate_of_a_candidate_measures_as_shrinking_twice_does(build, first, second):
+    # merges and concatenations: a residual Add's group cut in both of its layers, a Concatenate's rows of the Dense
+    # after it cut at their offsets
+    root = build()
+    assert Candidate.possible(root)
+    child = child_of(root, first)
+    grandchild = child_of(child, second, root)
+    twice = keras_grs.shrink(keras_grs.shrink(root, first), second)
+    assert grandchild.structure.groups == analyze(twice).groups  # (a rebuilt graph's input has another name)
+    assert measure(grandchild) == measure(twice)
+    assert norms_of(grandchild) == unit_norms(twice)
+    assert not child.materialized and not grandchild.materialized
+    for a, b in zip(grandchild.materialize().get_weights(), twice.get_weights()):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("name, shape, first, second", [

@@ -2,10 +2,13 @@
 squeeze-and-excitation gates and plain Keras ops. The reference is always the parent with the removed units
 silenced (zeroed at every layer that carries them)."""
 
+import warnings
+import hypothesis
 import hypothesis.strategies as st
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from helpers import randomize
 from hypothesis import HealthCheck, given, settings
 
@@ -242,13 +245,17 @@ def test_resized_and_inherited_weights_rebuild_what_shrink_builds():
     np.testing.assert_allclose(outputs(fresh, x), outputs(shrink(model, remove), x), atol=1e-6)
 
 
-def test_chain_only_code_refuses_graphs_naming_the_layer():
-    from keras_grs.evaluate.batched import UnsupportedForBatching, _plan
+def test_the_batched_evaluator_plans_graphs_and_chain_only_code_refuses_them_naming_the_layer():
+    from keras_grs.evaluate.batched import _plan
 
     model = residual_model()
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    with pytest.raises(UnsupportedForBatching, match="'add1'|'a2'|'b1'|'proj'"):
-        _plan(model)
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    plan = _plan(model)
+    merges = [op for op in plan.ops if op.kind == "merge"]
+    assert [op.merge for op in merges] == ["add", "add"] and all(len(op.inputs) == 2 for op in merges)
+    # stem and a2 (add1), b1 and proj (add2): their padded widths must match
+    assert sorted(plan.ties) == [(0, 2), (3, 4)]
     from c_backend.ir import describe
 
     with pytest.raises(keras_grs.UnsupportedLayerError, match="layer 'add1' of class Add is not supported here"):
@@ -256,10 +263,13 @@ def test_chain_only_code_refuses_graphs_naming_the_layer():
 
 
 # -- property test: random functional graphs ----------------------------------------------------------------
-def _block(draw, x, n):
-    """One random block on tensor ``x`` (channels last, 2-D); returns the new tensor."""
+BLOCKS = ("residual", "projection", "concat", "depthwise", "separable", "se", "ops", "pool")
+
+
+def _block(draw, x, n, kinds=BLOCKS):
+    """One random block of ``kinds`` on tensor ``x`` (channels last, 2-D); returns the new tensor."""
     channels = x.shape[-1]
-    kind = draw(st.sampled_from(["residual", "projection", "concat", "depthwise", "separable", "se", "ops", "pool"]))
+    kind = draw(st.sampled_from(kinds))
     width = draw(st.integers(2, 6))
     if kind == "residual":
         h = L.Conv2D(width, 3, padding="same", activation="relu", name=f"r{n}a")(x)
@@ -300,11 +310,11 @@ def _block(draw, x, n):
     return pool(x)
 
 
-def random_graph(draw):
+def random_graph(draw, kinds=BLOCKS):
     inputs = keras.Input((draw(st.integers(5, 7)), draw(st.integers(5, 7)), draw(st.integers(1, 3))))
     x = L.Conv2D(draw(st.integers(2, 6)), 3, padding="same", name="stem")(inputs)
     for n in range(draw(st.integers(1, 4))):
-        x = _block(draw, x, n)
+        x = _block(draw, x, n, kinds)
     if draw(st.booleans()):
         x = L.GlobalAveragePooling2D(name="gap")(x)
     else:
@@ -343,11 +353,49 @@ def test_grs_tuner_prunes_a_residual_model_from_its_weights(tmp_path):
     x = rng.normal(size=(64, 8, 8, 3)).astype("float32")
     y = (x[:, :, :, 0].mean(axis=(1, 2)) > 0).astype("int64")
     model = residual_model()
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
     tuner = keras_grs.GRSTuner.from_model(model, train_first=False, method="rrs", tolerance=0.01, seed=0, max_trials=3,
                                           directory=tmp_path, project_name="residual")
     assert [g.name for g in tuner.oracle.search.groups] == ["stem", "a1", "b1", "fc"]
-    with pytest.warns(UserWarning, match="one fit per trial instead of batched evaluation: .*not supported"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # trained batched: no fallback to one fit per trial
         tuner.search(x, y, validation_data=(x, y), epochs=1, batch_size=32, verbose=0)
+    assert tuner.evaluator._calls >= 2
     best = tuner.get_best_models(1)[0]
     assert sum(analyze(best).widths) < sum(analyze(model).widths)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(st.data())
+def test_the_batched_forward_of_random_graph_candidates_computes_what_each_candidate_computes(data):
+    """Residual merges, projections, concatenations, depthwise convolutions and poolings at random: the parent and a
+    shrunk child stacked at the parent's widths (the child padded and masked) give each model's own outputs, and
+    the child's weights come back out of the stack unchanged."""
+    from keras_tuner import Objective
+
+    from keras_grs.evaluate import Job
+    from keras_grs.evaluate.batched import BatchedEvaluator, _forward_function, _plan
+
+    keras.backend.clear_session()
+    model, remove, seed = random_graph(data.draw, ("residual", "projection", "concat", "depthwise", "pool"))
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(seed)
+    randomize(model, rng)
+    child = shrink(model, remove)
+    jobs = [Job(model, True, ""), Job(child, True, "")]
+    evaluator = BatchedEvaluator(Objective("val_loss", "min"), workers=1)
+    reason = evaluator.supports(jobs, {"epochs": 1})
+    hypothesis.assume(reason is None)  # a depth multiplier, a grouped Conv, a concatenated input
+    evaluator.pad_to(model)
+    plan = _plan(model)
+    per_job = evaluator._widen(jobs)
+    params, masks = evaluator._pack(per_job, plan, model.input_shape[-1])
+    x = rng.normal(size=(4, *model.input_shape[1:])).astype("float32")
+    logits = _forward_function(plan.ops, evaluator._slots)(params, masks, tf.constant(x), None)
+    for j, job in enumerate(jobs):
+        np.testing.assert_allclose(logits[j].numpy(), job.model.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
+    weights = child.get_weights()
+    evaluator._unpack(per_job, plan, [p.numpy() for p in params])
+    for got, want in zip(child.get_weights(), weights):
+        np.testing.assert_array_equal(got, want)

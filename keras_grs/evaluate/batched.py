@@ -27,13 +27,17 @@ maximum with a one-select gradient. Dropout masks are Philox draws, every candid
 training time less than one draw per candidate; masks from a cheaper elementwise hash were not shown to train like
 one fit per candidate: ``benchmarks/results/evaluator_parity.md``).
 
-Supported: chains of Dense, Conv1D/Conv2D (channels last, no dilation or groups; with or without bias),
-BatchNormalization of their units (its moments over a batch's real samples, its moving statistics updated by each
-training step and used for validation, as Keras' layer does), DepthwiseConv1D/2D of their units (depth multiplier 1),
-max/average pooling, global pooling, Flatten, Dropout and Activation/ReLU layers, ending in the output layer; the
-losses,
-optimizers and regularizers :mod:`~keras_grs.evaluate.training` lists; trained by the default ``fit`` (EarlyStopping
-as the only callback, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized) or ``val_loss``
+Supported: chains and graphs (one input, one output, each layer called once) of Dense, Conv1D/Conv2D (channels
+last, no dilation or groups; with or without bias), BatchNormalization of their units (its moments over a batch's
+real samples, its moving statistics updated by each training step and used for validation, as Keras' layer does),
+DepthwiseConv1D/2D of their units (depth multiplier 1), max/average pooling, global pooling, Flatten, Dropout,
+Activation, ReLU, LeakyReLU and ELU layers (any element-wise activation of ``keras.activations``, by Keras' own
+function; one that is not zero at zero only on a Dense/Conv layer, whose padded units are masked after it),
+element-wise merges (a residual Add; the padded channels are zero in every input, so in the
+result) and Concatenates of Dense/Conv units (each input's channels padded to its own width, side by side; a job's
+weights are placed there by :meth:`BatchedEvaluator._rows`), ending in the output layer; the losses, optimizers
+and regularizers :mod:`~keras_grs.evaluate.training` lists; trained by the default ``fit`` (EarlyStopping as the
+only callback, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized) or ``val_loss``
 (minimized) as the objective. Anything else falls back to :class:`KerasEvaluator`, said once in a warning and
 recorded per trial (the tuner writes :meth:`BatchedEvaluator.supports`'s reason to ``evaluation.json``).
 """
@@ -41,6 +45,7 @@ recorded per trial (the tuner writes :meth:`BatchedEvaluator.supports`'s reason 
 from __future__ import annotations
 
 import collections
+import functools
 import math
 import os
 import threading
@@ -66,9 +71,14 @@ from keras_grs.checkpoint import CheckpointLayout, LayoutError
 from keras_grs.files import save_weights, write_checkpoint
 from keras_grs.search.engine import keyed_rng
 from keras_grs.layers import kind_of
-from keras_grs.structure import BATCHED_CHAIN_LAYERS, UnsupportedLayerError, layer_chain
+from keras_grs.structure import BATCHED_GRAPH_LAYERS, MERGE_LAYERS, UnsupportedLayerError, analyze, layer_graph
 
-ACTIVATIONS = {"relu": tf.nn.relu, "linear": tf.identity, "tanh": tf.tanh, "sigmoid": tf.sigmoid}
+# activations computed across a tensor's channels: with padded channels they would read the padding (a hidden layer's
+# softmax), so a model using one is trained one fit per candidate
+CHANNEL_MIXING = {"softmax", "log_softmax", "glu", "sparsemax"}
+# element-wise activations that never decrease: a max pooling may come before them (_pooled_after)
+MONOTONE = {"relu", "relu6", "linear", "tanh", "sigmoid", "elu", "selu", "leaky_relu", "softplus", "softsign",
+            "hard_sigmoid", "hard_tanh", "celu", "log_sigmoid", "exponential"}
 FIT_ARGUMENTS = {"epochs", "batch_size", "validation_data", "verbose", "callbacks", "shuffle", "class_weight",
                  "sample_weight"}
 OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}  # the validation scores computed on the device
@@ -85,12 +95,12 @@ SHARED_PROGRAMS = 8  # the compiled fits kept for later evaluators in this proce
 
 @dataclass
 class _Op:
-    """One step of the computation. ``kind``: dense, conv, norm (a BatchNormalization of the channels of the
-    Dense/Conv op before it), depthwise (a DepthwiseConv of those channels), pool, gpool, flatten, dropout or
-    activation."""
+    """One step of the computation. ``kind``: dense, conv, norm (a BatchNormalization of Dense/Conv units),
+    depthwise (a DepthwiseConv of those units), pool, gpool, flatten, dropout, activation, merge (an element-wise
+    merge of its inputs: a residual ``Add``) or concat (its inputs' channels side by side)."""
 
     kind: str
-    activation: str = "linear"
+    activation: str = "linear"  # a name of keras.activations, or "logits" for the output layer
     window: tuple = ()  # conv kernel size or pool size
     strides: tuple = ()
     padding: str = "valid"
@@ -101,14 +111,21 @@ class _Op:
     penalties: tuple = ()  # kernel (l1, l2), bias (l1, l2): the layer's regularizers
     epsilon: float = 0.0  # a norm's
     momentum: float = 0.0  # a norm's: of its moving mean and variance
+    merge: str = ""  # a merge's: add, subtract, multiply, average, maximum or minimum
+    inputs: tuple = (-1,)  # the ops whose outputs it takes (-1: the model's input); a chain's op n takes (n - 1,)
+    # its input's last axis: the Dense/Conv ops (their index among them; -1: the model's input channels) whose units
+    # sit there side by side, each padded to its width (several after a Concatenate)
+    channels: tuple = (-1,)
+    activation_args: tuple = ()  # the activation's keyword arguments as (name, value) pairs (a ReLU's max_value)
 
     @property
     def weighted(self):
         return self.kind in ("dense", "conv")
 
     def key(self):
-        return (self.kind, self.activation, self.window, self.strides, self.padding, self.pooling, self.rate,
-                self.spatial, self.bias, self.penalties, self.epsilon, self.momentum)
+        return (self.kind, self.activation, self.activation_args, self.window, self.strides, self.padding, self.pooling, self.rate,
+                self.spatial, self.bias, self.penalties, self.epsilon, self.momentum, self.merge, self.inputs,
+                self.channels)
 
 
 @dataclass(frozen=True)
@@ -170,11 +187,15 @@ class _Offsets:
 
 @dataclass(frozen=True)
 class _Plan:
-    """What one compiled program needs to know of a model: its ops, its loss and its optimizer."""
+    """What one compiled program needs to know of a model: its ops (in topological order), its loss and its
+    optimizer; ``names``, the layer of each op (not part of the program: models of other names share it); ``ties``,
+    the Dense/Conv ops whose units a merge adds together (their padded widths must match)."""
 
     ops: tuple
     loss: Loss
     optimizer: Optimizer
+    names: tuple = ()
+    ties: tuple = ()
 
     def key(self):
         return tuple(op.key() for op in self.ops), self.loss, self.optimizer
@@ -182,16 +203,6 @@ class _Plan:
     @property
     def offsets(self) -> _Offsets:
         return _Offsets.of(self.ops)
-
-    def sources(self, kind) -> list[int]:
-        """Per op of ``kind`` (norm, depthwise), the index among the Dense/Conv layers of the one whose channels it
-        takes."""
-        sources, w = [], -1
-        for op in self.ops:
-            w += op.weighted
-            if op.kind == kind:
-                sources.append(w)
-        return sources
 
 
 def _weighted(layer, name) -> dict:
@@ -274,10 +285,32 @@ def _dropout_op(layer, name, flattened):
 
 def _activation_op(layer, name, flattened):
     if isinstance(layer, keras.layers.ReLU):
-        if layer.max_value is not None or layer.negative_slope or layer.threshold:
-            raise UnsupportedForBatching("ReLU options")
-        return _Op("activation", "relu")
+        maximum = None if layer.max_value is None else float(layer.max_value)
+        return _Op("activation", "relu", activation_args=(("negative_slope", float(layer.negative_slope)),
+                                                          ("max_value", maximum), ("threshold", float(layer.threshold))))
+    if isinstance(layer, keras.layers.LeakyReLU):
+        return _Op("activation", "leaky_relu", activation_args=(("negative_slope", float(layer.negative_slope)),))
+    if isinstance(layer, keras.layers.ELU):
+        return _Op("activation", "elu", activation_args=(("alpha", float(layer.alpha)),))
     return _Op("activation", layer.activation.__name__)
+
+
+def _activate(op, x):
+    """``op``'s activation of ``x``: Keras' own function, so that the batched path computes what the layer does."""
+    if op.activation == "linear":
+        return x
+    return keras.activations.get(op.activation)(x, **dict(op.activation_args))
+
+
+def _zero_at_zero(op) -> bool:
+    """Whether ``op``'s activation keeps a masked (zero) unit zero."""
+    return float(np.asarray(_activate(op, tf.zeros((1,))))[0]) == 0.0
+
+
+def _monotone(op) -> bool:
+    """Whether ``op``'s activation never decreases."""
+    args = dict(op.activation_args)
+    return op.activation in MONOTONE and args.get("negative_slope", 0.0) >= 0 and args.get("alpha", 1.0) >= 0
 
 
 def _is_weighted(layer) -> bool:
@@ -288,6 +321,22 @@ def _is_weighted(layer) -> bool:
 _OP_BUILDERS = {"dense": _dense_op, "conv": _conv_op, "norm": _norm_op, "depthwise": _depthwise_op, "pool": _pool_op,
                 "gpool": _global_pool_op, "flatten": _flatten_op, "dropout": _dropout_op,
                 "activation": _activation_op}
+MERGES = {"add": tf.add, "subtract": tf.subtract, "multiply": tf.multiply, "maximum": tf.maximum,
+          "minimum": tf.minimum}  # and average; each keeps the padded channels (zero in every input) zero
+
+
+def _op_of(layer, name, spread) -> _Op:
+    if isinstance(layer, MERGE_LAYERS):
+        return _Op("merge", merge=type(layer).__name__.lower())
+    if isinstance(layer, keras.layers.Concatenate):
+        if layer.axis not in (-1, len(layer.output.shape) - 1):
+            raise UnsupportedForBatching(f"{name} of axis {layer.axis} (the batched path joins channels, the last "
+                                         "axis)")
+        return _Op("concat")
+    build = _OP_BUILDERS.get(kind_of(layer).batched)
+    if build is None:
+        raise UnsupportedForBatching(f"layer {type(layer).__name__}")
+    return build(layer, name, spread)
 
 
 def _plan(model) -> _Plan:
@@ -296,37 +345,67 @@ def _plan(model) -> _Plan:
         raise UnsupportedForBatching("the model is not compiled")
     optimizer = read_optimizer(model.optimizer)
     try:
-        chain = layer_chain(model, BATCHED_CHAIN_LAYERS)
-    except UnsupportedLayerError as error:  # a graph (residual, concatenation) or a layer it has no op for
+        graph = layer_graph(model, BATCHED_GRAPH_LAYERS)
+    except UnsupportedLayerError as error:  # a layer it has no op for, a shared layer, several inputs or outputs
         raise UnsupportedForBatching(str(error)) from None
-    ops, flattened, channels = [], (), False  # channels: the last axis holds a Dense/Conv layer's units
-    for layer in chain:
-        build = _OP_BUILDERS.get(kind_of(layer).batched)
-        if build is None:
-            raise UnsupportedForBatching(f"layer {type(layer).__name__}")
-        op = build(layer, f"{type(layer).__name__} {layer.name!r}", flattened)
-        if op.kind in ("norm", "depthwise") and not channels:
-            raise UnsupportedForBatching(f"{type(layer).__name__} {layer.name!r} not after a Dense or Conv layer "
-                                         "(only pooling, dropout, activations and channel-wise layers may come "
-                                         "between)")
-        channels = op.weighted or (channels and op.kind != "flatten")
-        if op.kind in ("flatten", "dense"):  # a Dense reads the positions the last Flatten spread (then none)
-            flattened = tuple(int(d) for d in layer.input.shape[1:-1]) if op.kind == "flatten" else ()
-        if op.kind == "activation" and ops and ops[-1].weighted and ops[-1].activation == "linear":
-            ops[-1].activation = op.activation  # fused, so that masked units stay exactly zero
+    readers = collections.Counter(j for _, inputs in graph for j in inputs)
+    ops, names, ties = [], [], []
+    # per op (-1: the model's input), what its output is: the op it is (a fused activation is its Dense/Conv op),
+    # its channels, the positions a Flatten spread over them (for the Dense that reads them) and whether its last
+    # axis holds Dense/Conv units
+    op_of, channels, spread, units = {-1: -1}, {-1: (-1,)}, {-1: ()}, {-1: False}
+    n_weighted = 0
+    for i, (layer, inputs) in enumerate(graph):
+        name = f"{type(layer).__name__} {layer.name!r}"
+        sources = tuple(op_of[j] for j in inputs)
+        first = sources[0]
+        op = _op_of(layer, name, spread[first])
+        op.inputs, op.channels = sources, channels[first]
+        if op.kind in ("norm", "depthwise") and (not units[first] or -1 in channels[first]):
+            raise UnsupportedForBatching(f"{name} not after a Dense or Conv layer (only pooling, dropout, "
+                                         "activations, merges and channel-wise layers may come between)")
+        if op.kind == "merge":
+            if len({(len(channels[s]), spread[s]) for s in sources}) != 1:
+                raise UnsupportedForBatching(f"{name} of inputs whose channels come from different layouts")
+            ties += [tuple(sorted({channels[s][c] for s in sources} - {-1})) for c in range(len(op.channels))]
+        if op.kind == "concat":
+            if not all(units[s] and not spread[s] and -1 not in channels[s] for s in sources):
+                raise UnsupportedForBatching(f"{name} of other than Dense/Conv units (the batched path concatenates "
+                                             "the channels of Dense and Conv layers)")
+            op.channels = sum((channels[s] for s in sources), ())
+        if (op.kind == "activation" and first >= 0 and ops[first].weighted and ops[first].activation == "linear"
+                and readers[inputs[0]] == 1):
+            # fused, so that masked units stay exactly zero
+            ops[first].activation, ops[first].activation_args = op.activation, op.activation_args
+            op_of[i] = first
             continue
+        n = op_of[i] = len(ops)
+        channels[n] = (n_weighted,) if op.weighted else op.channels
+        spread[n] = tuple(int(d) for d in layer.input.shape[1:-1]) if op.kind == "flatten" else \
+            () if op.kind in ("dense", "concat") else spread[first]
+        units[n] = op.weighted or op.kind == "concat" or (all(units[s] for s in sources) and op.kind != "flatten")
+        n_weighted += op.weighted
         ops.append(op)
-    last = max(i for i, op in enumerate(ops) if op.weighted)
-    if last != len(ops) - 1:
+        names.append(layer.name)
+    last = len(ops) - 1
+    if not ops[last].weighted or op_of[len(graph) - 1] != last:
         raise UnsupportedForBatching("output: needs a Dense or Conv layer (with its activation) last")
     loss = read_loss(model, ops[last].activation)
     ops[last].activation = "logits"
     for op in ops[:last]:
-        # a standalone activation must keep the masked (zero) units zero
-        allowed = ("relu", "linear", "tanh") if op.kind == "activation" else tuple(ACTIVATIONS)
-        if (op.weighted or op.kind in ("activation", "depthwise")) and op.activation not in allowed:
-            raise UnsupportedForBatching(f"activation {op.activation!r}")
-    return _Plan(tuple(ops), loss, optimizer)
+        if op.weighted or op.kind in ("activation", "depthwise"):
+            try:
+                keras.activations.get(op.activation)
+            except ValueError:
+                raise UnsupportedForBatching(f"activation {op.activation!r} (not one of keras.activations)") from None
+            if op.activation in CHANNEL_MIXING:
+                raise UnsupportedForBatching(f"activation {op.activation!r} on a hidden layer (it mixes channels)")
+            # a Dense/Conv/depthwise op masks its units after its activation; a standalone activation must keep
+            # the masked (zero) units zero
+            if op.kind == "activation" and not _zero_at_zero(op):
+                raise UnsupportedForBatching(f"activation {op.activation!r} as a layer of its own (it is not zero at "
+                                             "zero, so padded units would not stay zero)")
+    return _Plan(tuple(ops), loss, optimizer, tuple(names), tuple(tie for tie in set(ties) if len(tie) > 1))
 
 
 def _signature(plan, model):
@@ -387,14 +466,17 @@ class BatchedEvaluator:
         (very slightly) differently in a resumed process than in an uninterrupted one. A model it cannot batch is
         ignored (the keras evaluator trains those)."""
         try:
-            chain = layer_chain(model, BATCHED_CHAIN_LAYERS)
+            graph = layer_graph(model, BATCHED_GRAPH_LAYERS)
         except UnsupportedLayerError:
             return
-        widths = [int(layer.kernel.shape[-1]) for layer in chain if _is_weighted(layer)]
+        widths = [int(layer.kernel.shape[-1]) for layer, _ in graph if _is_weighted(layer)]
         if self._capacity is not None and len(self._capacity) == len(widths):
             widths = [max(a, b) for a, b in zip(widths, self._capacity)]
         self._capacity = widths
-        self._fix_slots(len(widths) - 1)  # a GRS step: a candidate per layer the search shrinks (not the output)
+        # a GRS step: a candidate per width group the search shrinks: of a chain, every layer but the output; a
+        # graph's merges join layers into one group
+        chain = all(inputs == (i - 1,) for i, (_, inputs) in enumerate(graph))
+        self._fix_slots(len(widths) - 1 if chain else max(1, len(analyze(model).groups)))
 
     def _fix_slots(self, candidates) -> None:
         """Fix, once, the number of candidates a compiled fit trains: ``candidates`` (a step of the search) shared
@@ -466,81 +548,99 @@ class BatchedEvaluator:
 
     # -------------------------------------------------------------------------------------------------------
     def _widen(self, jobs) -> list:
-        """Grow the padded widths to the jobs' (they never shrink) and fix the slots if not yet; per job, its model
-        and its layers' (layer, arrays) by op (:func:`_layer_arrays`)."""
-        per_job = [(job.model, _layer_arrays(job.model)) for job in jobs]
-        widths = [max(arrays["weighted"][i][1][0].shape[-1] for _, arrays in per_job)
-                  for i in range(len(per_job[0][1]["weighted"]))]
-        self._capacity = [max(a, b) for a, b in zip(widths, self._capacity or widths)]
+        """Grow the padded widths to the jobs' (they never shrink; the Dense/Conv layers a merge adds together are
+        padded alike) and fix the slots if not yet; per job, its model and its layers' (layer, arrays) by op
+        (:func:`_layer_arrays`)."""
+        per_job = [(job.model, _layer_arrays(job.model, self._plan_of(template_of(job.model)))) for job in jobs]
+        widths = np.max([_widths(arrays) for _, arrays in per_job], axis=0)
+        capacity = [max(a, b) for a, b in zip(widths, self._capacity or widths)]
+        for tie in self._plan_of(template_of(jobs[0].model)).ties:
+            for i in tie:
+                capacity[i] = max(capacity[t] for t in tie)
+        self._capacity = [int(c) for c in capacity]
         self._fix_slots(len(jobs))
         return per_job
+
+    def _rows(self, channels, widths, in_channels):
+        """Where a job's channels sit in the padded ones: (the padded count, the index of each of the job's)
+        for ``channels`` as :attr:`_Op.channels` gives them, the job's Dense/Conv ``widths``."""
+        rows, start = [], 0
+        for source in channels:
+            n, padded = (in_channels, in_channels) if source < 0 else (widths[source], self._capacity[source])
+            rows.append(start + np.arange(n))
+            start += padded
+        return start, np.concatenate(rows)
 
     def _pack(self, per_job, plan, in_channels):
         """Stack the weights of a group's jobs (``per_job`` of :meth:`_widen`, at most ``self._slots``) at the padded
         widths: per weighted layer a (slots, inputs, outputs) kernel, a (slots, outputs) bias and a (slots, outputs)
         mask of the units each job has; per norm its gamma and beta, per depthwise op its (slots, *window, units)
         kernel and (slots, units) bias, then per norm its moving mean and variance, each (slots, units); zero for
-        the padding (:class:`_Offsets`)."""
-        widths, k = self._capacity, self._slots
-        ops = [op for op in plan.ops if op.weighted]
+        the padding (:class:`_Offsets`). A job's input channels sit where :meth:`_rows` puts them (the first ones
+        of each layer they come from)."""
+        capacity, k = self._capacity, self._slots
+        widths = [_widths(arrays) for _, arrays in per_job]
         params, masks = [], []
-        for i, (op, n_in, n_out) in enumerate(zip(ops, [in_channels] + widths[:-1], widths)):
-            prefix = _kernel_prefix(op)
+        for i, op in enumerate(op for op in plan.ops if op.weighted):
+            prefix, n_out = _kernel_prefix(op), capacity[i]
+            n_in = self._rows(op.channels, widths[0], in_channels)[0]
             kernel = np.zeros((k, *prefix, n_in, n_out), "float32")
             bias = np.zeros((k, n_out), "float32")
             mask = np.zeros((k, n_out), "float32")
             for j, (_, arrays) in enumerate(per_job):
                 w, *b = arrays["weighted"][i][1]  # a layer without bias keeps a zero bias that nothing trains
-                w = w.reshape(*prefix, -1, w.shape[-1])
-                kernel[j, ..., : w.shape[-2], : w.shape[-1]] = w
+                rows = self._rows(op.channels, widths[j], in_channels)[1]
+                kernel[j][..., rows, : w.shape[-1]] = w.reshape(*prefix, -1, w.shape[-1])
                 if b:
                     bias[j, : w.shape[-1]] = b[0]
                 mask[j, : w.shape[-1]] = 1.0
             params += [tf.constant(kernel.reshape(k, -1, n_out)), tf.constant(bias)]
             masks.append(tf.constant(mask))
         trained, moving = [], []
-        for b, source in enumerate(plan.sources("norm")):
-            stacked = np.zeros((4, k, widths[source]), "float32")  # gamma, beta, moving mean, moving variance
-            for j, (_, arrays) in enumerate(per_job):
-                values = arrays["norm"][b][1]
-                stacked[:, j, : len(values[0])] = values
+        for b, op in enumerate(op for op in plan.ops if op.kind == "norm"):
+            stacked = np.zeros((4, k, self._rows(op.channels, widths[0], in_channels)[0]), "float32")
+            for j, (_, arrays) in enumerate(per_job):  # gamma, beta, moving mean, moving variance
+                stacked[:, j, self._rows(op.channels, widths[j], in_channels)[1]] = arrays["norm"][b][1]
             trained += [tf.constant(stacked[0]), tf.constant(stacked[1])]
             moving += [tf.constant(stacked[2]), tf.constant(stacked[3])]
-        for d, (op, source) in enumerate(zip([op for op in plan.ops if op.kind == "depthwise"],
-                                             plan.sources("depthwise"))):
-            kernel = np.zeros((k, *op.window, widths[source]), "float32")
-            bias = np.zeros((k, widths[source]), "float32")
+        for d, op in enumerate(op for op in plan.ops if op.kind == "depthwise"):
+            n = self._rows(op.channels, widths[0], in_channels)[0]
+            kernel = np.zeros((k, *op.window, n), "float32")
+            bias = np.zeros((k, n), "float32")
             for j, (_, arrays) in enumerate(per_job):
                 w, *b = arrays["depthwise"][d][1]  # (*window, channels, 1)
-                kernel[j, ..., : w.shape[-2]] = w[..., 0]
+                rows = self._rows(op.channels, widths[j], in_channels)[1]
+                kernel[j][..., rows] = w[..., 0]
                 if b:
-                    bias[j, : w.shape[-2]] = b[0]
+                    bias[j, rows] = b[0]
             trained += [tf.constant(kernel), tf.constant(bias)]
         return params + trained + moving, masks
 
     def _unpack(self, per_job, plan, best_params):
         """Copy each job's chosen weights into its model; per job, its layers' new weights by layer name."""
-        ops = [op for op in plan.ops if op.weighted]
+        in_channels = int(template_of(per_job[0][0]).input_shape[-1])
+        weighted = [op for op in plan.ops if op.weighted]
+        norms = [op for op in plan.ops if op.kind == "norm"]
+        depthwise = [op for op in plan.ops if op.kind == "depthwise"]
         offsets = plan.offsets
         unpacked = []
         for j, (model, arrays) in enumerate(per_job):
-            chosen = []
-            for i, (op, (layer, current)) in enumerate(zip(ops, arrays["weighted"])):
+            widths, chosen = _widths(arrays), []
+            for i, (op, (layer, current)) in enumerate(zip(weighted, arrays["weighted"])):
                 prefix = _kernel_prefix(op)
                 kernel, bias = best_params[2 * i][j], best_params[2 * i + 1][j]
-                shape = current[0].shape
-                n_in = shape[-2] if op.kind == "conv" else shape[0] // math.prod(prefix)
-                n_out = shape[-1]
-                kernel = kernel.reshape(*prefix, -1, kernel.shape[-1])[..., :n_in, :n_out]
+                shape, n_out = current[0].shape, current[0].shape[-1]
+                rows = self._rows(op.channels, widths, in_channels)[1]
+                kernel = kernel.reshape(*prefix, -1, kernel.shape[-1])[..., rows, :n_out]
                 chosen.append((layer, [kernel.reshape(shape), bias[:n_out]][: 1 + op.bias]))
-            for b, (layer, current) in enumerate(arrays["norm"]):
-                n, trained, moving = len(current[0]), offsets.norms + 2 * b, offsets.moving + 2 * b
-                chosen.append((layer, [best_params[trained][j][:n], best_params[trained + 1][j][:n],
-                                       best_params[moving][j][:n], best_params[moving + 1][j][:n]]))
-            for d, (layer, current) in enumerate(arrays["depthwise"]):
-                n, first = current[0].shape[-2], offsets.depthwise + 2 * d
-                kernel = best_params[first][j][..., :n, None]
-                chosen.append((layer, [kernel, best_params[first + 1][j][:n]][: len(current)]))
+            for b, (op, (layer, current)) in enumerate(zip(norms, arrays["norm"])):
+                rows = self._rows(op.channels, widths, in_channels)[1]
+                trained, moving = offsets.norms + 2 * b, offsets.moving + 2 * b
+                chosen.append((layer, [best_params[p][j][rows] for p in (trained, trained + 1, moving, moving + 1)]))
+            for d, (op, (layer, current)) in enumerate(zip(depthwise, arrays["depthwise"])):
+                rows, first = self._rows(op.channels, widths, in_channels)[1], offsets.depthwise + 2 * d
+                kernel = best_params[first][j][..., rows, None]
+                chosen.append((layer, [kernel, best_params[first + 1][j][rows]][: len(current)]))
             unpacked.append({})
             for layer, values in chosen:
                 if isinstance(model, Candidate):
@@ -563,8 +663,7 @@ class BatchedEvaluator:
             save_weights(realized(model), job.checkpoint, self.writer)
             return
         template = template_of(model)
-        chain = layer_chain(template, BATCHED_CHAIN_LAYERS)
-        key = (plan.key(), template.name, tuple((type(layer).__name__, layer.name) for layer in chain))
+        key = (plan.key(), template.name, plan.names)
         if key not in self._layouts:
             source = template if not getattr(template.optimizer, "built", True) else realized(model)
             try:
@@ -839,16 +938,24 @@ class _ProgramCache:
 _PROGRAMS = _ProgramCache(SHARED_PROGRAMS)
 
 
-def _layer_arrays(model) -> dict[str, list[tuple]]:
-    """(layer, its weights) of a model's layers that have weights, input to output, by op: ``weighted`` (Dense and
-    Conv), ``norm`` and ``depthwise``; of a candidate, its parent's layer and the candidate's arrays."""
+def _layer_arrays(model, plan) -> dict[str, list[tuple]]:
+    """(layer, its weights) of a model's layers that have weights, in the order of ``plan`` (the plan of its
+    template), by op: ``weighted`` (Dense and Conv), ``norm`` and ``depthwise``; of a candidate, its parent's
+    layer and the candidate's arrays."""
     found = {"weighted": [], "norm": [], "depthwise": []}
-    for layer in layer_chain(template_of(model), BATCHED_CHAIN_LAYERS):
-        kind = "weighted" if _is_weighted(layer) else kind_of(layer).batched
+    template = template_of(model)
+    for op, name in zip(plan.ops, plan.names):
+        kind = "weighted" if op.weighted else op.kind
         if kind in found:
-            weights = model.arrays[layer.name] if isinstance(model, Candidate) else layer.get_weights()
+            layer = template.get_layer(name)
+            weights = model.arrays[name] if isinstance(model, Candidate) else layer.get_weights()
             found[kind].append((layer, weights))
     return found
+
+
+def _widths(arrays) -> list[int]:
+    """The widths of a job's Dense/Conv layers (:func:`_layer_arrays`)."""
+    return [int(weights[0].shape[-1]) for _, weights in arrays["weighted"]]
 
 
 def check_workers(workers) -> int:
@@ -958,50 +1065,69 @@ def _forward_function(plan, k):
     last, partial batch) and each norm appends its batch (mean, variance), each (k, units), to ``moments``."""
     pooled = _pooled_after(plan)
     offsets = _Offsets.of(plan)
+    # each op's place among the ops of its kind (the order of their parameters)
+    place = {n: sum(other.kind == op.kind or (op.weighted and other.weighted) for other in plan[:n])
+             for n, op in enumerate(plan)}
+
+    def channel_mask(masks, channels):
+        return masks[channels[0]] if len(channels) == 1 else tf.concat([masks[c] for c in channels], axis=-1)
 
     def forward(params, masks, x, seed, shared=True, patched=False, rows=None, moments=None):
-        h, w, n, b, d = x, 0, 0, 0, 0  # while shared, h has no candidate axis
+        values = {-1: (x, shared)}  # per op, its output and whether it is still shared (no candidate axis)
+        n = 0
         while n < len(plan):
             op = plan[n]
             # each op under its own name (e.g. "op2_conv"), which the compiled program's instructions carry into a
             # profile (benchmarks/conv_profile.py)
             with tf.name_scope(f"op{n}_{op.kind}"):
-                if shared and op.kind not in ("dense", "conv", "flatten"):
+                inputs = [values[i] for i in op.inputs]
+                h, shared = inputs[0]
+                if op.kind in ("merge", "concat"):
+                    tensors = [t for t, _ in inputs]
+                    if not all(s for _, s in inputs):
+                        tensors = [tf.broadcast_to(t[None], (k, *t.shape)) if s else t for t, s in inputs]
+                        shared = False
+                    if op.kind == "concat":
+                        h = tf.concat(tensors, axis=-1)
+                    elif op.merge == "average":
+                        h = tf.add_n(tensors) / len(tensors)
+                    else:
+                        h = functools.reduce(MERGES[op.merge], tensors)
+                elif shared and op.kind not in ("dense", "conv", "flatten"):
                     h, shared = tf.broadcast_to(h[None], (k, *h.shape)), False
                 if op.kind == "flatten":
                     h = tf.reshape(h, (*h.shape[: 1 if shared else 2], -1))
                 elif op.weighted:
+                    w = place[n]
                     kernel, bias = params[2 * w], params[2 * w + 1]
-                    if op.kind == "conv" and not (patched and w == 0):
+                    if op.kind == "conv" and not (patched and n == 0):
                         h = _patches(h, op, 1 if shared else 2, _pooled_positions(pooled.get(n)))
-                    windows = n in pooled and patched and w == 0  # patches window by window (_input_patches)
+                    windows = n in pooled and patched and n == 0  # patches window by window (_input_patches)
                     z = _matmul(h, kernel, shared, k)
                     if windows:  # (k, batch, window, *positions, outputs): the pooling is a maximum over the windows
                         z = _window_max(z, axes=[2])
                     shared = False
                     if n in pooled:  # pooled before the bias, activation and mask: the same values, 1/4 the work
                         z = z if windows else _pool(z, pooled[n], k)
-                        n += 1
+                        n += 1  # the pooling's output is this
                     broadcast = (k,) + (1,) * (len(z.shape) - 2) + (bias.shape[-1],)
                     if op.bias:
                         z = z + tf.reshape(bias, broadcast)
                     if op.activation == "logits":
                         return z
-                    h = ACTIVATIONS[op.activation](z) * tf.reshape(masks[w], broadcast)
-                    w += 1
+                    h = _activate(op, z) * tf.reshape(masks[w], broadcast)
                 elif op.kind == "norm":
                     if seed is not None and rows is None:  # training on whole batches
                         rows = tf.ones((h.shape[1],))
-                    h = _normalize(h, op, params[offsets.norms + 2 * b: offsets.norms + 2 * b + 2],
-                                   params[offsets.moving + 2 * b: offsets.moving + 2 * b + 2], masks[w - 1],
-                                   None if seed is None else rows, moments)
-                    b += 1
+                    first = 2 * place[n]
+                    h = _normalize(h, op, params[offsets.norms + first: offsets.norms + first + 2],
+                                   params[offsets.moving + first: offsets.moving + first + 2],
+                                   channel_mask(masks, op.channels), None if seed is None else rows, moments)
                 elif op.kind == "depthwise":
-                    first = offsets.depthwise + 2 * d
-                    h = _depthwise(h, op, *params[first: first + 2], masks[w - 1])
-                    d += 1
+                    first = offsets.depthwise + 2 * place[n]
+                    h = _depthwise(h, op, *params[first: first + 2], channel_mask(masks, op.channels))
                 elif op.kind == "activation":
-                    h = ACTIVATIONS[op.activation](h)
+                    h = _activate(op, h)
                 elif op.kind == "dropout":
                     if seed is not None and op.rate > 0:
                         h = tf.where(_dropout_keep(h.shape, *seed, n, op.rate), h / (1 - op.rate), 0.0)
@@ -1010,6 +1136,7 @@ def _forward_function(plan, k):
                 elif op.kind == "gpool":
                     reduce = tf.reduce_max if op.pooling == "MAX" else tf.reduce_mean
                     h = reduce(h, axis=list(range(2, len(h.shape) - 1)))
+            values[n] = (h, shared)
             n += 1
         raise AssertionError("the plan has no output layer")
 
@@ -1056,7 +1183,7 @@ def _depthwise(h, op, kernel, bias, mask):
     broadcast = (k,) + (1,) * (len(z.shape) - 2) + (channels,)
     if op.bias:
         z = z + tf.reshape(bias, broadcast)
-    return ACTIVATIONS[op.activation](z) * tf.reshape(mask, broadcast)
+    return _activate(op, z) * tf.reshape(mask, broadcast)
 
 
 def _pooled_after(plan) -> dict:
@@ -1067,9 +1194,10 @@ def _pooled_after(plan) -> dict:
     pre-activations, then adding the bias, activating and masking the 4x smaller result gives the same values, and
     the gradient reaches the same position (but where two positions of a window tie exactly). Only for windows that
     do not overlap (the pooling as a reshape and a reduction, :func:`_pool`)."""
+    readers = collections.Counter(i for op in plan for i in op.inputs)
     return {n: after for n, (op, after) in enumerate(zip(plan, plan[1:]))
-            if op.weighted and op.activation in ACTIVATIONS and after.kind == "pool" and after.pooling == "MAX"
-            and _reshaped_pool(after)}
+            if op.weighted and _monotone(op) and after.kind == "pool" and after.pooling == "MAX"
+            and _reshaped_pool(after) and after.inputs == (n,) and readers[n] == 1}
 
 
 def _reshaped_pool(op) -> bool:
@@ -1086,7 +1214,7 @@ def _input_patches(plan, x):
     """The first convolution's patches of the samples ``x`` (samples, *spatial, channels), computed once for a whole
     fit (its input never changes; a batch gathers its rows), or None when the model does not start with a
     convolution or they would take more than PATCH_BYTES (each batch then takes its patches)."""
-    if plan[0].kind != "conv" or x.nbytes * math.prod(plan[0].window) / math.prod(plan[0].strides) > PATCH_BYTES:
+    if plan[0].kind != "conv" or any(-1 in op.inputs for op in plan[1:]) or x.nbytes * math.prod(plan[0].window) / math.prod(plan[0].strides) > PATCH_BYTES:
         return None
     pool = _pooled_after(plan).get(0)
     patches = _patches(tf.constant(x), plan[0], 1, _pooled_positions(pool))

@@ -37,7 +37,7 @@ from keras_grs.costs import count_flops, count_params
 from keras_grs.layers import kind_of
 from keras_grs.importance import unit_norms
 from keras_grs.latency import latency_ms
-from keras_grs.structure import (BATCHED_CHAIN_LAYERS, Structure, UnsupportedLayerError, analyze, layer_chain,
+from keras_grs.structure import (BATCHED_GRAPH_LAYERS, Structure, UnsupportedLayerError, analyze, layer_graph,
                                  leaf_layers)
 from keras_grs.surgery import set_chain_weights, surviving_weights
 
@@ -84,12 +84,12 @@ class Candidate:
 
     @staticmethod
     def possible(parent) -> bool:
-        """Whether children of ``parent`` can be held as arrays: a chain whose weighted layers are Dense, Conv,
-        DepthwiseConv or BatchNormalization (what the batched evaluator trains; their weights are cut by the weights
-        alone)."""
+        """Whether children of ``parent`` can be held as arrays: a chain, or a graph joined by merges and
+        concatenations, whose weighted layers are Dense, Conv, DepthwiseConv or BatchNormalization (what the batched
+        evaluator trains; their weights are cut by the weights alone)."""
         template = template_of(parent)
         try:
-            layer_chain(template, BATCHED_CHAIN_LAYERS)
+            layer_graph(template, BATCHED_GRAPH_LAYERS)
         except UnsupportedLayerError:
             return False
         return all(kind_of(layer).batched in ("dense", "conv", "norm", "depthwise") for layer in leaf_layers(template)
@@ -142,6 +142,9 @@ class Candidate:
 
 
 def _shape(tensor) -> tuple[int, ...]:
+    """A tensor's shape without the batch axis; of a merge's or a concatenation's inputs, the first one's (as
+    :mod:`keras_grs.latency` reads a layer's input)."""
+    tensor = tensor[0] if isinstance(tensor, (list, tuple)) else tensor
     return tuple(int(d) for d in tensor.shape[1:])
 
 
