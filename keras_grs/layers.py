@@ -295,8 +295,8 @@ KINDS: dict[type, Kind] = {
         L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D, L.AveragePooling2D)},
     **{cls: _carry("gpool", "global_pool") for cls in (
         L.GlobalMaxPooling1D, L.GlobalMaxPooling2D, L.GlobalAveragePooling1D, L.GlobalAveragePooling2D)},
-    **{cls: _carry(actor="pad") for cls in (L.ZeroPadding1D, L.ZeroPadding2D)},
-    **{cls: _carry(actor="crop") for cls in (L.Cropping1D, L.Cropping2D)},
+    **{cls: _carry("pad", "pad") for cls in (L.ZeroPadding1D, L.ZeroPadding2D)},
+    **{cls: _carry("crop", "crop") for cls in (L.Cropping1D, L.Cropping2D)},
     **{cls: _carry("activation") for cls in (L.LeakyReLU, L.ELU)},
     **{cls: CARRY for cls in (
         L.SpatialDropout3D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,

@@ -354,3 +354,33 @@ def test_activations_train_like_fit(build, shape, tmp_path):
 def test_activations_the_batched_path_cannot_reproduce_are_named(build, reason):
     reason_given = BatchedEvaluator(Objective("val_loss", "min")).supports([Job(build(), True, "")], {"epochs": 1})
     assert reason_given is not None and reason in reason_given, reason_given
+
+
+def squeeze_excite_cnn():
+    """ZeroPadding, a Conv, a squeeze-and-excitation block (global pooling kept as 1x1, two 1x1 Convs, Multiply),
+    Cropping, then the output."""
+    L = keras.layers
+    inputs = keras.Input((4, 4, 1))
+    h = L.Conv2D(4, 3, activation="relu", name="conv")(L.ZeroPadding2D(1)(inputs))
+    se = L.GlobalAveragePooling2D(keepdims=True)(h)
+    se = L.Conv2D(2, 1, activation="relu")(se)
+    se = L.Conv2D(4, 1, activation="sigmoid")(se)
+    h = L.Cropping2D(((1, 0), (0, 1)))(L.Multiply()([h, se]))
+    model = keras.Model(inputs, L.Dense(CLASSES, activation="softmax")(L.Flatten()(h)))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def padded_1d():
+    L = keras.layers
+    model = keras.Sequential([keras.Input((8, 2)), L.ZeroPadding1D((1, 2)), L.Conv1D(3, 3, activation="relu"),
+                              L.Cropping1D(2), L.GlobalMaxPooling1D(keepdims=True), L.Flatten(),
+                              L.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("build, shape", [(squeeze_excite_cnn, (4, 4, 1)), (padded_1d, (8, 2))],
+                         ids=["squeeze-excite-2d", "padded-1d"])
+def test_padding_cropping_and_squeeze_excitation_train_like_fit(build, shape, tmp_path):
+    assert_trains_like_fit(build, shape=shape, tmp_path=tmp_path, atol=1e-5)

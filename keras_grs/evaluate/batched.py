@@ -30,16 +30,17 @@ one fit per candidate: ``benchmarks/results/evaluator_parity.md``).
 Supported: chains and graphs (one input, one output, each layer called once) of Dense, Conv1D/Conv2D (channels
 last, no dilation or groups; with or without bias), BatchNormalization of their units (its moments over a batch's
 real samples, its moving statistics updated by each training step and used for validation, as Keras' layer does),
-DepthwiseConv1D/2D of their units (depth multiplier 1), max/average pooling, global pooling, Flatten, Dropout,
-Activation, ReLU, LeakyReLU and ELU layers (any element-wise activation of ``keras.activations``, by Keras' own
-function; one that is not zero at zero only on a Dense/Conv layer, whose padded units are masked after it),
-element-wise merges (a residual Add; the padded channels are zero in every input, so in the
-result) and Concatenates of Dense/Conv units (each input's channels padded to its own width, side by side; a job's
-weights are placed there by :meth:`BatchedEvaluator._rows`), ending in the output layer; the losses, optimizers
-and regularizers :mod:`~keras_grs.evaluate.training` lists; trained by the default ``fit`` (EarlyStopping as the
-only callback, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized) or ``val_loss``
-(minimized) as the objective. Anything else falls back to :class:`KerasEvaluator`, said once in a warning and
-recorded per trial (the tuner writes :meth:`BatchedEvaluator.supports`'s reason to ``evaluation.json``).
+DepthwiseConv1D/2D of their units (depth multiplier 1), max/average pooling, global pooling (keeping its axes or
+not), ZeroPadding and Cropping, Flatten, Dropout, Activation, ReLU, LeakyReLU and ELU layers (any element-wise
+activation of ``keras.activations``, by Keras' own function; one that is not zero at zero only on a Dense/Conv
+layer, whose padded units are masked after it), element-wise merges (a residual Add; the padded channels are zero
+in every input, so in the result) and Concatenates of Dense/Conv units (each input's channels padded to its own
+width, side by side; a job's weights are placed there by :meth:`BatchedEvaluator._rows`), ending in the output
+layer; the losses, optimizers and regularizers :mod:`~keras_grs.evaluate.training` lists; trained by the default
+``fit`` (EarlyStopping as the only callback, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized)
+or ``val_loss`` (minimized) as the objective. Anything else falls back to :class:`KerasEvaluator`, said once in a
+warning and recorded per trial (the tuner writes :meth:`BatchedEvaluator.supports`'s reason to
+``evaluation.json``).
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ class _Op:
     # its input's last axis: the Dense/Conv ops (their index among them; -1: the model's input channels) whose units
     # sit there side by side, each padded to its width (several after a Concatenate)
     channels: tuple = (-1,)
+    margins: tuple = ()  # a pad's or crop's: (before, after) per spatial axis
+    keepdims: bool = False  # a gpool's: keeps the spatial axes (as ones), as in a squeeze-and-excitation block
     activation_args: tuple = ()  # the activation's keyword arguments as (name, value) pairs (a ReLU's max_value)
 
     @property
@@ -125,7 +128,7 @@ class _Op:
     def key(self):
         return (self.kind, self.activation, self.activation_args, self.window, self.strides, self.padding, self.pooling, self.rate,
                 self.spatial, self.bias, self.penalties, self.epsilon, self.momentum, self.merge, self.inputs,
-                self.channels)
+                self.channels, self.margins, self.keepdims)
 
 
 @dataclass(frozen=True)
@@ -241,9 +244,18 @@ def _pool_op(layer, name, flattened):
 
 
 def _global_pool_op(layer, name, flattened):
-    if layer.data_format != "channels_last" or layer.keepdims:
+    if layer.data_format != "channels_last":
         raise UnsupportedForBatching(f"{name} options")
-    return _Op("gpool", pooling=_pooling(layer))
+    return _Op("gpool", pooling=_pooling(layer), keepdims=bool(layer.keepdims))
+
+
+def _margins_op(layer, name, flattened):
+    """A ZeroPadding or Cropping layer: its (before, after) per spatial axis."""
+    if getattr(layer, "data_format", "channels_last") != "channels_last":
+        raise UnsupportedForBatching(f"{name} options")
+    margins = layer.padding if kind_of(layer).batched == "pad" else layer.cropping
+    margins = (margins,) if isinstance(margins[0], int) else margins  # a 1-D layer's one pair
+    return _Op(kind_of(layer).batched, margins=tuple((int(a), int(b)) for a, b in margins))
 
 
 def _norm_op(layer, name, flattened):
@@ -320,7 +332,7 @@ def _is_weighted(layer) -> bool:
 # the op of each batched kind of keras_grs.layers' table (Kind.batched)
 _OP_BUILDERS = {"dense": _dense_op, "conv": _conv_op, "norm": _norm_op, "depthwise": _depthwise_op, "pool": _pool_op,
                 "gpool": _global_pool_op, "flatten": _flatten_op, "dropout": _dropout_op,
-                "activation": _activation_op}
+                "activation": _activation_op, "pad": _margins_op, "crop": _margins_op}
 MERGES = {"add": tf.add, "subtract": tf.subtract, "multiply": tf.multiply, "maximum": tf.maximum,
           "minimum": tf.minimum}  # and average; each keeps the padded channels (zero in every input) zero
 
@@ -1093,7 +1105,7 @@ def _forward_function(plan, k):
                         h = tf.add_n(tensors) / len(tensors)
                     else:
                         h = functools.reduce(MERGES[op.merge], tensors)
-                elif shared and op.kind not in ("dense", "conv", "flatten"):
+                elif shared and op.kind not in ("dense", "conv", "flatten", "pad", "crop"):
                     h, shared = tf.broadcast_to(h[None], (k, *h.shape)), False
                 if op.kind == "flatten":
                     h = tf.reshape(h, (*h.shape[: 1 if shared else 2], -1))
@@ -1135,7 +1147,14 @@ def _forward_function(plan, k):
                     h = _pool(h, op, k)
                 elif op.kind == "gpool":
                     reduce = tf.reduce_max if op.pooling == "MAX" else tf.reduce_mean
-                    h = reduce(h, axis=list(range(2, len(h.shape) - 1)))
+                    h = reduce(h, axis=list(range(2, len(h.shape) - 1)), keepdims=op.keepdims)
+                elif op.kind == "pad":  # per sample: a shared input stays shared
+                    lead = 1 if shared else 2
+                    h = tf.pad(h, [[0, 0]] * lead + [list(m) for m in op.margins] + [[0, 0]])
+                elif op.kind == "crop":
+                    lead = 1 if shared else 2
+                    spatial = zip(op.margins, h.shape[lead:-1])
+                    h = h[(slice(None),) * lead + tuple(slice(a, n - b) for (a, b), n in spatial)]
             values[n] = (h, shared)
             n += 1
         raise AssertionError("the plan has no output layer")
