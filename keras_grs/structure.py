@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras.src.models.functional import Functional
 
-from keras_grs.layers import UnsupportedLayerError, kind_of
+from keras_grs.layers import UnsupportedLayerError, is_op, kind_of
 from keras_grs.search.engine import GroupSpec, check_width_multiple
 
 # Layers that own a width group (their output channels) and consume one (their input channels), for the code that
@@ -250,9 +250,11 @@ def layer_chain(model: keras.Model, accept: tuple = CHAIN_LAYERS) -> list[keras.
     return layers
 
 
-def layer_graph(model: keras.Model, accept: tuple) -> list[tuple[keras.layers.Layer, tuple[int, ...]]]:
-    """The model's layers in topological order, each with the indices (into this list) of the layers whose outputs
-    it takes, -1 for the model's input: a chain's layer takes ``(i - 1,)``, a residual ``Add`` two or more.
+def layer_graph(model: keras.Model, accept: tuple, ops: bool = False) -> list[tuple]:
+    """The model's layers in topological order, each as (layer, the indices (into this list) of the layers whose
+    outputs it takes, -1 for the model's input; its call in the graph): a chain's layer takes ``(i - 1,)``, a
+    residual ``Add`` two or more. ``ops``: also take element-wise Keras ops (``x + y``, ``keras.ops.relu6(x)``) whose
+    other arguments are scalar constants.
 
     For the code that handles single-input, single-output graphs of single-output layers, each called once (the
     batched evaluator). Raises UnsupportedLayerError for anything else, or a layer outside ``accept``.
@@ -264,7 +266,13 @@ def layer_graph(model: keras.Model, accept: tuple) -> list[tuple[keras.layers.La
         op = node.operation
         if isinstance(op, keras.layers.InputLayer):
             continue
-        _check_accepted(op, accept, "this accepts", node)
+        if ops and is_op(op) and kind_of(op, node).role in ("merge", "channelwise"):
+            pins = kind_of(op, node).pins
+            reason = pins(op, node) if pins else None
+            if reason:
+                raise UnsupportedLayerError(f"op {op.name!r} ({type(op).__name__}): {reason}")
+        else:
+            _check_accepted(op, accept, "this accepts", node)
         if id(op) in seen:
             raise UnsupportedLayerError(f"layer {op.name!r} is called more than once; shared layers are not supported")
         if len(node.output_tensors) != 1:
@@ -272,7 +280,7 @@ def layer_graph(model: keras.Model, accept: tuple) -> list[tuple[keras.layers.La
         missing = [t for t in node.input_tensors if id(t) not in producer]
         if missing or not node.input_tensors:
             raise UnsupportedLayerError(f"layer {op.name!r} takes a tensor made outside the model's graph")
-        layers.append((op, tuple(producer[id(t)] for t in node.input_tensors)))
+        layers.append((op, tuple(producer[id(t)] for t in node.input_tensors), node))
         seen.add(id(op))
         producer[id(node.output_tensors[0])] = len(layers) - 1
     if not layers or producer.get(id(graph.outputs[0])) != len(layers) - 1:

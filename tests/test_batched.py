@@ -331,11 +331,23 @@ def _joined_mlp(join):
     (lambda x, a, b: L.Add()([L.Concatenate()([a, b]), L.Dense(7)(x)]), "different layouts"),
     (lambda x, a, b: L.Concatenate(axis=0)([a, a]), "axis 0"),
     (lambda x, a, b: L.Concatenate()([L.Flatten()(L.Reshape((2, 2))(a)), b]), "Reshape"),
-    (lambda x, a, b: a + L.Dense(4)(b), "not supported"),
-], ids=["concat-input", "merge-of-layouts", "concat-batch-axis", "reshape", "keras-op"])
+    (lambda x, a, b: keras.ops.cumsum(a, axis=-1), "not supported"),
+    (lambda x, a, b: a * np.arange(4, dtype="float32"), "non-scalar constant"),
+    (lambda x, a, b: L.Flatten()(L.Reshape((4, 1))(a)) + 1.0, "Reshape"),
+], ids=["concat-input", "merge-of-layouts", "concat-batch-axis", "reshape", "channel-mixing-op", "op-of-a-vector",
+        "op-after-reshape"])
 def test_graphs_the_batched_path_cannot_reproduce_are_named(join, reason):
     reason_given = BatchedEvaluator(OBJECTIVE).supports([Job(_joined_mlp(join), True, "")], {"epochs": 1})
     assert reason_given is not None and reason in reason_given, reason_given
+
+
+def test_a_keras_op_on_flattened_units_is_named():
+    inputs = keras.Input((3, 3, 1))
+    h = L.Flatten()(L.Conv2D(2, 2, activation="relu")(inputs)) + 1.0
+    model = keras.Model(inputs, L.Dense(2, activation="softmax")(h))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    reason = BatchedEvaluator(OBJECTIVE).supports([Job(model, True, "")], {"epochs": 1})
+    assert reason is not None and "on flattened units" in reason, reason
 
 
 def test_a_custom_schedule_an_auc_objective_and_weighted_validation_are_named():

@@ -384,3 +384,44 @@ def padded_1d():
                          ids=["squeeze-excite-2d", "padded-1d"])
 def test_padding_cropping_and_squeeze_excitation_train_like_fit(build, shape, tmp_path):
     assert_trains_like_fit(build, shape=shape, tmp_path=tmp_path, atol=1e-5)
+
+
+def with_keras_ops():
+    """Keras ops written in the graph: a hard-swish (``x * relu6(x + 3) / 6``), a residual ``x + y``,
+    ``keras.ops.maximum`` and a ``+ 0.5``, which would make padded units 0.5."""
+    L, ops = keras.layers, keras.ops
+    inputs = keras.Input((FEATURES,))
+    x = L.Dense(8, name="first")(inputs / 2.0)
+    x = x * ops.relu6(x + 3.0) * (1.0 / 6.0)
+    y = L.Dense(8, activation="tanh")(x)
+    h = ops.maximum(x + y, 0.0) + 0.5
+    model = keras.Model(inputs, L.Dense(CLASSES, activation="softmax")(h))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_element_wise_keras_ops_in_the_graph_train_like_fit(tmp_path):
+    assert_trains_like_fit(with_keras_ops, tmp_path=tmp_path, atol=1e-5)
+
+
+def test_candidates_with_keras_ops_keep_their_padded_units_at_zero(tmp_path):
+    # the narrower candidate's padded units would be 0.5 after "+ 0.5" and train the output layer's padded rows,
+    # which would then add to its logits: each op's output is masked again
+    from keras_grs import shrink
+
+    x, y = data("ids")
+    validation = data("ids", seed=1)
+    keras.utils.set_random_seed(0)
+    base = with_keras_ops()
+    candidates = [shrink(base, {}), shrink(base, {"first": [0, 5]})]
+    references = [shrink(base, {}), shrink(base, {"first": [0, 5]})]
+    fit = {"epochs": 3, "batch_size": 16, "validation_data": validation, "verbose": 0, "shuffle": False}
+    for reference in references:
+        reference.fit(x, y, **fit)
+    jobs = [Job(model, True, str(tmp_path / f"c{i}.weights.h5")) for i, model in enumerate(candidates)]
+    evaluator = BatchedEvaluator(Objective("val_loss", "min"), epoch_score="last")
+    evaluator.evaluate(jobs, (x, y), fit)
+    assert evaluator._calls == 1
+    for candidate, reference in zip(candidates, references):
+        for got, want in zip(candidate.get_weights(), reference.get_weights()):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

@@ -34,8 +34,10 @@ DepthwiseConv1D/2D of their units (depth multiplier 1), max/average pooling, glo
 not), ZeroPadding and Cropping, Flatten, Dropout, Activation, ReLU, LeakyReLU and ELU layers (any element-wise
 activation of ``keras.activations``, by Keras' own function; one that is not zero at zero only on a Dense/Conv
 layer, whose padded units are masked after it), element-wise merges (a residual Add; the padded channels are zero
-in every input, so in the result) and Concatenates of Dense/Conv units (each input's channels padded to its own
-width, side by side; a job's weights are placed there by :meth:`BatchedEvaluator._rows`), ending in the output
+in every input, so in the result), element-wise Keras ops written in the graph (``x + y``, ``x * 0.5``: Keras'
+op on the candidates' tensors, its padded channels masked again) and Concatenates of Dense/Conv units (each
+input's channels padded to its own width, side by side; a job's weights are placed there by
+:meth:`BatchedEvaluator._rows`), ending in the output
 layer; the losses, optimizers and regularizers :mod:`~keras_grs.evaluate.training` lists; trained by the default
 ``fit`` (EarlyStopping as the only callback, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized)
 or ``val_loss`` (minimized) as the objective. Anything else falls back to :class:`KerasEvaluator`, said once in a
@@ -53,7 +55,7 @@ import threading
 import time
 import warnings
 import weakref
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import keras
 import keras_tuner
@@ -71,7 +73,7 @@ from keras_grs.evaluate.training import (
 from keras_grs.checkpoint import CheckpointLayout, LayoutError
 from keras_grs.files import save_weights, write_checkpoint
 from keras_grs.search.engine import keyed_rng
-from keras_grs.layers import kind_of
+from keras_grs.layers import is_op, kind_of
 from keras_grs.structure import BATCHED_GRAPH_LAYERS, MERGE_LAYERS, UnsupportedLayerError, analyze, layer_graph
 
 # activations computed across a tensor's channels: with padded channels they would read the padding (a hidden layer's
@@ -119,6 +121,10 @@ class _Op:
     channels: tuple = (-1,)
     margins: tuple = ()  # a pad's or crop's: (before, after) per spatial axis
     keepdims: bool = False  # a gpool's: keeps the spatial axes (as ones), as in a squeeze-and-excitation block
+    # an element-wise Keras op's ("op"): its arguments with each tensor as its index among the op's inputs, and the
+    # op itself (not part of the key: ops of one class and configuration compute alike)
+    arguments: tuple = ()
+    operation: object = field(default=None, compare=False)
     activation_args: tuple = ()  # the activation's keyword arguments as (name, value) pairs (a ReLU's max_value)
 
     @property
@@ -128,7 +134,7 @@ class _Op:
     def key(self):
         return (self.kind, self.activation, self.activation_args, self.window, self.strides, self.padding, self.pooling, self.rate,
                 self.spatial, self.bias, self.penalties, self.epsilon, self.momentum, self.merge, self.inputs,
-                self.channels, self.margins, self.keepdims)
+                self.channels, self.margins, self.keepdims, self.arguments)
 
 
 @dataclass(frozen=True)
@@ -337,7 +343,25 @@ MERGES = {"add": tf.add, "subtract": tf.subtract, "multiply": tf.multiply, "maxi
           "minimum": tf.minimum}  # and average; each keeps the padded channels (zero in every input) zero
 
 
-def _op_of(layer, name, spread) -> _Op:
+def _keras_op(operation, node) -> _Op:
+    """An element-wise Keras op of the graph (``x + y``, ``keras.ops.relu6(x + 3)``): called as recorded, its
+    tensors replaced."""
+    tensors = {id(t): i for i, t in enumerate(node.input_tensors)}
+
+    def placeholder(value):
+        return ("tensor", tensors[id(value)]) if isinstance(value, keras.KerasTensor) else value
+
+    # an element-wise op's arguments are its tensors and scalars (keras_grs.layers: _pins_op), none nested
+    arguments = (tuple(placeholder(a) for a in node.arguments.args),
+                 {key: placeholder(v) for key, v in node.arguments.kwargs.items()})
+    config = {k: v for k, v in operation.get_config().items() if k != "name"}
+    return _Op("op", merge=type(operation).__name__, arguments=(repr(arguments), repr(sorted(config.items()))),
+               operation=(operation, arguments))
+
+
+def _op_of(layer, name, spread, node=None) -> _Op:
+    if is_op(layer):
+        return _keras_op(layer, node)
     if isinstance(layer, MERGE_LAYERS):
         return _Op("merge", merge=type(layer).__name__.lower())
     if isinstance(layer, keras.layers.Concatenate):
@@ -357,26 +381,29 @@ def _plan(model) -> _Plan:
         raise UnsupportedForBatching("the model is not compiled")
     optimizer = read_optimizer(model.optimizer)
     try:
-        graph = layer_graph(model, BATCHED_GRAPH_LAYERS)
+        graph = layer_graph(model, BATCHED_GRAPH_LAYERS, ops=True)
     except UnsupportedLayerError as error:  # a layer it has no op for, a shared layer, several inputs or outputs
         raise UnsupportedForBatching(str(error)) from None
-    readers = collections.Counter(j for _, inputs in graph for j in inputs)
+    readers = collections.Counter(j for _, inputs, _ in graph for j in inputs)
     ops, names, ties = [], [], []
     # per op (-1: the model's input), what its output is: the op it is (a fused activation is its Dense/Conv op),
     # its channels, the positions a Flatten spread over them (for the Dense that reads them) and whether its last
     # axis holds Dense/Conv units
     op_of, channels, spread, units = {-1: -1}, {-1: (-1,)}, {-1: ()}, {-1: False}
     n_weighted = 0
-    for i, (layer, inputs) in enumerate(graph):
+    for i, (layer, inputs, node) in enumerate(graph):
         name = f"{type(layer).__name__} {layer.name!r}"
         sources = tuple(op_of[j] for j in inputs)
         first = sources[0]
-        op = _op_of(layer, name, spread[first])
+        op = _op_of(layer, name, spread[first], node)
         op.inputs, op.channels = sources, channels[first]
         if op.kind in ("norm", "depthwise") and (not units[first] or -1 in channels[first]):
             raise UnsupportedForBatching(f"{name} not after a Dense or Conv layer (only pooling, dropout, "
                                          "activations, merges and channel-wise layers may come between)")
-        if op.kind == "merge":
+        if op.kind == "op" and spread[first]:
+            raise UnsupportedForBatching(f"op {name} on flattened units (the batched path masks an op's padded "
+                                         "channels again, which it can do before a Flatten)")
+        if op.kind in ("merge", "op"):
             if len({(len(channels[s]), spread[s]) for s in sources}) != 1:
                 raise UnsupportedForBatching(f"{name} of inputs whose channels come from different layouts")
             ties += [tuple(sorted({channels[s][c] for s in sources} - {-1})) for c in range(len(op.channels))]
@@ -478,16 +505,16 @@ class BatchedEvaluator:
         (very slightly) differently in a resumed process than in an uninterrupted one. A model it cannot batch is
         ignored (the keras evaluator trains those)."""
         try:
-            graph = layer_graph(model, BATCHED_GRAPH_LAYERS)
+            graph = layer_graph(model, BATCHED_GRAPH_LAYERS, ops=True)
         except UnsupportedLayerError:
             return
-        widths = [int(layer.kernel.shape[-1]) for layer, _ in graph if _is_weighted(layer)]
+        widths = [int(layer.kernel.shape[-1]) for layer, _, _ in graph if not is_op(layer) and _is_weighted(layer)]
         if self._capacity is not None and len(self._capacity) == len(widths):
             widths = [max(a, b) for a, b in zip(widths, self._capacity)]
         self._capacity = widths
         # a GRS step: a candidate per width group the search shrinks: of a chain, every layer but the output; a
         # graph's merges join layers into one group
-        chain = all(inputs == (i - 1,) for i, (_, inputs) in enumerate(graph))
+        chain = all(inputs == (i - 1,) for i, (_, inputs, _) in enumerate(graph))
         self._fix_slots(len(widths) - 1 if chain else max(1, len(analyze(model).groups)))
 
     def _fix_slots(self, candidates) -> None:
@@ -1094,13 +1121,16 @@ def _forward_function(plan, k):
             with tf.name_scope(f"op{n}_{op.kind}"):
                 inputs = [values[i] for i in op.inputs]
                 h, shared = inputs[0]
-                if op.kind in ("merge", "concat"):
-                    tensors = [t for t, _ in inputs]
-                    if not all(s for _, s in inputs):
-                        tensors = [tf.broadcast_to(t[None], (k, *t.shape)) if s else t for t, s in inputs]
-                        shared = False
+                if op.kind in ("merge", "concat", "op"):
+                    tensors = [tf.broadcast_to(t[None], (k, *t.shape)) if s else t for t, s in inputs]
+                    shared = False
                     if op.kind == "concat":
                         h = tf.concat(tensors, axis=-1)
+                    elif op.kind == "op":  # then its padded channels masked again (an op may add a constant)
+                        h = _call_op(op, tensors)
+                        if -1 not in op.channels:
+                            mask = channel_mask(masks, op.channels)
+                            h = h * tf.reshape(mask, (k,) + (1,) * (len(h.shape) - 2) + (mask.shape[-1],))
                     elif op.merge == "average":
                         h = tf.add_n(tensors) / len(tensors)
                     else:
@@ -1160,6 +1190,16 @@ def _forward_function(plan, k):
         raise AssertionError("the plan has no output layer")
 
     return forward
+
+
+def _call_op(op, tensors):
+    """An element-wise Keras op (:func:`_keras_op`) on ``tensors``, called with its recorded arguments."""
+    operation, (args, kwargs) = op.operation
+
+    def value(argument):
+        return tensors[argument[1]] if isinstance(argument, tuple) and argument[:1] == ("tensor",) else argument
+
+    return operation(*[value(a) for a in args], **{key: value(v) for key, v in kwargs.items()})
 
 
 def _normalize(h, op, affine, moving, mask, rows, moments):
