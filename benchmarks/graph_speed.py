@@ -56,14 +56,34 @@ def inception_cnn(input_shape):
     return keras.Model(inputs, L.Dense(2, activation="softmax")(h), name="inception_cnn")
 
 
+def mobile_cnn(input_shape):
+    """A MobileNetV3-style block: ZeroPadding and a strided 3x3 Conv2D of 16 with a hard-swish written as Keras ops
+    (``x * relu6(x + 3) / 6``), a DepthwiseConv2D with BatchNormalization and ReLU6, a squeeze-and-excitation gate
+    (global pooling kept as 1x1, two 1x1 Conv2D, Multiply), a pointwise Conv2D of 16 with BatchNormalization added to
+    the block's input, global pooling, the output."""
+    inputs = keras.Input(input_shape)
+    x = L.Conv2D(16, 3, strides=2, use_bias=False)(L.ZeroPadding2D(1)(inputs))
+    x = L.BatchNormalization()(x)
+    x = x * keras.ops.relu6(x + 3.0) * (1.0 / 6.0)
+    h = L.ReLU(max_value=6.0)(L.BatchNormalization()(L.DepthwiseConv2D(3, padding="same", use_bias=False)(x)))
+    gate = L.GlobalAveragePooling2D(keepdims=True)(h)
+    gate = L.Conv2D(16, 1, activation="hard_sigmoid")(L.Conv2D(4, 1, activation="relu")(gate))
+    h = L.BatchNormalization()(L.Conv2D(16, 1, use_bias=False)(L.Multiply()([h, gate])))
+    h = L.Add()([x, h])
+    return keras.Model(inputs, L.Dense(2, activation="softmax")(L.GlobalAveragePooling2D()(h)), name="mobile_cnn")
+
+
 MODELS = {"resnet_mlp": ("nn1", resnet_mlp), "resnet_cnn": ("cnn1", resnet_cnn),
-          "inception_cnn": ("cnn1", inception_cnn)}
+          "inception_cnn": ("cnn1", inception_cnn), "mobile_cnn": ("cnn1", mobile_cnn)}
 
 
 DESCRIBED = ("resnet_mlp: a Dense stem of 32 and two residual blocks of two Dense 32 (one width group), Dense 16; "
              "resnet_cnn: a Conv2D stem of 16 and a residual block of two 3x3 Conv2D with BatchNormalization, max "
              "pooling, a Conv2D of 16, global pooling; inception_cnn: a 1x1 and a 3x3 Conv2D of 8 side by side "
-             "(Concatenate), max pooling, a Conv2D of 16, Flatten, Dense 16; 12x12 images for the CNNs.")
+             "(Concatenate), max pooling, a Conv2D of 16, Flatten, Dense 16; mobile_cnn: a MobileNetV3-style block (a "
+             "strided Conv2D with a hard-swish written as Keras ops, a DepthwiseConv2D with ReLU6, a "
+             "squeeze-and-excitation gate, a pointwise Conv2D added to the block's input); 12x12 images for the "
+             "CNNs.")
 
 if __name__ == "__main__":
     main(MODELS, "Residual and branching models", DESCRIBED, "graph_speed.py")
