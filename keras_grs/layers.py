@@ -268,7 +268,8 @@ def _carry(batched=None, actor=None) -> Kind:
 
 
 L = keras.layers
-SEPARABLE = Kind("producer", _slice_separable, _macs_separable, _set("filters"), actor="separable")
+SEPARABLE = Kind("producer", _slice_separable, _macs_separable, _set("filters"), batched="separable",
+                 actor="separable")
 DEPTHWISE = Kind("channelwise", _slice_depthwise, _macs_depthwise, multiplier=_multiplier, batched="depthwise",
                  actor="depthwise")
 KINDS: dict[type, Kind] = {

@@ -261,6 +261,18 @@ def concat_mlp(optimizer="adam"):
     return model
 
 
+def separable_conv(regularized=False):
+    """A Conv, a strided SeparableConv2D with bias, BatchNormalization, global pooling, the output."""
+    L = keras.layers
+    options = {"depthwise_regularizer": keras.regularizers.L2(0.05), "pointwise_regularizer": keras.regularizers.L1(0.01)}
+    model = keras.Sequential([keras.Input((4, 4, 1)), L.Conv2D(3, 2, padding="same", activation="relu", name="first"),
+                              L.SeparableConv2D(4, 2, strides=2, name="separable", activation="relu", **(options if regularized else {})),
+                              L.BatchNormalization(), L.GlobalAveragePooling2D(),
+                              L.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def concat_cnn():
     """Two convolutions of the input side by side, then a depthwise convolution of both, flattened into a Dense."""
     inputs = keras.Input((4, 4, 1))
@@ -287,16 +299,19 @@ def test_graphs_with_merges_and_concatenations_train_like_fit(build, shape, tmp_
 @pytest.mark.parametrize("build, remove", [
     (lambda: residual_mlp(keras.optimizers.SGD(0.1, momentum=0.9)), {"stem": [1, 4, 6]}),
     (lambda: concat_mlp(keras.optimizers.SGD(0.1, momentum=0.9)), {"a": [0, 2], "b": [3]}),
-], ids=["residual", "concatenated"])
+    (lambda: separable_conv(), {"first": [1], "separable": [0, 2]}),
+], ids=["residual", "concatenated", "separable"])
 def test_graph_candidates_of_different_widths_trained_together_each_end_as_their_own_fit(build, remove, tmp_path):
     # a concatenation's channels sit side by side, each branch padded to its own width: the narrower candidate's
     # channels of the second branch move in the padded layout, not in its own
     from keras_grs import shrink
 
-    x, y = data("ids")
-    validation = data("ids", seed=1)
     keras.utils.set_random_seed(0)
     base = build()
+    shape = base.input_shape[1:]
+    x, y = data("ids")
+    x_val, y_val = data("ids", seed=1)
+    x, validation = x.reshape(-1, *shape), (x_val.reshape(-1, *shape), y_val)
     candidates = [shrink(base, {}), shrink(base, remove)]
     references = [shrink(base, {}), shrink(base, remove)]
     fit = {"epochs": 3, "batch_size": 16, "validation_data": validation, "verbose": 0, "shuffle": False}
@@ -400,8 +415,20 @@ def with_keras_ops():
     return model
 
 
-def test_element_wise_keras_ops_in_the_graph_train_like_fit(tmp_path):
-    assert_trains_like_fit(with_keras_ops, tmp_path=tmp_path, atol=1e-5)
+def scaled_cnn():
+    """Ops on the model's input (shared by every candidate, never padded): ``(x - 0.5) * 2`` before a Conv."""
+    L = keras.layers
+    inputs = keras.Input((4, 4, 1))
+    h = L.Conv2D(3, 2, activation="relu")((inputs - 0.5) * 2.0)
+    model = keras.Model(inputs, L.Dense(CLASSES, activation="softmax")(L.Flatten()(h)))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("build, shape", [(with_keras_ops, (FEATURES,)), (scaled_cnn, (4, 4, 1))],
+                         ids=["dense", "conv-of-scaled-input"])
+def test_element_wise_keras_ops_in_the_graph_train_like_fit(build, shape, tmp_path):
+    assert_trains_like_fit(build, shape=shape, tmp_path=tmp_path, atol=1e-5)
 
 
 def test_candidates_with_keras_ops_keep_their_padded_units_at_zero(tmp_path):
@@ -425,3 +452,19 @@ def test_candidates_with_keras_ops_keep_their_padded_units_at_zero(tmp_path):
     for candidate, reference in zip(candidates, references):
         for got, want in zip(candidate.get_weights(), reference.get_weights()):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def separable_1d():
+    L = keras.layers
+    model = keras.Sequential([keras.Input((8, 2)), L.Conv1D(3, 2, activation="relu"),
+                              L.SeparableConv1D(4, 3, padding="same", use_bias=False), L.ReLU(), L.Flatten(),
+                              L.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("build, shape", [
+    (separable_conv, (4, 4, 1)), (lambda: separable_conv(regularized=True), (4, 4, 1)), (separable_1d, (8, 2)),
+], ids=["2d", "2d-regularized", "1d"])
+def test_separable_convolutions_train_like_fit(build, shape, tmp_path):
+    assert_trains_like_fit(build, shape=shape, tmp_path=tmp_path, atol=1e-5)

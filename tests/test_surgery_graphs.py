@@ -369,8 +369,8 @@ def test_grs_tuner_prunes_a_residual_model_from_its_weights(tmp_path):
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(st.data())
 def test_the_batched_forward_of_random_graph_candidates_computes_what_each_candidate_computes(data):
-    """Residual merges, projections, concatenations, depthwise convolutions, squeeze-and-excitation blocks, Keras ops
-    (a hard-swish), poolings and zero padding at random: the parent and a shrunk child stacked at the parent's widths (the child padded and
+    """Residual merges, projections, concatenations, depthwise and separable convolutions, squeeze-and-excitation
+    blocks, Keras ops (a hard-swish), poolings and zero padding at random: the parent and a shrunk child stacked at the parent's widths (the child padded and
     masked) give each model's own outputs, and the child's weights come back out of the stack unchanged."""
     from keras_tuner import Objective
 
@@ -378,7 +378,7 @@ def test_the_batched_forward_of_random_graph_candidates_computes_what_each_candi
     from keras_grs.evaluate.batched import BatchedEvaluator, _forward_function, _plan
 
     keras.backend.clear_session()
-    model, remove, seed = random_graph(data.draw, ("residual", "projection", "concat", "depthwise", "se", "ops", "pool"))
+    model, remove, seed = random_graph(data.draw, BLOCKS)
     model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     rng = np.random.default_rng(seed)
     randomize(model, rng)

@@ -27,22 +27,21 @@ maximum with a one-select gradient. Dropout masks are Philox draws, every candid
 training time less than one draw per candidate; masks from a cheaper elementwise hash were not shown to train like
 one fit per candidate: ``benchmarks/results/evaluator_parity.md``).
 
-Supported: chains and graphs (one input, one output, each layer called once) of Dense, Conv1D/Conv2D (channels
-last, no dilation or groups; with or without bias), BatchNormalization of their units (its moments over a batch's
-real samples, its moving statistics updated by each training step and used for validation, as Keras' layer does),
-DepthwiseConv1D/2D of their units (depth multiplier 1), max/average pooling, global pooling (keeping its axes or
-not), ZeroPadding and Cropping, Flatten, Dropout, Activation, ReLU, LeakyReLU and ELU layers (any element-wise
-activation of ``keras.activations``, by Keras' own function; one that is not zero at zero only on a Dense/Conv
-layer, whose padded units are masked after it), element-wise merges (a residual Add; the padded channels are zero
-in every input, so in the result), element-wise Keras ops written in the graph (``x + y``, ``x * 0.5``: Keras'
-op on the candidates' tensors, its padded channels masked again) and Concatenates of Dense/Conv units (each
-input's channels padded to its own width, side by side; a job's weights are placed there by
-:meth:`BatchedEvaluator._rows`), ending in the output
-layer; the losses, optimizers and regularizers :mod:`~keras_grs.evaluate.training` lists; trained by the default
-``fit`` (EarlyStopping as the only callback, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized)
-or ``val_loss`` (minimized) as the objective. Anything else falls back to :class:`KerasEvaluator`, said once in a
-warning and recorded per trial (the tuner writes :meth:`BatchedEvaluator.supports`'s reason to
-``evaluation.json``).
+Supported: chains and graphs (one input, one output, each layer called once) of Dense, Conv1D/Conv2D (channels last,
+no dilation or groups; with or without bias), BatchNormalization of their units (its moments over a batch's real
+samples, its moving statistics updated by each training step and used for validation, as Keras' layer does),
+DepthwiseConv1D/2D of their units (depth multiplier 1), SeparableConv1D/2D of their units (the same depthwise op,
+then a 1x1 Conv op), max/average pooling, global pooling (keeping its axes or not), ZeroPadding and Cropping,
+Flatten, Dropout, Activation, ReLU, LeakyReLU and ELU layers (any element-wise activation of ``keras.activations``,
+by Keras' own function; one that is not zero at zero only on a Dense/Conv layer, whose padded units are masked after
+it), element-wise merges (a residual Add; the padded channels are zero in every input, so in the result),
+element-wise Keras ops written in the graph (``x + y``, ``x * 0.5``: Keras' op on the candidates' tensors, its
+padded channels masked again) and Concatenates of Dense/Conv units (each input's channels padded to its own width,
+side by side; a job's weights are placed there by :meth:`BatchedEvaluator._rows`), ending in the output layer; the
+losses, optimizers and regularizers :mod:`~keras_grs.evaluate.training` lists; trained by the default ``fit``
+(EarlyStopping as the only callback, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized) or
+``val_loss`` (minimized) as the objective. Anything else falls back to :class:`KerasEvaluator`, said once in a
+warning and recorded per trial (the tuner writes :meth:`BatchedEvaluator.supports`'s reason to ``evaluation.json``).
 """
 
 from __future__ import annotations
@@ -132,9 +131,9 @@ class _Op:
         return self.kind in ("dense", "conv")
 
     def key(self):
-        return (self.kind, self.activation, self.activation_args, self.window, self.strides, self.padding, self.pooling, self.rate,
-                self.spatial, self.bias, self.penalties, self.epsilon, self.momentum, self.merge, self.inputs,
-                self.channels, self.margins, self.keepdims, self.arguments)
+        return (self.kind, self.activation, self.activation_args, self.window, self.strides, self.padding,
+                self.pooling, self.rate, self.spatial, self.bias, self.penalties, self.epsilon, self.momentum,
+                self.merge, self.inputs, self.channels, self.margins, self.keepdims, self.arguments)
 
 
 @dataclass(frozen=True)
@@ -291,6 +290,27 @@ def _depthwise_op(layer, name, flattened):
                bias=layer.use_bias, penalties=penalties)
 
 
+def _separable_ops(layer, name, flattened):
+    """A SeparableConv as two ops: its depthwise part (no bias, no activation), then its pointwise part as a 1x1
+    Conv op with the layer's bias and activation."""
+    if layer.data_format != "channels_last" or layer.depth_multiplier != 1 or set(layer.dilation_rate) != {1} \
+            or layer.padding not in ("valid", "same"):
+        raise UnsupportedForBatching(f"{name} options (the batched path trains a channels-last SeparableConv "
+                                     "with depth_multiplier 1, no dilation, valid or same padding)")
+    extras = [k for k in ("activity_regularizer", "depthwise_constraint", "pointwise_constraint", "bias_constraint")
+              if getattr(layer, k, None) is not None]
+    if extras:
+        raise UnsupportedForBatching(f"{name} with {', '.join(extras)}")
+    depthwise = _Op("depthwise", window=tuple(layer.kernel_size), strides=tuple(layer.strides), padding=layer.padding,
+                    bias=False, penalties=(*read_regularizer(layer.depthwise_regularizer,
+                                                             f"{name} depthwise_regularizer"), 0.0, 0.0))
+    ones = (1,) * len(layer.kernel_size)
+    pointwise = _Op("conv", layer.activation.__name__, ones, ones, "valid", bias=layer.use_bias,
+                    penalties=(*read_regularizer(layer.pointwise_regularizer, f"{name} pointwise_regularizer"),
+                               *read_regularizer(layer.bias_regularizer, f"{name} bias_regularizer")))
+    return depthwise, pointwise
+
+
 def _flatten_op(layer, name, flattened):
     return _Op("flatten")
 
@@ -332,13 +352,13 @@ def _monotone(op) -> bool:
 
 
 def _is_weighted(layer) -> bool:
-    return kind_of(layer).batched in ("dense", "conv")
+    return kind_of(layer).batched in ("dense", "conv", "separable")
 
 
 # the op of each batched kind of keras_grs.layers' table (Kind.batched)
 _OP_BUILDERS = {"dense": _dense_op, "conv": _conv_op, "norm": _norm_op, "depthwise": _depthwise_op, "pool": _pool_op,
                 "gpool": _global_pool_op, "flatten": _flatten_op, "dropout": _dropout_op,
-                "activation": _activation_op, "pad": _margins_op, "crop": _margins_op}
+                "activation": _activation_op, "pad": _margins_op, "crop": _margins_op, "separable": _separable_ops}
 MERGES = {"add": tf.add, "subtract": tf.subtract, "multiply": tf.multiply, "maximum": tf.maximum,
           "minimum": tf.minimum}  # and average; each keeps the padded channels (zero in every input) zero
 
@@ -354,7 +374,10 @@ def _keras_op(operation, node) -> _Op:
     # an element-wise op's arguments are its tensors and scalars (keras_grs.layers: _pins_op), none nested
     arguments = (tuple(placeholder(a) for a in node.arguments.args),
                  {key: placeholder(v) for key, v in node.arguments.kwargs.items()})
-    config = {k: v for k, v in operation.get_config().items() if k != "name"}
+    try:
+        config = {k: v for k, v in operation.get_config().items() if k != "name"}
+    except Exception as error:  # an op whose configuration cannot be read cannot be told from another
+        raise UnsupportedForBatching(f"op {operation.name!r} ({type(operation).__name__}): {error}") from None
     return _Op("op", merge=type(operation).__name__, arguments=(repr(arguments), repr(sorted(config.items()))),
                operation=(operation, arguments))
 
@@ -396,13 +419,24 @@ def _plan(model) -> _Plan:
         sources = tuple(op_of[j] for j in inputs)
         first = sources[0]
         op = _op_of(layer, name, spread[first], node)
+        if isinstance(op, tuple):  # a SeparableConv: its depthwise op first, then its pointwise op reads it
+            depthwise, op = op
+            depthwise.inputs, depthwise.channels = sources, channels[first]
+            if not units[first] or -1 in channels[first]:
+                raise UnsupportedForBatching(f"{name} not after a Dense or Conv layer (only pooling, dropout, "
+                                             "activations, merges and channel-wise layers may come between)")
+            d = len(ops)
+            ops.append(depthwise)
+            names.append(layer.name)
+            channels[d], spread[d], units[d] = channels[first], (), True
+            sources, first = (d,), d
         op.inputs, op.channels = sources, channels[first]
         if op.kind in ("norm", "depthwise") and (not units[first] or -1 in channels[first]):
             raise UnsupportedForBatching(f"{name} not after a Dense or Conv layer (only pooling, dropout, "
                                          "activations, merges and channel-wise layers may come between)")
-        if op.kind == "op" and spread[first]:
+        if op.kind == "op" and spread[first] and -1 not in channels[first]:
             raise UnsupportedForBatching(f"op {name} on flattened units (the batched path masks an op's padded "
-                                         "channels again, which it can do before a Flatten)")
+                                         "channels again, which it can only do before a Flatten)")
         if op.kind in ("merge", "op"):
             if len({(len(channels[s]), spread[s]) for s in sources}) != 1:
                 raise UnsupportedForBatching(f"{name} of inputs whose channels come from different layouts")
@@ -508,7 +542,7 @@ class BatchedEvaluator:
             graph = layer_graph(model, BATCHED_GRAPH_LAYERS, ops=True)
         except UnsupportedLayerError:
             return
-        widths = [int(layer.kernel.shape[-1]) for layer, _, _ in graph if not is_op(layer) and _is_weighted(layer)]
+        widths = [int(layer.output.shape[-1]) for layer, _, _ in graph if not is_op(layer) and _is_weighted(layer)]
         if self._capacity is not None and len(self._capacity) == len(widths):
             widths = [max(a, b) for a, b in zip(widths, self._capacity)]
         self._capacity = widths
@@ -680,8 +714,11 @@ class BatchedEvaluator:
                 rows, first = self._rows(op.channels, widths, in_channels)[1], offsets.depthwise + 2 * d
                 kernel = best_params[first][j][..., rows, None]
                 chosen.append((layer, [kernel, best_params[first + 1][j][rows]][: len(current)]))
+            merged = {}
+            for layer, values in chosen:  # a SeparableConv's depthwise kernel (met second) comes first
+                merged[layer.name] = (layer, values + merged[layer.name][1]) if layer.name in merged else (layer, values)
             unpacked.append({})
-            for layer, values in chosen:
+            for layer, values in merged.values():
                 if isinstance(model, Candidate):
                     model.assign(layer.name, values)
                 else:
@@ -988,6 +1025,8 @@ def _layer_arrays(model, plan) -> dict[str, list[tuple]]:
         if kind in found:
             layer = template.get_layer(name)
             weights = model.arrays[name] if isinstance(model, Candidate) else layer.get_weights()
+            if kind_of(layer).batched == "separable":  # depthwise kernel; pointwise kernel and bias
+                weights = weights[:1] if kind == "depthwise" else weights[1:]
             found[kind].append((layer, weights))
     return found
 
@@ -1121,7 +1160,9 @@ def _forward_function(plan, k):
             with tf.name_scope(f"op{n}_{op.kind}"):
                 inputs = [values[i] for i in op.inputs]
                 h, shared = inputs[0]
-                if op.kind in ("merge", "concat", "op"):
+                if op.kind == "op" and all(s for _, s in inputs):  # of the model's input: stays shared
+                    h = _call_op(op, [t for t, _ in inputs])
+                elif op.kind in ("merge", "concat", "op"):
                     tensors = [tf.broadcast_to(t[None], (k, *t.shape)) if s else t for t, s in inputs]
                     shared = False
                     if op.kind == "concat":
