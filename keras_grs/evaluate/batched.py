@@ -275,15 +275,21 @@ def _norm_op(layer, name, flattened):
     return _Op("norm", epsilon=float(layer.epsilon), momentum=float(layer.momentum))
 
 
-def _depthwise_op(layer, name, flattened):
+def _check_depthwise(layer, name, constraints) -> None:
+    """What a DepthwiseConv or SeparableConv may have for its depthwise part to be an op: UnsupportedForBatching
+    naming the rest."""
     if layer.data_format != "channels_last" or layer.depth_multiplier != 1 or set(layer.dilation_rate) != {1} \
             or layer.padding not in ("valid", "same"):
-        raise UnsupportedForBatching(f"{name} options (the batched path trains a channels-last DepthwiseConv "
-                                     "with depth_multiplier 1, no dilation, valid or same padding)")
-    extras = [k for k in ("activity_regularizer", "depthwise_constraint", "bias_constraint")
-              if getattr(layer, k, None) is not None]
+        raise UnsupportedForBatching(f"{name} options (the batched path trains a channels-last "
+                                     f"{type(layer).__name__[:-2]} with depth_multiplier 1, no dilation, valid or "
+                                     "same padding)")
+    extras = [k for k in ("activity_regularizer", *constraints) if getattr(layer, k, None) is not None]
     if extras:
         raise UnsupportedForBatching(f"{name} with {', '.join(extras)}")
+
+
+def _depthwise_op(layer, name, flattened):
+    _check_depthwise(layer, name, ("depthwise_constraint", "bias_constraint"))
     penalties = (*read_regularizer(layer.depthwise_regularizer, f"{name} depthwise_regularizer"),
                  *read_regularizer(layer.bias_regularizer, f"{name} bias_regularizer"))
     return _Op("depthwise", layer.activation.__name__, tuple(layer.kernel_size), tuple(layer.strides), layer.padding,
@@ -293,14 +299,7 @@ def _depthwise_op(layer, name, flattened):
 def _separable_ops(layer, name, flattened):
     """A SeparableConv as two ops: its depthwise part (no bias, no activation), then its pointwise part as a 1x1
     Conv op with the layer's bias and activation."""
-    if layer.data_format != "channels_last" or layer.depth_multiplier != 1 or set(layer.dilation_rate) != {1} \
-            or layer.padding not in ("valid", "same"):
-        raise UnsupportedForBatching(f"{name} options (the batched path trains a channels-last SeparableConv "
-                                     "with depth_multiplier 1, no dilation, valid or same padding)")
-    extras = [k for k in ("activity_regularizer", "depthwise_constraint", "pointwise_constraint", "bias_constraint")
-              if getattr(layer, k, None) is not None]
-    if extras:
-        raise UnsupportedForBatching(f"{name} with {', '.join(extras)}")
+    _check_depthwise(layer, name, ("depthwise_constraint", "pointwise_constraint", "bias_constraint"))
     depthwise = _Op("depthwise", window=tuple(layer.kernel_size), strides=tuple(layer.strides), padding=layer.padding,
                     bias=False, penalties=(*read_regularizer(layer.depthwise_regularizer,
                                                              f"{name} depthwise_regularizer"), 0.0, 0.0))
