@@ -366,7 +366,7 @@ def test_grs_tuner_prunes_a_residual_model_from_its_weights(tmp_path):
     assert sum(analyze(best).widths) < sum(analyze(model).widths)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(st.data())
 def test_the_batched_forward_of_random_graph_candidates_computes_what_each_candidate_computes(data):
     """Residual merges, projections, concatenations, depthwise and separable convolutions, squeeze-and-excitation
