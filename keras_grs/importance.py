@@ -17,7 +17,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from keras_grs.structure import WIDTH_LAYERS, analyze
+from keras_grs.layers import output_kernel
+from keras_grs.structure import analyze
 
 
 def unit_norms(model: keras.Model, structure=None, kernels=None) -> dict[str, list[float]]:
@@ -28,9 +29,7 @@ def unit_norms(model: keras.Model, structure=None, kernels=None) -> dict[str, li
     for group in (structure if structure is not None else analyze(model)).groups:
         if kernels is not None:
             kernel = kernels[group.layer]
-        else:
-            layer = model.get_layer(group.layer)
-            assert isinstance(layer, WIDTH_LAYERS)
-            kernel = keras.ops.convert_to_numpy(layer.kernel)
+        else:  # the kernel whose last axis is the units: a SeparableConv's pointwise one
+            kernel = np.asarray(output_kernel(model.get_layer(group.layer)))
         norms[group.name] = np.abs(kernel).reshape(-1, kernel.shape[-1]).sum(axis=0).tolist()
     return norms

@@ -109,3 +109,14 @@ def concat_mlp(features=30, classes=2):
     model = keras.Model(inputs, L.Dense(classes, activation="softmax")(h), name="concatenated")
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+def separable_cnn(shape=(6, 6, 1), classes=2):
+    """A Conv, a SeparableConv2D with BatchNormalization, global pooling, the output."""
+    L = keras.layers
+    model = keras.Sequential([keras.Input(shape), L.Conv2D(4, 2, activation="relu", name="first"),
+                              L.SeparableConv2D(5, 3, padding="same", name="sep"), L.BatchNormalization(),
+                              L.ReLU(), L.GlobalAveragePooling2D(), L.Dense(classes, activation="softmax")],
+                             name="separable")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model

@@ -12,7 +12,7 @@ from keras_grs.structure import analyze
 from keras_grs.surgery import kept_units, resized
 from keras_grs.tuner.oracles import KEY
 
-from helpers import concat_mlp, residual_cnn, tiny_classifier
+from helpers import concat_mlp, residual_cnn, separable_cnn, tiny_classifier
 
 
 def child_of(parent, remove, root=None):
@@ -51,7 +51,8 @@ def test_a_candidate_measures_and_weighs_its_units_as_its_built_model_does(name,
 @pytest.mark.parametrize("build, first, second", [
     (residual_cnn, {"stem": [0, 4]}, {"head": [1], "stem": [3]}),
     (concat_mlp, {"left": [1, 2], "right": [0]}, {"right": [3], "joined": [0]}),
-], ids=["residual", "concatenated"])
+    (separable_cnn, {"first": [0], "sep": [1, 3]}, {"first": [2], "sep": [0]}),
+], ids=["residual", "concatenated", "separable"])
 def test_a_graph_candidate_of_a_candidate_measures_as_shrinking_twice_does(build, first, second):
     # merges and concatenations: a residual Add's group cut in both of its layers, a Concatenate's rows of the Dense
     # after it cut at their offsets
@@ -136,3 +137,12 @@ def test_a_search_gives_the_same_trials_with_candidates_as_arrays_or_built(tmp_p
     assert built_eager == 0  # no candidate was held as arrays
     children = len(lazy) - 1  # the root is built
     assert built_lazy == (0 if acceptance == "seed" else children)  # the guard's predictions need the model
+
+
+def test_a_separable_layers_unit_norms_are_those_of_its_pointwise_kernel():
+    # the weight-magnitude criterion (NWM) reads the kernel whose last axis is the units
+    model = separable_cnn()
+    pointwise = model.get_layer("sep").pointwise_kernel.numpy()
+    norms = unit_norms(model)
+    assert set(norms) == {"first", "sep"}
+    np.testing.assert_allclose(norms["sep"], np.abs(pointwise).reshape(-1, 5).sum(axis=0), rtol=1e-6)

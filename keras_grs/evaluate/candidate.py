@@ -85,14 +85,15 @@ class Candidate:
     @staticmethod
     def possible(parent) -> bool:
         """Whether children of ``parent`` can be held as arrays: a chain, or a graph joined by merges and
-        concatenations, whose weighted layers are Dense, Conv, DepthwiseConv or BatchNormalization (what the batched
-        evaluator trains; their weights are cut by the weights alone)."""
+        concatenations, whose weighted layers are Dense, Conv, SeparableConv, DepthwiseConv or BatchNormalization
+        (what the batched evaluator trains; their weights are cut by the weights alone)."""
         template = template_of(parent)
         try:
             layer_graph(template, BATCHED_GRAPH_LAYERS)
         except UnsupportedLayerError:
             return False
-        return all(kind_of(layer).batched in ("dense", "conv", "norm", "depthwise") for layer in leaf_layers(template)
+        return all(kind_of(layer).batched in ("dense", "conv", "separable", "norm", "depthwise")
+                   for layer in leaf_layers(template)
                    if layer.weights)
 
     @property
@@ -178,7 +179,9 @@ def measure(model) -> dict:
 def norms_of(model) -> dict[str, list[float]]:
     """:func:`keras_grs.importance.unit_norms` of a Keras model or a :class:`Candidate` (from its kernels)."""
     if isinstance(model, Candidate) and not model.materialized:
-        kernels = {name: values["kernel"] for name, values in model.named_arrays().items() if "kernel" in values}
+        # a producer's output kernel: a SeparableConv's pointwise one (keras_grs.layers.output_kernel)
+        kernels = {name: values.get("pointwise_kernel", values.get("kernel"))
+                   for name, values in model.named_arrays().items() if {"kernel", "pointwise_kernel"} & set(values)}
         return unit_norms(model.template, model.structure, kernels)
     return unit_norms(realized(model))
 
