@@ -264,9 +264,10 @@ def concat_mlp(optimizer="adam"):
 def separable_conv(regularized=False):
     """A Conv, a strided SeparableConv2D with bias, BatchNormalization, global pooling, the output."""
     L = keras.layers
-    options = {"depthwise_regularizer": keras.regularizers.L2(0.05), "pointwise_regularizer": keras.regularizers.L1(0.01)}
+    options = {"depthwise_regularizer": keras.regularizers.L2(0.05),
+               "pointwise_regularizer": keras.regularizers.L1(0.01)} if regularized else {}
     model = keras.Sequential([keras.Input((4, 4, 1)), L.Conv2D(3, 2, padding="same", activation="relu", name="first"),
-                              L.SeparableConv2D(4, 2, strides=2, name="separable", activation="relu", **(options if regularized else {})),
+                              L.SeparableConv2D(4, 2, strides=2, name="separable", activation="relu", **options),
                               L.BatchNormalization(), L.GlobalAveragePooling2D(),
                               L.Dense(CLASSES, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])

@@ -370,8 +370,9 @@ def test_grs_tuner_prunes_a_residual_model_from_its_weights(tmp_path):
 @given(st.data())
 def test_the_batched_forward_of_random_graph_candidates_computes_what_each_candidate_computes(data):
     """Residual merges, projections, concatenations, depthwise and separable convolutions, squeeze-and-excitation
-    blocks, Keras ops (a hard-swish), poolings and zero padding at random: the parent and a shrunk child stacked at the parent's widths (the child padded and
-    masked) give each model's own outputs, and the child's weights come back out of the stack unchanged."""
+    blocks, Keras ops (a hard-swish), poolings and zero padding at random: the parent and a shrunk child stacked
+    at the parent's widths (the child padded and masked) give each model's own outputs, and the child's weights
+    come back out of the stack unchanged."""
     from keras_tuner import Objective
 
     from keras_grs.evaluate import Job

@@ -323,8 +323,9 @@ def _dropout_op(layer, name, flattened):
 def _activation_op(layer, name, flattened):
     if isinstance(layer, keras.layers.ReLU):
         maximum = None if layer.max_value is None else float(layer.max_value)
-        return _Op("activation", "relu", activation_args=(("negative_slope", float(layer.negative_slope)),
-                                                          ("max_value", maximum), ("threshold", float(layer.threshold))))
+        arguments = (("negative_slope", float(layer.negative_slope)), ("max_value", maximum),
+                     ("threshold", float(layer.threshold)))
+        return _Op("activation", "relu", activation_args=arguments)
     if isinstance(layer, keras.layers.LeakyReLU):
         return _Op("activation", "leaky_relu", activation_args=(("negative_slope", float(layer.negative_slope)),))
     if isinstance(layer, keras.layers.ELU):
@@ -715,7 +716,8 @@ class BatchedEvaluator:
                 chosen.append((layer, [kernel, best_params[first + 1][j][rows]][: len(current)]))
             merged = {}
             for layer, values in chosen:  # a SeparableConv's depthwise kernel (met second) comes first
-                merged[layer.name] = (layer, values + merged[layer.name][1]) if layer.name in merged else (layer, values)
+                earlier = merged[layer.name][1] if layer.name in merged else []
+                merged[layer.name] = (layer, values + earlier)
             unpacked.append({})
             for layer, values in merged.values():
                 if isinstance(model, Candidate):
@@ -1224,7 +1226,7 @@ def _forward_function(plan, k):
                 elif op.kind == "crop":
                     lead = 1 if shared else 2
                     spatial = zip(op.margins, h.shape[lead:-1])
-                    h = h[(slice(None),) * lead + tuple(slice(a, n - b) for (a, b), n in spatial)]
+                    h = h[(slice(None),) * lead + tuple(slice(a, size - b) for (a, b), size in spatial)]
             values[n] = (h, shared)
             n += 1
         raise AssertionError("the plan has no output layer")
@@ -1313,7 +1315,8 @@ def _input_patches(plan, x):
     """The first convolution's patches of the samples ``x`` (samples, *spatial, channels), computed once for a whole
     fit (its input never changes; a batch gathers its rows), or None when the model does not start with a
     convolution or they would take more than PATCH_BYTES (each batch then takes its patches)."""
-    if plan[0].kind != "conv" or any(-1 in op.inputs for op in plan[1:]) or x.nbytes * math.prod(plan[0].window) / math.prod(plan[0].strides) > PATCH_BYTES:
+    if plan[0].kind != "conv" or any(-1 in op.inputs for op in plan[1:]) \
+            or x.nbytes * math.prod(plan[0].window) / math.prod(plan[0].strides) > PATCH_BYTES:
         return None
     pool = _pooled_after(plan).get(0)
     patches = _patches(tf.constant(x), plan[0], 1, _pooled_positions(pool))
