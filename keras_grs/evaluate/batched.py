@@ -98,8 +98,9 @@ SHARED_PROGRAMS = 8  # the compiled fits kept for later evaluators in this proce
 @dataclass
 class _Op:
     """One step of the computation. ``kind``: dense, conv, norm (a BatchNormalization of Dense/Conv units),
-    depthwise (a DepthwiseConv of those units), pool, gpool, flatten, dropout, activation, merge (an element-wise
-    merge of its inputs: a residual ``Add``) or concat (its inputs' channels side by side)."""
+    depthwise (a DepthwiseConv of those units), pool, gpool, flatten, dropout, activation, pad, crop, merge (an
+    element-wise merge layer: a residual ``Add``), op (an element-wise Keras op written in the graph) or concat (its
+    inputs' channels side by side)."""
 
     kind: str
     activation: str = "linear"  # a name of keras.activations, or "logits" for the output layer
@@ -120,8 +121,9 @@ class _Op:
     channels: tuple = (-1,)
     margins: tuple = ()  # a pad's or crop's: (before, after) per spatial axis
     keepdims: bool = False  # a gpool's: keeps the spatial axes (as ones), as in a squeeze-and-excitation block
-    # an element-wise Keras op's ("op"): its arguments with each tensor as its index among the op's inputs, and the
-    # op itself (not part of the key: ops of one class and configuration compute alike)
+    # an element-wise Keras op's ("op"): its class, arguments (each tensor as its index among the op's inputs) and
+    # configuration, as text; and the op with its arguments to call (not part of the key: ops of one class, arguments
+    # and configuration compute alike)
     arguments: tuple = ()
     operation: object = field(default=None, compare=False)
     activation_args: tuple = ()  # the activation's keyword arguments as (name, value) pairs (a ReLU's max_value)
@@ -378,7 +380,7 @@ def _keras_op(operation, node) -> _Op:
         config = {k: v for k, v in operation.get_config().items() if k != "name"}
     except Exception as error:  # an op whose configuration cannot be read cannot be told from another
         raise UnsupportedForBatching(f"op {operation.name!r} ({type(operation).__name__}): {error}") from None
-    return _Op("op", merge=type(operation).__name__, arguments=(repr(arguments), repr(sorted(config.items()))),
+    return _Op("op", arguments=(type(operation).__name__, repr(arguments), repr(sorted(config.items()))),
                operation=(operation, arguments))
 
 
@@ -419,21 +421,19 @@ def _plan(model) -> _Plan:
         sources = tuple(op_of[j] for j in inputs)
         first = sources[0]
         op = _op_of(layer, name, spread[first], node)
+        channelwise = isinstance(op, tuple) or op.kind in ("norm", "depthwise")  # of Dense/Conv units
+        if channelwise and (not units[first] or -1 in channels[first]):
+            raise UnsupportedForBatching(f"{name} not after a Dense or Conv layer (only pooling, dropout, "
+                                         "activations, merges and channel-wise layers may come between)")
         if isinstance(op, tuple):  # a SeparableConv: its depthwise op first, then its pointwise op reads it
             depthwise, op = op
             depthwise.inputs, depthwise.channels = sources, channels[first]
-            if not units[first] or -1 in channels[first]:
-                raise UnsupportedForBatching(f"{name} not after a Dense or Conv layer (only pooling, dropout, "
-                                             "activations, merges and channel-wise layers may come between)")
             d = len(ops)
             ops.append(depthwise)
             names.append(layer.name)
             channels[d], spread[d], units[d] = channels[first], (), True
             sources, first = (d,), d
         op.inputs, op.channels = sources, channels[first]
-        if op.kind in ("norm", "depthwise") and (not units[first] or -1 in channels[first]):
-            raise UnsupportedForBatching(f"{name} not after a Dense or Conv layer (only pooling, dropout, "
-                                         "activations, merges and channel-wise layers may come between)")
         if op.kind == "op" and spread[first] and -1 not in channels[first]:
             raise UnsupportedForBatching(f"op {name} on flattened units (the batched path masks an op's padded "
                                          "channels again, which it can only do before a Flatten)")
@@ -542,7 +542,7 @@ class BatchedEvaluator:
             graph = layer_graph(model, BATCHED_GRAPH_LAYERS, ops=True)
         except UnsupportedLayerError:
             return
-        widths = [int(layer.output.shape[-1]) for layer, _, _ in graph if not is_op(layer) and _is_weighted(layer)]
+        widths = [int(layer.output.shape[-1]) for layer, _, _ in graph if _is_weighted(layer)]
         if self._capacity is not None and len(self._capacity) == len(widths):
             widths = [max(a, b) for a, b in zip(widths, self._capacity)]
         self._capacity = widths
