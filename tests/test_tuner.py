@@ -282,10 +282,43 @@ def test_validating_once_gives_evaluates_metrics_without_tracing_it_and_falls_ba
     assert eager.keys() == {f"val_{name}" for name in expected}
     for name, value in expected.items():
         assert eager[f"val_{name}"] == pytest.approx(value, rel=1e-5, abs=1e-6), name
-    monkeypatch.setattr(keras_evaluation, "EAGER_STEPS", 3)  # more batches than that: compiled, as before
+    monkeypatch.setattr(keras_evaluation, "EAGER_STEPS", 3)  # more steps than that: compiled, as before
+    monkeypatch.setattr(keras_evaluation, "EAGER_CHUNK", 7)
     compiled = keras_evaluation.validate(model, (), {"validation_data": validation, "batch_size": 7})
     assert calls == [1]
     assert compiled == pytest.approx(eager, rel=1e-5, abs=1e-6)
+
+
+def test_validating_once_takes_big_steps_only_when_the_scores_add_up_per_sample(data, monkeypatch):
+    from keras_grs.evaluate import keras as keras_evaluation
+
+    _, (x_val, y_val), _ = data
+    weights = np.random.default_rng(1).uniform(0.5, 2.0, len(y_val))
+    validation = (x_val, y_val, weights)
+
+    def batch_mean(y_true, y_pred):  # one value per batch: evaluate averages it over batches, not samples
+        return keras.ops.mean(keras.ops.max(y_pred, axis=-1))
+
+    cases = {  # how the model is compiled -> whether its validation may take a few big steps
+        "built-in": (dict(loss="sparse_categorical_crossentropy",
+                          metrics=["accuracy", keras.metrics.SparseTopKCategoricalAccuracy(k=1, name="top1")]), True),
+        "sum loss": (dict(loss=keras.losses.SparseCategoricalCrossentropy(reduction="sum"),
+                          metrics=["accuracy"]), False),
+        "user metric": (dict(loss="sparse_categorical_crossentropy", metrics=[batch_mean]), False),
+    }
+    for label, (compiled, big) in cases.items():
+        model = build(keras_tuner.HyperParameters())
+        model.compile(optimizer="adam", **compiled)
+        expected = model.evaluate(x_val, y_val, sample_weight=weights, batch_size=7, verbose=0, return_dict=True)
+        steps = []
+        step = model.test_step
+        monkeypatch.setattr(model, "test_step", lambda batch, step=step: steps.append(len(batch[0])) or step(batch))
+        eager = keras_evaluation.validate(model, (), {"validation_data": validation, "batch_size": 7})
+        assert keras_evaluation._per_sample_scores(model) is big, label
+        n = len(y_val)
+        assert steps == ([n] if big else [min(7, n - start) for start in range(0, n, 7)]), label
+        for name, value in expected.items():
+            assert eager[f"val_{name}"] == pytest.approx(value, rel=1e-5, abs=1e-6), (label, name)
 
 
 def test_many_trials_do_not_keep_models_alive(tmp_path, data):
