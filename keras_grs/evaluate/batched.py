@@ -47,6 +47,7 @@ warning and recorded per trial (the tuner writes :meth:`BatchedEvaluator.support
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import math
 import os
@@ -175,6 +176,46 @@ class _FitData:
     weights: object
     counts: object
     present: object
+
+
+@dataclass(frozen=True)
+class _FitInputs:
+    """A fit's data as tensors (see :class:`_FitData`), with its sample count, batches and input shape."""
+
+    input_shape: tuple
+    n_samples: int
+    n_batches: int
+    patched: bool
+    samples: object
+    y: object
+    x_val: object
+    y_val: object
+    weights: object
+    counts: object
+    present: object
+
+    @classmethod
+    def make(cls, plan, fit_args, fit_kwargs, units, input_shape, batch, shuffle) -> _FitInputs:
+        x = np.asarray(fit_args[0]).astype("float32").reshape(-1, *input_shape)
+        y = plan.loss.labels(fit_args[1], units)
+        x_val, y_val = fit_kwargs["validation_data"][:2]
+        x_val = np.asarray(x_val).astype("float32").reshape(-1, *input_shape)
+        y_val = plan.loss.labels(y_val, units)
+        n_batches = math.ceil(len(x) / batch)
+        # the first convolution's patches once for the whole fit (else the samples): each batch gathers its rows
+        patches, val_patches = _input_patches(plan.ops, x), _input_patches(plan.ops, x_val)
+        patched = patches is not None and val_patches is not None
+        # per sample: its loss weight (class or sample weight; 0 for the padding of the last batch), and per
+        # batch: how many real samples it has (Keras divides a batch's weighted sum by its size)
+        weights = sample_weights(fit_args[1], fit_kwargs)
+        real = (np.arange(n_batches * batch) < len(x)).reshape(n_batches, batch)  # False: the last batch's padding
+        return cls(
+            input_shape=input_shape, n_samples=len(x), n_batches=n_batches, patched=patched,
+            samples=patches if patched else tf.constant(x), y=tf.constant(y),
+            x_val=val_patches if patched else tf.constant(x_val), y_val=tf.constant(y_val),
+            weights=tf.constant(np.ones(len(x), "float32") if weights is None else weights),
+            counts=tf.constant(np.minimum(batch, len(x) - batch * np.arange(n_batches)).astype("float32")),
+            present=tf.constant((real[:, None, :] if shuffle else real).astype("float32")))
 
 
 @dataclass(frozen=True)
@@ -524,6 +565,8 @@ class BatchedEvaluator:
         self._epochs_per_call = {}  # _Problem -> the epochs a call ran in about CALL_SECONDS last time
         self._layouts = {}  # topology -> CheckpointLayout (None: Keras saves those models itself)
         self._plans = weakref.WeakKeyDictionary()  # template -> its _Plan, while the template lives: see _plan_of
+        self._inputs = None  # (key, source arrays, _FitInputs) of the search's data: see _inputs_of
+        self._searching = False  # inside one_search()
 
     batches = True  # the tuner hands it every pending trial at once
     takes_candidates = True  # trains a keras_grs.evaluate.candidate.Candidate without building its model
@@ -756,42 +799,26 @@ class BatchedEvaluator:
             write_checkpoint(job.checkpoint, lambda path: layout.write(path, weights, names), self.writer)
 
     def _train(self, jobs, plan, fit_args, fit_kwargs):
-        units = int(template_of(jobs[0].model).output_shape[-1])
-        x = np.asarray(fit_args[0]).astype("float32")
-        y = plan.loss.labels(fit_args[1], units)
-        x_val, y_val = fit_kwargs["validation_data"][:2]
-        x_val = np.asarray(x_val).astype("float32")
-        y_val = plan.loss.labels(y_val, units)
         batch = int(fit_kwargs.get("batch_size") or 32)
         shuffle = fit_kwargs.get("shuffle", True)
-        input_shape = tuple(int(d) for d in template_of(jobs[0].model).input_shape[1:])
-        x, x_val = x.reshape(-1, *input_shape), x_val.reshape(-1, *input_shape)
         per_job = self._widen(jobs)
         k = self._slots
-        n_batches = math.ceil(len(x) / batch)
-        # the first convolution's patches once for the whole fit (else the samples): each batch gathers its rows
-        patches, val_patches = _input_patches(plan.ops, x), _input_patches(plan.ops, x_val)
-        patched = patches is not None and val_patches is not None
+        inputs = self._inputs_of(template_of(jobs[0].model), plan, fit_args, fit_kwargs, batch, shuffle)
+        n_batches = inputs.n_batches
         callbacks = fit_kwargs.get("callbacks") or ()
         # one compiled fit runs up to `capacity` epochs a call (as many batch orders as EPOCH_INDEX_BYTES hold), how
         # many is an argument: as many as last took about CALL_SECONDS (a signal such as Ctrl-C waits for the call
         # to end); one, in a program that holds one, when an EarlyStopping decides between epochs
         per_epoch = n_batches * batch * (k if shuffle else 1) * 4
         capacity = 1 if callbacks else max(1, min(MAX_EPOCHS_PER_CALL, EPOCH_INDEX_BYTES // per_epoch))
-        problem = _Problem(k, tuple(self._capacity), input_shape, n_batches, batch, not shuffle, len(x), patched,
-                           self.objective.direction == "min", self.epoch_score, capacity)
-        # per sample: its loss weight (class or sample weight; 0 for the padding of the last batch), and per
-        # batch: how many real samples it has (Keras divides a batch's weighted sum by its size)
-        weights = sample_weights(fit_args[1], fit_kwargs)
-        real = (np.arange(n_batches * batch) < len(x)).reshape(n_batches, batch)  # False: the last batch's padding
+        problem = _Problem(k, tuple(self._capacity), inputs.input_shape, n_batches, batch, not shuffle,
+                           inputs.n_samples, inputs.patched, self.objective.direction == "min", self.epoch_score,
+                           capacity)
         data = _FitData(
-            problem=problem, fit=self._program(problem, plan), plan=plan, in_channels=input_shape[-1],
-            epochs=int(fit_kwargs.get("epochs", 1)), shuffle=shuffle, n_samples=len(x), callbacks=tuple(callbacks),
-            samples=patches if patched else tf.constant(x), y=tf.constant(y),
-            x_val=val_patches if patched else tf.constant(x_val), y_val=tf.constant(y_val),
-            weights=tf.constant(np.ones(len(x), "float32") if weights is None else weights),
-            counts=tf.constant(np.minimum(batch, len(x) - batch * np.arange(n_batches)).astype("float32")),
-            present=tf.constant((real[:, None, :] if shuffle else real).astype("float32")))
+            problem=problem, fit=self._program(problem, plan), plan=plan, in_channels=inputs.input_shape[-1],
+            epochs=int(fit_kwargs.get("epochs", 1)), shuffle=shuffle, n_samples=inputs.n_samples,
+            callbacks=tuple(callbacks), samples=inputs.samples, y=inputs.y, x_val=inputs.x_val, y_val=inputs.y_val,
+            weights=inputs.weights, counts=inputs.counts, present=inputs.present)
         # groups of `k` candidates, up to `workers` of them training at once: one compiled fit runs on one core
         groups = [(jobs[start:start + k], per_job[start:start + k], start) for start in range(0, len(jobs), k)]
         outcomes = _in_threads([lambda halt, group=group: self._fit_group(*group, data, halt) for group in groups],
@@ -807,9 +834,38 @@ class BatchedEvaluator:
                     "loss": float(chosen[0][i]),
                     "epochs": int(epochs_run[i]),
                     **measure(job.model),  # params, flops, latency_ms
-                    "val_samples": len(y_val),
+                    "val_samples": int(inputs.y_val.shape[0]),
                 })
         return results
+
+    def _inputs_of(self, template, plan, fit_args, fit_kwargs, batch, shuffle) -> _FitInputs:
+        """The fit's data as the compiled fit takes it (:class:`_FitInputs`). Within :meth:`one_search`, made once
+        for the arrays the search trains on (every batch of trials passes the same ones: converting them, the first
+        convolution's patches of every sample for a CNN, cost up to 10% of a short search), and kept with those
+        arrays, so that their identities stay theirs; otherwise made for each call."""
+        if not self._searching:
+            return _FitInputs.make(plan, fit_args, fit_kwargs, int(template.output_shape[-1]),
+                                   tuple(int(d) for d in template.input_shape[1:]), batch, shuffle)
+        sources = (fit_args[0], fit_args[1], *fit_kwargs["validation_data"][:2], fit_kwargs.get("sample_weight"),
+                   fit_kwargs.get("class_weight"))
+        units = int(template.output_shape[-1])
+        input_shape = tuple(int(d) for d in template.input_shape[1:])
+        key = (tuple(map(id, sources)), plan.loss, units, input_shape, batch, bool(shuffle), _patch_key(plan.ops))
+        if self._inputs is None or self._inputs[0] != key:
+            self._inputs = None  # the last data can go before the next is made
+            made = _FitInputs.make(plan, fit_args, fit_kwargs, units, input_shape, batch, shuffle)
+            self._inputs = (key, sources, made)
+        return self._inputs[2]
+
+    @contextlib.contextmanager
+    def one_search(self):
+        """Within, the fit's arrays are those of one search: their tensors are made once (see :meth:`_inputs_of`)
+        and forgotten on leaving. A search must not change its arrays in place while it runs."""
+        self._searching = True
+        try:
+            yield self
+        finally:
+            self._searching, self._inputs = False, None
 
     def _fit_group(self, jobs, per_job, offset, data, halt):
         """Train one group of at most ``self._slots`` jobs (``offset``: the first one's place in the batch) with the
@@ -1309,6 +1365,16 @@ def _pooled_positions(pool):
     """The output positions (per spatial axis) a following pooling reads, as a :func:`_patches` limit; None:
     all."""
     return None if pool is None else tuple(pool.window)
+
+
+def _patch_key(plan):
+    """What :func:`_input_patches` of a plan depends on (plans of one search's structures share it)."""
+    first = plan[0]
+    if first.kind != "conv":
+        return None
+    pool = _pooled_after(plan).get(0)
+    return (tuple(first.window), tuple(first.strides), first.padding, tuple(-1 in op.inputs for op in plan[1:]),
+            _pooled_positions(pool))
 
 
 def _input_patches(plan, x):

@@ -482,7 +482,8 @@ class GRSTuner(keras_tuner.Tuner):
         self.on_search_begin()
         # the checkpoints and the state files (trial.json, oracle.json, ...) are written behind, in order, while
         # the next batch trains: a trial's file says it completed only after its checkpoint is whole on disk
-        with deferred_to(self._writer):
+        one_search = getattr(self.evaluator, "one_search", contextlib.nullcontext)  # the data converted once
+        with deferred_to(self._writer), one_search():
             used = self._batches(fit_args, fit_kwargs)
         if distributed.is_worker():
             for tuner_id in sorted(used - {self.tuner_id}):
