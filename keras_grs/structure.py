@@ -16,7 +16,7 @@ class does is looked up in :mod:`keras_grs.layers`, the one table of layer kinds
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 import keras
@@ -165,17 +165,28 @@ class Structure:
     def kept_mask(self, layout: Layout, keep: Mapping[str, np.ndarray]) -> np.ndarray | None:
         """Which channels of ``layout`` survive when each group named in ``keep`` keeps only those units
         (None when no channel of it goes)."""
-        touched = {i for i, g in enumerate(self.all_groups) if g.name in keep}
-        if not touched or not np.isin(layout.group, list(touched)).any():
-            return None
+        return self.keeper(keep)(layout)
+
+    def keeper(self, keep: Mapping[str, np.ndarray]) -> Callable[[Layout | None], np.ndarray | None]:
+        """:meth:`kept_mask` of any layout (None for no layout) with the same ``keep``: what survives of every
+        group is worked out once, not once per layout (a candidate reads a few dozen layouts)."""
+        touched = np.array([g.name in keep for g in self.all_groups], bool)
+        if not touched.any():
+            return lambda layout: None
         widths = np.array([g.width for g in self.all_groups])
         offsets = np.concatenate([[0], np.cumsum(widths)[:-1]])
         alive = np.ones(int(widths.sum()), bool)
-        for i in touched:
+        for i in np.flatnonzero(touched):
             mask = np.zeros(widths[i], bool)
             mask[np.asarray(keep[self.all_groups[i].name], int)] = True
             alive[offsets[i] : offsets[i] + widths[i]] = mask
-        return alive[offsets[layout.group] + layout.unit]
+
+        def kept_mask(layout):
+            if layout is None or not touched[layout.group].any():
+                return None
+            return alive[offsets[layout.group] + layout.unit]
+
+        return kept_mask
 
     def kept(self, keep: Mapping[str, np.ndarray]) -> Structure:
         """The structure of the model :func:`keras_grs.shrink` makes when each group named in ``keep`` keeps only
@@ -198,8 +209,10 @@ class Structure:
             table[np.asarray(units, np.int64)] = np.arange(len(units))
             renumbered[position[name]] = table
 
+        kept_mask = self.keeper(keep)
+
         def cut(layout):
-            alive = self.kept_mask(layout, keep) if layout is not None else None
+            alive = kept_mask(layout)
             if alive is None:
                 return layout
             group, unit = layout.group[alive], layout.unit[alive].copy()

@@ -89,8 +89,9 @@ def _rebuild(model, structure, keep, channels=None):
     (from ``keep``, the units each group keeps, or ``channels``, the new count per layer name)."""
     channels = dict(channels or {})
     if keep:
+        kept_mask = structure.keeper(keep)
         for step in structure.steps:
-            mask = structure.kept_mask(step.output, keep)
+            mask = kept_mask(step.output)
             if mask is not None:
                 channels[step.name] = int(mask.sum())
 
@@ -181,6 +182,7 @@ def surviving_weights(
     weights (Dense, Conv, the per-channel layers such as BatchNormalization)."""
     structure = structure if structure is not None else analyze(model)
     steps = {step.name: step for step in structure.steps}
+    kept_mask = structure.keeper(keep)
     result = []
     for i, layer in enumerate(leaf_layers(model)):
         values = layer.get_weights() if weights is None else list(weights[i])
@@ -189,8 +191,8 @@ def surviving_weights(
         if not values or slicer is None or not keep:
             result.append(values)
             continue
-        kin = structure.kept_mask(step.inputs[0], keep) if step.inputs else None
-        kout = structure.kept_mask(step.output, keep)
+        kin = kept_mask(step.inputs[0]) if step.inputs else None
+        kout = kept_mask(step.output)
         if kin is None and kout is None:
             result.append(values)
             continue
@@ -219,8 +221,9 @@ def silenced_call(model: keras.Model, remove: Mapping[str, Iterable[int]], input
     structure = structure if structure is not None else analyze(model)
     keep = kept_units(structure, remove)
     masks = {}
+    kept_mask = structure.keeper(keep)
     for step in structure.steps:
-        mask = structure.kept_mask(step.output, keep)
+        mask = kept_mask(step.output)
         if mask is not None:
             masks[step.name] = mask.astype("float32")
 

@@ -74,11 +74,12 @@ class Candidate:
         before = parent.shapes() if held else {layer.name: (_shape(layer.input), _shape(layer.output))
                                                for layer in self._layers}
         steps = {step.name: step for step in structure.steps}
+        kept_mask = structure.keeper(keep)
         self._shapes = {}
         for layer in self._layers:
             step, (shape_in, shape_out) = steps[layer.name], before[layer.name][:2]
-            self._shapes[layer.name] = (_kept(shape_in, structure, step.inputs[0] if step.inputs else None, keep),
-                                        _kept(shape_out, structure, step.output, keep),
+            self._shapes[layer.name] = (_kept(shape_in, kept_mask(step.inputs[0] if step.inputs else None)),
+                                        _kept(shape_out, kept_mask(step.output)),
                                         [np.shape(v) for v in self.arrays[layer.name]])
         self._model = None
 
@@ -149,9 +150,8 @@ def _shape(tensor) -> tuple[int, ...]:
     return tuple(int(d) for d in tensor.shape[1:])
 
 
-def _kept(shape, structure, layout, keep):
-    """``shape`` with its channel axis cut to the channels ``keep`` leaves of ``layout``."""
-    mask = structure.kept_mask(layout, keep) if layout is not None else None
+def _kept(shape, mask):
+    """``shape`` with its channel axis cut to the channels ``mask`` keeps (None: all)."""
     return shape if mask is None else (*shape[:-1], int(mask.sum()))
 
 
