@@ -18,7 +18,9 @@ processes started at the same instant exactly one gets it. It is released by the
 however it exits (SIGKILL included), so a dead holder never blocks a new run: its stale lock file is simply locked
 again and its description overwritten, with no pid guessing. Because the lock file is removed on release, a process
 that opened the old file just before it was removed could lock an orphaned inode; after locking, the path is
-therefore checked to still name the locked inode, and the attempt retried otherwise.
+therefore checked to still name the locked inode, and the attempt retried otherwise. A directory that does not
+exist is created already locked (made under a private name, its lock file locked, then renamed into place), so
+that the process that created it is the one holding it, and removes it on release if nothing was written.
 
 Limits: ``flock`` is per host on some network file systems (older NFS, some FUSE); a run directory shared between
 machines is protected only where the file system forwards ``flock`` (NFSv4 on Linux does).
@@ -30,6 +32,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import socket
 import time
 from datetime import datetime, timezone
@@ -86,11 +89,14 @@ class RunLock:
             return self
         for _ in range(100):
             if not self.directory.is_dir():
-                self.directory.mkdir(parents=True, exist_ok=True)
-                self._created = True
+                fd = self._create_locked()
+                if fd is not None:
+                    self._fd, self._created = fd, True
+                    self._describe()
+                    return self
             try:
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            except FileNotFoundError:  # a refused process removed the directory it had just created: again
+            except FileNotFoundError:  # its creator released it and removed it since we looked: again
                 continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -111,6 +117,33 @@ class RunLock:
             os.close(fd)  # the holder removed the file between our open and flock: lock the new one
             time.sleep(0.01)
         raise RunLocked(self.directory, holder_of(self.directory))
+
+    def _create_locked(self) -> int | None:
+        """Create the directory with its lock file already locked by this process; the locked descriptor, or None
+        when another process created the directory first.
+
+        The directory is made under a private name in the same parent, its lock file locked, then renamed into
+        place (atomic: of racers that all found it missing, exactly one rename lands, the others find it there and
+        not empty). So the process that created the directory is the one that holds it, and only that one removes
+        it on release: a racer that merely created it and was refused cannot leave it behind."""
+        parent = self.directory.parent
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = parent / f".{self.directory.name}.keras-grs-{os.getpid()}-{secrets.token_hex(4)}"
+        staging.mkdir()  # as the directory itself would be made (the umask's permissions)
+        fd = os.open(staging / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # nobody else knows this path yet
+            os.rename(staging, self.directory)
+        except OSError:  # the directory exists now (not empty: another racer's lock file is in it)
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                (staging / LOCK_FILE).unlink()
+                staging.rmdir()
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
 
     def _describe(self) -> None:
         # Written in place (not renamed): the lock belongs to this inode. A reader may see a partial description

@@ -67,6 +67,21 @@ def test_a_lock_on_a_new_directory_leaves_no_trace(tmp_path):
     assert not directory.exists()
 
 
+def test_of_two_that_both_found_the_directory_missing_the_one_that_created_it_holds_it(tmp_path, monkeypatch):
+    # the interleaving a race can give: the second looks before the first has created the directory, and creates
+    # it too; the creator must be the holder, or the directory outlives both (nobody thinks they made it)
+    directory = tmp_path / "run"
+    first, second = RunLock(directory), RunLock(directory)
+    monkeypatch.setattr(type(directory), "is_dir", lambda self: False if self == directory else os.path.isdir(self))
+    first.acquire()
+    with pytest.raises(RunLocked):
+        second.acquire()
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no private name left behind by the refused one
+    assert [p.name for p in directory.iterdir()] == [LOCK_FILE]
+    first.release()
+    assert not directory.exists() and not list(tmp_path.iterdir())
+
+
 def test_a_dead_holders_lock_is_taken_over(tmp_path):
     process = hold_in_other_process(tmp_path)
     with pytest.raises(RunLocked, match=f"pid {process.pid} "):
