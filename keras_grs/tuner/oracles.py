@@ -291,8 +291,8 @@ class PruningOracle(keras_tuner.Oracle):
             PHASE: candidate.phase,
         }
         self._bookkeeping[trial_id] = record
-        with open(os.path.join(self._get_trial_dir(trial_id), CANDIDATE_FILE), "w") as f:
-            json.dump(record, f)
+        # atomic; in a search's own process written behind, in order with the trial's other files (files.deferred_to)
+        write_json(os.path.join(self._get_trial_dir(trial_id), CANDIDATE_FILE), record)
 
     def bookkeeping(self, trial_id) -> dict:
         """What the search knows of a trial: ``grs_key``, ``grs_parent``, ``grs_group``, ``grs_removed`` (JSON),
