@@ -238,8 +238,23 @@ def separable_cnn():
     return model
 
 
-@pytest.mark.parametrize("build", [batch_normalized_mlp, batch_normalized_cnn, separable_cnn, residual_cnn, concat_mlp],
-                         ids=["dense", "conv", "depthwise", "residual", "concatenated"])
+def preprocessed_mlp():
+    """A Normalization adapted to the calcium features (its statistics are weights) and a Rescaling at the input,
+    then a batch-normalised MLP."""
+    norm = keras.layers.Normalization(name="standardize")
+    x, _ = datasets.calcium(n_neurons=30, n_frames=200, seed=9, difficulty="easy")
+    norm.adapt(x)
+    L = keras.layers
+    model = keras.Sequential([keras.Input((30,)), norm, L.Rescaling(0.5), L.Dense(12), L.BatchNormalization(),
+                              L.ReLU(), L.Dense(6, activation="relu"), L.Dense(2, activation="softmax")],
+                             name="preprocessed")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("build", [batch_normalized_mlp, batch_normalized_cnn, separable_cnn, residual_cnn, concat_mlp,
+                                   preprocessed_mlp],
+                         ids=["dense", "conv", "depthwise", "residual", "concatenated", "preprocessed"])
 def test_normalized_and_separable_models_are_searched_batched_and_their_checkpoints_load_as_scored(
         build, tmp_path, data):
     from keras_grs.scoring import accuracy
@@ -257,8 +272,12 @@ def test_normalized_and_separable_models_are_searched_batched_and_their_checkpoi
     assert tuner.evaluator._calls >= 2  # the initial model, then a step of two candidates
     trials = [tuner.oracle.get_trial(t) for t in tuner.oracle.start_order]
     assert len(trials) == 5 and all(t.status == "COMPLETED" for t in trials)
+    standardize = [layer for layer in model.layers if isinstance(layer, keras.layers.Normalization)]
     for trial in trials[1:]:  # each candidate's checkpoint, loaded into its model, scores what the trial recorded
         model = tuner.load_model(trial)
+        for layer in standardize:  # its statistics in every checkpoint, as adapted
+            for got, want in zip(model.get_layer(layer.name).get_weights(), layer.get_weights()):
+                np.testing.assert_array_equal(got, want)
         norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
         assert norms and all(np.abs(layer.moving_variance.numpy() - 1).max() > 1e-3 for layer in norms)
         assert accuracy(model, *validation) == pytest.approx(trial.score, abs=1e-6)

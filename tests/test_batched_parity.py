@@ -82,10 +82,11 @@ def depthwise_1d():
     return model
 
 
-def assert_trains_like_fit(build, labels="ids", epochs=3, tmp_path=None, shape=(FEATURES,), atol=1e-6, **fit_options):
+def assert_trains_like_fit(build, labels="ids", epochs=3, tmp_path=None, shape=(FEATURES,), atol=1e-6, scale=1.0,
+                           **fit_options):
     x, y = data(labels)
     x_val, y_val = data(labels, seed=1)
-    x, x_val = x.reshape(-1, *shape), x_val.reshape(-1, *shape)
+    x, x_val = x.reshape(-1, *shape) * scale, x_val.reshape(-1, *shape) * scale
     keras.utils.set_random_seed(0)
     reference = build()
     start = reference.get_weights()
@@ -99,8 +100,9 @@ def assert_trains_like_fit(build, labels="ids", epochs=3, tmp_path=None, shape=(
     assert evaluator.supports([job], fit) is None
     result = evaluator.evaluate([job], (x, y), fit)[0]
     assert evaluator._calls == 1  # trained by the batched path, not by the fallback
-    for got, want, initial in zip(candidate.get_weights(), reference.get_weights(), start):
-        assert np.abs(want - initial).max() > 1e-3 or not initial.any()  # training moved it
+    fixed = [not v.trainable and "moving" not in v.path for v in reference.weights]  # a Normalization's statistics
+    for got, want, initial, still in zip(candidate.get_weights(), reference.get_weights(), start, fixed):
+        assert np.abs(want - initial).max() > 1e-3 or not initial.any() or still  # training moved it
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=atol)
     for name in ("loss", "val_loss", "val_accuracy"):
         assert result[name] == pytest.approx(history[name][-1], rel=1e-4, abs=1e-6), name
@@ -469,3 +471,39 @@ def separable_1d():
 ], ids=["2d", "2d-regularized", "1d"])
 def test_separable_convolutions_train_like_fit(build, shape, tmp_path):
     assert_trains_like_fit(build, shape=shape, tmp_path=tmp_path, atol=1e-5)
+
+
+def normalized_input_mlp():
+    """A Normalization adapted to data far from zero mean and unit variance, then a Rescaling, at the input."""
+    L = keras.layers
+    norm = L.Normalization()
+    norm.adapt(np.random.default_rng(5).normal(2.0, 3.0, (64, FEATURES)).astype("float32"))
+    model = keras.Sequential([keras.Input((FEATURES,)), norm, L.Rescaling(0.5, offset=0.25),
+                              L.Dense(8, activation="relu"), L.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def rescaled_cnn():
+    """Images scaled to [0, 1] first (Rescaling(1/255)), as image models usually start, then a Conv block."""
+    L = keras.layers
+    model = keras.Sequential([keras.Input((4, 4, 1)), L.Rescaling(1 / 255), L.Conv2D(3, 2, activation="relu"),
+                              L.MaxPooling2D(), L.Flatten(), L.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("build, shape, scale", [(normalized_input_mlp, (FEATURES,), 1.0),
+                                                 (rescaled_cnn, (4, 4, 1), 255.0)], ids=["normalization", "rescaling"])
+def test_preprocessing_layers_at_the_input_train_like_fit(build, shape, scale, tmp_path):
+    # the Rescaling case's images as values of the size it divides by 255
+    assert_trains_like_fit(build, shape=shape, tmp_path=tmp_path, atol=1e-5, scale=scale)
+
+
+def test_a_normalization_inside_the_model_is_named():
+    L = keras.layers
+    model = keras.Sequential([keras.Input((FEATURES,)), L.Dense(8, activation="relu"), L.Rescaling(2.0),
+                              L.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    reason = BatchedEvaluator(Objective("val_loss", "min")).supports([Job(model, True, "")], {"epochs": 1})
+    assert reason is not None and "other than at the model's input" in reason, reason

@@ -49,6 +49,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import hashlib
 import math
 import os
 import threading
@@ -196,10 +197,10 @@ class _FitInputs:
 
     @classmethod
     def make(cls, plan, fit_args, fit_kwargs, units, input_shape, batch, shuffle) -> _FitInputs:
-        x = np.asarray(fit_args[0]).astype("float32").reshape(-1, *input_shape)
+        x = _preprocessed(plan.prefix, np.asarray(fit_args[0]).astype("float32").reshape(-1, *input_shape))
         y = plan.loss.labels(fit_args[1], units)
         x_val, y_val = fit_kwargs["validation_data"][:2]
-        x_val = np.asarray(x_val).astype("float32").reshape(-1, *input_shape)
+        x_val = _preprocessed(plan.prefix, np.asarray(x_val).astype("float32").reshape(-1, *input_shape))
         y_val = plan.loss.labels(y_val, units)
         n_batches = math.ceil(len(x) / batch)
         # the first convolution's patches once for the whole fit (else the samples): each batch gathers its rows
@@ -240,13 +241,17 @@ class _Offsets:
 class _Plan:
     """What one compiled program needs to know of a model: its ops (in topological order), its loss and its
     optimizer; ``names``, the layer of each op (not part of the program: models of other names share it); ``ties``,
-    the Dense/Conv ops whose units a merge adds together (their padded widths must match)."""
+    the Dense/Conv ops whose units a merge adds together (their padded widths must match); ``prefix``, the
+    Rescaling and Normalization layers the model starts with, which the data goes through once, before any
+    training (not part of the program either: it takes their outputs)."""
 
     ops: tuple
     loss: Loss
     optimizer: Optimizer
     names: tuple = ()
     ties: tuple = ()
+    prefix: tuple = ()  # the preprocessing layers at the model's input, applied to the data once (_preprocessed)
+    prefix_key: tuple = ()  # what they compute: their classes, configurations and weights (a digest)
 
     def key(self):
         return tuple(op.key() for op in self.ops), self.loss, self.optimizer
@@ -353,6 +358,11 @@ def _separable_ops(layer, name, flattened):
     return depthwise, pointwise
 
 
+def _input_op(layer, name, flattened):
+    raise UnsupportedForBatching(f"{name} other than at the model's input (the batched path passes the data through "
+                                 "the preprocessing layers the model starts with, once)")
+
+
 def _flatten_op(layer, name, flattened):
     return _Op("flatten")
 
@@ -401,7 +411,8 @@ def _is_weighted(layer) -> bool:
 # the op of each batched kind of keras_grs.layers' table (Kind.batched)
 _OP_BUILDERS = {"dense": _dense_op, "conv": _conv_op, "norm": _norm_op, "depthwise": _depthwise_op, "pool": _pool_op,
                 "gpool": _global_pool_op, "flatten": _flatten_op, "dropout": _dropout_op,
-                "activation": _activation_op, "pad": _margins_op, "crop": _margins_op, "separable": _separable_ops}
+                "activation": _activation_op, "pad": _margins_op, "crop": _margins_op, "separable": _separable_ops,
+                "input": _input_op}
 MERGES = {"add": tf.add, "subtract": tf.subtract, "multiply": tf.multiply, "maximum": tf.maximum,
           "minimum": tf.minimum}  # and average; each keeps the padded channels (zero in every input) zero
 
@@ -457,8 +468,15 @@ def _plan(model) -> _Plan:
     # axis holds Dense/Conv units
     op_of, channels, spread, units = {-1: -1}, {-1: (-1,)}, {-1: ()}, {-1: False}
     n_weighted = 0
+    prefix = []
     for i, (layer, inputs, node) in enumerate(graph):
         name = f"{type(layer).__name__} {layer.name!r}"
+        if not is_op(layer) and kind_of(layer).batched == "input" and len(prefix) == i and readers[inputs[0]] == 1:
+            # a preprocessing layer the model starts with: fixed (nothing in it trains, nothing is pruned), so
+            # applied to the data once; anywhere else, _input_op refuses it
+            prefix.append(layer)
+            op_of[i] = -1
+            continue
         sources = tuple(op_of[j] for j in inputs)
         first = sources[0]
         op = _op_of(layer, name, spread[first], node)
@@ -519,7 +537,22 @@ def _plan(model) -> _Plan:
             if op.kind == "activation" and not _zero_at_zero(op):
                 raise UnsupportedForBatching(f"activation {op.activation!r} as a layer of its own (it is not zero at "
                                              "zero, so padded units would not stay zero)")
-    return _Plan(tuple(ops), loss, optimizer, tuple(names), tuple(tie for tie in set(ties) if len(tie) > 1))
+    return _Plan(tuple(ops), loss, optimizer, tuple(names), tuple(tie for tie in set(ties) if len(tie) > 1),
+                 tuple(prefix), tuple(_layer_digest(layer) for layer in prefix))
+
+
+def _layer_digest(layer) -> tuple:
+    """What a layer computes, as a key: its class, its configuration (but its name) and a digest of its weights."""
+    config = {k: v for k, v in layer.get_config().items() if k != "name"}
+    weights = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in layer.get_weights())).hexdigest()
+    return type(layer).__name__, repr(sorted(config.items())), weights
+
+
+def _preprocessed(prefix, x):
+    """``x`` through the model's preprocessing layers (:attr:`_Plan.prefix`), computed by the layers themselves."""
+    for layer in prefix:
+        x = np.asarray(layer(x), dtype="float32")
+    return x
 
 
 def _signature(plan, model):
@@ -762,6 +795,10 @@ class BatchedEvaluator:
                 earlier = merged[layer.name][1] if layer.name in merged else []
                 merged[layer.name] = (layer, values + earlier)
             unpacked.append({})
+            for layer in plan.prefix:  # unchanged (nothing in them trains), but in the checkpoint
+                if layer.weights:
+                    unpacked[j][layer.name] = (model.arrays[layer.name] if isinstance(model, Candidate)
+                                               else model.get_layer(layer.name).get_weights())
             for layer, values in merged.values():
                 if isinstance(model, Candidate):
                     model.assign(layer.name, values)
@@ -850,7 +887,8 @@ class BatchedEvaluator:
                    fit_kwargs.get("class_weight"))
         units = int(template.output_shape[-1])
         input_shape = tuple(int(d) for d in template.input_shape[1:])
-        key = (tuple(map(id, sources)), plan.loss, units, input_shape, batch, bool(shuffle), _patch_key(plan.ops))
+        key = (tuple(map(id, sources)), plan.loss, units, input_shape, batch, bool(shuffle), _patch_key(plan.ops),
+               plan.prefix_key)
         if self._inputs is None or self._inputs[0] != key:
             self._inputs = None  # the last data can go before the next is made
             made = _FitInputs.make(plan, fit_args, fit_kwargs, units, input_shape, batch, shuffle)

@@ -87,13 +87,14 @@ class Candidate:
     def possible(parent) -> bool:
         """Whether children of ``parent`` can be held as arrays: a chain, or a graph joined by merges and
         concatenations, whose weighted layers are Dense, Conv, SeparableConv, DepthwiseConv or BatchNormalization
-        (what the batched evaluator trains; their weights are cut by the weights alone)."""
+        (what the batched evaluator trains; their weights are cut by the weights alone), or a Normalization (at the
+        input, never cut)."""
         template = template_of(parent)
         try:
             layer_graph(template, BATCHED_GRAPH_LAYERS)
         except UnsupportedLayerError:
             return False
-        return all(kind_of(layer).batched in ("dense", "conv", "separable", "norm", "depthwise")
+        return all(kind_of(layer).batched in ("dense", "conv", "separable", "norm", "depthwise", "input")
                    for layer in leaf_layers(template)
                    if layer.weights)
 
