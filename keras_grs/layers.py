@@ -292,7 +292,7 @@ KINDS: dict[type, Kind] = {
     L.ReLU: _carry("activation", "activation"),
     L.Dropout: _carry("dropout", "identity"),
     L.Identity: _carry(actor="identity"),
-    **{cls: _carry(actor="identity") for cls in (L.SpatialDropout1D, L.SpatialDropout2D)},
+    **{cls: _carry("dropout", "identity") for cls in (L.SpatialDropout1D, L.SpatialDropout2D)},
     **{cls: _carry("pool", "pool") for cls in (
         L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D, L.AveragePooling2D)},
     **{cls: _carry("gpool", "global_pool") for cls in (

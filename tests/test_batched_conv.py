@@ -78,6 +78,33 @@ def test_pooling_before_the_bias_matches_keras_max_pooling_after_the_activation(
                                model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("dropout, whole", [(keras.layers.SpatialDropout2D, True), (keras.layers.Dropout, False)])
+def test_spatial_dropout_drops_a_samples_channel_at_every_position(dropout, whole):
+    # the Dense reads the dropout's output as it is (identity kernel, no bias): the logits are that output
+    L = keras.layers
+    model = keras.Sequential([keras.Input((3, 3, 1)), L.Conv2D(8, 2, padding="same", name="c"), dropout(0.5),
+                              L.Flatten(), L.Dense(72, use_bias=False, name="d")])
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    randomize(model, np.random.default_rng(1))
+    model.get_layer("d").set_weights([np.eye(72, dtype="float32")])
+    plan = _plan(model)
+    evaluator = BatchedEvaluator(Objective("val_accuracy", "max"))
+    jobs = [Job(model, True, ""), Job(keras_grs.shrink(model, {}), True, "")]
+    params, masks = evaluator._pack(evaluator._widen(jobs), plan, 1)
+    forward = _forward_function(plan.ops, evaluator._slots)
+    x = tf.constant(np.random.default_rng(2).normal(size=(64, 3, 3, 1)).astype("float32"))
+    plain = forward(params, masks, x, None).numpy().reshape(-1, 64, 3, 3, 8)[:2]
+    dropped = forward(params, masks, x, (tf.constant([3, 4]), tf.constant(0))).numpy().reshape(-1, 64, 3, 3, 8)[:2]
+    kept = np.isclose(dropped, plain * 2, rtol=1e-5, atol=1e-6)
+    assert (kept | (dropped == 0)).all()
+    share = kept.mean(axis=(2, 3))  # per candidate, sample and channel: the share of its positions kept
+    if whole:
+        assert set(np.unique(share)) == {0.0, 1.0} and abs(share.mean() - 0.5) < 0.08
+        assert (share[0] != share[1]).mean() > 0.3  # each candidate its own draw
+    else:
+        assert ((share > 0) & (share < 1)).mean() > 0.5
+
+
 def test_dropout_masks_keep_the_share_asked_and_differ_by_candidate_batch_and_layer():
     seeds = tf.constant([11, 12, 13])
     keep = _dropout_keep((3, 32, 4, 4, 16), seeds, tf.constant(0), 3, 0.25).numpy()

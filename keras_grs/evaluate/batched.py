@@ -129,6 +129,7 @@ class _Op:
     arguments: tuple = ()
     operation: object = field(default=None, compare=False)
     activation_args: tuple = ()  # the activation's keyword arguments as (name, value) pairs (a ReLU's max_value)
+    whole_channels: bool = False  # a dropout's: drops a sample's channel at every position (SpatialDropout)
 
     @property
     def weighted(self):
@@ -137,7 +138,8 @@ class _Op:
     def key(self):
         return (self.kind, self.activation, self.activation_args, self.window, self.strides, self.padding,
                 self.pooling, self.rate, self.spatial, self.bias, self.penalties, self.epsilon, self.momentum,
-                self.merge, self.inputs, self.channels, self.margins, self.keepdims, self.arguments)
+                self.merge, self.inputs, self.channels, self.margins, self.keepdims, self.arguments,
+                self.whole_channels)
 
 
 @dataclass(frozen=True)
@@ -368,6 +370,10 @@ def _flatten_op(layer, name, flattened):
 
 
 def _dropout_op(layer, name, flattened):
+    if isinstance(layer, (keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D)):
+        if getattr(layer, "data_format", "channels_last") != "channels_last":
+            raise UnsupportedForBatching(f"{name} with data_format={layer.data_format!r}")
+        return _Op("dropout", rate=float(layer.rate), whole_channels=True)
     if layer.noise_shape is not None:
         raise UnsupportedForBatching("Dropout with a noise_shape")
     return _Op("dropout", rate=float(layer.rate))
@@ -1308,7 +1314,9 @@ def _forward_function(plan, k):
                     h = _activate(op, h)
                 elif op.kind == "dropout":
                     if seed is not None and op.rate > 0:
-                        h = tf.where(_dropout_keep(h.shape, *seed, n, op.rate), h / (1 - op.rate), 0.0)
+                        # a SpatialDropout: one draw per (sample, channel), as Keras' noise_shape (batch, 1, .., units)
+                        shape = (*h.shape[:2], *[1] * (len(h.shape) - 3), h.shape[-1]) if op.whole_channels else h.shape
+                        h = tf.where(_dropout_keep(shape, *seed, n, op.rate), h / (1 - op.rate), 0.0)
                 elif op.kind == "pool":
                     h = _pool(h, op, k)
                 elif op.kind == "gpool":
