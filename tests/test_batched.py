@@ -340,24 +340,25 @@ L = keras.layers
 
 @pytest.mark.parametrize("layers, reason", [
     (lambda: [L.BatchNormalization(), L.Dense(4)], "not after a Dense or Conv layer"),
-    (lambda: [L.Dense(4), L.BatchNormalization(center=False)], "options"),
-    (lambda: [L.Dense(4), L.BatchNormalization(renorm=True)], "options"),
+    (lambda: [L.Dense(4), L.BatchNormalization(center=False)], "with center=False (the batched path takes axis"),
+    (lambda: [L.Dense(4), L.BatchNormalization(renorm=True)], "with renorm=True"),
     (lambda: [L.Dense(4), L.BatchNormalization(gamma_regularizer="l2")], "gamma_regularizer"),
     (lambda: [L.Conv2D(3, 1), L.Flatten(), L.BatchNormalization()], "not after a Dense or Conv layer"),
     (lambda: [L.DepthwiseConv2D(1), L.Conv2D(3, 1), L.Flatten()], "not after a Dense or Conv layer"),
-    (lambda: [L.Conv2D(3, 1), L.DepthwiseConv2D(1, depth_multiplier=2), L.Flatten()], "options"),
+    (lambda: [L.Conv2D(3, 1), L.DepthwiseConv2D(1, depth_multiplier=2), L.Flatten()], "with depth_multiplier=2 ("),
+    (lambda: [L.Conv2D(3, 1, dilation_rate=2), L.Flatten()], "with dilation_rate=(2, 2) (the batched path takes"),
     (lambda: [L.Conv2D(3, 1), L.DepthwiseConv2D(1, depthwise_constraint="non_neg"), L.Flatten()],
      "depthwise_constraint"),
 ], ids=["first", "no-center", "renorm", "regularized", "after-flatten", "depthwise-first", "depthwise-multiplier",
-        "depthwise-constraint"])
+        "dilated", "depthwise-constraint"])
 def test_normalization_and_depthwise_options_the_batched_path_cannot_reproduce_are_named(layers, reason):
     layers = layers()  # made in the test's own Keras session: their names stay unique
     shape = (2, 2, 1) if isinstance(layers[0], (L.Conv2D, L.DepthwiseConv2D)) else (4,)
     model = keras.Sequential([keras.Input(shape), *layers, L.Dense(2, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     reason_given = BatchedEvaluator(OBJECTIVE).supports([Job(model, True, "")], {"epochs": 1})
-    named = next(type(layer).__name__ for layer in layers if isinstance(layer, (L.BatchNormalization,
-                                                                                  L.DepthwiseConv2D)))
+    named = next((type(layer).__name__ for layer in layers if isinstance(layer, (L.BatchNormalization,
+                                                                                   L.DepthwiseConv2D))), "Conv2D")
     assert reason_given is not None and reason in reason_given and named in reason_given, reason_given
 
 

@@ -279,10 +279,21 @@ def _dense_op(layer, name, flattened):
     return _Op("dense", layer.activation.__name__, spatial=flattened, **_weighted(layer, name))
 
 
+def _check_options(layer, name, **allowed) -> None:
+    """Raise UnsupportedForBatching naming each option of ``layer`` whose value is not among ``allowed``'s."""
+    wrong = [f"{option}={getattr(layer, option)!r}" for option, values in allowed.items()
+             if getattr(layer, option, values[0]) not in values]
+    if wrong:
+        wanted = "; ".join(f"{option} {' or '.join(map(repr, values))}" for option, values in allowed.items())
+        raise UnsupportedForBatching(f"{name} with {', '.join(wrong)} (the batched path takes {wanted})")
+
+
+CHANNELS_LAST = {"data_format": ("channels_last",)}
+
+
 def _conv_op(layer, name, flattened):
-    if layer.data_format != "channels_last" or layer.groups != 1 or set(layer.dilation_rate) != {1} \
-            or layer.padding not in ("valid", "same"):
-        raise UnsupportedForBatching(f"{name} options")
+    ones = (1,) * len(layer.kernel_size)
+    _check_options(layer, name, **CHANNELS_LAST, groups=(1,), dilation_rate=(ones,), padding=("valid", "same"))
     return _Op("conv", layer.activation.__name__, tuple(layer.kernel_size), tuple(layer.strides), layer.padding,
                **_weighted(layer, name))
 
@@ -292,32 +303,27 @@ def _pooling(layer) -> str:
 
 
 def _pool_op(layer, name, flattened):
-    if layer.data_format != "channels_last" or layer.padding not in ("valid", "same"):
-        raise UnsupportedForBatching(f"{name} options")
+    _check_options(layer, name, **CHANNELS_LAST, padding=("valid", "same"))
     return _Op("pool", window=tuple(layer.pool_size), strides=tuple(layer.strides), padding=layer.padding.upper(),
                pooling=_pooling(layer))
 
 
 def _global_pool_op(layer, name, flattened):
-    if layer.data_format != "channels_last":
-        raise UnsupportedForBatching(f"{name} options")
+    _check_options(layer, name, **CHANNELS_LAST)
     return _Op("gpool", pooling=_pooling(layer), keepdims=bool(layer.keepdims))
 
 
 def _margins_op(layer, name, flattened):
     """A ZeroPadding or Cropping layer: its (before, after) per spatial axis."""
-    if getattr(layer, "data_format", "channels_last") != "channels_last":
-        raise UnsupportedForBatching(f"{name} options")
+    _check_options(layer, name, **CHANNELS_LAST)
     margins = layer.padding if kind_of(layer).batched == "pad" else layer.cropping
     margins = (margins,) if isinstance(margins[0], int) else margins  # a 1-D layer's one pair
     return _Op(kind_of(layer).batched, margins=tuple((int(a), int(b)) for a, b in margins))
 
 
 def _norm_op(layer, name, flattened):
-    rank = len(layer.input.shape)
-    if layer.axis not in (-1, rank - 1) or not (layer.center and layer.scale) or layer.renorm or not layer.trainable:
-        raise UnsupportedForBatching(f"{name} options (the batched path trains a trainable BatchNormalization of "
-                                     "the last axis with center and scale, without renorm)")
+    _check_options(layer, name, axis=(-1, len(layer.input.shape) - 1), center=(True,), scale=(True,),
+                   renorm=(False,), trainable=(True,))
     extras = [k for k in ("beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint")
               if getattr(layer, k, None) is not None]
     if extras:
@@ -328,11 +334,8 @@ def _norm_op(layer, name, flattened):
 def _check_depthwise(layer, name, constraints) -> None:
     """What a DepthwiseConv or SeparableConv may have for its depthwise part to be an op: UnsupportedForBatching
     naming the rest."""
-    if layer.data_format != "channels_last" or layer.depth_multiplier != 1 or set(layer.dilation_rate) != {1} \
-            or layer.padding not in ("valid", "same"):
-        raise UnsupportedForBatching(f"{name} options (the batched path trains a channels-last "
-                                     f"{type(layer).__name__[:-2]} with depth_multiplier 1, no dilation, valid or "
-                                     "same padding)")
+    _check_options(layer, name, **CHANNELS_LAST, depth_multiplier=(1,),
+                   dilation_rate=((1,) * len(layer.kernel_size),), padding=("valid", "same"))
     extras = [k for k in ("activity_regularizer", *constraints) if getattr(layer, k, None) is not None]
     if extras:
         raise UnsupportedForBatching(f"{name} with {', '.join(extras)}")
@@ -371,8 +374,7 @@ def _flatten_op(layer, name, flattened):
 
 def _dropout_op(layer, name, flattened):
     if isinstance(layer, (keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D)):
-        if getattr(layer, "data_format", "channels_last") != "channels_last":
-            raise UnsupportedForBatching(f"{name} with data_format={layer.data_format!r}")
+        _check_options(layer, name, **CHANNELS_LAST)
         return _Op("dropout", rate=float(layer.rate), whole_channels=True)
     if layer.noise_shape is not None:
         raise UnsupportedForBatching("Dropout with a noise_shape")
