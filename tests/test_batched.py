@@ -181,30 +181,6 @@ def test_a_batched_grs_step_is_trained_together_and_recorded_as_trials(tmp_path,
     assert len(again.oracle.trials) == 7
 
 
-def test_a_search_converts_its_data_once_and_a_lone_evaluation_each_time(tmp_path, data, base_weights,
-                                                                          monkeypatch):
-    from keras_grs.evaluate import batched
-
-    made = []
-    make = batched._FitInputs.make.__func__
-    monkeypatch.setattr(batched._FitInputs, "make", classmethod(lambda cls, *a: made.append(a[1][0]) or make(cls, *a)))
-    (x, y), validation, _ = data
-    tuner = GRSTuner.from_model(models.build("nn1", (30,)), tolerance=0.9, seed=0, max_trials=7, evaluator="batched",
-                                directory=tmp_path, project_name="once")
-    tuner.search(x, y, validation_data=validation, epochs=1, verbose=0)
-    assert tuner.evaluator._calls >= 2 and [id(a) for a in made] == [id(x)]
-    assert tuner.evaluator._inputs is None  # forgotten with the search
-
-    # outside a search the arrays may change between calls (in place, here): each evaluation reads them anew
-    made.clear()
-    evaluator, fit = BatchedEvaluator(OBJECTIVE), {"epochs": 1, "batch_size": 32, "validation_data": validation}
-    changed = x.copy()
-    first = evaluator.evaluate(jobs_for(tmp_path, "a", base_weights, count=1), (changed, y), fit)
-    changed[:] = 0  # nothing left to learn from
-    second = evaluator.evaluate(jobs_for(tmp_path, "b", base_weights, count=1), (changed, y), fit)
-    assert len(made) == 2 and first[0]["loss"] != second[0]["loss"]
-
-
 def batch_normalized_mlp():
     model = keras.Sequential([keras.Input((30,)), keras.layers.Dense(12, use_bias=False), keras.layers.BatchNormalization(),
                               keras.layers.ReLU(), keras.layers.Dense(6), keras.layers.BatchNormalization(),

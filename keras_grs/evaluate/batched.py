@@ -47,9 +47,7 @@ warning and recorded per trial (the tuner writes :meth:`BatchedEvaluator.support
 from __future__ import annotations
 
 import collections
-import contextlib
 import functools
-import hashlib
 import math
 import os
 import threading
@@ -252,8 +250,7 @@ class _Plan:
     optimizer: Optimizer
     names: tuple = ()
     ties: tuple = ()
-    prefix: tuple = ()  # the preprocessing layers at the model's input, applied to the data once (_preprocessed)
-    prefix_key: tuple = ()  # what they compute: their classes, configurations and weights (a digest)
+    prefix: tuple = ()  # the preprocessing layers at the model's input, applied to the data first (_preprocessed)
 
     def key(self):
         return tuple(op.key() for op in self.ops), self.loss, self.optimizer
@@ -546,14 +543,7 @@ def _plan(model) -> _Plan:
                 raise UnsupportedForBatching(f"activation {op.activation!r} as a layer of its own (it is not zero at "
                                              "zero, so padded units would not stay zero)")
     return _Plan(tuple(ops), loss, optimizer, tuple(names), tuple(tie for tie in set(ties) if len(tie) > 1),
-                 tuple(prefix), tuple(_layer_digest(layer) for layer in prefix))
-
-
-def _layer_digest(layer) -> tuple:
-    """What a layer computes, as a key: its class, its configuration (but its name) and a digest of its weights."""
-    config = {k: v for k, v in layer.get_config().items() if k != "name"}
-    weights = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in layer.get_weights())).hexdigest()
-    return type(layer).__name__, repr(sorted(config.items())), weights
+                 tuple(prefix))
 
 
 def _preprocessed(prefix, x):
@@ -606,8 +596,6 @@ class BatchedEvaluator:
         self._epochs_per_call = {}  # _Problem -> the epochs a call ran in about CALL_SECONDS last time
         self._layouts = {}  # topology -> CheckpointLayout (None: Keras saves those models itself)
         self._plans = weakref.WeakKeyDictionary()  # template -> its _Plan, while the template lives: see _plan_of
-        self._inputs = None  # (key, source arrays, _FitInputs) of the search's data: see _inputs_of
-        self._searching = False  # inside one_search()
 
     batches = True  # the tuner hands it every pending trial at once
     takes_candidates = True  # trains a keras_grs.evaluate.candidate.Candidate without building its model
@@ -848,7 +836,9 @@ class BatchedEvaluator:
         shuffle = fit_kwargs.get("shuffle", True)
         per_job = self._widen(jobs)
         k = self._slots
-        inputs = self._inputs_of(template_of(jobs[0].model), plan, fit_args, fit_kwargs, batch, shuffle)
+        template = template_of(jobs[0].model)
+        inputs = _FitInputs.make(plan, fit_args, fit_kwargs, int(template.output_shape[-1]),
+                                 tuple(int(d) for d in template.input_shape[1:]), batch, shuffle)
         n_batches = inputs.n_batches
         callbacks = fit_kwargs.get("callbacks") or ()
         # one compiled fit runs up to `capacity` epochs a call (as many batch orders as EPOCH_INDEX_BYTES hold), how
@@ -882,36 +872,6 @@ class BatchedEvaluator:
                     "val_samples": int(inputs.y_val.shape[0]),
                 })
         return results
-
-    def _inputs_of(self, template, plan, fit_args, fit_kwargs, batch, shuffle) -> _FitInputs:
-        """The fit's data as the compiled fit takes it (:class:`_FitInputs`). Within :meth:`one_search`, made once
-        for the arrays the search trains on (every batch of trials passes the same ones: converting them, the first
-        convolution's patches of every sample for a CNN, cost up to 10% of a short search), and kept with those
-        arrays, so that their identities stay theirs; otherwise made for each call."""
-        if not self._searching:
-            return _FitInputs.make(plan, fit_args, fit_kwargs, int(template.output_shape[-1]),
-                                   tuple(int(d) for d in template.input_shape[1:]), batch, shuffle)
-        sources = (fit_args[0], fit_args[1], *fit_kwargs["validation_data"][:2], fit_kwargs.get("sample_weight"),
-                   fit_kwargs.get("class_weight"))
-        units = int(template.output_shape[-1])
-        input_shape = tuple(int(d) for d in template.input_shape[1:])
-        key = (tuple(map(id, sources)), plan.loss, units, input_shape, batch, bool(shuffle), _patch_key(plan.ops),
-               plan.prefix_key)
-        if self._inputs is None or self._inputs[0] != key:
-            self._inputs = None  # the last data can go before the next is made
-            made = _FitInputs.make(plan, fit_args, fit_kwargs, units, input_shape, batch, shuffle)
-            self._inputs = (key, sources, made)
-        return self._inputs[2]
-
-    @contextlib.contextmanager
-    def one_search(self):
-        """Within, the fit's arrays are those of one search: their tensors are made once (see :meth:`_inputs_of`)
-        and forgotten on leaving. A search must not change its arrays in place while it runs."""
-        self._searching = True
-        try:
-            yield self
-        finally:
-            self._searching, self._inputs = False, None
 
     def _fit_group(self, jobs, per_job, offset, data, halt):
         """Train one group of at most ``self._slots`` jobs (``offset``: the first one's place in the batch) with the
@@ -1413,16 +1373,6 @@ def _pooled_positions(pool):
     """The output positions (per spatial axis) a following pooling reads, as a :func:`_patches` limit; None:
     all."""
     return None if pool is None else tuple(pool.window)
-
-
-def _patch_key(plan):
-    """What :func:`_input_patches` of a plan depends on (plans of one search's structures share it)."""
-    first = plan[0]
-    if first.kind != "conv":
-        return None
-    pool = _pooled_after(plan).get(0)
-    return (tuple(first.window), tuple(first.strides), first.padding, tuple(-1 in op.inputs for op in plan[1:]),
-            _pooled_positions(pool))
 
 
 def _input_patches(plan, x):

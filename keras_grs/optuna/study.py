@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 
 import json
 import time
@@ -293,8 +292,7 @@ def optimize(
     if sampler.plan(study).finished:
         return study
     # The sampler records the accepted path after each trial and stops the study when the method stops.
-    with getattr(run.runner.evaluator, "one_search", contextlib.nullcontext)():  # the data converted once
-        study.optimize(run, n_trials=n_trials, timeout=timeout, callbacks=study_callbacks)
+    study.optimize(run, n_trials=n_trials, timeout=timeout, callbacks=study_callbacks)
     return study
 
 

@@ -253,13 +253,17 @@ class GRSTuner(keras_tuner.Tuner):
 
     def _discover_widths(self) -> dict[str, int]:
         """Which width group of the built model each width hyperparameter controls: build with every width at
-        its maximum, then with one width one smaller, and see which group changed."""
+        its maximum, then with one width one smaller, and see which group changed (a model's own widths,
+        :meth:`from_model`, are known without building it: 4-6 builds, 0.3-0.6 s, fewer per search)."""
         hps = self.oracle.width_hyperparameters()
         if not hps:
             raise ValueError(
                 "the hypermodel declares no width: pruning needs at least one hp.Int(name, min_value, max_value) "
                 "that sets a layer's units or filters"
             )
+        if isinstance(self.hypermodel, ModelHyperModel):  # its hp.Int of each group is named after the group
+            index = {g.name: i for i, g in enumerate(self.hypermodel.structure.groups)}
+            return {hp.name: index[hp.name] for hp in hps}
         base = self._structure_at({})
         mapping = {}
         for hp in hps:
@@ -482,8 +486,7 @@ class GRSTuner(keras_tuner.Tuner):
         self.on_search_begin()
         # the checkpoints and the state files (trial.json, oracle.json, ...) are written behind, in order, while
         # the next batch trains: a trial's file says it completed only after its checkpoint is whole on disk
-        one_search = getattr(self.evaluator, "one_search", contextlib.nullcontext)  # the data converted once
-        with deferred_to(self._writer), one_search():
+        with deferred_to(self._writer):
             used = self._batches(fit_args, fit_kwargs)
         if distributed.is_worker():
             for tuner_id in sorted(used - {self.tuner_id}):
