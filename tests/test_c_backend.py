@@ -56,6 +56,9 @@ LAYER_CASES = {
     "standalone_activations": lambda: seq((6, 6, 2), L.MaxPooling2D(2), L.Activation("tanh"), L.Flatten(),
                                           L.Activation("sigmoid"), L.Dense(3), L.Dropout(0.5),
                                           L.Activation("softmax")),
+    "training_only_layers": lambda: seq((6,), L.GaussianNoise(0.3), L.Dense(4, activation="relu"),
+                                        L.GaussianDropout(0.2), L.AlphaDropout(0.1), L.ActivityRegularization(0.01),
+                                        L.Dense(2)),
 }
 
 
