@@ -301,8 +301,8 @@ KINDS: dict[type, Kind] = {
     **{cls: _carry("crop", "crop") for cls in (L.Cropping1D, L.Cropping2D)},
     **{cls: _carry("activation") for cls in (L.LeakyReLU, L.ELU)},
     # identity at inference: the C backend leaves them out, as it does Dropout
-    **{cls: _carry(actor="identity") for cls in (
-        L.SpatialDropout3D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.ActivityRegularization)},
+    **{cls: _carry("noise", "identity") for cls in (L.GaussianNoise, L.GaussianDropout)},
+    **{cls: _carry(actor="identity") for cls in (L.SpatialDropout3D, L.AlphaDropout, L.ActivityRegularization)},
     **{cls: CARRY for cls in (
         L.MaxPooling3D, L.AveragePooling3D, L.GlobalMaxPooling3D,
         L.GlobalAveragePooling3D, L.ZeroPadding3D, L.Cropping3D, L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,

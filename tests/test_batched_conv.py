@@ -105,6 +105,41 @@ def test_spatial_dropout_drops_a_samples_channel_at_every_position(dropout, whol
         assert ((share > 0) & (share < 1)).mean() > 0.5
 
 
+@pytest.mark.parametrize("noise", ["additive", "multiplicative"])
+def test_gaussian_noise_layers_draw_as_keras_describes_and_keep_padded_units_zero(noise):
+    # the Dense after the noise reads it as it is (identity kernel, no bias): the logits are the noisy units
+    L = keras.layers
+    layer = L.GaussianNoise(0.5) if noise == "additive" else L.GaussianDropout(0.3)
+    model = keras.Sequential([keras.Input((6,)), L.Dense(40, name="h"), layer, L.Dense(40, use_bias=False, name="d")])
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    randomize(model, np.random.default_rng(1))
+    model.get_layer("d").set_weights([np.eye(40, dtype="float32")])
+    plan = _plan(model)
+    evaluator = BatchedEvaluator(Objective("val_accuracy", "max"))
+    narrower = keras_grs.shrink(model, {"h": list(range(10))})  # 30 units, padded to 40
+    jobs = [Job(model, True, ""), Job(narrower, True, "")]
+    params, masks = evaluator._pack(evaluator._widen(jobs), plan, 6)
+    forward = _forward_function(plan.ops, evaluator._slots)
+    x = tf.constant(np.random.default_rng(2).normal(size=(500, 6)).astype("float32"))
+    seed = (tf.constant([3, 4]), tf.constant(0))
+    plain = forward(params, masks, x, None).numpy()[:2]
+    with tf.GradientTape() as tape:
+        tape.watch(params)
+        logits = forward(params, masks, x, seed)
+        total = tf.reduce_sum(logits[:2])
+    noisy = logits.numpy()[:2]
+    # the narrower candidate's padded units (rows 30-39 of the next kernel) take no gradient: they stayed zero
+    assert not tf.reduce_any(tape.gradient(total, params)[2][1, 30:] != 0)
+    units = [(noisy[0] - plain[0], noisy[0] / plain[0]), (noisy[1, :, 10:] - plain[1, :, 10:],
+                                                          noisy[1, :, 10:] / plain[1, :, 10:])]
+    drawn = np.concatenate([u[0 if noise == "additive" else 1].ravel() for u in units])
+    if noise == "additive":
+        assert abs(drawn.mean()) < 0.02 and abs(drawn.std() - 0.5) < 0.02
+    else:
+        assert abs(drawn.mean() - 1) < 0.02 and abs(drawn.std() - np.sqrt(0.3 / 0.7)) < 0.02
+    assert np.corrcoef(units[0][0][:, 10:].ravel(), units[1][0].ravel())[0, 1] < 0.1  # each its own draw
+
+
 def test_dropout_masks_keep_the_share_asked_and_differ_by_candidate_batch_and_layer():
     seeds = tf.constant([11, 12, 13])
     keep = _dropout_keep((3, 32, 4, 4, 16), seeds, tf.constant(0), 3, 0.25).numpy()

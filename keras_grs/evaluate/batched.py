@@ -128,6 +128,7 @@ class _Op:
     operation: object = field(default=None, compare=False)
     activation_args: tuple = ()  # the activation's keyword arguments as (name, value) pairs (a ReLU's max_value)
     whole_channels: bool = False  # a dropout's: drops a sample's channel at every position (SpatialDropout)
+    noise: str = ""  # a noise op's: additive (GaussianNoise) or multiplicative (GaussianDropout)
 
     @property
     def weighted(self):
@@ -137,7 +138,7 @@ class _Op:
         return (self.kind, self.activation, self.activation_args, self.window, self.strides, self.padding,
                 self.pooling, self.rate, self.spatial, self.bias, self.penalties, self.epsilon, self.momentum,
                 self.merge, self.inputs, self.channels, self.margins, self.keepdims, self.arguments,
-                self.whole_channels)
+                self.whole_channels, self.noise)
 
 
 @dataclass(frozen=True)
@@ -360,6 +361,13 @@ def _separable_ops(layer, name, flattened):
     return depthwise, pointwise
 
 
+def _noise_op(layer, name, flattened):
+    """GaussianNoise (``rate``: its stddev, added) or GaussianDropout (``rate``: its rate, a factor of mean 1)."""
+    if isinstance(layer, keras.layers.GaussianNoise):
+        return _Op("noise", rate=float(layer.stddev), noise="additive")
+    return _Op("noise", rate=float(layer.rate), noise="multiplicative")
+
+
 def _input_op(layer, name, flattened):
     raise UnsupportedForBatching(f"{name} other than at the model's input (the batched path passes the data through "
                                  "the preprocessing layers the model starts with, once)")
@@ -417,7 +425,7 @@ def _is_weighted(layer) -> bool:
 _OP_BUILDERS = {"dense": _dense_op, "conv": _conv_op, "norm": _norm_op, "depthwise": _depthwise_op, "pool": _pool_op,
                 "gpool": _global_pool_op, "flatten": _flatten_op, "dropout": _dropout_op,
                 "activation": _activation_op, "pad": _margins_op, "crop": _margins_op, "separable": _separable_ops,
-                "input": _input_op}
+                "input": _input_op, "noise": _noise_op}
 MERGES = {"add": tf.add, "subtract": tf.subtract, "multiply": tf.multiply, "maximum": tf.maximum,
           "minimum": tf.minimum}  # and average; each keeps the padded channels (zero in every input) zero
 
@@ -498,9 +506,9 @@ def _plan(model) -> _Plan:
             channels[d], spread[d], units[d] = channels[first], (), True
             sources, first = (d,), d
         op.inputs, op.channels = sources, channels[first]
-        if op.kind == "op" and spread[first] and -1 not in channels[first]:
-            raise UnsupportedForBatching(f"op {name} on flattened units (the batched path masks an op's padded "
-                                         "channels again, which it can only do before a Flatten)")
+        if (op.kind == "op" or op.noise == "additive") and spread[first] and -1 not in channels[first]:
+            raise UnsupportedForBatching(f"{'op ' * (op.kind == 'op')}{name} on flattened units (the batched path "
+                                         "masks its padded channels again, which it can only do before a Flatten)")
         if op.kind in ("merge", "op"):
             if len({(len(channels[s]), spread[s]) for s in sources}) != 1:
                 raise UnsupportedForBatching(f"{name} of inputs whose channels come from different layouts")
@@ -1279,6 +1287,16 @@ def _forward_function(plan, k):
                         # a SpatialDropout: one draw per (sample, channel), as Keras' noise_shape (batch, 1, .., units)
                         shape = (*h.shape[:2], *[1] * (len(h.shape) - 3), h.shape[-1]) if op.whole_channels else h.shape
                         h = tf.where(_dropout_keep(shape, *seed, n, op.rate), h / (1 - op.rate), 0.0)
+                elif op.kind == "noise":
+                    if seed is not None and op.rate > 0:
+                        z = _standard_normal(h.shape, *seed, n)
+                        if op.noise == "multiplicative":  # Keras' GaussianDropout: a factor N(1, rate / (1 - rate))
+                            h = h * (1.0 + math.sqrt(op.rate / (1.0 - op.rate)) * z)
+                        else:  # GaussianNoise, then the padded channels zero again
+                            h = h + op.rate * z
+                            if -1 not in op.channels:
+                                mask = channel_mask(masks, op.channels)
+                                h = h * tf.reshape(mask, (k,) + (1,) * (len(h.shape) - 2) + (mask.shape[-1],))
                 elif op.kind == "pool":
                     h = _pool(h, op, k)
                 elif op.kind == "gpool":
@@ -1412,6 +1430,19 @@ def _dropout_keep(shape, seeds, batch_index, layer, rate):
     uniform = stateless_uniform(seeds + layer, batch_index, units * math.prod(rest))[: shape[0]]
     uniform = tf.transpose(tf.reshape(uniform, (shape[0], units, -1)), (0, 2, 1))
     return tf.reshape(uniform, shape) >= rate
+
+
+def _standard_normal(shape, seeds, batch_index, layer):
+    """Standard normal numbers (k, batch, ..., units) for a noise layer: Box-Muller from two uniforms of the
+    candidate's Philox stream (seed ``seeds[j] + layer``, ``batch_index``), filled unit by unit as
+    :func:`_dropout_keep`'s, so that a wider padding only appends numbers."""
+    rest, units = shape[1:-1], shape[-1]
+    if shape[0] == 2 and len(shape) > 3:  # as _dropout_keep: XLA draws three rows much faster than two
+        seeds = tf.pad(seeds, [[0, 1]])
+    uniform = stateless_uniform(seeds + layer, batch_index, 2 * units * math.prod(rest))[: shape[0]]
+    uniform = tf.reshape(uniform, (shape[0], units, 2, -1))
+    normal = tf.sqrt(-2.0 * tf.math.log(1.0 - uniform[:, :, 0])) * tf.cos(2.0 * math.pi * uniform[:, :, 1])
+    return tf.reshape(tf.transpose(normal, (0, 2, 1)), shape)
 
 
 def _matmul(h, kernel, shared, k):
