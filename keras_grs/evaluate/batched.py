@@ -159,30 +159,9 @@ class _Problem:
 
 
 @dataclass(frozen=True)
-class _FitData:
-    """What every group of one batch trains with: the compiled fit, its problem and plan, and the data as tensors
-    (the samples or the first convolution's patches, labels, loss weights, each batch's size and its real rows)."""
-
-    problem: _Problem
-    fit: object
-    plan: object
-    in_channels: int
-    epochs: int
-    shuffle: bool
-    n_samples: int
-    callbacks: tuple
-    samples: object
-    y: object
-    x_val: object
-    y_val: object
-    weights: object
-    counts: object
-    present: object
-
-
-@dataclass(frozen=True)
 class _FitInputs:
-    """A fit's data as tensors (see :class:`_FitData`), with its sample count, batches and input shape."""
+    """A fit's data as tensors (the samples or the first convolution's patches, labels, loss weights, each batch's
+    size and its real rows), with its sample count, batches and input shape."""
 
     input_shape: tuple
     n_samples: int
@@ -218,6 +197,21 @@ class _FitInputs:
             weights=tf.constant(np.ones(len(x), "float32") if weights is None else weights),
             counts=tf.constant(np.minimum(batch, len(x) - batch * np.arange(n_batches)).astype("float32")),
             present=tf.constant((real[:, None, :] if shuffle else real).astype("float32")))
+
+
+@dataclass(frozen=True)
+class _FitData:
+    """What every group of one batch trains with: the compiled fit, its problem and plan, and the data
+    (:class:`_FitInputs`)."""
+
+    problem: _Problem
+    fit: object
+    plan: object
+    in_channels: int
+    epochs: int
+    shuffle: bool
+    callbacks: tuple
+    inputs: _FitInputs
 
 
 @dataclass(frozen=True)
@@ -859,9 +853,7 @@ class BatchedEvaluator:
                            capacity)
         data = _FitData(
             problem=problem, fit=self._program(problem, plan), plan=plan, in_channels=inputs.input_shape[-1],
-            epochs=int(fit_kwargs.get("epochs", 1)), shuffle=shuffle, n_samples=inputs.n_samples,
-            callbacks=tuple(callbacks), samples=inputs.samples, y=inputs.y, x_val=inputs.x_val, y_val=inputs.y_val,
-            weights=inputs.weights, counts=inputs.counts, present=inputs.present)
+            epochs=int(fit_kwargs.get("epochs", 1)), shuffle=shuffle, callbacks=tuple(callbacks), inputs=inputs)
         # groups of `k` candidates, up to `workers` of them training at once: one compiled fit runs on one core
         groups = [(jobs[start:start + k], per_job[start:start + k], start) for start in range(0, len(jobs), k)]
         outcomes = _in_threads([lambda halt, group=group: self._fit_group(*group, data, halt) for group in groups],
@@ -897,8 +889,8 @@ class BatchedEvaluator:
         rngs = [keyed_rng(self.seed, f"fit {job.key if job.key is not None else f'{self._calls}.{offset + j}'}")
                 for j, job in enumerate(jobs)]
         n_batches, batch, capacity = problem.n_batches, problem.batch, problem.capacity
-        plain = np.arange(data.n_samples)
-        tail = np.zeros(n_batches * batch - data.n_samples, dtype=int)
+        plain = np.arange(data.inputs.n_samples)
+        tail = np.zeros(n_batches * batch - data.inputs.n_samples, dtype=int)
         if not data.shuffle:
             order = np.concatenate([plain, tail]).reshape(n_batches, batch)
         # the objective oriented so that larger is better, and the chosen epoch's weights and scores
@@ -917,7 +909,7 @@ class BatchedEvaluator:
                     # each candidate its own order, as model.fit alone would give it: a shared order correlates
                     # the candidates' scores within a step (no effect on whole nn1 searches measured so far,
                     # though: benchmarks/results/evaluator_parity.md)
-                    orders = [rng.permutation(data.n_samples) for rng in rngs] + [plain] * (k - len(jobs))
+                    orders = [rng.permutation(data.inputs.n_samples) for rng in rngs] + [plain] * (k - len(jobs))
                     orders = np.stack([np.concatenate([order, tail]) for order in orders])
                     index.append(orders.reshape(k, n_batches, batch).swapaxes(0, 1))  # (batches, candidates, samples)
                 else:
@@ -926,10 +918,12 @@ class BatchedEvaluator:
             index += [np.zeros_like(index[0])] * (capacity - n)  # the epochs this call does not run
             seeds += [[0] * k] * (capacity - n)
             started = time.perf_counter()
+            given = data.inputs
             params, state, step, best, best_params, chosen, last = data.fit(
-                tf.constant(n), params, state, step, masks, active, data.samples,
-                tf.constant(np.stack(index), tf.int32), data.y, data.weights, data.present, data.counts,
-                tf.constant(seeds, tf.int32), data.x_val, data.y_val, tf.constant(~stopped), best, best_params, chosen)
+                tf.constant(n), params, state, step, masks, active, given.samples,
+                tf.constant(np.stack(index), tf.int32), given.y, given.weights, given.present, given.counts,
+                tf.constant(seeds, tf.int32), given.x_val, given.y_val, tf.constant(~stopped), best, best_params,
+                chosen)
             seconds = time.perf_counter() - started  # the first call of a program includes its compilation
             self._epochs_per_call[problem] = max(1, min(capacity, int(CALL_SECONDS * n / max(seconds, 1e-6))))
             running = ~stopped
