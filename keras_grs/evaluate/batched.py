@@ -32,12 +32,14 @@ no dilation or groups; with or without bias), BatchNormalization of their units 
 samples, its moving statistics updated by each training step and used for validation, as Keras' layer does),
 DepthwiseConv1D/2D of their units (depth multiplier 1), SeparableConv1D/2D of their units (the same depthwise op,
 then a 1x1 Conv op), max/average pooling, global pooling (keeping its axes or not), ZeroPadding and Cropping,
-Flatten, Dropout, Activation, ReLU, LeakyReLU and ELU layers (any element-wise activation of ``keras.activations``,
+Flatten, Dropout, SpatialDropout1D/2D, GaussianNoise and GaussianDropout (added noise masked off the padded units
+again), Activation, ReLU, LeakyReLU and ELU layers (any element-wise activation of ``keras.activations``,
 by Keras' own function; one that is not zero at zero only on a Dense/Conv layer, whose padded units are masked after
 it), element-wise merges (a residual Add; the padded channels are zero in every input, so in the result),
 element-wise Keras ops written in the graph (``x + y``, ``x * 0.5``: Keras' op on the candidates' tensors, its
 padded channels masked again) and Concatenates of Dense/Conv units (each input's channels padded to its own width,
-side by side; a job's weights are placed there by :meth:`BatchedEvaluator._rows`), ending in the output layer; the
+side by side; a job's weights are placed there by :meth:`BatchedEvaluator._rows`), ending in the output layer, and
+starting with any Rescaling and Normalization layers (:attr:`_Plan.prefix`: the data goes through them first); the
 losses, optimizers and regularizers :mod:`~keras_grs.evaluate.training` lists; trained by the default ``fit``
 (EarlyStopping as the only callback, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized) or
 ``val_loss`` (minimized) as the objective. Anything else falls back to :class:`KerasEvaluator`, said once in a
