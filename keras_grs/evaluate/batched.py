@@ -1217,6 +1217,14 @@ def _forward_function(plan, k):
     def channel_mask(masks, channels):
         return masks[channels[0]] if len(channels) == 1 else tf.concat([masks[c] for c in channels], axis=-1)
 
+    def remasked(h, masks, channels):
+        """``h`` (k, batch, ..., channels) with its padded channels zero again (those of the model's input have
+        none)."""
+        if -1 in channels:
+            return h
+        mask = channel_mask(masks, channels)
+        return h * tf.reshape(mask, (k,) + (1,) * (len(h.shape) - 2) + (mask.shape[-1],))
+
     def forward(params, masks, x, seed, shared=True, patched=False, rows=None, moments=None):
         values = {-1: (x, shared)}  # per op, its output and whether it is still shared (no candidate axis)
         n = 0
@@ -1235,10 +1243,7 @@ def _forward_function(plan, k):
                     if op.kind == "concat":
                         h = tf.concat(tensors, axis=-1)
                     elif op.kind == "op":  # then its padded channels masked again (an op may add a constant)
-                        h = _call_op(op, tensors)
-                        if -1 not in op.channels:
-                            mask = channel_mask(masks, op.channels)
-                            h = h * tf.reshape(mask, (k,) + (1,) * (len(h.shape) - 2) + (mask.shape[-1],))
+                        h = remasked(_call_op(op, tensors), masks, op.channels)
                     elif op.merge == "average":
                         h = tf.add_n(tensors) / len(tensors)
                     else:
@@ -1289,10 +1294,7 @@ def _forward_function(plan, k):
                         if op.noise == "multiplicative":  # Keras' GaussianDropout: a factor N(1, rate / (1 - rate))
                             h = h * (1.0 + math.sqrt(op.rate / (1.0 - op.rate)) * z)
                         else:  # GaussianNoise, then the padded channels zero again
-                            h = h + op.rate * z
-                            if -1 not in op.channels:
-                                mask = channel_mask(masks, op.channels)
-                                h = h * tf.reshape(mask, (k,) + (1,) * (len(h.shape) - 2) + (mask.shape[-1],))
+                            h = remasked(h + op.rate * z, masks, op.channels)
                 elif op.kind == "pool":
                     h = _pool(h, op, k)
                 elif op.kind == "gpool":
@@ -1410,12 +1412,13 @@ def _input_patches(plan, x):
     return tf.reshape(patches, (patches.shape[0], math.prod(pool.window), *out, patches.shape[-1]))
 
 
-def _dropout_keep(shape, seeds, batch_index, layer, rate):
-    """The keep mask (k, batch, ..., units) of a dropout layer: candidate j's from the Philox stream of seed
-    (seeds[j] + layer, batch_index), unit by unit (all of a unit's values before the next unit's). The stream is
-    filled in order, so a wider padding only appends values: the mask of a candidate's real units is the same
-    whatever the batch is padded to. Every candidate's numbers come from one fused expression
-    (:func:`keras_grs.evaluate.philox.stateless_uniform`, the numbers of ``tf.random.stateless_uniform``)."""
+def _unit_uniforms(shape, seeds, batch_index, layer, draws=1):
+    """Uniform numbers for a random layer of output ``shape`` (k, batch, ..., units), as (k, units, draws, values a
+    unit has): candidate j's from the Philox stream of seed (seeds[j] + layer, batch_index), unit by unit (all of a
+    unit's ``draws`` times its values before the next unit's). The stream is filled in order, so a wider padding
+    only appends numbers: a candidate's real units draw the same whatever the batch is padded to. Every
+    candidate's numbers come from one fused expression (:func:`keras_grs.evaluate.philox.stateless_uniform`, the
+    numbers of ``tf.random.stateless_uniform``)."""
     rest, units = shape[1:-1], shape[-1]
     # XLA's CPU backend emits the numbers of two rows of a convolution's dropout far slower than of three (cnn1: 10
     # epochs of 2 slots in 5.9 s, 1.1 s when drawn as 3 rows): two candidates draw a third row that nobody uses.
@@ -1423,22 +1426,26 @@ def _dropout_keep(shape, seeds, batch_index, layer, rate):
     # with two rows, and nn1 trains 10% slower with the third.)
     if shape[0] == 2 and len(shape) > 3:
         seeds = tf.pad(seeds, [[0, 1]])
-    uniform = stateless_uniform(seeds + layer, batch_index, units * math.prod(rest))[: shape[0]]
-    uniform = tf.transpose(tf.reshape(uniform, (shape[0], units, -1)), (0, 2, 1))
-    return tf.reshape(uniform, shape) >= rate
+    uniform = stateless_uniform(seeds + layer, batch_index, draws * units * math.prod(rest))[: shape[0]]
+    return tf.reshape(uniform, (shape[0], units, draws, -1))
+
+
+def _by_unit(values, shape):
+    """(k, units, values a unit has) laid out as ``shape`` (k, batch, ..., units)."""
+    return tf.reshape(tf.transpose(values, (0, 2, 1)), shape)
+
+
+def _dropout_keep(shape, seeds, batch_index, layer, rate):
+    """The keep mask (k, batch, ..., units) of a dropout layer (:func:`_unit_uniforms`, one draw a value)."""
+    return _by_unit(_unit_uniforms(shape, seeds, batch_index, layer)[:, :, 0], shape) >= rate
 
 
 def _standard_normal(shape, seeds, batch_index, layer):
-    """Standard normal numbers (k, batch, ..., units) for a noise layer: Box-Muller from two uniforms of the
-    candidate's Philox stream (seed ``seeds[j] + layer``, ``batch_index``), filled unit by unit as
-    :func:`_dropout_keep`'s, so that a wider padding only appends numbers."""
-    rest, units = shape[1:-1], shape[-1]
-    if shape[0] == 2 and len(shape) > 3:  # as _dropout_keep: XLA draws three rows much faster than two
-        seeds = tf.pad(seeds, [[0, 1]])
-    uniform = stateless_uniform(seeds + layer, batch_index, 2 * units * math.prod(rest))[: shape[0]]
-    uniform = tf.reshape(uniform, (shape[0], units, 2, -1))
+    """Standard normal numbers (k, batch, ..., units) for a noise layer: Box-Muller from two draws a value
+    (:func:`_unit_uniforms`)."""
+    uniform = _unit_uniforms(shape, seeds, batch_index, layer, draws=2)
     normal = tf.sqrt(-2.0 * tf.math.log(1.0 - uniform[:, :, 0])) * tf.cos(2.0 * math.pi * uniform[:, :, 1])
-    return tf.reshape(tf.transpose(normal, (0, 2, 1)), shape)
+    return _by_unit(normal, shape)
 
 
 def _matmul(h, kernel, shared, k):
