@@ -41,9 +41,11 @@ padded channels masked again) and Concatenates of Dense/Conv units (each input's
 side by side; a job's weights are placed there by :meth:`BatchedEvaluator._rows`), ending in the output layer, and
 starting with any Rescaling and Normalization layers (:attr:`_Plan.prefix`: the data goes through them first); the
 losses, optimizers and regularizers :mod:`~keras_grs.evaluate.training` lists; trained by the default ``fit``
-(EarlyStopping as the only callback, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized) or
-``val_loss`` (minimized) as the objective. Anything else falls back to :class:`KerasEvaluator`, said once in a
-warning and recorded per trial (the tuner writes :meth:`BatchedEvaluator.supports`'s reason to ``evaluation.json``).
+(EarlyStopping as the only callback, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized),
+``val_loss`` (minimized) or the ``val_<name>`` of a ``keras.metrics.AUC`` the model is compiled with (maximized; its
+counts over the whole validation split, :class:`~keras_grs.evaluate.training.Score`) as the objective. Anything
+else falls back to :class:`KerasEvaluator`, said once in a warning and recorded per trial (the tuner writes
+:meth:`BatchedEvaluator.supports`'s reason to ``evaluation.json``).
 """
 
 from __future__ import annotations
@@ -68,8 +70,8 @@ from keras_grs.evaluate.candidate import Candidate, measure, realized, template_
 from keras_grs.evaluate.keras import KerasEvaluator
 from keras_grs.evaluate.philox import stateless_uniform
 from keras_grs.evaluate.training import (
-    Loss, Optimizer, UnsupportedForBatching, check_weighting, penalty, read_loss, read_optimizer, read_regularizer,
-    sample_weights,
+    Loss, Optimizer, Score, UnsupportedForBatching, check_weighting, penalty, read_loss, read_optimizer,
+    read_regularizer, read_score, sample_weights,
 )
 from keras_grs.checkpoint import CheckpointLayout, LayoutError
 from keras_grs.files import save_weights, write_checkpoint
@@ -85,8 +87,8 @@ MONOTONE = {"relu", "relu6", "linear", "tanh", "sigmoid", "elu", "selu", "leaky_
             "hard_sigmoid", "hard_tanh", "celu", "log_sigmoid", "exponential"}
 FIT_ARGUMENTS = {"epochs", "batch_size", "validation_data", "verbose", "callbacks", "shuffle", "class_weight",
                  "sample_weight"}
-OBJECTIVES = {"val_accuracy": "max", "val_loss": "min"}  # the validation scores computed on the device
-MONITORED = {"val_accuracy": "max", "val_loss": "min", "loss": "min"}  # what an EarlyStopping may watch here
+# what an EarlyStopping may watch here (and the objective's score, an AUC: training.read_score), in "auto" mode
+MONITORED = {"val_accuracy": "max", "val_loss": "min", "loss": "min"}
 PATCH_BYTES = 256 * 2**20  # the most the first convolution's patches of a training set may take (_input_patches)
 EPOCH_INDEX_BYTES = 64 * 2**20  # the most the batch orders of one call of the compiled fit may take (_train)
 MAX_EPOCHS_PER_CALL = 64  # the most epochs one call of the compiled fit can run
@@ -155,7 +157,7 @@ class _Problem:
     shared: bool  # every candidate trains on the same batches (no shuffling), which the first layer exploits
     n_samples: int
     patched: bool  # the samples are the first convolution's patches (_input_patches)
-    minimize: bool  # the objective is minimized (val_loss)
+    score: Score  # the objective: what each epoch's validation scores and the best epoch maximizes (or minimizes)
     epoch_score: str  # which epoch's weights are kept: best, best_latest or last
     capacity: int  # the most epochs one call runs
 
@@ -600,6 +602,7 @@ class BatchedEvaluator:
         self._epochs_per_call = {}  # _Problem -> the epochs a call ran in about CALL_SECONDS last time
         self._layouts = {}  # topology -> CheckpointLayout (None: Keras saves those models itself)
         self._plans = weakref.WeakKeyDictionary()  # template -> its _Plan, while the template lives: see _plan_of
+        self._scores = weakref.WeakKeyDictionary()  # template -> the objective's Score (training.read_score)
 
     batches = True  # the tuner hands it every pending trial at once
     takes_candidates = True  # trains a keras_grs.evaluate.candidate.Candidate without building its model
@@ -645,7 +648,8 @@ class BatchedEvaluator:
         return None
 
     def _check(self, jobs, fit_kwargs):
-        if OBJECTIVES.get(self.objective.name) != self.objective.direction:
+        """The jobs' plan and the objective's :class:`Score`, or UnsupportedForBatching naming why not."""
+        if not self.objective.name.startswith("val_"):
             raise UnsupportedForBatching(f"objective {self.objective.name} ({self.objective.direction})")
         if self.executions_per_trial != 1:
             raise UnsupportedForBatching("executions_per_trial > 1")
@@ -654,10 +658,6 @@ class BatchedEvaluator:
         extra = sorted(name for name in set(fit_kwargs) - FIT_ARGUMENTS if fit_kwargs[name] is not None)
         if extra:
             raise UnsupportedForBatching(f"fit arguments {extra}")
-        others = [c for c in fit_kwargs.get("callbacks") or () if not _batchable_early_stopping(c)]
-        if others:
-            names = sorted({type(callback).__name__ for callback in others})
-            raise UnsupportedForBatching(f"callbacks {names}")
         validation = fit_kwargs.get("validation_data")
         if validation is not None and len(validation) > 2 and validation[2] is not None:
             raise UnsupportedForBatching("validation sample weights")
@@ -667,7 +667,15 @@ class BatchedEvaluator:
         plans = [(self._plan_of(template), template) for template in templates.values()]
         if len({_signature(plan, template) for plan, template in plans}) != 1:
             raise UnsupportedForBatching("jobs differ")
-        return plans[0][0]
+        plan, template = plans[0]
+        if template not in self._scores:  # read once per template, as its plan
+            self._scores[template] = read_score(template, self.objective, plan.loss, int(template.output_shape[-1]))
+        score = self._scores[template]
+        others = [c for c in fit_kwargs.get("callbacks") or () if not _batchable_early_stopping(c, score)]
+        if others:
+            names = sorted({type(callback).__name__ for callback in others})
+            raise UnsupportedForBatching(f"callbacks {names}")
+        return plan, score
 
     def _plan_of(self, template) -> _Plan:
         """The template's plan, read once per template (a step's ``supports`` and ``evaluate`` both ask, and a
@@ -680,7 +688,7 @@ class BatchedEvaluator:
         if not all(job.train for job in jobs):
             return self._fall_back(jobs, fit_args, fit_kwargs)
         try:
-            plan = self._check(jobs, fit_kwargs)
+            plan, score = self._check(jobs, fit_kwargs)
         except (UnsupportedForBatching, TypeError) as reason:
             if not self._warned:
                 warnings.warn(f"one fit per trial instead of batched evaluation: {reason}",
@@ -688,7 +696,7 @@ class BatchedEvaluator:
                 self._warned = True
             return self._fall_back(jobs, fit_args, fit_kwargs)
         self._calls += 1
-        return self._train(jobs, plan, fit_args, fit_kwargs)
+        return self._train(jobs, plan, score, fit_args, fit_kwargs)
 
     def _fall_back(self, jobs, fit_args, fit_kwargs):
         for job in jobs:  # the keras evaluator fits Keras models
@@ -835,7 +843,7 @@ class BatchedEvaluator:
             names = {"optimizer/vars": template.optimizer.name}  # as Keras would write this model's
             write_checkpoint(job.checkpoint, lambda path: layout.write(path, weights, names), self.writer)
 
-    def _train(self, jobs, plan, fit_args, fit_kwargs):
+    def _train(self, jobs, plan, score, fit_args, fit_kwargs):
         batch = int(fit_kwargs.get("batch_size") or 32)
         shuffle = fit_kwargs.get("shuffle", True)
         per_job = self._widen(jobs)
@@ -851,8 +859,7 @@ class BatchedEvaluator:
         per_epoch = n_batches * batch * (k if shuffle else 1) * 4
         capacity = 1 if callbacks else max(1, min(MAX_EPOCHS_PER_CALL, EPOCH_INDEX_BYTES // per_epoch))
         problem = _Problem(k, tuple(self._capacity), inputs.input_shape, n_batches, batch, not shuffle,
-                           inputs.n_samples, inputs.patched, self.objective.direction == "min", self.epoch_score,
-                           capacity)
+                           inputs.n_samples, inputs.patched, score, self.epoch_score, capacity)
         data = _FitData(
             problem=problem, fit=self._program(problem, plan), plan=plan, in_channels=inputs.input_shape[-1],
             epochs=int(fit_kwargs.get("epochs", 1)), shuffle=shuffle, callbacks=tuple(callbacks), inputs=inputs)
@@ -869,6 +876,7 @@ class BatchedEvaluator:
                     "val_accuracy": float(chosen[1][i]),
                     "val_loss": float(chosen[2][i]),
                     "loss": float(chosen[0][i]),
+                    **({f"val_{score.name}": float(chosen[3][i])} if score.metric == "auc" else {}),
                     "epochs": int(epochs_run[i]),
                     **measure(job.model),  # params, flops, latency_ms
                     "val_samples": int(inputs.y_val.shape[0]),
@@ -877,13 +885,14 @@ class BatchedEvaluator:
 
     def _fit_group(self, jobs, per_job, offset, data, halt):
         """Train one group of at most ``self._slots`` jobs (``offset``: the first one's place in the batch) with the
-        compiled fit; the chosen epoch's weights (numpy, slot first), its (loss, val_accuracy, val_loss) and the
-        epochs each job ran. Returns None when ``halt`` is set between calls (another group failed or was
+        compiled fit; the chosen epoch's weights (numpy, slot first), its (loss, val_accuracy, val_loss, objective)
+        and the epochs each job ran. Returns None when ``halt`` is set between calls (another group failed or was
         interrupted)."""
         problem, k = data.problem, data.problem.k
         params, masks = self._pack(per_job, data.plan, data.in_channels)
         active = tf.constant((np.arange(k) < len(jobs)).astype("float32"))
-        stoppers = [_Stopping(c, k) for c in data.callbacks]
+        score = problem.score
+        stoppers = [_Stopping(c, k, score) for c in data.callbacks]
         trained = params[:data.plan.offsets.moving]  # the optimizer's state: each slot for each trained parameter
         state = [tf.zeros_like(p) for _ in range(data.plan.optimizer.slots()) for p in trained]
         step = tf.constant(0.0)
@@ -897,7 +906,7 @@ class BatchedEvaluator:
             order = np.concatenate([plain, tail]).reshape(n_batches, batch)
         # the objective oriented so that larger is better, and the chosen epoch's weights and scores
         best = tf.constant(np.full(k, -np.inf, "float32"))
-        best_params, chosen = list(params), [tf.zeros((k,))] * 3  # chosen: loss, val_accuracy, val_loss
+        best_params, chosen = list(params), [tf.zeros((k,))] * 4  # loss, val_accuracy, val_loss, objective
         stopped = np.arange(k) >= len(jobs)  # padding slots count as stopped
         epochs_run = np.zeros(k, dtype=int)
         epoch, epochs = 0, data.epochs
@@ -931,8 +940,9 @@ class BatchedEvaluator:
             running = ~stopped
             epochs_run[running] += n
             if stoppers:  # one epoch per call: its scores decide who stops before the next
-                losses, accuracy, val_loss = (t.numpy() for t in last)
-                monitored = {"val_accuracy": accuracy, "val_loss": val_loss, "loss": losses}
+                losses, accuracy, val_loss, objective = (t.numpy() for t in last)
+                monitored = {"val_accuracy": accuracy, "val_loss": val_loss, "loss": losses,
+                             f"val_{score.name}": objective}
                 for stopper in stoppers:
                     stopped = stopped | stopper.update(epoch, monitored[stopper.monitor], stopped)
             epoch += n
@@ -947,8 +957,9 @@ class BatchedEvaluator:
         ``epochs`` how many epochs this call runs, ``index`` (capacity, batches, [candidates,] batch) the samples
         of each mini-batch, ``seeds`` (capacity, candidates) the dropout seeds; ``running`` the candidates whose
         epochs count (not stopped early); ``best`` the objective of each candidate's chosen epoch, oriented so that
-        larger is better, ``best_params`` its weights and ``chosen`` its (loss, val_accuracy, val_loss), carried
-        from call to call; ``last`` the same three of the last epoch.
+        larger is better, ``best_params`` its weights and ``chosen`` its (loss, val_accuracy, val_loss, objective),
+        carried from call to call (the objective: the problem's :class:`Score`); ``last`` the same four of the last
+        epoch.
         """
         key = (problem, plan.key())
         if key not in self._compiled:
@@ -1012,10 +1023,16 @@ class BatchedEvaluator:
                 lambda i, *_: i < n_batches, batch_step, (tf.constant(0), params, state, step, tf.zeros((k,))))
             return params, state, step, total / tf.reduce_sum(counts)
 
+        score = problem.score
+
         def validate(params, masks, x_val, y_val):
+            """Per candidate: val_accuracy, val_loss and the objective."""
             logits = forward(params, masks, x_val, None, patched=patched)
             loss = tf.reduce_mean(loss_of.per_sample(y_val, logits), axis=1) + regularization(params)
-            return tf.reduce_mean(loss_of.accuracy(y_val, logits), axis=1), loss
+            accuracy = tf.reduce_mean(loss_of.accuracy(y_val, logits), axis=1)
+            objective = score.auc(y_val, loss_of.outputs(logits)) if score.metric == "auc" else \
+                loss if score.metric == "loss" else accuracy
+            return accuracy, loss, objective
 
         # written with tf.while_loop, without AutoGraph: converting the ~150 functions a fit calls cost 3-4 s of a
         # fresh process's first call (more than XLA's compilation), and none of them branches on a tensor
@@ -1029,8 +1046,8 @@ class BatchedEvaluator:
             def epoch_step(e, params, state, step, best, best_params, chosen, last):
                 params, state, step, losses = train_epoch(params, state, step, masks, active, samples, index[e], y,
                                                           weights, present, counts, seeds[e])
-                accuracy, val_loss = validate(params, masks, x_val, y_val)
-                value = -val_loss if problem.minimize else accuracy
+                accuracy, val_loss, objective = validate(params, masks, x_val, y_val)
+                value = -objective if score.minimize else objective
                 # Keras' best-epoch rule: the first epoch reaching the best value ("best_latest": the last one;
                 # "last": every epoch), among the candidates still training
                 if problem.epoch_score == "last":
@@ -1042,7 +1059,7 @@ class BatchedEvaluator:
                 best = tf.where(improved, value, best)
                 best_params = tuple(tf.where(tf.reshape(improved, (k,) + (1,) * (len(p.shape) - 1)), p, b)
                                     for p, b in zip(params, best_params))
-                last = (losses, accuracy, val_loss)
+                last = (losses, accuracy, val_loss, objective)
                 chosen = tuple(tf.where(improved, new, old) for new, old in zip(last, chosen))
                 return e + 1, params, state, step, best, best_params, chosen, last
 
@@ -1166,8 +1183,16 @@ def _in_threads(tasks, workers) -> list:
     return results
 
 
-def _batchable_early_stopping(callback) -> bool:
-    return type(callback) is keras.callbacks.EarlyStopping and callback.monitor in MONITORED
+def _monitored(score=None) -> dict:
+    """What an EarlyStopping may watch in a batched fit, with its direction: the scores every epoch computes (with
+    the objective's, ``score``)."""
+    if score is None:
+        return MONITORED
+    return {**MONITORED, f"val_{score.name}": "min" if score.minimize else "max"}
+
+
+def _batchable_early_stopping(callback, score) -> bool:
+    return type(callback) is keras.callbacks.EarlyStopping and callback.monitor in _monitored(score)
 
 
 class _Stopping:
@@ -1176,9 +1201,9 @@ class _Stopping:
     epochs that count; the batch ends when every candidate has stopped. ``restore_best_weights`` changes nothing
     here: the weights kept are always those of the objective's best epoch (keras-tuner's checkpoint rule)."""
 
-    def __init__(self, callback, k):
+    def __init__(self, callback, k, score=None):
         self.monitor = callback.monitor
-        mode = callback.mode if callback.mode in ("min", "max") else MONITORED[callback.monitor]
+        mode = callback.mode if callback.mode in ("min", "max") else _monitored(score)[callback.monitor]
         self.sign = 1.0 if mode == "max" else -1.0
         self.min_delta = abs(callback.min_delta)
         self.patience, self.baseline, self.start = callback.patience, callback.baseline, callback.start_from_epoch

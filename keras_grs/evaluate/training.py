@@ -9,7 +9,8 @@ tuner records the reason in the trial's ``evaluation.json``.
 Supported: sparse or categorical cross-entropy on a softmax output, binary cross-entropy on a sigmoid output (or
 any of them ``from_logits`` on a linear output; label smoothing included); SGD (momentum, Nesterov), RMSprop
 (momentum, centered), Adam and AdamW (betas, epsilon, AMSGrad); weight decay, and Keras' learning-rate schedules,
-for all of them; L1/L2/L1L2 kernel and bias regularizers.
+for all of them; L1/L2/L1L2 kernel and bias regularizers; ``val_accuracy``, ``val_loss`` or an AUC metric's
+validation score as the objective (:class:`Score`).
 """
 
 from __future__ import annotations
@@ -72,10 +73,14 @@ class Loss:
             labels = labels * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
         return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels, logits), axis=-1)
 
+    def outputs(self, logits):
+        """The model's outputs: its output activation of the logits."""
+        return {"softmax": tf.nn.softmax, "sigmoid": tf.sigmoid, "linear": tf.identity}[self.output](logits)
+
     def accuracy(self, labels, logits):
         """(k, samples) 0/1: Keras' ``"accuracy"``, which it resolves from the shapes: binary for one output
         unit (output > 0.5), sparse for id labels, categorical (argmax against argmax) otherwise."""
-        outputs = {"softmax": tf.nn.softmax, "sigmoid": tf.sigmoid, "linear": tf.identity}[self.output](logits)
+        outputs = self.outputs(logits)
         if outputs.shape[-1] == 1:
             predicted = tf.cast(outputs > 0.5, tf.float32)
             return tf.reduce_mean(tf.cast(tf.equal(labels[None], predicted), tf.float32), axis=-1)
@@ -124,6 +129,160 @@ def read_loss(model, output_activation) -> Loss:
     if output_activation not in (expected, "linear"):
         raise UnsupportedForBatching(f"loss {loss} on a {output_activation} output (needs {expected})")
     return Loss(loss, output_activation, float(options.get("label_smoothing") or 0.0))
+
+
+# ---------------------------------------------------------------------------------------------------- objectives
+AUC_CURVES = ("ROC", "PR", "PRGAIN")
+AUC_SUMMATIONS = ("interpolation", "minoring", "majoring")
+
+
+@dataclass(frozen=True)
+class Score:
+    """The validation score a search keeps within its tolerance, as the compiled fit computes it per candidate:
+    Keras' ``"accuracy"``, the loss, or a ``keras.metrics.AUC`` the model is compiled with (``metric`` "accuracy",
+    "loss" or "auc"; ``name``: the metric's name in Keras' logs, so the objective is ``val_<name>``).
+
+    An AUC counts true and false positives at its thresholds over the whole validation split and reads the curve
+    from the counts as Keras' metric does (``curve``, ``summation``, ``multi_label``, ``label_weights``,
+    ``from_logits``); counts add up over batches, so one pass over the split gives what ``evaluate``'s batches do.
+    ``evenly``: the thresholds are evenly spaced, and a prediction's bucket is worked out as Keras works it out
+    then (the same float arithmetic, so the same bucket at a threshold's edge).
+    """
+
+    metric: str
+    name: str
+    minimize: bool = False
+    thresholds: tuple = ()
+    evenly: bool = True
+    curve: str = "ROC"
+    summation: str = "interpolation"
+    multi_label: bool = False
+    label_weights: tuple | None = None
+    from_logits: bool = False
+
+    def auc(self, labels, outputs):
+        """(k,) AUCs of outputs (k, samples, units), the model's outputs, against labels (samples, units) shared by
+        the k candidates."""
+        k, units = outputs.shape[0], outputs.shape[-1]
+        predictions = tf.reshape(tf.sigmoid(outputs) if self.from_logits else outputs, (k, -1, units))
+        truth = tf.cast(tf.not_equal(tf.reshape(labels, (-1, units)), 0.0), tf.float32)
+        weights = 1.0 if self.label_weights is None or self.multi_label else tf.constant(self.label_weights)
+        positive, negative = truth * weights, (1.0 - truth) * weights  # (samples, units)
+        n = len(self.thresholds)
+        if self.evenly:  # Keras' bucket of a prediction: the last threshold it is above, as Keras works it out
+            bucket = tf.nn.relu(tf.math.ceil(tf.clip_by_value(predictions, 0.0, 1.0) * float(n - 1)) - 1.0)
+        else:  # (Keras compares unclipped predictions with these; one below them all is in no bucket: -1)
+            bucket = tf.reduce_sum(tf.cast(predictions[..., None] > tf.constant(self.thresholds), tf.float32), -1) - 1
+        bucket = tf.cast(bucket, tf.int32)  # (k, samples, units)
+        labels_axis = units if self.multi_label else 1
+        label = tf.range(units) if self.multi_label else tf.zeros((units,), tf.int32)
+        # one segment per (candidate, label, bucket); the counts at threshold i: the buckets from i on
+        segments = (tf.range(k)[:, None, None] * labels_axis + label) * n + tf.maximum(bucket, 0)
+        counted = bucket >= 0
+
+        def counts(values):
+            values = tf.broadcast_to(values, bucket.shape)
+            per_bucket = tf.math.unsorted_segment_sum(tf.where(counted, values, 0.0), segments, k * labels_axis * n)
+            above = tf.cumsum(tf.reshape(per_bucket, (k, labels_axis, n)), axis=-1, reverse=True)
+            total = tf.reduce_sum(values, axis=1)  # (k, units): every prediction, in a bucket or below them all
+            if not self.multi_label:
+                total = tf.reduce_sum(total, axis=-1, keepdims=True)
+            return above, total[..., None]
+
+        tp, all_true = counts(positive)
+        fp, all_false = counts(negative)
+        per_label = self._area(tp, fp, all_false - fp, all_true - tp)  # (k, labels)
+        if not self.multi_label:
+            return per_label[:, 0]
+        if self.label_weights is None:
+            return tf.reduce_mean(per_label, axis=-1)
+        label_weights = tf.constant(self.label_weights)
+        return tf.math.divide_no_nan(tf.reduce_sum(per_label * label_weights, -1), tf.reduce_sum(label_weights))
+
+    def _area(self, tp, fp, tn, fn):
+        """Keras' ``AUC.result`` for counts (..., thresholds): the area under the chosen curve, per leading index."""
+        divide = tf.math.divide_no_nan
+        if self.curve == "PR" and self.summation == "interpolation":
+            dtp = tp[..., :-1] - tp[..., 1:]
+            p = tp + fp
+            dp = p[..., :-1] - p[..., 1:]
+            slope = divide(dtp, tf.maximum(dp, 0.0))
+            intercept = tp[..., 1:] - slope * p[..., 1:]
+            ratio = tf.where((p[..., :-1] > 0) & (p[..., 1:] > 0), divide(p[..., :-1], tf.maximum(p[..., 1:], 0.0)),
+                             tf.ones_like(p[..., 1:]))
+            increments = divide(slope * (dtp + intercept * tf.math.log(ratio)),
+                                tf.maximum(tp[..., 1:] + fn[..., 1:], 0.0))
+            return tf.reduce_sum(increments, axis=-1)
+        recall = divide(tp, tp + fn)
+        if self.curve == "ROC":
+            x, y = divide(fp, fp + tn), recall
+        elif self.curve == "PR":
+            x, y = recall, divide(tp, tp + fp)
+        else:  # PRGAIN
+            scale = divide(tp + fn, tn + fp)
+            x = tf.maximum(tf.where(tp == 0.0, 0.0, 1.0 - scale * divide(fn, tp)), 0.0)
+            y = tf.where(tp == 0.0, 1.0, 1.0 - scale * divide(fp, tp))
+        if self.summation == "interpolation":
+            heights = (y[..., :-1] + y[..., 1:]) / 2.0
+        elif self.summation == "minoring":
+            heights = tf.minimum(y[..., :-1], y[..., 1:])
+        else:
+            heights = tf.maximum(y[..., :-1], y[..., 1:])
+        return tf.reduce_sum((x[..., :-1] - x[..., 1:]) * heights, axis=-1)
+
+
+def read_score(model, objective, loss: Loss, units: int) -> Score:
+    """The :class:`Score` a keras-tuner ``objective`` names for this model: ``val_accuracy`` (maximized),
+    ``val_loss`` (minimized) or ``val_<name>`` of a ``keras.metrics.AUC`` the model is compiled with (maximized);
+    UnsupportedForBatching naming anything else."""
+    name, direction = objective.name, objective.direction
+    fixed = {"val_accuracy": ("accuracy", "max"), "val_loss": ("loss", "min")}
+    if name in fixed:
+        if fixed[name][1] != direction:
+            raise UnsupportedForBatching(f"objective {name} ({direction})")
+        return Score(fixed[name][0], fixed[name][0], minimize=direction == "min")
+    metric = _compiled_metric(model, name[len("val_"):]) if name.startswith("val_") else None
+    if metric is None:
+        raise UnsupportedForBatching(f"objective {name} ({direction})")
+    if type(metric) is not keras.metrics.AUC:
+        raise UnsupportedForBatching(f"objective {name}: metric {type(metric).__name__} (the batched path computes "
+                                     "accuracy, the loss and AUC)")
+    if direction != "max":
+        raise UnsupportedForBatching(f"objective {name} ({direction}; an AUC is maximized)")
+    if loss.sparse:
+        raise UnsupportedForBatching(f"objective {name} with integer class labels (Keras' AUC reads labels of the "
+                                     "outputs' shape: one-hot, or 0/1 for sigmoid outputs)")
+    config = metric.get_config()
+    weights = config.get("label_weights")
+    if weights is not None:
+        weights = tuple(float(w) for w in np.asarray(weights, "float32").reshape(-1))
+        if len(weights) != units:
+            raise UnsupportedForBatching(f"objective {name}: {len(weights)} label weights for {units} outputs")
+    return Score("auc", metric.name, thresholds=tuple(float(t) for t in np.asarray(metric.thresholds, "float32")),
+                 evenly=bool(metric._thresholds_distributed_evenly), curve=metric.curve.value,
+                 summation=metric.summation_method.value, multi_label=bool(metric.multi_label), label_weights=weights,
+                 from_logits=bool(config.get("from_logits")))
+
+
+def _compiled_metric(model, name):
+    """The metric object the model is compiled with that Keras logs as ``name``, or None."""
+    metrics = model.get_compile_config().get("metrics")
+    if isinstance(metrics, (list, tuple)) and len(metrics) == 1 and isinstance(metrics[0], (list, tuple)):
+        metrics = metrics[0]  # one output's list
+    if not isinstance(metrics, (list, tuple)):
+        return None
+    for entry in metrics:
+        weights = entry.get("config", {}).get("label_weights") if isinstance(entry, dict) else None
+        if isinstance(weights, dict) and weights.get("class_name") == "__tensor__":  # Keras writes, cannot read back
+            entry = {**entry, "config": {**entry["config"], "label_weights": weights["config"]["value"]}}
+        try:
+            metric = keras.metrics.get(entry) if isinstance(entry, str) else keras.metrics.deserialize(entry)
+        except (ValueError, TypeError):
+            continue
+        label = entry if isinstance(entry, str) else getattr(metric, "name", None)
+        if label == name and isinstance(metric, keras.metrics.Metric):
+            return metric
+    return None
 
 
 def check_weighting(fit_kwargs):
