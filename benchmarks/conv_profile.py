@@ -1,14 +1,15 @@
-"""Where a batched cnn1 epoch spends its time: a profile of the compiled fit, per layer and per instruction.
+"""Where a batched epoch spends its time: a profile of the compiled fit, per layer and per instruction.
 
-Five cnn1 candidates (one unit removed from each width group, as in a GRS step) are trained together by the batched
-evaluator on the seed's data shape (2100 training samples of 12x12 pixels, batch 32); each epoch includes its
+One GRS step's candidates of a seed model (cnn1 by default: five, one unit removed from each width group) are trained
+together by the batched evaluator on the seed's data shape (2100 training samples, 12x12 pixels for a CNN, batch
+32); each epoch includes its
 validation (600 samples), which the compiled fit runs after the epoch's steps. After a warm-up epoch (the
 compilation), ``tf.profiler`` traces a few epochs; XLA's CPU runtime records every instruction it runs (a fusion, a
 matmul, a random draw) with its time. The compiled program names each instruction's source op, and the batched
 forward puts each layer under its own name (``op2_conv``), so the time adds up per layer, forward and gradient
 apart. Also timed: whole epochs, wall and CPU seconds (the CPU time suffers less from other jobs on the machine).
 
-Run: .venv/bin/python benchmarks/conv_profile.py [--epochs 3] [--repeats 3] [--top 15]
+Run: .venv/bin/python benchmarks/conv_profile.py [--model cnn1] [--epochs 3] [--repeats 3] [--top 15]
      (prints Markdown; benchmarks/results/conv_profile.md holds a run with its before/after comparison)
 """
 
@@ -32,18 +33,16 @@ import keras_grs  # noqa: E402
 from keras_grs.evaluate import Job  # noqa: E402
 from keras_grs.evaluate.batched import BatchedEvaluator  # noqa: E402
 
-GROUPS = ("conv1", "conv2", "dense1", "dense2", "dense3")
-
-
-def setup():
-    """The data, the initial cnn1 and a function that makes one GRS step's five candidates."""
-    train, validation, _ = calcium_splits("cnn1", seed=0)
+def setup(name):
+    """The data, the initial model and a function that makes one GRS step's candidates (one per width group)."""
+    train, validation, _ = calcium_splits(name, seed=0)
     keras.utils.set_random_seed(0)
-    base = keras_grs.models.build("cnn1", train[0].shape[1:])
+    base = keras_grs.models.build(name, train[0].shape[1:])
+    groups = keras_grs.analyze(base).names
 
     def step(directory):
         return [Job(keras_grs.shrink(base, {group: [1]}), True, f"{directory}/{group}.weights.h5", key=group)
-                for group in GROUPS]
+                for group in groups]
 
     return train, validation, base, step
 
@@ -86,11 +85,12 @@ def layer_of(op_name: str) -> str:
 
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="cnn1", help="a seed model: nn1, nn2, cnn1 or cnn2")
     parser.add_argument("--epochs", type=int, default=3, help="epochs traced (and per timing)")
     parser.add_argument("--repeats", type=int, default=3, help="timings of --epochs epochs")
     parser.add_argument("--top", type=int, default=15, help="instructions listed")
     args = parser.parse_args()
-    train, validation, base, step = setup()
+    train, validation, base, step = setup(args.model)
     evaluator = BatchedEvaluator(Objective("val_accuracy", "max"))
     evaluator.pad_to(base)
     captured = {}
@@ -145,7 +145,7 @@ def main():
         per_layer[layer_of(sources.get(name, ""))] += ms
     traced = total / args.epochs
     lines = [
-        f"Epoch of 5 cnn1 candidates: wall {min(walls) * 1000:.0f} ms (best of {args.repeats}; all: "
+        f"Epoch of {len(keras_grs.analyze(base).names)} {args.model} candidates: wall {min(walls) * 1000:.0f} ms (best of {args.repeats}; all: "
         f"{', '.join(f'{w * 1000:.0f}' for w in walls)}), CPU {min(cpus) * 1000:.0f} ms; first call (compiling, then its "
         f"{args.epochs} epochs) {compile_seconds:.1f} s; instructions traced: {traced:.0f} ms per epoch, {len(per_instruction)} distinct.",
         "",
