@@ -161,6 +161,14 @@ def _set(key):
     return resize
 
 
+def _resize_noise_shape(config, channels):
+    """A Dropout's ``noise_shape`` names the channel count when the mask is drawn per channel (a SpatialDropout
+    written as ``Dropout(noise_shape=(None, 1, C))``): it changes with them, or the pruned layer cannot run."""
+    shape = config.get("noise_shape")
+    if shape is not None and len(shape) > 1 and shape[-1] not in (None, 1):
+        config["noise_shape"] = (*shape[:-1], int(channels))
+
+
 def _resize_reshape(config, channels):
     shape = list(config["target_shape"])
     if shape[-1] != -1:
@@ -290,7 +298,7 @@ KINDS: dict[type, Kind] = {
     L.Softmax: Kind("channelwise", pins=_pins_softmax),
     L.Rescaling: Kind("channelwise", pins=_pins_rescaling, batched="input", actor="affine"),
     L.ReLU: _carry("activation", "activation"),
-    L.Dropout: _carry("dropout", "identity"),
+    L.Dropout: replace(_carry("dropout", "identity"), resize=_resize_noise_shape),
     L.Identity: _carry(actor="identity"),
     **{cls: _carry("dropout", "identity") for cls in (L.SpatialDropout1D, L.SpatialDropout2D)},
     **{cls: _carry("pool", "pool") for cls in (

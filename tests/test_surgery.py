@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 
 import keras_grs
 from keras_grs import analyze, models, shrink
+from keras_grs.surgery import resized
 
 
 def test_empty_removal_reproduces_outputs_bit_for_bit():
@@ -79,6 +80,21 @@ def test_bad_removals_are_refused_and_change_nothing(remove, message):
     with pytest.raises(ValueError, match=message):
         shrink(model, remove)
     assert all((a == b).all() for a, b in zip(before, model.get_weights()))
+
+
+def test_a_dropout_drawn_per_channel_keeps_its_noise_shape_in_step_with_the_channels():
+    # Dropout(noise_shape=(None, 1, C)) states the channel count: a pruned Conv leaves fewer, and so must it
+    model = keras.Sequential([keras.Input((10, 3)), keras.layers.Conv1D(8, 3, activation="relu", name="conv"),
+                              keras.layers.Dropout(0.3, noise_shape=(None, 1, 8), name="drop"),
+                              keras.layers.Dropout(0.3, noise_shape=(None, 8, 1), name="per_position"),
+                              keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    child = keras_grs.shrink(model, {"conv": [0, 5]})
+    assert tuple(child.get_layer("drop").noise_shape) == (None, 1, 6)
+    assert tuple(child.get_layer("per_position").noise_shape) == (None, 8, 1)  # one draw for every channel: kept
+    assert tuple(resized(model, {"conv": 5}).get_layer("drop").noise_shape) == (None, 1, 5)
+    x = np.random.default_rng(0).normal(size=(16, 10, 3)).astype("float32")
+    child.fit(x, np.zeros(16), epochs=1, verbose=0)  # the parent's noise_shape would not broadcast here
 
 
 def test_numpy_integer_indices_are_accepted():
