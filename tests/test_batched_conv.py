@@ -78,7 +78,11 @@ def test_pooling_before_the_bias_matches_keras_max_pooling_after_the_activation(
                                model.predict(x, verbose=0), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("dropout, whole", [(keras.layers.SpatialDropout2D, True), (keras.layers.Dropout, False)])
+@pytest.mark.parametrize("dropout, whole", [
+    (keras.layers.SpatialDropout2D, True), (keras.layers.Dropout, False),
+    (lambda rate: keras.layers.Dropout(rate, noise_shape=(None, 1, 1, 8)), True),  # a SpatialDropout written out
+    (lambda rate: keras.layers.Dropout(rate, noise_shape=(None, 3, 3, 8)), False),  # the whole mask, stated
+], ids=["spatial", "dropout", "noise-shape-per-channel", "noise-shape-whole"])
 def test_spatial_dropout_drops_a_samples_channel_at_every_position(dropout, whole):
     # the Dense reads the dropout's output as it is (identity kernel, no bias): the logits are that output
     L = keras.layers
@@ -103,6 +107,15 @@ def test_spatial_dropout_drops_a_samples_channel_at_every_position(dropout, whol
         assert (share[0] != share[1]).mean() > 0.3  # each candidate its own draw
     else:
         assert ((share > 0) & (share < 1)).mean() > 0.5
+
+
+def test_a_dropout_noise_shape_the_batched_path_cannot_draw_is_named():
+    L = keras.layers
+    model = keras.Sequential([keras.Input((6, 2)), L.Conv1D(4, 2), L.Dropout(0.2, noise_shape=(None, 5, 1)),
+                              L.Flatten(), L.Dense(2, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    reason = BatchedEvaluator(Objective("val_accuracy", "max")).supports([Job(model, True, "")], {"epochs": 1})
+    assert reason is not None and "noise_shape=(None, 5, 1)" in reason, reason
 
 
 @pytest.mark.parametrize("noise", ["additive", "multiplicative"])

@@ -32,9 +32,9 @@ no dilation or groups; with or without bias), BatchNormalization of their units 
 samples, its moving statistics updated by each training step and used for validation, as Keras' layer does),
 DepthwiseConv1D/2D of their units (depth multiplier 1), SeparableConv1D/2D of their units (the same depthwise op,
 then a 1x1 Conv op), max/average pooling, global pooling (keeping its axes or not), ZeroPadding and Cropping,
-Flatten, Dropout, SpatialDropout1D/2D, GaussianNoise and GaussianDropout (added noise masked off the padded units
-again), Activation, ReLU, LeakyReLU and ELU layers (any element-wise activation of ``keras.activations``,
-by Keras' own function; one that is not zero at zero only on a Dense/Conv layer, whose padded units are masked after
+Flatten, Dropout, SpatialDropout1D/2D (or a Dropout with their ``noise_shape``), GaussianNoise and GaussianDropout
+(added noise masked off the padded units again), Activation, ReLU, LeakyReLU and ELU layers (any element-wise
+activation of ``keras.activations``, by Keras' own function; one that is not zero at zero only on a Dense/Conv layer, whose padded units are masked after
 it), element-wise merges (a residual Add; the padded channels are zero in every input, so in the result),
 element-wise Keras ops written in the graph (``x + y``, ``x * 0.5``: Keras' op on the candidates' tensors, its
 padded channels masked again) and Concatenates of Dense/Conv units (each input's channels padded to its own width,
@@ -379,9 +379,19 @@ def _dropout_op(layer, name, flattened):
     if isinstance(layer, (keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D)):
         _check_options(layer, name, **CHANNELS_LAST)
         return _Op("dropout", rate=float(layer.rate), whole_channels=True)
-    if layer.noise_shape is not None:
-        raise UnsupportedForBatching("Dropout with a noise_shape")
-    return _Op("dropout", rate=float(layer.rate))
+    if layer.noise_shape is None:
+        return _Op("dropout", rate=float(layer.rate))
+    # a noise_shape: the whole mask (None or the input's size on every axis), or one draw per sample and channel
+    # broadcast over the positions (None, 1, ..., channels), which is what a SpatialDropout draws
+    shape, dims = tuple(layer.noise_shape), tuple(layer.input.shape)
+    full = [n is None or (d is not None and n == d) for n, d in zip(shape, dims)]
+    if len(shape) == len(dims) and shape[0] is None and full[-1]:
+        if all(full):
+            return _Op("dropout", rate=float(layer.rate))
+        if all(n == 1 for n in shape[1:-1]):
+            return _Op("dropout", rate=float(layer.rate), whole_channels=True)
+    raise UnsupportedForBatching(f"{name} with noise_shape={shape} (the batched path takes the whole mask, or one "
+                                 "draw per sample and channel: (None, 1, ..., channels))")
 
 
 def _activation_op(layer, name, flattened):
