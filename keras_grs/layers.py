@@ -162,8 +162,9 @@ def _set(key):
 
 
 def _resize_noise_shape(config, channels):
-    """A Dropout's ``noise_shape`` names the channel count when the mask is drawn per channel (a SpatialDropout
-    written as ``Dropout(noise_shape=(None, 1, C))``): it changes with them, or the pruned layer cannot run."""
+    """A Dropout's (or AlphaDropout's) ``noise_shape`` names the channel count when the mask is drawn per channel
+    (a SpatialDropout written as ``Dropout(noise_shape=(None, 1, C))``): it changes with them, or the pruned layer
+    cannot run."""
     shape = config.get("noise_shape")
     if shape is not None and len(shape) > 1 and shape[-1] not in (None, 1):
         config["noise_shape"] = (*shape[:-1], int(channels))
@@ -310,7 +311,8 @@ KINDS: dict[type, Kind] = {
     **{cls: _carry("activation") for cls in (L.LeakyReLU, L.ELU)},
     # identity at inference: the C backend leaves them out, as it does Dropout
     **{cls: _carry("noise", "identity") for cls in (L.GaussianNoise, L.GaussianDropout)},
-    **{cls: _carry(actor="identity") for cls in (L.SpatialDropout3D, L.AlphaDropout, L.ActivityRegularization)},
+    **{cls: _carry(actor="identity") for cls in (L.SpatialDropout3D, L.ActivityRegularization)},
+    L.AlphaDropout: replace(_carry(actor="identity"), resize=_resize_noise_shape),
     **{cls: CARRY for cls in (
         L.MaxPooling3D, L.AveragePooling3D, L.GlobalMaxPooling3D,
         L.GlobalAveragePooling3D, L.ZeroPadding3D, L.Cropping3D, L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,

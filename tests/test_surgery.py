@@ -87,11 +87,13 @@ def test_a_dropout_drawn_per_channel_keeps_its_noise_shape_in_step_with_the_chan
     model = keras.Sequential([keras.Input((10, 3)), keras.layers.Conv1D(8, 3, activation="relu", name="conv"),
                               keras.layers.Dropout(0.3, noise_shape=(None, 1, 8), name="drop"),
                               keras.layers.Dropout(0.3, noise_shape=(None, 8, 1), name="per_position"),
+                              keras.layers.AlphaDropout(0.1, noise_shape=(None, 1, 8), name="alpha"),
                               keras.layers.Flatten(), keras.layers.Dense(2, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
     child = keras_grs.shrink(model, {"conv": [0, 5]})
     assert tuple(child.get_layer("drop").noise_shape) == (None, 1, 6)
     assert tuple(child.get_layer("per_position").noise_shape) == (None, 8, 1)  # one draw for every channel: kept
+    assert tuple(child.get_layer("alpha").noise_shape) == (None, 1, 6)
     assert tuple(resized(model, {"conv": 5}).get_layer("drop").noise_shape) == (None, 1, 5)
     x = np.random.default_rng(0).normal(size=(16, 10, 3)).astype("float32")
     child.fit(x, np.zeros(16), epochs=1, verbose=0)  # the parent's noise_shape would not broadcast here
