@@ -83,6 +83,8 @@ def test_multi_label_and_label_weights_are_read_as_keras_reads_them(options):
 
 
 def test_the_metric_is_found_by_the_name_keras_logs_it_under():
+    for _ in range(2):
+        keras.metrics.AUC()  # another AUC() of the process is named auc_<n>; a metric given as "auc" logs as auc
     assert score_of(compiled("auc")).name == "auc"
     named = compiled(keras.metrics.AUC(name="pr_auc", curve="PR", num_thresholds=50))
     score = score_of(named, "val_pr_auc")
@@ -129,13 +131,18 @@ def test_a_fit_with_an_auc_objective_keeps_the_epoch_keras_keeps_and_records_its
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
-def test_a_search_with_an_auc_objective_runs_batched_and_records_val_auc(tmp_path):
+@pytest.mark.parametrize("objective", ["val_auc", "val_accuracy"])
+def test_a_search_with_an_auc_objective_runs_batched_and_records_val_auc(tmp_path, objective):
+    """The objective's AUC, and an AUC compiled beside it (a PR curve), recorded per trial as Keras computes them for
+    the trial's checkpoint."""
     x, y, x_val, y_val = binary_data(seed=3)
     keras.utils.set_random_seed(1)
     model = compiled(keras.metrics.AUC(name="auc"))
+    model.compile(optimizer="adam", loss="binary_crossentropy",
+                  metrics=["accuracy", keras.metrics.AUC(name="auc"), keras.metrics.AUC(name="pr", curve="PR")])
     model.fit(x, y, epochs=20, verbose=0)
     stop = keras.callbacks.EarlyStopping(monitor="val_auc", patience=2)
-    tuner = GRSTuner.from_model(model, objective=Objective("val_auc", "max"), tolerance=0.5, seed=0, max_trials=3,
+    tuner = GRSTuner.from_model(model, objective=Objective(objective, "max"), tolerance=0.5, seed=0, max_trials=3,
                                 evaluator="batched", acceptance="seed", directory=tmp_path, project_name="auc")
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)  # no fallback to one fit per trial
@@ -143,13 +150,13 @@ def test_a_search_with_an_auc_objective_runs_batched_and_records_val_auc(tmp_pat
     assert tuner.evaluator._calls >= 1
     trials = [tuner.oracle.get_trial(t) for t in tuner.oracle.start_order]
     assert len(trials) == 3 and all(t.status == "COMPLETED" for t in trials)
-    for trial in trials[1:]:  # the objective recorded is the AUC of the checkpoint's model
-        value = trial.metrics.get_last_value("val_auc")
-        assert trial.score == pytest.approx(value)
-        restored = tuner.load_model(trial)
-        metric = keras.metrics.AUC()
-        metric.update_state(y_val, restored.predict(x_val, verbose=0))
-        assert float(metric.result()) == pytest.approx(value, abs=1e-5)
+    for trial in trials[1:]:  # the AUCs recorded are those of the checkpoint's model
+        assert trial.score == pytest.approx(trial.metrics.get_last_value(objective))
+        outputs = tuner.load_model(trial).predict(x_val, verbose=0)
+        for name, curve in (("val_auc", "ROC"), ("val_pr", "PR")):
+            metric = keras.metrics.AUC(curve=curve)
+            metric.update_state(y_val, outputs)
+            assert float(metric.result()) == pytest.approx(trial.metrics.get_last_value(name), abs=1e-5), name
 
 
 @pytest.mark.parametrize("metric, objective, loss, reason", [

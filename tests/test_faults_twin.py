@@ -87,7 +87,7 @@ def test_a_candidates_validation_outputs_do_not_depend_on_how_many_candidates_sh
         evaluator.pad_to(candidate(initial, {}))
         evaluator._slots = max(2, n + 1)  # all of them in one stack
         jobs = [Job(candidate(initial, removed), True, "") for removed in [{"dense2": [i]} for i in range(n)] + [mine]]
-        plan, _ = evaluator._check(jobs, fit)
+        plan, *_ = evaluator._check(jobs, fit)
         params, masks = evaluator._pack(evaluator._widen(jobs), plan, 20)
         forward = _forward_function(plan.ops, evaluator._slots)
         logits = tf.function(lambda p, m, x: forward(p, m, x, None), jit_compile=True)(params, masks, x_val)

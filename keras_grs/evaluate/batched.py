@@ -71,7 +71,7 @@ from keras_grs.evaluate.keras import KerasEvaluator
 from keras_grs.evaluate.philox import stateless_uniform
 from keras_grs.evaluate.training import (
     Loss, Optimizer, Score, UnsupportedForBatching, check_weighting, penalty, read_loss, read_optimizer,
-    read_regularizer, read_score, sample_weights,
+    read_regularizer, read_reported, read_score, sample_weights,
 )
 from keras_grs.checkpoint import CheckpointLayout, LayoutError
 from keras_grs.files import save_weights, write_checkpoint
@@ -158,6 +158,7 @@ class _Problem:
     n_samples: int
     patched: bool  # the samples are the first convolution's patches (_input_patches)
     score: Score  # the objective: what each epoch's validation scores and the best epoch maximizes (or minimizes)
+    reported: tuple  # the other AUC metrics the model is compiled with (Scores), computed and recorded beside it
     epoch_score: str  # which epoch's weights are kept: best, best_latest or last
     capacity: int  # the most epochs one call runs
 
@@ -658,7 +659,8 @@ class BatchedEvaluator:
         return None
 
     def _check(self, jobs, fit_kwargs):
-        """The jobs' plan and the objective's :class:`Score`, or UnsupportedForBatching naming why not."""
+        """The jobs' plan, the objective's :class:`Score` and the other validation scores to record
+        (:func:`~keras_grs.evaluate.training.read_reported`), or UnsupportedForBatching naming why not."""
         if not self.objective.name.startswith("val_"):
             raise UnsupportedForBatching(f"objective {self.objective.name} ({self.objective.direction})")
         if self.executions_per_trial != 1:
@@ -679,13 +681,15 @@ class BatchedEvaluator:
             raise UnsupportedForBatching("jobs differ")
         plan, template = plans[0]
         if template not in self._scores:  # read once per template, as its plan
-            self._scores[template] = read_score(template, self.objective, plan.loss, int(template.output_shape[-1]))
-        score = self._scores[template]
-        others = [c for c in fit_kwargs.get("callbacks") or () if not _batchable_early_stopping(c, score)]
+            units = int(template.output_shape[-1])
+            score = read_score(template, self.objective, plan.loss, units)
+            self._scores[template] = score, read_reported(template, plan.loss, units, score)
+        score, reported = self._scores[template]
+        others = [c for c in fit_kwargs.get("callbacks") or () if not _batchable_early_stopping(c, score, reported)]
         if others:
             names = sorted({type(callback).__name__ for callback in others})
             raise UnsupportedForBatching(f"callbacks {names}")
-        return plan, score
+        return plan, score, reported
 
     def _plan_of(self, template) -> _Plan:
         """The template's plan, read once per template (a step's ``supports`` and ``evaluate`` both ask, and a
@@ -698,7 +702,7 @@ class BatchedEvaluator:
         if not all(job.train for job in jobs):
             return self._fall_back(jobs, fit_args, fit_kwargs)
         try:
-            plan, score = self._check(jobs, fit_kwargs)
+            plan, score, reported = self._check(jobs, fit_kwargs)
         except (UnsupportedForBatching, TypeError) as reason:
             if not self._warned:
                 warnings.warn(f"one fit per trial instead of batched evaluation: {reason}",
@@ -706,7 +710,7 @@ class BatchedEvaluator:
                 self._warned = True
             return self._fall_back(jobs, fit_args, fit_kwargs)
         self._calls += 1
-        return self._train(jobs, plan, score, fit_args, fit_kwargs)
+        return self._train(jobs, plan, score, reported, fit_args, fit_kwargs)
 
     def _fall_back(self, jobs, fit_args, fit_kwargs):
         for job in jobs:  # the keras evaluator fits Keras models
@@ -853,7 +857,7 @@ class BatchedEvaluator:
             names = {"optimizer/vars": template.optimizer.name}  # as Keras would write this model's
             write_checkpoint(job.checkpoint, lambda path: layout.write(path, weights, names), self.writer)
 
-    def _train(self, jobs, plan, score, fit_args, fit_kwargs):
+    def _train(self, jobs, plan, score, reported, fit_args, fit_kwargs):
         batch = int(fit_kwargs.get("batch_size") or 32)
         shuffle = fit_kwargs.get("shuffle", True)
         per_job = self._widen(jobs)
@@ -869,7 +873,7 @@ class BatchedEvaluator:
         per_epoch = n_batches * batch * (k if shuffle else 1) * 4
         capacity = 1 if callbacks else max(1, min(MAX_EPOCHS_PER_CALL, EPOCH_INDEX_BYTES // per_epoch))
         problem = _Problem(k, tuple(self._capacity), inputs.input_shape, n_batches, batch, not shuffle,
-                           inputs.n_samples, inputs.patched, score, self.epoch_score, capacity)
+                           inputs.n_samples, inputs.patched, score, reported, self.epoch_score, capacity)
         data = _FitData(
             problem=problem, fit=self._program(problem, plan), plan=plan, in_channels=inputs.input_shape[-1],
             epochs=int(fit_kwargs.get("epochs", 1)), shuffle=shuffle, callbacks=tuple(callbacks), inputs=inputs)
@@ -887,6 +891,7 @@ class BatchedEvaluator:
                     "val_loss": float(chosen[2][i]),
                     "loss": float(chosen[0][i]),
                     **({f"val_{score.name}": float(chosen[3][i])} if score.metric == "auc" else {}),
+                    **{f"val_{other.name}": float(chosen[4 + r][i]) for r, other in enumerate(reported)},
                     "epochs": int(epochs_run[i]),
                     **measure(job.model),  # params, flops, latency_ms
                     "val_samples": int(inputs.y_val.shape[0]),
@@ -895,14 +900,14 @@ class BatchedEvaluator:
 
     def _fit_group(self, jobs, per_job, offset, data, halt):
         """Train one group of at most ``self._slots`` jobs (``offset``: the first one's place in the batch) with the
-        compiled fit; the chosen epoch's weights (numpy, slot first), its (loss, val_accuracy, val_loss, objective)
-        and the epochs each job ran. Returns None when ``halt`` is set between calls (another group failed or was
+        compiled fit; the chosen epoch's weights (numpy, slot first), its (loss, val_accuracy, val_loss, objective,
+        *other scores) and the epochs each job ran. Returns None when ``halt`` is set between calls (another group failed or was
         interrupted)."""
         problem, k = data.problem, data.problem.k
         params, masks = self._pack(per_job, data.plan, data.in_channels)
         active = tf.constant((np.arange(k) < len(jobs)).astype("float32"))
         score = problem.score
-        stoppers = [_Stopping(c, k, score) for c in data.callbacks]
+        stoppers = [_Stopping(c, k, score, problem.reported) for c in data.callbacks]
         trained = params[:data.plan.offsets.moving]  # the optimizer's state: each slot for each trained parameter
         state = [tf.zeros_like(p) for _ in range(data.plan.optimizer.slots()) for p in trained]
         step = tf.constant(0.0)
@@ -916,7 +921,8 @@ class BatchedEvaluator:
             order = np.concatenate([plain, tail]).reshape(n_batches, batch)
         # the objective oriented so that larger is better, and the chosen epoch's weights and scores
         best = tf.constant(np.full(k, -np.inf, "float32"))
-        best_params, chosen = list(params), [tf.zeros((k,))] * 4  # loss, val_accuracy, val_loss, objective
+        # loss, val_accuracy, val_loss, the objective, the other scores recorded
+        best_params, chosen = list(params), [tf.zeros((k,))] * (4 + len(problem.reported))
         stopped = np.arange(k) >= len(jobs)  # padding slots count as stopped
         epochs_run = np.zeros(k, dtype=int)
         epoch, epochs = 0, data.epochs
@@ -950,9 +956,10 @@ class BatchedEvaluator:
             running = ~stopped
             epochs_run[running] += n
             if stoppers:  # one epoch per call: its scores decide who stops before the next
-                losses, accuracy, val_loss, objective = (t.numpy() for t in last)
+                losses, accuracy, val_loss, objective, *others = (t.numpy() for t in last)
                 monitored = {"val_accuracy": accuracy, "val_loss": val_loss, "loss": losses,
-                             f"val_{score.name}": objective}
+                             f"val_{score.name}": objective,
+                             **{f"val_{other.name}": v for other, v in zip(problem.reported, others)}}
                 for stopper in stoppers:
                     stopped = stopped | stopper.update(epoch, monitored[stopper.monitor], stopped)
             epoch += n
@@ -967,9 +974,9 @@ class BatchedEvaluator:
         ``epochs`` how many epochs this call runs, ``index`` (capacity, batches, [candidates,] batch) the samples
         of each mini-batch, ``seeds`` (capacity, candidates) the dropout seeds; ``running`` the candidates whose
         epochs count (not stopped early); ``best`` the objective of each candidate's chosen epoch, oriented so that
-        larger is better, ``best_params`` its weights and ``chosen`` its (loss, val_accuracy, val_loss, objective),
-        carried from call to call (the objective: the problem's :class:`Score`); ``last`` the same four of the last
-        epoch.
+        larger is better, ``best_params`` its weights and ``chosen`` its (loss, val_accuracy, val_loss, objective,
+        *the other scores recorded), carried from call to call (the objective: the problem's :class:`Score`, the
+        others its ``reported``); ``last`` the same of the last epoch.
         """
         key = (problem, plan.key())
         if key not in self._compiled:
@@ -1036,13 +1043,14 @@ class BatchedEvaluator:
         score = problem.score
 
         def validate(params, masks, x_val, y_val):
-            """Per candidate: val_accuracy, val_loss and the objective."""
+            """Per candidate: val_accuracy, val_loss, the objective and the other scores recorded."""
             logits = forward(params, masks, x_val, None, patched=patched)
             loss = tf.reduce_mean(loss_of.per_sample(y_val, logits), axis=1) + regularization(params)
             accuracy = tf.reduce_mean(loss_of.accuracy(y_val, logits), axis=1)
-            objective = score.auc(y_val, loss_of.outputs(logits)) if score.metric == "auc" else \
+            outputs = loss_of.outputs(logits)
+            objective = score.auc(y_val, outputs) if score.metric == "auc" else \
                 loss if score.metric == "loss" else accuracy
-            return accuracy, loss, objective
+            return accuracy, loss, objective, tuple(other.auc(y_val, outputs) for other in problem.reported)
 
         # written with tf.while_loop, without AutoGraph: converting the ~150 functions a fit calls cost 3-4 s of a
         # fresh process's first call (more than XLA's compilation), and none of them branches on a tensor
@@ -1056,7 +1064,7 @@ class BatchedEvaluator:
             def epoch_step(e, params, state, step, best, best_params, chosen, last):
                 params, state, step, losses = train_epoch(params, state, step, masks, active, samples, index[e], y,
                                                           weights, present, counts, seeds[e])
-                accuracy, val_loss, objective = validate(params, masks, x_val, y_val)
+                accuracy, val_loss, objective, others = validate(params, masks, x_val, y_val)
                 value = -objective if score.minimize else objective
                 # Keras' best-epoch rule: the first epoch reaching the best value ("best_latest": the last one;
                 # "last": every epoch), among the candidates still training
@@ -1069,7 +1077,7 @@ class BatchedEvaluator:
                 best = tf.where(improved, value, best)
                 best_params = tuple(tf.where(tf.reshape(improved, (k,) + (1,) * (len(p.shape) - 1)), p, b)
                                     for p, b in zip(params, best_params))
-                last = (losses, accuracy, val_loss, objective)
+                last = (losses, accuracy, val_loss, objective, *others)
                 chosen = tuple(tf.where(improved, new, old) for new, old in zip(last, chosen))
                 return e + 1, params, state, step, best, best_params, chosen, last
 
@@ -1193,16 +1201,17 @@ def _in_threads(tasks, workers) -> list:
     return results
 
 
-def _monitored(score=None) -> dict:
+def _monitored(score=None, reported=()) -> dict:
     """What an EarlyStopping may watch in a batched fit, with its direction: the scores every epoch computes (with
-    the objective's, ``score``)."""
+    the objective's, ``score``, and the other scores recorded, ``reported``: AUCs)."""
     if score is None:
         return MONITORED
-    return {**MONITORED, f"val_{score.name}": "min" if score.minimize else "max"}
+    return {**MONITORED, f"val_{score.name}": "min" if score.minimize else "max",
+            **{f"val_{other.name}": "max" for other in reported}}
 
 
-def _batchable_early_stopping(callback, score) -> bool:
-    return type(callback) is keras.callbacks.EarlyStopping and callback.monitor in _monitored(score)
+def _batchable_early_stopping(callback, score, reported) -> bool:
+    return type(callback) is keras.callbacks.EarlyStopping and callback.monitor in _monitored(score, reported)
 
 
 class _Stopping:
@@ -1211,9 +1220,9 @@ class _Stopping:
     epochs that count; the batch ends when every candidate has stopped. ``restore_best_weights`` changes nothing
     here: the weights kept are always those of the objective's best epoch (keras-tuner's checkpoint rule)."""
 
-    def __init__(self, callback, k, score=None):
+    def __init__(self, callback, k, score=None, reported=()):
         self.monitor = callback.monitor
-        mode = callback.mode if callback.mode in ("min", "max") else _monitored(score)[callback.monitor]
+        mode = callback.mode if callback.mode in ("min", "max") else _monitored(score, reported)[callback.monitor]
         self.sign = 1.0 if mode == "max" else -1.0
         self.min_delta = abs(callback.min_delta)
         self.patience, self.baseline, self.start = callback.patience, callback.baseline, callback.start_from_epoch

@@ -241,7 +241,7 @@ def read_score(model, objective, loss: Loss, units: int) -> Score:
         if fixed[name][1] != direction:
             raise UnsupportedForBatching(f"objective {name} ({direction})")
         return Score(fixed[name][0], fixed[name][0], minimize=direction == "min")
-    metric = _compiled_metric(model, name[len("val_"):]) if name.startswith("val_") else None
+    metric = _compiled_metrics(model).get(name[len("val_"):]) if name.startswith("val_") else None
     if metric is None:
         raise UnsupportedForBatching(f"objective {name} ({direction})")
     if type(metric) is not keras.metrics.AUC:
@@ -249,29 +249,49 @@ def read_score(model, objective, loss: Loss, units: int) -> Score:
                                      "accuracy, the loss and AUC)")
     if direction != "max":
         raise UnsupportedForBatching(f"objective {name} ({direction}; an AUC is maximized)")
+    return _auc_score(name[len("val_"):], metric, loss, units, f"objective {name}")
+
+
+def read_reported(model, loss: Loss, units: int, objective: Score) -> tuple[Score, ...]:
+    """The AUC metrics the model is compiled with other than the objective, which the compiled fit computes beside
+    it so that a trial records every ``val_<name>`` the keras evaluator would; one it cannot compute (on integer
+    labels, which Keras' AUC cannot read either) is left out."""
+    scores = []
+    for label, metric in _compiled_metrics(model).items():
+        if type(metric) is keras.metrics.AUC and label != objective.name:
+            try:
+                scores.append(_auc_score(label, metric, loss, units, f"metric {label}"))
+            except UnsupportedForBatching:
+                continue
+    return tuple(scores)
+
+
+def _auc_score(label, metric, loss: Loss, units: int, what: str) -> Score:
+    """The :class:`Score` of a ``keras.metrics.AUC`` logged as ``label``."""
     if loss.sparse:
-        raise UnsupportedForBatching(f"objective {name} with integer class labels (Keras' AUC reads labels of the "
-                                     "outputs' shape: one-hot, or 0/1 for sigmoid outputs)")
+        raise UnsupportedForBatching(f"{what} with integer class labels (Keras' AUC reads labels of the outputs' "
+                                     "shape: one-hot, or 0/1 for sigmoid outputs)")
     config = metric.get_config()
     weights = config.get("label_weights")
     if weights is not None:
         weights = tuple(float(w) for w in np.asarray(weights, "float32").reshape(-1))
         if len(weights) != units:
-            raise UnsupportedForBatching(f"objective {name}: {len(weights)} label weights for {units} outputs")
-    return Score("auc", metric.name, thresholds=tuple(float(t) for t in np.asarray(metric.thresholds, "float32")),
+            raise UnsupportedForBatching(f"{what}: {len(weights)} label weights for {units} outputs")
+    return Score("auc", label, thresholds=tuple(float(t) for t in np.asarray(metric.thresholds, "float32")),
                  evenly=bool(metric._thresholds_distributed_evenly), curve=metric.curve.value,
                  summation=metric.summation_method.value, multi_label=bool(metric.multi_label), label_weights=weights,
                  from_logits=bool(config.get("from_logits")))
 
 
-def _compiled_metric(model, name):
-    """The metric object the model is compiled with that Keras logs as ``name``, or None."""
+def _compiled_metrics(model) -> dict:
+    """{the name Keras logs a metric under: the metric} of the metrics the model is compiled with (one output's),
+    read from its compile configuration. A metric given by name is logged under that name, whatever name the object
+    made from it takes (Keras numbers a second ``AUC()`` of a process ``auc_1``)."""
     metrics = model.get_compile_config().get("metrics")
     if isinstance(metrics, (list, tuple)) and len(metrics) == 1 and isinstance(metrics[0], (list, tuple)):
         metrics = metrics[0]  # one output's list
-    if not isinstance(metrics, (list, tuple)):
-        return None
-    for entry in metrics:
+    found = {}
+    for entry in metrics if isinstance(metrics, (list, tuple)) else ():
         weights = entry.get("config", {}).get("label_weights") if isinstance(entry, dict) else None
         if isinstance(weights, dict) and weights.get("class_name") == "__tensor__":  # Keras writes, cannot read back
             entry = {**entry, "config": {**entry["config"], "label_weights": weights["config"]["value"]}}
@@ -279,10 +299,9 @@ def _compiled_metric(model, name):
             metric = keras.metrics.get(entry) if isinstance(entry, str) else keras.metrics.deserialize(entry)
         except (ValueError, TypeError):
             continue
-        label = entry if isinstance(entry, str) else getattr(metric, "name", None)
-        if label == name and isinstance(metric, keras.metrics.Metric):
-            return metric
-    return None
+        if isinstance(metric, keras.metrics.Metric):
+            found[entry if isinstance(entry, str) else metric.name] = metric
+    return found
 
 
 def check_weighting(fit_kwargs):
