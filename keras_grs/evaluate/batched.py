@@ -34,8 +34,8 @@ DepthwiseConv1D/2D of their units (depth multiplier 1), SeparableConv1D/2D of th
 then a 1x1 Conv op), max/average pooling, global pooling (keeping its axes or not), ZeroPadding and Cropping,
 Flatten, Dropout, SpatialDropout1D/2D (or a Dropout with their ``noise_shape``), GaussianNoise and GaussianDropout
 (added noise masked off the padded units again), Activation, ReLU, LeakyReLU and ELU layers (any element-wise
-activation of ``keras.activations``, by Keras' own function; one that is not zero at zero only on a Dense/Conv layer, whose padded units are masked after
-it), element-wise merges (a residual Add; the padded channels are zero in every input, so in the result),
+activation of ``keras.activations``, by Keras' own function; one that is not zero at zero only on a Dense/Conv
+layer, whose padded units are masked after it), element-wise merges (a residual Add; the padded channels are zero in every input, so in the result),
 element-wise Keras ops written in the graph (``x + y``, ``x * 0.5``: Keras' op on the candidates' tensors, its
 padded channels masked again) and Concatenates of Dense/Conv units (each input's channels padded to its own width,
 side by side; a job's weights are placed there by :meth:`BatchedEvaluator._rows`), ending in the output layer, and
@@ -901,8 +901,8 @@ class BatchedEvaluator:
     def _fit_group(self, jobs, per_job, offset, data, halt):
         """Train one group of at most ``self._slots`` jobs (``offset``: the first one's place in the batch) with the
         compiled fit; the chosen epoch's weights (numpy, slot first), its (loss, val_accuracy, val_loss, objective,
-        *other scores) and the epochs each job ran. Returns None when ``halt`` is set between calls (another group failed or was
-        interrupted)."""
+        *other scores) and the epochs each job ran. Returns None when ``halt`` is set between calls (another group
+        failed or was interrupted)."""
         problem, k = data.problem, data.problem.k
         params, masks = self._pack(per_job, data.plan, data.in_channels)
         active = tf.constant((np.arange(k) < len(jobs)).astype("float32"))
