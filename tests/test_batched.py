@@ -106,11 +106,28 @@ def conv1d_model():
     return model
 
 
-@pytest.mark.parametrize("case", ["cnn1", "conv1d"])
+def dilated_model(rank):
+    """Dilated convolutions: a Conv1D chain with causal padding, or a Conv2D one with 'same' padding."""
+    if rank == 1:
+        layers = [keras.Input((20, 3)), L.Conv1D(6, 3, dilation_rate=2, padding="causal", activation="relu", name="c1"),
+                  L.Conv1D(5, 2, dilation_rate=3, padding="same", name="c2"), L.ReLU(), L.MaxPooling1D(2)]
+    else:
+        layers = [keras.Input((9, 9, 2)), L.Conv2D(6, 3, dilation_rate=2, padding="same", activation="tanh", name="c1"),
+                  L.Conv2D(5, 2, dilation_rate=(1, 2), activation="relu", name="c2")]
+    model = keras.Sequential([*layers, L.Flatten(), L.Dense(4, activation="softmax", name="d")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("case", ["cnn1", "conv1d", "dilated1d", "dilated2d"])
 def test_stacked_masked_candidates_compute_what_each_smaller_model_computes(case):
     if case == "cnn1":
         base, shape = models.build("cnn1", (9, 9, 1)), (9, 9, 1)
         removals = [{"conv1": [0, 3]}, {"conv2": [1], "dense1": [2, 5]}, {"dense3": [0]}]
+    elif case.startswith("dilated"):
+        base = dilated_model(int(case[-2]))
+        shape = tuple(base.input_shape[1:])
+        removals = [{}, {"c1": [1, 2]}, {"c2": [0, 4]}]
     else:
         base, shape = conv1d_model(), (20, 3)
         removals = [{}, {"c1": [1, 2]}, {"c2": [0, 4]}]
@@ -322,11 +339,10 @@ L = keras.layers
     (lambda: [L.Conv2D(3, 1), L.Flatten(), L.BatchNormalization()], "not after a Dense or Conv layer"),
     (lambda: [L.DepthwiseConv2D(1), L.Conv2D(3, 1), L.Flatten()], "not after a Dense or Conv layer"),
     (lambda: [L.Conv2D(3, 1), L.DepthwiseConv2D(1, depth_multiplier=2), L.Flatten()], "with depth_multiplier=2 ("),
-    (lambda: [L.Conv2D(3, 1, dilation_rate=2), L.Flatten()], "with dilation_rate=(2, 2) (the batched path takes"),
     (lambda: [L.Conv2D(3, 1), L.DepthwiseConv2D(1, depthwise_constraint="non_neg"), L.Flatten()],
      "depthwise_constraint"),
 ], ids=["first", "no-center", "renorm", "regularized", "after-flatten", "depthwise-first", "depthwise-multiplier",
-        "dilated", "depthwise-constraint"])
+        "depthwise-constraint"])
 def test_normalization_and_depthwise_options_the_batched_path_cannot_reproduce_are_named(layers, reason):
     layers = layers()  # made in the test's own Keras session: their names stay unique
     shape = (2, 2, 1) if isinstance(layers[0], (L.Conv2D, L.DepthwiseConv2D)) else (4,)

@@ -116,6 +116,20 @@ def test_a_convolution_trained_batched_ends_with_the_weights_model_fit_gives(tmp
     assert_trains_like_fit(small_cnn, shape=(4, 4, 1), tmp_path=tmp_path)
 
 
+def dilated_causal_cnn():
+    """Dilated Conv1D layers, the first with causal padding (a temporal convolution's block)."""
+    model = keras.Sequential([keras.Input((8, 2)),
+                              keras.layers.Conv1D(3, 3, dilation_rate=2, padding="causal", activation="relu"),
+                              keras.layers.Conv1D(3, 2, dilation_rate=2, padding="same", activation="tanh"),
+                              keras.layers.Flatten(), keras.layers.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def test_a_dilated_causal_convolution_trained_batched_ends_with_the_weights_model_fit_gives(tmp_path):
+    assert_trains_like_fit(dilated_causal_cnn, shape=(8, 2), tmp_path=tmp_path)
+
+
 @pytest.mark.parametrize("build, shape", [
     (mlp_norm, (FEATURES,)),
     (lambda: mlp_norm(keras.optimizers.AdamW(0.01, weight_decay=0.05), momentum=0.5, epsilon=1e-5), (FEATURES,)),

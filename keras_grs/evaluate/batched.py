@@ -28,7 +28,7 @@ training time less than one draw per candidate; masks from a cheaper elementwise
 one fit per candidate: ``benchmarks/results/evaluator_parity.md``).
 
 Supported: chains and graphs (one input, one output, each layer called once) of Dense, Conv1D/Conv2D (channels last,
-no dilation or groups; with or without bias), BatchNormalization of their units (its moments over a batch's real
+no groups; dilated or not, a Conv1D's causal padding too; with or without bias), BatchNormalization of their units (its moments over a batch's real
 samples, its moving statistics updated by each training step and used for validation, as Keras' layer does),
 DepthwiseConv1D/2D of their units (depth multiplier 1), SeparableConv1D/2D of their units (the same depthwise op,
 then a 1x1 Conv op), max/average pooling, global pooling (keeping its axes or not), ZeroPadding and Cropping,
@@ -133,6 +133,7 @@ class _Op:
     activation_args: tuple = ()  # the activation's keyword arguments as (name, value) pairs (a ReLU's max_value)
     whole_channels: bool = False  # a dropout's: drops a sample's channel at every position (SpatialDropout)
     noise: str = ""  # a noise op's: additive (GaussianNoise) or multiplicative (GaussianDropout)
+    dilation: tuple = ()  # a conv's dilation rate per spatial axis (empty: 1 on each)
 
     @property
     def weighted(self):
@@ -142,7 +143,7 @@ class _Op:
         return (self.kind, self.activation, self.activation_args, self.window, self.strides, self.padding,
                 self.pooling, self.rate, self.spatial, self.bias, self.penalties, self.epsilon, self.momentum,
                 self.merge, self.inputs, self.channels, self.margins, self.keepdims, self.arguments,
-                self.whole_channels, self.noise)
+                self.whole_channels, self.noise, self.dilation)
 
 
 @dataclass(frozen=True)
@@ -289,10 +290,11 @@ CHANNELS_LAST = {"data_format": ("channels_last",)}
 
 
 def _conv_op(layer, name, flattened):
-    ones = (1,) * len(layer.kernel_size)
-    _check_options(layer, name, **CHANNELS_LAST, groups=(1,), dilation_rate=(ones,), padding=("valid", "same"))
+    padding = ("valid", "same", "causal") if isinstance(layer, keras.layers.Conv1D) else ("valid", "same")
+    _check_options(layer, name, **CHANNELS_LAST, groups=(1,), padding=padding)
+    dilation = tuple(int(d) for d in layer.dilation_rate)
     return _Op("conv", layer.activation.__name__, tuple(layer.kernel_size), tuple(layer.strides), layer.padding,
-               **_weighted(layer, name))
+               dilation=dilation if any(d != 1 for d in dilation) else (), **_weighted(layer, name))
 
 
 def _pooling(layer) -> str:
@@ -1515,24 +1517,27 @@ def _matmul(h, kernel, shared, k):
 
 def _patches(h, op, lead, multiple=None):
     """Image patches of a convolution: (..., *spatial, channels) -> (..., *out_spatial, window * channels),
-    ordered (window position, channel) like a Keras kernel reshaped to (-1, filters). ``multiple``: per spatial
-    axis, keep only the first output positions that fill whole multiples of it (what a following pooling of that
-    window reads), or None for all."""
+    ordered (window position, channel) like a Keras kernel reshaped to (-1, filters); a dilated window's positions
+    ``dilation`` apart, and ``causal`` padding (a Conv1D's) all before the sequence, as Keras pads. ``multiple``: per
+    spatial axis, keep only the first output positions that fill whole multiples of it (what a following pooling of
+    that window reads), or None for all."""
     spatial = h.shape[lead:-1]
-    if op.padding == "same":
+    dilation = op.dilation or (1,) * len(op.window)
+    extent = [(w - 1) * d + 1 for w, d in zip(op.window, dilation)]  # what one window spans
+    if op.padding in ("same", "causal"):
         pads = [[0, 0]] * lead
-        for size, window, stride in zip(spatial, op.window, op.strides):
-            total = max((math.ceil(size / stride) - 1) * stride + window - size, 0)
-            pads.append([total // 2, total - total // 2])
+        for size, span, stride in zip(spatial, extent, op.strides):
+            total = max((math.ceil(size / stride) - 1) * stride + span - size, 0)
+            pads.append([span - 1, 0] if op.padding == "causal" else [total // 2, total - total // 2])
         h = tf.pad(h, pads + [[0, 0]])
         spatial = h.shape[lead:-1]
-    out = [(size - window) // stride + 1 for size, window, stride in zip(spatial, op.window, op.strides)]
+    out = [(size - span) // stride + 1 for size, span, stride in zip(spatial, extent, op.strides)]
     if multiple is not None:
         out = [n - n % m for n, m in zip(out, multiple)]
     pieces = []
     for offset in np.ndindex(*op.window):
         index = [slice(None)] * lead
-        index += [slice(o, o + (n - 1) * s + 1, s) for o, n, s in zip(offset, out, op.strides)]
+        index += [slice(o * d, o * d + (n - 1) * s + 1, s) for o, d, n, s in zip(offset, dilation, out, op.strides)]
         pieces.append(h[tuple(index)])
     return tf.concat(pieces, axis=-1)
 
