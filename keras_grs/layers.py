@@ -315,9 +315,9 @@ KINDS: dict[type, Kind] = {
     L.AlphaDropout: replace(_carry(actor="identity"), resize=_resize_noise_shape),
     **{cls: CARRY for cls in (
         L.MaxPooling3D, L.AveragePooling3D, L.GlobalMaxPooling3D,
-        L.GlobalAveragePooling3D, L.ZeroPadding3D, L.Cropping3D, L.UpSampling1D, L.UpSampling2D, L.UpSampling3D,
-        L.RepeatVector,
+        L.GlobalAveragePooling3D, L.ZeroPadding3D, L.Cropping3D, L.UpSampling3D, L.RepeatVector,
     )},
+    **{cls: _carry("upsample") for cls in (L.UpSampling1D, L.UpSampling2D)},
     L.Flatten: Kind("reshape", batched="flatten", actor="identity"),
     L.Reshape: Kind("reshape", resize=_resize_reshape, actor="identity"),
     **{cls: MERGE for cls in (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)},

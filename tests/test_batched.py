@@ -107,13 +107,15 @@ def conv1d_model():
 
 
 def dilated_model(rank):
-    """Dilated convolutions: a Conv1D chain with causal padding, or a Conv2D one with 'same' padding."""
+    """Dilated convolutions: a Conv1D chain with causal padding, or a Conv2D one with 'same' padding; each with an
+    UpSampling between them."""
     if rank == 1:
         layers = [keras.Input((20, 3)), L.Conv1D(6, 3, dilation_rate=2, padding="causal", activation="relu", name="c1"),
-                  L.Conv1D(5, 2, dilation_rate=3, padding="same", name="c2"), L.ReLU(), L.MaxPooling1D(2)]
+                  L.UpSampling1D(2), L.Conv1D(5, 2, dilation_rate=3, padding="same", name="c2"), L.ReLU(),
+                  L.MaxPooling1D(2)]
     else:
         layers = [keras.Input((9, 9, 2)), L.Conv2D(6, 3, dilation_rate=2, padding="same", activation="tanh", name="c1"),
-                  L.Conv2D(5, 2, dilation_rate=(1, 2), activation="relu", name="c2")]
+                  L.UpSampling2D((2, 1)), L.Conv2D(5, 2, dilation_rate=(1, 2), activation="relu", name="c2")]
     model = keras.Sequential([*layers, L.Flatten(), L.Dense(4, activation="softmax", name="d")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
@@ -341,16 +343,18 @@ L = keras.layers
     (lambda: [L.Conv2D(3, 1), L.DepthwiseConv2D(1, depth_multiplier=2), L.Flatten()], "with depth_multiplier=2 ("),
     (lambda: [L.Conv2D(3, 1), L.DepthwiseConv2D(1, depthwise_constraint="non_neg"), L.Flatten()],
      "depthwise_constraint"),
+    (lambda: [L.Conv2D(3, 1), L.UpSampling2D(interpolation="bilinear"), L.Flatten()],
+     "with interpolation='bilinear' (the batched path takes"),
 ], ids=["first", "no-center", "renorm", "regularized", "after-flatten", "depthwise-first", "depthwise-multiplier",
-        "depthwise-constraint"])
+        "depthwise-constraint", "bilinear"])
 def test_normalization_and_depthwise_options_the_batched_path_cannot_reproduce_are_named(layers, reason):
     layers = layers()  # made in the test's own Keras session: their names stay unique
     shape = (2, 2, 1) if isinstance(layers[0], (L.Conv2D, L.DepthwiseConv2D)) else (4,)
     model = keras.Sequential([keras.Input(shape), *layers, L.Dense(2, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     reason_given = BatchedEvaluator(OBJECTIVE).supports([Job(model, True, "")], {"epochs": 1})
-    named = next((type(layer).__name__ for layer in layers if isinstance(layer, (L.BatchNormalization,
-                                                                                   L.DepthwiseConv2D))), "Conv2D")
+    named = next((type(layer).__name__ for layer in layers
+                  if isinstance(layer, (L.BatchNormalization, L.DepthwiseConv2D, L.UpSampling2D))), "Conv2D")
     assert reason_given is not None and reason in reason_given and named in reason_given, reason_given
 
 

@@ -117,16 +117,17 @@ def test_a_convolution_trained_batched_ends_with_the_weights_model_fit_gives(tmp
 
 
 def dilated_causal_cnn():
-    """Dilated Conv1D layers, the first with causal padding (a temporal convolution's block)."""
+    """Dilated Conv1D layers, the first with causal padding (a temporal convolution's block), an UpSampling between."""
     model = keras.Sequential([keras.Input((8, 2)),
                               keras.layers.Conv1D(3, 3, dilation_rate=2, padding="causal", activation="relu"),
+                              keras.layers.UpSampling1D(2),
                               keras.layers.Conv1D(3, 2, dilation_rate=2, padding="same", activation="tanh"),
                               keras.layers.Flatten(), keras.layers.Dense(CLASSES, activation="softmax")])
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
 
 
-def test_a_dilated_causal_convolution_trained_batched_ends_with_the_weights_model_fit_gives(tmp_path):
+def test_dilated_causal_convolutions_and_upsampling_trained_batched_end_with_the_weights_model_fit_gives(tmp_path):
     assert_trains_like_fit(dilated_causal_cnn, shape=(8, 2), tmp_path=tmp_path)
 
 

@@ -32,7 +32,7 @@ no groups; dilated or not, a Conv1D's causal padding too; with or without bias),
 samples, its moving statistics updated by each training step and used for validation, as Keras' layer does),
 DepthwiseConv1D/2D of their units (depth multiplier 1), SeparableConv1D/2D of their units (the same depthwise op,
 then a 1x1 Conv op), max/average pooling, global pooling (keeping its axes or not), ZeroPadding and Cropping,
-Flatten, Dropout, SpatialDropout1D/2D (or a Dropout with their ``noise_shape``), GaussianNoise and GaussianDropout
+UpSampling1D/2D (nearest), Flatten, Dropout, SpatialDropout1D/2D (or a Dropout with their ``noise_shape``), GaussianNoise and GaussianDropout
 (added noise masked off the padded units again), Activation, ReLU, LeakyReLU and ELU layers (any element-wise
 activation of ``keras.activations``, by Keras' own function; one that is not zero at zero only on a Dense/Conv
 layer, whose padded units are masked after it), element-wise merges (a residual Add; the padded channels are zero in every input, so in the result),
@@ -102,13 +102,13 @@ SHARED_PROGRAMS = 8  # the compiled fits kept for later evaluators in this proce
 @dataclass
 class _Op:
     """One step of the computation. ``kind``: dense, conv, norm (a BatchNormalization of Dense/Conv units),
-    depthwise (a DepthwiseConv of those units), pool, gpool, flatten, dropout, activation, pad, crop, merge (an
-    element-wise merge layer: a residual ``Add``), op (an element-wise Keras op written in the graph) or concat (its
-    inputs' channels side by side)."""
+    depthwise (a DepthwiseConv of those units), pool, gpool, flatten, dropout, activation, pad, crop, upsample,
+    merge (an element-wise merge layer: a residual ``Add``), op (an element-wise Keras op written in the graph) or
+    concat (its inputs' channels side by side)."""
 
     kind: str
     activation: str = "linear"  # a name of keras.activations, or "logits" for the output layer
-    window: tuple = ()  # conv kernel size or pool size
+    window: tuple = ()  # conv kernel size, pool size or an upsampling's factors
     strides: tuple = ()
     padding: str = "valid"
     pooling: str = ""  # MAX/AVG
@@ -320,6 +320,13 @@ def _margins_op(layer, name, flattened):
     return _Op(kind_of(layer).batched, margins=tuple((int(a), int(b)) for a, b in margins))
 
 
+def _upsample_op(layer, name, flattened):
+    """An UpSampling layer: each position repeated ``size`` times along its axis (nearest neighbour)."""
+    _check_options(layer, name, **CHANNELS_LAST, interpolation=("nearest",))
+    size = layer.size if isinstance(layer.size, (tuple, list)) else (layer.size,)
+    return _Op("upsample", window=tuple(int(s) for s in size))
+
+
 def _norm_op(layer, name, flattened):
     _check_options(layer, name, axis=(-1, len(layer.input.shape) - 1), center=(True,), scale=(True,),
                    renorm=(False,), trainable=(True,))
@@ -436,7 +443,7 @@ def _is_weighted(layer) -> bool:
 _OP_BUILDERS = {"dense": _dense_op, "conv": _conv_op, "norm": _norm_op, "depthwise": _depthwise_op, "pool": _pool_op,
                 "gpool": _global_pool_op, "flatten": _flatten_op, "dropout": _dropout_op,
                 "activation": _activation_op, "pad": _margins_op, "crop": _margins_op, "separable": _separable_ops,
-                "input": _input_op, "noise": _noise_op}
+                "input": _input_op, "noise": _noise_op, "upsample": _upsample_op}
 MERGES = {"add": tf.add, "subtract": tf.subtract, "multiply": tf.multiply, "maximum": tf.maximum,
           "minimum": tf.minimum}  # and average; each keeps the padded channels (zero in every input) zero
 
@@ -1294,7 +1301,7 @@ def _forward_function(plan, k):
                         h = tf.add_n(tensors) / len(tensors)
                     else:
                         h = functools.reduce(MERGES[op.merge], tensors)
-                elif shared and op.kind not in ("dense", "conv", "flatten", "pad", "crop"):
+                elif shared and op.kind not in ("dense", "conv", "flatten", "pad", "crop", "upsample"):
                     h, shared = tf.broadcast_to(h[None], (k, *h.shape)), False
                 if op.kind == "flatten":
                     h = tf.reshape(h, (*h.shape[: 1 if shared else 2], -1))
@@ -1353,6 +1360,10 @@ def _forward_function(plan, k):
                     lead = 1 if shared else 2
                     spatial = zip(op.margins, h.shape[lead:-1])
                     h = h[(slice(None),) * lead + tuple(slice(a, size - b) for (a, b), size in spatial)]
+                elif op.kind == "upsample":  # per sample: a shared input stays shared
+                    lead = 1 if shared else 2
+                    for axis, size in enumerate(op.window):
+                        h = tf.repeat(h, size, axis=lead + axis)
             values[n] = (h, shared)
             n += 1
         raise AssertionError("the plan has no output layer")
