@@ -132,10 +132,6 @@ def read_loss(model, output_activation) -> Loss:
 
 
 # ---------------------------------------------------------------------------------------------------- objectives
-AUC_CURVES = ("ROC", "PR", "PRGAIN")
-AUC_SUMMATIONS = ("interpolation", "minoring", "majoring")
-
-
 @dataclass(frozen=True)
 class Score:
     """The validation score a search keeps within its tolerance, as the compiled fit computes it per candidate:
