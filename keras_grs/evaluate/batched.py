@@ -28,14 +28,15 @@ training time less than one draw per candidate; masks from a cheaper elementwise
 one fit per candidate: ``benchmarks/results/evaluator_parity.md``).
 
 Supported: chains and graphs (one input, one output, each layer called once) of Dense, Conv1D/Conv2D (channels last,
-no groups; dilated or not, a Conv1D's causal padding too; with or without bias), BatchNormalization of their units (its moments over a batch's real
-samples, its moving statistics updated by each training step and used for validation, as Keras' layer does),
-DepthwiseConv1D/2D of their units (depth multiplier 1), SeparableConv1D/2D of their units (the same depthwise op,
-then a 1x1 Conv op), max/average pooling, global pooling (keeping its axes or not), ZeroPadding and Cropping,
-UpSampling1D/2D (nearest), Flatten, Dropout, SpatialDropout1D/2D (or a Dropout with their ``noise_shape``), GaussianNoise and GaussianDropout
-(added noise masked off the padded units again), Activation, ReLU, LeakyReLU and ELU layers (any element-wise
-activation of ``keras.activations``, by Keras' own function; one that is not zero at zero only on a Dense/Conv
-layer, whose padded units are masked after it), element-wise merges (a residual Add; the padded channels are zero in every input, so in the result),
+no groups; dilated or not, a Conv1D's causal padding too; with or without bias), BatchNormalization of their units
+(its moments over a batch's real samples, its moving statistics updated by each training step and used for
+validation, as Keras' layer does), DepthwiseConv1D/2D of their units (depth multiplier 1), SeparableConv1D/2D of
+their units (the same depthwise op, then a 1x1 Conv op), max/average pooling, global pooling (keeping its axes or
+not), ZeroPadding and Cropping, UpSampling1D/2D (nearest), Flatten, Dropout, SpatialDropout1D/2D (or a Dropout with
+their ``noise_shape``), GaussianNoise and GaussianDropout (added noise masked off the padded units again),
+Activation, ReLU, LeakyReLU and ELU layers (any element-wise activation of ``keras.activations``, by Keras' own
+function; one that is not zero at zero only on a Dense/Conv layer, whose padded units are masked after it),
+element-wise merges (a residual Add; the padded channels are zero in every input, so in the result),
 element-wise Keras ops written in the graph (``x + y``, ``x * 0.5``: Keras' op on the candidates' tensors, its
 padded channels masked again) and Concatenates of Dense/Conv units (each input's channels padded to its own width,
 side by side; a job's weights are placed there by :meth:`BatchedEvaluator._rows`), ending in the output layer, and
@@ -622,7 +623,7 @@ class BatchedEvaluator:
         self._epochs_per_call = {}  # _Problem -> the epochs a call ran in about CALL_SECONDS last time
         self._layouts = {}  # topology -> CheckpointLayout (None: Keras saves those models itself)
         self._plans = weakref.WeakKeyDictionary()  # template -> its _Plan, while the template lives: see _plan_of
-        self._scores = weakref.WeakKeyDictionary()  # template -> the objective's Score (training.read_score)
+        self._scores = weakref.WeakKeyDictionary()  # template -> (objective's Score, the Scores reported)
 
     batches = True  # the tuner hands it every pending trial at once
     takes_candidates = True  # trains a keras_grs.evaluate.candidate.Candidate without building its model
