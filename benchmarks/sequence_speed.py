@@ -1,0 +1,71 @@
+"""A temporal convolution (dilated, causal Conv1D layers): one fit per candidate against the batched evaluator.
+
+Until the batched evaluator took dilated convolutions and causal padding, such a model was trained one fit per
+candidate. The simulated calcium data (140 neurons, 3000 frames, 70/20/10), each frame's 140 values read as a
+sequence of 20 steps of 7 channels; a block of three causal Conv1D layers of 16 filters (kernel 3, dilation 1, 2
+and 4), global average pooling and the output, pretrained 30 epochs, then pruned by GRS with seed 0 for the same
+number of trials with each evaluator (trial 0 validates the pretrained model, then whole GRS steps); wall time of the
+search, what it kept, and whether the batched evaluator trained every step itself (``trained as``).
+
+    python benchmarks/sequence_speed.py [--epochs 20] [--max-trials 7]
+
+Writes benchmarks/results/sequence_speed.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+
+from channelwise_speed import HEADER
+from common import calcium_splits, machine, search, write
+
+import keras
+
+STEPS, CHANNELS = 20, 7
+
+
+def tcn(input_shape):
+    model = keras.Sequential([keras.Input(input_shape)], name="tcn")
+    for dilation in (1, 2, 4):
+        model.add(keras.layers.Conv1D(16, 3, dilation_rate=dilation, padding="causal", activation="relu"))
+    model.add(keras.layers.GlobalAveragePooling1D())
+    model.add(keras.layers.Dense(2, activation="softmax"))
+    return model
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--max-trials", type=int, default=7)
+    args = parser.parse_args()
+    data = [(x.reshape(-1, STEPS, CHANNELS), y) for x, y in calcium_splits("nn1", seed=0)]
+    keras.utils.set_random_seed(0)
+    model = tcn((STEPS, CHANNELS))
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(*data[0], epochs=30, batch_size=32, verbose=0)
+    runs, fell_back, rows = {}, {}, []
+    for evaluator in ("keras", "batched"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runs[evaluator] = search(model, data, evaluator=evaluator, epochs=args.epochs, seed=0,
+                                     max_trials=args.max_trials)
+        fell_back[evaluator] = any("one fit per trial" in str(w.message) for w in caught)
+    for evaluator, run in runs.items():
+        path = "one fit per candidate" if evaluator == "keras" or fell_back[evaluator] else "batched"
+        rows.append(f"| tcn | {evaluator} | {path} | {run.trials} | {run.seconds:.1f} | {run.structure} | "
+                    f"{run.params:,} | {run.test:.4f} | **{runs['keras'].seconds / run.seconds:.1f}x** |")
+        print(rows[-1], flush=True)
+    write("sequence_speed.md", [
+        "# A temporal convolution: keras evaluator vs batched evaluator", "",
+        f"Machine: {machine()}.", "",
+        f"GRS, seed 0, {args.epochs} fine-tuning epochs per candidate, batch 32, at most {args.max_trials} trials, "
+        "the seed's acceptance rule; three causal Conv1D layers of 16 filters (kernel 3, dilation 1, 2, 4), global "
+        f"average pooling, on the calcium data read as {STEPS} steps of {CHANNELS} channels, pretrained 30 epochs "
+        "(`benchmarks/sequence_speed.py`).", "",
+        *HEADER, *rows,
+    ])
+
+
+if __name__ == "__main__":
+    main()
