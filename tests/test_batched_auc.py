@@ -34,7 +34,7 @@ def predictions(rng, k, samples, units, logits=False):
     """k candidates' outputs, with values on the thresholds' edges (0, 1, i/199) and outside [0, 1] for logits."""
     values = rng.uniform(size=(k, samples, units)).astype("float32")
     edges = np.array([0.0, 1.0, 0.5, 1 / 199, 198 / 199, 37 / 199, 0.25, 0.75], "float32")
-    values.reshape(-1)[: len(edges) * 3: 3] = np.tile(edges, 1)
+    values.reshape(-1)[: len(edges) * 3: 3] = edges
     return (values - 0.5) * 8 if logits else values
 
 
