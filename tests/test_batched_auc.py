@@ -48,6 +48,10 @@ AUCS = {
     "uneven-thresholds": dict(thresholds=[0.1, 0.15, 0.5, 0.52, 0.9]),
     "even-thresholds": dict(thresholds=[0.25, 0.5, 0.75]),
     "from-logits": dict(from_logits=True),
+    # raw logits read as they are (a linear output, an AUC without from_logits): outside [0, 1], which Keras clips
+    # for even thresholds and compares unclipped with explicit ones
+    "raw-even": dict(raw=True),
+    "raw-uneven-thresholds": dict(thresholds=[0.1, 0.15, 0.5, 0.52, 0.9], raw=True),
 }
 
 
@@ -55,8 +59,10 @@ AUCS = {
 @pytest.mark.parametrize("units", [1, 3])
 def test_the_compiled_auc_is_the_keras_metric_of_each_candidates_outputs(options, units):
     rng = np.random.default_rng(units)
+    options = dict(options)
+    raw = options.pop("raw", False)
     labels = (rng.uniform(size=(120, units)) < 0.4).astype("float32")
-    outputs = predictions(rng, 3, 120, units, logits=options.get("from_logits", False))
+    outputs = predictions(rng, 3, 120, units, logits=options.get("from_logits", False) or raw)
     score = score_of(compiled(keras.metrics.AUC(name="auc", **options), units))
     got = score.auc(tf.constant(labels), tf.constant(outputs)).numpy()
     for candidate in range(3):
