@@ -272,8 +272,8 @@ MERGE = Kind("merge", actor="merge")
 PIN = Kind("pin")
 
 
-def _carry(batched=None, actor=None) -> Kind:
-    return replace(CARRY, batched=batched, actor=actor)
+def _carry(batched=None, actor=None, resize=None) -> Kind:
+    return replace(CARRY, batched=batched, actor=actor, resize=resize)
 
 
 L = keras.layers
@@ -299,7 +299,7 @@ KINDS: dict[type, Kind] = {
     L.Softmax: Kind("channelwise", pins=_pins_softmax),
     L.Rescaling: Kind("channelwise", pins=_pins_rescaling, batched="input", actor="affine"),
     L.ReLU: _carry("activation", "activation"),
-    L.Dropout: replace(_carry("dropout", "identity"), resize=_resize_noise_shape),
+    L.Dropout: _carry("dropout", "identity", _resize_noise_shape),
     L.Identity: _carry(actor="identity"),
     **{cls: _carry("dropout", "identity") for cls in (L.SpatialDropout1D, L.SpatialDropout2D)},
     **{cls: _carry("pool", "pool") for cls in (
@@ -312,7 +312,7 @@ KINDS: dict[type, Kind] = {
     # identity at inference: the C backend leaves them out, as it does Dropout
     **{cls: _carry("noise", "identity") for cls in (L.GaussianNoise, L.GaussianDropout)},
     **{cls: _carry(actor="identity") for cls in (L.SpatialDropout3D, L.ActivityRegularization)},
-    L.AlphaDropout: replace(_carry(actor="identity"), resize=_resize_noise_shape),
+    L.AlphaDropout: _carry(actor="identity", resize=_resize_noise_shape),
     **{cls: CARRY for cls in (
         L.MaxPooling3D, L.AveragePooling3D, L.GlobalMaxPooling3D,
         L.GlobalAveragePooling3D, L.ZeroPadding3D, L.Cropping3D, L.UpSampling3D, L.RepeatVector,

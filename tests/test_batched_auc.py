@@ -13,7 +13,7 @@ from keras_tuner import Objective
 from keras_grs import GRSTuner
 from keras_grs.evaluate import Job
 from keras_grs.evaluate.batched import BatchedEvaluator
-from keras_grs.evaluate.training import Score, read_loss, read_score
+from keras_grs.evaluate.training import Score, read_loss, read_scores
 
 FEATURES = 6
 
@@ -27,7 +27,7 @@ def compiled(metric, units=1, output="sigmoid", loss="binary_crossentropy", opti
 
 def score_of(model, name="val_auc"):
     loss = read_loss(model, model.layers[-1].get_config()["activation"])
-    return read_score(model, Objective(name, "max"), loss, int(model.output_shape[-1]))
+    return read_scores(model, Objective(name, "max"), loss, int(model.output_shape[-1]))[0]
 
 
 def predictions(rng, k, samples, units, logits=False):

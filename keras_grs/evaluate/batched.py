@@ -72,7 +72,7 @@ from keras_grs.evaluate.keras import KerasEvaluator
 from keras_grs.evaluate.philox import stateless_uniform
 from keras_grs.evaluate.training import (
     Loss, Optimizer, Score, UnsupportedForBatching, check_weighting, penalty, read_loss, read_optimizer,
-    read_regularizer, read_reported, read_score, sample_weights,
+    read_regularizer, read_scores, sample_weights,
 )
 from keras_grs.checkpoint import CheckpointLayout, LayoutError
 from keras_grs.files import save_weights, write_checkpoint
@@ -88,7 +88,7 @@ MONOTONE = {"relu", "relu6", "linear", "tanh", "sigmoid", "elu", "selu", "leaky_
             "hard_sigmoid", "hard_tanh", "celu", "log_sigmoid", "exponential"}
 FIT_ARGUMENTS = {"epochs", "batch_size", "validation_data", "verbose", "callbacks", "shuffle", "class_weight",
                  "sample_weight"}
-# what an EarlyStopping may watch here (and the objective's score, an AUC: training.read_score), in "auto" mode
+# what an EarlyStopping may watch here (and the objective's score, an AUC: training.read_scores), in "auto" mode
 MONITORED = {"val_accuracy": "max", "val_loss": "min", "loss": "min"}
 PATCH_BYTES = 256 * 2**20  # the most the first convolution's patches of a training set may take (_input_patches)
 EPOCH_INDEX_BYTES = 64 * 2**20  # the most the batch orders of one call of the compiled fit may take (_train)
@@ -670,7 +670,7 @@ class BatchedEvaluator:
 
     def _check(self, jobs, fit_kwargs):
         """The jobs' plan, the objective's :class:`Score` and the other validation scores to record
-        (:func:`~keras_grs.evaluate.training.read_reported`), or UnsupportedForBatching naming why not."""
+        (:func:`~keras_grs.evaluate.training.read_scores`), or UnsupportedForBatching naming why not."""
         if not self.objective.name.startswith("val_"):
             raise UnsupportedForBatching(f"objective {self.objective.name} ({self.objective.direction})")
         if self.executions_per_trial != 1:
@@ -691,9 +691,7 @@ class BatchedEvaluator:
             raise UnsupportedForBatching("jobs differ")
         plan, template = plans[0]
         if template not in self._scores:  # read once per template, as its plan
-            units = int(template.output_shape[-1])
-            score = read_score(template, self.objective, plan.loss, units)
-            self._scores[template] = score, read_reported(template, plan.loss, units, score)
+            self._scores[template] = read_scores(template, self.objective, plan.loss, int(template.output_shape[-1]))
         score, reported = self._scores[template]
         others = [c for c in fit_kwargs.get("callbacks") or () if not _batchable_early_stopping(c, score, reported)]
         if others:

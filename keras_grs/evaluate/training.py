@@ -227,17 +227,34 @@ class Score:
         return tf.reduce_sum((x[..., :-1] - x[..., 1:]) * heights, axis=-1)
 
 
-def read_score(model, objective, loss: Loss, units: int) -> Score:
-    """The :class:`Score` a keras-tuner ``objective`` names for this model: ``val_accuracy`` (maximized),
-    ``val_loss`` (minimized) or ``val_<name>`` of a ``keras.metrics.AUC`` the model is compiled with (maximized);
-    UnsupportedForBatching naming anything else."""
+def read_scores(model, objective, loss: Loss, units: int) -> tuple[Score, tuple[Score, ...]]:
+    """The :class:`Score` a keras-tuner ``objective`` names for this model, ``val_accuracy`` (maximized),
+    ``val_loss`` (minimized) or ``val_<name>`` of a ``keras.metrics.AUC`` the model is compiled with (maximized),
+    or UnsupportedForBatching naming anything else; and the Scores of the other AUC metrics it is compiled with,
+    which the compiled fit computes beside it so that a trial records every ``val_<name>`` the keras evaluator would
+    (one it cannot compute, on integer labels, which Keras' AUC cannot read either, is left out)."""
+    metrics = _compiled_metrics(model)
+    score = _objective_score(metrics, objective, loss, units)
+    reported = []
+    for label, metric in metrics.items():
+        if type(metric) is keras.metrics.AUC and label != score.name:
+            try:
+                reported.append(_auc_score(label, metric, loss, units, f"metric {label}"))
+            except UnsupportedForBatching:
+                continue
+    return score, tuple(reported)
+
+
+def _objective_score(metrics, objective, loss: Loss, units: int) -> Score:
+    """The objective's :class:`Score` (:func:`read_scores`), given the model's compiled ``metrics``."""
     name, direction = objective.name, objective.direction
     fixed = {"val_accuracy": ("accuracy", "max"), "val_loss": ("loss", "min")}
     if name in fixed:
         if fixed[name][1] != direction:
             raise UnsupportedForBatching(f"objective {name} ({direction})")
         return Score(fixed[name][0], fixed[name][0], minimize=direction == "min")
-    metric = _compiled_metrics(model).get(name[len("val_"):]) if name.startswith("val_") else None
+    label = name[len("val_"):] if name.startswith("val_") else None
+    metric = metrics.get(label)
     if metric is None:
         raise UnsupportedForBatching(f"objective {name} ({direction})")
     if type(metric) is not keras.metrics.AUC:
@@ -245,21 +262,7 @@ def read_score(model, objective, loss: Loss, units: int) -> Score:
                                      "accuracy, the loss and AUC)")
     if direction != "max":
         raise UnsupportedForBatching(f"objective {name} ({direction}; an AUC is maximized)")
-    return _auc_score(name[len("val_"):], metric, loss, units, f"objective {name}")
-
-
-def read_reported(model, loss: Loss, units: int, objective: Score) -> tuple[Score, ...]:
-    """The AUC metrics the model is compiled with other than the objective, which the compiled fit computes beside
-    it so that a trial records every ``val_<name>`` the keras evaluator would; one it cannot compute (on integer
-    labels, which Keras' AUC cannot read either) is left out."""
-    scores = []
-    for label, metric in _compiled_metrics(model).items():
-        if type(metric) is keras.metrics.AUC and label != objective.name:
-            try:
-                scores.append(_auc_score(label, metric, loss, units, f"metric {label}"))
-            except UnsupportedForBatching:
-                continue
-    return tuple(scores)
+    return _auc_score(label, metric, loss, units, f"objective {name}")
 
 
 def _auc_score(label, metric, loss: Loss, units: int, what: str) -> Score:
