@@ -319,7 +319,7 @@ KINDS: dict[type, Kind] = {
     )},
     **{cls: _carry("upsample") for cls in (L.UpSampling1D, L.UpSampling2D)},
     L.Flatten: Kind("reshape", batched="flatten", actor="identity"),
-    L.Reshape: Kind("reshape", resize=_resize_reshape, actor="identity"),
+    L.Reshape: Kind("reshape", resize=_resize_reshape, actor="identity", batched="reshape"),
     **{cls: MERGE for cls in (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)},
     L.Concatenate: Kind("concat", actor="concat"),
     **{cls: PIN for cls in (

@@ -149,7 +149,7 @@ def test_stacked_masked_candidates_compute_what_each_smaller_model_computes(case
         np.testing.assert_allclose(probabilities[j].numpy(), expected, atol=1e-5)
         np.testing.assert_allclose(own[j].numpy(), expected, atol=1e-5)
     assert np.abs(outputs[0] - outputs[1]).max() > 1e-4  # the candidates really differ
-    evaluator._unpack(per_job, plan, [p.numpy() for p in params])
+    evaluator._unpack(per_job, plan, [p.numpy() for p in params], shape[-1])
     for job, removal in zip(jobs, removals):
         for got, want in zip(job.model.get_weights(), keras_grs.shrink(base, removal).get_weights()):
             np.testing.assert_array_equal(got, want)

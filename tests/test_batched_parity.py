@@ -212,10 +212,22 @@ def test_sample_weights(tmp_path):
     assert_trains_like_fit(mlp, sample_weight=weights, tmp_path=tmp_path)
 
 
+def reshaped_conv():
+    """Flat features read as a sequence (Reshape at the input), a Conv1D, its output flattened by a Reshape."""
+    L = keras.layers
+    model = keras.Sequential([keras.Input((FEATURES,)), L.Reshape((8, 2)), L.Conv1D(8, 3, activation="relu",
+                                                                                    name="hidden"),
+                              L.Reshape((-1,)), L.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
 @pytest.mark.parametrize("build", [
     lambda: mlp(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), name="hidden"),
     lambda: mlp_norm(optimizer=keras.optimizers.SGD(0.1, momentum=0.9)),
-], ids=["dense", "batch-normalized"])
+    reshaped_conv,
+], ids=["dense", "batch-normalized", "reshaped-conv"])
 def test_candidates_of_different_widths_trained_together_each_end_as_their_own_fit(build, tmp_path):
     # the stacked path pads the narrower candidate and masks its missing units: that must change nothing
     from keras_grs import shrink
@@ -230,8 +242,10 @@ def test_candidates_of_different_widths_trained_together_each_end_as_their_own_f
     for reference in references:
         reference.fit(x, y, **fit)
     jobs = [Job(model, True, str(tmp_path / f"c{i}.weights.h5")) for i, model in enumerate(candidates)]
-    BatchedEvaluator(Objective("val_loss", "min"), epoch_score="last").evaluate(jobs, (x, y), fit)
-    assert candidates[1].layers[0].units == 5
+    evaluator = BatchedEvaluator(Objective("val_loss", "min"), epoch_score="last")
+    evaluator.evaluate(jobs, (x, y), fit)
+    assert evaluator._calls == 1  # trained by the batched path, not by the fallback
+    assert candidates[1].get_layer("hidden").get_weights()[0].shape[-1] == 5
     for candidate, reference in zip(candidates, references):
         for got, want in zip(candidate.get_weights(), reference.get_weights()):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
@@ -508,8 +522,30 @@ def rescaled_cnn():
     return model
 
 
+def reshaped_sequence_cnn():
+    """Flat features read as a sequence of 8 steps of 2 channels (Reshape), scaled first, then a Conv1D block."""
+    L = keras.layers
+    model = keras.Sequential([keras.Input((FEATURES,)), L.Rescaling(0.5), L.Reshape((8, 2)),
+                              L.Conv1D(3, 3, activation="relu"), L.MaxPooling1D(2), L.Conv1D(4, 2, activation="tanh"),
+                              L.Flatten(), L.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def reshaped_image_cnn():
+    """Flat pixels read as a 4x4 image (Reshape to (4, 4, 1)), as flat image datasets are given, then a Conv2D."""
+    L = keras.layers
+    model = keras.Sequential([keras.Input((FEATURES,)), L.Reshape((4, 4, 1)), L.Conv2D(3, 2, activation="relu"),
+                              L.Flatten(), L.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
 @pytest.mark.parametrize("build, shape, scale", [(normalized_input_mlp, (FEATURES,), 1.0),
-                                                 (rescaled_cnn, (4, 4, 1), 255.0)], ids=["normalization", "rescaling"])
+                                                 (rescaled_cnn, (4, 4, 1), 255.0),
+                                                 (reshaped_sequence_cnn, (FEATURES,), 1.0),
+                                                 (reshaped_image_cnn, (FEATURES,), 1.0)],
+                         ids=["normalization", "rescaling", "reshape-sequence", "reshape-image"])
 def test_preprocessing_layers_at_the_input_train_like_fit(build, shape, scale, tmp_path):
     # the Rescaling case's images as values of the size it divides by 255
     assert_trains_like_fit(build, shape=shape, tmp_path=tmp_path, atol=1e-5, scale=scale)
@@ -522,3 +558,12 @@ def test_a_normalization_inside_the_model_is_named():
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     reason = BatchedEvaluator(Objective("val_loss", "min")).supports([Job(model, True, "")], {"epochs": 1})
     assert reason is not None and "other than at the model's input" in reason, reason
+
+
+def test_a_reshape_between_layers_is_named():
+    L = keras.layers
+    model = keras.Sequential([keras.Input((FEATURES,)), L.Dense(8, activation="relu"), L.Reshape((4, 2)),
+                              L.Conv1D(3, 2, activation="relu"), L.Flatten(), L.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    reason = BatchedEvaluator(Objective("val_loss", "min")).supports([Job(model, True, "")], {"epochs": 1})
+    assert reason is not None and "Reshape" in reason and "other than at the model's input" in reason, reason

@@ -397,6 +397,6 @@ def test_the_batched_forward_of_random_graph_candidates_computes_what_each_candi
     for j, job in enumerate(jobs):
         np.testing.assert_allclose(logits[j].numpy(), job.model.predict(x, verbose=0), rtol=1e-4, atol=1e-4)
     weights = child.get_weights()
-    evaluator._unpack(per_job, plan, [p.numpy() for p in params])
+    evaluator._unpack(per_job, plan, [p.numpy() for p in params], model.input_shape[-1])
     for got, want in zip(child.get_weights(), weights):
         np.testing.assert_array_equal(got, want)

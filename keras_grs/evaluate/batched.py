@@ -40,7 +40,8 @@ element-wise merges (a residual Add; the padded channels are zero in every input
 element-wise Keras ops written in the graph (``x + y``, ``x * 0.5``: Keras' op on the candidates' tensors, its
 padded channels masked again) and Concatenates of Dense/Conv units (each input's channels padded to its own width,
 side by side; a job's weights are placed there by :meth:`BatchedEvaluator._rows`), ending in the output layer, and
-starting with any Rescaling and Normalization layers (:attr:`_Plan.prefix`: the data goes through them first); the
+starting with any Rescaling, Normalization and Reshape layers (:attr:`_Plan.prefix`: the data goes through them
+first, so flat features read as a sequence or an image train batched); the
 losses, optimizers and regularizers :mod:`~keras_grs.evaluate.training` lists; trained by the default ``fit``
 (EarlyStopping as the only callback, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized),
 ``val_loss`` (minimized) or the ``val_<name>`` of a ``keras.metrics.AUC`` the model is compiled with (maximized; its
@@ -188,6 +189,7 @@ class _FitInputs:
         y = plan.loss.labels(fit_args[1], units)
         x_val, y_val = fit_kwargs["validation_data"][:2]
         x_val = _preprocessed(plan.prefix, np.asarray(x_val).astype("float32").reshape(-1, *input_shape))
+        input_shape = tuple(int(d) for d in x.shape[1:])  # what the first op reads (a Reshape may have changed it)
         y_val = plan.loss.labels(y_val, units)
         n_batches = math.ceil(len(x) / batch)
         # the first convolution's patches once for the whole fit (else the samples): each batch gathers its rows
@@ -244,7 +246,7 @@ class _Plan:
     """What one compiled program needs to know of a model: its ops (in topological order), its loss and its
     optimizer; ``names``, the layer of each op (not part of the program: models of other names share it); ``ties``,
     the Dense/Conv ops whose units a merge adds together (their padded widths must match); ``prefix``, the
-    Rescaling and Normalization layers the model starts with, which the data goes through once, before any
+    Rescaling, Normalization and Reshape layers the model starts with, which the data goes through once, before any
     training (not part of the program either: it takes their outputs)."""
 
     ops: tuple
@@ -382,6 +384,14 @@ def _input_op(layer, name, flattened):
                                  "the preprocessing layers the model starts with, once)")
 
 
+def _reshape_op(layer, name, flattened):
+    if len(layer.target_shape) == 1:  # to one axis: the positions and channels in Flatten's order
+        return _Op("flatten")
+    raise UnsupportedForBatching(f"{name} to {tuple(layer.target_shape)} other than at the model's input (the batched "
+                                 "path reshapes the data before training; between layers only to one axis, as a "
+                                 "Flatten)")
+
+
 def _flatten_op(layer, name, flattened):
     return _Op("flatten")
 
@@ -444,7 +454,7 @@ def _is_weighted(layer) -> bool:
 _OP_BUILDERS = {"dense": _dense_op, "conv": _conv_op, "norm": _norm_op, "depthwise": _depthwise_op, "pool": _pool_op,
                 "gpool": _global_pool_op, "flatten": _flatten_op, "dropout": _dropout_op,
                 "activation": _activation_op, "pad": _margins_op, "crop": _margins_op, "separable": _separable_ops,
-                "input": _input_op, "noise": _noise_op, "upsample": _upsample_op}
+                "input": _input_op, "reshape": _reshape_op, "noise": _noise_op, "upsample": _upsample_op}
 MERGES = {"add": tf.add, "subtract": tf.subtract, "multiply": tf.multiply, "maximum": tf.maximum,
           "minimum": tf.minimum}  # and average; each keeps the padded channels (zero in every input) zero
 
@@ -503,9 +513,10 @@ def _plan(model) -> _Plan:
     prefix = []
     for i, (layer, inputs, node) in enumerate(graph):
         name = f"{type(layer).__name__} {layer.name!r}"
-        if not is_op(layer) and kind_of(layer).batched == "input" and len(prefix) == i and readers[inputs[0]] == 1:
-            # a preprocessing layer the model starts with: fixed (nothing in it trains, nothing is pruned), so
-            # applied to the data once; anywhere else, _input_op refuses it
+        if (not is_op(layer) and kind_of(layer).batched in ("input", "reshape") and len(prefix) == i
+                and readers[inputs[0]] == 1):
+            # a preprocessing layer or Reshape the model starts with: fixed (nothing in it trains, nothing is
+            # pruned), so applied to the data once; anywhere else, _input_op and _reshape_op refuse it
             prefix.append(layer)
             op_of[i] = -1
             continue
@@ -795,9 +806,9 @@ class BatchedEvaluator:
             trained += [tf.constant(kernel), tf.constant(bias)]
         return params + trained + moving, masks
 
-    def _unpack(self, per_job, plan, best_params):
-        """Copy each job's chosen weights into its model; per job, its layers' new weights by layer name."""
-        in_channels = int(template_of(per_job[0][0]).input_shape[-1])
+    def _unpack(self, per_job, plan, best_params, in_channels):
+        """Copy each job's chosen weights into its model; per job, its layers' new weights by layer name
+        (``in_channels``: of the data the first op reads, as :meth:`_pack`)."""
         weighted = [op for op in plan.ops if op.weighted]
         norms = [op for op in plan.ops if op.kind == "norm"]
         depthwise = [op for op in plan.ops if op.kind == "depthwise"]
@@ -891,7 +902,7 @@ class BatchedEvaluator:
                                self.workers)
         results = []
         for (group_jobs, group_layers, _), (best_params, chosen, epochs_run) in zip(groups, outcomes):
-            unpacked = self._unpack(group_layers, plan, best_params)
+            unpacked = self._unpack(group_layers, plan, best_params, data.in_channels)
             for i, job in enumerate(group_jobs):
                 self._save(job, plan, unpacked[i])
                 results.append({
