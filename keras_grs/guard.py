@@ -68,10 +68,14 @@ def check_guard_fraction(fraction) -> float:
 
 
 def _class_ids(y) -> np.ndarray | None:
-    """Class ids of labels (ids, one-hot rows or 0/1), or None for targets that are not classes."""
+    """Class ids of labels (ids, one-hot or soft-label rows, or 0/1), or None for targets that are not classes
+    (a regression's values: rows that are not a distribution over classes)."""
     y = np.asarray(y)
     if y.ndim == 2 and y.shape[1] > 1:
-        return y.argmax(axis=1)
+        rows = y.astype("float64")
+        if rows.min() >= 0 and np.allclose(rows.sum(axis=1), 1.0, atol=1e-3):
+            return y.argmax(axis=1)
+        return None
     flat = y.reshape(len(y))
     if np.issubdtype(flat.dtype, np.integer) or flat.dtype == bool:
         return flat.astype(int)
