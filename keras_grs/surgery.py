@@ -113,8 +113,19 @@ def _rebuild(model, structure, keep, channels=None):
     finally:
         model.compiled = compiled
     if compile_config:
-        child.compile(**keras.saving.deserialize_keras_object(compile_config))
+        child.compile(**compile_arguments(model))
     return child
+
+
+def compile_arguments(model) -> dict:
+    """The arguments a compiled ``model`` was compiled with, to compile another model alike: new objects made from
+    its compile configuration (an optimizer or a metric holds state, so it is never shared), except its loss
+    object, given as it is: a loss holds no state, and the configuration of some does not hold all of it (Keras'
+    ``Huber`` leaves out its ``delta``, so a model compiled from the configuration would train with the default)."""
+    arguments = keras.saving.deserialize_keras_object(model.get_compile_config())
+    if isinstance(getattr(model, "loss", None), keras.losses.Loss):
+        arguments["loss"] = model.loss
+    return arguments
 
 
 def set_chain_weights(model: keras.Model, weights: list[list[np.ndarray]]) -> None:

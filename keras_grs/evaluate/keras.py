@@ -13,6 +13,7 @@ from keras_grs.costs import count_flops, count_params
 from keras_grs.latency import latency_ms
 from keras_grs.evaluate.base import Job, check_epoch_score, validation_samples
 from keras_grs.files import load_weights, record_digest, save_weights
+from keras_grs.surgery import compile_arguments
 from keras_grs.importance import unit_norms  # noqa: F401  (its old home: keras_grs.evaluate.keras.unit_norms)
 
 
@@ -72,7 +73,6 @@ class KerasEvaluator:
     def _fit(self, job, fit_args, fit_kwargs):
         model = job.model
         start = model.get_weights()
-        compile_config = model.get_compile_config()
         saver_class = SaveLatestBestEpoch if self.epoch_score == "best_latest" else tuner_utils.SaveBestEpoch
         saver = saver_class(objective=self.objective, filepath=job.checkpoint)
         savers = [saver] if self.epoch_score != "last" else []
@@ -81,7 +81,7 @@ class KerasEvaluator:
         for execution in range(self.executions_per_trial):
             if execution:
                 model.set_weights(start)
-                model.compile_from_config(compile_config)  # a fresh optimizer state
+                model.compile(**compile_arguments(model))  # a fresh optimizer state
             callbacks = copy.deepcopy(user_callbacks)
             _per_trial_tensorboard(callbacks, job.checkpoint, execution)
             kwargs = dict(fit_kwargs, callbacks=[*callbacks, *savers])
