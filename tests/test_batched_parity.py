@@ -22,13 +22,16 @@ def data(labels, seed=0):
         return x, (x[:, 0] > 0).astype("float32")[:, None]
     if labels == "onehot":
         return x, np.eye(CLASSES, dtype="float32")[ids]
+    if labels == "targets":  # a regression's: two values per sample, within (-1, 1)
+        return x, np.stack([np.tanh(x[:, 0] - x[:, 1]), np.tanh(0.5 * x[:, 2] * x[:, 3])], axis=1).astype("float32")
     return x, ids
 
 
-def mlp(optimizer="adam", loss="sparse_categorical_crossentropy", output="softmax", units=CLASSES, **hidden):
+def mlp(optimizer="adam", loss="sparse_categorical_crossentropy", output="softmax", units=CLASSES,
+        metrics=("accuracy",), **hidden):
     model = keras.Sequential([keras.Input((FEATURES,)), keras.layers.Dense(8, activation="relu", **hidden),
                               keras.layers.Dense(units, activation=output)])
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
+    model.compile(optimizer=optimizer, loss=loss, metrics=list(metrics))
     return model
 
 
@@ -104,7 +107,8 @@ def assert_trains_like_fit(build, labels="ids", epochs=3, tmp_path=None, shape=(
     for got, want, initial, still in zip(candidate.get_weights(), reference.get_weights(), start, fixed):
         assert np.abs(want - initial).max() > 1e-3 or not initial.any() or still  # training moved it
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=atol)
-    for name in ("loss", "val_loss", "val_accuracy"):
+    assert ("val_accuracy" in result) == (labels != "targets")  # a regression records none
+    for name in ("loss", "val_loss", "val_accuracy")[: 2 + ("val_accuracy" in result)]:
         assert result[name] == pytest.approx(history[name][-1], rel=1e-4, abs=1e-6), name
 
 
@@ -162,7 +166,11 @@ def test_depthwise_convolutions_train_like_fit(build, shape, tmp_path):
     (lambda: mlp(loss=keras.losses.BinaryCrossentropy(label_smoothing=0.2), output="sigmoid", units=1), "binary"),
     (lambda: mlp(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), output="linear"), "ids"),
     (lambda: mlp(loss=keras.losses.BinaryCrossentropy(from_logits=True), output="linear", units=1), "binary"),
-], ids=["categorical", "categorical-smoothed", "binary", "binary-smoothed", "sparse-logits", "binary-logits"])
+    (lambda: mlp(loss="mse", output="linear", units=2, metrics=()), "targets"),
+    (lambda: mlp(loss=keras.losses.MeanAbsoluteError(), output="tanh", units=2, metrics=["mae"]), "targets"),
+    (lambda: mlp(loss=keras.losses.Huber(delta=0.3), output="linear", units=2, metrics=()), "targets"),
+], ids=["categorical", "categorical-smoothed", "binary", "binary-smoothed", "sparse-logits", "binary-logits",
+        "mean-squared", "mean-absolute-tanh", "huber"])
 def test_losses(build, labels, tmp_path):
     assert_trains_like_fit(build, labels, tmp_path=tmp_path)
 

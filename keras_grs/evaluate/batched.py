@@ -566,6 +566,11 @@ def _plan(model) -> _Plan:
     if not ops[last].weighted or op_of[len(graph) - 1] != last:
         raise UnsupportedForBatching("output: needs a Dense or Conv layer (with its activation) last")
     loss = read_loss(model, ops[last].activation)
+    if loss.regression and ops[last].activation_args:
+        raise UnsupportedForBatching(f"loss {loss.name} on an output activation with options "
+                                     f"({dict(ops[last].activation_args)})")
+    if loss.regression and ops[last].activation in CHANNEL_MIXING - {"softmax"}:
+        raise UnsupportedForBatching(f"loss {loss.name} on a {ops[last].activation} output")
     ops[last].activation = "logits"
     for op in ops[:last]:
         if op.weighted or op.kind in ("activation", "depthwise"):
@@ -906,7 +911,7 @@ class BatchedEvaluator:
             for i, job in enumerate(group_jobs):
                 self._save(job, plan, unpacked[i])
                 results.append({
-                    "val_accuracy": float(chosen[1][i]),
+                    **({} if plan.loss.regression else {"val_accuracy": float(chosen[1][i])}),
                     "val_loss": float(chosen[2][i]),
                     "loss": float(chosen[0][i]),
                     **({f"val_{score.name}": float(chosen[3][i])} if score.metric == "auc" else {}),

@@ -7,7 +7,8 @@ Keras 3 applies, so that one candidate trained by the batched evaluator ends wit
 tuner records the reason in the trial's ``evaluation.json``.
 
 Supported: sparse or categorical cross-entropy on a softmax output, binary cross-entropy on a sigmoid output (or
-any of them ``from_logits`` on a linear output; label smoothing included); SGD (momentum, Nesterov), RMSprop
+any of them ``from_logits`` on a linear output; label smoothing included), mean squared or absolute error and the
+Huber loss on any output activation (regression, an autoencoder's reconstruction); SGD (momentum, Nesterov), RMSprop
 (momentum, centered), Adam and AdamW (betas, epsilon, AMSGrad); weight decay, and Keras' learning-rate schedules,
 for all of them; L1/L2/L1L2 kernel and bias regularizers; ``val_accuracy``, ``val_loss`` or an AUC metric's
 validation score as the objective (:class:`Score`).
@@ -32,37 +33,58 @@ LOSS_CLASSES = {
     "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy",
     "CategoricalCrossentropy": "categorical_crossentropy",
     "BinaryCrossentropy": "binary_crossentropy",
+    "MeanSquaredError": "mean_squared_error",
+    "MeanAbsoluteError": "mean_absolute_error",
+    "Huber": "huber",
 }
 OUTPUT_OF_LOSS = {  # the output activation whose logits each loss reads
     "sparse_categorical_crossentropy": "softmax",
     "categorical_crossentropy": "softmax",
     "binary_crossentropy": "sigmoid",
 }
-FREE_LOSS_OPTIONS = ("name", "dtype", "from_logits", "label_smoothing")  # read below, or without effect here
+REGRESSION_LOSSES = ("mean_squared_error", "mean_absolute_error", "huber")  # on the outputs, any activation
+FREE_LOSS_OPTIONS = ("name", "dtype", "from_logits", "label_smoothing", "delta")  # read below, or without effect here
 NEUTRAL_LOSS_OPTIONS = {"reduction": "sum_over_batch_size", "axis": -1, "ignore_class": None}
 
 
 @dataclass(frozen=True)
 class Loss:
-    """A cross-entropy on the model's logits, and the accuracy Keras' ``"accuracy"`` metric computes.
+    """A cross-entropy on the model's logits, or a regression loss (mean squared or absolute error, Huber) on its
+    outputs, and the accuracy Keras' ``"accuracy"`` metric computes for a cross-entropy.
 
-    ``output``: the model's output activation (``softmax``, ``sigmoid`` or ``linear`` for logits);
-    ``label_smoothing`` as Keras applies it.
+    ``output``: the model's output activation (``softmax``, ``sigmoid`` or ``linear`` for logits; for a regression
+    loss any element-wise one of ``keras.activations``); ``label_smoothing`` as Keras applies it; ``delta``: the
+    Huber loss' threshold.
     """
 
     name: str
     output: str
     label_smoothing: float = 0.0
+    delta: float = 1.0
 
     @property
     def sparse(self):
         return self.name == "sparse_categorical_crossentropy"
+
+    @property
+    def regression(self):
+        """A loss on targets rather than classes: no accuracy to compute or record."""
+        return self.name in REGRESSION_LOSSES
 
     def per_sample(self, labels, logits):
         """(k, batch) losses of logits (k, batch, units) against labels: (batch,) ids or (batch, units) targets,
         shared by the k candidates, or the same with a leading candidate axis."""
         if len(labels.shape) < len(logits.shape) - self.sparse:  # shared: the same labels for every candidate
             labels = tf.broadcast_to(labels[None], (logits.shape[0], *labels.shape))
+        if self.regression:  # Keras' formulas, a mean over the last axis
+            error = self.outputs(logits) - labels
+            if self.name == "mean_squared_error":
+                return tf.reduce_mean(tf.square(error), axis=-1)
+            if self.name == "mean_absolute_error":
+                return tf.reduce_mean(tf.abs(error), axis=-1)
+            size = tf.abs(error)
+            return tf.reduce_mean(tf.where(size <= self.delta, 0.5 * tf.square(error),
+                                           self.delta * size - 0.5 * self.delta ** 2), axis=-1)
         if self.sparse:
             return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
         if self.name == "categorical_crossentropy":
@@ -75,11 +97,15 @@ class Loss:
 
     def outputs(self, logits):
         """The model's outputs: its output activation of the logits."""
-        return {"softmax": tf.nn.softmax, "sigmoid": tf.sigmoid, "linear": tf.identity}[self.output](logits)
+        known = {"softmax": tf.nn.softmax, "sigmoid": tf.sigmoid, "linear": tf.identity}
+        return (known.get(self.output) or keras.activations.get(self.output))(logits)
 
     def accuracy(self, labels, logits):
         """(k, samples) 0/1: Keras' ``"accuracy"``, which it resolves from the shapes: binary for one output
-        unit (output > 0.5), sparse for id labels, categorical (argmax against argmax) otherwise."""
+        unit (output > 0.5), sparse for id labels, categorical (argmax against argmax) otherwise; zeros for a
+        regression loss (recorded nowhere)."""
+        if self.regression:
+            return tf.zeros(logits.shape[:-1])
         outputs = self.outputs(logits)
         if outputs.shape[-1] == 1:
             predicted = tf.cast(outputs > 0.5, tf.float32)
@@ -116,12 +142,17 @@ def read_loss(model, output_activation) -> Loss:
             loss = keras.losses.get(loss).__name__
         except (ValueError, AttributeError):
             pass
-    if loss not in OUTPUT_OF_LOSS:
+    if loss not in OUTPUT_OF_LOSS and loss not in REGRESSION_LOSSES:
         raise UnsupportedForBatching(f"loss {loss!r}")
     extra = sorted(k for k, v in options.items()
                    if k not in FREE_LOSS_OPTIONS and (k not in NEUTRAL_LOSS_OPTIONS or v != NEUTRAL_LOSS_OPTIONS[k]))
     if extra:
         raise UnsupportedForBatching(f"loss {loss} with {', '.join(extra)}")
+    if loss in REGRESSION_LOSSES:  # on the outputs: whatever the output activation (_plan checked it is one)
+        delta = options.get("delta", 1.0)
+        if isinstance(model.loss, keras.losses.Huber):  # its configuration leaves out delta; its base class' has it
+            delta = super(keras.losses.Huber, model.loss).get_config().get("delta", delta)
+        return Loss(loss, output_activation, delta=float(delta))
     # Keras reads the logits under a softmax/sigmoid output whatever from_logits says; a linear output must be logits
     expected = OUTPUT_OF_LOSS[loss]
     if output_activation == "linear" and not options.get("from_logits"):
@@ -252,6 +283,8 @@ def _objective_score(metrics, objective, loss: Loss, units: int) -> Score:
     if name in fixed:
         if fixed[name][1] != direction:
             raise UnsupportedForBatching(f"objective {name} ({direction})")
+        if name == "val_accuracy" and loss.regression:
+            raise UnsupportedForBatching(f"objective val_accuracy with the regression loss {loss.name}")
         return Score(fixed[name][0], fixed[name][0], minimize=direction == "min")
     label = name[len("val_"):] if name.startswith("val_") else None
     metric = metrics.get(label)
