@@ -92,3 +92,37 @@ def test_val_accuracy_of_a_regression_is_named():
     found = BatchedEvaluator(Objective("val_accuracy", "max")).supports([Job(autoencoder(), True, "")],
                                                                        {"epochs": 1})
     assert found is not None and "regression loss mean_squared_error" in found, found
+
+
+@pytest.mark.parametrize("objective", ["val_loss", "val_mae", "val_root_mean_squared_error"])
+def test_error_metrics_are_recorded_and_may_be_the_objective(tmp_path, objective):
+    """An autoencoder compiled with "mae" and RootMeanSquaredError: each trial records both as Keras computes them
+    for its checkpoint, and either may be the objective (minimized), or an EarlyStopping's monitor."""
+    x, x_val = reconstruction_data(300, 3), reconstruction_data(120, 4)
+    keras.utils.set_random_seed(0)
+    model = autoencoder()
+    model.compile(optimizer="adam", loss="mse", metrics=["mae", keras.metrics.RootMeanSquaredError()])
+    model.fit(x, x, epochs=20, verbose=0)
+    stop = keras.callbacks.EarlyStopping(monitor="val_mae", patience=1)
+    tuner = GRSTuner.from_model(model, objective=Objective(objective, "min"), tolerance=0.8, seed=0, max_trials=4,
+                                evaluator="batched", acceptance="seed", directory=tmp_path, project_name="errors")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no fallback to one fit per trial
+        tuner.search(x, x, validation_data=(x_val, x_val), epochs=4, callbacks=[stop], verbose=0)
+    assert tuner.evaluator._calls >= 1
+    trials = [tuner.oracle.get_trial(t) for t in tuner.oracle.start_order]
+    assert len(trials) == 4 and all(t.status == "COMPLETED" for t in trials)
+    for trial in trials[1:]:
+        assert trial.score == pytest.approx(trial.metrics.get_last_value(objective))
+        outputs = tuner.load_model(trial).predict(x_val, verbose=0)
+        expected = {"val_loss": np.mean((outputs - x_val) ** 2), "val_mae": np.mean(np.abs(outputs - x_val)),
+                    "val_root_mean_squared_error": np.sqrt(np.mean((outputs - x_val) ** 2))}
+        for name, value in expected.items():
+            assert trial.metrics.get_last_value(name) == pytest.approx(value, rel=1e-4), name
+
+
+def test_an_error_metric_maximized_is_named():
+    model = autoencoder()
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    found = BatchedEvaluator(Objective("val_mae", "max")).supports([Job(model, True, "")], {"epochs": 1})
+    assert found is not None and "an error is minimized" in found, found

@@ -44,8 +44,9 @@ starting with any Rescaling, Normalization and Reshape layers (:attr:`_Plan.pref
 first, so flat features read as a sequence or an image train batched); the
 losses, optimizers and regularizers :mod:`~keras_grs.evaluate.training` lists; trained by the default ``fit``
 (EarlyStopping as the only callback, no HyperModel ``fit`` of its own), with ``val_accuracy`` (maximized),
-``val_loss`` (minimized) or the ``val_<name>`` of a ``keras.metrics.AUC`` the model is compiled with (maximized; its
-counts over the whole validation split, :class:`~keras_grs.evaluate.training.Score`) as the objective. Anything
+``val_loss`` (minimized), the ``val_<name>`` of a ``keras.metrics.AUC`` the model is compiled with (maximized; its
+counts over the whole validation split, :class:`~keras_grs.evaluate.training.Score`) or of a mean absolute, mean
+squared or root mean squared error it is compiled with (minimized) as the objective. Anything
 else falls back to :class:`KerasEvaluator`, said once in a warning and recorded per trial (the tuner writes
 :meth:`BatchedEvaluator.supports`'s reason to ``evaluation.json``).
 """
@@ -161,7 +162,7 @@ class _Problem:
     n_samples: int
     patched: bool  # the samples are the first convolution's patches (_input_patches)
     score: Score  # the objective: what each epoch's validation scores and the best epoch maximizes (or minimizes)
-    reported: tuple  # the other AUC metrics the model is compiled with (Scores), computed and recorded beside it
+    reported: tuple  # the other AUC and error metrics the model is compiled with (Scores), recorded beside it
     epoch_score: str  # which epoch's weights are kept: best, best_latest or last
     capacity: int  # the most epochs one call runs
 
@@ -914,7 +915,8 @@ class BatchedEvaluator:
                     **({} if plan.loss.regression else {"val_accuracy": float(chosen[1][i])}),
                     "val_loss": float(chosen[2][i]),
                     "loss": float(chosen[0][i]),
-                    **({f"val_{score.name}": float(chosen[3][i])} if score.metric == "auc" else {}),
+                    **({f"val_{score.name}": float(chosen[3][i])} if score.metric not in ("accuracy", "loss")
+                       else {}),
                     **{f"val_{other.name}": float(chosen[4 + r][i]) for r, other in enumerate(reported)},
                     "epochs": int(epochs_run[i]),
                     **measure(job.model),  # params, flops, latency_ms
@@ -1072,9 +1074,9 @@ class BatchedEvaluator:
             loss = tf.reduce_mean(loss_of.per_sample(y_val, logits), axis=1) + regularization(params)
             accuracy = tf.reduce_mean(loss_of.accuracy(y_val, logits), axis=1)
             outputs = loss_of.outputs(logits)
-            objective = score.auc(y_val, outputs) if score.metric == "auc" else \
-                loss if score.metric == "loss" else accuracy
-            return accuracy, loss, objective, tuple(other.auc(y_val, outputs) for other in problem.reported)
+            objective = loss if score.metric == "loss" else accuracy if score.metric == "accuracy" else \
+                score.value(y_val, outputs)
+            return accuracy, loss, objective, tuple(other.value(y_val, outputs) for other in problem.reported)
 
         # written with tf.while_loop, without AutoGraph: converting the ~150 functions a fit calls cost 3-4 s of a
         # fresh process's first call (more than XLA's compilation), and none of them branches on a tensor
@@ -1227,11 +1229,10 @@ def _in_threads(tasks, workers) -> list:
 
 def _monitored(score=None, reported=()) -> dict:
     """What an EarlyStopping may watch in a batched fit, with its direction: the scores every epoch computes (with
-    the objective's, ``score``, and the other scores recorded, ``reported``: AUCs)."""
+    the objective's, ``score``, and the other scores recorded, ``reported``: AUCs and error metrics)."""
     if score is None:
         return MONITORED
-    return {**MONITORED, f"val_{score.name}": "min" if score.minimize else "max",
-            **{f"val_{other.name}": "max" for other in reported}}
+    return {**MONITORED, **{f"val_{s.name}": "min" if s.minimize else "max" for s in (score, *reported)}}
 
 
 def _batchable_early_stopping(callback, score, reported) -> bool:

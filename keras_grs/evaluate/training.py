@@ -166,8 +166,10 @@ def read_loss(model, output_activation) -> Loss:
 @dataclass(frozen=True)
 class Score:
     """The validation score a search keeps within its tolerance, as the compiled fit computes it per candidate:
-    Keras' ``"accuracy"``, the loss, or a ``keras.metrics.AUC`` the model is compiled with (``metric`` "accuracy",
-    "loss" or "auc"; ``name``: the metric's name in Keras' logs, so the objective is ``val_<name>``).
+    Keras' ``"accuracy"``, the loss, a ``keras.metrics.AUC`` the model is compiled with, or an error metric it is
+    compiled with (mean absolute, mean squared or root mean squared error; ``metric`` "accuracy", "loss", "auc" or
+    one of ``ERROR_METRICS``' values; ``name``: the metric's name in Keras' logs, so the objective is
+    ``val_<name>``; ``minimize``: a lower score is better).
 
     An AUC counts true and false positives at its thresholds over the whole validation split and reads the curve
     from the counts as Keras' metric does (``curve``, ``summation``, ``multi_label``, ``label_weights``,
@@ -186,6 +188,19 @@ class Score:
     multi_label: bool = False
     label_weights: tuple | None = None
     from_logits: bool = False
+
+    def value(self, labels, outputs):
+        """(k,) this score (an AUC or an error metric; not accuracy or the loss, which the fit computes itself) of
+        outputs (k, samples, units), the model's outputs, against labels (samples, units) shared by the k
+        candidates. An error metric is Keras': the mean over every value of the validation split (what its running
+        mean over ``evaluate``'s batches comes to), its square root for the root mean squared error."""
+        if self.metric == "auc":
+            return self.auc(labels, outputs)
+        error = outputs - tf.reshape(labels, (-1, outputs.shape[-1]))[None]
+        if self.metric == "mean_absolute_error":
+            return tf.reduce_mean(tf.abs(error), axis=(1, 2))
+        squared = tf.reduce_mean(tf.square(error), axis=(1, 2))
+        return tf.sqrt(squared) if self.metric == "root_mean_squared_error" else squared
 
     def auc(self, labels, outputs):
         """(k,) AUCs of outputs (k, samples, units), the model's outputs, against labels (samples, units) shared by
@@ -260,19 +275,24 @@ class Score:
 
 def read_scores(model, objective, loss: Loss, units: int) -> tuple[Score, tuple[Score, ...]]:
     """The :class:`Score` a keras-tuner ``objective`` names for this model, ``val_accuracy`` (maximized),
-    ``val_loss`` (minimized) or ``val_<name>`` of a ``keras.metrics.AUC`` the model is compiled with (maximized),
-    or UnsupportedForBatching naming anything else; and the Scores of the other AUC metrics it is compiled with,
-    which the compiled fit computes beside it so that a trial records every ``val_<name>`` the keras evaluator would
-    (one it cannot compute, on integer labels, which Keras' AUC cannot read either, is left out)."""
+    ``val_loss`` (minimized), ``val_<name>`` of a ``keras.metrics.AUC`` the model is compiled with (maximized) or
+    of an error metric it is compiled with (minimized), or UnsupportedForBatching naming anything else; and the
+    Scores of the other AUC and error metrics it is compiled with, which the compiled fit computes beside it so that
+    a trial records the ``val_<name>`` the keras evaluator would (one it cannot compute, on integer labels, which
+    Keras' AUC cannot read either, is left out)."""
     metrics = _compiled_metrics(model)
     score = _objective_score(metrics, objective, loss, units)
     reported = []
     for label, metric in metrics.items():
-        if type(metric) is keras.metrics.AUC and label != score.name:
-            try:
+        if label == score.name:
+            continue
+        try:
+            if type(metric) is keras.metrics.AUC:
                 reported.append(_auc_score(label, metric, loss, units, f"metric {label}"))
-            except UnsupportedForBatching:
-                continue
+            elif _is_error_metric(metric):
+                reported.append(_error_score(label, metric, loss, f"metric {label}"))
+        except UnsupportedForBatching:
+            continue
     return score, tuple(reported)
 
 
@@ -290,9 +310,14 @@ def _objective_score(metrics, objective, loss: Loss, units: int) -> Score:
     metric = metrics.get(label)
     if metric is None:
         raise UnsupportedForBatching(f"objective {name} ({direction})")
+    if _is_error_metric(metric):
+        if direction != "min":
+            raise UnsupportedForBatching(f"objective {name} ({direction}; an error is minimized)")
+        return _error_score(label, metric, loss, f"objective {name}")
     if type(metric) is not keras.metrics.AUC:
         raise UnsupportedForBatching(f"objective {name}: metric {type(metric).__name__} (the batched path computes "
-                                     "accuracy, the loss and AUC)")
+                                     "accuracy, the loss, AUC and mean absolute, mean squared and root mean "
+                                     "squared errors)")
     if direction != "max":
         raise UnsupportedForBatching(f"objective {name} ({direction}; an AUC is maximized)")
     return _auc_score(label, metric, loss, units, f"objective {name}")
@@ -315,6 +340,26 @@ def _auc_score(label, metric, loss: Loss, units: int, what: str) -> Score:
                  from_logits=bool(config.get("from_logits")))
 
 
+# the error metrics the compiled fit computes, by the Keras metric class or function a model is compiled with
+ERROR_METRICS = {
+    keras.metrics.MeanAbsoluteError: "mean_absolute_error",
+    keras.metrics.MeanSquaredError: "mean_squared_error",
+    keras.metrics.RootMeanSquaredError: "root_mean_squared_error",
+    keras.metrics.mean_absolute_error: "mean_absolute_error",
+    keras.metrics.mean_squared_error: "mean_squared_error",
+}
+
+
+def _error_score(label, metric, loss: Loss, what: str) -> Score:
+    """The :class:`Score` of an error metric (``ERROR_METRICS``) logged as ``label``."""
+    if loss.sparse:
+        raise UnsupportedForBatching(f"{what} with integer class labels (an error metric reads labels of the "
+                                     "outputs' shape)")
+    kind = ERROR_METRICS.get(metric if callable(metric) and not isinstance(metric, keras.metrics.Metric)
+                             else type(metric))
+    return Score(kind, label, minimize=True)
+
+
 def _compiled_metrics(model) -> dict:
     """{the name Keras logs a metric under: the metric} of the metrics the model is compiled with (one output's),
     read from its compile configuration. A metric given by name is logged under that name, whatever name the object
@@ -331,9 +376,13 @@ def _compiled_metrics(model) -> dict:
             metric = keras.metrics.get(entry) if isinstance(entry, str) else keras.metrics.deserialize(entry)
         except (ValueError, TypeError):
             continue
-        if isinstance(metric, keras.metrics.Metric):
-            found[entry if isinstance(entry, str) else metric.name] = metric
+        if isinstance(metric, keras.metrics.Metric) or (isinstance(entry, str) and metric in ERROR_METRICS):
+            found[entry if isinstance(entry, str) else metric.name] = metric  # "mae": a function, logged as "mae"
     return found
+
+
+def _is_error_metric(metric) -> bool:
+    return (type(metric) in ERROR_METRICS) if isinstance(metric, keras.metrics.Metric) else metric in ERROR_METRICS
 
 
 def check_weighting(fit_kwargs):
