@@ -220,6 +220,46 @@ def test_sample_weights(tmp_path):
     assert_trains_like_fit(mlp, sample_weight=weights, tmp_path=tmp_path)
 
 
+def mobilenet_head():
+    """keras.applications' MobileNet head: global pooling keeping its axes, a 1x1 Conv to the classes, Reshape to
+    (classes,), then the softmax as a layer of its own."""
+    L = keras.layers
+    model = keras.Sequential([keras.Input((4, 4, 1)), L.Conv2D(5, 2, activation="relu"),
+                              L.GlobalAveragePooling2D(keepdims=True), L.Dropout(0.0), L.Conv2D(CLASSES, 1),
+                              L.Reshape((CLASSES,)), L.Activation("softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def squeeze_excite_reshaped():
+    """A squeeze-and-excitation block as EfficientNet writes it (on flat features read as a 4x4 image): global
+    pooling to (channels,), Reshape to (1, 1, channels), two 1x1 Convs, the channels scaled by a Multiply."""
+    L = keras.layers
+    inputs = keras.Input((FEATURES,))
+    x = L.Conv2D(8, 2, activation="relu", name="hidden")(L.Reshape((4, 4, 1))(inputs))
+    s = L.Reshape((1, 1, 8))(L.GlobalAveragePooling2D()(x))
+    s = L.Conv2D(8, 1, activation="sigmoid")(L.Conv2D(3, 1, activation="relu")(s))
+    outputs = L.Dense(CLASSES, activation="softmax")(L.Flatten()(L.Multiply()([x, s])))
+    model = keras.Model(inputs, outputs)
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("build, shape", [(mobilenet_head, (4, 4, 1)), (squeeze_excite_reshaped, (FEATURES,))],
+                         ids=["mobilenet-head", "squeeze-excite"])
+def test_reshapes_of_size_one_positions_train_like_fit(build, shape, tmp_path):
+    assert_trains_like_fit(build, shape=shape, tmp_path=tmp_path)
+
+
+def test_an_output_with_positions_is_named():
+    L = keras.layers
+    model = keras.Sequential([keras.Input((4, 4, 1)), L.Conv2D(5, 2, activation="relu"),
+                              L.Conv2D(CLASSES, 1, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    reason = BatchedEvaluator(Objective("val_loss", "min")).supports([Job(model, True, "")], {"epochs": 1})
+    assert reason is not None and "output of shape (3, 3, 3)" in reason, reason
+
+
 def reshaped_conv():
     """Flat features read as a sequence (Reshape at the input), a Conv1D, its output flattened by a Reshape."""
     L = keras.layers
@@ -234,8 +274,8 @@ def reshaped_conv():
 @pytest.mark.parametrize("build", [
     lambda: mlp(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), name="hidden"),
     lambda: mlp_norm(optimizer=keras.optimizers.SGD(0.1, momentum=0.9)),
-    reshaped_conv,
-], ids=["dense", "batch-normalized", "reshaped-conv"])
+    reshaped_conv, squeeze_excite_reshaped,
+], ids=["dense", "batch-normalized", "reshaped-conv", "squeeze-excite"])
 def test_candidates_of_different_widths_trained_together_each_end_as_their_own_fit(build, tmp_path):
     # the stacked path pads the narrower candidate and masks its missing units: that must change nothing
     from keras_grs import shrink

@@ -135,6 +135,7 @@ class _Op:
     operation: object = field(default=None, compare=False)
     activation_args: tuple = ()  # the activation's keyword arguments as (name, value) pairs (a ReLU's max_value)
     whole_channels: bool = False  # a dropout's: drops a sample's channel at every position (SpatialDropout)
+    whole_samples: bool = False  # a dropout's: drops a sample's every value (stochastic depth)
     noise: str = ""  # a noise op's: additive (GaussianNoise) or multiplicative (GaussianDropout)
     dilation: tuple = ()  # a conv's dilation rate per spatial axis (empty: 1 on each)
 
@@ -146,7 +147,7 @@ class _Op:
         return (self.kind, self.activation, self.activation_args, self.window, self.strides, self.padding,
                 self.pooling, self.rate, self.spatial, self.bias, self.penalties, self.epsilon, self.momentum,
                 self.merge, self.inputs, self.channels, self.margins, self.keepdims, self.arguments,
-                self.whole_channels, self.noise, self.dilation)
+                self.whole_channels, self.whole_samples, self.noise, self.dilation)
 
 
 @dataclass(frozen=True)
@@ -385,16 +386,29 @@ def _input_op(layer, name, flattened):
                                  "the preprocessing layers the model starts with, once)")
 
 
+def _unit_reshape(layer) -> _Op | None:
+    """The op of a Reshape or Flatten that only adds or removes positions of size 1, the channels staying last
+    (``(1, 1, C)`` to ``(C,)``: keras.applications' MobileNet head; ``(C,)`` to ``(1, 1, C)``: a squeeze-and-excitation
+    block's), or None."""
+    source, target = tuple(layer.input.shape[1:]), tuple(layer.output.shape[1:])
+    if math.prod(source[:-1]) == 1 and math.prod(target[:-1]) == 1 and source[-1] == target[-1]:
+        return _Op("reshape", window=tuple(int(d) for d in target[:-1]))
+    return None
+
+
 def _reshape_op(layer, name, flattened):
+    unit = _unit_reshape(layer)
+    if unit is not None:
+        return unit
     if len(layer.target_shape) == 1:  # to one axis: the positions and channels in Flatten's order
         return _Op("flatten")
     raise UnsupportedForBatching(f"{name} to {tuple(layer.target_shape)} other than at the model's input (the batched "
                                  "path reshapes the data before training; between layers only to one axis, as a "
-                                 "Flatten)")
+                                 "Flatten, or adding or removing positions of size 1)")
 
 
 def _flatten_op(layer, name, flattened):
-    return _Op("flatten")
+    return _unit_reshape(layer) or _Op("flatten")
 
 
 def _dropout_op(layer, name, flattened):
@@ -403,17 +417,21 @@ def _dropout_op(layer, name, flattened):
         return _Op("dropout", rate=float(layer.rate), whole_channels=True)
     if layer.noise_shape is None:
         return _Op("dropout", rate=float(layer.rate))
-    # a noise_shape: the whole mask (None or the input's size on every axis), or one draw per sample and channel
-    # broadcast over the positions (None, 1, ..., channels), which is what a SpatialDropout draws
+    # a noise_shape: the whole mask (None or the input's size on every axis), one draw per sample and channel
+    # broadcast over the positions (None, 1, ..., channels), which is what a SpatialDropout draws, or one draw per
+    # sample (None, 1, ..., 1): the stochastic depth (drop connect) of EfficientNet's and ConvNeXt's residual blocks
     shape, dims = tuple(layer.noise_shape), tuple(layer.input.shape)
     full = [n is None or (d is not None and n == d) for n, d in zip(shape, dims)]
-    if len(shape) == len(dims) and shape[0] is None and full[-1]:
+    if len(shape) == len(dims) and shape[0] is None:
         if all(full):
             return _Op("dropout", rate=float(layer.rate))
-        if all(n == 1 for n in shape[1:-1]):
+        if full[-1] and all(n == 1 for n in shape[1:-1]):
             return _Op("dropout", rate=float(layer.rate), whole_channels=True)
-    raise UnsupportedForBatching(f"{name} with noise_shape={shape} (the batched path takes the whole mask, or one "
-                                 "draw per sample and channel: (None, 1, ..., channels))")
+        if all(n == 1 for n in shape[1:]):
+            return _Op("dropout", rate=float(layer.rate), whole_samples=True)
+    raise UnsupportedForBatching(f"{name} with noise_shape={shape} (the batched path takes the whole mask, one draw "
+                                 "per sample and channel: (None, 1, ..., channels), or one per sample: (None, 1, "
+                                 "..., 1))")
 
 
 def _activation_op(layer, name, flattened):
@@ -563,9 +581,16 @@ def _plan(model) -> _Plan:
         n_weighted += op.weighted
         ops.append(op)
         names.append(layer.name)
+    if op_of[len(graph) - 1] == len(ops) - 1:
+        _fold_output_tail(ops, names)
+        op_of[len(graph) - 1] = len(ops) - 1
     last = len(ops) - 1
     if not ops[last].weighted or op_of[len(graph) - 1] != last:
         raise UnsupportedForBatching("output: needs a Dense or Conv layer (with its activation) last")
+    positions = tuple(model.outputs[0].shape[1:-1])
+    if math.prod(positions) != 1:
+        raise UnsupportedForBatching(f"output of shape {tuple(model.outputs[0].shape[1:])} (the batched path scores "
+                                     "one output vector per sample)")
     loss = read_loss(model, ops[last].activation)
     if loss.regression and ops[last].activation_args:
         raise UnsupportedForBatching(f"loss {loss.name} on an output activation with options "
@@ -588,6 +613,25 @@ def _plan(model) -> _Plan:
                                              "zero, so padded units would not stay zero)")
     return _Plan(tuple(ops), loss, optimizer, tuple(names), tuple(tie for tie in set(ties) if len(tie) > 1),
                  tuple(prefix))
+
+
+def _fold_output_tail(ops, names) -> None:
+    """Fold the Reshapes of size-1 positions and the activation that end a model after its last Dense/Conv op into
+    that op (keras.applications' MobileNet ends in a 1x1 Conv, ``Reshape((classes,))`` and a softmax): the
+    activation becomes the op's (when it has none of its own), and the forward's output drops the positions of size
+    1. Only a chain each of whose ops is the only reader of the one before; anything else is left as it is."""
+    tail = len(ops)
+    while (tail > 1 and ops[tail - 1].kind in ("reshape", "activation") and ops[tail - 1].inputs == (tail - 2,)
+           and sum(tail - 2 in op.inputs for op in ops) == 1):
+        tail -= 1
+    if tail == len(ops) or not ops[tail - 1].weighted:
+        return
+    activations = [op for op in ops[tail:] if op.kind == "activation"]
+    if len(activations) > 1 or (activations and ops[tail - 1].activation != "linear"):
+        return
+    if activations:
+        ops[tail - 1].activation, ops[tail - 1].activation_args = activations[0].activation, activations[0].activation_args
+    del ops[tail:], names[tail:]
 
 
 def _preprocessed(prefix, x):
@@ -1317,10 +1361,12 @@ def _forward_function(plan, k):
                         h = tf.add_n(tensors) / len(tensors)
                     else:
                         h = functools.reduce(MERGES[op.merge], tensors)
-                elif shared and op.kind not in ("dense", "conv", "flatten", "pad", "crop", "upsample"):
+                elif shared and op.kind not in ("dense", "conv", "flatten", "reshape", "pad", "crop", "upsample"):
                     h, shared = tf.broadcast_to(h[None], (k, *h.shape)), False
                 if op.kind == "flatten":
                     h = tf.reshape(h, (*h.shape[: 1 if shared else 2], -1))
+                elif op.kind == "reshape":  # positions of size 1 added or removed
+                    h = tf.reshape(h, (*h.shape[: 1 if shared else 2], *op.window, h.shape[-1]))
                 elif op.weighted:
                     w = place[n]
                     kernel, bias = params[2 * w], params[2 * w + 1]
@@ -1337,8 +1383,8 @@ def _forward_function(plan, k):
                     broadcast = (k,) + (1,) * (len(z.shape) - 2) + (bias.shape[-1],)
                     if op.bias:
                         z = z + tf.reshape(bias, broadcast)
-                    if op.activation == "logits":
-                        return z
+                    if op.activation == "logits":  # (k, batch, outputs): a Conv's positions are all of size 1
+                        return tf.reshape(z, (k, -1, z.shape[-1])) if len(z.shape) > 3 else z
                     h = _activate(op, z) * tf.reshape(masks[w], broadcast)
                 elif op.kind == "norm":
                     if seed is not None and rows is None:  # training on whole batches
@@ -1355,7 +1401,8 @@ def _forward_function(plan, k):
                 elif op.kind == "dropout":
                     if seed is not None and op.rate > 0:
                         # a SpatialDropout: one draw per (sample, channel), as Keras' noise_shape (batch, 1, .., units)
-                        shape = (*h.shape[:2], *[1] * (len(h.shape) - 3), h.shape[-1]) if op.whole_channels else h.shape
+                        shape = (*h.shape[:2], *[1] * (len(h.shape) - 3), h.shape[-1]) if op.whole_channels else \
+                            (*h.shape[:2], *[1] * (len(h.shape) - 2)) if op.whole_samples else h.shape
                         h = tf.where(_dropout_keep(shape, *seed, n, op.rate), h / (1 - op.rate), 0.0)
                 elif op.kind == "noise":
                     if seed is not None and op.rate > 0:
