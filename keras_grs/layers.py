@@ -294,7 +294,7 @@ KINDS: dict[type, Kind] = {
     L.BatchNormalization: Kind("channelwise", _slice_per_channel, pins=_pins_axis, batched="norm", actor="affine"),
     L.Normalization: Kind("channelwise", _slice_per_channel, pins=_pins_normalization, batched="input",
                           actor="affine"),
-    L.PReLU: PER_CHANNEL,
+    L.PReLU: replace(PER_CHANNEL, batched="prelu"),
     L.Activation: Kind("channelwise", pins=_pins_activation, batched="activation", actor="activation"),
     L.Softmax: Kind("channelwise", pins=_pins_softmax),
     L.Rescaling: Kind("channelwise", pins=_pins_rescaling, batched="input", actor="affine"),

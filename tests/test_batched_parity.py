@@ -220,6 +220,26 @@ def test_sample_weights(tmp_path):
     assert_trains_like_fit(mlp, sample_weight=weights, tmp_path=tmp_path)
 
 
+def prelu_models(kind):
+    """PReLU after a Dense (one alpha per unit), after a Conv with its alpha shared over positions (shared_axes
+    [1, 2], the usual form), and after a Conv with one alpha per position and channel (Keras' default)."""
+    L = keras.layers
+    if kind == "dense":
+        layers = [keras.Input((FEATURES,)), L.Dense(8, name="hidden"), L.PReLU(alpha_initializer="glorot_uniform")]
+    else:
+        shared = [1, 2] if kind == "conv-shared" else None
+        layers = [keras.Input((FEATURES,)), L.Reshape((4, 4, 1)), L.Conv2D(8, 2, name="hidden"),
+                  L.PReLU(alpha_initializer="glorot_uniform", shared_axes=shared), L.Flatten()]
+    model = keras.Sequential([*layers, L.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv-shared", "conv-per-position"])
+def test_prelu_trains_like_fit(kind, tmp_path):
+    assert_trains_like_fit(lambda: prelu_models(kind), tmp_path=tmp_path)
+
+
 def mobilenet_head():
     """keras.applications' MobileNet head: global pooling keeping its axes, a 1x1 Conv to the classes, Reshape to
     (classes,), then the softmax as a layer of its own."""
@@ -274,8 +294,8 @@ def reshaped_conv():
 @pytest.mark.parametrize("build", [
     lambda: mlp(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), name="hidden"),
     lambda: mlp_norm(optimizer=keras.optimizers.SGD(0.1, momentum=0.9)),
-    reshaped_conv, squeeze_excite_reshaped,
-], ids=["dense", "batch-normalized", "reshaped-conv", "squeeze-excite"])
+    reshaped_conv, squeeze_excite_reshaped, lambda: prelu_models("conv-shared"), lambda: prelu_models("dense"),
+], ids=["dense", "batch-normalized", "reshaped-conv", "squeeze-excite", "prelu-conv", "prelu-dense"])
 def test_candidates_of_different_widths_trained_together_each_end_as_their_own_fit(build, tmp_path):
     # the stacked path pads the narrower candidate and masks its missing units: that must change nothing
     from keras_grs import shrink
@@ -615,3 +635,12 @@ def test_a_reshape_between_layers_is_named():
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     reason = BatchedEvaluator(Objective("val_loss", "min")).supports([Job(model, True, "")], {"epochs": 1})
     assert reason is not None and "Reshape" in reason and "other than at the model's input" in reason, reason
+
+
+def test_a_prelu_shared_over_channels_is_named():
+    L = keras.layers
+    model = keras.Sequential([keras.Input((4, 4, 1)), L.Conv2D(5, 2), L.PReLU(shared_axes=[3]), L.Flatten(),
+                              L.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    reason = BatchedEvaluator(Objective("val_loss", "min")).supports([Job(model, True, "")], {"epochs": 1})
+    assert reason is not None and "shared by every channel" in reason, reason

@@ -32,10 +32,11 @@ no groups; dilated or not, a Conv1D's causal padding too; with or without bias),
 (its moments over a batch's real samples, its moving statistics updated by each training step and used for
 validation, as Keras' layer does), DepthwiseConv1D/2D of their units (depth multiplier 1), SeparableConv1D/2D of
 their units (the same depthwise op, then a 1x1 Conv op), max/average pooling, global pooling (keeping its axes or
-not), ZeroPadding and Cropping, UpSampling1D/2D (nearest), Flatten, Dropout, SpatialDropout1D/2D (or a Dropout with
-their ``noise_shape``), GaussianNoise and GaussianDropout (added noise masked off the padded units again),
+not), ZeroPadding and Cropping, UpSampling1D/2D (nearest), Flatten, a Reshape to one axis or of size-1 positions,
+Dropout, SpatialDropout1D/2D (or a Dropout with their ``noise_shape``, or one draw per sample), GaussianNoise and GaussianDropout (added noise masked off the padded units again),
 Activation, ReLU, LeakyReLU and ELU layers (any element-wise activation of ``keras.activations``, by Keras' own
-function; one that is not zero at zero only on a Dense/Conv layer, whose padded units are masked after it),
+function; one that is not zero at zero only on a Dense/Conv layer, whose padded units are masked after it), PReLU
+layers of Dense/Conv units (their alpha trained),
 element-wise merges (a residual Add; the padded channels are zero in every input, so in the result),
 element-wise Keras ops written in the graph (``x + y``, ``x * 0.5``: Keras' op on the candidates' tensors, its
 padded channels masked again) and Concatenates of Dense/Conv units (each input's channels padded to its own width,
@@ -228,19 +229,22 @@ class _FitData:
 @dataclass(frozen=True)
 class _Offsets:
     """Where each op's parameters start in the program's list. In order: each Dense/Conv layer's kernel and bias,
-    each norm's gamma and beta, each depthwise op's kernel and bias (all trained by the optimizer), then each
-    norm's moving mean and variance (updated by the training steps): ``norms``, ``depthwise`` and ``moving`` are
-    the indices of the first of each part, ``moving`` also the count of trained parameters."""
+    each norm's gamma and beta, each depthwise op's kernel and bias, each PReLU's alpha (all trained by the
+    optimizer), then each norm's moving mean and variance (updated by the training steps): ``norms``,
+    ``depthwise``, ``prelus`` and ``moving`` are the indices of the first of each part, ``moving`` also the count of
+    trained parameters."""
 
     norms: int
     depthwise: int
+    prelus: int
     moving: int
 
     @classmethod
     def of(cls, ops) -> _Offsets:
         norms = 2 * sum(op.weighted for op in ops)
         depthwise = norms + 2 * sum(op.kind == "norm" for op in ops)
-        return cls(norms, depthwise, depthwise + 2 * sum(op.kind == "depthwise" for op in ops))
+        prelus = depthwise + 2 * sum(op.kind == "depthwise" for op in ops)
+        return cls(norms, depthwise, prelus, prelus + sum(op.kind == "prelu" for op in ops))
 
 
 @dataclass(frozen=True)
@@ -340,6 +344,18 @@ def _norm_op(layer, name, flattened):
     if extras:
         raise UnsupportedForBatching(f"{name} with {', '.join(extras)}")
     return _Op("norm", epsilon=float(layer.epsilon), momentum=float(layer.momentum))
+
+
+def _prelu_op(layer, name, flattened):
+    """A PReLU: ``max(x, 0) - alpha * max(-x, 0)``, its alpha (one per channel, or per position and channel) trained
+    with the model's; ``window`` holds alpha's shape before its channel axis."""
+    extras = [k for k in ("alpha_regularizer", "alpha_constraint") if getattr(layer, k, None) is not None]
+    if extras:
+        raise UnsupportedForBatching(f"{name} with {', '.join(extras)}")
+    rank = len(layer.input.shape)
+    if layer.shared_axes is not None and any(a % rank == rank - 1 for a in layer.shared_axes):
+        raise UnsupportedForBatching(f"{name} with one alpha shared by every channel (shared_axes={layer.shared_axes})")
+    return _Op("prelu", window=tuple(int(d) for d in layer.alpha.shape[:-1]))
 
 
 def _check_depthwise(layer, name, constraints) -> None:
@@ -473,7 +489,7 @@ def _is_weighted(layer) -> bool:
 _OP_BUILDERS = {"dense": _dense_op, "conv": _conv_op, "norm": _norm_op, "depthwise": _depthwise_op, "pool": _pool_op,
                 "gpool": _global_pool_op, "flatten": _flatten_op, "dropout": _dropout_op,
                 "activation": _activation_op, "pad": _margins_op, "crop": _margins_op, "separable": _separable_ops,
-                "input": _input_op, "reshape": _reshape_op, "noise": _noise_op, "upsample": _upsample_op}
+                "input": _input_op, "reshape": _reshape_op, "prelu": _prelu_op, "noise": _noise_op, "upsample": _upsample_op}
 MERGES = {"add": tf.add, "subtract": tf.subtract, "multiply": tf.multiply, "maximum": tf.maximum,
           "minimum": tf.minimum}  # and average; each keeps the padded channels (zero in every input) zero
 
@@ -542,7 +558,7 @@ def _plan(model) -> _Plan:
         sources = tuple(op_of[j] for j in inputs)
         first = sources[0]
         op = _op_of(layer, name, spread[first], node)
-        channelwise = isinstance(op, tuple) or op.kind in ("norm", "depthwise")  # of Dense/Conv units
+        channelwise = isinstance(op, tuple) or op.kind in ("norm", "depthwise", "prelu")  # of Dense/Conv units
         if channelwise and (not units[first] or -1 in channels[first]):
             raise UnsupportedForBatching(f"{name} not after a Dense or Conv layer (only pooling, dropout, "
                                          "activations, merges and channel-wise layers may come between)")
@@ -854,6 +870,11 @@ class BatchedEvaluator:
                 if b:
                     bias[j, rows] = b[0]
             trained += [tf.constant(kernel), tf.constant(bias)]
+        for p, op in enumerate(op for op in plan.ops if op.kind == "prelu"):
+            alpha = np.zeros((k, *op.window, self._rows(op.channels, widths[0], in_channels)[0]), "float32")
+            for j, (_, arrays) in enumerate(per_job):
+                alpha[j][..., self._rows(op.channels, widths[j], in_channels)[1]] = arrays["prelu"][p][1][0]
+            trained.append(tf.constant(alpha))
         return params + trained + moving, masks
 
     def _unpack(self, per_job, plan, best_params, in_channels):
@@ -862,6 +883,7 @@ class BatchedEvaluator:
         weighted = [op for op in plan.ops if op.weighted]
         norms = [op for op in plan.ops if op.kind == "norm"]
         depthwise = [op for op in plan.ops if op.kind == "depthwise"]
+        prelus = [op for op in plan.ops if op.kind == "prelu"]
         offsets = plan.offsets
         unpacked = []
         for j, (model, arrays) in enumerate(per_job):
@@ -881,6 +903,9 @@ class BatchedEvaluator:
                 rows, first = self._rows(op.channels, widths, in_channels)[1], offsets.depthwise + 2 * d
                 kernel = best_params[first][j][..., rows, None]
                 chosen.append((layer, [kernel, best_params[first + 1][j][rows]][: len(current)]))
+            for p, (op, (layer, _)) in enumerate(zip(prelus, arrays["prelu"])):
+                rows = self._rows(op.channels, widths, in_channels)[1]
+                chosen.append((layer, [best_params[offsets.prelus + p][j][..., rows]]))
             merged = {}
             for layer, values in chosen:  # a SeparableConv's depthwise kernel (met second) comes first
                 earlier = merged[layer.name][1] if layer.name in merged else []
@@ -1188,9 +1213,9 @@ _PROGRAMS = _ProgramCache(SHARED_PROGRAMS)
 
 def _layer_arrays(model, plan) -> dict[str, list[tuple]]:
     """(layer, its weights) of a model's layers that have weights, in the order of ``plan`` (the plan of its
-    template), by op: ``weighted`` (Dense and Conv), ``norm`` and ``depthwise``; of a candidate, its parent's
-    layer and the candidate's arrays."""
-    found = {"weighted": [], "norm": [], "depthwise": []}
+    template), by op: ``weighted`` (Dense and Conv), ``norm``, ``depthwise`` and ``prelu``; of a candidate, its
+    parent's layer and the candidate's arrays."""
+    found = {"weighted": [], "norm": [], "depthwise": [], "prelu": []}
     template = template_of(model)
     for op, name in zip(plan.ops, plan.names):
         kind = "weighted" if op.weighted else op.kind
@@ -1393,6 +1418,10 @@ def _forward_function(plan, k):
                     h = _normalize(h, op, params[offsets.norms + first: offsets.norms + first + 2],
                                    params[offsets.moving + first: offsets.moving + first + 2],
                                    channel_mask(masks, op.channels), None if seed is None else rows, moments)
+                elif op.kind == "prelu":  # Keras' formula; a padded (zero) unit stays zero
+                    alpha = params[offsets.prelus + place[n]]
+                    alpha = tf.reshape(alpha, (k, *[1] * (len(h.shape) - len(alpha.shape)), *alpha.shape[1:]))
+                    h = tf.nn.relu(h) - alpha * tf.nn.relu(-h)
                 elif op.kind == "depthwise":
                     first = offsets.depthwise + 2 * place[n]
                     h = _depthwise(h, op, *params[first: first + 2], channel_mask(masks, op.channels))
