@@ -322,8 +322,9 @@ KINDS: dict[type, Kind] = {
     L.Reshape: Kind("reshape", resize=_resize_reshape, actor="identity", batched="reshape"),
     **{cls: MERGE for cls in (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)},
     L.Concatenate: Kind("concat", actor="concat"),
+    L.LayerNormalization: replace(PIN, batched="layernorm"),
     **{cls: PIN for cls in (
-        L.LayerNormalization, L.GroupNormalization, L.UnitNormalization, L.MultiHeadAttention, L.Attention,
+        L.GroupNormalization, L.UnitNormalization, L.MultiHeadAttention, L.Attention,
         L.AdditiveAttention, L.Permute, L.Dot,
     )},
 }

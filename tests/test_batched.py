@@ -571,3 +571,27 @@ def test_a_later_evaluator_reuses_the_compiled_fit(tmp_path, data, base_weights)
     third = BatchedEvaluator(OBJECTIVE, workers=1)
     third.evaluate(jobs_for(tmp_path, "third", base_weights)[:2], (x, y), fit_kwargs)
     assert list(third._compiled.values()) != [program]
+
+
+def test_a_layer_normalization_leaves_each_candidates_padded_channels_out():
+    """Two candidates of 5 and 3 channels stacked at 5: each is normalised over its own channels, as Keras'
+    LayerNormalization normalises the smaller model's, and its padded channels stay zero."""
+    from keras_grs.evaluate.batched import _layer_normalize, _Op
+
+    rng = np.random.default_rng(4)
+    widths = (5, 3)
+    h = np.zeros((2, 4, 2, 5), "float32")  # (candidates, batch, positions, channels)
+    gamma, beta, mask = np.zeros((2, 5), "float32"), np.zeros((2, 5), "float32"), np.zeros((2, 5), "float32")
+    expected = []
+    for j, width in enumerate(widths):
+        h[j, ..., :width] = rng.normal(size=(4, 2, width))
+        gamma[j, :width], beta[j, :width], mask[j, :width] = rng.normal(size=width), rng.normal(size=width), 1.0
+        layer = L.LayerNormalization(epsilon=0.01)
+        layer.build((None, 2, width))
+        layer.set_weights([gamma[j, :width], beta[j, :width]])
+        expected.append(np.asarray(layer(h[j, ..., :width])))
+    got = _layer_normalize(tf.constant(h), _Op("layernorm", epsilon=0.01), (tf.constant(gamma), tf.constant(beta)),
+                           tf.constant(mask)).numpy()
+    for j, width in enumerate(widths):
+        np.testing.assert_allclose(got[j, ..., :width], expected[j], rtol=1e-5, atol=1e-5)
+        assert not got[j, ..., width:].any()

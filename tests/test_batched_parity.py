@@ -240,6 +240,28 @@ def test_prelu_trains_like_fit(kind, tmp_path):
     assert_trains_like_fit(lambda: prelu_models(kind), tmp_path=tmp_path)
 
 
+def layer_normalized(kind):
+    """LayerNormalization after a Dense (then a GELU: a transformer's MLP block), after a Conv (over each position's
+    channels), and on the model's input features."""
+    L = keras.layers
+    norm = L.LayerNormalization(epsilon=0.01, beta_initializer="glorot_uniform", gamma_initializer="glorot_uniform")
+    if kind == "dense":
+        layers = [keras.Input((FEATURES,)), L.Dense(8, name="hidden"), norm, L.Activation("gelu")]
+    elif kind == "conv":
+        layers = [keras.Input((FEATURES,)), L.Reshape((4, 4, 1)), L.Conv2D(8, 2, activation="relu", name="hidden"),
+                  norm, L.Flatten()]
+    else:
+        layers = [keras.Input((FEATURES,)), norm, L.Dense(8, activation="relu", name="hidden")]
+    model = keras.Sequential([*layers, L.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+@pytest.mark.parametrize("kind", ["dense", "conv", "input"])
+def test_layer_normalization_trains_like_fit(kind, tmp_path):
+    assert_trains_like_fit(lambda: layer_normalized(kind), tmp_path=tmp_path, atol=1e-5)
+
+
 def mobilenet_head():
     """keras.applications' MobileNet head: global pooling keeping its axes, a 1x1 Conv to the classes, Reshape to
     (classes,), then the softmax as a layer of its own."""
@@ -295,7 +317,9 @@ def reshaped_conv():
     lambda: mlp(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), name="hidden"),
     lambda: mlp_norm(optimizer=keras.optimizers.SGD(0.1, momentum=0.9)),
     reshaped_conv, squeeze_excite_reshaped, lambda: prelu_models("conv-shared"), lambda: prelu_models("dense"),
-], ids=["dense", "batch-normalized", "reshaped-conv", "squeeze-excite", "prelu-conv", "prelu-dense"])
+    lambda: layer_normalized("input"),
+], ids=["dense", "batch-normalized", "reshaped-conv", "squeeze-excite", "prelu-conv", "prelu-dense",
+        "layer-normalized-input"])
 def test_candidates_of_different_widths_trained_together_each_end_as_their_own_fit(build, tmp_path):
     # the stacked path pads the narrower candidate and masks its missing units: that must change nothing
     from keras_grs import shrink
@@ -644,3 +668,30 @@ def test_a_prelu_shared_over_channels_is_named():
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     reason = BatchedEvaluator(Objective("val_loss", "min")).supports([Job(model, True, "")], {"epochs": 1})
     assert reason is not None and "shared by every channel" in reason, reason
+
+
+def test_a_layer_normalization_beside_an_empty_slot_trains_like_fit(tmp_path):
+    """Three candidates in groups of two slots: the last group's empty slot has no channels to normalise over (its
+    mask is all zero); every candidate ends with the weights model.fit gives it."""
+    x, y = data("ids")
+    validation = data("ids", seed=1)
+    keras.utils.set_random_seed(0)
+    base = layer_normalized("dense")
+    reference = keras.models.clone_model(base)
+    reference.set_weights(base.get_weights())
+    reference.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    fit = {"epochs": 2, "batch_size": 16, "validation_data": validation, "verbose": 0, "shuffle": False}
+    reference.fit(x, y, **fit)
+    candidates = [keras.models.clone_model(base) for _ in range(3)]
+    jobs = []
+    for i, candidate in enumerate(candidates):
+        candidate.set_weights(base.get_weights())
+        candidate.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        jobs.append(Job(candidate, True, str(tmp_path / f"c{i}.weights.h5")))
+    evaluator = BatchedEvaluator(Objective("val_loss", "min"), epoch_score="last", workers=2)
+    results = evaluator.evaluate(jobs, (x, y), fit)
+    assert evaluator._calls == 1 and evaluator._slots == 2
+    for candidate, result in zip(candidates, results):
+        assert np.isfinite(result["val_loss"])
+        for got, want in zip(candidate.get_weights(), reference.get_weights()):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)

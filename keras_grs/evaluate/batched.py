@@ -36,7 +36,7 @@ not), ZeroPadding and Cropping, UpSampling1D/2D (nearest), Flatten, a Reshape to
 Dropout, SpatialDropout1D/2D (or a Dropout with their ``noise_shape``, or one draw per sample), GaussianNoise and GaussianDropout (added noise masked off the padded units again),
 Activation, ReLU, LeakyReLU and ELU layers (any element-wise activation of ``keras.activations``, by Keras' own
 function; one that is not zero at zero only on a Dense/Conv layer, whose padded units are masked after it), PReLU
-layers of Dense/Conv units (their alpha trained),
+layers of Dense/Conv units (their alpha trained), LayerNormalization over the channels (each candidate's own),
 element-wise merges (a residual Add; the padded channels are zero in every input, so in the result),
 element-wise Keras ops written in the graph (``x + y``, ``x * 0.5``: Keras' op on the candidates' tensors, its
 padded channels masked again) and Concatenates of Dense/Conv units (each input's channels padded to its own width,
@@ -229,14 +229,15 @@ class _FitData:
 @dataclass(frozen=True)
 class _Offsets:
     """Where each op's parameters start in the program's list. In order: each Dense/Conv layer's kernel and bias,
-    each norm's gamma and beta, each depthwise op's kernel and bias, each PReLU's alpha (all trained by the
-    optimizer), then each norm's moving mean and variance (updated by the training steps): ``norms``,
-    ``depthwise``, ``prelus`` and ``moving`` are the indices of the first of each part, ``moving`` also the count of
-    trained parameters."""
+    each norm's gamma and beta, each depthwise op's kernel and bias, each PReLU's alpha, each layer norm's gamma
+    and beta (all trained by the optimizer), then each norm's moving mean and variance (updated by the training
+    steps): ``norms``, ``depthwise``, ``prelus``, ``layernorms`` and ``moving`` are the indices of the first of each
+    part, ``moving`` also the count of trained parameters."""
 
     norms: int
     depthwise: int
     prelus: int
+    layernorms: int
     moving: int
 
     @classmethod
@@ -244,7 +245,8 @@ class _Offsets:
         norms = 2 * sum(op.weighted for op in ops)
         depthwise = norms + 2 * sum(op.kind == "norm" for op in ops)
         prelus = depthwise + 2 * sum(op.kind == "depthwise" for op in ops)
-        return cls(norms, depthwise, prelus, prelus + sum(op.kind == "prelu" for op in ops))
+        layernorms = prelus + sum(op.kind == "prelu" for op in ops)
+        return cls(norms, depthwise, prelus, layernorms, layernorms + 2 * sum(op.kind == "layernorm" for op in ops))
 
 
 @dataclass(frozen=True)
@@ -356,6 +358,20 @@ def _prelu_op(layer, name, flattened):
     if layer.shared_axes is not None and any(a % rank == rank - 1 for a in layer.shared_axes):
         raise UnsupportedForBatching(f"{name} with one alpha shared by every channel (shared_axes={layer.shared_axes})")
     return _Op("prelu", window=tuple(int(d) for d in layer.alpha.shape[:-1]))
+
+
+def _layernorm_op(layer, name, flattened):
+    """A LayerNormalization over the channel axis, with its gamma and beta (Keras' defaults): normalised over each
+    candidate's own channels, the padded ones left out (:func:`_layer_normalize`)."""
+    _check_options(layer, name, axis=(-1, len(layer.input.shape) - 1, [-1], [len(layer.input.shape) - 1]),
+                   center=(True,), scale=(True,), rms_scaling=(False,), trainable=(True,))
+    extras = [k for k in ("beta_regularizer", "gamma_regularizer", "beta_constraint", "gamma_constraint")
+              if getattr(layer, k, None) is not None]
+    if extras:
+        raise UnsupportedForBatching(f"{name} with {', '.join(extras)}")
+    if flattened:
+        raise UnsupportedForBatching(f"{name} of flattened units (the batched path normalises over channels)")
+    return _Op("layernorm", epsilon=float(layer.epsilon))
 
 
 def _check_depthwise(layer, name, constraints) -> None:
@@ -489,7 +505,7 @@ def _is_weighted(layer) -> bool:
 _OP_BUILDERS = {"dense": _dense_op, "conv": _conv_op, "norm": _norm_op, "depthwise": _depthwise_op, "pool": _pool_op,
                 "gpool": _global_pool_op, "flatten": _flatten_op, "dropout": _dropout_op,
                 "activation": _activation_op, "pad": _margins_op, "crop": _margins_op, "separable": _separable_ops,
-                "input": _input_op, "reshape": _reshape_op, "prelu": _prelu_op, "noise": _noise_op, "upsample": _upsample_op}
+                "input": _input_op, "reshape": _reshape_op, "prelu": _prelu_op, "layernorm": _layernorm_op, "noise": _noise_op, "upsample": _upsample_op}
 MERGES = {"add": tf.add, "subtract": tf.subtract, "multiply": tf.multiply, "maximum": tf.maximum,
           "minimum": tf.minimum}  # and average; each keeps the padded channels (zero in every input) zero
 
@@ -875,6 +891,11 @@ class BatchedEvaluator:
             for j, (_, arrays) in enumerate(per_job):
                 alpha[j][..., self._rows(op.channels, widths[j], in_channels)[1]] = arrays["prelu"][p][1][0]
             trained.append(tf.constant(alpha))
+        for b, op in enumerate(op for op in plan.ops if op.kind == "layernorm"):
+            stacked = np.zeros((2, k, self._rows(op.channels, widths[0], in_channels)[0]), "float32")
+            for j, (_, arrays) in enumerate(per_job):  # gamma, beta
+                stacked[:, j, self._rows(op.channels, widths[j], in_channels)[1]] = arrays["layernorm"][b][1]
+            trained += [tf.constant(stacked[0]), tf.constant(stacked[1])]
         return params + trained + moving, masks
 
     def _unpack(self, per_job, plan, best_params, in_channels):
@@ -884,6 +905,7 @@ class BatchedEvaluator:
         norms = [op for op in plan.ops if op.kind == "norm"]
         depthwise = [op for op in plan.ops if op.kind == "depthwise"]
         prelus = [op for op in plan.ops if op.kind == "prelu"]
+        layernorms = [op for op in plan.ops if op.kind == "layernorm"]
         offsets = plan.offsets
         unpacked = []
         for j, (model, arrays) in enumerate(per_job):
@@ -906,6 +928,9 @@ class BatchedEvaluator:
             for p, (op, (layer, _)) in enumerate(zip(prelus, arrays["prelu"])):
                 rows = self._rows(op.channels, widths, in_channels)[1]
                 chosen.append((layer, [best_params[offsets.prelus + p][j][..., rows]]))
+            for b, (op, (layer, _)) in enumerate(zip(layernorms, arrays["layernorm"])):
+                rows, first = self._rows(op.channels, widths, in_channels)[1], offsets.layernorms + 2 * b
+                chosen.append((layer, [best_params[first][j][rows], best_params[first + 1][j][rows]]))
             merged = {}
             for layer, values in chosen:  # a SeparableConv's depthwise kernel (met second) comes first
                 earlier = merged[layer.name][1] if layer.name in merged else []
@@ -1213,9 +1238,9 @@ _PROGRAMS = _ProgramCache(SHARED_PROGRAMS)
 
 def _layer_arrays(model, plan) -> dict[str, list[tuple]]:
     """(layer, its weights) of a model's layers that have weights, in the order of ``plan`` (the plan of its
-    template), by op: ``weighted`` (Dense and Conv), ``norm``, ``depthwise`` and ``prelu``; of a candidate, its
-    parent's layer and the candidate's arrays."""
-    found = {"weighted": [], "norm": [], "depthwise": [], "prelu": []}
+    template), by op: ``weighted`` (Dense and Conv), ``norm``, ``depthwise``, ``prelu`` and ``layernorm``; of a
+    candidate, its parent's layer and the candidate's arrays."""
+    found = {"weighted": [], "norm": [], "depthwise": [], "prelu": [], "layernorm": []}
     template = template_of(model)
     for op, name in zip(plan.ops, plan.names):
         kind = "weighted" if op.weighted else op.kind
@@ -1422,6 +1447,10 @@ def _forward_function(plan, k):
                     alpha = params[offsets.prelus + place[n]]
                     alpha = tf.reshape(alpha, (k, *[1] * (len(h.shape) - len(alpha.shape)), *alpha.shape[1:]))
                     h = tf.nn.relu(h) - alpha * tf.nn.relu(-h)
+                elif op.kind == "layernorm":
+                    first = offsets.layernorms + 2 * place[n]
+                    mask = None if -1 in op.channels else channel_mask(masks, op.channels)
+                    h = _layer_normalize(h, op, params[first: first + 2], mask)
                 elif op.kind == "depthwise":
                     first = offsets.depthwise + 2 * place[n]
                     h = _depthwise(h, op, *params[first: first + 2], channel_mask(masks, op.channels))
@@ -1493,6 +1522,26 @@ def _normalize(h, op, affine, moving, mask, rows, moments):
                             tf.stop_gradient(tf.reshape(variance, (h.shape[0], -1)))))
     inv = tf.math.rsqrt(variance + op.epsilon) * tf.reshape(gamma, shape)
     return (h * inv + (tf.reshape(beta, shape) - mean * inv)) * tf.reshape(mask, shape)
+
+
+def _layer_normalize(h, op, affine, mask):
+    """A LayerNormalization of ``h`` (k, batch, *positions, channels) over each candidate's channels (``mask``
+    (k, channels): the padded ones, zero, are left out of the moments and stay zero; None: the model's input's,
+    none padded), as Keras computes it (``tf.nn.moments``, then ``x * inv + (beta - mean * inv)``)."""
+    shape = (h.shape[0],) + (1,) * (len(h.shape) - 2) + (h.shape[-1],)
+    gamma, beta = (tf.reshape(t, shape) for t in affine)
+    if mask is None:
+        mean = tf.reduce_mean(h, -1, keepdims=True)
+        variance = tf.reduce_mean(tf.math.squared_difference(h, tf.stop_gradient(mean)), -1, keepdims=True)
+    else:
+        mask = tf.reshape(mask, shape)
+        count = tf.maximum(tf.reduce_sum(mask, -1, keepdims=True), 1.0)  # an empty slot's: no 0 / 0
+        mean = tf.reduce_sum(h * mask, -1, keepdims=True) / count
+        variance = tf.reduce_sum(tf.math.squared_difference(h, tf.stop_gradient(mean)) * mask, -1,
+                                 keepdims=True) / count
+    inv = tf.math.rsqrt(variance + op.epsilon) * gamma
+    h = h * inv + (beta - mean * inv)
+    return h if mask is None else h * mask
 
 
 def _depthwise(h, op, kernel, bias, mask):

@@ -86,15 +86,16 @@ class Candidate:
     @staticmethod
     def possible(parent) -> bool:
         """Whether children of ``parent`` can be held as arrays: a chain, or a graph joined by merges and
-        concatenations, whose weighted layers are Dense, Conv, SeparableConv, DepthwiseConv, BatchNormalization or
-        PReLU (what the batched evaluator trains; their weights are cut by the weights alone), or a Normalization
+        concatenations, whose weighted layers are Dense, Conv, SeparableConv, DepthwiseConv, BatchNormalization,
+        PReLU or LayerNormalization (what the batched evaluator trains; their weights are cut by the weights alone), or a Normalization
         (at the input, never cut)."""
         template = template_of(parent)
         try:
             layer_graph(template, BATCHED_GRAPH_LAYERS)
         except UnsupportedLayerError:
             return False
-        return all(kind_of(layer).batched in ("dense", "conv", "separable", "norm", "depthwise", "prelu", "input")
+        return all(kind_of(layer).batched in ("dense", "conv", "separable", "norm", "depthwise", "prelu", "layernorm",
+                                              "input")
                    for layer in leaf_layers(template)
                    if layer.weights)
 
