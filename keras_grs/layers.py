@@ -112,6 +112,24 @@ def _slice_separable(layer, weights, kin, kout):
     return out
 
 
+RECURRENT = (keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN)  # 4, 3 and 1 gate(s) of units
+
+
+def _slice_recurrent(layer, weights, kin, kout):
+    """LSTM, GRU and SimpleRNN: the kernel (inputs, gates x units) loses input rows and, in each gate's block of
+    columns, the removed units'; the recurrent kernel (units, gates x units) loses the removed units' rows and
+    columns; the bias ((gates x units,), or (2, gates x units) for a GRU with ``reset_after``) their columns."""
+    units = weights["recurrent_kernel"].shape[0]  # the weights': a smaller candidate's perhaps
+    gates = weights["recurrent_kernel"].shape[1] // units
+    columns = None if kout is None else np.concatenate([np.asarray(kout) + g * units for g in range(gates)])
+    out = dict(weights)
+    out["kernel"] = _take(_take(weights["kernel"], kin, 0), columns, -1)
+    out["recurrent_kernel"] = _take(_take(weights["recurrent_kernel"], kout, 0), columns, -1)
+    if "bias" in weights:
+        out["bias"] = _take(weights["bias"], columns, -1)
+    return out
+
+
 def _slice_per_channel(layer, weights, kin, kout):
     """Per-channel statistics or scales (BatchNormalization, Normalization, LayerScale, PReLU): every weight whose
     last axis is the channel axis loses the removed channels; scalars (a count) stay. The channels are counted on
@@ -140,6 +158,15 @@ def _macs_dense(layer, nonzero, weights=None):
 def _macs_conv(layer, nonzero, weights=None):
     """Each output position multiplies the whole kernel (border positions of ``same`` padding in full)."""
     return _positions(layer.output.shape) * _count(layer, "kernel", nonzero, weights)
+
+
+def _macs_recurrent(layer, nonzero, weights=None):
+    """Each time step multiplies the input by the kernel and the previous state by the recurrent kernel."""
+    if weights is None:
+        weights = {"kernel": keras.ops.convert_to_numpy(layer.cell.kernel),
+                   "recurrent_kernel": keras.ops.convert_to_numpy(layer.cell.recurrent_kernel)}
+    count = (lambda w: int(np.count_nonzero(w))) if nonzero else (lambda w: int(w.size))
+    return int(layer.input.shape[1]) * (count(weights["kernel"]) + count(weights["recurrent_kernel"]))
 
 
 def _macs_depthwise(layer, nonzero, weights=None):
@@ -291,6 +318,7 @@ KINDS: dict[type, Kind] = {
     L.SeparableConv2D: SEPARABLE,
     L.DepthwiseConv1D: DEPTHWISE,
     L.DepthwiseConv2D: DEPTHWISE,
+    **{cls: Kind("producer", _slice_recurrent, _macs_recurrent, _set("units")) for cls in RECURRENT},
     L.BatchNormalization: Kind("channelwise", _slice_per_channel, pins=_pins_axis, batched="norm", actor="affine"),
     L.Normalization: Kind("channelwise", _slice_per_channel, pins=_pins_normalization, batched="input",
                           actor="affine"),
@@ -386,9 +414,13 @@ def kind_of(operation, node=None) -> Kind:
 
 def output_kernel(layer) -> np.ndarray:
     """The kernel whose last axis is a producer's output units (Dense/Conv ``kernel``, SeparableConv
-    ``pointwise_kernel``): what a weight-magnitude criterion reads."""
+    ``pointwise_kernel``; a recurrent layer's kernel and recurrent kernel, each gate's block of columns as rows of
+    its own): what a weight-magnitude criterion reads."""
     if kind_of(layer).role != "producer":
         raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) produces no units of its own")
+    if isinstance(layer, RECURRENT):
+        kernel, recurrent = (keras.ops.convert_to_numpy(w) for w in (layer.cell.kernel, layer.cell.recurrent_kernel))
+        return np.concatenate([kernel.reshape(-1, recurrent.shape[0]), recurrent.reshape(-1, recurrent.shape[0])])
     name = "pointwise_kernel" if hasattr(layer, "pointwise_kernel") else "kernel"
     return keras.ops.convert_to_numpy(getattr(layer, name))
 

@@ -170,3 +170,45 @@ def test_shrunk_model_equals_parent_with_removed_units_silenced(data):
     x = rng.normal(size=(4, *model.input_shape[1:])).astype("float32")
     np.testing.assert_allclose(child(x, training=False), silenced(model, remove)(x, training=False), atol=1e-5)
     assert keras_grs.count_params(child) == child.count_params()
+
+
+def gates_zeroed(model, remove):
+    """A copy of ``model`` whose removed recurrent units have every gate's weights and bias at zero: with the default
+    activations such a unit's state and output stay exactly zero (an LSTM's gates at 0.5 and candidate 0, a GRU's
+    update at 0.5 and candidate 0, a SimpleRNN's tanh(0)), which is what removing it computes."""
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    for name, units in remove.items():
+        layer = copy.get_layer(name)
+        kernel, recurrent, bias = layer.get_weights()
+        n = recurrent.shape[0]
+        columns = [u + g * n for g in range(recurrent.shape[1] // n) for u in units]
+        kernel[:, columns], recurrent[:, columns], bias[..., columns] = 0.0, 0.0, 0.0
+        layer.set_weights([kernel, recurrent, bias])
+    return copy
+
+
+@pytest.mark.parametrize("cls", [keras.layers.LSTM, keras.layers.GRU, keras.layers.SimpleRNN])
+def test_a_recurrent_layers_removed_units_are_gone_from_every_gate(cls):
+    L = keras.layers
+    model = keras.Sequential([keras.Input((6, 3)), cls(5, return_sequences=True, name="r1"), L.Dropout(0.1),
+                              cls(4, name="r2"), L.Dense(3, name="out")])
+    randomize(model, np.random.default_rng(7))
+    assert analyze(model).widths == (5, 4)
+    remove = {"r1": [1, 3], "r2": [0]}
+    child = shrink(model, remove)
+    assert analyze(child).widths == (3, 3)
+    x = np.random.default_rng(8).normal(size=(4, 6, 3)).astype("float32")
+    reference = gates_zeroed(model, remove)
+    np.testing.assert_allclose(child(x), reference(x), atol=1e-5)
+    assert np.abs(model(x) - reference(x)).max() > 1e-3  # the units removed mattered
+    # each unit's incoming weights, every gate's: what the weight-magnitude method (NWM) ranks units by
+    norms, child_norms = keras_grs.importance.unit_norms(model), keras_grs.importance.unit_norms(child)
+    assert len(norms["r1"]) == 5 and len(child_norms["r1"]) == 3
+    gates = model.get_layer("r1").get_weights()[1].shape[1] // 5
+    own = np.abs(model.get_layer("r1").get_weights()[0]).reshape(3, gates, 5).sum(axis=(0, 1))
+    own += np.abs(model.get_layer("r1").get_weights()[1]).reshape(5, gates, 5).sum(axis=(0, 1))
+    np.testing.assert_allclose(norms["r1"], own, rtol=1e-5)
+    # MACs: every step multiplies the input and the previous state, as the layers' weights count
+    macs = 6 * (3 * 5 * gates + 5 * 5 * gates) + 6 * (5 * 4 * gates + 4 * 4 * gates) + 4 * 3
+    assert keras_grs.count_flops(model) == 2 * macs
