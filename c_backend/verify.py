@@ -10,16 +10,18 @@ from pathlib import Path
 import numpy as np
 
 from c_backend.targets import get
+from keras_grs.guard import class_ids
 from keras_grs.scoring import predict
 
 
 @dataclass(frozen=True)
 class Verification:
-    """The C outputs against Keras: largest absolute difference, and the classification agreement."""
+    """The C outputs against Keras: largest absolute difference, and for a classifier the agreement of the predicted
+    classes (None for a regression: labels that are not classes)."""
 
     samples: int
     max_abs_diff: float
-    agreement: float  # fraction of samples whose predicted class is the same
+    agreement: float | None  # fraction of samples whose predicted class is the same
     keras_accuracy: float | None
     c_accuracy: float | None
 
@@ -92,11 +94,17 @@ def verify(model, out_dir, x, y=None, target="host", cc=None) -> Verification:
     c_out, _ = run(executable, x, target)
     keras_out = predict(model, np.asarray(x, dtype="float32")).reshape(len(x), -1)
     diff = float(np.max(np.abs(c_out - keras_out))) if len(x) else 0.0
-    c_class, k_class = c_out.argmax(axis=1), keras_out.argmax(axis=1)
+    labels = None if y is None else class_ids(y)
+    if y is not None and labels is None:  # a regression's targets: no classes to compare
+        return Verification(len(x), diff, None, None, None)
+    c_class, k_class = _predicted_class(c_out), _predicted_class(keras_out)
     keras_accuracy = c_accuracy = None
-    if y is not None:
-        labels = np.asarray(y).reshape(len(y), -1)
-        labels = labels.argmax(axis=1) if labels.shape[1] > 1 else labels[:, 0]
+    if labels is not None:
         keras_accuracy = float(np.mean(k_class == labels))
         c_accuracy = float(np.mean(c_class == labels))
     return Verification(len(x), diff, float(np.mean(c_class == k_class)), keras_accuracy, c_accuracy)
+
+
+def _predicted_class(outputs) -> np.ndarray:
+    """The class of each row of outputs: the largest output's, or for one (sigmoid) output whether it is above 0.5."""
+    return (outputs[:, 0] > 0.5).astype(int) if outputs.shape[1] == 1 else outputs.argmax(axis=1)

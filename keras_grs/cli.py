@@ -167,8 +167,9 @@ def format_c_export(record: dict) -> str:
     """The line saying where the run's C code is and how it compared with Keras (or why it was not written)."""
     if "skipped" in record:
         return f"C code: not written, the C backend does not support this model yet: {record['skipped']}"
+    agreement = "" if record.get("agreement") is None else f", same class for {record['agreement']:.2%} of samples"
     return (f"C code: {record['directory']} ({len(record['actors'])} actors); compiled and run on the validation "
-            f"data: max |C - Keras| {record['max_abs_diff']:.2e}, same class for {record['agreement']:.2%} of samples")
+            f"data: max |C - Keras| {record['max_abs_diff']:.2e}{agreement}")
 
 
 def cmd_export_c(args) -> int:
@@ -192,8 +193,9 @@ def cmd_export_c(args) -> int:
     print(f"wrote {len(exported.files)} files to {out}: {', '.join(op.actor for op in exported.ops)}")
     if data is not None:
         check = c_backend.verify(model, out, data["x_val"], data["y_val"], target=args.target)
-        print(f"verified on {check.samples} validation samples: max |C - Keras| {check.max_abs_diff:.3e}, same class "
-              f"{check.agreement:.2%}, accuracy Keras {check.keras_accuracy:.4f} / C {check.c_accuracy:.4f}")
+        classes = "" if check.agreement is None else (
+            f", same class {check.agreement:.2%}, accuracy Keras {check.keras_accuracy:.4f} / C {check.c_accuracy:.4f}")
+        print(f"verified on {check.samples} validation samples: max |C - Keras| {check.max_abs_diff:.3e}{classes}")
     return 0
 
 

@@ -67,7 +67,7 @@ def check_guard_fraction(fraction) -> float:
     return float(fraction)
 
 
-def _class_ids(y) -> np.ndarray | None:
+def class_ids(y) -> np.ndarray | None:
     """Class ids of labels (ids, one-hot or soft-label rows, or 0/1), or None for targets that are not classes
     (a regression's values: rows that are not a distribution over classes)."""
     y = np.asarray(y)
@@ -105,7 +105,7 @@ def split_guard(validation_data, fraction=DEFAULT_GUARD_FRACTION, seed=0):
     x, y = np.asarray(validation_data[0]), np.asarray(validation_data[1])
     check_split("validation data", x, y)
     rng = np.random.default_rng([0 if seed is None else int(seed), 7919])
-    classes = _class_ids(y)
+    classes = class_ids(y)
     groups = {0: np.arange(len(y))} if classes is None else {c: np.flatnonzero(classes == c) for c in np.unique(classes)}
     guard = []
     for label, members in groups.items():

@@ -68,6 +68,30 @@ def test_every_supported_layer_matches_keras(case, tmp_path):
     assert result.agreement == 1.0
 
 
+def test_a_sigmoid_classifiers_classes_are_its_output_above_one_half(tmp_path):
+    """One sigmoid output: the class is output > 0.5 (an argmax over one column would call every sample class 0)."""
+    model = seq((5,), L.Dense(4, activation="relu"), L.Dense(1, activation="sigmoid"))
+    x = np.random.default_rng(3).normal(size=(64, 5)).astype("float32")
+    c_backend.export(model, tmp_path)
+    predicted = (model.predict(x, verbose=0)[:, 0] > 0.5).astype(int)
+    assert 0 < predicted.mean() < 1  # both classes predicted
+    labels = predicted.copy()
+    labels[:16] = 1 - labels[:16]  # a quarter wrong
+    result = c_backend.verify(model, tmp_path, x, labels)
+    assert result.agreement == 1.0 and result.keras_accuracy == result.c_accuracy == 0.75
+
+
+def test_a_regression_is_compared_without_classes(tmp_path):
+    """Targets that are not classes (an autoencoder's): the outputs are compared, no class agreement or accuracy
+    is made up from them."""
+    model = seq((6,), L.Dense(4, activation="relu"), L.Dense(6))
+    x = np.random.default_rng(4).normal(size=(16, 6)).astype("float32")
+    c_backend.export(model, tmp_path)
+    result = c_backend.verify(model, tmp_path, x, x)
+    assert result.max_abs_diff <= 1e-4
+    assert result.agreement is None and result.keras_accuracy is None and result.c_accuracy is None
+
+
 def test_batch_normalization_is_folded_when_it_directly_follows(tmp_path):
     exported, _ = check(LAYER_CASES["batchnorm_folded"](), tmp_path)
     assert [op.kind for op in exported.ops] == ["conv", "dense", "dense"]

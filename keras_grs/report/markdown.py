@@ -129,7 +129,9 @@ def render_markdown(report: dict, plots=()) -> str:
                 f"The selected {c_export['model']} model as LIDE-style dataflow C in `{c_export['directory']}` "
                 f"({len(c_export['actors'])} actors: {', '.join(c_export['actors'])}). Compiled with the host compiler "
                 f"and run on {c_export['samples']} validation samples: largest difference from Keras "
-                f"{c_export['max_abs_diff']:.2e}, same predicted class for {100 * c_export['agreement']:.2f}% of them."]
+                f"{c_export['max_abs_diff']:.2e}" + ("." if c_export.get("agreement") is None else
+                                                     f", same predicted class for {100 * c_export['agreement']:.2f}% "
+                                                     "of them.")]
     out += ["", "## Pruning paths", ""]
     for m in models:
         out += [f"### {m['name']}", ""]
