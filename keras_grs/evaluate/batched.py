@@ -33,7 +33,8 @@ no groups; dilated or not, a Conv1D's causal padding too; with or without bias),
 validation, as Keras' layer does), DepthwiseConv1D/2D of their units (depth multiplier 1), SeparableConv1D/2D of
 their units (the same depthwise op, then a 1x1 Conv op), max/average pooling, global pooling (keeping its axes or
 not), ZeroPadding and Cropping, UpSampling1D/2D (nearest), Flatten, a Reshape to one axis or of size-1 positions,
-Dropout, SpatialDropout1D/2D (or a Dropout with their ``noise_shape``, or one draw per sample), GaussianNoise and GaussianDropout (added noise masked off the padded units again),
+Dropout, SpatialDropout1D/2D (or a Dropout with their ``noise_shape``, or one draw per sample), GaussianNoise and
+GaussianDropout (added noise masked off the padded units again),
 Activation, ReLU, LeakyReLU and ELU layers (any element-wise activation of ``keras.activations``, by Keras' own
 function; one that is not zero at zero only on a Dense/Conv layer, whose padded units are masked after it), PReLU
 layers of Dense/Conv units (their alpha trained), LayerNormalization over the channels (each candidate's own),
@@ -505,7 +506,8 @@ def _is_weighted(layer) -> bool:
 _OP_BUILDERS = {"dense": _dense_op, "conv": _conv_op, "norm": _norm_op, "depthwise": _depthwise_op, "pool": _pool_op,
                 "gpool": _global_pool_op, "flatten": _flatten_op, "dropout": _dropout_op,
                 "activation": _activation_op, "pad": _margins_op, "crop": _margins_op, "separable": _separable_ops,
-                "input": _input_op, "reshape": _reshape_op, "prelu": _prelu_op, "layernorm": _layernorm_op, "noise": _noise_op, "upsample": _upsample_op}
+                "input": _input_op, "reshape": _reshape_op, "prelu": _prelu_op,
+                "layernorm": _layernorm_op, "noise": _noise_op, "upsample": _upsample_op}
 MERGES = {"add": tf.add, "subtract": tf.subtract, "multiply": tf.multiply, "maximum": tf.maximum,
           "minimum": tf.minimum}  # and average; each keeps the padded channels (zero in every input) zero
 
@@ -662,7 +664,8 @@ def _fold_output_tail(ops, names) -> None:
     if len(activations) > 1 or (activations and ops[tail - 1].activation != "linear"):
         return
     if activations:
-        ops[tail - 1].activation, ops[tail - 1].activation_args = activations[0].activation, activations[0].activation_args
+        ops[tail - 1].activation = activations[0].activation
+        ops[tail - 1].activation_args = activations[0].activation_args
     del ops[tail:], names[tail:]
 
 

@@ -87,8 +87,8 @@ class Candidate:
     def possible(parent) -> bool:
         """Whether children of ``parent`` can be held as arrays: a chain, or a graph joined by merges and
         concatenations, whose weighted layers are Dense, Conv, SeparableConv, DepthwiseConv, BatchNormalization,
-        PReLU or LayerNormalization (what the batched evaluator trains; their weights are cut by the weights alone), or a Normalization
-        (at the input, never cut)."""
+        PReLU or LayerNormalization (what the batched evaluator trains; their weights are cut by the weights
+        alone), or a Normalization (at the input, never cut)."""
         template = template_of(parent)
         try:
             layer_graph(template, BATCHED_GRAPH_LAYERS)
