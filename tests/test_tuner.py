@@ -212,11 +212,12 @@ def test_hypermodel_errors_are_clear(tmp_path):
     with pytest.raises(ValueError, match="'batch' controls no layer"):
         GRSTuner(idle_width, directory=tmp_path, project_name="b")
 
-    def recurrent(hp):
-        return keras.Sequential([keras.Input((5, 3)), keras.layers.LSTM(hp.Int("u", 1, 4)), keras.layers.Dense(2)])
+    def bidirectional(hp):
+        recurrent = keras.layers.LSTM(hp.Int("u", 1, 4))
+        return keras.Sequential([keras.Input((5, 3)), keras.layers.Bidirectional(recurrent), keras.layers.Dense(2)])
 
-    with pytest.raises(UnsupportedLayerError, match="LSTM"):
-        GRSTuner(recurrent, directory=tmp_path, project_name="c")
+    with pytest.raises(UnsupportedLayerError, match="Bidirectional"):
+        GRSTuner(bidirectional, directory=tmp_path, project_name="c")
     with pytest.raises(ValueError, match="unknown method"):
         GRSTuner(build, method="magic", directory=tmp_path, project_name="d")
 
