@@ -10,6 +10,7 @@ import platform
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,7 +112,8 @@ def improvement(initial: float, final: float) -> float:
 
 
 def search(model: keras.Model, data, *, method="grs", evaluator="batched", epochs=100, seed=0, max_trials=None,
-           tolerance=0.985, phases=None, acceptance="seed", directory=None) -> Run:
+           tolerance=0.985, phases=None, acceptance="seed", directory=None, objective=None, test_score=accuracy
+           ) -> Run:
     """Prune a trained model (its weights are copied, never changed) and time the search.
 
     The seed's acceptance rule by default, so that the seed's tables and the earlier figures stay reproducible;
@@ -119,16 +121,21 @@ def search(model: keras.Model, data, *, method="grs", evaluator="batched", epoch
     stopped part-way (a killed sitting) continues from its last trial when called again with the same arguments
     and a model of the same weights (``model.sha256``; other weights, e.g. pretrained again with other rounding,
     start the search again); its seconds are those of every sitting added up, each with its own warm-up
-    (``elapsed.json``). The caller removes the directory once the result is stored."""
+    (``elapsed.json``). The caller removes the directory once the result is stored. ``objective``: the tuner's
+    (its default, ``val_accuracy``, when None); ``test_score(model, x, y)``: the figure ``Run.test`` and
+    ``Run.initial_test`` hold (test accuracy by default)."""
     with tempfile.TemporaryDirectory() if directory is None else contextlib.nullcontext(directory) as directory:
         return _search(model, data, Path(directory), method=method, evaluator=evaluator, epochs=epochs, seed=seed,
-                       max_trials=max_trials, tolerance=tolerance, phases=phases, acceptance=acceptance)
+                       max_trials=max_trials, tolerance=tolerance, phases=phases, acceptance=acceptance,
+                       objective=objective, test_score=test_score)
 
 
 def _search(model, data, directory: Path, *, method, evaluator, epochs, seed, max_trials, tolerance, phases,
-            acceptance) -> Run:
+            acceptance, objective, test_score) -> Run:
     train, validation, test = data
     options = {"phases": phases} if phases else {}
+    if objective is not None:
+        options["objective"] = objective
     fingerprint = hashlib.sha256(b"".join(np.asarray(w).tobytes() for w in model.get_weights())).hexdigest()
     start_file = directory / "model.sha256"
     if start_file.exists() and start_file.read_text() != fingerprint:  # pretrained again, differently
@@ -159,9 +166,23 @@ def _search(model, data, directory: Path, *, method, evaluator, epochs, seed, ma
     finished = tuner.oracle.plan().finished
     trials = len(tuner.oracle.trials)
     return Run(method, evaluator, seconds, trials, finished, keras_grs.count_params(model),
-               keras_grs.count_flops(model), accuracy(model, *test), str(keras_grs.analyze(compact)),
-               keras_grs.count_params(compact), keras_grs.count_flops(compact), accuracy(compact, *test), compact,
+               keras_grs.count_flops(model), test_score(model, *test), str(keras_grs.analyze(compact)),
+               keras_grs.count_params(compact), keras_grs.count_flops(compact), test_score(compact, *test), compact,
                sittings)
+
+
+def evaluator_runs(model, data, **options) -> dict:
+    """The same search (:func:`search`, ``options``) with one fit per candidate and with the batched evaluator, in
+    that order: {evaluator: (its Run, how it trained)}, "one fit per candidate" or "batched" (the batched evaluator
+    trained every step itself: it never fell back)."""
+    runs = {}
+    for evaluator in ("keras", "batched"):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run = search(model, data, evaluator=evaluator, **options)
+        fell_back = any("one fit per trial" in str(w.message) for w in caught)
+        runs[evaluator] = (run, "one fit per candidate" if evaluator == "keras" or fell_back else "batched")
+    return runs
 
 
 def write(name: str, lines: list[str]) -> Path:

@@ -15,17 +15,13 @@ Writes benchmarks/results/objective_speed.md.
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
-import warnings
+import functools
 
-from common import calcium_splits, machine, write
+from common import calcium_splits, evaluator_runs, machine, write
 
 import keras
 import keras_tuner
 import numpy as np
-
-import keras_grs
 
 
 def build(input_shape, curve):
@@ -56,34 +52,19 @@ def main():
     keras.utils.set_random_seed(0)
     model = build(x.shape[1:], args.curve)
     model.fit(x, y, epochs=30, batch_size=32, verbose=0)
-    rows, seconds = [], {}
-    for evaluator in ("keras", "batched"):
-        with tempfile.TemporaryDirectory() as directory, warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            tuner = keras_grs.GRSTuner.from_model(
-                model, train_first=False, objective=keras_tuner.Objective("val_auc", "max"), seed=0,
-                evaluator=evaluator, tolerance=0.985, max_trials=args.max_trials, directory=directory,
-                acceptance="seed")
-            tuner.oracle.verbose = 0
-            start = time.perf_counter()
-            tuner.search(x, y, validation_data=(x_val, y_val), epochs=args.epochs, batch_size=32, verbose=0,
-                         progress=False)
-            seconds[evaluator] = time.perf_counter() - start
-            compact = tuner.get_best_models(1)[0]
-            trials = len(tuner.oracle.trials)
-        fell_back = any("one fit per trial" in str(w.message) for w in caught)
-        path = "one fit per candidate" if evaluator == "keras" or fell_back else "batched"
-        rows.append(f"| {evaluator} | {path} | {trials} | {seconds[evaluator]:.1f} | {keras_grs.analyze(compact)} | "
-                    f"{keras_grs.count_params(compact):,} | {test_auc(compact, x_test, y_test, args.curve):.4f} | "
-                    f"**{seconds['keras'] / seconds[evaluator]:.1f}x** |")
-        print(rows[-1], flush=True)
+    runs = evaluator_runs(model, ((x, y), (x_val, y_val), (x_test, y_test)), epochs=args.epochs, seed=0,
+                          max_trials=args.max_trials, objective=keras_tuner.Objective("val_auc", "max"),
+                          test_score=functools.partial(test_auc, curve=args.curve))
+    rows = [f"| {evaluator} | {path} | {run.trials} | {run.seconds:.1f} | {run.structure} | {run.params:,} | "
+            f"{run.test:.4f} | **{runs['keras'][0].seconds / run.seconds:.1f}x** |"
+            for evaluator, (run, path) in runs.items()]
     lines = [
         "# An AUC objective: keras evaluator vs batched evaluator", "",
         f"Machine: {machine()}.", "",
         f"GRS, seed 0, objective `val_auc` ({args.curve}), {args.epochs} fine-tuning epochs per candidate, batch 32, "
         f"at most {args.max_trials} trials, the seed's acceptance rule; nn1's widths with one sigmoid output and "
         f"binary cross-entropy, pretrained 30 epochs (initial test AUC "
-        f"{test_auc(model, x_test, y_test, args.curve):.4f}; `benchmarks/objective_speed.py`).", "",
+        f"{runs['keras'][0].initial_test:.4f}; `benchmarks/objective_speed.py`).", "",
         "| evaluator | trained as | trials | wall s | structure | params | test AUC | speed-up |",
         "|---|---|---|---|---|---|---|---|",
         *rows,

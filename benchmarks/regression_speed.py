@@ -17,16 +17,11 @@ Writes benchmarks/results/regression_speed.md.
 from __future__ import annotations
 
 import argparse
-import tempfile
-import time
-import warnings
 
-from common import calcium_splits, machine, write
+from common import calcium_splits, evaluator_runs, machine, write
 
 import keras
 import keras_tuner
-
-import keras_grs
 
 WIDTHS = (64, 32, 8, 32, 64)
 
@@ -40,6 +35,10 @@ def build(features):
     return model
 
 
+def test_mse(model, x, y) -> float:
+    return float(model.evaluate(x, y, verbose=0))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20)
@@ -50,33 +49,19 @@ def main():
     keras.utils.set_random_seed(0)
     model = build(x.shape[1])
     model.fit(x, x, epochs=30, batch_size=32, verbose=0)
-    rows, seconds = [], {}
-    for evaluator in ("keras", "batched"):
-        with tempfile.TemporaryDirectory() as directory, warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            tuner = keras_grs.GRSTuner.from_model(
-                model, train_first=False, objective=keras_tuner.Objective("val_loss", "min"), seed=0,
-                evaluator=evaluator, tolerance=args.tolerance, max_trials=args.max_trials, directory=directory)
-            tuner.oracle.verbose = 0
-            start = time.perf_counter()
-            tuner.search(x, x, validation_data=(x_val, x_val), epochs=args.epochs, batch_size=32, verbose=0,
-                         progress=False)
-            seconds[evaluator] = time.perf_counter() - start
-            compact = tuner.get_best_models(1)[0]
-            trials = len(tuner.oracle.trials)
-        fell_back = any("one fit per trial" in str(w.message) for w in caught)
-        path = "one fit per candidate" if evaluator == "keras" or fell_back else "batched"
-        rows.append(f"| {evaluator} | {path} | {trials} | {seconds[evaluator]:.1f} | {keras_grs.analyze(compact)} | "
-                    f"{keras_grs.count_params(compact):,} | {compact.evaluate(x_test, x_test, verbose=0):.4f} | "
-                    f"**{seconds['keras'] / seconds[evaluator]:.1f}x** |")
-        print(rows[-1], flush=True)
+    runs = evaluator_runs(model, ((x, x), (x_val, x_val), (x_test, x_test)), epochs=args.epochs, seed=0,
+                          max_trials=args.max_trials, tolerance=args.tolerance, acceptance="guard",
+                          objective=keras_tuner.Objective("val_loss", "min"), test_score=test_mse)
+    rows = [f"| {evaluator} | {path} | {run.trials} | {run.seconds:.1f} | {run.structure} | {run.params:,} | "
+            f"{run.test:.4f} | **{runs['keras'][0].seconds / run.seconds:.1f}x** |"
+            for evaluator, (run, path) in runs.items()]
     lines = [
         "# A regression model: keras evaluator vs batched evaluator", "",
         f"Machine: {machine()}.", "",
         f"GRS, seed 0, objective `val_loss` (mean squared error, tolerance {args.tolerance}, the guard acceptance), "
         f"{args.epochs} fine-tuning epochs per candidate, batch 32, at most {args.max_trials} trials; a dense "
         f"autoencoder {'x'.join(map(str, WIDTHS))} of the calcium data's 140 neurons, pretrained 30 epochs (initial "
-        f"test MSE {model.evaluate(x_test, x_test, verbose=0):.4f}; `benchmarks/regression_speed.py`).", "",
+        f"test MSE {runs['keras'][0].initial_test:.4f}; `benchmarks/regression_speed.py`).", "",
         "| evaluator | trained as | trials | wall s | structure | params | test MSE | speed-up |",
         "|---|---|---|---|---|---|---|---|",
         *rows,

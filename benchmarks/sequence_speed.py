@@ -15,10 +15,9 @@ Writes benchmarks/results/sequence_speed.md.
 from __future__ import annotations
 
 import argparse
-import warnings
 
 from channelwise_speed import HEADER
-from common import calcium_splits, machine, search, write
+from common import calcium_splits, evaluator_runs, machine, write
 
 import keras
 
@@ -44,18 +43,10 @@ def main():
     model = tcn((STEPS, CHANNELS))
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(*data[0], epochs=30, batch_size=32, verbose=0)
-    runs, fell_back, rows = {}, {}, []
-    for evaluator in ("keras", "batched"):
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            runs[evaluator] = search(model, data, evaluator=evaluator, epochs=args.epochs, seed=0,
-                                     max_trials=args.max_trials)
-        fell_back[evaluator] = any("one fit per trial" in str(w.message) for w in caught)
-    for evaluator, run in runs.items():
-        path = "one fit per candidate" if evaluator == "keras" or fell_back[evaluator] else "batched"
-        rows.append(f"| tcn | {evaluator} | {path} | {run.trials} | {run.seconds:.1f} | {run.structure} | "
-                    f"{run.params:,} | {run.test:.4f} | **{runs['keras'].seconds / run.seconds:.1f}x** |")
-        print(rows[-1], flush=True)
+    runs = evaluator_runs(model, data, epochs=args.epochs, seed=0, max_trials=args.max_trials)
+    rows = [f"| tcn | {evaluator} | {path} | {run.trials} | {run.seconds:.1f} | {run.structure} | {run.params:,} | "
+            f"{run.test:.4f} | **{runs['keras'][0].seconds / run.seconds:.1f}x** |"
+            for evaluator, (run, path) in runs.items()]
     write("sequence_speed.md", [
         "# A temporal convolution: keras evaluator vs batched evaluator", "",
         f"Machine: {machine()}.", "",
