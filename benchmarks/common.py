@@ -185,6 +185,15 @@ def evaluator_runs(model, data, **options) -> dict:
     return runs
 
 
+def evaluator_rows(runs, first: str = "") -> list[str]:
+    """The table rows of :func:`evaluator_runs`' runs: evaluator, how it trained, trials, wall seconds, structure,
+    params, test score, speed-up over the keras run (``first``: a column before them all, e.g. the model)."""
+    lead = f"| {first} " if first else ""
+    return [f"{lead}| {evaluator} | {path} | {run.trials} | {run.seconds:.1f} | {run.structure} | {run.params:,} | "
+            f"{run.test:.4f} | **{runs['keras'][0].seconds / run.seconds:.1f}x** |"
+            for evaluator, (run, path) in runs.items()]
+
+
 def write(name: str, lines: list[str]) -> Path:
     """Write a result file atomically and echo it."""
     RESULTS.mkdir(exist_ok=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import functools
 
-from common import calcium_splits, evaluator_runs, machine, write
+from common import calcium_splits, evaluator_rows, evaluator_runs, machine, write
 
 import keras
 import keras_tuner
@@ -55,9 +55,7 @@ def main():
     runs = evaluator_runs(model, ((x, y), (x_val, y_val), (x_test, y_test)), epochs=args.epochs, seed=0,
                           max_trials=args.max_trials, objective=keras_tuner.Objective("val_auc", "max"),
                           test_score=functools.partial(test_auc, curve=args.curve))
-    rows = [f"| {evaluator} | {path} | {run.trials} | {run.seconds:.1f} | {run.structure} | {run.params:,} | "
-            f"{run.test:.4f} | **{runs['keras'][0].seconds / run.seconds:.1f}x** |"
-            for evaluator, (run, path) in runs.items()]
+    rows = evaluator_rows(runs)
     lines = [
         "# An AUC objective: keras evaluator vs batched evaluator", "",
         f"Machine: {machine()}.", "",

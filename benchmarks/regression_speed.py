@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import argparse
 
-from common import calcium_splits, evaluator_runs, machine, write
+from common import calcium_splits, evaluator_rows, evaluator_runs, machine, write
 
 import keras
 import keras_tuner
@@ -52,9 +52,7 @@ def main():
     runs = evaluator_runs(model, ((x, x), (x_val, x_val), (x_test, x_test)), epochs=args.epochs, seed=0,
                           max_trials=args.max_trials, tolerance=args.tolerance, acceptance="guard",
                           objective=keras_tuner.Objective("val_loss", "min"), test_score=test_mse)
-    rows = [f"| {evaluator} | {path} | {run.trials} | {run.seconds:.1f} | {run.structure} | {run.params:,} | "
-            f"{run.test:.4f} | **{runs['keras'][0].seconds / run.seconds:.1f}x** |"
-            for evaluator, (run, path) in runs.items()]
+    rows = evaluator_rows(runs)
     lines = [
         "# A regression model: keras evaluator vs batched evaluator", "",
         f"Machine: {machine()}.", "",

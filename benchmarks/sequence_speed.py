@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 from channelwise_speed import HEADER
-from common import calcium_splits, evaluator_runs, machine, write
+from common import calcium_splits, evaluator_rows, evaluator_runs, machine, write
 
 import keras
 
@@ -44,9 +44,7 @@ def main():
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     model.fit(*data[0], epochs=30, batch_size=32, verbose=0)
     runs = evaluator_runs(model, data, epochs=args.epochs, seed=0, max_trials=args.max_trials)
-    rows = [f"| tcn | {evaluator} | {path} | {run.trials} | {run.seconds:.1f} | {run.structure} | {run.params:,} | "
-            f"{run.test:.4f} | **{runs['keras'][0].seconds / run.seconds:.1f}x** |"
-            for evaluator, (run, path) in runs.items()]
+    rows = evaluator_rows(runs, "tcn")
     write("sequence_speed.md", [
         "# A temporal convolution: keras evaluator vs batched evaluator", "",
         f"Machine: {machine()}.", "",
