@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from c_backend.targets import get
-from keras_grs.guard import class_ids
+from keras_grs.guard import class_ids, loss_reads_classes
 from keras_grs.scoring import predict
 
 
@@ -94,8 +94,9 @@ def verify(model, out_dir, x, y=None, target="host", cc=None) -> Verification:
     c_out, _ = run(executable, x, target)
     keras_out = predict(model, np.asarray(x, dtype="float32")).reshape(len(x), -1)
     diff = float(np.max(np.abs(c_out - keras_out))) if len(x) else 0.0
-    labels = None if y is None else class_ids(y)
-    if y is not None and labels is None:  # a regression's targets: no classes to compare
+    values = loss_reads_classes(model) is False  # a regression's loss: its targets are values, not classes
+    labels = None if y is None or values else class_ids(y)
+    if values or (y is not None and labels is None):  # no classes to compare
         return Verification(len(x), diff, None, None, None)
     c_class, k_class = _predicted_class(c_out), _predicted_class(keras_out)
     keras_accuracy = c_accuracy = None

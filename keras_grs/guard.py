@@ -84,11 +84,49 @@ def class_ids(y) -> np.ndarray | None:
     return None
 
 
-def split_guard(validation_data, fraction=DEFAULT_GUARD_FRACTION, seed=0):
+# words of a loss' name (lower case, no underscores) that say what its labels are
+CLASS_LOSS_WORDS = ("crossentropy", "hinge", "focal")
+VALUE_LOSS_WORDS = ("squared", "absolute", "huber", "logcosh", "poisson", "cosine", "percentage", "tversky", "dice")
+VALUE_LOSS_NAMES = ("mse", "mae", "mape", "msle")
+
+
+def loss_reads_classes(model) -> bool | None:
+    """Whether a compiled model's loss reads classes (a cross-entropy or hinge: True) or values (a regression's
+    error, such as the mean squared error or Huber: False); None for a model not compiled, several losses, or a loss
+    of neither kind, whose labels then decide (:func:`class_ids`).
+
+    Example:
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(1)])
+        >>> model.compile(loss="mse")
+        >>> loss_reads_classes(model)
+        False
+    """
+    loss = getattr(model, "loss", None)
+    if isinstance(loss, dict):
+        loss = list(loss.values())
+    if isinstance(loss, (list, tuple)):
+        if len(loss) != 1:
+            return None
+        loss = loss[0]
+    if loss is None:
+        return None
+    name = loss if isinstance(loss, str) else getattr(loss, "__name__", None) or type(loss).__name__
+    name = name.lower().replace("_", "")
+    if any(word in name for word in CLASS_LOSS_WORDS):
+        return True
+    if name in VALUE_LOSS_NAMES or any(word in name for word in VALUE_LOSS_WORDS):
+        return False
+    return None
+
+
+def split_guard(validation_data, fraction=DEFAULT_GUARD_FRACTION, seed=0, classes=None):
     """Split ``(x_val, y_val)`` into the search's validation data and the guard, stratified by class.
 
     Each class gives ``round(fraction x its count)`` samples to the guard; a class too small to leave at least one
-    sample on each side is refused (the guard could not judge it).
+    sample on each side is refused (the guard could not judge it). ``classes`` says whether the labels are classes:
+    False for a regression's targets (a random share, whatever their values: ages or counts are whole numbers too),
+    None to decide from the labels (:func:`class_ids`); pass :func:`loss_reads_classes` of the model.
 
     Returns:
         ``((x_val, y_val), (x_guard, y_guard))``.
@@ -105,7 +143,7 @@ def split_guard(validation_data, fraction=DEFAULT_GUARD_FRACTION, seed=0):
     x, y = np.asarray(validation_data[0]), np.asarray(validation_data[1])
     check_split("validation data", x, y)
     rng = np.random.default_rng([0 if seed is None else int(seed), 7919])
-    classes = class_ids(y)
+    classes = None if classes is False else class_ids(y)
     groups = {0: np.arange(len(y))} if classes is None else {c: np.flatnonzero(classes == c) for c in np.unique(classes)}
     guard = []
     for label, members in groups.items():

@@ -157,13 +157,22 @@ def check_split(name: str, x, y) -> None:
 
 
 def check_fits_model(name: str, model, x, y) -> None:
-    """The features match the model's input shape and the labels its output (integer class ids or one-hot)."""
+    """The features match the model's input shape and the labels its output: integer class ids or one-hot rows,
+    or for a model compiled with a regression loss, targets of its output's size."""
+    from keras_grs.guard import loss_reads_classes
+
     x, y = np.asarray(x), np.asarray(y)
     expected = tuple(model.input_shape[1:])
     got = tuple(x.shape[1:])
     if len(expected) != len(got) or any(e is not None and e != g for e, g in zip(expected, got)):
         raise DataError(f"{name}: samples of shape {got} do not fit model {model.name!r}, whose input is {expected}")
     outputs = model.output_shape[-1]
+    if loss_reads_classes(model) is False:  # a regression's targets: any values, one per output
+        size = int(np.prod([d for d in model.output_shape[1:] if d is not None]))
+        if y[0].size != size:
+            raise DataError(f"{name}: targets of shape {y.shape[1:]} do not fit model {model.name!r}, whose output "
+                            f"is {tuple(model.output_shape[1:])}")
+        return
     if y.ndim == 2 and y.shape[1] > 1:
         if y.shape[1] != outputs:
             raise DataError(f"{name}: one-hot labels have {y.shape[1]} columns, model {model.name!r} has {outputs} outputs")

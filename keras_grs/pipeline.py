@@ -15,11 +15,12 @@ import numpy as np
 
 from keras_grs import eup as eup_module
 from keras_grs.costs import count_flops, count_params
+from keras_grs.evaluate.keras import check_objective
 from keras_grs.latency import latency_ms
 from keras_grs.failures import failure_summary, study_failures, study_search_failed, tuner_failures, tuner_search_failed
 from keras_grs.files import save_model, write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, ResolutionWarning, check_guard_data,
-                             epoch_score_for, resolution_warnings, split_guard)
+                             epoch_score_for, loss_reads_classes, resolution_warnings, split_guard)
 from keras_grs.inputs import SettingError, check_fits_model, check_splits
 from keras_grs.scoring import accuracy, objective_direction, score
 from keras_grs.search import check_direction, constrain, within_tolerance
@@ -127,8 +128,10 @@ class ModelResult:
     """The outcome of pruning one initial model. Accuracies are fractions; AL, FCI and PCI are percentages.
 
     AL (accuracy loss) is the initial minus the compact model's test accuracy (validation accuracy when there is no
-    test data, see ``al_on``), in percentage points. FCI and PCI are the FLOP and parameter count improvements,
-    ``100 x (1 - final / initial)``; the ``eup_`` variants count non-zero weights of the EUP model.
+    test data, see ``al_on``), in percentage points. A model compiled with a regression loss has no accuracies or
+    AL (None): its ``*_score`` fields hold the objective (``val_loss``, say) on each split. FCI and PCI are the
+    FLOP and parameter count improvements, ``100 x (1 - final / initial)``; the ``eup_`` variants count non-zero
+    weights of the EUP model.
     """
 
     name: str
@@ -140,11 +143,11 @@ class ModelResult:
     initial_flops: int
     params: int
     flops: int
-    initial_val_accuracy: float
-    val_accuracy: float
+    initial_val_accuracy: float | None
+    val_accuracy: float | None
     initial_test_accuracy: float | None
     test_accuracy: float | None
-    al: float
+    al: float | None
     al_on: str
     fci: float
     pci: float
@@ -413,6 +416,7 @@ def prune(
     for model in models:
         for name, split in splits.items():
             check_fits_model(name, model, *split)
+        check_objective(model, objective, splits["validation data"], batch_size)  # before the run is written
     (x, y), validation_data = splits["training data"], splits["validation data"]
     test_data, guard_data = splits.get("test data"), splits.get("guard data")
     for setting, frozen_names in (("width_multiple", []), ("frozen", frozen)):  # the multiple alone first
@@ -424,10 +428,16 @@ def prune(
             raise SettingError("{" + setting + "}: " + str(error), setting) from None
     if isinstance(selection, str) and selection in ("maxtestacc", "besttest") and test_data is None:
         raise SettingError(f"{{selection}} {selection!r} needs test_data (x_test and y_test)", "selection")
+    regressions = [m.name for m in models if loss_reads_classes(m) is False]
+    if isinstance(selection, str) and selection in ("maxvalacc", "maxtestacc") and regressions:
+        instead = {"maxvalacc": "bestval", "maxtestacc": "besttest"}[selection]
+        raise SettingError(f"{{selection}} {selection!r} needs accuracies, and model {regressions[0]!r} is a "
+                           f"regression (its loss reads values, not classes): use {instead!r}", "selection")
     digest = run.data_digest(x, y, *validation_data, *(test_data or (None, None)), *(guard_data or (None, None)))
     searched = validation_data
     if guard_data is None and acceptance == "guard":  # a class too small to split is refused, naming it
-        searched, guard_data = split_guard(validation_data, guard_fraction, seed=seed)
+        searched, guard_data = split_guard(validation_data, guard_fraction, seed=seed,
+                                           classes=loss_reads_classes(models[0]))
     root = Path(out if out is not None else directory if directory is not None else DEFAULT_DIRECTORY)
     if directory is None:
         directory = root / run.TUNER_DIR if out is not None else root
@@ -603,10 +613,18 @@ def _model_result(run, name, method, acceptance, splits, eup, eup_options, searc
     compact = run.compact_model()
     validation_data, test_data = splits.validation, splits.test
 
-    def test_accuracy(m):
-        return accuracy(m, *test_data) if test_data is not None else None
+    classes = loss_reads_classes(initial_model) is not False  # a regression's targets give no accuracy
 
-    initial_val, final_val = accuracy(initial_model, *validation_data), accuracy(compact, *validation_data)
+    def val_accuracy(m):
+        return accuracy(m, *validation_data) if classes else None
+
+    def test_accuracy(m):
+        return accuracy(m, *test_data) if classes and test_data is not None else None
+
+    def accuracy_loss(before, after):
+        return None if before is None or after is None else round(100.0 * (before - after), 4)
+
+    initial_val, final_val = val_accuracy(initial_model), val_accuracy(compact)
     initial_test, final_test = test_accuracy(initial_model), test_accuracy(compact)
     al_on = "test" if test_data is not None else "validation"
     before, after = (initial_test, final_test) if test_data is not None else (initial_val, final_val)
@@ -626,7 +644,7 @@ def _model_result(run, name, method, acceptance, splits, eup, eup_options, searc
         val_accuracy=final_val,
         initial_test_accuracy=initial_test,
         test_accuracy=final_test,
-        al=round(100.0 * (before - after), 4),
+        al=accuracy_loss(before, after),
         al_on=al_on,
         fci=_percent_improvement(count_flops(initial_model), count_flops(compact)),
         pci=_percent_improvement(count_params(initial_model), count_params(compact)),
@@ -665,10 +683,10 @@ def _model_result(run, name, method, acceptance, splits, eup, eup_options, searc
         result.eup_model = eup_model
         result.eup_nonzero_params = count_params(eup_model, nonzero=True)
         result.eup_nonzero_flops = count_flops(eup_model, nonzero=True)
-        result.eup_val_accuracy = accuracy(eup_model, *validation_data)
+        result.eup_val_accuracy = val_accuracy(eup_model)
         result.eup_test_accuracy = eup_test
         result.eup_val_score, result.eup_guard_score, result.eup_test_score = eup_scores
-        result.eup_al = round(100.0 * (before - (eup_test if test_data is not None else result.eup_val_accuracy)), 4)
+        result.eup_al = accuracy_loss(before, eup_test if test_data is not None else result.eup_val_accuracy)
         result.eup_pci = _percent_improvement(result.initial_params, result.eup_nonzero_params)
         result.eup_fci = _percent_improvement(result.initial_flops, result.eup_nonzero_flops)
         _warn_outside_tolerance(result, splits, "EUP", eup_scores[2])

@@ -92,6 +92,18 @@ def test_a_regression_is_compared_without_classes(tmp_path):
     assert result.agreement is None and result.keras_accuracy is None and result.c_accuracy is None
 
 
+def test_a_regression_on_whole_number_targets_is_compared_without_classes(tmp_path):
+    """Counts or ages are whole numbers, but a model compiled with a regression loss predicts values: its C is not
+    given class agreement or accuracies made up from the targets."""
+    model = seq((6,), L.Dense(4, activation="relu"), L.Dense(1))
+    model.compile(loss="mae")
+    x = np.random.default_rng(4).normal(size=(16, 6)).astype("float32")
+    c_backend.export(model, tmp_path)
+    result = c_backend.verify(model, tmp_path, x, np.arange(16) % 3)
+    assert result.max_abs_diff <= 1e-4
+    assert result.agreement is None and result.keras_accuracy is None and result.c_accuracy is None
+
+
 def test_batch_normalization_is_folded_when_it_directly_follows(tmp_path):
     exported, _ = check(LAYER_CASES["batchnorm_folded"](), tmp_path)
     assert [op.kind for op in exported.ops] == ["conv", "dense", "dense"]

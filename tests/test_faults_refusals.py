@@ -166,3 +166,26 @@ def test_a_damaged_run_file_is_refused_on_resume(data, tmp_path, capsys):
     (out / "run.json").write_text('{"models": [')
     line = refused(prune("nn2", data[0], out, "--resume"), capsys, out)
     assert "run.json" in line and "not valid JSON" in line
+
+
+def test_a_regression_given_what_only_a_classifier_has_is_refused(data, tmp_path, capsys):
+    """A model compiled with a regression loss: the default objective (accuracy it does not report), targets of
+    another size than its output, and a selection by accuracy are each named before anything is written."""
+    _, arrays = data
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(6, activation="relu"), keras.layers.Dense(1)],
+                             name="sensor")
+    model.compile(optimizer="adam", loss="mse")
+    path = tmp_path / "regression.keras"
+    save_model(model, path)
+    values = {f"y_{split}": arrays[f"y_{split}"] * 2.5 for split in ("train", "val", "test")}
+    np.savez(tmp_path / "values.npz", **dict(arrays, **values))
+    np.savez(tmp_path / "pairs.npz", **dict(arrays, y_val=np.stack([values["y_val"]] * 2, axis=1)))
+    cases = [
+        ("values.npz", [], "does not produce the objective 'val_accuracy'; it reports ['val_loss']"),
+        ("pairs.npz", ["--objective", "val_loss"], "validation data: targets of shape (2,) do not fit model"),
+        ("values.npz", ["--objective", "val_loss", "--selection", "maxtestacc"],
+         "needs accuracies, and model 'sensor' is a regression"),
+    ]
+    for data_file, options, message in cases:
+        line = refused(prune(path, tmp_path / data_file, tmp_path / "out", *options), capsys, tmp_path / "out")
+        assert message in line, line

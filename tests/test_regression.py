@@ -12,7 +12,8 @@ from keras_tuner import Objective
 from keras_grs import GRSTuner, shrink
 from keras_grs.evaluate import Job
 from keras_grs.evaluate.batched import BatchedEvaluator
-from keras_grs.guard import split_guard
+from keras_grs.guard import loss_reads_classes, split_guard
+from keras_grs.inputs import DataError
 
 L = keras.layers
 
@@ -66,6 +67,78 @@ def test_reconstruction_targets_are_not_split_as_classes():
     ids = np.eye(4, dtype="float32")[np.arange(50) % 4]  # one-hot rows are still classes: each class gives 40%
     (_, _), (_, guard_ids) = split_guard((x, ids), 0.4, seed=0)
     assert np.bincount(guard_ids.argmax(axis=1)).tolist() == [5, 5, 5, 5]  # round(0.4 x 13), round(0.4 x 12)
+
+
+@pytest.mark.parametrize("loss, expected", [
+    ("mse", False), ("mean_absolute_error", False), (keras.losses.Huber(0.5), False), (keras.losses.log_cosh, False),
+    ("poisson", False), (keras.losses.MeanSquaredLogarithmicError(), False), ("sparse_categorical_crossentropy", True),
+    (keras.losses.BinaryFocalCrossentropy(), True), ("categorical_hinge", True), ("kl_divergence", None),
+    (lambda y, p: keras.ops.mean(p - y), None),
+])
+def test_a_loss_says_whether_its_labels_are_classes(loss, expected):
+    model = keras.Sequential([keras.Input((3,)), L.Dense(2)])
+    assert loss_reads_classes(model) is None  # not compiled: the labels decide
+    model.compile(loss=loss)
+    assert loss_reads_classes(model) is expected
+
+
+def counts_data(n, seed):
+    """Whole-number targets (events counted in a window): a regression whose targets look like class ids, a few
+    counts seen once."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 8)).astype("float32")
+    return x, np.round(np.exp(1.2 + 0.5 * x[:, 0] + 0.3 * x[:, 1])).astype("int64")
+
+
+def counts_model():
+    model = keras.Sequential([keras.Input((8,)), L.Dense(12, activation="relu", name="hidden"),
+                              L.Dense(6, activation="relu", name="narrow"), L.Dense(1, name="count")])
+    model.compile(optimizer="adam", loss="mse", metrics=["mae"])
+    return model
+
+
+def test_whole_number_targets_of_a_regression_are_split_at_random():
+    x, y = counts_data(120, 5)
+    assert np.bincount(y).min() <= 1  # a count seen once: as a class, it could not be split
+    with pytest.raises(DataError, match="too small or too large for class"):
+        split_guard((x, y), 0.4, seed=0)
+    (kept, _), (guard, _) = split_guard((x, y), 0.4, seed=0, classes=False)
+    assert len(guard) == 48 and len(kept) == 72
+
+
+@pytest.mark.parametrize("entry", ["tuner", "prune", "optuna"])
+def test_a_regression_on_counts_is_searched_with_the_guard(tmp_path, entry):
+    """Each way in splits a regression's validation data at random, whatever its targets look like."""
+    (x, y), validation = counts_data(240, 6), counts_data(90, 7)
+    keras.utils.set_random_seed(0)
+    model = counts_model()
+    model.fit(x, y, epochs=5, verbose=0)
+    if entry == "tuner":
+        tuner = GRSTuner.from_model(model, objective=Objective("val_loss", "min"), tolerance=0.8, seed=0,
+                                    max_trials=3, directory=tmp_path, project_name="counts")
+        tuner.search(x, y, validation_data=validation, epochs=1, verbose=0)
+        trials = [tuner.oracle.get_trial(t) for t in tuner.oracle.start_order]
+        assert len(trials) == 3 and all("guard_loss" in t.metrics.metrics for t in trials)
+    elif entry == "prune":
+        import keras_grs
+
+        result = keras_grs.prune(model, x, y, validation, test_data=counts_data(60, 8), objective="val_loss",
+                                 tolerance=0.8, epochs=1, max_trials=3, seed=0, directory=tmp_path, verbose=0)
+        found = result.results[0]
+        assert result.model.count_params() <= model.count_params() and found.trials == 3
+        # no accuracy made up from the counts: the objective on every split instead
+        assert found.val_accuracy is found.test_accuracy is found.al is found.eup_al is None
+        assert None not in (found.val_score, found.guard_score, found.test_score, found.eup_test_score)
+        report = result.save(tmp_path / "out").joinpath("report.md").read_text()
+        assert "| val loss | guard loss | test loss |" in report and "val acc" not in report
+    else:
+        from keras_grs import optuna as kgo
+
+        study = kgo.create_study(kgo.GRSSampler(seed=0), directory=tmp_path, study_name="counts",
+                                 direction="minimize")
+        kgo.optimize(study, model, x, y, validation, tolerance=0.8, epochs=1, n_trials=3, objective="val_loss",
+                     directory=tmp_path, train_first=False)
+        assert len(study.trials) == 3
 
 
 def test_a_huber_loss_keeps_its_delta_in_every_candidate():

@@ -210,6 +210,17 @@ def _per_sample_scores(model) -> bool:
     return True
 
 
+def check_objective(model: keras.Model, objective: str, validation, batch_size=None) -> None:
+    """Refuse an ``objective`` that ``model`` does not report on validation data (read from its first 64 samples),
+    naming what it does report."""
+    values = reported_metrics(model, (validation[0][:64], validation[1][:64]), batch_size)
+    if objective not in values | {name.removeprefix("val_") for name in values}:
+        raise ValueError(
+            f"the model does not produce the objective {objective!r}; it reports {sorted(values)} "
+            "(compile it with the metric, e.g. metrics=['accuracy'])"
+        )
+
+
 def reported_metrics(model: keras.Model, validation, batch_size=None) -> set[str]:
     """The names of what ``model`` reports on validation data (a small sample), as fit names them (``val_``): read
     from :func:`validate`, which steps eagerly through a small sample instead of tracing a compiled test function

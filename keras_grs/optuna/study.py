@@ -14,7 +14,7 @@ from keras_grs.evaluate import make_evaluator
 from keras_grs.evaluate.runner import CandidateRunner, Request
 from keras_grs.files import CorruptFileError, load_weights, verify
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_guard_data, epoch_score_for,
-                             search_margin, split_guard)
+                             loss_reads_classes, search_margin, split_guard)
 from keras_grs.failures import last_line
 from keras_grs.optuna.samplers import (CONFIG_ATTR, DEFAULT_TOLERANCE, ERROR_ATTR, KEY_ATTR, PruningSampler, discard,
                                        discarded, trial_number_of)
@@ -279,7 +279,8 @@ def optimize(
     sampler.settings(study)  # a worker's other seed: the study's wins, with a warning
     discard_damaged_checkpoints(study, directory)
     if acceptance == "guard" and guard_data is None:  # the same samples in every process: the study's seed
-        validation_data, guard_data = split_guard(validation_data, guard_fraction, seed=sampler.study_seed(study))
+        validation_data, guard_data = split_guard(validation_data, guard_fraction, seed=sampler.study_seed(study),
+                                                  classes=loss_reads_classes(model))
     if existing is None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -84,14 +84,16 @@ def render_markdown(report: dict, plots=()) -> str:
                          _pair(m.get("initial_guard_score"), m.get("eup_guard_score")),
                          _pair(m.get("initial_test_score"), m.get("eup_test_score"))])
     out.append(_table(["model", "model kind", f"val {name}", f"guard {name}", f"test {name}"], rows))
+    # accuracy columns for classifiers; a regression's (None) is scored by the objective in the table above
+    accuracies = any(m.get("val_accuracy") is not None for m in models)
     out += [
         "",
         "## Structured search",
         "",
-        "AL: accuracy loss (initial minus compact, percentage points, on the test data when given); FCI and PCI: FLOP "
-        "and parameter count improvement (percent). Pi Zero ms: an *estimate* of one inference of the float32 C on "
-        "the Raspberry Pi Zero (`keras_grs.estimate_latency`, calibrated against the ARMv6 meter; see "
-        "docs/c_backend.md), not a measurement on a board.",
+        ("AL: accuracy loss (initial minus compact, percentage points, on the test data when given); " if accuracies
+         else "") + "FCI and PCI: FLOP and parameter count improvement (percent). Pi Zero ms: an *estimate* of one "
+        "inference of the float32 C on the Raspberry Pi Zero (`keras_grs.estimate_latency`, calibrated against the "
+        "ARMv6 meter; see docs/c_backend.md), not a measurement on a board.",
         "",
     ]
     rows = []
@@ -100,13 +102,15 @@ def render_markdown(report: dict, plots=()) -> str:
             m["name"], f"{m['initial_structure']} -> {m['structure']}", f"{_num(m['initial_params'])} -> {_num(m['params'])}",
             f"{_num(m['initial_flops'])} -> {_num(m['flops'])}",
             f"{format_ms(m.get('initial_latency_ms'))} -> {format_ms(m.get('latency_ms'))}",
-            f"{_pct(m['initial_val_accuracy'])} -> {_pct(m['val_accuracy'])}",
-            f"{_pct(m['initial_test_accuracy'])} -> {_pct(m['test_accuracy'])}",
-            f"{m['al']:.2f} ({m['al_on']})", f"{m['fci']:.2f}", f"{m['pci']:.2f}",
+            *([f"{_pct(m['initial_val_accuracy'])} -> {_pct(m['val_accuracy'])}",
+               f"{_pct(m['initial_test_accuracy'])} -> {_pct(m['test_accuracy'])}",
+               "-" if m["al"] is None else f"{m['al']:.2f} ({m['al_on']})"] if accuracies else []),
+            f"{m['fci']:.2f}", f"{m['pci']:.2f}",
             f"{m['trials']}" + ("" if m.get("finished", True) else " (capped)"), f"{m['search_seconds']:.1f}",
         ])
-    out.append(_table(["model", "structure", "params", "FLOPs", "est. Pi Zero ms", "val acc", "test acc", "AL", "FCI", "PCI", "trials",
-                       "search s"], rows))
+    out.append(_table(["model", "structure", "params", "FLOPs", "est. Pi Zero ms",
+                       *(["val acc", "test acc", "AL"] if accuracies else []), "FCI", "PCI", "trials", "search s"],
+                      rows))
     if config["eup"]:
         out += ["", "## Unstructured stage (EUP: thresholding, then quantization)", ""]
         rows = []
@@ -116,11 +120,13 @@ def render_markdown(report: dict, plots=()) -> str:
                 m["name"], t["mode"], "-" if t["threshold"] is None else f"{t['threshold']:g}",
                 "-" if q["digits"] is None else q["digits"], q["distinct_values"],
                 f"{_num(m['eup_nonzero_params'])} ({100 * m['eup_nonzero_params'] / m['initial_params']:.2f}% of initial)",
-                _num(m["eup_nonzero_flops"]), _pct(m["eup_val_accuracy"]), _pct(m["eup_test_accuracy"]),
-                f"{m['eup_al']:.2f}", f"{m['eup_pci']:.2f}",
+                _num(m["eup_nonzero_flops"]),
+                *([_pct(m["eup_val_accuracy"]), _pct(m["eup_test_accuracy"]),
+                   "-" if m["eup_al"] is None else f"{m['eup_al']:.2f}"] if accuracies else []),
+                f"{m['eup_pci']:.2f}",
             ])
         out.append(_table(["model", "mode", "threshold", "digits", "distinct values", "nonzero params",
-                           "nonzero FLOPs", "val acc", "test acc", "AL", "PCI"], rows))
+                           "nonzero FLOPs", *(["val acc", "test acc", "AL"] if accuracies else []), "PCI"], rows))
     c_export = report.get("c_export")
     if c_export and "skipped" in c_export:
         out += ["", "## C code", "", f"Not written: {c_export['skipped']}."]

@@ -12,11 +12,11 @@ import keras
 import keras_tuner
 
 from keras_grs.evaluate import make_evaluator, tidy
-from keras_grs.evaluate.keras import reported_metrics
+from keras_grs.evaluate.keras import check_objective
 from keras_grs.evaluate.runner import PARENT_CACHE_SIZE, CandidateRunner, Request  # noqa: F401  (its old home)
 from keras_grs.files import BackgroundWriter, CorruptFileError, JsonWriter, deferred_to, verify, write_json
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, ResolutionWarning, check_guard_data,
-                             resolution_warnings, split_guard)
+                             loss_reads_classes, resolution_warnings, split_guard)
 from keras_grs.latency import format_ms
 from keras_grs.runlock import RunLock
 from keras_grs.search import check_tolerance
@@ -334,11 +334,13 @@ class GRSTuner(keras_tuner.Tuner):
                           stacklevel=2)
             evaluator = getattr(self.evaluator, "fallback", self.evaluator)
         self._running = (evaluator, reason)
-        initial = None  # built once for both uses below
+        initial = None  # built once for every use below
         if hasattr(evaluator, "pad_to"):  # every batch padded alike, in any process (see BatchedEvaluator.pad_to)
             initial = self._try_build(self._initial_hyperparameters())
             evaluator.pad_to(initial)
-        fit_kwargs = self._hold_back_guard(guard_data, fit_kwargs)
+        if self.oracle.acceptance == "guard" and guard_data is None and initial is None:  # its loss: classes?
+            initial = self._try_build(self._initial_hyperparameters())
+        fit_kwargs = self._hold_back_guard(guard_data, fit_kwargs, initial)
         self._check_fit_arguments(fit_args, fit_kwargs, initial)
         del initial
         try:
@@ -355,8 +357,9 @@ class GRSTuner(keras_tuner.Tuner):
             self._guard = None
             self._running = None
 
-    def _hold_back_guard(self, guard_data, fit_kwargs):
-        """Set the guard split aside; the fit arguments the search trains and decides with."""
+    def _hold_back_guard(self, guard_data, fit_kwargs, initial):
+        """Set the guard split aside; the fit arguments the search trains and decides with. ``initial``: the
+        initial model, whose loss says whether the labels are classes to stratify the split by."""
         acceptance = self.oracle.acceptance
         guard_data = check_guard_data(guard_data, acceptance)
         if acceptance != "guard":
@@ -369,7 +372,8 @@ class GRSTuner(keras_tuner.Tuner):
                     "acceptance='guard' needs validation_data=(x_val, y_val) to carve the guard from (or "
                     "guard_data=(x, y)); acceptance='seed' uses no guard"
                 )
-            validation, guard_data = split_guard(validation, self.oracle.guard_fraction, seed=self.oracle.seed)
+            validation, guard_data = split_guard(validation, self.oracle.guard_fraction, seed=self.oracle.seed,
+                                                 classes=loss_reads_classes(initial))
             fit_kwargs = dict(fit_kwargs, validation_data=validation)
         self._guard = guard_data
         self._warn_resolution(fit_kwargs.get("validation_data"), guard_data)
@@ -423,14 +427,7 @@ class GRSTuner(keras_tuner.Tuner):
             return
         model = initial if initial is not None else self._try_build(self._initial_hyperparameters())
         del initial
-        sample = (validation[0][:64], validation[1][:64])
-        values = reported_metrics(model, sample, fit_kwargs.get("batch_size"))
-        available = values | {name.removeprefix("val_") for name in values}
-        if objective not in available:
-            raise ValueError(
-                f"the model does not produce the objective {objective!r}; it reports {sorted(values)} "
-                "(compile it with the metric, e.g. metrics=['accuracy'])"
-            )
+        check_objective(model, objective, validation, fit_kwargs.get("batch_size"))
         del model
         keras.backend.clear_session(free_memory=False)
 
