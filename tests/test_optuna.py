@@ -213,6 +213,16 @@ def test_a_minimized_objective_is_mirrored_as_minimize(tmp_path):
     assert study.metric_names == ["val_loss", "flops"]
 
 
+def test_an_objective_the_model_does_not_report_is_refused_before_any_trial(tmp_path):
+    x, y = datasets.calcium(n_neurons=20, n_frames=200, seed=0, difficulty="easy")
+    (xt, yt), validation, _ = datasets.split(x, y, val=0.25, test=0.0)
+    study = kgo.create_study(kgo.GRSSampler(seed=0), directory=tmp_path, study_name="plain")
+    with pytest.raises(ValueError, match="does not produce the objective 'val_auc'"):
+        kgo.optimize(study, models.build("nn2", (20,)), xt, yt, validation, tolerance=0.9, epochs=1, n_trials=2,
+                     directory=tmp_path, objective="val_auc")
+    assert study.trials == [] and not (tmp_path / "checkpoints").exists()
+
+
 def test_cli_optuna_backend_and_dashboard_storage_lookup(tmp_path, capsys):
     from keras_grs.cli import CommandError, find_storage, main
 

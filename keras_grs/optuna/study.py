@@ -11,6 +11,7 @@ import keras
 import optuna
 
 from keras_grs.evaluate import make_evaluator
+from keras_grs.evaluate.keras import check_objective
 from keras_grs.evaluate.runner import CandidateRunner, Request
 from keras_grs.files import CorruptFileError, load_weights, verify
 from keras_grs.guard import (DEFAULT_ACCEPTANCE, DEFAULT_GUARD_FRACTION, check_guard_data, epoch_score_for,
@@ -264,6 +265,7 @@ def optimize(
     guard_data = check_guard_data(guard_data, acceptance)
     model = _as_model(model_or_hypermodel)
     structure = analyze(model, min_width)
+    check_objective(model, objective, validation_data, batch_size)  # before a trial trains and fails on it
     # the sampler's frozen widths and width multiple, checked against the model's groups before any trial
     constrain(structure.search_groups(), sampler.frozen, sampler.width_multiple)
     existing = study.user_attrs.get(CONFIG_ATTR)
