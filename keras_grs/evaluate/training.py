@@ -166,9 +166,10 @@ def read_loss(model, output_activation) -> Loss:
 @dataclass(frozen=True)
 class Score:
     """The validation score a search keeps within its tolerance, as the compiled fit computes it per candidate:
-    Keras' ``"accuracy"``, the loss, a ``keras.metrics.AUC`` the model is compiled with, or an error metric it is
-    compiled with (mean absolute, mean squared or root mean squared error; ``metric`` "accuracy", "loss", "auc" or
-    one of ``ERROR_METRICS``' values; ``name``: the metric's name in Keras' logs, so the objective is
+    Keras' ``"accuracy"``, the loss, a ``keras.metrics.AUC`` the model is compiled with, an accuracy metric (sparse
+    categorical, categorical or binary, at its ``threshold``) or an error metric it is compiled with (mean absolute,
+    mean squared or root mean squared error; ``metric`` "accuracy", "loss", "auc" or one of ``ACCURACY_METRICS``'
+    or ``ERROR_METRICS``' values; ``name``: the metric's name in Keras' logs, so the objective is
     ``val_<name>``; ``minimize``: a lower score is better).
 
     An AUC counts true and false positives at its thresholds over the whole validation split and reads the curve
@@ -188,14 +189,25 @@ class Score:
     multi_label: bool = False
     label_weights: tuple | None = None
     from_logits: bool = False
+    threshold: float = 0.5
 
     def value(self, labels, outputs):
-        """(k,) this score (an AUC or an error metric; not accuracy or the loss, which the fit computes itself) of
-        outputs (k, samples, units), the model's outputs, against labels (samples, units) shared by the k
-        candidates. An error metric is Keras': the mean over every value of the validation split (what its running
-        mean over ``evaluate``'s batches comes to), its square root for the root mean squared error."""
+        """(k,) this score (an AUC, an accuracy metric or an error metric; not ``"accuracy"`` or the loss, which
+        the fit computes itself) of outputs (k, samples, units), the model's outputs, against labels shared by the k
+        candidates: (samples,) class ids for the sparse categorical accuracy, else (samples, units). An accuracy
+        metric or an error metric is Keras': the mean over the validation split (what its running mean over
+        ``evaluate``'s batches comes to), the square root of it for the root mean squared error."""
         if self.metric == "auc":
             return self.auc(labels, outputs)
+        if self.metric in ACCURACY_METRICS.values():
+            if self.metric == "binary_accuracy":  # per value: above the threshold, against a 0/1 label
+                labels = tf.reshape(labels, (-1, outputs.shape[-1]))[None]
+                right = tf.equal(tf.cast(outputs > self.threshold, labels.dtype), labels)
+                return tf.reduce_mean(tf.cast(right, tf.float32), axis=(1, 2))
+            predicted = tf.argmax(outputs, axis=-1, output_type=tf.int32)
+            truth = tf.cast(tf.reshape(labels, (-1,)), tf.int32) if self.metric == "sparse_categorical_accuracy" \
+                else tf.argmax(labels, axis=-1, output_type=tf.int32)
+            return tf.reduce_mean(tf.cast(tf.equal(predicted, truth[None]), tf.float32), axis=1)
         error = outputs - tf.reshape(labels, (-1, outputs.shape[-1]))[None]
         if self.metric == "mean_absolute_error":
             return tf.reduce_mean(tf.abs(error), axis=(1, 2))
@@ -275,9 +287,9 @@ class Score:
 
 def read_scores(model, objective, loss: Loss, units: int) -> tuple[Score, tuple[Score, ...]]:
     """The :class:`Score` a keras-tuner ``objective`` names for this model, ``val_accuracy`` (maximized),
-    ``val_loss`` (minimized), ``val_<name>`` of a ``keras.metrics.AUC`` the model is compiled with (maximized) or
-    of an error metric it is compiled with (minimized), or UnsupportedForBatching naming anything else; and the
-    Scores of the other AUC and error metrics it is compiled with, which the compiled fit computes beside it so that
+    ``val_loss`` (minimized), ``val_<name>`` of a ``keras.metrics.AUC`` or an accuracy metric the model is compiled
+    with (maximized) or of an error metric it is compiled with (minimized), or UnsupportedForBatching naming
+    anything else; and the Scores of the other AUC, accuracy and error metrics it is compiled with, which the compiled fit computes beside it so that
     a trial records the ``val_<name>`` the keras evaluator would (one it cannot compute, on integer labels, which
     Keras' AUC cannot read either, is left out)."""
     metrics = _compiled_metrics(model)
@@ -289,6 +301,8 @@ def read_scores(model, objective, loss: Loss, units: int) -> tuple[Score, tuple[
         try:
             if type(metric) is keras.metrics.AUC:
                 reported.append(_auc_score(label, metric, loss, units, f"metric {label}"))
+            elif type(metric) in ACCURACY_METRICS:
+                reported.append(_accuracy_score(label, metric, loss, units, f"metric {label}"))
             elif _is_error_metric(metric):
                 reported.append(_error_score(label, metric, loss, f"metric {label}"))
         except UnsupportedForBatching:
@@ -314,10 +328,14 @@ def _objective_score(metrics, objective, loss: Loss, units: int) -> Score:
         if direction != "min":
             raise UnsupportedForBatching(f"objective {name} ({direction}; an error is minimized)")
         return _error_score(label, metric, loss, f"objective {name}")
+    if type(metric) in ACCURACY_METRICS:
+        if direction != "max":
+            raise UnsupportedForBatching(f"objective {name} ({direction}; an accuracy is maximized)")
+        return _accuracy_score(label, metric, loss, units, f"objective {name}")
     if type(metric) is not keras.metrics.AUC:
         raise UnsupportedForBatching(f"objective {name}: metric {type(metric).__name__} (the batched path computes "
-                                     "accuracy, the loss, AUC and mean absolute, mean squared and root mean "
-                                     "squared errors)")
+                                     "accuracy (sparse categorical, categorical, binary), the loss, AUC and mean "
+                                     "absolute, mean squared and root mean squared errors)")
     if direction != "max":
         raise UnsupportedForBatching(f"objective {name} ({direction}; an AUC is maximized)")
     return _auc_score(label, metric, loss, units, f"objective {name}")
@@ -338,6 +356,27 @@ def _auc_score(label, metric, loss: Loss, units: int, what: str) -> Score:
                  evenly=bool(metric._thresholds_distributed_evenly), curve=metric.curve.value,
                  summation=metric.summation_method.value, multi_label=bool(metric.multi_label), label_weights=weights,
                  from_logits=bool(config.get("from_logits")))
+
+
+# the accuracy metrics the compiled fit computes, by the Keras metric class a model is compiled with (also by
+# name: "sparse_categorical_accuracy", ...); "accuracy" is Keras' own choice among them (Loss.accuracy)
+ACCURACY_METRICS = {
+    keras.metrics.SparseCategoricalAccuracy: "sparse_categorical_accuracy",
+    keras.metrics.CategoricalAccuracy: "categorical_accuracy",
+    keras.metrics.BinaryAccuracy: "binary_accuracy",
+}
+
+
+def _accuracy_score(label, metric, loss: Loss, units: int, what: str) -> Score:
+    """The :class:`Score` of an accuracy metric (``ACCURACY_METRICS``) logged as ``label``: the sparse one reads
+    class ids, the categorical and binary ones labels of the outputs' shape."""
+    kind = ACCURACY_METRICS[type(metric)]
+    if loss.regression:
+        raise UnsupportedForBatching(f"{what} with the regression loss {loss.name}")
+    if loss.sparse != (kind == "sparse_categorical_accuracy"):
+        raise UnsupportedForBatching(f"{what} with {'integer class' if loss.sparse else 'one-hot or 0/1'} labels")
+    threshold = float(metric.get_config().get("threshold", 0.5))
+    return Score(kind, label, threshold=threshold)
 
 
 # the error metrics the compiled fit computes, by the Keras metric class or function a model is compiled with
