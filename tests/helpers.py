@@ -120,3 +120,17 @@ def separable_cnn(shape=(6, 6, 1), classes=2):
                              name="separable")
     model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     return model
+
+
+def batched_trials(tuner, *fit_args, trials, **fit_kwargs):
+    """Run ``tuner.search`` with warnings as errors (so no fallback to one fit per trial), check the batched
+    evaluator trained and ``trials`` trials completed; return them in the order they started."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        tuner.search(*fit_args, **fit_kwargs)
+    assert tuner.evaluator._calls >= 1
+    found = [tuner.oracle.get_trial(t) for t in tuner.oracle.start_order]
+    assert len(found) == trials and all(t.status == "COMPLETED" for t in found)
+    return found

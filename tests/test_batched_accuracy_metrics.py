@@ -2,13 +2,12 @@
 ``BinaryAccuracy(threshold=...)``): the batched path computes them as Keras does, so a search whose objective is one
 of them trains batched and records the value Keras computes for each trial's checkpoint."""
 
-import warnings
-
 import keras
 import numpy as np
 import pytest
 from keras_tuner import Objective
 
+from helpers import batched_trials
 from keras_grs import GRSTuner
 from keras_grs.evaluate import Job
 from keras_grs.evaluate.batched import BatchedEvaluator
@@ -83,12 +82,7 @@ def test_a_search_on_an_accuracy_metric_runs_batched_and_records_it_as_keras_com
     objective = f"val_{name}"
     tuner = GRSTuner.from_model(model, objective=Objective(objective, "max"), tolerance=0.8, seed=0, max_trials=3,
                                 evaluator="batched", acceptance="seed", directory=tmp_path, project_name=case)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # no fallback to one fit per trial
-        tuner.search(x, y, validation_data=(x_val, y_val), epochs=2, verbose=0)
-    assert tuner.evaluator._calls >= 1
-    trials = [tuner.oracle.get_trial(t) for t in tuner.oracle.start_order]
-    assert len(trials) == 3 and all(t.status == "COMPLETED" for t in trials)
+    trials = batched_trials(tuner, x, y, validation_data=(x_val, y_val), epochs=2, verbose=0, trials=3)
     for trial in trials[1:]:
         assert trial.score == pytest.approx(trial.metrics.get_last_value(objective))
         reference = keras_metric(metric)

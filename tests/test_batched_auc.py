@@ -2,14 +2,13 @@
 metric's thresholds over the validation split and reads the area as ``keras.metrics.AUC`` does, so a search whose
 objective is ``val_auc`` trains batched, keeps the epoch Keras would keep, and records the same ``val_auc``."""
 
-import warnings
-
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from keras_tuner import Objective
 
+from helpers import batched_trials
 from keras_grs import GRSTuner
 from keras_grs.evaluate import Job
 from keras_grs.evaluate.batched import BatchedEvaluator
@@ -150,12 +149,8 @@ def test_a_search_with_an_auc_objective_runs_batched_and_records_val_auc(tmp_pat
     stop = keras.callbacks.EarlyStopping(monitor="val_auc", patience=2)
     tuner = GRSTuner.from_model(model, objective=Objective(objective, "max"), tolerance=0.5, seed=0, max_trials=3,
                                 evaluator="batched", acceptance="seed", directory=tmp_path, project_name="auc")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # no fallback to one fit per trial
-        tuner.search(x, y, validation_data=(x_val, y_val), epochs=3, callbacks=[stop], verbose=0)
-    assert tuner.evaluator._calls >= 1
-    trials = [tuner.oracle.get_trial(t) for t in tuner.oracle.start_order]
-    assert len(trials) == 3 and all(t.status == "COMPLETED" for t in trials)
+    trials = batched_trials(tuner, x, y, validation_data=(x_val, y_val), epochs=3, callbacks=[stop], verbose=0,
+                            trials=3)
     for trial in trials[1:]:  # the AUCs recorded are those of the checkpoint's model
         assert trial.score == pytest.approx(trial.metrics.get_last_value(objective))
         outputs = tuner.load_model(trial).predict(x_val, verbose=0)

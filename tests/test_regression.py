@@ -2,13 +2,12 @@
 searched on ``val_loss``. They train batched, their trials record what Keras would (no accuracy), the guard split
 does not take their targets for classes, and a Huber's ``delta`` reaches every candidate."""
 
-import warnings
-
 import keras
 import numpy as np
 import pytest
 from keras_tuner import Objective
 
+from helpers import batched_trials
 from keras_grs import GRSTuner, shrink
 from keras_grs.evaluate import Job
 from keras_grs.evaluate.batched import BatchedEvaluator
@@ -41,12 +40,7 @@ def test_an_autoencoder_searched_on_val_loss_trains_batched_and_records_keras_va
     model.fit(x, x, epochs=30, verbose=0)
     tuner = GRSTuner.from_model(model, objective=Objective("val_loss", "min"), tolerance=0.9, seed=0, max_trials=5,
                                 evaluator="batched", directory=tmp_path, project_name="autoencoder")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # no fallback to one fit per trial
-        tuner.search(x, x, validation_data=(x_val, x_val), epochs=3, verbose=0)
-    assert tuner.evaluator._calls >= 1
-    trials = [tuner.oracle.get_trial(t) for t in tuner.oracle.start_order]
-    assert len(trials) == 5 and all(t.status == "COMPLETED" for t in trials)
+    trials = batched_trials(tuner, x, x, validation_data=(x_val, x_val), epochs=3, verbose=0, trials=5)
     # the guard holds part of the validation data back (acceptance "guard"): the search validates on the rest
     (search_x, _), _ = split_guard((x_val, x_val), tuner.oracle.guard_fraction, seed=tuner.oracle.seed)
     for trial in trials[1:]:
@@ -179,12 +173,8 @@ def test_error_metrics_are_recorded_and_may_be_the_objective(tmp_path, objective
     stop = keras.callbacks.EarlyStopping(monitor="val_mae", patience=1)
     tuner = GRSTuner.from_model(model, objective=Objective(objective, "min"), tolerance=0.8, seed=0, max_trials=4,
                                 evaluator="batched", acceptance="seed", directory=tmp_path, project_name="errors")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)  # no fallback to one fit per trial
-        tuner.search(x, x, validation_data=(x_val, x_val), epochs=4, callbacks=[stop], verbose=0)
-    assert tuner.evaluator._calls >= 1
-    trials = [tuner.oracle.get_trial(t) for t in tuner.oracle.start_order]
-    assert len(trials) == 4 and all(t.status == "COMPLETED" for t in trials)
+    trials = batched_trials(tuner, x, x, validation_data=(x_val, x_val), epochs=4, callbacks=[stop], verbose=0,
+                            trials=4)
     for trial in trials[1:]:
         assert trial.score == pytest.approx(trial.metrics.get_last_value(objective))
         outputs = tuner.load_model(trial).predict(x_val, verbose=0)
