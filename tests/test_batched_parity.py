@@ -191,9 +191,21 @@ def test_losses(build, labels, tmp_path):
     lambda: keras.optimizers.RMSprop(schedules.PolynomialDecay(0.02, decay_steps=6, end_learning_rate=0.002,
                                                                power=2.0, cycle=True)),
     lambda: keras.optimizers.Adam(schedules.InverseTimeDecay(0.02, decay_steps=2, decay_rate=0.5, staircase=True)),
+    lambda: keras.optimizers.Adagrad(0.1),
+    lambda: keras.optimizers.Adagrad(0.05, initial_accumulator_value=0.5, epsilon=1e-4, weight_decay=0.05),
+    lambda: keras.optimizers.Adamax(0.02, beta_1=0.8, beta_2=0.95),
+    lambda: keras.optimizers.Nadam(0.01),
+    lambda: keras.optimizers.Nadam(schedules.ExponentialDecay(0.02, decay_steps=3, decay_rate=0.5), beta_1=0.7,
+                                   epsilon=1e-4),
+    lambda: keras.optimizers.Lion(0.002, beta_1=0.8, beta_2=0.95, weight_decay=0.1),
+    lambda: keras.optimizers.Adam(0.05, clipnorm=0.05),
+    lambda: keras.optimizers.SGD(0.5, momentum=0.5, global_clipnorm=0.1),
+    lambda: keras.optimizers.RMSprop(0.01, clipvalue=0.01),
 ], ids=["sgd", "sgd-momentum", "sgd-nesterov", "rmsprop", "rmsprop-centered-momentum", "adam-options-amsgrad",
         "adamw", "sgd-weight-decay", "adam-exponential-decay", "sgd-piecewise", "adamw-cosine-warmup",
-        "sgd-cosine-restarts", "rmsprop-polynomial-cycle", "adam-inverse-time-staircase"])
+        "sgd-cosine-restarts", "rmsprop-polynomial-cycle", "adam-inverse-time-staircase", "adagrad",
+        "adagrad-options-weight-decay", "adamax", "nadam", "nadam-schedule", "lion-weight-decay", "adam-clipnorm",
+        "sgd-global-clipnorm", "rmsprop-clipvalue"])
 def test_optimizers_and_schedules(optimizer, tmp_path):
     assert_trains_like_fit(lambda: mlp(optimizer=optimizer()), tmp_path=tmp_path)
 

@@ -1032,7 +1032,7 @@ class BatchedEvaluator:
         score = problem.score
         stoppers = [_Stopping(c, k, score, problem.reported) for c in data.callbacks]
         trained = params[:data.plan.offsets.moving]  # the optimizer's state: each slot for each trained parameter
-        state = [tf.zeros_like(p) for _ in range(data.plan.optimizer.slots()) for p in trained]
+        state = data.plan.optimizer.initial_state(trained)
         step = tf.constant(0.0)
         # per candidate, by its identity (see Job.key); padding slots draw nothing and train on the plain order
         rngs = [keyed_rng(self.seed, f"fit {job.key if job.key is not None else f'{self._calls}.{offset + j}'}")

@@ -9,8 +9,9 @@ tuner records the reason in the trial's ``evaluation.json``.
 Supported: sparse or categorical cross-entropy on a softmax output, binary cross-entropy on a sigmoid output (or
 any of them ``from_logits`` on a linear output; label smoothing included), mean squared or absolute error and the
 Huber loss on any output activation (regression, an autoencoder's reconstruction); SGD (momentum, Nesterov), RMSprop
-(momentum, centered), Adam and AdamW (betas, epsilon, AMSGrad); weight decay, and Keras' learning-rate schedules,
-for all of them; L1/L2/L1L2 kernel and bias regularizers; ``val_accuracy``, ``val_loss`` or an AUC metric's
+(momentum, centered), Adam and AdamW (betas, epsilon, AMSGrad), Adagrad, Adamax, Nadam and Lion; weight decay,
+gradient clipping (``clipnorm``, ``global_clipnorm``, ``clipvalue``) and Keras' learning-rate schedules, for all of
+them; L1/L2/L1L2 kernel and bias regularizers; ``val_accuracy``, ``val_loss``, or an AUC, accuracy or error metric's
 validation score as the objective (:class:`Score`).
 """
 
@@ -477,22 +478,29 @@ OPTIMIZERS = {  # class -> the options its update reads
     keras.optimizers.RMSprop: ("rho", "momentum", "epsilon", "centered"),
     keras.optimizers.Adam: ("beta_1", "beta_2", "epsilon", "amsgrad"),
     keras.optimizers.AdamW: ("beta_1", "beta_2", "epsilon", "amsgrad"),
+    keras.optimizers.Adagrad: ("initial_accumulator_value", "epsilon"),
+    keras.optimizers.Adamax: ("beta_1", "beta_2", "epsilon"),
+    keras.optimizers.Nadam: ("beta_1", "beta_2", "epsilon"),
+    keras.optimizers.Lion: ("beta_1", "beta_2"),
 }
-UNSUPPORTED_OPTIONS = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "gradient_accumulation_steps",
-                       "loss_scale_factor")
+NADAM_DECAY = 0.96  # Keras' Nadam: the momentum schedule's decay
+UNSUPPORTED_OPTIONS = ("use_ema", "gradient_accumulation_steps", "loss_scale_factor")
+CLIPPING = ("clipnorm", "global_clipnorm", "clipvalue")  # the first one set applies, as in Keras' _clip_gradients
 SCHEDULES = ("CosineDecay", "CosineDecayRestarts", "ExponentialDecay", "InverseTimeDecay", "PiecewiseConstantDecay",
              "PolynomialDecay")
 
 
 @dataclass(frozen=True)
 class Optimizer:
-    """A Keras optimizer's update, applied to stacked weights: ``kind`` (SGD, RMSprop, Adam), its options as
-    sorted pairs, the weight decay, and the learning rate (a float or a serialized Keras schedule)."""
+    """A Keras optimizer's update, applied to stacked weights: ``kind`` (SGD, RMSprop, Adam, Adagrad, Adamax,
+    Nadam, Lion), its options as sorted pairs, the weight decay, and the learning rate (a float or a serialized
+    Keras schedule). Each update is Keras' ``update_step``, operation for operation (the same float rounding)."""
 
     kind: str
     options: tuple
     weight_decay: float
     learning_rate: float | str
+    clipping: tuple = ()  # (one of CLIPPING, its limit), or none
 
     def option(self, name):
         return dict(self.options)[name]
@@ -503,7 +511,21 @@ class Optimizer:
             return 1 if self.option("momentum") else 0
         if self.kind == "RMSprop":
             return 1 + bool(self.option("momentum")) + bool(self.option("centered"))
-        return 3 if self.option("amsgrad") else 2
+        if self.kind in ("Adagrad", "Lion"):
+            return 1
+        if self.kind == "Nadam":
+            return 3  # its momentum schedule's running product, kept as a scalar beside each weight
+        return 3 if self.kind == "Adam" and self.option("amsgrad") else 2
+
+    def initial_state(self, params) -> list:
+        """The state before the first update, slot after slot (each slot for each of ``params``): zeros, but
+        Adagrad's accumulators start at its ``initial_accumulator_value`` and Nadam's product at 1."""
+        state = [tf.zeros_like(p) for _ in range(self.slots()) for p in params]
+        if self.kind == "Adagrad":
+            state = [tf.fill(p.shape, tf.constant(self.option("initial_accumulator_value"), p.dtype)) for p in params]
+        elif self.kind == "Nadam":
+            state[2 * len(params):] = [tf.ones(()) for _ in params]
+        return state
 
     def schedule(self):
         """A function of the iteration count (before the update, as Keras calls its schedule) -> learning rate."""
@@ -516,9 +538,35 @@ class Optimizer:
     def update(self, params, grads, state, step, lr):
         """One step of Keras' ``apply_gradients``: decoupled weight decay first, then the optimizer's own update.
         ``state``: per slot, a tuple with one tensor per weight; ``step``: this update's number, from 1."""
+        if self.clipping:
+            grads = self._clipped(grads)
         if self.weight_decay:
             params = tuple(p - p * self.weight_decay * lr for p in params)
         return getattr(self, "_" + self.kind.lower())(params, grads, state, step, lr)
+
+    def _clipped(self, grads):
+        """Keras' gradient clipping, per candidate (the leading axis; the padding's gradients are zero):
+        ``clipnorm`` scales each weight's gradient to that norm at most, ``global_clipnorm`` all of a candidate's
+        gradients together, ``clipvalue`` clips each value."""
+        kind, limit = self.clipping
+
+        def per_candidate(g, values):
+            return tf.reshape(values, (-1,) + (1,) * (len(g.shape) - 1))
+
+        if kind == "clipvalue":
+            return [tf.clip_by_value(g, -limit, limit) for g in grads]
+        sums = [tf.reduce_sum(tf.square(g), axis=list(range(1, len(g.shape)))) for g in grads]
+        if kind == "global_clipnorm":
+            norm = tf.sqrt(tf.reduce_sum(tf.stack(sums), axis=0))
+            scale = limit * tf.minimum(1.0 / norm, 1.0 / limit)
+            scale = scale + (norm - norm)  # NaN for a gradient that is not finite, as Keras makes it
+            return [g * per_candidate(g, scale) for g in grads]
+        clipped = []
+        for g, total in zip(grads, sums):
+            positive = total > 0  # Keras' two-sided where: no NaN from the root of zero
+            norm = tf.where(positive, tf.sqrt(tf.where(positive, total, tf.ones_like(total))), total)
+            clipped.append((g * limit) / per_candidate(g, tf.maximum(norm, limit)))
+        return clipped
 
     def _sgd(self, params, grads, state, step, lr):
         momentum = self.option("momentum")
@@ -561,6 +609,39 @@ class Optimizer:
             new = (m, new[1], v)
         return tuple(p - alpha * mj / (tf.sqrt(vj) + eps) for p, mj, vj in zip(params, m, v)), new
 
+    def _adagrad(self, params, grads, state, step, lr):
+        eps = self.option("epsilon")
+        accumulators = tuple(a + tf.square(g) for a, g in zip(state[0], grads))
+        return tuple(p - (lr * g) / tf.sqrt(a + eps) for p, g, a in zip(params, grads, accumulators)), (accumulators,)
+
+    def _adamax(self, params, grads, state, step, lr):
+        beta_1, beta_2, eps = self.option("beta_1"), self.option("beta_2"), self.option("epsilon")
+        m = tuple(mj + (g - mj) * (1 - beta_1) for mj, g in zip(state[0], grads))
+        u = tuple(tf.maximum(beta_2 * uj, tf.abs(g)) for uj, g in zip(state[1], grads))
+        correction = 1 - tf.pow(tf.constant(beta_1, tf.float32), step)
+        return tuple(p - (lr * mj) / (correction * (uj + eps)) for p, mj, uj in zip(params, m, u)), (m, u)
+
+    def _nadam(self, params, grads, state, step, lr):
+        beta_1, beta_2, eps = self.option("beta_1"), self.option("beta_2"), self.option("epsilon")
+        decay = tf.constant(NADAM_DECAY, tf.float32)
+        u_t = beta_1 * (1.0 - 0.5 * tf.pow(decay, step))
+        u_next = beta_1 * (1.0 - 0.5 * tf.pow(decay, step + 1.0))
+        product = state[2][0] * beta_1 * (1.0 - 0.5 * tf.pow(decay, step))  # updated before the step, as Keras does
+        product_next = product * u_next
+        beta_2_power = tf.pow(tf.constant(beta_2, tf.float32), step)
+        m = tuple(mj + (g - mj) * (1 - beta_1) for mj, g in zip(state[0], grads))
+        v = tuple(vj + (tf.square(g) - vj) * (1 - beta_2) for vj, g in zip(state[1], grads))
+        updated = []
+        for p, g, mj, vj in zip(params, grads, m, v):
+            m_hat = (u_next * mj) / (1 - product_next) + ((1 - u_t) * g) / (1 - product)
+            updated.append(p - (m_hat * lr) / (tf.sqrt(vj / (1 - beta_2_power)) + eps))
+        return tuple(updated), (m, v, tuple(product for _ in params))
+
+    def _lion(self, params, grads, state, step, lr):
+        beta_1, beta_2 = self.option("beta_1"), self.option("beta_2")
+        params = tuple(p - lr * tf.sign(mj * beta_1 + g * (1.0 - beta_1)) for p, mj, g in zip(params, state[0], grads))
+        return params, (tuple(mj * beta_2 + g * (1.0 - beta_2) for mj, g in zip(state[0], grads)),)
+
 
 def read_optimizer(optimizer) -> Optimizer:
     """The model's optimizer as an :class:`Optimizer`, or UnsupportedForBatching naming what is not reproduced."""
@@ -587,4 +668,5 @@ def read_optimizer(optimizer) -> Optimizer:
         rate = float(rate)
     kind = "Adam" if isinstance(optimizer, keras.optimizers.Adam) else name
     options = tuple(sorted((k, config[k]) for k in OPTIMIZERS[type(optimizer)]))
-    return Optimizer(kind, options, float(config.get("weight_decay") or 0.0), rate)
+    clipping = next(((k, float(config[k])) for k in CLIPPING if config.get(k) and config[k] > 0), ())
+    return Optimizer(kind, options, float(config.get("weight_decay") or 0.0), rate, clipping)
