@@ -315,7 +315,7 @@ def test_prune_refuses_an_unknown_evaluator_before_any_work(tmp_path, data):
     ({"optimizer": keras.optimizers.Ftrl()}, "optimizer Ftrl"),
     ({"optimizer": keras.optimizers.Adam(use_ema=True)}, "Adam with use_ema"),
     ({"optimizer": keras.optimizers.SGD(gradient_accumulation_steps=2)}, "SGD with gradient_accumulation_steps"),
-    ({"loss": "log_cosh"}, "loss 'log_cosh'"),
+    ({"loss": "kl_divergence"}, "loss 'kl_divergence'"),
     ({"loss": "binary_crossentropy"}, "binary_crossentropy on a softmax output"),
     ({"loss": keras.losses.SparseCategoricalCrossentropy(ignore_class=0)}, "with ignore_class"),
     ({"output": "linear"}, "linear output without from_logits"),

@@ -24,6 +24,8 @@ def data(labels, seed=0):
         return x, np.eye(CLASSES, dtype="float32")[ids]
     if labels == "targets":  # a regression's: two values per sample, within (-1, 1)
         return x, np.stack([np.tanh(x[:, 0] - x[:, 1]), np.tanh(0.5 * x[:, 2] * x[:, 3])], axis=1).astype("float32")
+    if labels == "counts":  # a regression's non-negative whole numbers: two counts per sample, zeros among them
+        return x, np.round(np.exp(0.6 * x[:, :2] - 0.3)).astype("float32")
     return x, ids
 
 
@@ -107,7 +109,7 @@ def assert_trains_like_fit(build, labels="ids", epochs=3, tmp_path=None, shape=(
     for got, want, initial, still in zip(candidate.get_weights(), reference.get_weights(), start, fixed):
         assert np.abs(want - initial).max() > 1e-3 or not initial.any() or still  # training moved it
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=atol)
-    assert ("val_accuracy" in result) == (labels != "targets")  # a regression records none
+    assert ("val_accuracy" in result) == (labels not in ("targets", "counts"))  # a regression records none
     for name in ("loss", "val_loss", "val_accuracy")[: 2 + ("val_accuracy" in result)]:
         assert result[name] == pytest.approx(history[name][-1], rel=1e-4, abs=1e-6), name
 
@@ -169,8 +171,12 @@ def test_depthwise_convolutions_train_like_fit(build, shape, tmp_path):
     (lambda: mlp(loss="mse", output="linear", units=2, metrics=()), "targets"),
     (lambda: mlp(loss=keras.losses.MeanAbsoluteError(), output="tanh", units=2, metrics=["mae"]), "targets"),
     (lambda: mlp(loss=keras.losses.Huber(delta=0.3), output="linear", units=2, metrics=()), "targets"),
+    (lambda: mlp(loss="log_cosh", output="linear", units=2, metrics=()), "targets"),
+    (lambda: mlp(loss="msle", output="softplus", units=2, metrics=()), "counts"),
+    (lambda: mlp(loss=keras.losses.MeanAbsolutePercentageError(), output="softplus", units=2, metrics=()), "counts"),
+    (lambda: mlp(loss="poisson", output="exponential", units=2, metrics=()), "counts"),
 ], ids=["categorical", "categorical-smoothed", "binary", "binary-smoothed", "sparse-logits", "binary-logits",
-        "mean-squared", "mean-absolute-tanh", "huber"])
+        "mean-squared", "mean-absolute-tanh", "huber", "log-cosh", "msle", "mape-of-counts", "poisson"])
 def test_losses(build, labels, tmp_path):
     assert_trains_like_fit(build, labels, tmp_path=tmp_path)
 

@@ -7,8 +7,9 @@ Keras 3 applies, so that one candidate trained by the batched evaluator ends wit
 tuner records the reason in the trial's ``evaluation.json``.
 
 Supported: sparse or categorical cross-entropy on a softmax output, binary cross-entropy on a sigmoid output (or
-any of them ``from_logits`` on a linear output; label smoothing included), mean squared or absolute error and the
-Huber loss on any output activation (regression, an autoencoder's reconstruction); SGD (momentum, Nesterov), RMSprop
+any of them ``from_logits`` on a linear output; label smoothing included), mean squared or absolute error, the
+Huber, log-cosh and Poisson losses, mean squared logarithmic and mean absolute percentage error on any output
+activation (regression, an autoencoder's reconstruction); SGD (momentum, Nesterov), RMSprop
 (momentum, centered), Adam and AdamW (betas, epsilon, AMSGrad), Adagrad, Adamax, Nadam and Lion; weight decay,
 gradient clipping (``clipnorm``, ``global_clipnorm``, ``clipvalue``) and Keras' learning-rate schedules, for all of
 them; L1/L2/L1L2 kernel and bias regularizers; ``val_accuracy``, ``val_loss``, or an AUC, accuracy or error metric's
@@ -18,6 +19,7 @@ validation score as the objective (:class:`Score`).
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import keras
@@ -37,20 +39,25 @@ LOSS_CLASSES = {
     "MeanSquaredError": "mean_squared_error",
     "MeanAbsoluteError": "mean_absolute_error",
     "Huber": "huber",
+    "LogCosh": "log_cosh",
+    "MeanSquaredLogarithmicError": "mean_squared_logarithmic_error",
+    "MeanAbsolutePercentageError": "mean_absolute_percentage_error",
+    "Poisson": "poisson",
 }
 OUTPUT_OF_LOSS = {  # the output activation whose logits each loss reads
     "sparse_categorical_crossentropy": "softmax",
     "categorical_crossentropy": "softmax",
     "binary_crossentropy": "sigmoid",
 }
-REGRESSION_LOSSES = ("mean_squared_error", "mean_absolute_error", "huber")  # on the outputs, any activation
+REGRESSION_LOSSES = ("mean_squared_error", "mean_absolute_error", "huber", "log_cosh", "mean_squared_logarithmic_error",
+                     "mean_absolute_percentage_error", "poisson")  # on the outputs, any activation
 FREE_LOSS_OPTIONS = ("name", "dtype", "from_logits", "label_smoothing", "delta")  # read below, or without effect here
 NEUTRAL_LOSS_OPTIONS = {"reduction": "sum_over_batch_size", "axis": -1, "ignore_class": None}
 
 
 @dataclass(frozen=True)
 class Loss:
-    """A cross-entropy on the model's logits, or a regression loss (mean squared or absolute error, Huber) on its
+    """A cross-entropy on the model's logits, or a regression loss (one of ``REGRESSION_LOSSES``) on its
     outputs, and the accuracy Keras' ``"accuracy"`` metric computes for a cross-entropy.
 
     ``output``: the model's output activation (``softmax``, ``sigmoid`` or ``linear`` for logits; for a regression
@@ -77,15 +84,8 @@ class Loss:
         shared by the k candidates, or the same with a leading candidate axis."""
         if len(labels.shape) < len(logits.shape) - self.sparse:  # shared: the same labels for every candidate
             labels = tf.broadcast_to(labels[None], (logits.shape[0], *labels.shape))
-        if self.regression:  # Keras' formulas, a mean over the last axis
-            error = self.outputs(logits) - labels
-            if self.name == "mean_squared_error":
-                return tf.reduce_mean(tf.square(error), axis=-1)
-            if self.name == "mean_absolute_error":
-                return tf.reduce_mean(tf.abs(error), axis=-1)
-            size = tf.abs(error)
-            return tf.reduce_mean(tf.where(size <= self.delta, 0.5 * tf.square(error),
-                                           self.delta * size - 0.5 * self.delta ** 2), axis=-1)
+        if self.regression:
+            return self._regression_loss(labels, self.outputs(logits))
         if self.sparse:
             return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
         if self.name == "categorical_crossentropy":
@@ -95,6 +95,28 @@ class Loss:
         if self.label_smoothing:
             labels = labels * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
         return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels, logits), axis=-1)
+
+    def _regression_loss(self, labels, outputs):
+        """Keras' formula of the regression loss, a mean over the last axis (``epsilon``: Keras' fuzz factor)."""
+        eps = keras.config.epsilon()
+        error = outputs - labels
+        if self.name == "mean_squared_error":
+            per_value = tf.square(error)
+        elif self.name == "mean_absolute_error":
+            per_value = tf.abs(error)
+        elif self.name == "huber":
+            size = tf.abs(error)
+            per_value = tf.where(size <= self.delta, 0.5 * tf.square(error), self.delta * size - 0.5 * self.delta ** 2)
+        elif self.name == "log_cosh":
+            per_value = error + tf.nn.softplus(error * -2.0) - math.log(2.0)
+        elif self.name == "mean_squared_logarithmic_error":
+            logs = [tf.math.log(tf.maximum(values, eps) + 1.0) for values in (outputs, labels)]
+            per_value = tf.square(logs[0] - logs[1])
+        elif self.name == "mean_absolute_percentage_error":
+            return 100.0 * tf.reduce_mean(tf.abs((labels - outputs) / tf.maximum(tf.abs(labels), eps)), axis=-1)
+        else:  # poisson
+            per_value = outputs - labels * tf.math.log(outputs + eps)
+        return tf.reduce_mean(per_value, axis=-1)
 
     def outputs(self, logits):
         """The model's outputs: its output activation of the logits."""
