@@ -171,12 +171,20 @@ def test_depthwise_convolutions_train_like_fit(build, shape, tmp_path):
     (lambda: mlp(loss="mse", output="linear", units=2, metrics=()), "targets"),
     (lambda: mlp(loss=keras.losses.MeanAbsoluteError(), output="tanh", units=2, metrics=["mae"]), "targets"),
     (lambda: mlp(loss=keras.losses.Huber(delta=0.3), output="linear", units=2, metrics=()), "targets"),
+    (lambda: mlp(loss="categorical_focal_crossentropy"), "onehot"),
+    (lambda: mlp(loss=keras.losses.CategoricalFocalCrossentropy(alpha=0.5, gamma=1.5, label_smoothing=0.1,
+                                                                from_logits=True), output="linear"), "onehot"),
+    (lambda: mlp(loss="binary_focal_crossentropy", output="sigmoid", units=1), "binary"),
+    (lambda: mlp(loss=keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.7, gamma=3.0,
+                                                           label_smoothing=0.2), output="sigmoid", units=1), "binary"),
+    (lambda: mlp(loss=keras.losses.BinaryFocalCrossentropy(from_logits=True), output="linear", units=1), "binary"),
     (lambda: mlp(loss="log_cosh", output="linear", units=2, metrics=()), "targets"),
     (lambda: mlp(loss="msle", output="softplus", units=2, metrics=()), "counts"),
     (lambda: mlp(loss=keras.losses.MeanAbsolutePercentageError(), output="softplus", units=2, metrics=()), "counts"),
     (lambda: mlp(loss="poisson", output="exponential", units=2, metrics=()), "counts"),
 ], ids=["categorical", "categorical-smoothed", "binary", "binary-smoothed", "sparse-logits", "binary-logits",
-        "mean-squared", "mean-absolute-tanh", "huber", "log-cosh", "msle", "mape-of-counts", "poisson"])
+        "mean-squared", "mean-absolute-tanh", "huber", "categorical-focal", "categorical-focal-options-logits",
+        "binary-focal", "binary-focal-balanced-smoothed", "binary-focal-logits", "log-cosh", "msle", "mape-of-counts", "poisson"])
 def test_losses(build, labels, tmp_path):
     assert_trains_like_fit(build, labels, tmp_path=tmp_path)
 

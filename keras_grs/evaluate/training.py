@@ -6,8 +6,9 @@ Keras 3 applies, so that one candidate trained by the batched evaluator ends wit
 :class:`UnsupportedForBatching` with a reason naming it; the evaluator then falls back to one fit per trial and the
 tuner records the reason in the trial's ``evaluation.json``.
 
-Supported: sparse or categorical cross-entropy on a softmax output, binary cross-entropy on a sigmoid output (or
-any of them ``from_logits`` on a linear output; label smoothing included), mean squared or absolute error, the
+Supported: sparse or categorical cross-entropy on a softmax output, binary cross-entropy on a sigmoid output, their
+focal variants (alpha, gamma, class balancing; any of them ``from_logits`` on a linear output; label smoothing
+included), mean squared or absolute error, the
 Huber, log-cosh and Poisson losses, mean squared logarithmic and mean absolute percentage error on any output
 activation (regression, an autoencoder's reconstruction); SGD (momentum, Nesterov), RMSprop
 (momentum, centered), Adam and AdamW (betas, epsilon, AMSGrad), Adagrad, Adamax, Nadam and Lion; weight decay,
@@ -36,6 +37,8 @@ LOSS_CLASSES = {
     "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy",
     "CategoricalCrossentropy": "categorical_crossentropy",
     "BinaryCrossentropy": "binary_crossentropy",
+    "BinaryFocalCrossentropy": "binary_focal_crossentropy",
+    "CategoricalFocalCrossentropy": "categorical_focal_crossentropy",
     "MeanSquaredError": "mean_squared_error",
     "MeanAbsoluteError": "mean_absolute_error",
     "Huber": "huber",
@@ -48,10 +51,14 @@ OUTPUT_OF_LOSS = {  # the output activation whose logits each loss reads
     "sparse_categorical_crossentropy": "softmax",
     "categorical_crossentropy": "softmax",
     "binary_crossentropy": "sigmoid",
+    "binary_focal_crossentropy": "sigmoid",
+    "categorical_focal_crossentropy": "softmax",
 }
 REGRESSION_LOSSES = ("mean_squared_error", "mean_absolute_error", "huber", "log_cosh", "mean_squared_logarithmic_error",
                      "mean_absolute_percentage_error", "poisson")  # on the outputs, any activation
-FREE_LOSS_OPTIONS = ("name", "dtype", "from_logits", "label_smoothing", "delta")  # read below, or without effect here
+# read below, or without effect here
+FREE_LOSS_OPTIONS = ("name", "dtype", "from_logits", "label_smoothing", "delta", "alpha", "gamma",
+                     "apply_class_balancing")
 NEUTRAL_LOSS_OPTIONS = {"reduction": "sum_over_batch_size", "axis": -1, "ignore_class": None}
 
 
@@ -62,13 +69,16 @@ class Loss:
 
     ``output``: the model's output activation (``softmax``, ``sigmoid`` or ``linear`` for logits; for a regression
     loss any element-wise one of ``keras.activations``); ``label_smoothing`` as Keras applies it; ``delta``: the
-    Huber loss' threshold.
+    Huber loss' threshold; ``alpha``, ``gamma`` and ``balanced`` (``apply_class_balancing``): a focal loss'.
     """
 
     name: str
     output: str
     label_smoothing: float = 0.0
     delta: float = 1.0
+    alpha: float = 0.25
+    gamma: float = 2.0
+    balanced: bool = False
 
     @property
     def sparse(self):
@@ -88,6 +98,23 @@ class Loss:
             return self._regression_loss(labels, self.outputs(logits))
         if self.sparse:
             return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        if self.name == "categorical_focal_crossentropy":  # Keras' formula, on the (clipped) probabilities
+            if self.label_smoothing:
+                labels = labels * (1.0 - self.label_smoothing) + self.label_smoothing / logits.shape[-1]
+            probabilities = tf.nn.softmax(logits)
+            eps = keras.config.epsilon()
+            output = tf.clip_by_value(probabilities / tf.reduce_sum(probabilities, -1, keepdims=True), eps, 1.0 - eps)
+            focal = tf.pow(1.0 - output, self.gamma) * self.alpha * (-labels * tf.math.log(output))
+            return tf.reduce_sum(focal, axis=-1)
+        if self.name == "binary_focal_crossentropy":  # the cross-entropy of the logits, as Keras reads a sigmoid's
+            if self.label_smoothing:
+                labels = labels * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
+            probabilities = tf.sigmoid(logits)
+            p_t = labels * probabilities + (1 - labels) * (1 - probabilities)
+            focal = tf.pow(1.0 - p_t, self.gamma) * tf.nn.sigmoid_cross_entropy_with_logits(labels, logits)
+            if self.balanced:
+                focal = (labels * self.alpha + (1 - labels) * (1 - self.alpha)) * focal
+            return tf.reduce_mean(focal, axis=-1)
         if self.name == "categorical_crossentropy":
             if self.label_smoothing:
                 labels = labels * (1.0 - self.label_smoothing) + self.label_smoothing / logits.shape[-1]
@@ -182,7 +209,9 @@ def read_loss(model, output_activation) -> Loss:
         raise UnsupportedForBatching(f"loss {loss} on a linear output without from_logits=True")
     if output_activation not in (expected, "linear"):
         raise UnsupportedForBatching(f"loss {loss} on a {output_activation} output (needs {expected})")
-    return Loss(loss, output_activation, float(options.get("label_smoothing") or 0.0))
+    focal = {"alpha": float(options.get("alpha", 0.25)), "gamma": float(options.get("gamma", 2.0)),
+             "balanced": bool(options.get("apply_class_balancing", False))}
+    return Loss(loss, output_activation, float(options.get("label_smoothing") or 0.0), **focal)
 
 
 # ---------------------------------------------------------------------------------------------------- objectives
