@@ -184,7 +184,8 @@ def test_depthwise_convolutions_train_like_fit(build, shape, tmp_path):
     (lambda: mlp(loss="poisson", output="exponential", units=2, metrics=()), "counts"),
 ], ids=["categorical", "categorical-smoothed", "binary", "binary-smoothed", "sparse-logits", "binary-logits",
         "mean-squared", "mean-absolute-tanh", "huber", "categorical-focal", "categorical-focal-options-logits",
-        "binary-focal", "binary-focal-balanced-smoothed", "binary-focal-logits", "log-cosh", "msle", "mape-of-counts", "poisson"])
+        "binary-focal", "binary-focal-balanced-smoothed", "binary-focal-logits", "log-cosh", "msle", "mape-of-counts",
+        "poisson"])
 def test_losses(build, labels, tmp_path):
     assert_trains_like_fit(build, labels, tmp_path=tmp_path)
 
