@@ -1,5 +1,5 @@
 """Accuracy metrics named explicitly (``"sparse_categorical_accuracy"``, ``CategoricalAccuracy(name="acc")``,
-``BinaryAccuracy(threshold=...)``): the batched path computes them as Keras does, so a search whose objective is one
+``BinaryAccuracy(threshold=...)``), precision and recall: the batched path computes them as Keras does, so a search whose objective is one
 of them trains batched and records the value Keras computes for each trial's checkpoint."""
 
 import keras
@@ -48,6 +48,10 @@ CASES = {  # task, output, loss, metric, the name Keras logs it under
                     "acc"),
     "binary": ("multi-label", "sigmoid", "binary_crossentropy", keras.metrics.BinaryAccuracy(threshold=0.4),
                "binary_accuracy"),
+    "precision": ("multi-label", "sigmoid", "binary_crossentropy", keras.metrics.Precision(name="precision"),
+                  "precision"),
+    "recall-threshold": ("multi-label", "sigmoid", "binary_crossentropy",
+                         keras.metrics.Recall(thresholds=0.4, name="recall"), "recall"),
 }
 
 
@@ -96,9 +100,13 @@ def test_a_search_on_an_accuracy_metric_runs_batched_and_records_it_as_keras_com
     ("sparse_categorical_crossentropy", "categorical_accuracy", Objective("val_categorical_accuracy", "max"),
      "with integer class labels"),
     ("categorical_crossentropy", "categorical_accuracy", Objective("val_categorical_accuracy", "min"),
-     "an accuracy is maximized"),
+     "it is maximized"),
     ("mse", "binary_accuracy", Objective("val_binary_accuracy", "max"), "with the regression loss"),
-], ids=["sparse-of-one-hot", "categorical-of-ids", "min", "regression"])
+    ("sparse_categorical_crossentropy", keras.metrics.Recall(name="recall"), Objective("val_recall", "max"),
+     "Recall with integer class labels"),
+    ("categorical_crossentropy", keras.metrics.Precision(thresholds=[0.3, 0.6], name="precision"),
+     Objective("val_precision", "max"), "Precision with other than one threshold"),
+], ids=["sparse-of-one-hot", "categorical-of-ids", "min", "regression", "recall-of-ids", "two-thresholds"])
 def test_accuracy_metrics_the_labels_cannot_serve_are_named(loss, metric, objective, reason):
     model = compiled(3, "softmax", loss, metric)
     found = BatchedEvaluator(objective).supports([Job(model, True, "")], {"epochs": 1})

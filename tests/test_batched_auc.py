@@ -162,11 +162,11 @@ def test_a_search_with_an_auc_objective_runs_batched_and_records_val_auc(tmp_pat
 
 @pytest.mark.parametrize("metric, objective, loss, reason", [
     (keras.metrics.AUC(name="auc"), Objective("val_auc", "min"), "binary", "an AUC is maximized"),
-    (keras.metrics.Precision(name="precision"), Objective("val_precision", "max"), "binary", "metric Precision"),
+    (keras.metrics.TruePositives(name="tp"), Objective("val_tp", "max"), "binary", "metric TruePositives"),
     ("auc", Objective("val_auc", "max"), "sparse", "integer class labels"),
     (keras.metrics.AUC(name="auc", label_weights=[1.0, 2.0]), Objective("val_auc", "max"), "binary",
      "2 label weights for 1 outputs"),
-], ids=["min", "precision", "sparse", "label-weights"])
+], ids=["min", "true-positives", "sparse", "label-weights"])
 def test_objectives_the_batched_path_cannot_compute_are_named(metric, objective, loss, reason):
     if loss == "sparse":
         model = compiled(metric, 3, "softmax", "sparse_categorical_crossentropy")

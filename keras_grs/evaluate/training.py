@@ -13,8 +13,8 @@ Huber, log-cosh and Poisson losses, mean squared logarithmic and mean absolute p
 activation (regression, an autoencoder's reconstruction); SGD (momentum, Nesterov), RMSprop
 (momentum, centered), Adam and AdamW (betas, epsilon, AMSGrad), Adagrad, Adamax, Nadam and Lion; weight decay,
 gradient clipping (``clipnorm``, ``global_clipnorm``, ``clipvalue``) and Keras' learning-rate schedules, for all of
-them; L1/L2/L1L2 kernel and bias regularizers; ``val_accuracy``, ``val_loss``, or an AUC, accuracy or error metric's
-validation score as the objective (:class:`Score`).
+them; L1/L2/L1L2 kernel and bias regularizers; ``val_accuracy``, ``val_loss``, or an AUC, accuracy, precision,
+recall or error metric's validation score as the objective (:class:`Score`).
 """
 
 from __future__ import annotations
@@ -219,9 +219,9 @@ def read_loss(model, output_activation) -> Loss:
 class Score:
     """The validation score a search keeps within its tolerance, as the compiled fit computes it per candidate:
     Keras' ``"accuracy"``, the loss, a ``keras.metrics.AUC`` the model is compiled with, an accuracy metric (sparse
-    categorical, categorical or binary, at its ``threshold``) or an error metric it is compiled with (mean absolute,
-    mean squared or root mean squared error; ``metric`` "accuracy", "loss", "auc" or one of ``ACCURACY_METRICS``'
-    or ``ERROR_METRICS``' values; ``name``: the metric's name in Keras' logs, so the objective is
+    categorical, categorical or binary, at its ``threshold``), precision or recall (at its ``threshold``) or an error
+    metric it is compiled with (mean absolute, mean squared or root mean squared error; ``metric`` "accuracy",
+    "loss", "auc" or one of ``ACCURACY_METRICS``', ``COUNTED_METRICS``' or ``ERROR_METRICS``' values; ``name``: the metric's name in Keras' logs, so the objective is
     ``val_<name>``; ``minimize``: a lower score is better).
 
     An AUC counts true and false positives at its thresholds over the whole validation split and reads the curve
@@ -251,6 +251,16 @@ class Score:
         ``evaluate``'s batches comes to), the square root of it for the root mean squared error."""
         if self.metric == "auc":
             return self.auc(labels, outputs)
+        if self.metric in ("precision", "recall"):  # counts over every value, at the one threshold (unclipped)
+            predicted = outputs > self.threshold
+            truth = tf.not_equal(tf.reshape(labels, (-1, outputs.shape[-1])), 0.0)[None]
+
+            def count(a, b):
+                return tf.reduce_sum(tf.cast(a & b, tf.float32), axis=(1, 2))
+
+            hits = count(predicted, truth)
+            missed = count(predicted, ~truth) if self.metric == "precision" else count(~predicted, truth)
+            return tf.math.divide_no_nan(hits, hits + missed)
         if self.metric in ACCURACY_METRICS.values():
             if self.metric == "binary_accuracy":  # per value: above the threshold, against a 0/1 label
                 labels = tf.reshape(labels, (-1, outputs.shape[-1]))[None]
@@ -353,7 +363,7 @@ def read_scores(model, objective, loss: Loss, units: int) -> tuple[Score, tuple[
         try:
             if type(metric) is keras.metrics.AUC:
                 reported.append(_auc_score(label, metric, loss, units, f"metric {label}"))
-            elif type(metric) in ACCURACY_METRICS:
+            elif type(metric) in ACCURACY_METRICS or type(metric) in COUNTED_METRICS:
                 reported.append(_accuracy_score(label, metric, loss, units, f"metric {label}"))
             elif _is_error_metric(metric):
                 reported.append(_error_score(label, metric, loss, f"metric {label}"))
@@ -380,14 +390,14 @@ def _objective_score(metrics, objective, loss: Loss, units: int) -> Score:
         if direction != "min":
             raise UnsupportedForBatching(f"objective {name} ({direction}; an error is minimized)")
         return _error_score(label, metric, loss, f"objective {name}")
-    if type(metric) in ACCURACY_METRICS:
+    if type(metric) in ACCURACY_METRICS or type(metric) in COUNTED_METRICS:
         if direction != "max":
-            raise UnsupportedForBatching(f"objective {name} ({direction}; an accuracy is maximized)")
+            raise UnsupportedForBatching(f"objective {name} ({direction}; it is maximized)")
         return _accuracy_score(label, metric, loss, units, f"objective {name}")
     if type(metric) is not keras.metrics.AUC:
         raise UnsupportedForBatching(f"objective {name}: metric {type(metric).__name__} (the batched path computes "
-                                     "accuracy (sparse categorical, categorical, binary), the loss, AUC and mean "
-                                     "absolute, mean squared and root mean squared errors)")
+                                     "accuracy (sparse categorical, categorical, binary), precision, recall, the "
+                                     "loss, AUC and mean absolute, mean squared and root mean squared errors)")
     if direction != "max":
         raise UnsupportedForBatching(f"objective {name} ({direction}; an AUC is maximized)")
     return _auc_score(label, metric, loss, units, f"objective {name}")
@@ -419,12 +429,25 @@ ACCURACY_METRICS = {
 }
 
 
+# precision and recall at one threshold (Keras' default 0.5), counted over every output value
+COUNTED_METRICS = {keras.metrics.Precision: "precision", keras.metrics.Recall: "recall"}
+
+
 def _accuracy_score(label, metric, loss: Loss, units: int, what: str) -> Score:
-    """The :class:`Score` of an accuracy metric (``ACCURACY_METRICS``) logged as ``label``: the sparse one reads
-    class ids, the categorical and binary ones labels of the outputs' shape."""
-    kind = ACCURACY_METRICS[type(metric)]
+    """The :class:`Score` of an accuracy metric (``ACCURACY_METRICS``) or of precision or recall
+    (``COUNTED_METRICS``) logged as ``label``: the sparse accuracy reads class ids, the others labels of the
+    outputs' shape."""
     if loss.regression:
         raise UnsupportedForBatching(f"{what} with the regression loss {loss.name}")
+    if type(metric) in COUNTED_METRICS:
+        config = metric.get_config()
+        thresholds = np.asarray(metric.thresholds, "float32").reshape(-1)
+        if loss.sparse or len(thresholds) != 1 or config.get("top_k") is not None or \
+                config.get("class_id") is not None:
+            raise UnsupportedForBatching(f"{what}: {type(metric).__name__} with "
+                                         + ("integer class labels" if loss.sparse else "other than one threshold"))
+        return Score(COUNTED_METRICS[type(metric)], label, threshold=float(thresholds[0]))
+    kind = ACCURACY_METRICS[type(metric)]
     if loss.sparse != (kind == "sparse_categorical_accuracy"):
         raise UnsupportedForBatching(f"{what} with {'integer class' if loss.sparse else 'one-hot or 0/1'} labels")
     threshold = float(metric.get_config().get("threshold", 0.5))
