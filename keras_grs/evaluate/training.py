@@ -221,8 +221,8 @@ class Score:
     Keras' ``"accuracy"``, the loss, a ``keras.metrics.AUC`` the model is compiled with, an accuracy metric (sparse
     categorical, categorical or binary, at its ``threshold``), precision or recall (at its ``threshold``) or an error
     metric it is compiled with (mean absolute, mean squared or root mean squared error; ``metric`` "accuracy",
-    "loss", "auc" or one of ``ACCURACY_METRICS``', ``COUNTED_METRICS``' or ``ERROR_METRICS``' values; ``name``: the metric's name in Keras' logs, so the objective is
-    ``val_<name>``; ``minimize``: a lower score is better).
+    "loss", "auc" or one of ``ACCURACY_METRICS``', ``COUNTED_METRICS``' or ``ERROR_METRICS``' values; ``name``:
+    the metric's name in Keras' logs, so the objective is ``val_<name>``; ``minimize``: a lower score is better).
 
     An AUC counts true and false positives at its thresholds over the whole validation split and reads the curve
     from the counts as Keras' metric does (``curve``, ``summation``, ``multi_label``, ``label_weights``,
