@@ -1,5 +1,5 @@
 """Accuracy metrics named explicitly (``"sparse_categorical_accuracy"``, ``CategoricalAccuracy(name="acc")``,
-``BinaryAccuracy(threshold=...)``), precision and recall: the batched path computes them as Keras does, so a search
+``BinaryAccuracy(threshold=...)``), precision, recall and F-scores: the batched path computes them as Keras does, so a search
 whose objective is one of them trains batched and records the value Keras computes for each trial's checkpoint."""
 
 import keras
@@ -52,6 +52,12 @@ CASES = {  # task, output, loss, metric, the name Keras logs it under
                   "precision"),
     "recall-threshold": ("multi-label", "sigmoid", "binary_crossentropy",
                          keras.metrics.Recall(thresholds=0.4, name="recall"), "recall"),
+    "f1-macro": ("one-hot", "softmax", "categorical_crossentropy", keras.metrics.F1Score(average="macro", name="f1"),
+                 "f1"),
+    "f1-weighted-threshold": ("multi-label", "sigmoid", "binary_crossentropy",
+                              keras.metrics.F1Score(average="weighted", threshold=0.4, name="f1"), "f1"),
+    "f2-micro": ("one-hot", "softmax", "categorical_crossentropy",
+                 keras.metrics.FBetaScore(average="micro", beta=2.0, name="f2"), "f2"),
 }
 
 
@@ -106,7 +112,10 @@ def test_a_search_on_an_accuracy_metric_runs_batched_and_records_it_as_keras_com
      "Recall with integer class labels"),
     ("categorical_crossentropy", keras.metrics.Precision(thresholds=[0.3, 0.6], name="precision"),
      Objective("val_precision", "max"), "Precision with other than one threshold"),
-], ids=["sparse-of-one-hot", "categorical-of-ids", "min", "regression", "recall-of-ids", "two-thresholds"])
+    ("categorical_crossentropy", keras.metrics.F1Score(name="f1"), Objective("val_f1", "max"),
+     "average=None (one score per class)"),
+], ids=["sparse-of-one-hot", "categorical-of-ids", "min", "regression", "recall-of-ids", "two-thresholds",
+        "f1-per-class"])
 def test_accuracy_metrics_the_labels_cannot_serve_are_named(loss, metric, objective, reason):
     model = compiled(3, "softmax", loss, metric)
     found = BatchedEvaluator(objective).supports([Job(model, True, "")], {"epochs": 1})

@@ -14,7 +14,7 @@ activation (regression, an autoencoder's reconstruction); SGD (momentum, Nestero
 (momentum, centered), Adam and AdamW (betas, epsilon, AMSGrad), Adagrad, Adamax, Nadam and Lion; weight decay,
 gradient clipping (``clipnorm``, ``global_clipnorm``, ``clipvalue``) and Keras' learning-rate schedules, for all of
 them; L1/L2/L1L2 kernel and bias regularizers; ``val_accuracy``, ``val_loss``, or an AUC, accuracy, precision,
-recall or error metric's validation score as the objective (:class:`Score`).
+recall, F-score or error metric's validation score as the objective (:class:`Score`).
 """
 
 from __future__ import annotations
@@ -241,7 +241,9 @@ class Score:
     multi_label: bool = False
     label_weights: tuple | None = None
     from_logits: bool = False
-    threshold: float = 0.5
+    threshold: float | None = 0.5
+    average: str | None = None  # an F-score's: micro, macro or weighted
+    beta: float = 1.0
 
     def value(self, labels, outputs):
         """(k,) this score (an AUC, an accuracy metric or an error metric; not ``"accuracy"`` or the loss, which
@@ -251,6 +253,8 @@ class Score:
         ``evaluate``'s batches comes to), the square root of it for the root mean squared error."""
         if self.metric == "auc":
             return self.auc(labels, outputs)
+        if self.metric == "fbeta":
+            return self.f_score(labels, outputs)
         if self.metric in ("precision", "recall"):  # counts over every value, at the one threshold (unclipped)
             predicted = outputs > self.threshold
             truth = tf.not_equal(tf.reshape(labels, (-1, outputs.shape[-1])), 0.0)[None]
@@ -275,6 +279,32 @@ class Score:
             return tf.reduce_mean(tf.abs(error), axis=(1, 2))
         squared = tf.reduce_mean(tf.square(error), axis=(1, 2))
         return tf.sqrt(squared) if self.metric == "root_mean_squared_error" else squared
+
+    def f_score(self, labels, outputs):
+        """(k,) Keras' F-beta score (``keras.metrics.FBetaScore``, ``F1Score``) of outputs (k, samples, units)
+        against labels (samples, units): a value is predicted positive above the threshold, or without one when it
+        is its sample's largest (and not zero); precision and recall per class (over every value for ``micro``),
+        their F-score, averaged as ``average`` says."""
+        eps = keras.config.epsilon()
+        truth = tf.cast(tf.reshape(labels, (-1, outputs.shape[-1])), tf.float32)[None]
+        if self.threshold is None:
+            top = tf.reduce_max(outputs, axis=-1, keepdims=True)
+            predicted = tf.cast((outputs >= top) & (tf.abs(outputs) > 1e-9), tf.float32)
+        else:
+            predicted = tf.cast(outputs > self.threshold, tf.float32)
+        axes = [1, 2] if self.average == "micro" else [1]
+
+        def total(values):
+            return tf.reduce_sum(tf.broadcast_to(values, predicted.shape), axis=axes)
+
+        hits = total(predicted * truth)
+        precision = hits / (hits + total(predicted * (1 - truth)) + eps)
+        recall = hits / (hits + total((1 - predicted) * truth) + eps)
+        score = (precision * recall) / ((self.beta ** 2) * precision + recall + eps) * (1 + self.beta ** 2)
+        if self.average == "weighted":
+            support = total(truth)
+            return tf.reduce_sum(score * (support / (tf.reduce_sum(support, -1, keepdims=True) + eps)), axis=-1)
+        return score if self.average == "micro" else tf.reduce_mean(score, axis=-1)
 
     def auc(self, labels, outputs):
         """(k,) AUCs of outputs (k, samples, units), the model's outputs, against labels (samples, units) shared by
@@ -363,7 +393,7 @@ def read_scores(model, objective, loss: Loss, units: int) -> tuple[Score, tuple[
         try:
             if type(metric) is keras.metrics.AUC:
                 reported.append(_auc_score(label, metric, loss, units, f"metric {label}"))
-            elif type(metric) in ACCURACY_METRICS or type(metric) in COUNTED_METRICS:
+            elif type(metric) in ACCURACY_METRICS or type(metric) in COUNTED_METRICS or _is_f_score(metric):
                 reported.append(_accuracy_score(label, metric, loss, units, f"metric {label}"))
             elif _is_error_metric(metric):
                 reported.append(_error_score(label, metric, loss, f"metric {label}"))
@@ -390,14 +420,14 @@ def _objective_score(metrics, objective, loss: Loss, units: int) -> Score:
         if direction != "min":
             raise UnsupportedForBatching(f"objective {name} ({direction}; an error is minimized)")
         return _error_score(label, metric, loss, f"objective {name}")
-    if type(metric) in ACCURACY_METRICS or type(metric) in COUNTED_METRICS:
+    if type(metric) in ACCURACY_METRICS or type(metric) in COUNTED_METRICS or _is_f_score(metric):
         if direction != "max":
             raise UnsupportedForBatching(f"objective {name} ({direction}; it is maximized)")
         return _accuracy_score(label, metric, loss, units, f"objective {name}")
     if type(metric) is not keras.metrics.AUC:
         raise UnsupportedForBatching(f"objective {name}: metric {type(metric).__name__} (the batched path computes "
-                                     "accuracy (sparse categorical, categorical, binary), precision, recall, the "
-                                     "loss, AUC and mean absolute, mean squared and root mean squared errors)")
+                                     "accuracy (sparse categorical, categorical, binary), precision, recall, F-"
+                                     "scores, the loss, AUC and mean absolute, mean squared and root mean squared errors)")
     if direction != "max":
         raise UnsupportedForBatching(f"objective {name} ({direction}; an AUC is maximized)")
     return _auc_score(label, metric, loss, units, f"objective {name}")
@@ -434,11 +464,17 @@ COUNTED_METRICS = {keras.metrics.Precision: "precision", keras.metrics.Recall: "
 
 
 def _accuracy_score(label, metric, loss: Loss, units: int, what: str) -> Score:
-    """The :class:`Score` of an accuracy metric (``ACCURACY_METRICS``) or of precision or recall
-    (``COUNTED_METRICS``) logged as ``label``: the sparse accuracy reads class ids, the others labels of the
-    outputs' shape."""
+    """The :class:`Score` of an accuracy metric (``ACCURACY_METRICS``), of precision or recall
+    (``COUNTED_METRICS``) or of an F-score logged as ``label``: the sparse accuracy reads class ids, the others
+    labels of the outputs' shape."""
     if loss.regression:
         raise UnsupportedForBatching(f"{what} with the regression loss {loss.name}")
+    if isinstance(metric, keras.metrics.FBetaScore):
+        if loss.sparse or metric.average not in ("micro", "macro", "weighted"):
+            raise UnsupportedForBatching(f"{what}: {type(metric).__name__} with " + (
+                "integer class labels" if loss.sparse else f"average={metric.average!r} (one score per class)"))
+        threshold = None if metric.threshold is None else float(metric.threshold)
+        return Score("fbeta", label, threshold=threshold, average=metric.average, beta=float(metric.beta))
     if type(metric) in COUNTED_METRICS:
         config = metric.get_config()
         thresholds = np.asarray(metric.thresholds, "float32").reshape(-1)
@@ -493,6 +529,11 @@ def _compiled_metrics(model) -> dict:
         if isinstance(metric, keras.metrics.Metric) or (isinstance(entry, str) and metric in ERROR_METRICS):
             found[entry if isinstance(entry, str) else metric.name] = metric  # "mae": a function, logged as "mae"
     return found
+
+
+def _is_f_score(metric) -> bool:
+    """Keras' F-beta scores (``FBetaScore`` and its ``F1Score``)."""
+    return isinstance(metric, keras.metrics.FBetaScore)
 
 
 def _is_error_metric(metric) -> bool:
