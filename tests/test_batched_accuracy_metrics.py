@@ -1,6 +1,7 @@
 """Accuracy metrics named explicitly (``"sparse_categorical_accuracy"``, ``CategoricalAccuracy(name="acc")``,
-``BinaryAccuracy(threshold=...)``), precision, recall and F-scores: the batched path computes them as Keras does, so a search
-whose objective is one of them trains batched and records the value Keras computes for each trial's checkpoint."""
+``BinaryAccuracy(threshold=...)``), precision, recall and F-scores: the batched path computes them as Keras does,
+so a search whose objective is one of them trains batched and records the value Keras computes for each trial's
+checkpoint."""
 
 import keras
 import numpy as np

@@ -426,8 +426,9 @@ def _objective_score(metrics, objective, loss: Loss, units: int) -> Score:
         return _accuracy_score(label, metric, loss, units, f"objective {name}")
     if type(metric) is not keras.metrics.AUC:
         raise UnsupportedForBatching(f"objective {name}: metric {type(metric).__name__} (the batched path computes "
-                                     "accuracy (sparse categorical, categorical, binary), precision, recall, F-"
-                                     "scores, the loss, AUC and mean absolute, mean squared and root mean squared errors)")
+                                     "accuracy (sparse categorical, categorical, binary), precision, recall, "
+                                     "F-scores, the loss, AUC and mean absolute, mean squared and root mean "
+                                     "squared errors)")
     if direction != "max":
         raise UnsupportedForBatching(f"objective {name} ({direction}; an AUC is maximized)")
     return _auc_score(label, metric, loss, units, f"objective {name}")
