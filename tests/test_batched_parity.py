@@ -22,6 +22,9 @@ def data(labels, seed=0):
         return x, (x[:, 0] > 0).astype("float32")[:, None]
     if labels == "onehot":
         return x, np.eye(CLASSES, dtype="float32")[ids]
+    if labels == "soft":  # a teacher's outputs: distributions over the classes, none exactly one-hot
+        return x, (0.7 * np.eye(CLASSES)[ids] + 0.3 * np.random.default_rng(seed + 1).dirichlet(
+            np.ones(CLASSES), SAMPLES)).astype("float32")
     if labels == "targets":  # a regression's: two values per sample, within (-1, 1)
         return x, np.stack([np.tanh(x[:, 0] - x[:, 1]), np.tanh(0.5 * x[:, 2] * x[:, 3])], axis=1).astype("float32")
     if labels == "counts":  # a regression's non-negative whole numbers: two counts per sample, zeros among them
@@ -178,13 +181,15 @@ def test_depthwise_convolutions_train_like_fit(build, shape, tmp_path):
     (lambda: mlp(loss=keras.losses.BinaryFocalCrossentropy(apply_class_balancing=True, alpha=0.7, gamma=3.0,
                                                            label_smoothing=0.2), output="sigmoid", units=1), "binary"),
     (lambda: mlp(loss=keras.losses.BinaryFocalCrossentropy(from_logits=True), output="linear", units=1), "binary"),
+    (lambda: mlp(loss="kl_divergence"), "soft"),
     (lambda: mlp(loss="log_cosh", output="linear", units=2, metrics=()), "targets"),
     (lambda: mlp(loss="msle", output="softplus", units=2, metrics=()), "counts"),
     (lambda: mlp(loss=keras.losses.MeanAbsolutePercentageError(), output="softplus", units=2, metrics=()), "counts"),
     (lambda: mlp(loss="poisson", output="exponential", units=2, metrics=()), "counts"),
 ], ids=["categorical", "categorical-smoothed", "binary", "binary-smoothed", "sparse-logits", "binary-logits",
         "mean-squared", "mean-absolute-tanh", "huber", "categorical-focal", "categorical-focal-options-logits",
-        "binary-focal", "binary-focal-balanced-smoothed", "binary-focal-logits", "log-cosh", "msle", "mape-of-counts",
+        "binary-focal", "binary-focal-balanced-smoothed", "binary-focal-logits", "kl-divergence-soft-labels",
+        "log-cosh", "msle", "mape-of-counts",
         "poisson"])
 def test_losses(build, labels, tmp_path):
     assert_trains_like_fit(build, labels, tmp_path=tmp_path)

@@ -6,8 +6,8 @@ Keras 3 applies, so that one candidate trained by the batched evaluator ends wit
 :class:`UnsupportedForBatching` with a reason naming it; the evaluator then falls back to one fit per trial and the
 tuner records the reason in the trial's ``evaluation.json``.
 
-Supported: sparse or categorical cross-entropy on a softmax output, binary cross-entropy on a sigmoid output, their
-focal variants (alpha, gamma, class balancing; any of them ``from_logits`` on a linear output; label smoothing
+Supported: sparse or categorical cross-entropy and the Kullback-Leibler divergence on a softmax output, binary
+cross-entropy on a sigmoid output, their focal variants (alpha, gamma, class balancing; any of them ``from_logits`` on a linear output; label smoothing
 included), mean squared or absolute error, the
 Huber, log-cosh and Poisson losses, mean squared logarithmic and mean absolute percentage error on any output
 activation (regression, an autoencoder's reconstruction); SGD (momentum, Nesterov), RMSprop
@@ -39,6 +39,7 @@ LOSS_CLASSES = {
     "BinaryCrossentropy": "binary_crossentropy",
     "BinaryFocalCrossentropy": "binary_focal_crossentropy",
     "CategoricalFocalCrossentropy": "categorical_focal_crossentropy",
+    "KLDivergence": "kl_divergence",
     "MeanSquaredError": "mean_squared_error",
     "MeanAbsoluteError": "mean_absolute_error",
     "Huber": "huber",
@@ -53,6 +54,7 @@ OUTPUT_OF_LOSS = {  # the output activation whose logits each loss reads
     "binary_crossentropy": "sigmoid",
     "binary_focal_crossentropy": "sigmoid",
     "categorical_focal_crossentropy": "softmax",
+    "kl_divergence": "softmax",  # soft labels, a teacher's outputs when distilling
 }
 REGRESSION_LOSSES = ("mean_squared_error", "mean_absolute_error", "huber", "log_cosh", "mean_squared_logarithmic_error",
                      "mean_absolute_percentage_error", "poisson")  # on the outputs, any activation
@@ -98,6 +100,10 @@ class Loss:
             return self._regression_loss(labels, self.outputs(logits))
         if self.sparse:
             return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
+        if self.name == "kl_divergence":  # Keras' formula, on the clipped probabilities
+            eps = keras.config.epsilon()
+            truth = tf.clip_by_value(labels, eps, 1.0)
+            return tf.reduce_sum(truth * tf.math.log(truth / tf.clip_by_value(tf.nn.softmax(logits), eps, 1.0)), -1)
         if self.name == "categorical_focal_crossentropy":  # Keras' formula, on the (clipped) probabilities
             if self.label_smoothing:
                 labels = labels * (1.0 - self.label_smoothing) + self.label_smoothing / logits.shape[-1]
@@ -205,6 +211,8 @@ def read_loss(model, output_activation) -> Loss:
         return Loss(loss, output_activation, delta=float(delta))
     # Keras reads the logits under a softmax/sigmoid output whatever from_logits says; a linear output must be logits
     expected = OUTPUT_OF_LOSS[loss]
+    if loss == "kl_divergence" and output_activation != expected:  # it reads probabilities, has no from_logits
+        raise UnsupportedForBatching(f"loss {loss} on a {output_activation} output (needs {expected})")
     if output_activation == "linear" and not options.get("from_logits"):
         raise UnsupportedForBatching(f"loss {loss} on a linear output without from_logits=True")
     if output_activation not in (expected, "linear"):
