@@ -7,14 +7,14 @@ Keras 3 applies, so that one candidate trained by the batched evaluator ends wit
 tuner records the reason in the trial's ``evaluation.json``.
 
 Supported: sparse or categorical cross-entropy and the Kullback-Leibler divergence on a softmax output, binary
-cross-entropy on a sigmoid output, their focal variants (alpha, gamma, class balancing; any of them ``from_logits`` on a linear output; label smoothing
-included), mean squared or absolute error, the
-Huber, log-cosh and Poisson losses, mean squared logarithmic and mean absolute percentage error on any output
-activation (regression, an autoencoder's reconstruction); SGD (momentum, Nesterov), RMSprop
-(momentum, centered), Adam and AdamW (betas, epsilon, AMSGrad), Adagrad, Adamax, Nadam and Lion; weight decay,
-gradient clipping (``clipnorm``, ``global_clipnorm``, ``clipvalue``) and Keras' learning-rate schedules, for all of
-them; L1/L2/L1L2 kernel and bias regularizers; ``val_accuracy``, ``val_loss``, or an AUC, accuracy, precision,
-recall, F-score or error metric's validation score as the objective (:class:`Score`).
+cross-entropy on a sigmoid output, their focal variants (alpha, gamma, class balancing; the cross-entropies
+``from_logits`` on a linear output; label smoothing included), mean squared or absolute error, the Huber, log-cosh
+and Poisson losses, mean squared logarithmic and mean absolute percentage error on any output activation
+(regression, an autoencoder's reconstruction); SGD (momentum, Nesterov), RMSprop (momentum, centered), Adam and
+AdamW (betas, epsilon, AMSGrad), Adagrad, Adamax, Nadam and Lion; weight decay, gradient clipping (``clipnorm``,
+``global_clipnorm``, ``clipvalue``) and Keras' learning-rate schedules, for all of them; L1/L2/L1L2 kernel and bias
+regularizers; ``val_accuracy``, ``val_loss``, or an AUC, accuracy, precision, recall, F-score or error metric's
+validation score as the objective (:class:`Score`).
 """
 
 from __future__ import annotations
