@@ -227,6 +227,9 @@ class _FitData:
     inputs: _FitInputs
 
 
+CHANNEL_KINDS = ("norm", "depthwise", "prelu", "layernorm")  # ops with per-channel parameters, in _Offsets' order
+
+
 @dataclass(frozen=True)
 class _Offsets:
     """Where each op's parameters start in the program's list. In order: each Dense/Conv layer's kernel and bias,
@@ -872,44 +875,40 @@ class BatchedEvaluator:
             params += [tf.constant(kernel.reshape(k, -1, n_out)), tf.constant(bias)]
             masks.append(tf.constant(mask))
         trained, moving = [], []
-        for b, op in enumerate(op for op in plan.ops if op.kind == "norm"):
-            stacked = np.zeros((4, k, self._rows(op.channels, widths[0], in_channels)[0]), "float32")
-            for j, (_, arrays) in enumerate(per_job):  # gamma, beta, moving mean, moving variance
-                stacked[:, j, self._rows(op.channels, widths[j], in_channels)[1]] = arrays["norm"][b][1]
-            trained += [tf.constant(stacked[0]), tf.constant(stacked[1])]
-            moving += [tf.constant(stacked[2]), tf.constant(stacked[3])]
-        for d, op in enumerate(op for op in plan.ops if op.kind == "depthwise"):
-            n = self._rows(op.channels, widths[0], in_channels)[0]
-            kernel = np.zeros((k, *op.window, n), "float32")
-            bias = np.zeros((k, n), "float32")
-            for j, (_, arrays) in enumerate(per_job):
-                w, *b = arrays["depthwise"][d][1]  # (*window, channels, 1)
-                rows = self._rows(op.channels, widths[j], in_channels)[1]
-                kernel[j][..., rows] = w[..., 0]
-                if b:
-                    bias[j, rows] = b[0]
-            trained += [tf.constant(kernel), tf.constant(bias)]
-        for p, op in enumerate(op for op in plan.ops if op.kind == "prelu"):
-            alpha = np.zeros((k, *op.window, self._rows(op.channels, widths[0], in_channels)[0]), "float32")
-            for j, (_, arrays) in enumerate(per_job):
-                alpha[j][..., self._rows(op.channels, widths[j], in_channels)[1]] = arrays["prelu"][p][1][0]
-            trained.append(tf.constant(alpha))
-        for b, op in enumerate(op for op in plan.ops if op.kind == "layernorm"):
-            stacked = np.zeros((2, k, self._rows(op.channels, widths[0], in_channels)[0]), "float32")
-            for j, (_, arrays) in enumerate(per_job):  # gamma, beta
-                stacked[:, j, self._rows(op.channels, widths[j], in_channels)[1]] = arrays["layernorm"][b][1]
-            trained += [tf.constant(stacked[0]), tf.constant(stacked[1])]
+        for kind in CHANNEL_KINDS:  # in _Offsets' order
+            for i, op in enumerate(op for op in plan.ops if op.kind == kind):
+                stacked = [tf.constant(a) for a in self._stack_channels(per_job, kind, i, op, widths, in_channels)]
+                if kind == "norm":  # gamma, beta trained; the moving mean and variance after every trained one
+                    trained, moving = trained + stacked[:2], moving + stacked[2:]
+                else:
+                    trained += stacked
         return params + trained + moving, masks
+
+    def _stack_channels(self, per_job, kind, index, op, widths, in_channels) -> list:
+        """The per-channel arrays of the ``index``-th op of ``kind`` of each job, stacked at the padded widths:
+        each (slots, *its leading axes, channels), a job's channels where :meth:`_rows` puts them, zero elsewhere. A
+        depthwise kernel (*window, channels, 1) is stacked as (*window, channels), and a missing bias as zeros."""
+        n = self._rows(op.channels, widths[0], in_channels)[0]
+        stacked = None
+        for j, (_, arrays) in enumerate(per_job):
+            values = list(arrays[kind][index][1])
+            if kind == "depthwise":
+                values = [values[0][..., 0], values[1] if len(values) > 1 else np.zeros(values[0].shape[-2])]
+            if stacked is None:
+                stacked = [np.zeros((self._slots, *v.shape[:-1], n), "float32") for v in values]
+            rows = self._rows(op.channels, widths[j], in_channels)[1]
+            for array, value in zip(stacked, values):
+                array[j][..., rows] = value
+        return stacked
 
     def _unpack(self, per_job, plan, best_params, in_channels):
         """Copy each job's chosen weights into its model; per job, its layers' new weights by layer name
         (``in_channels``: of the data the first op reads, as :meth:`_pack`)."""
         weighted = [op for op in plan.ops if op.weighted]
-        norms = [op for op in plan.ops if op.kind == "norm"]
-        depthwise = [op for op in plan.ops if op.kind == "depthwise"]
-        prelus = [op for op in plan.ops if op.kind == "prelu"]
-        layernorms = [op for op in plan.ops if op.kind == "layernorm"]
         offsets = plan.offsets
+        # per kind of per-channel parameters: where each op's first one sits, where the rest do
+        firsts = {"norm": (offsets.norms, 2), "depthwise": (offsets.depthwise, 2), "prelu": (offsets.prelus, 1),
+                  "layernorm": (offsets.layernorms, 2)}
         unpacked = []
         for j, (model, arrays) in enumerate(per_job):
             widths, chosen = _widths(arrays), []
@@ -920,20 +919,18 @@ class BatchedEvaluator:
                 rows = self._rows(op.channels, widths, in_channels)[1]
                 kernel = kernel.reshape(*prefix, -1, kernel.shape[-1])[..., rows, :n_out]
                 chosen.append((layer, [kernel.reshape(shape), bias[:n_out]][: 1 + op.bias]))
-            for b, (op, (layer, current)) in enumerate(zip(norms, arrays["norm"])):
-                rows = self._rows(op.channels, widths, in_channels)[1]
-                trained, moving = offsets.norms + 2 * b, offsets.moving + 2 * b
-                chosen.append((layer, [best_params[p][j][rows] for p in (trained, trained + 1, moving, moving + 1)]))
-            for d, (op, (layer, current)) in enumerate(zip(depthwise, arrays["depthwise"])):
-                rows, first = self._rows(op.channels, widths, in_channels)[1], offsets.depthwise + 2 * d
-                kernel = best_params[first][j][..., rows, None]
-                chosen.append((layer, [kernel, best_params[first + 1][j][rows]][: len(current)]))
-            for p, (op, (layer, _)) in enumerate(zip(prelus, arrays["prelu"])):
-                rows = self._rows(op.channels, widths, in_channels)[1]
-                chosen.append((layer, [best_params[offsets.prelus + p][j][..., rows]]))
-            for b, (op, (layer, _)) in enumerate(zip(layernorms, arrays["layernorm"])):
-                rows, first = self._rows(op.channels, widths, in_channels)[1], offsets.layernorms + 2 * b
-                chosen.append((layer, [best_params[first][j][rows], best_params[first + 1][j][rows]]))
+            for kind in CHANNEL_KINDS:
+                start, count = firsts[kind]
+                for i, (op, (layer, current)) in enumerate(zip([op for op in plan.ops if op.kind == kind],
+                                                               arrays[kind])):
+                    rows, first = self._rows(op.channels, widths, in_channels)[1], start + count * i
+                    places = [first + c for c in range(count)]
+                    if kind == "norm":  # then its moving mean and variance
+                        places += [offsets.moving + 2 * i, offsets.moving + 2 * i + 1]
+                    values = [best_params[p][j][..., rows] for p in places]
+                    if kind == "depthwise":  # its kernel (*window, channels, 1), its bias if it has one
+                        values = [values[0][..., None], values[1]][: len(current)]
+                    chosen.append((layer, values))
             merged = {}
             for layer, values in chosen:  # a SeparableConv's depthwise kernel (met second) comes first
                 earlier = merged[layer.name][1] if layer.name in merged else []
