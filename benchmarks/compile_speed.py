@@ -55,7 +55,7 @@ def main():
         model.fit(x, labels[0], epochs=30, batch_size=32, verbose=0)
         runs = evaluator_runs(model, ((x, labels[0]), (x_val, labels[1]), (x_test, labels[2])), epochs=args.epochs,
                               seed=0, max_trials=args.max_trials, objective=keras_tuner.Objective(objective, "max"),
-                              test_score=lambda m: accuracy(m, x_test, y_test))
+                              test_score=accuracy)
         rows += evaluator_rows(runs, first=f"{name} (`{objective}`)")
     write("compile_speed.md", [
         "# Ways of compiling that used to fall back: keras evaluator vs batched evaluator", "",
