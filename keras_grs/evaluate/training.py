@@ -228,9 +228,10 @@ class Score:
     """The validation score a search keeps within its tolerance, as the compiled fit computes it per candidate:
     Keras' ``"accuracy"``, the loss, a ``keras.metrics.AUC`` the model is compiled with, an accuracy metric (sparse
     categorical, categorical or binary, at its ``threshold``), precision or recall (at its ``threshold``), an F-score
-    (``average``, ``beta``) or an error metric it is compiled with (mean absolute, mean squared or root mean squared error; ``metric`` "accuracy",
-    "loss", "auc" or one of ``ACCURACY_METRICS``', ``COUNTED_METRICS``' or ``ERROR_METRICS``' values; ``name``:
-    the metric's name in Keras' logs, so the objective is ``val_<name>``; ``minimize``: a lower score is better).
+    (``average``, ``beta``) or an error metric it is compiled with (mean absolute, mean squared or root mean squared
+    error; ``metric`` "accuracy", "loss", "auc", "fbeta" or one of ``ACCURACY_METRICS``', ``COUNTED_METRICS``' or
+    ``ERROR_METRICS``' values; ``name``: the metric's name in Keras' logs, so the objective is ``val_<name>``;
+    ``minimize``: a lower score is better).
 
     An AUC counts true and false positives at its thresholds over the whole validation split and reads the curve
     from the counts as Keras' metric does (``curve``, ``summation``, ``multi_label``, ``label_weights``,
@@ -255,9 +256,9 @@ class Score:
 
     def value(self, labels, outputs):
         """(k,) this score (an AUC, an accuracy, precision, recall, F-score or error metric; not ``"accuracy"``
-        or the loss, which the fit computes itself) of outputs (k, samples, units), the model's outputs, against labels shared by the k
-        candidates: (samples,) class ids for the sparse categorical accuracy, else (samples, units). An accuracy
-        metric or an error metric is Keras': the mean over the validation split (what its running mean over
+        or the loss, which the fit computes itself) of outputs (k, samples, units), the model's outputs, against
+        labels shared by the k candidates: (samples,) class ids for the sparse categorical accuracy, else (samples,
+        units). An accuracy metric or an error metric is Keras': the mean over the validation split (what its running mean over
         ``evaluate``'s batches comes to), the square root of it for the root mean squared error."""
         if self.metric == "auc":
             return self.auc(labels, outputs)
