@@ -258,8 +258,9 @@ class Score:
         """(k,) this score (an AUC, an accuracy, precision, recall, F-score or error metric; not ``"accuracy"``
         or the loss, which the fit computes itself) of outputs (k, samples, units), the model's outputs, against
         labels shared by the k candidates: (samples,) class ids for the sparse categorical accuracy, else (samples,
-        units). An accuracy metric or an error metric is Keras': the mean over the validation split (what its running mean over
-        ``evaluate``'s batches comes to), the square root of it for the root mean squared error."""
+        units). An accuracy metric or an error metric is Keras': the mean over the validation split (what its
+        running mean over ``evaluate``'s batches comes to), the square root of it for the root mean squared
+        error."""
         if self.metric == "auc":
             return self.auc(labels, outputs)
         if self.metric == "fbeta":
@@ -388,11 +389,11 @@ class Score:
 
 def read_scores(model, objective, loss: Loss, units: int) -> tuple[Score, tuple[Score, ...]]:
     """The :class:`Score` a keras-tuner ``objective`` names for this model, ``val_accuracy`` (maximized),
-    ``val_loss`` (minimized), ``val_<name>`` of a ``keras.metrics.AUC`` or an accuracy metric the model is compiled
-    with (maximized) or of an error metric it is compiled with (minimized), or UnsupportedForBatching naming
-    anything else; and the Scores of the other AUC, accuracy and error metrics it is compiled with, which the compiled fit computes beside it so that
-    a trial records the ``val_<name>`` the keras evaluator would (one it cannot compute, on integer labels, which
-    Keras' AUC cannot read either, is left out)."""
+    ``val_loss`` (minimized), ``val_<name>`` of a ``keras.metrics.AUC``, an accuracy metric, precision, recall or an
+    F-score the model is compiled with (maximized) or of an error metric it is compiled with (minimized), or
+    UnsupportedForBatching naming anything else; and the Scores of the other such metrics it is compiled with,
+    which the compiled fit computes beside it so that a trial records the ``val_<name>`` the keras evaluator would
+    (one it cannot compute, on labels the metric cannot read, is left out)."""
     metrics = _compiled_metrics(model)
     score = _objective_score(metrics, objective, loss, units)
     reported = []
