@@ -496,7 +496,8 @@ def _prune_models(models, x, y, validation_data, guard_data, test_data, *, metho
         else:
             run = _TunerRun(model, x, y, validation_data, guard_data, storage, overwrite, fit, **options)
         search_seconds = _timing(run.project, add=time.perf_counter() - started)
-        splits = _Splits(validation_data, guard_data, test_data, objective, direction, tolerance)
+        splits = _Splits(validation_data, guard_data, test_data, getattr(objective, "name", objective), direction,
+                         tolerance)  # scored by the name; its direction was read above
         results.append(_model_result(run, model.name, method, acceptance, splits, eup, eup_options, search_seconds))
         if verbose:
             r = results[-1]

@@ -116,7 +116,8 @@ def test_a_regression_on_counts_is_searched_with_the_guard(tmp_path, entry):
     elif entry == "prune":
         import keras_grs
 
-        result = keras_grs.prune(model, x, y, validation, test_data=counts_data(60, 8), objective="val_loss",
+        objective = Objective("val_loss", "min")  # a keras-tuner Objective, as prune() also takes
+        result = keras_grs.prune(model, x, y, validation, test_data=counts_data(60, 8), objective=objective,
                                  tolerance=0.8, epochs=1, max_trials=3, seed=0, directory=tmp_path, verbose=0)
         found = result.results[0]
         assert result.model.count_params() <= model.count_params() and found.trials == 3

@@ -210,9 +210,10 @@ def _per_sample_scores(model) -> bool:
     return True
 
 
-def check_objective(model: keras.Model, objective: str, validation, batch_size=None) -> None:
-    """Refuse an ``objective`` that ``model`` does not report on validation data (read from its first 64 samples),
-    naming what it does report."""
+def check_objective(model: keras.Model, objective, validation, batch_size=None) -> None:
+    """Refuse an ``objective`` (a name or a keras-tuner Objective) that ``model`` does not report on validation
+    data (read from its first 64 samples), naming what it does report."""
+    objective = getattr(objective, "name", objective)
     values = reported_metrics(model, (validation[0][:64], validation[1][:64]), batch_size)
     if objective not in values | {name.removeprefix("val_") for name in values}:
         raise ValueError(
