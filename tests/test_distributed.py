@@ -74,8 +74,8 @@ def make_tuner(directory, evaluator, log, seed=None, die=False):
     from keras_grs.evaluate import make_evaluator
 
     class LoggingTuner(GRSTuner):
-        def _hold_back_guard(self, guard_data, fit_kwargs):
-            fit_kwargs = super()._hold_back_guard(guard_data, fit_kwargs)
+        def _hold_back_guard(self, guard_data, fit_kwargs, initial):
+            fit_kwargs = super()._hold_back_guard(guard_data, fit_kwargs, initial)
             digest = hashlib.sha256(self._guard[0].tobytes()).hexdigest()
             self.evaluator._write({"guard": digest, "tuner": os.environ.get("KERASTUNER_TUNER_ID", "single")})
             return fit_kwargs
