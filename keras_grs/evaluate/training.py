@@ -403,8 +403,8 @@ def read_scores(model, objective, loss: Loss, units: int) -> tuple[Score, tuple[
         try:
             if type(metric) is keras.metrics.AUC:
                 reported.append(_auc_score(label, metric, loss, units, f"metric {label}"))
-            elif type(metric) in ACCURACY_METRICS or type(metric) in COUNTED_METRICS or _is_f_score(metric):
-                reported.append(_accuracy_score(label, metric, loss, units, f"metric {label}"))
+            elif _is_class_metric(metric):
+                reported.append(_class_metric_score(label, metric, loss, units, f"metric {label}"))
             elif _is_error_metric(metric):
                 reported.append(_error_score(label, metric, loss, f"metric {label}"))
         except UnsupportedForBatching:
@@ -430,10 +430,10 @@ def _objective_score(metrics, objective, loss: Loss, units: int) -> Score:
         if direction != "min":
             raise UnsupportedForBatching(f"objective {name} ({direction}; an error is minimized)")
         return _error_score(label, metric, loss, f"objective {name}")
-    if type(metric) in ACCURACY_METRICS or type(metric) in COUNTED_METRICS or _is_f_score(metric):
+    if _is_class_metric(metric):
         if direction != "max":
             raise UnsupportedForBatching(f"objective {name} ({direction}; it is maximized)")
-        return _accuracy_score(label, metric, loss, units, f"objective {name}")
+        return _class_metric_score(label, metric, loss, units, f"objective {name}")
     if type(metric) is not keras.metrics.AUC:
         raise UnsupportedForBatching(f"objective {name}: metric {type(metric).__name__} (the batched path computes "
                                      "accuracy (sparse categorical, categorical, binary), precision, recall, "
@@ -474,7 +474,7 @@ ACCURACY_METRICS = {
 COUNTED_METRICS = {keras.metrics.Precision: "precision", keras.metrics.Recall: "recall"}
 
 
-def _accuracy_score(label, metric, loss: Loss, units: int, what: str) -> Score:
+def _class_metric_score(label, metric, loss: Loss, units: int, what: str) -> Score:
     """The :class:`Score` of an accuracy metric (``ACCURACY_METRICS``), of precision or recall
     (``COUNTED_METRICS``) or of an F-score logged as ``label``: the sparse accuracy reads class ids, the others
     labels of the outputs' shape."""
@@ -545,6 +545,11 @@ def _compiled_metrics(model) -> dict:
 def _is_f_score(metric) -> bool:
     """Keras' F-beta scores (``FBetaScore`` and its ``F1Score``)."""
     return isinstance(metric, keras.metrics.FBetaScore)
+
+
+def _is_class_metric(metric) -> bool:
+    """A metric of predicted classes :func:`_class_metric_score` reads: an accuracy, precision, recall or F-score."""
+    return type(metric) in ACCURACY_METRICS or type(metric) in COUNTED_METRICS or _is_f_score(metric)
 
 
 def _is_error_metric(metric) -> bool:
