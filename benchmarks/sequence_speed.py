@@ -1,13 +1,15 @@
-"""A temporal convolution (dilated, causal Conv1D layers): one fit per candidate against the batched evaluator.
+"""Sequence models: one fit per candidate against the batched evaluator.
 
-Until the batched evaluator took dilated convolutions and causal padding, such a model was trained one fit per
-candidate. The simulated calcium data (140 neurons, 3000 frames, 70/20/10), each frame's 140 values read as a
-sequence of 20 steps of 7 channels; a block of three causal Conv1D layers of 16 filters (kernel 3, dilation 1, 2
-and 4), global average pooling and the output, pretrained 30 epochs, then pruned by GRS with seed 0 for the same
-number of trials with each evaluator (trial 0 validates the pretrained model, then whole GRS steps); wall time of the
-search, what it kept, and whether the batched evaluator trained every step itself (``trained as``).
+Until the batched evaluator took dilated convolutions and causal padding (and recurrent layers), such models were
+trained one fit per candidate. The simulated calcium data (140 neurons, 3000 frames, 70/20/10), each frame's 140
+values read as a sequence of 20 steps of 7 channels; the models (``--models``): ``tcn``, a block of three causal
+Conv1D layers of 16 filters (kernel 3, dilation 1, 2 and 4), global average pooling and the output; ``lstm``, an
+LSTM of 24 units returning every step's state, then an LSTM of 16 and the output; ``gru``, a GRU of 24 units and
+the output. Each is pretrained 30 epochs, then pruned by GRS with seed 0 for the same number of trials with each
+evaluator (trial 0 validates the pretrained model, then whole GRS steps); wall time of the search, what it kept,
+and whether the batched evaluator trained every step itself (``trained as``).
 
-    python benchmarks/sequence_speed.py [--epochs 20] [--max-trials 7]
+    python benchmarks/sequence_speed.py [--models tcn lstm gru] [--epochs 20] [--max-trials 7]
 
 Writes benchmarks/results/sequence_speed.md.
 """
@@ -33,25 +35,42 @@ def tcn(input_shape):
     return model
 
 
+def lstm(input_shape):
+    return keras.Sequential([keras.Input(input_shape), keras.layers.LSTM(24, return_sequences=True),
+                             keras.layers.LSTM(16), keras.layers.Dense(2, activation="softmax")], name="lstm")
+
+
+def gru(input_shape):
+    return keras.Sequential([keras.Input(input_shape), keras.layers.GRU(24),
+                             keras.layers.Dense(2, activation="softmax")], name="gru")
+
+
+MODELS = {"tcn": tcn, "lstm": lstm, "gru": gru}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=sorted(MODELS), default=list(MODELS))
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--max-trials", type=int, default=7)
     args = parser.parse_args()
     data = [(x.reshape(-1, STEPS, CHANNELS), y) for x, y in calcium_splits("nn1", seed=0)]
-    keras.utils.set_random_seed(0)
-    model = tcn((STEPS, CHANNELS))
-    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    model.fit(*data[0], epochs=30, batch_size=32, verbose=0)
-    runs = evaluator_runs(model, data, epochs=args.epochs, seed=0, max_trials=args.max_trials)
-    rows = evaluator_rows(runs, "tcn")
+    rows = []
+    for name in args.models:
+        keras.utils.set_random_seed(0)
+        model = MODELS[name]((STEPS, CHANNELS))
+        model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        model.fit(*data[0], epochs=30, batch_size=32, verbose=0)
+        runs = evaluator_runs(model, data, epochs=args.epochs, seed=0, max_trials=args.max_trials)
+        rows += evaluator_rows(runs, name)
     write("sequence_speed.md", [
-        "# A temporal convolution: keras evaluator vs batched evaluator", "",
+        "# Sequence models: keras evaluator vs batched evaluator", "",
         f"Machine: {machine()}.", "",
         f"GRS, seed 0, {args.epochs} fine-tuning epochs per candidate, batch 32, at most {args.max_trials} trials, "
-        "the seed's acceptance rule; three causal Conv1D layers of 16 filters (kernel 3, dilation 1, 2, 4), global "
-        f"average pooling, on the calcium data read as {STEPS} steps of {CHANNELS} channels, pretrained 30 epochs "
-        "(`benchmarks/sequence_speed.py`).", "",
+        f"the seed's acceptance rule, on the calcium data read as {STEPS} steps of {CHANNELS} channels, each model "
+        "pretrained 30 epochs (`benchmarks/sequence_speed.py`; the models in its docstring: tcn, three causal Conv1D "
+        "layers of 16 filters, kernel 3, dilation 1, 2, 4, and global average pooling; lstm, LSTM 24 (sequences) "
+        "then LSTM 16; gru, GRU 24).", "",
         *HEADER, *rows,
     ])
 

@@ -87,11 +87,22 @@ class CheckpointLayout:
                 file.visititems(visit)
         attributes = dict(groups)
         slots, constants = {}, []
+        def owner(group):
+            """The layer whose variables ``group`` holds: a layer's sit in layers/<key>/vars (nested models:
+            layers/<key>/layers/<key>/vars), a sublayer's (a recurrent layer's cell) in layers/<key>/cell/vars."""
+            if not (group.startswith("layers/") and group.endswith("/vars")):
+                return None
+            parts = group.split("/")[:-1]
+            while parts:
+                layer = by_name.get(dict(attributes.get("/".join(parts + ["vars"]), ())).get("name"))
+                if layer is not None or (len(parts) > 1 and parts[-2] == "layers"):
+                    return layer
+                parts = parts[:-1]
+            return None
+
         for name, value in datasets:
             group, _, index = name.rpartition("/")
-            # a layer's variables sit in layers/<key>/vars (nested models: layers/<key>/layers/<key>/vars)
-            is_layer = group.startswith("layers/") and group.endswith("/vars")
-            layer = by_name.get(dict(attributes[group]).get("name")) if is_layer else None
+            layer = owner(group)
             if layer is None:
                 constants.append((name, value))
             else:

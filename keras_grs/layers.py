@@ -318,7 +318,8 @@ KINDS: dict[type, Kind] = {
     L.SeparableConv2D: SEPARABLE,
     L.DepthwiseConv1D: DEPTHWISE,
     L.DepthwiseConv2D: DEPTHWISE,
-    **{cls: Kind("producer", _slice_recurrent, _macs_recurrent, _set("units")) for cls in RECURRENT},
+    **{cls: Kind("producer", _slice_recurrent, _macs_recurrent, _set("units"), batched="recurrent")
+       for cls in RECURRENT},
     L.BatchNormalization: Kind("channelwise", _slice_per_channel, pins=_pins_axis, batched="norm", actor="affine"),
     L.Normalization: Kind("channelwise", _slice_per_channel, pins=_pins_normalization, batched="input",
                           actor="affine"),
@@ -419,10 +420,16 @@ def output_kernel(layer) -> np.ndarray:
     if kind_of(layer).role != "producer":
         raise ValueError(f"layer {layer.name!r} ({type(layer).__name__}) produces no units of its own")
     if isinstance(layer, RECURRENT):
-        kernel, recurrent = (keras.ops.convert_to_numpy(w) for w in (layer.cell.kernel, layer.cell.recurrent_kernel))
-        return np.concatenate([kernel.reshape(-1, recurrent.shape[0]), recurrent.reshape(-1, recurrent.shape[0])])
+        return gated_kernel(*(keras.ops.convert_to_numpy(w) for w in (layer.cell.kernel, layer.cell.recurrent_kernel)))
     name = "pointwise_kernel" if hasattr(layer, "pointwise_kernel") else "kernel"
     return keras.ops.convert_to_numpy(getattr(layer, name))
+
+
+def gated_kernel(kernel, recurrent) -> np.ndarray:
+    """A recurrent layer's kernel (inputs, gates x units) and recurrent kernel (units, gates x units) as one
+    (rows, units) array, each gate's block of columns as rows of its own (:func:`output_kernel`)."""
+    units = recurrent.shape[0]
+    return np.concatenate([np.reshape(kernel, (-1, units)), np.reshape(recurrent, (-1, units))])
 
 
 def supported_names() -> str:

@@ -49,8 +49,9 @@ CHAIN_LAYERS = WIDTH_LAYERS + (
 
 # The batched evaluator (and the candidates it trains as arrays) also takes depthwise convolutions of a layer's units
 # and the SeparableConv, LeakyReLU, ELU, PReLU, LayerNormalization, ZeroPadding, Cropping, UpSampling, GaussianNoise
-# and GaussianDropout layers, Reshapes (at the model's input, to one axis, or of size-1 positions), and Rescaling and
-# Normalization at the model's input; the C backend's int8 chains do not (no int8 depthwise kernel).
+# and GaussianDropout layers, LSTM, GRU and SimpleRNN layers, Reshapes (at the model's input, to one axis, or of size-1
+# positions), and Rescaling and Normalization at the model's input; the C backend's int8 chains do not (no int8
+# depthwise kernel).
 BATCHED_CHAIN_LAYERS = CHAIN_LAYERS + (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D,
                                       keras.layers.LeakyReLU, keras.layers.ELU, keras.layers.ZeroPadding1D,
                                       keras.layers.ZeroPadding2D, keras.layers.Cropping1D, keras.layers.Cropping2D,
@@ -58,7 +59,8 @@ BATCHED_CHAIN_LAYERS = CHAIN_LAYERS + (keras.layers.DepthwiseConv1D, keras.layer
                                       keras.layers.Rescaling, keras.layers.Normalization, keras.layers.GaussianNoise,
                                       keras.layers.GaussianDropout, keras.layers.UpSampling1D,
                                       keras.layers.UpSampling2D, keras.layers.Reshape, keras.layers.PReLU,
-                                      keras.layers.LayerNormalization)
+                                      keras.layers.LayerNormalization, keras.layers.LSTM, keras.layers.GRU,
+                                      keras.layers.SimpleRNN)
 # ... and graphs of them joined by element-wise merges (a residual Add) and channel concatenations (layer_graph).
 MERGE_LAYERS = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply, keras.layers.Average,
                 keras.layers.Maximum, keras.layers.Minimum)

@@ -134,3 +134,14 @@ def batched_trials(tuner, *fit_args, trials, **fit_kwargs):
     found = [tuner.oracle.get_trial(t) for t in tuner.oracle.start_order]
     assert len(found) == trials and all(t.status == "COMPLETED" for t in found)
     return found
+
+
+def recurrent_stack():
+    """A GRU returning every step's state, an LSTM reading it backwards, a SimpleRNN and the output: the three cells'
+    gate layouts, one after another."""
+    L = keras.layers
+    model = keras.Sequential([keras.Input((6, 3)), L.GRU(6, return_sequences=True, name="gru"),
+                              L.LSTM(5, return_sequences=True, go_backwards=True, name="lstm"),
+                              L.SimpleRNN(4, name="simple"), L.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model

@@ -115,6 +115,7 @@ def assert_trains_like_fit(build, labels="ids", epochs=3, tmp_path=None, shape=(
     assert ("val_accuracy" in result) == (labels not in ("targets", "counts"))  # a regression records none
     for name in ("loss", "val_loss", "val_accuracy")[: 2 + ("val_accuracy" in result)]:
         assert result[name] == pytest.approx(history[name][-1], rel=1e-4, abs=1e-6), name
+    return candidate
 
 
 def test_one_candidate_trained_batched_ends_with_the_weights_model_fit_gives(tmp_path):

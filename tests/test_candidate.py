@@ -12,7 +12,7 @@ from keras_grs.structure import analyze
 from keras_grs.surgery import kept_units, resized
 from keras_grs.tuner.oracles import KEY
 
-from helpers import concat_mlp, residual_cnn, separable_cnn, tiny_classifier
+from helpers import concat_mlp, recurrent_stack, residual_cnn, separable_cnn, tiny_classifier
 
 
 def child_of(parent, remove, root=None):
@@ -52,7 +52,8 @@ def test_a_candidate_measures_and_weighs_its_units_as_its_built_model_does(name,
     (residual_cnn, {"stem": [0, 4]}, {"head": [1], "stem": [3]}),
     (concat_mlp, {"left": [1, 2], "right": [0]}, {"right": [3], "joined": [0]}),
     (separable_cnn, {"first": [0], "sep": [1, 3]}, {"first": [2], "sep": [0]}),
-], ids=["residual", "concatenated", "separable"])
+    (recurrent_stack, {"gru": [0, 4], "lstm": [2]}, {"lstm": [0], "simple": [1, 3], "gru": [3]}),
+], ids=["residual", "concatenated", "separable", "recurrent"])
 def test_a_graph_candidate_of_a_candidate_measures_as_shrinking_twice_does(build, first, second):
     # merges and concatenations: a residual Add's group cut in both of its layers, a Concatenate's rows of the Dense
     # after it cut at their offsets

@@ -38,6 +38,8 @@ GaussianDropout (added noise masked off the padded units again),
 Activation, ReLU, LeakyReLU and ELU layers (any element-wise activation of ``keras.activations``, by Keras' own
 function; one that is not zero at zero only on a Dense/Conv layer, whose padded units are masked after it), PReLU
 layers of Dense/Conv units (their alpha trained), LayerNormalization over the channels (each candidate's own),
+LSTM, GRU (either ``reset_after``) and SimpleRNN layers over a sequence (returning the last state or every step's,
+forwards or backwards, without dropout or state kept between batches: :func:`_recurrent`),
 element-wise merges (a residual Add; the padded channels are zero in every input, so in the result),
 element-wise Keras ops written in the graph (``x + y``, ``x * 0.5``: Keras' op on the candidates' tensors, its
 padded channels masked again) and Concatenates of Dense/Conv units (each input's channels padded to its own width,
@@ -81,7 +83,7 @@ from keras_grs.evaluate.training import (
 from keras_grs.checkpoint import CheckpointLayout, LayoutError
 from keras_grs.files import save_weights, write_checkpoint
 from keras_grs.search.engine import keyed_rng
-from keras_grs.layers import is_op, kind_of
+from keras_grs.layers import RECURRENT, is_op, kind_of
 from keras_grs.structure import BATCHED_GRAPH_LAYERS, MERGE_LAYERS, UnsupportedLayerError, analyze, layer_graph
 
 # activations computed across a tensor's channels: with padded channels they would read the padding (a hidden layer's
@@ -140,16 +142,37 @@ class _Op:
     whole_samples: bool = False  # a dropout's: drops a sample's every value (stochastic depth)
     noise: str = ""  # a noise op's: additive (GaussianNoise) or multiplicative (GaussianDropout)
     dilation: tuple = ()  # a conv's dilation rate per spatial axis (empty: 1 on each)
+    # a recurrent op's: its cell (lstm, gru or simple), the gates' activation, a GRU's reset_after, whether it
+    # returns every step's state or the last one, whether it reads the steps backwards, its recurrent kernel's
+    # regularizer (l1, l2)
+    cell: str = ""
+    recurrent_activation: str = ""
+    reset_after: bool = False
+    sequences: bool = False
+    backwards: bool = False
+    recurrent_penalties: tuple = ()
 
     @property
     def weighted(self):
+        """An op with a kernel, a bias and units of its own: the width groups' (Dense, Conv, recurrent)."""
+        return self.kind in ("dense", "conv", "recurrent")
+
+    @property
+    def projection(self):
+        """A Dense/Conv op: one product, then its bias and activation (which may be fused or pooled after)."""
         return self.kind in ("dense", "conv")
+
+    @property
+    def gates(self):
+        """A recurrent op's blocks of units in its kernel's columns (Keras' order: i, f, c, o; z, r, h)."""
+        return {"lstm": 4, "gru": 3}.get(self.cell, 1)
 
     def key(self):
         return (self.kind, self.activation, self.activation_args, self.window, self.strides, self.padding,
                 self.pooling, self.rate, self.spatial, self.bias, self.penalties, self.epsilon, self.momentum,
                 self.merge, self.inputs, self.channels, self.margins, self.keepdims, self.arguments,
-                self.whole_channels, self.whole_samples, self.noise, self.dilation)
+                self.whole_channels, self.whole_samples, self.noise, self.dilation, self.cell,
+                self.recurrent_activation, self.reset_after, self.sequences, self.backwards, self.recurrent_penalties)
 
 
 @dataclass(frozen=True)
@@ -232,16 +255,18 @@ CHANNEL_KINDS = ("norm", "depthwise", "prelu", "layernorm")  # ops with per-chan
 
 @dataclass(frozen=True)
 class _Offsets:
-    """Where each op's parameters start in the program's list. In order: each Dense/Conv layer's kernel and bias,
-    each norm's gamma and beta, each depthwise op's kernel and bias, each PReLU's alpha, each layer norm's gamma
-    and beta (all trained by the optimizer), then each norm's moving mean and variance (updated by the training
-    steps): ``norms``, ``depthwise``, ``prelus``, ``layernorms`` and ``moving`` are the indices of the first of each
-    part, ``moving`` also the count of trained parameters."""
+    """Where each op's parameters start in the program's list. In order: each Dense/Conv/recurrent layer's kernel
+    and bias, each norm's gamma and beta, each depthwise op's kernel and bias, each PReLU's alpha, each layer
+    norm's gamma and beta, each recurrent op's recurrent kernel (all trained by the optimizer), then each norm's
+    moving mean and variance (updated by the training steps): ``norms``, ``depthwise``, ``prelus``, ``layernorms``,
+    ``recurrents`` and ``moving`` are the indices of the first of each part, ``moving`` also the count of trained
+    parameters."""
 
     norms: int
     depthwise: int
     prelus: int
     layernorms: int
+    recurrents: int
     moving: int
 
     @classmethod
@@ -250,7 +275,9 @@ class _Offsets:
         depthwise = norms + 2 * sum(op.kind == "norm" for op in ops)
         prelus = depthwise + 2 * sum(op.kind == "depthwise" for op in ops)
         layernorms = prelus + sum(op.kind == "prelu" for op in ops)
-        return cls(norms, depthwise, prelus, layernorms, layernorms + 2 * sum(op.kind == "layernorm" for op in ops))
+        recurrents = layernorms + 2 * sum(op.kind == "layernorm" for op in ops)
+        return cls(norms, depthwise, prelus, layernorms, recurrents,
+                   recurrents + sum(op.kind == "recurrent" for op in ops))
 
 
 @dataclass(frozen=True)
@@ -290,6 +317,32 @@ def _dense_op(layer, name, flattened):
     if len(layer.input.shape) != 2:
         raise UnsupportedForBatching("Dense on a sequence")
     return _Op("dense", layer.activation.__name__, spatial=flattened, **_weighted(layer, name))
+
+
+def _recurrent_op(layer, name, flattened):
+    """An LSTM, GRU or SimpleRNN layer over a sequence (batch, steps, features), returning the last state or every
+    step's; what its cells do between steps that the op cannot reproduce (dropout, state kept across batches) is
+    named."""
+    cell = layer.cell
+    if len(layer.input.shape) != 3:
+        raise UnsupportedForBatching(f"{name} on inputs of shape {tuple(layer.input.shape[1:])}")
+    _check_options(layer, name, stateful=(False,), return_state=(False,))
+    dropouts = [f"{k}={getattr(cell, k)}" for k in ("dropout", "recurrent_dropout") if getattr(cell, k, 0.0)]
+    if dropouts:
+        raise UnsupportedForBatching(f"{name} with {', '.join(dropouts)}")
+    extras = [k for k in ("kernel_constraint", "recurrent_constraint", "bias_constraint")
+              if getattr(cell, k, None) is not None]
+    if extras or layer.activity_regularizer is not None:
+        raise UnsupportedForBatching(f"{name} with {', '.join(extras or ['activity_regularizer'])}")
+    kind = "lstm" if isinstance(layer, keras.layers.LSTM) else "gru" if isinstance(layer, keras.layers.GRU) else \
+        "simple"
+    gates = getattr(cell, "recurrent_activation", None)
+    return _Op("recurrent", cell.activation.__name__, cell=kind, recurrent_activation=gates.__name__ if gates else "",
+               reset_after=bool(getattr(cell, "reset_after", False)), sequences=bool(layer.return_sequences),
+               backwards=bool(layer.go_backwards), bias=bool(cell.use_bias),
+               penalties=(*read_regularizer(cell.kernel_regularizer, f"{name} kernel_regularizer"),
+                          *read_regularizer(cell.bias_regularizer, f"{name} bias_regularizer")),
+               recurrent_penalties=read_regularizer(cell.recurrent_regularizer, f"{name} recurrent_regularizer"))
 
 
 def _check_options(layer, name, **allowed) -> None:
@@ -502,7 +555,7 @@ def _monotone(op) -> bool:
 
 
 def _is_weighted(layer) -> bool:
-    return kind_of(layer).batched in ("dense", "conv", "separable")
+    return kind_of(layer).batched in ("dense", "conv", "separable", "recurrent")
 
 
 # the op of each batched kind of keras_grs.layers' table (Kind.batched)
@@ -510,7 +563,8 @@ _OP_BUILDERS = {"dense": _dense_op, "conv": _conv_op, "norm": _norm_op, "depthwi
                 "gpool": _global_pool_op, "flatten": _flatten_op, "dropout": _dropout_op,
                 "activation": _activation_op, "pad": _margins_op, "crop": _margins_op, "separable": _separable_ops,
                 "input": _input_op, "reshape": _reshape_op, "prelu": _prelu_op,
-                "layernorm": _layernorm_op, "noise": _noise_op, "upsample": _upsample_op}
+                "layernorm": _layernorm_op, "noise": _noise_op, "upsample": _upsample_op,
+                "recurrent": _recurrent_op}
 MERGES = {"add": tf.add, "subtract": tf.subtract, "multiply": tf.multiply, "maximum": tf.maximum,
           "minimum": tf.minimum}  # and average; each keeps the padded channels (zero in every input) zero
 
@@ -604,7 +658,7 @@ def _plan(model) -> _Plan:
                 raise UnsupportedForBatching(f"{name} of other than Dense/Conv units (the batched path concatenates "
                                              "the channels of Dense and Conv layers)")
             op.channels = sum((channels[s] for s in sources), ())
-        if (op.kind == "activation" and first >= 0 and ops[first].weighted and ops[first].activation == "linear"
+        if (op.kind == "activation" and first >= 0 and ops[first].projection and ops[first].activation == "linear"
                 and readers[inputs[0]] == 1):
             # fused, so that masked units stay exactly zero
             ops[first].activation, ops[first].activation_args = op.activation, op.activation_args
@@ -613,7 +667,7 @@ def _plan(model) -> _Plan:
         n = op_of[i] = len(ops)
         channels[n] = (n_weighted,) if op.weighted else op.channels
         spread[n] = tuple(int(d) for d in layer.input.shape[1:-1]) if op.kind == "flatten" else \
-            () if op.kind in ("dense", "concat") else spread[first]
+            () if op.kind in ("dense", "concat", "recurrent") else spread[first]
         units[n] = op.weighted or op.kind == "concat" or (all(units[s] for s in sources) and op.kind != "flatten")
         n_weighted += op.weighted
         ops.append(op)
@@ -622,7 +676,7 @@ def _plan(model) -> _Plan:
         _fold_output_tail(ops, names)
         op_of[len(graph) - 1] = len(ops) - 1
     last = len(ops) - 1
-    if not ops[last].weighted or op_of[len(graph) - 1] != last:
+    if not ops[last].projection or op_of[len(graph) - 1] != last:
         raise UnsupportedForBatching("output: needs a Dense or Conv layer (with its activation) last")
     positions = tuple(model.outputs[0].shape[1:-1])
     if math.prod(positions) != 1:
@@ -637,12 +691,13 @@ def _plan(model) -> _Plan:
     ops[last].activation = "logits"
     for op in ops[:last]:
         if op.weighted or op.kind in ("activation", "depthwise"):
-            try:
-                keras.activations.get(op.activation)
-            except ValueError:
-                raise UnsupportedForBatching(f"activation {op.activation!r} (not one of keras.activations)") from None
-            if op.activation in CHANNEL_MIXING:
-                raise UnsupportedForBatching(f"activation {op.activation!r} on a hidden layer (it mixes channels)")
+            for activation in (op.activation, op.recurrent_activation or op.activation):
+                try:
+                    keras.activations.get(activation)
+                except ValueError:
+                    raise UnsupportedForBatching(f"activation {activation!r} (not one of keras.activations)") from None
+                if activation in CHANNEL_MIXING:
+                    raise UnsupportedForBatching(f"activation {activation!r} on a hidden layer (it mixes channels)")
             # a Dense/Conv/depthwise op masks its units after its activation; a standalone activation must keep
             # the masked (zero) units zero
             if op.kind == "activation" and not _zero_at_zero(op):
@@ -661,7 +716,7 @@ def _fold_output_tail(ops, names) -> None:
     while (tail > 1 and ops[tail - 1].kind in ("reshape", "activation") and ops[tail - 1].inputs == (tail - 2,)
            and sum(tail - 2 in op.inputs for op in ops) == 1):
         tail -= 1
-    if tail == len(ops) or not ops[tail - 1].weighted:
+    if tail == len(ops) or not ops[tail - 1].projection:
         return
     activations = [op for op in ops[tail:] if op.kind == "activation"]
     if len(activations) > 1 or (activations and ops[tail - 1].activation != "linear"):
@@ -852,28 +907,34 @@ class BatchedEvaluator:
     def _pack(self, per_job, plan, in_channels):
         """Stack the weights of a group's jobs (``per_job`` of :meth:`_widen`, at most ``self._slots``) at the padded
         widths: per weighted layer a (slots, inputs, outputs) kernel, a (slots, outputs) bias and a (slots, outputs)
-        mask of the units each job has; per norm its gamma and beta, per depthwise op its (slots, *window, units)
-        kernel and (slots, units) bias, then per norm its moving mean and variance, each (slots, units); zero for
-        the padding (:class:`_Offsets`). A job's input channels sit where :meth:`_rows` puts them (the first ones
-        of each layer they come from)."""
+        mask of the units each job has (a recurrent layer's: :meth:`_stack_recurrent`); per norm its gamma and beta,
+        per depthwise op its (slots, *window, units) kernel and (slots, units) bias, per recurrent layer its
+        recurrent kernel, then per norm its moving mean and variance, each (slots, units); zero for the padding
+        (:class:`_Offsets`). A job's input channels sit where :meth:`_rows` puts them (the first ones of each layer
+        they come from)."""
         capacity, k = self._capacity, self._slots
         widths = [_widths(arrays) for _, arrays in per_job]
-        params, masks = [], []
+        params, masks, recurrents = [], [], []
         for i, op in enumerate(op for op in plan.ops if op.weighted):
             prefix, n_out = _kernel_prefix(op), capacity[i]
             n_in = self._rows(op.channels, widths[0], in_channels)[0]
+            own = np.zeros(k, int)  # each job's units (an empty slot has none)
+            own[: len(widths)] = [w[i] for w in widths]
+            masks.append(tf.constant((np.arange(n_out)[None] < own[:, None]).astype("float32")))
+            if op.kind == "recurrent":
+                kernel, recurrent, bias = self._stack_recurrent(per_job, i, op, widths, in_channels, n_in)
+                params += [tf.constant(kernel), tf.constant(bias)]
+                recurrents.append(tf.constant(recurrent))
+                continue
             kernel = np.zeros((k, *prefix, n_in, n_out), "float32")
             bias = np.zeros((k, n_out), "float32")
-            mask = np.zeros((k, n_out), "float32")
             for j, (_, arrays) in enumerate(per_job):
                 w, *b = arrays["weighted"][i][1]  # a layer without bias keeps a zero bias that nothing trains
                 rows = self._rows(op.channels, widths[j], in_channels)[1]
                 kernel[j][..., rows, : w.shape[-1]] = w.reshape(*prefix, -1, w.shape[-1])
                 if b:
                     bias[j, : w.shape[-1]] = b[0]
-                mask[j, : w.shape[-1]] = 1.0
             params += [tf.constant(kernel.reshape(k, -1, n_out)), tf.constant(bias)]
-            masks.append(tf.constant(mask))
         trained, moving = [], []
         for kind in CHANNEL_KINDS:  # in _Offsets' order
             for i, op in enumerate(op for op in plan.ops if op.kind == kind):
@@ -882,7 +943,27 @@ class BatchedEvaluator:
                     trained, moving = trained + stacked[:2], moving + stacked[2:]
                 else:
                     trained += stacked
-        return params + trained + moving, masks
+        return params + trained + recurrents + moving, masks
+
+    def _stack_recurrent(self, per_job, index, op, widths, in_channels, n_in):
+        """The ``index``-th weighted op's (a recurrent one's) kernels and bias, stacked at the padded width U with
+        each gate's block of columns padded on its own: the kernel (slots, inputs, gates * U), the recurrent kernel
+        (slots, U, gates * U) and the bias (slots, gates * U), or (slots, 2 * gates * U) for a GRU's input and
+        recurrent biases (``reset_after``); zero for the padding and for a layer without bias."""
+        k, units, gates = self._slots, self._capacity[index], op.gates
+        biases = 2 if op.reset_after else 1
+        kernel = np.zeros((k, n_in, gates, units), "float32")
+        recurrent = np.zeros((k, units, gates, units), "float32")
+        bias = np.zeros((k, biases, gates, units), "float32")
+        for j, (_, arrays) in enumerate(per_job):
+            w, r, *b = arrays["weighted"][index][1]
+            n = r.shape[0]
+            rows = self._rows(op.channels, widths[j], in_channels)[1]
+            kernel[j][rows, :, :n] = w.reshape(-1, gates, n)
+            recurrent[j][:n, :, :n] = r.reshape(n, gates, n)
+            if b:
+                bias[j][:, :, :n] = b[0].reshape(biases, gates, n)
+        return kernel.reshape(k, n_in, -1), recurrent.reshape(k, units, -1), bias.reshape(k, -1)
 
     def _stack_channels(self, per_job, kind, index, op, widths, in_channels) -> list:
         """The per-channel arrays of the ``index``-th op of ``kind`` of each job, stacked at the padded widths:
@@ -910,11 +991,17 @@ class BatchedEvaluator:
         firsts = {"norm": (offsets.norms, 2), "depthwise": (offsets.depthwise, 2), "prelu": (offsets.prelus, 1),
                   "layernorm": (offsets.layernorms, 2)}
         unpacked = []
+        recurrent_index = {i: r for r, i in enumerate(i for i, op in enumerate(weighted) if op.kind == "recurrent")}
         for j, (model, arrays) in enumerate(per_job):
             widths, chosen = _widths(arrays), []
             for i, (op, (layer, current)) in enumerate(zip(weighted, arrays["weighted"])):
                 prefix = _kernel_prefix(op)
                 kernel, bias = best_params[2 * i][j], best_params[2 * i + 1][j]
+                if op.kind == "recurrent":
+                    recurrent = best_params[offsets.recurrents + recurrent_index[i]][j]
+                    chosen.append((layer, self._unstack_recurrent(op, kernel, recurrent, bias, current,
+                                                                  self._rows(op.channels, widths, in_channels)[1])))
+                    continue
                 shape, n_out = current[0].shape, current[0].shape[-1]
                 rows = self._rows(op.channels, widths, in_channels)[1]
                 kernel = kernel.reshape(*prefix, -1, kernel.shape[-1])[..., rows, :n_out]
@@ -947,6 +1034,16 @@ class BatchedEvaluator:
                     layer.set_weights(values)
                 unpacked[j][layer.name] = values
         return unpacked
+
+    @staticmethod
+    def _unstack_recurrent(op, kernel, recurrent, bias, current, rows) -> list:
+        """One job's recurrent weights, cut from its slot (:meth:`_stack_recurrent`) to its own ``current`` shapes,
+        in ``get_weights()`` order (kernel, recurrent kernel, bias)."""
+        gates, units, n = op.gates, recurrent.shape[0], current[1].shape[0]
+        kernel = kernel.reshape(-1, gates, units)[rows, :, :n].reshape(current[0].shape)
+        recurrent = recurrent.reshape(units, gates, units)[:n, :, :n].reshape(current[1].shape)
+        bias = bias.reshape(-1, gates, units)[:, :, :n]
+        return [kernel, recurrent, bias.reshape(current[2].shape)] if op.bias else [kernel, recurrent]
 
     def _save(self, job, plan, weights) -> None:
         """The job's checkpoint, written from its arrays in Keras' layout (:mod:`keras_grs.checkpoint`): Keras'
@@ -1113,6 +1210,7 @@ class BatchedEvaluator:
         weighted = [op for op in plan.ops if op.weighted]
         norms = [op for op in plan.ops if op.kind == "norm"]
         depthwise = [op for op in plan.ops if op.kind == "depthwise"]
+        recurrent = [op for op in plan.ops if op.kind == "recurrent"]
         offsets = plan.offsets
         trainable = offsets.moving
         slots = optimizer.slots()
@@ -1127,6 +1225,9 @@ class BatchedEvaluator:
                     if any(op.penalties):
                         total += (penalty(params[first + 2 * w], *op.penalties[:2])
                                   + penalty(params[first + 2 * w + 1], *op.penalties[2:]))
+            for r, op in enumerate(recurrent):
+                if any(op.recurrent_penalties):
+                    total += penalty(params[offsets.recurrents + r], *op.recurrent_penalties)
             return total
 
         def train_epoch(params, state, step, masks, active, samples, index, y, weights, present, counts, seeds):
@@ -1254,8 +1355,10 @@ def _layer_arrays(model, plan) -> dict[str, list[tuple]]:
 
 
 def _widths(arrays) -> list[int]:
-    """The widths of a job's Dense/Conv layers (:func:`_layer_arrays`)."""
-    return [int(weights[0].shape[-1]) for _, weights in arrays["weighted"]]
+    """The widths of a job's Dense/Conv/recurrent layers (:func:`_layer_arrays`; a recurrent layer's units are its
+    recurrent kernel's rows)."""
+    return [int(weights[1].shape[0] if isinstance(layer, RECURRENT) else weights[0].shape[-1])
+            for layer, weights in arrays["weighted"]]
 
 
 def check_workers(workers) -> int:
@@ -1376,6 +1479,7 @@ def _forward_function(plan, k):
     # each op's place among the ops of its kind (the order of their parameters)
     place = {n: sum(other.kind == op.kind or (op.weighted and other.weighted) for other in plan[:n])
              for n, op in enumerate(plan)}
+    steps = {n: sum(other.kind == "recurrent" for other in plan[:n]) for n in range(len(plan))}  # recurrent kernels
 
     def channel_mask(masks, channels):
         return masks[channels[0]] if len(channels) == 1 else tf.concat([masks[c] for c in channels], axis=-1)
@@ -1411,12 +1515,18 @@ def _forward_function(plan, k):
                         h = tf.add_n(tensors) / len(tensors)
                     else:
                         h = functools.reduce(MERGES[op.merge], tensors)
-                elif shared and op.kind not in ("dense", "conv", "flatten", "reshape", "pad", "crop", "upsample"):
+                elif shared and op.kind not in ("dense", "conv", "recurrent", "flatten", "reshape", "pad", "crop",
+                                                "upsample"):
                     h, shared = tf.broadcast_to(h[None], (k, *h.shape)), False
                 if op.kind == "flatten":
                     h = tf.reshape(h, (*h.shape[: 1 if shared else 2], -1))
                 elif op.kind == "reshape":  # positions of size 1 added or removed
                     h = tf.reshape(h, (*h.shape[: 1 if shared else 2], *op.window, h.shape[-1]))
+                elif op.kind == "recurrent":
+                    w = place[n]
+                    h = _recurrent(h, op, params[2 * w], params[offsets.recurrents + steps[n]], params[2 * w + 1],
+                                   masks[w], shared, k)
+                    shared = False
                 elif op.weighted:
                     w = place[n]
                     kernel, bias = params[2 * w], params[2 * w + 1]
@@ -1490,6 +1600,55 @@ def _forward_function(plan, k):
         raise AssertionError("the plan has no output layer")
 
     return forward
+
+
+def _recurrent(h, op, kernel, recurrent, bias, mask, shared, k):
+    """An LSTM, GRU or SimpleRNN op (:func:`_recurrent_op`): (k,) batch, steps, inputs -> (k, batch, units), or
+    (k, batch, steps, units) with ``op.sequences``; Keras' cell formulas, from a zero state.
+
+    Every step's input product is one batched product before the loop (:func:`_matmul`); the loop multiplies the
+    state by the recurrent kernel. Each gate's block of units is padded to the same width (the kernel's columns
+    are (gates, units)); the padded units' state and cell are masked to zero after every step, so that they pass
+    nothing on whatever the activations give at zero, and their weights, whose gradients are then zero, stay zero.
+    """
+    units, gates = mask.shape[-1], op.gates
+    activation, gate = keras.activations.get(op.activation), keras.activations.get(op.recurrent_activation or "linear")
+    x = _matmul(h, kernel, shared, k)  # (k, batch, steps, gates * units)
+    biases = tf.reshape(bias, (k, -1, 1, gates * units))  # (k, 1 or 2 (a GRU's reset_after), 1, gates * units)
+    if op.bias:
+        x = x + biases[:, 0][:, None]  # (k, 1, 1, gates * units)
+    inner_bias = biases[:, 1] if op.bias and op.reset_after else None  # (k, 1, gates * units), added to h @ R
+    x = tf.transpose(x, (2, 0, 1, 3))  # by step: (steps, k, batch, gates * units)
+    if op.backwards:
+        x = tf.reverse(x, [0])
+    keep = tf.reshape(mask, (k, 1, units))
+    zeros = tf.zeros((k, x.shape[2], units))
+
+    def step(carry, x_t):
+        state, cell = carry
+        if op.cell == "gru" and not op.reset_after:  # the reset gate applied before the candidate's product
+            x_z, x_r, x_h = tf.split(x_t, 3, axis=-1)
+            r_z, r_r, r_h = tf.split(recurrent, 3, axis=-1)
+            z, r = gate(x_z + tf.matmul(state, r_z)), gate(x_r + tf.matmul(state, r_r))
+            state = (z * state + (1.0 - z) * activation(x_h + tf.matmul(r * state, r_h))) * keep
+            return state, cell
+        inner = tf.matmul(state, recurrent)
+        if inner_bias is not None:
+            inner = inner + inner_bias
+        if op.cell == "lstm":
+            i, f, c, o = tf.split(x_t + inner, 4, axis=-1)
+            cell = (gate(f) * cell + gate(i) * activation(c)) * keep
+            return gate(o) * activation(cell) * keep, cell
+        if op.cell == "gru":
+            x_z, x_r, x_h = tf.split(x_t, 3, axis=-1)
+            i_z, i_r, i_h = tf.split(inner, 3, axis=-1)
+            z, r = gate(x_z + i_z), gate(x_r + i_r)
+            return (z * state + (1.0 - z) * activation(x_h + r * i_h)) * keep, cell
+        return activation(x_t + inner) * keep, cell
+
+    # a loop over the steps: unrolled (20 steps of an LSTM), XLA compiled the fit 2x slower and ran it 1.5x slower
+    states = tf.scan(step, x, initializer=(zeros, zeros))[0]  # (steps, k, batch, units)
+    return tf.transpose(states, (1, 2, 0, 3)) if op.sequences else states[-1]
 
 
 def _call_op(op, tensors):
@@ -1575,7 +1734,7 @@ def _pooled_after(plan) -> dict:
     do not overlap (the pooling as a reshape and a reduction, :func:`_pool`)."""
     readers = collections.Counter(i for op in plan for i in op.inputs)
     return {n: after for n, (op, after) in enumerate(zip(plan, plan[1:]))
-            if op.weighted and _monotone(op) and after.kind == "pool" and after.pooling == "MAX"
+            if op.projection and _monotone(op) and after.kind == "pool" and after.pooling == "MAX"
             and _reshaped_pool(after) and after.inputs == (n,) and readers[n] == 1}
 
 

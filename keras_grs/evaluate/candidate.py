@@ -34,7 +34,7 @@ import keras
 import numpy as np
 
 from keras_grs.costs import count_flops, count_params
-from keras_grs.layers import kind_of
+from keras_grs.layers import gated_kernel, kind_of
 from keras_grs.importance import unit_norms
 from keras_grs.latency import latency_ms
 from keras_grs.structure import (BATCHED_GRAPH_LAYERS, Structure, UnsupportedLayerError, analyze, layer_graph,
@@ -87,15 +87,15 @@ class Candidate:
     def possible(parent) -> bool:
         """Whether children of ``parent`` can be held as arrays: a chain, or a graph joined by merges and
         concatenations, whose weighted layers are Dense, Conv, SeparableConv, DepthwiseConv, BatchNormalization,
-        PReLU or LayerNormalization (what the batched evaluator trains; their weights are cut by the weights
-        alone), or a Normalization (at the input, never cut)."""
+        PReLU, LayerNormalization, LSTM, GRU or SimpleRNN (what the batched evaluator trains; their weights are cut
+        by the weights alone), or a Normalization (at the input, never cut)."""
         template = template_of(parent)
         try:
             layer_graph(template, BATCHED_GRAPH_LAYERS)
         except UnsupportedLayerError:
             return False
         return all(kind_of(layer).batched in ("dense", "conv", "separable", "norm", "depthwise", "prelu", "layernorm",
-                                              "input")
+                                              "recurrent", "input")
                    for layer in leaf_layers(template)
                    if layer.weights)
 
@@ -181,8 +181,10 @@ def measure(model) -> dict:
 def norms_of(model) -> dict[str, list[float]]:
     """:func:`keras_grs.importance.unit_norms` of a Keras model or a :class:`Candidate` (from its kernels)."""
     if isinstance(model, Candidate) and not model.materialized:
-        # a producer's output kernel: a SeparableConv's pointwise one (keras_grs.layers.output_kernel)
-        kernels = {name: values.get("pointwise_kernel", values.get("kernel"))
+        # a producer's output kernel: a SeparableConv's pointwise one, a recurrent layer's kernels by gate
+        # (keras_grs.layers.output_kernel)
+        kernels = {name: gated_kernel(values["kernel"], values["recurrent_kernel"]) if "recurrent_kernel" in values
+                   else values.get("pointwise_kernel", values.get("kernel"))
                    for name, values in model.named_arrays().items() if {"kernel", "pointwise_kernel"} & set(values)}
         return unit_norms(model.template, model.structure, kernels)
     return unit_norms(realized(model))

@@ -1,0 +1,119 @@
+"""LSTM, GRU and SimpleRNN layers trained by the batched evaluator: one candidate ends where ``model.fit`` ends (the
+cells' formulas, both GRU variants, stacked layers returning sequences, reading backwards, without bias, with
+regularizers), candidates of different widths trained together each end as their own fit, the checkpoint holds the
+weights, a search runs batched, and what the batched path cannot reproduce is named."""
+
+import keras
+import numpy as np
+import pytest
+from keras_tuner import Objective
+
+from helpers import batched_trials
+from keras_grs import GRSTuner, shrink
+from keras_grs.evaluate import Job
+from keras_grs.evaluate.batched import BatchedEvaluator
+from test_batched_parity import assert_trains_like_fit, data
+
+L = keras.layers
+STEPS, CHANNELS = 4, 4  # the parity data's 16 features read as 4 steps of 4 channels
+
+
+def sequence_model(*layers, optimizer="adam"):
+    model = keras.Sequential([keras.Input((STEPS, CHANNELS)), *layers, L.Dense(3, activation="softmax")])
+    model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+RECURRENT = {
+    "lstm": lambda: sequence_model(L.LSTM(5, name="hidden")),
+    "gru": lambda: sequence_model(L.GRU(5, name="hidden")),
+    "gru-reset-before": lambda: sequence_model(L.GRU(5, reset_after=False, name="hidden")),
+    "simple-rnn": lambda: sequence_model(L.SimpleRNN(5, name="hidden")),
+    "stacked-backwards-no-bias": lambda: sequence_model(
+        L.LSTM(5, return_sequences=True, go_backwards=True, name="hidden"), L.GRU(3, use_bias=False)),
+    "sequences-pooled-relu-sgd": lambda: sequence_model(
+        L.SimpleRNN(5, activation="relu", return_sequences=True, name="hidden"), L.GlobalAveragePooling1D(),
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9)),
+    "regularized-hard-sigmoid": lambda: sequence_model(
+        L.LSTM(5, recurrent_activation="hard_sigmoid", kernel_regularizer=keras.regularizers.L2(0.01),
+               recurrent_regularizer=keras.regularizers.L1(0.01), bias_regularizer=keras.regularizers.L2(0.1),
+               name="hidden")),
+}
+
+
+@pytest.mark.parametrize("build", RECURRENT.values(), ids=RECURRENT.keys())
+def test_recurrent_layers_train_like_fit(build, tmp_path):
+    candidate = assert_trains_like_fit(build, shape=(STEPS, CHANNELS), tmp_path=tmp_path)
+    # the checkpoint, written from the arrays in Keras' layout, holds the weights the model was given
+    loaded = build()
+    loaded.load_weights(tmp_path / "candidate.weights.h5")
+    for got, want in zip(loaded.get_weights(), candidate.get_weights()):
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("kind", ["lstm", "gru", "stacked-backwards-no-bias"])
+def test_recurrent_candidates_of_different_widths_trained_together_each_end_as_their_own_fit(kind, tmp_path):
+    # the narrower candidate's gates are padded block by block and its missing units masked: that changes nothing
+    x, y = data("ids")
+    x_val, y_val = data("ids", seed=1)
+    x, x_val = x.reshape(-1, STEPS, CHANNELS), x_val.reshape(-1, STEPS, CHANNELS)
+    keras.utils.set_random_seed(0)
+    base = RECURRENT[kind]()
+    removed = {"hidden": [1, 3]}
+    candidates = [shrink(base, {}), shrink(base, removed)]
+    references = [shrink(base, {}), shrink(base, removed)]
+    fit = {"epochs": 3, "batch_size": 16, "validation_data": (x_val, y_val), "verbose": 0, "shuffle": False}
+    for reference in references:
+        reference.fit(x, y, **fit)
+    jobs = [Job(model, True, str(tmp_path / f"c{i}.weights.h5")) for i, model in enumerate(candidates)]
+    evaluator = BatchedEvaluator(Objective("val_loss", "min"), epoch_score="last")
+    evaluator.evaluate(jobs, (x, y), fit)
+    assert evaluator._calls == 1  # trained by the batched path, not by the fallback
+    assert candidates[1].get_layer("hidden").get_weights()[1].shape[0] == 3
+    for i, (candidate, reference) in enumerate(zip(candidates, references)):
+        for got, want in zip(candidate.get_weights(), reference.get_weights()):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+        loaded = shrink(base, {} if i == 0 else removed)
+        loaded.load_weights(tmp_path / f"c{i}.weights.h5")  # the checkpoint holds the same weights
+        for got, want in zip(loaded.get_weights(), reference.get_weights()):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def sequences(n, seed):
+    """Three classes of 10-step sequences of 3 channels: which channel's running sum ends the largest."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 10, 3)).astype("float32")
+    x[:, :, 0] += 0.3 * rng.normal(size=(n, 1))
+    return x, np.argmax(x.cumsum(axis=1)[:, -1], axis=1).astype("int32")
+
+
+def test_a_search_of_a_recurrent_model_runs_batched_and_scores_each_trials_checkpoint(tmp_path):
+    (x, y), (x_val, y_val) = sequences(300, 0), sequences(120, 1)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((10, 3)), L.GRU(12, return_sequences=True), L.LSTM(8),
+                              L.Dense(3, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x, y, epochs=20, verbose=0)
+    tuner = GRSTuner.from_model(model, tolerance=0.8, seed=0, max_trials=4, evaluator="batched", acceptance="seed",
+                                directory=tmp_path, project_name="rnn")
+    trials = batched_trials(tuner, x, y, validation_data=(x_val, y_val), epochs=2, verbose=0, trials=4)
+    widths = set()
+    for trial in trials[1:]:
+        candidate = tuner.load_model(trial)
+        widths.add(tuple(int(layer.get_weights()[1].shape[0]) for layer in candidate.layers[:2]))
+        accuracy = candidate.evaluate(x_val, y_val, verbose=0, return_dict=True)["accuracy"]
+        assert trial.score == pytest.approx(accuracy, abs=1e-6)
+    assert {(11, 8), (12, 7)} <= widths  # one unit fewer in either layer: both gate layouts were trained and saved
+
+
+@pytest.mark.parametrize("layer, reason", [
+    (L.LSTM(5, dropout=0.2), "dropout=0.2"),
+    (L.GRU(5, recurrent_dropout=0.1), "recurrent_dropout=0.1"),
+    (L.SimpleRNN(5, kernel_constraint=keras.constraints.NonNeg()), "kernel_constraint"),
+])
+def test_what_the_batched_path_cannot_reproduce_in_a_recurrent_layer_is_named(layer, reason, tmp_path):
+    model = sequence_model(layer)
+    x, y = data("ids")
+    fit = {"epochs": 1, "batch_size": 16, "validation_data": (x.reshape(-1, STEPS, CHANNELS), y), "verbose": 0}
+    evaluator = BatchedEvaluator(Objective("val_accuracy", "max"))
+    assert reason in evaluator.supports([Job(model, True, str(tmp_path / "c.weights.h5"))], fit)
