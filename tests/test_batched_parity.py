@@ -20,6 +20,8 @@ def data(labels, seed=0):
     ids = ((x[:, 0] + x[:, 1] > 0).astype("int32") + (x[:, 2] > 0.8)).astype("int32")
     if labels == "binary":
         return x, (x[:, 0] > 0).astype("float32")[:, None]
+    if labels == "signs":  # a hinge loss' -1 and 1
+        return x, np.where(x[:, 0] > 0, 1.0, -1.0).astype("float32")[:, None]
     if labels == "onehot":
         return x, np.eye(CLASSES, dtype="float32")[ids]
     if labels == "soft":  # a teacher's outputs: distributions over the classes, none exactly one-hot
@@ -187,11 +189,13 @@ def test_depthwise_convolutions_train_like_fit(build, shape, tmp_path):
     (lambda: mlp(loss="msle", output="softplus", units=2, metrics=()), "counts"),
     (lambda: mlp(loss=keras.losses.MeanAbsolutePercentageError(), output="softplus", units=2, metrics=()), "counts"),
     (lambda: mlp(loss="poisson", output="exponential", units=2, metrics=()), "counts"),
+    (lambda: mlp(loss="hinge", output="tanh", units=1), "binary"),  # 0/1 labels, which Keras turns into -1/1
+    (lambda: mlp(loss=keras.losses.SquaredHinge(), output="linear", units=1), "signs"),
+    (lambda: mlp(loss="categorical_hinge", output="linear"), "onehot"),
 ], ids=["categorical", "categorical-smoothed", "binary", "binary-smoothed", "sparse-logits", "binary-logits",
         "mean-squared", "mean-absolute-tanh", "huber", "categorical-focal", "categorical-focal-options-logits",
         "binary-focal", "binary-focal-balanced-smoothed", "binary-focal-logits", "kl-divergence-soft-labels",
-        "log-cosh", "msle", "mape-of-counts",
-        "poisson"])
+        "log-cosh", "msle", "mape-of-counts", "poisson", "hinge-of-0-1-labels", "squared-hinge", "categorical-hinge"])
 def test_losses(build, labels, tmp_path):
     assert_trains_like_fit(build, labels, tmp_path=tmp_path)
 
@@ -222,11 +226,15 @@ def test_losses(build, labels, tmp_path):
     lambda: keras.optimizers.Adam(0.05, clipnorm=0.05),
     lambda: keras.optimizers.SGD(0.5, momentum=0.5, global_clipnorm=0.1),
     lambda: keras.optimizers.RMSprop(0.01, clipvalue=0.01),
+    lambda: keras.optimizers.Ftrl(0.1),
+    lambda: keras.optimizers.Ftrl(0.1, learning_rate_power=-0.7, initial_accumulator_value=0.2,
+                                  l1_regularization_strength=0.01, l2_regularization_strength=0.02,
+                                  l2_shrinkage_regularization_strength=0.01, beta=0.1),
 ], ids=["sgd", "sgd-momentum", "sgd-nesterov", "rmsprop", "rmsprop-centered-momentum", "adam-options-amsgrad",
         "adamw", "sgd-weight-decay", "adam-exponential-decay", "sgd-piecewise", "adamw-cosine-warmup",
         "sgd-cosine-restarts", "rmsprop-polynomial-cycle", "adam-inverse-time-staircase", "adagrad",
         "adagrad-options-weight-decay", "adamax", "nadam", "nadam-schedule", "lion-weight-decay", "adam-clipnorm",
-        "sgd-global-clipnorm", "rmsprop-clipvalue"])
+        "sgd-global-clipnorm", "rmsprop-clipvalue", "ftrl", "ftrl-options"])
 def test_optimizers_and_schedules(optimizer, tmp_path):
     assert_trains_like_fit(lambda: mlp(optimizer=optimizer()), tmp_path=tmp_path)
 

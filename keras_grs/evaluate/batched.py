@@ -683,10 +683,10 @@ def _plan(model) -> _Plan:
         raise UnsupportedForBatching(f"output of shape {tuple(model.outputs[0].shape[1:])} (the batched path scores "
                                      "one output vector per sample)")
     loss = read_loss(model, ops[last].activation)
-    if loss.regression and ops[last].activation_args:
+    if loss.on_outputs and ops[last].activation_args:
         raise UnsupportedForBatching(f"loss {loss.name} on an output activation with options "
                                      f"({dict(ops[last].activation_args)})")
-    if loss.regression and ops[last].activation in CHANNEL_MIXING - {"softmax"}:
+    if loss.on_outputs and ops[last].activation in CHANNEL_MIXING - {"softmax"}:
         raise UnsupportedForBatching(f"loss {loss.name} on a {ops[last].activation} output")
     ops[last].activation = "logits"
     for op in ops[:last]:
@@ -865,6 +865,10 @@ class BatchedEvaluator:
             return self._fall_back(jobs, fit_args, fit_kwargs)
         try:
             plan, score, reported = self._check(jobs, fit_kwargs)
+            units = int(template_of(jobs[0].model).output_shape[-1])
+            for labels in (fit_args[1], (fit_kwargs.get("validation_data") or (None, None))[1]):
+                if labels is not None:  # labels the loss cannot read alike in every batch (a hinge's 0, -1, 1)
+                    plan.loss.labels(labels, units)
         except (UnsupportedForBatching, TypeError) as reason:
             if not self._warned:
                 warnings.warn(f"one fit per trial instead of batched evaluation: {reason}",

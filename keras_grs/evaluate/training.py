@@ -47,6 +47,9 @@ LOSS_CLASSES = {
     "MeanSquaredLogarithmicError": "mean_squared_logarithmic_error",
     "MeanAbsolutePercentageError": "mean_absolute_percentage_error",
     "Poisson": "poisson",
+    "Hinge": "hinge",
+    "SquaredHinge": "squared_hinge",
+    "CategoricalHinge": "categorical_hinge",
 }
 OUTPUT_OF_LOSS = {  # the output activation whose logits each loss reads
     "sparse_categorical_crossentropy": "softmax",
@@ -56,6 +59,8 @@ OUTPUT_OF_LOSS = {  # the output activation whose logits each loss reads
     "categorical_focal_crossentropy": "softmax",
     "kl_divergence": "softmax",  # soft labels, a teacher's outputs when distilling
 }
+# margin losses on the outputs (any element-wise activation): classes, with one output per class or a binary one
+HINGE_LOSSES = ("hinge", "squared_hinge", "categorical_hinge")
 REGRESSION_LOSSES = ("mean_squared_error", "mean_absolute_error", "huber", "log_cosh", "mean_squared_logarithmic_error",
                      "mean_absolute_percentage_error", "poisson")  # on the outputs, any activation
 # read below, or without effect here
@@ -66,11 +71,11 @@ NEUTRAL_LOSS_OPTIONS = {"reduction": "sum_over_batch_size", "axis": -1, "ignore_
 
 @dataclass(frozen=True)
 class Loss:
-    """A cross-entropy on the model's logits, or a regression loss (one of ``REGRESSION_LOSSES``) on its
-    outputs, and the accuracy Keras' ``"accuracy"`` metric computes for a cross-entropy.
+    """A cross-entropy on the model's logits, or a regression or hinge loss (one of ``REGRESSION_LOSSES``,
+    ``HINGE_LOSSES``) on its outputs, and the accuracy Keras' ``"accuracy"`` metric computes for a classification.
 
     ``output``: the model's output activation (``softmax``, ``sigmoid`` or ``linear`` for logits; for a regression
-    loss any element-wise one of ``keras.activations``); ``label_smoothing`` as Keras applies it; ``delta``: the
+    or hinge loss any element-wise one of ``keras.activations``); ``label_smoothing`` as Keras applies it; ``delta``: the
     Huber loss' threshold; ``alpha``, ``gamma`` and ``balanced`` (``apply_class_balancing``): a focal loss'.
     """
 
@@ -91,6 +96,12 @@ class Loss:
         """A loss on targets rather than classes: no accuracy to compute or record."""
         return self.name in REGRESSION_LOSSES
 
+    @property
+    def on_outputs(self):
+        """A loss of the model's outputs (a regression or a hinge loss: any element-wise output activation) rather
+        than of its logits (a cross-entropy)."""
+        return self.name in REGRESSION_LOSSES or self.name in HINGE_LOSSES
+
     def per_sample(self, labels, logits):
         """(k, batch) losses of logits (k, batch, units) against labels: (batch,) ids or (batch, units) targets,
         shared by the k candidates, or the same with a leading candidate axis."""
@@ -98,6 +109,8 @@ class Loss:
             labels = tf.broadcast_to(labels[None], (logits.shape[0], *labels.shape))
         if self.regression:
             return self._regression_loss(labels, self.outputs(logits))
+        if self.name in HINGE_LOSSES:
+            return self._hinge_loss(labels, self.outputs(logits))
         if self.sparse:
             return tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)
         if self.name == "kl_divergence":  # Keras' formula, on the clipped probabilities
@@ -128,6 +141,19 @@ class Loss:
         if self.label_smoothing:
             labels = labels * (1.0 - self.label_smoothing) + 0.5 * self.label_smoothing
         return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels, logits), axis=-1)
+
+    def _hinge_loss(self, labels, outputs):
+        """Keras' hinge, squared hinge or categorical hinge. The first two read labels of -1 and 1, and turn a batch
+        whose labels are all 0 or 1 into -1 and 1 first, per candidate's batch as Keras does per batch (the labels
+        are one kind or the other, :meth:`labels`: the same for every batch)."""
+        if self.name == "categorical_hinge":
+            positive = tf.reduce_sum(labels * outputs, axis=-1)
+            negative = tf.reduce_max((1.0 - labels) * outputs, axis=-1)
+            return tf.maximum(negative - positive + 1.0, 0.0)
+        binary = tf.reduce_all((labels == 0.0) | (labels == 1.0), axis=list(range(1, len(labels.shape))),
+                               keepdims=True)
+        margins = tf.maximum(1.0 - tf.where(binary, 2.0 * labels - 1.0, labels) * outputs, 0.0)
+        return tf.reduce_mean(tf.square(margins) if self.name == "squared_hinge" else margins, axis=-1)
 
     def _regression_loss(self, labels, outputs):
         """Keras' formula of the regression loss, a mean over the last axis (``epsilon``: Keras' fuzz factor)."""
@@ -178,6 +204,10 @@ class Loss:
         y = y.reshape(len(y), -1).astype("float32")
         if y.shape[1] != units:
             raise UnsupportedForBatching(f"{self.name} with labels of shape {y.shape[1:]} for {units} outputs")
+        if self.name in ("hinge", "squared_hinge") and not (set(np.unique(y)) <= {0.0, 1.0}
+                                                            or set(np.unique(y)) <= {-1.0, 1.0}):
+            # Keras turns a batch of 0/1 labels into -1/1: with other values, whether it does depends on the batch
+            raise UnsupportedForBatching(f"{self.name} with labels other than 0/1 or -1/1")
         return y
 
 
@@ -198,12 +228,14 @@ def read_loss(model, output_activation) -> Loss:
             loss = keras.losses.get(loss).__name__
         except (ValueError, AttributeError):
             pass
-    if loss not in OUTPUT_OF_LOSS and loss not in REGRESSION_LOSSES:
+    if loss not in OUTPUT_OF_LOSS and loss not in REGRESSION_LOSSES and loss not in HINGE_LOSSES:
         raise UnsupportedForBatching(f"loss {loss!r}")
     extra = sorted(k for k, v in options.items()
                    if k not in FREE_LOSS_OPTIONS and (k not in NEUTRAL_LOSS_OPTIONS or v != NEUTRAL_LOSS_OPTIONS[k]))
     if extra:
         raise UnsupportedForBatching(f"loss {loss} with {', '.join(extra)}")
+    if loss in HINGE_LOSSES:  # on the outputs too
+        return Loss(loss, output_activation)
     if loss in REGRESSION_LOSSES:  # on the outputs: whatever the output activation (_plan checked it is one)
         delta = options.get("delta", 1.0)
         if isinstance(model.loss, keras.losses.Huber):  # its configuration leaves out delta; its base class' has it
@@ -613,6 +645,8 @@ OPTIMIZERS = {  # class -> the options its update reads
     keras.optimizers.Adamax: ("beta_1", "beta_2", "epsilon"),
     keras.optimizers.Nadam: ("beta_1", "beta_2", "epsilon"),
     keras.optimizers.Lion: ("beta_1", "beta_2"),
+    keras.optimizers.Ftrl: ("learning_rate_power", "initial_accumulator_value", "l1_regularization_strength",
+                            "l2_regularization_strength", "l2_shrinkage_regularization_strength", "beta"),
 }
 NADAM_DECAY = 0.96  # Keras' Nadam: the momentum schedule's decay
 UNSUPPORTED_OPTIONS = ("use_ema", "gradient_accumulation_steps", "loss_scale_factor")
@@ -624,7 +658,7 @@ SCHEDULES = ("CosineDecay", "CosineDecayRestarts", "ExponentialDecay", "InverseT
 @dataclass(frozen=True)
 class Optimizer:
     """A Keras optimizer's update, applied to stacked weights: ``kind`` (SGD, RMSprop, Adam, Adagrad, Adamax,
-    Nadam, Lion), its options as sorted pairs, the weight decay, and the learning rate (a float or a serialized
+    Nadam, Lion, Ftrl), its options as sorted pairs, the weight decay, and the learning rate (a float or a serialized
     Keras schedule). Each update is Keras' ``update_step``, operation for operation (the same float rounding)."""
 
     kind: str
@@ -644,16 +678,19 @@ class Optimizer:
             return 1 + bool(self.option("momentum")) + bool(self.option("centered"))
         if self.kind in ("Adagrad", "Lion"):
             return 1
+        if self.kind == "Ftrl":
+            return 2  # its accumulators and linear terms
         if self.kind == "Nadam":
             return 3  # its momentum schedule's running product, kept as a scalar beside each weight
         return 3 if self.kind == "Adam" and self.option("amsgrad") else 2
 
     def initial_state(self, params) -> list:
         """The state before the first update, slot after slot (each slot for each of ``params``): zeros, but
-        Adagrad's accumulators start at its ``initial_accumulator_value`` and Nadam's product at 1."""
+        Adagrad's and Ftrl's accumulators start at their ``initial_accumulator_value`` and Nadam's product at 1."""
         state = [tf.zeros_like(p) for _ in range(self.slots()) for p in params]
-        if self.kind == "Adagrad":
-            state = [tf.fill(p.shape, tf.constant(self.option("initial_accumulator_value"), p.dtype)) for p in params]
+        if self.kind in ("Adagrad", "Ftrl"):
+            state[: len(params)] = [tf.fill(p.shape, tf.constant(self.option("initial_accumulator_value"), p.dtype))
+                                    for p in params]
         elif self.kind == "Nadam":
             state[2 * len(params):] = [tf.ones(()) for _ in params]
         return state
@@ -772,6 +809,21 @@ class Optimizer:
         beta_1, beta_2 = self.option("beta_1"), self.option("beta_2")
         params = tuple(p - lr * tf.sign(mj * beta_1 + g * (1.0 - beta_1)) for p, mj, g in zip(params, state[0], grads))
         return params, (tuple(mj * beta_2 + g * (1.0 - beta_2) for mj, g in zip(state[0], grads)),)
+
+
+    def _ftrl(self, params, grads, state, step, lr):
+        power, l1 = self.option("learning_rate_power"), self.option("l1_regularization_strength")
+        l2 = self.option("l2_regularization_strength") + self.option("beta") / (2.0 * lr)
+        shrinkage = self.option("l2_shrinkage_regularization_strength")
+        updated, accumulators, linears = [], [], []
+        for p, g, accumulator, linear in zip(params, grads, *state):
+            new = accumulator + tf.square(g)
+            linear = linear + ((g + 2 * shrinkage * p) - ((tf.pow(new, -power) - tf.pow(accumulator, -power)) / lr) * p)
+            quadratic = tf.pow(new, -power) / lr + 2 * l2
+            updated.append((tf.clip_by_value(linear, -l1, l1) - linear) / quadratic)
+            accumulators.append(new)
+            linears.append(linear)
+        return tuple(updated), (tuple(accumulators), tuple(linears))
 
 
 def read_optimizer(optimizer) -> Optimizer:
