@@ -736,3 +736,34 @@ def test_a_layer_normalization_beside_an_empty_slot_trains_like_fit(tmp_path):
         assert np.isfinite(result["val_loss"])
         for got, want in zip(candidate.get_weights(), reference.get_weights()):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("epoch_score", ["best", "best_latest"])
+def test_an_optimizer_with_ema_trains_batched_as_the_keras_evaluator_keeps_its_epoch(epoch_score, tmp_path):
+    # Keras overwrites the weights with their moving average only when fit ends: the epoch kept, saved at its end,
+    # never sees it, so the batched path trains as without it
+    from keras_grs.evaluate import KerasEvaluator
+
+    x, y = data("ids")
+    validation = data("ids", seed=1)
+    keras.utils.set_random_seed(0)
+    reference = mlp(optimizer=keras.optimizers.Adam(0.01, use_ema=True, ema_momentum=0.5))
+    candidate = mlp(optimizer=keras.optimizers.Adam(0.01, use_ema=True, ema_momentum=0.5))
+    candidate.set_weights(reference.get_weights())
+    averaged = mlp(optimizer=keras.optimizers.Adam(0.01, use_ema=True, ema_momentum=0.5))
+    averaged.set_weights(reference.get_weights())
+    fit = {"epochs": 4, "batch_size": 16, "validation_data": validation, "verbose": 0, "shuffle": False}
+    averaged.fit(x, y, **fit)  # ends with the moving average: not the weights of any epoch
+    objective = Objective("val_loss", "min")
+    want = KerasEvaluator(objective, epoch_score=epoch_score).evaluate(
+        [Job(reference, True, str(tmp_path / "keras.weights.h5"))], (x, y), fit)[0]
+    evaluator = BatchedEvaluator(objective, epoch_score=epoch_score)
+    got = evaluator.evaluate([Job(candidate, True, str(tmp_path / "batched.weights.h5"))], (x, y), fit)[0]
+    assert evaluator._calls == 1
+    for a, b in zip(candidate.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert got["val_loss"] == pytest.approx(want["val_loss"], rel=1e-4)
+    assert max(np.abs(a - b).max() for a, b in zip(averaged.get_weights(), reference.get_weights())) > 1e-3
+    # the last epoch's weights would be the moving average: named, trained one fit per candidate
+    reason = BatchedEvaluator(objective, epoch_score="last").supports([Job(candidate, True, "")], fit)
+    assert "use_ema and epoch_score='last'" in reason

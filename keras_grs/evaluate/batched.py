@@ -844,6 +844,8 @@ class BatchedEvaluator:
         if len({_signature(plan, template) for plan, template in plans}) != 1:
             raise UnsupportedForBatching("jobs differ")
         plan, template = plans[0]
+        if plan.optimizer.ema and self.epoch_score == "last":  # the last epoch's checkpoint is the moving average
+            raise UnsupportedForBatching("an optimizer with use_ema and epoch_score='last'")
         if template not in self._scores:  # read once per template, as its plan
             self._scores[template] = read_scores(template, self.objective, plan.loss, int(template.output_shape[-1]))
         score, reported = self._scores[template]

@@ -75,8 +75,9 @@ class Loss:
     ``HINGE_LOSSES``) on its outputs, and the accuracy Keras' ``"accuracy"`` metric computes for a classification.
 
     ``output``: the model's output activation (``softmax``, ``sigmoid`` or ``linear`` for logits; for a regression
-    or hinge loss any element-wise one of ``keras.activations``); ``label_smoothing`` as Keras applies it; ``delta``: the
-    Huber loss' threshold; ``alpha``, ``gamma`` and ``balanced`` (``apply_class_balancing``): a focal loss'.
+    or hinge loss any element-wise one of ``keras.activations``); ``label_smoothing`` as Keras applies it;
+    ``delta``: the Huber loss' threshold; ``alpha``, ``gamma`` and ``balanced`` (``apply_class_balancing``): a
+    focal loss'.
     """
 
     name: str
@@ -649,7 +650,7 @@ OPTIMIZERS = {  # class -> the options its update reads
                             "l2_regularization_strength", "l2_shrinkage_regularization_strength", "beta"),
 }
 NADAM_DECAY = 0.96  # Keras' Nadam: the momentum schedule's decay
-UNSUPPORTED_OPTIONS = ("use_ema", "gradient_accumulation_steps", "loss_scale_factor")
+UNSUPPORTED_OPTIONS = ("gradient_accumulation_steps", "loss_scale_factor")
 CLIPPING = ("clipnorm", "global_clipnorm", "clipvalue")  # the first one set applies, as in Keras' _clip_gradients
 SCHEDULES = ("CosineDecay", "CosineDecayRestarts", "ExponentialDecay", "InverseTimeDecay", "PiecewiseConstantDecay",
              "PolynomialDecay")
@@ -666,6 +667,9 @@ class Optimizer:
     weight_decay: float
     learning_rate: float | str
     clipping: tuple = ()  # (one of CLIPPING, its limit), or none
+    # use_ema: Keras keeps a moving average of the weights beside them, which changes nothing until fit's end, when
+    # it overwrites the weights with it: what the epoch kept as best never sees it (the last epoch's weights would)
+    ema: bool = False
 
     def option(self, name):
         return dict(self.options)[name]
@@ -836,6 +840,8 @@ def read_optimizer(optimizer) -> Optimizer:
     except NotImplementedError as error:  # a custom learning-rate schedule without get_config
         raise UnsupportedForBatching(f"learning-rate schedule: {error}") from None
     extras = [k for k in UNSUPPORTED_OPTIONS if config.get(k)]
+    if config.get("use_ema") and config.get("ema_overwrite_frequency"):
+        extras.append("use_ema and ema_overwrite_frequency")
     if getattr(optimizer, "_exclude_from_weight_decay", None) or getattr(
             optimizer, "_exclude_from_weight_decay_pattern", None):  # set only by exclude_from_weight_decay()
         extras.append("exclude_from_weight_decay")
@@ -852,4 +858,5 @@ def read_optimizer(optimizer) -> Optimizer:
     kind = "Adam" if isinstance(optimizer, keras.optimizers.Adam) else name
     options = tuple(sorted((k, config[k]) for k in OPTIMIZERS[type(optimizer)]))
     clipping = next(((k, float(config[k])) for k in CLIPPING if config.get(k) and config[k] > 0), ())
-    return Optimizer(kind, options, float(config.get("weight_decay") or 0.0), rate, clipping)
+    return Optimizer(kind, options, float(config.get("weight_decay") or 0.0), rate, clipping,
+                     bool(config.get("use_ema")))
