@@ -48,19 +48,25 @@ def test_recurrent_layers_train_like_fit(build, tmp_path):
         np.testing.assert_array_equal(got, want)
 
 
-WIDENED = {"lstm": lambda: sequence_model(L.LSTM(5, name="hidden")),
-           "gru": lambda: sequence_model(L.GRU(5, name="hidden"))}
+WIDENED = {  # a model, and the units its narrower candidate lacks
+    "lstm": (lambda: sequence_model(L.LSTM(5, name="hidden")), {"hidden": [1, 3]}),
+    "gru": (lambda: sequence_model(L.GRU(5, name="hidden")), {"hidden": [1, 3]}),
+    # a CNN-LSTM (activity recognition): the convolution's units are the LSTM's input rows, cut from its kernel
+    "conv-lstm": (lambda: sequence_model(L.Conv1D(6, 2, activation="relu", name="conv"), L.LSTM(5, name="hidden")),
+                  {"conv": [0, 4], "hidden": [2]}),
+}
 
 
 @pytest.mark.parametrize("kind", WIDENED)
 def test_recurrent_candidates_of_different_widths_trained_together_each_end_as_their_own_fit(kind, tmp_path):
-    # the narrower candidate's gates are padded block by block and its missing units masked: that changes nothing
+    # the narrower candidate's gates are padded block by block and its missing units and inputs masked: that
+    # changes nothing
     x, y = data("ids")
     x_val, y_val = data("ids", seed=1)
     x, x_val = x.reshape(-1, STEPS, CHANNELS), x_val.reshape(-1, STEPS, CHANNELS)
     keras.utils.set_random_seed(0)
-    base = WIDENED[kind]()
-    removed = {"hidden": [1, 3]}
+    build, removed = WIDENED[kind]
+    base = build()
     candidates = [shrink(base, {}), shrink(base, removed)]
     references = [shrink(base, {}), shrink(base, removed)]
     fit = {"epochs": 3, "batch_size": 16, "validation_data": (x_val, y_val), "verbose": 0, "shuffle": False}
@@ -70,7 +76,7 @@ def test_recurrent_candidates_of_different_widths_trained_together_each_end_as_t
     evaluator = BatchedEvaluator(Objective("val_loss", "min"), epoch_score="last")
     evaluator.evaluate(jobs, (x, y), fit)
     assert evaluator._calls == 1  # trained by the batched path, not by the fallback
-    assert candidates[1].get_layer("hidden").get_weights()[1].shape[0] == 3
+    assert candidates[1].get_layer("hidden").get_weights()[1].shape[0] == 5 - len(removed["hidden"])
     for i, (candidate, reference) in enumerate(zip(candidates, references)):
         for got, want in zip(candidate.get_weights(), reference.get_weights()):
             np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
