@@ -343,6 +343,16 @@ def test_an_output_with_positions_is_named():
     assert reason is not None and "output of shape (3, 3, 3)" in reason, reason
 
 
+def dense_per_pixel():
+    """A Dense applied to every pixel of a convolution's output (a 1x1 convolution), then flattened."""
+    L = keras.layers
+    model = keras.Sequential([keras.Input((FEATURES,)), L.Reshape((4, 4, 1)), L.Conv2D(3, 2, activation="relu"),
+                              L.Dense(8, activation="relu", name="hidden"), L.Flatten(),
+                              L.Dense(CLASSES, activation="softmax")])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
 def reshaped_conv():
     """Flat features read as a sequence (Reshape at the input), a Conv1D, its output flattened by a Reshape."""
     L = keras.layers
@@ -358,9 +368,9 @@ def reshaped_conv():
     lambda: mlp(optimizer=keras.optimizers.SGD(0.1, momentum=0.9), name="hidden"),
     lambda: mlp_norm(optimizer=keras.optimizers.SGD(0.1, momentum=0.9)),
     reshaped_conv, squeeze_excite_reshaped, lambda: prelu_models("conv-shared"), lambda: prelu_models("dense"),
-    lambda: layer_normalized("input"),
+    lambda: layer_normalized("input"), dense_per_pixel,
 ], ids=["dense", "batch-normalized", "reshaped-conv", "squeeze-excite", "prelu-conv", "prelu-dense",
-        "layer-normalized-input"])
+        "layer-normalized-input", "dense-per-pixel"])
 def test_candidates_of_different_widths_trained_together_each_end_as_their_own_fit(build, tmp_path):
     # the stacked path pads the narrower candidate and masks its missing units: that must change nothing
     from keras_grs import shrink

@@ -31,6 +31,8 @@ RECURRENT = {  # GRU with reset_after (the default) and a plain LSTM: the widths
     "sequences-pooled-relu-sgd": lambda: sequence_model(
         L.SimpleRNN(5, activation="relu", return_sequences=True, name="hidden"), L.GlobalAveragePooling1D(),
         optimizer=keras.optimizers.SGD(0.1, momentum=0.9)),
+    "dense-at-every-step": lambda: sequence_model(
+        L.LSTM(5, return_sequences=True, name="hidden"), L.Dense(4, activation="relu"), L.Flatten()),
     "regularized-hard-sigmoid": lambda: sequence_model(
         L.LSTM(5, recurrent_activation="hard_sigmoid", kernel_regularizer=keras.regularizers.L2(0.01),
                recurrent_regularizer=keras.regularizers.L1(0.01), bias_regularizer=keras.regularizers.L2(0.1),
@@ -54,6 +56,10 @@ WIDENED = {  # a model, and the units its narrower candidate lacks
     # a CNN-LSTM (activity recognition): the convolution's units are the LSTM's input rows, cut from its kernel
     "conv-lstm": (lambda: sequence_model(L.Conv1D(6, 2, activation="relu", name="conv"), L.LSTM(5, name="hidden")),
                   {"conv": [0, 4], "hidden": [2]}),
+    # a Dense at every step of the LSTM's sequence (a 1x1 convolution to the batched path)
+    "lstm-dense-steps": (lambda: sequence_model(L.LSTM(5, return_sequences=True, name="hidden"),
+                                                L.Dense(4, activation="relu", name="steps"), L.Flatten()),
+                         {"hidden": [0], "steps": [1, 2]}),
 }
 
 

@@ -27,7 +27,8 @@ maximum with a one-select gradient. Dropout masks are Philox draws, every candid
 training time less than one draw per candidate; masks from a cheaper elementwise hash were not shown to train like
 one fit per candidate: ``benchmarks/results/evaluator_parity.md``).
 
-Supported: chains and graphs (one input, one output, each layer called once) of Dense, Conv1D/Conv2D (channels last,
+Supported: chains and graphs (one input, one output, each layer called once) of Dense (at every position of a
+sequence or an image too: a 1x1 convolution), Conv1D/Conv2D (channels last,
 no groups; dilated or not, a Conv1D's causal padding too; with or without bias), BatchNormalization of their units
 (its moments over a batch's real samples, its moving statistics updated by each training step and used for
 validation, as Keras' layer does), DepthwiseConv1D/2D of their units (depth multiplier 1), SeparableConv1D/2D of
@@ -314,8 +315,10 @@ def _weighted(layer, name) -> dict:
 
 
 def _dense_op(layer, name, flattened):
-    if len(layer.input.shape) != 2:
-        raise UnsupportedForBatching("Dense on a sequence")
+    positions = len(layer.input.shape) - 2
+    if positions:  # a Dense on a sequence or an image: each position's channels by the kernel, a 1x1 convolution
+        return _Op("conv", layer.activation.__name__, (1,) * positions, (1,) * positions, "valid",
+                   **_weighted(layer, name))
     return _Op("dense", layer.activation.__name__, spatial=flattened, **_weighted(layer, name))
 
 
