@@ -24,7 +24,7 @@ import keras
 import numpy as np
 
 from keras_grs.layers import kind_of
-from keras_grs.structure import leaf_layers
+from keras_grs.structure import UnsupportedLayerError, leaf_layers
 
 
 def count_params(model: keras.Model, nonzero: bool = False) -> int:
@@ -58,10 +58,20 @@ def flops_by_layer(model: keras.Model, nonzero: bool = False, weights=None) -> d
     ``weights``: per layer name, its arrays by variable name (``kernel``, ``bias``, ...): the FLOPs of a model of
     ``model``'s topology with other channel counts (a pruning candidate not built as a Keras model).
 
-    Raises UnsupportedLayerError for a layer keras-grs does not know (named with its class)."""
+    Raises UnsupportedLayerError for a layer keras-grs does not know (named with its class), or one whose input
+    has a size the model leaves open (a sequence of any length): the FLOPs of one inference need them all."""
     flops = {}
     for layer in leaf_layers(model):
         macs = kind_of(layer).macs
         if macs is not None:
-            flops[layer.name] = 2 * macs(layer, nonzero, None if weights is None else weights[layer.name])
+            try:
+                flops[layer.name] = 2 * macs(layer, nonzero, None if weights is None else weights[layer.name])
+            except TypeError:
+                shape = tuple(layer.input.shape[1:]) if isinstance(layer.input, keras.KerasTensor) else ()
+                if None not in shape:
+                    raise
+                raise UnsupportedLayerError(
+                    f"layer {layer.name!r} ({type(layer).__name__}) reads inputs of shape {shape}, whose size None is "
+                    "left open: keras-grs counts FLOPs, estimates latency and writes C for one fixed shape; build the "
+                    "model with every input size but the batch's given (keras.Input((steps, channels)))") from None
     return flops

@@ -417,6 +417,7 @@ def prune(
         for name, split in splits.items():
             check_fits_model(name, model, *split)
         check_objective(model, objective, splits["validation data"], batch_size)  # before the run is written
+        count_flops(model)  # what every trial measures: an input of open size is refused here, naming the layer
     (x, y), validation_data = splits["training data"], splits["validation data"]
     test_data, guard_data = splits.get("test data"), splits.get("guard data")
     for setting, frozen_names in (("width_multiple", []), ("frozen", frozen)):  # the multiple alone first

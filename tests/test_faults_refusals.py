@@ -189,3 +189,19 @@ def test_a_regression_given_what_only_a_classifier_has_is_refused(data, tmp_path
     for data_file, options, message in cases:
         line = refused(prune(path, tmp_path / data_file, tmp_path / "out", *options), capsys, tmp_path / "out")
         assert message in line, line
+
+
+def test_a_sequence_model_of_open_length_is_refused_naming_the_layer(tmp_path, capsys):
+    """A recurrent model built for sequences of any length (``keras.Input((None, channels))``) trains on the data,
+    but every trial's FLOPs, latency and C need one length: named before anything is written, not mid-search."""
+    rng = np.random.default_rng(0)
+    arrays = {f"{a}_{split}": (rng.normal(size=(40, 6, 3)).astype("float32") if a == "x" else rng.integers(0, 2, 40))
+              for split in ("train", "val") for a in ("x", "y")}
+    np.savez(tmp_path / "sequences.npz", **arrays)
+    model = keras.Sequential([keras.Input((None, 3)), keras.layers.LSTM(4),
+                              keras.layers.Dense(2, activation="softmax")], name="open")
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    path = tmp_path / "open.keras"
+    save_model(model, path)
+    line = refused(prune(path, tmp_path / "sequences.npz", tmp_path / "out"), capsys, tmp_path / "out")
+    assert "layer 'lstm' (LSTM) reads inputs of shape (None, 3), whose size None is left open" in line, line
