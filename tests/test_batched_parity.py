@@ -120,6 +120,31 @@ def assert_trains_like_fit(build, labels="ids", epochs=3, tmp_path=None, shape=(
     return candidate
 
 
+def assert_widths_train_like_fit(base, remove, tmp_path, shape=(FEATURES,)):
+    """``base`` and its candidate without the ``remove`` units, trained together by the batched evaluator (the
+    narrower one padded and masked), each end as its own ``model.fit`` from the same weights on the same batches;
+    returns (candidates, references)."""
+    from keras_grs import shrink
+
+    x, y = data("ids")
+    x_val, y_val = data("ids", seed=1)
+    x, validation = x.reshape(-1, *shape), (x_val.reshape(-1, *shape), y_val)
+    candidates = [shrink(base, {}), shrink(base, remove)]
+    references = [shrink(base, {}), shrink(base, remove)]
+    fit = {"epochs": 3, "batch_size": 16, "validation_data": validation, "verbose": 0, "shuffle": False}
+    for reference in references:
+        reference.fit(x, y, **fit)
+    jobs = [Job(model, True, str(tmp_path / f"c{i}.weights.h5")) for i, model in enumerate(candidates)]
+    evaluator = BatchedEvaluator(Objective("val_loss", "min"), epoch_score="last")
+    assert evaluator.supports(jobs, fit) is None
+    evaluator.evaluate(jobs, (x, y), fit)
+    assert evaluator._calls == 1  # trained by the batched path, not by the fallback
+    for candidate, reference in zip(candidates, references):
+        for got, want in zip(candidate.get_weights(), reference.get_weights()):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    return candidates, references
+
+
 def test_one_candidate_trained_batched_ends_with_the_weights_model_fit_gives(tmp_path):
     assert_trains_like_fit(mlp, epochs=5, tmp_path=tmp_path)
 
@@ -373,25 +398,9 @@ def reshaped_conv():
         "layer-normalized-input", "dense-per-pixel"])
 def test_candidates_of_different_widths_trained_together_each_end_as_their_own_fit(build, tmp_path):
     # the stacked path pads the narrower candidate and masks its missing units: that must change nothing
-    from keras_grs import shrink
-
-    x, y = data("ids")
-    validation = data("ids", seed=1)
     keras.utils.set_random_seed(0)
-    base = build()
-    candidates = [shrink(base, {}), shrink(base, {"hidden": [1, 4, 6]})]
-    references = [shrink(base, {}), shrink(base, {"hidden": [1, 4, 6]})]
-    fit = {"epochs": 3, "batch_size": 16, "validation_data": validation, "verbose": 0, "shuffle": False}
-    for reference in references:
-        reference.fit(x, y, **fit)
-    jobs = [Job(model, True, str(tmp_path / f"c{i}.weights.h5")) for i, model in enumerate(candidates)]
-    evaluator = BatchedEvaluator(Objective("val_loss", "min"), epoch_score="last")
-    evaluator.evaluate(jobs, (x, y), fit)
-    assert evaluator._calls == 1  # trained by the batched path, not by the fallback
+    candidates, _ = assert_widths_train_like_fit(build(), {"hidden": [1, 4, 6]}, tmp_path)
     assert candidates[1].get_layer("hidden").get_weights()[0].shape[-1] == 5
-    for candidate, reference in zip(candidates, references):
-        for got, want in zip(candidate.get_weights(), reference.get_weights()):
-            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
 def residual_mlp(optimizer="adam"):
@@ -479,28 +488,10 @@ def test_graphs_with_merges_and_concatenations_train_like_fit(build, shape, tmp_
 def test_graph_candidates_of_different_widths_trained_together_each_end_as_their_own_fit(build, remove, tmp_path):
     # a concatenation's channels sit side by side, each branch padded to its own width: the narrower candidate's
     # channels of the second branch move in the padded layout, not in its own
-    from keras_grs import shrink
-
     keras.utils.set_random_seed(0)
     base = build()
-    shape = base.input_shape[1:]
-    x, y = data("ids")
-    x_val, y_val = data("ids", seed=1)
-    x, validation = x.reshape(-1, *shape), (x_val.reshape(-1, *shape), y_val)
-    candidates = [shrink(base, {}), shrink(base, remove)]
-    references = [shrink(base, {}), shrink(base, remove)]
-    fit = {"epochs": 3, "batch_size": 16, "validation_data": validation, "verbose": 0, "shuffle": False}
-    for reference in references:
-        reference.fit(x, y, **fit)
-    jobs = [Job(model, True, str(tmp_path / f"c{i}.weights.h5")) for i, model in enumerate(candidates)]
-    evaluator = BatchedEvaluator(Objective("val_loss", "min"), epoch_score="last")
-    assert evaluator.supports(jobs, fit) is None
-    evaluator.evaluate(jobs, (x, y), fit)
-    assert evaluator._calls == 1
+    candidates, _ = assert_widths_train_like_fit(base, remove, tmp_path, shape=base.input_shape[1:])
     assert candidates[1].count_params() < candidates[0].count_params()
-    for candidate, reference in zip(candidates, references):
-        for got, want in zip(candidate.get_weights(), reference.get_weights()):
-            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
 def activated(hidden, *layers, shape=(FEATURES,), **options):
