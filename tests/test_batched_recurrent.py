@@ -12,7 +12,7 @@ from helpers import batched_trials
 from keras_grs import GRSTuner, shrink
 from keras_grs.evaluate import Job
 from keras_grs.evaluate.batched import BatchedEvaluator
-from test_batched_parity import assert_trains_like_fit, data
+from test_batched_parity import assert_trains_like_fit, assert_widths_train_like_fit, data
 
 L = keras.layers
 STEPS, CHANNELS = 4, 4  # the parity data's 16 features read as 4 steps of 4 channels
@@ -67,25 +67,12 @@ WIDENED = {  # a model, and the units its narrower candidate lacks
 def test_recurrent_candidates_of_different_widths_trained_together_each_end_as_their_own_fit(kind, tmp_path):
     # the narrower candidate's gates are padded block by block and its missing units and inputs masked: that
     # changes nothing
-    x, y = data("ids")
-    x_val, y_val = data("ids", seed=1)
-    x, x_val = x.reshape(-1, STEPS, CHANNELS), x_val.reshape(-1, STEPS, CHANNELS)
     keras.utils.set_random_seed(0)
     build, removed = WIDENED[kind]
     base = build()
-    candidates = [shrink(base, {}), shrink(base, removed)]
-    references = [shrink(base, {}), shrink(base, removed)]
-    fit = {"epochs": 3, "batch_size": 16, "validation_data": (x_val, y_val), "verbose": 0, "shuffle": False}
-    for reference in references:
-        reference.fit(x, y, **fit)
-    jobs = [Job(model, True, str(tmp_path / f"c{i}.weights.h5")) for i, model in enumerate(candidates)]
-    evaluator = BatchedEvaluator(Objective("val_loss", "min"), epoch_score="last")
-    evaluator.evaluate(jobs, (x, y), fit)
-    assert evaluator._calls == 1  # trained by the batched path, not by the fallback
+    candidates, references = assert_widths_train_like_fit(base, removed, tmp_path, shape=(STEPS, CHANNELS))
     assert candidates[1].get_layer("hidden").get_weights()[1].shape[0] == 5 - len(removed["hidden"])
-    for i, (candidate, reference) in enumerate(zip(candidates, references)):
-        for got, want in zip(candidate.get_weights(), reference.get_weights()):
-            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    for i, reference in enumerate(references):
         loaded = shrink(base, {} if i == 0 else removed)
         loaded.load_weights(tmp_path / f"c{i}.weights.h5")  # the checkpoint holds the same weights
         for got, want in zip(loaded.get_weights(), reference.get_weights()):
@@ -123,6 +110,7 @@ def test_a_search_of_a_recurrent_model_runs_batched_and_scores_each_trials_check
     (L.LSTM(5, dropout=0.2), "dropout=0.2"),
     (L.GRU(5, recurrent_dropout=0.1), "recurrent_dropout=0.1"),
     (L.SimpleRNN(5, kernel_constraint=keras.constraints.NonNeg()), "kernel_constraint"),
+    (L.LSTM(5, recurrent_constraint=keras.constraints.NonNeg()), "recurrent_constraint"),
 ])
 def test_what_the_batched_path_cannot_reproduce_in_a_recurrent_layer_is_named(layer, reason, tmp_path):
     model = sequence_model(layer)

@@ -305,7 +305,8 @@ class _Plan:
 
 
 def _weighted(layer, name) -> dict:
-    """Bias and regularizers of a Dense/Conv layer, or UnsupportedForBatching for what the op cannot reproduce."""
+    """Bias and regularizers of a Dense/Conv/recurrent layer, or UnsupportedForBatching for what the op cannot
+    reproduce."""
     extras = [k for k in ("activity_regularizer", "kernel_constraint", "bias_constraint")
               if getattr(layer, k, None) is not None]
     if extras:
@@ -333,19 +334,17 @@ def _recurrent_op(layer, name, flattened):
     dropouts = [f"{k}={getattr(cell, k)}" for k in ("dropout", "recurrent_dropout") if getattr(cell, k, 0.0)]
     if dropouts:
         raise UnsupportedForBatching(f"{name} with {', '.join(dropouts)}")
-    extras = [k for k in ("kernel_constraint", "recurrent_constraint", "bias_constraint")
-              if getattr(cell, k, None) is not None]
-    if extras or layer.activity_regularizer is not None:
-        raise UnsupportedForBatching(f"{name} with {', '.join(extras or ['activity_regularizer'])}")
+    weighted = _weighted(layer, name)  # the layer's bias, kernel and bias regularizers and constraints, as a Dense's
+    if layer.recurrent_constraint is not None:
+        raise UnsupportedForBatching(f"{name} with recurrent_constraint")
     kind = "lstm" if isinstance(layer, keras.layers.LSTM) else "gru" if isinstance(layer, keras.layers.GRU) else \
         "simple"
     gates = getattr(cell, "recurrent_activation", None)
     return _Op("recurrent", cell.activation.__name__, cell=kind, recurrent_activation=gates.__name__ if gates else "",
                reset_after=bool(getattr(cell, "reset_after", False)), sequences=bool(layer.return_sequences),
-               backwards=bool(layer.go_backwards), bias=bool(cell.use_bias),
-               penalties=(*read_regularizer(cell.kernel_regularizer, f"{name} kernel_regularizer"),
-                          *read_regularizer(cell.bias_regularizer, f"{name} bias_regularizer")),
-               recurrent_penalties=read_regularizer(cell.recurrent_regularizer, f"{name} recurrent_regularizer"))
+               backwards=bool(layer.go_backwards),
+               recurrent_penalties=read_regularizer(layer.recurrent_regularizer, f"{name} recurrent_regularizer"),
+               **weighted)
 
 
 def _check_options(layer, name, **allowed) -> None:
@@ -694,7 +693,7 @@ def _plan(model) -> _Plan:
     ops[last].activation = "logits"
     for op in ops[:last]:
         if op.weighted or op.kind in ("activation", "depthwise"):
-            for activation in (op.activation, op.recurrent_activation or op.activation):
+            for activation in filter(None, (op.activation, op.recurrent_activation)):
                 try:
                     keras.activations.get(activation)
                 except ValueError:
