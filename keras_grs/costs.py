@@ -64,14 +64,11 @@ def flops_by_layer(model: keras.Model, nonzero: bool = False, weights=None) -> d
     for layer in leaf_layers(model):
         macs = kind_of(layer).macs
         if macs is not None:
-            try:
-                flops[layer.name] = 2 * macs(layer, nonzero, None if weights is None else weights[layer.name])
-            except TypeError:
-                shape = tuple(layer.input.shape[1:]) if isinstance(layer.input, keras.KerasTensor) else ()
-                if None not in shape:
-                    raise
+            shape = tuple(layer.input.shape[1:])  # a layer that multiplies has one input
+            if None in shape:
                 raise UnsupportedLayerError(
                     f"layer {layer.name!r} ({type(layer).__name__}) reads inputs of shape {shape}, whose size None is "
                     "left open: keras-grs counts FLOPs, estimates latency and writes C for one fixed shape; build the "
-                    "model with every input size but the batch's given (keras.Input((steps, channels)))") from None
+                    "model with every input size but the batch's given (keras.Input((steps, channels)))")
+            flops[layer.name] = 2 * macs(layer, nonzero, None if weights is None else weights[layer.name])
     return flops
