@@ -205,10 +205,11 @@ class Loss:
         y = y.reshape(len(y), -1).astype("float32")
         if y.shape[1] != units:
             raise UnsupportedForBatching(f"{self.name} with labels of shape {y.shape[1:]} for {units} outputs")
-        if self.name in ("hinge", "squared_hinge") and not (set(np.unique(y)) <= {0.0, 1.0}
-                                                            or set(np.unique(y)) <= {-1.0, 1.0}):
-            # Keras turns a batch of 0/1 labels into -1/1: with other values, whether it does depends on the batch
-            raise UnsupportedForBatching(f"{self.name} with labels other than 0/1 or -1/1")
+        if self.name in ("hinge", "squared_hinge"):
+            values = set(np.unique(y))
+            if not (values <= {0.0, 1.0} or values <= {-1.0, 1.0}):
+                # Keras turns a batch of 0/1 labels into -1/1: with other values, whether it does depends on the batch
+                raise UnsupportedForBatching(f"{self.name} with labels other than 0/1 or -1/1")
         return y
 
 
