@@ -4,12 +4,13 @@ Until the batched evaluator took dilated convolutions and causal padding (and re
 trained one fit per candidate. The simulated calcium data (140 neurons, 3000 frames, 70/20/10), each frame's 140
 values read as a sequence of 20 steps of 7 channels; the models (``--models``): ``tcn``, a block of three causal
 Conv1D layers of 16 filters (kernel 3, dilation 1, 2 and 4), global average pooling and the output; ``lstm``, an
-LSTM of 24 units returning every step's state, then an LSTM of 16 and the output; ``gru``, a GRU of 24 units and
-the output. Each is pretrained 30 epochs, then pruned by GRS with seed 0 for the same number of trials with each
+LSTM of 24 units returning every step's state, then an LSTM of 16 and the output; ``lstm-dropout``, the same
+with dropout 0.2 on each LSTM's inputs and state (``dropout``, ``recurrent_dropout``); ``gru``, a GRU of 24 units
+and the output. Each is pretrained 30 epochs, then pruned by GRS with seed 0 for the same number of trials with each
 evaluator (trial 0 validates the pretrained model, then whole GRS steps); wall time of the search, what it kept,
 and whether the batched evaluator trained every step itself (``trained as``).
 
-    python benchmarks/sequence_speed.py [--models tcn lstm gru] [--epochs 20] [--max-trials 7]
+    python benchmarks/sequence_speed.py [--models tcn lstm lstm-dropout gru] [--epochs 20] [--max-trials 7]
 
 Writes benchmarks/results/sequence_speed.md.
 """
@@ -35,9 +36,16 @@ def tcn(input_shape):
     return model
 
 
-def lstm(input_shape):
-    return keras.Sequential([keras.Input(input_shape), keras.layers.LSTM(24, return_sequences=True),
-                             keras.layers.LSTM(16), keras.layers.Dense(2, activation="softmax")], name="lstm")
+def lstm(input_shape, dropout=0.0):
+    return keras.Sequential([
+        keras.Input(input_shape),
+        keras.layers.LSTM(24, return_sequences=True, dropout=dropout, recurrent_dropout=dropout),
+        keras.layers.LSTM(16, dropout=dropout, recurrent_dropout=dropout),
+        keras.layers.Dense(2, activation="softmax")], name="lstm")
+
+
+def lstm_dropout(input_shape):
+    return lstm(input_shape, dropout=0.2)
 
 
 def gru(input_shape):
@@ -45,7 +53,7 @@ def gru(input_shape):
                              keras.layers.Dense(2, activation="softmax")], name="gru")
 
 
-MODELS = {"tcn": tcn, "lstm": lstm, "gru": gru}
+MODELS = {"tcn": tcn, "lstm": lstm, "lstm-dropout": lstm_dropout, "gru": gru}
 
 
 def main():
@@ -70,7 +78,7 @@ def main():
         f"the seed's acceptance rule, on the calcium data read as {STEPS} steps of {CHANNELS} channels, each model "
         "pretrained 30 epochs (`benchmarks/sequence_speed.py`; the models in its docstring: tcn, three causal Conv1D "
         "layers of 16 filters, kernel 3, dilation 1, 2, 4, and global average pooling; lstm, LSTM 24 (sequences) "
-        "then LSTM 16; gru, GRU 24).", "",
+        "then LSTM 16; lstm-dropout, the same with dropout and recurrent_dropout 0.2; gru, GRU 24).", "",
         *HEADER, *rows,
     ])
 

@@ -6,12 +6,13 @@ weights, a search runs batched, and what the batched path cannot reproduce is na
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras_tuner import Objective
 
-from helpers import batched_trials
+from helpers import batched_trials, randomize
 from keras_grs import GRSTuner, shrink
 from keras_grs.evaluate import Job
-from keras_grs.evaluate.batched import BatchedEvaluator
+from keras_grs.evaluate.batched import BatchedEvaluator, _forward_function, _plan, _recurrent_dropout
 from test_batched_parity import assert_trains_like_fit, assert_widths_train_like_fit, data
 
 L = keras.layers
@@ -106,9 +107,83 @@ def test_a_search_of_a_recurrent_model_runs_batched_and_scores_each_trials_check
     assert {(11, 8), (12, 7)} <= widths  # one unit fewer in either layer: both gate layouts were trained and saved
 
 
+DROPPED = {  # Keras' implementation 2 draws one mask for every gate, implementation 1 (a recurrent dropout) one each
+    "lstm-inputs": lambda: L.LSTM(5, dropout=0.3, name="hidden"),
+    "lstm-state": lambda: L.LSTM(5, recurrent_dropout=0.4, name="hidden"),
+    "lstm-both-backwards": lambda: L.LSTM(5, dropout=0.3, recurrent_dropout=0.4, go_backwards=True, name="hidden"),
+    "gru-both": lambda: L.GRU(5, dropout=0.3, recurrent_dropout=0.4, name="hidden"),
+    "gru-state-reset-before": lambda: L.GRU(5, recurrent_dropout=0.4, reset_after=False, name="hidden"),
+    "simple-both-sequences": lambda: L.SimpleRNN(5, dropout=0.3, recurrent_dropout=0.4, return_sequences=True,
+                                                 name="hidden"),
+}
+
+
+@pytest.mark.parametrize("layer", DROPPED.values(), ids=DROPPED.keys())
+def test_recurrent_dropout_masks_are_applied_as_keras_cells_apply_them(layer):
+    # the masks the batched path draws for two candidates (one narrower: its missing units padded), given to Keras'
+    # cells in place of their own: each candidate's training output is Keras' with those masks
+    recurrent = layer()
+    model = sequence_model(recurrent, *([L.Flatten()] if recurrent.return_sequences else []))
+    randomize(model, np.random.default_rng(1))
+    narrower = shrink(model, {"hidden": [1, 3]})
+    plan = _plan(model)
+    evaluator = BatchedEvaluator(Objective("val_accuracy", "max"))
+    params, masks = evaluator._pack(evaluator._widen([Job(model, True, ""), Job(narrower, True, "")]), plan, CHANNELS)
+    forward = _forward_function(plan.ops, evaluator._slots)
+    x = tf.constant(np.random.default_rng(2).normal(size=(32, STEPS, CHANNELS)).astype("float32"))
+    seeds, batch_index, n = tf.constant([3, 4] + [5] * (evaluator._slots - 2)), tf.constant(7), 0
+    probabilities = tf.nn.softmax(forward(params, masks, x, (seeds, batch_index))).numpy()
+    op = plan.ops[n]
+    kept_inputs, kept_state = _recurrent_dropout(op, x, 5, True, evaluator._slots,
+                                                 (seeds, batch_index, n, len(plan.ops) + n))
+    assert (kept_inputs is None) == (op.rate == 0) and (kept_state is None) == (op.recurrent_rate == 0)
+    for j, candidate in enumerate([model, narrower]):
+        cell = candidate.get_layer("hidden").cell
+        units = np.flatnonzero(masks[0][j].numpy())  # where the candidate's units sit
+        assert len(units) == cell.units
+
+        def keras_masks(kept, columns):
+            if kept is None:
+                return None
+            per_gate = [tf.constant(kept[j, :, g].numpy()[:, columns]) for g in range(kept.shape[2])]
+            return per_gate if getattr(cell, "dropout_mask_count", None) else per_gate[0]
+
+        cell._dropout_mask = keras_masks(kept_inputs, slice(None))
+        cell._recurrent_dropout_mask = keras_masks(kept_state, units)
+        want = candidate(x, training=True).numpy()
+        assert cell._dropout_mask is None  # Keras read the masks given (and let them go after the call)
+        np.testing.assert_allclose(probabilities[j], want, rtol=1e-5, atol=1e-6)
+    # the masks drop about the share asked, and differently for the two candidates
+    for kept, rate in ((kept_inputs, op.rate), (kept_state, op.recurrent_rate)):
+        if kept is not None:
+            values = kept.numpy()
+            assert abs((values == 0).mean() - rate) < 0.05
+            assert (values[0] != values[1]).mean() > 0.2
+
+
+def test_a_recurrent_dropout_search_trains_batched_and_each_candidate_alike_in_any_batch(tmp_path):
+    keras.utils.set_random_seed(0)
+    model = sequence_model(L.LSTM(6, dropout=0.2, recurrent_dropout=0.2, name="hidden"))
+    x, y = data("ids")
+    x = x.reshape(-1, STEPS, CHANNELS)
+    fit = {"epochs": 2, "batch_size": 16, "validation_data": (x[:40], y[:40]), "verbose": 0}
+    evaluator = BatchedEvaluator(Objective("val_accuracy", "max"))
+    assert evaluator.supports([Job(model, True, "")], fit) is None
+    trained = {}
+    for name, removals in (("together", [[0], [2], [4]]), ("alone", [[2]])):
+        jobs = [Job(shrink(model, {"hidden": r}), True, str(tmp_path / f"{name}{r[0]}.weights.h5"), key=f"u{r[0]}")
+                for r in removals]
+        evaluator.evaluate(jobs, (x, y), fit)
+        trained[name] = {job.key: job.model.get_weights() for job in jobs}
+    for got, want in zip(trained["alone"]["u2"], trained["together"]["u2"]):
+        np.testing.assert_array_equal(got, want)  # its masks are its own: the same beside others or alone
+    start = shrink(model, {"hidden": [2]}).get_weights()
+    assert max(np.abs(a - b).max() for a, b in zip(trained["alone"]["u2"], start)) > 1e-4  # it trained
+
+
 @pytest.mark.parametrize("layer, reason", [
-    (L.LSTM(5, dropout=0.2), "dropout=0.2"),
-    (L.GRU(5, recurrent_dropout=0.1), "recurrent_dropout=0.1"),
+    (L.LSTM(5, dropout=1.0), "dropout=1.0"),
+    (L.GRU(5, recurrent_dropout=1.0), "recurrent_dropout=1.0"),
     (L.SimpleRNN(5, kernel_constraint=keras.constraints.NonNeg()), "kernel_constraint"),
     (L.LSTM(5, recurrent_constraint=keras.constraints.NonNeg()), "recurrent_constraint"),
 ])

@@ -152,6 +152,10 @@ class _Op:
     sequences: bool = False
     backwards: bool = False
     recurrent_penalties: tuple = ()
+    # a recurrent op's dropout: ``rate`` of its inputs, ``recurrent_rate`` of its state, each mask drawn once per
+    # sequence, one per gate (``dropout_masks``) or one for all
+    recurrent_rate: float = 0.0
+    dropout_masks: int = 1
 
     @property
     def weighted(self):
@@ -173,7 +177,8 @@ class _Op:
                 self.pooling, self.rate, self.spatial, self.bias, self.penalties, self.epsilon, self.momentum,
                 self.merge, self.inputs, self.channels, self.margins, self.keepdims, self.arguments,
                 self.whole_channels, self.whole_samples, self.noise, self.dilation, self.cell,
-                self.recurrent_activation, self.reset_after, self.sequences, self.backwards, self.recurrent_penalties)
+                self.recurrent_activation, self.reset_after, self.sequences, self.backwards, self.recurrent_penalties,
+                self.recurrent_rate, self.dropout_masks)
 
 
 @dataclass(frozen=True)
@@ -331,9 +336,10 @@ def _recurrent_op(layer, name, flattened):
     if len(layer.input.shape) != 3:
         raise UnsupportedForBatching(f"{name} on inputs of shape {tuple(layer.input.shape[1:])}")
     _check_options(layer, name, stateful=(False,), return_state=(False,))
-    dropouts = [f"{k}={getattr(cell, k)}" for k in ("dropout", "recurrent_dropout") if getattr(cell, k, 0.0)]
-    if dropouts:
-        raise UnsupportedForBatching(f"{name} with {', '.join(dropouts)}")
+    rates = {k: float(getattr(cell, k, 0.0)) for k in ("dropout", "recurrent_dropout")}
+    whole = [f"{k}={rate}" for k, rate in rates.items() if rate >= 1.0]
+    if whole:  # Keras' LSTM and GRU then drop nothing, its SimpleRNN everything
+        raise UnsupportedForBatching(f"{name} with {', '.join(whole)} (the batched path takes rates below 1)")
     weighted = _weighted(layer, name)  # the layer's bias, kernel and bias regularizers and constraints, as a Dense's
     if layer.recurrent_constraint is not None:
         raise UnsupportedForBatching(f"{name} with recurrent_constraint")
@@ -344,7 +350,10 @@ def _recurrent_op(layer, name, flattened):
                reset_after=bool(getattr(cell, "reset_after", False)), sequences=bool(layer.return_sequences),
                backwards=bool(layer.go_backwards),
                recurrent_penalties=read_regularizer(layer.recurrent_regularizer, f"{name} recurrent_regularizer"),
-               **weighted)
+               rate=rates["dropout"], recurrent_rate=rates["recurrent_dropout"],
+               # Keras' implementation 1 of an LSTM or GRU cell (which a recurrent dropout selects) draws one mask per
+               # gate, for the inputs and for the state; implementation 2 and a SimpleRNN one for all
+               dropout_masks=int(getattr(cell, "dropout_mask_count", None) or 1), **weighted)
 
 
 def _check_options(layer, name, **allowed) -> None:
@@ -1533,7 +1542,7 @@ def _forward_function(plan, k):
                 elif op.kind == "recurrent":
                     w = place[n]
                     h = _recurrent(h, op, params[2 * w], params[offsets.recurrents + steps[n]], params[2 * w + 1],
-                                   masks[w], shared, k)
+                                   masks[w], shared, k, None if seed is None else (*seed, n, len(plan) + n))
                     shared = False
                 elif op.weighted:
                     w = place[n]
@@ -1610,7 +1619,7 @@ def _forward_function(plan, k):
     return forward
 
 
-def _recurrent(h, op, kernel, recurrent, bias, mask, shared, k):
+def _recurrent(h, op, kernel, recurrent, bias, mask, shared, k, dropout=None):
     """An LSTM, GRU or SimpleRNN op (:func:`_recurrent_op`): (k,) batch, steps, inputs -> (k, batch, units), or
     (k, batch, steps, units) with ``op.sequences``; Keras' cell formulas, from a zero state.
 
@@ -1618,10 +1627,22 @@ def _recurrent(h, op, kernel, recurrent, bias, mask, shared, k):
     state by the recurrent kernel. Each gate's block of units is padded to the same width (the kernel's columns
     are (gates, units)); the padded units' state and cell are masked to zero after every step, so that they pass
     nothing on whatever the activations give at zero, and their weights, whose gradients are then zero, stay zero.
+
+    ``dropout``, in training: (the candidates' seeds (k,), the mini-batch's index, the numbers of the input's and
+    the state's random streams). As Keras' cells, the inputs and the state entering the recurrent product are
+    multiplied by masks drawn once per sequence and kept for every step (:func:`_recurrent_dropout`): with one mask
+    per gate, each gate's block of the kernel reads the inputs (or the state) under its own.
     """
     units, gates = mask.shape[-1], op.gates
     activation, gate = keras.activations.get(op.activation), keras.activations.get(op.recurrent_activation or "linear")
-    x = _matmul(h, kernel, shared, k)  # (k, batch, steps, gates * units)
+    kept_inputs, kept_state = _recurrent_dropout(op, h, units, shared, k, dropout)
+    if kept_inputs is None:
+        x = _matmul(h, kernel, shared, k)  # (k, batch, steps, gates * units)
+    else:  # each mask's block of columns by the inputs under that mask, (k, batch, 1, inputs): every step alike
+        h = tf.broadcast_to(h[None], (k, *h.shape)) if shared else h
+        width = kernel.shape[-1] // op.dropout_masks
+        x = tf.concat([_matmul(h * kept_inputs[:, :, g, None], kernel[:, :, g * width:(g + 1) * width], False, k)
+                       for g in range(op.dropout_masks)], axis=-1)
     biases = tf.reshape(bias, (k, -1, 1, gates * units))  # (k, 1 or 2 (a GRU's reset_after), 1, gates * units)
     if op.bias:
         x = x + biases[:, 0][:, None]  # (k, 1, 1, gates * units)
@@ -1632,15 +1653,31 @@ def _recurrent(h, op, kernel, recurrent, bias, mask, shared, k):
     keep = tf.reshape(mask, (k, 1, units))
     zeros = tf.zeros((k, x.shape[2], units))
 
+    def dropped(state):
+        """The state as each gate's block of the recurrent kernel reads it: (k, blocks, batch, units)."""
+        return tf.transpose(state[:, :, None] * kept_state, (0, 2, 1, 3))
+
+    def times_recurrent(state):
+        """``state @ recurrent``, each block of columns by the state under its mask when the state is dropped."""
+        if kept_state is None:
+            return tf.matmul(state, recurrent)
+        blocks = op.dropout_masks
+        if blocks == 1:
+            return tf.matmul(state * kept_state[:, :, 0], recurrent)
+        columns = tf.transpose(tf.reshape(recurrent, (k, units, blocks, -1)), (0, 2, 1, 3))  # (k, blocks, U, width)
+        products = tf.transpose(tf.matmul(dropped(state), columns), (0, 2, 1, 3))  # (k, batch, blocks, width)
+        return tf.reshape(products, (k, -1, recurrent.shape[-1]))
+
     def step(carry, x_t):
         state, cell = carry
         if op.cell == "gru" and not op.reset_after:  # the reset gate applied before the candidate's product
             x_z, x_r, x_h = tf.split(x_t, 3, axis=-1)
             r_z, r_r, r_h = tf.split(recurrent, 3, axis=-1)
-            z, r = gate(x_z + tf.matmul(state, r_z)), gate(x_r + tf.matmul(state, r_r))
-            state = (z * state + (1.0 - z) * activation(x_h + tf.matmul(r * state, r_h))) * keep
+            s_z, s_r, s_h = (state,) * 3 if kept_state is None else tf.unstack(dropped(state), axis=1)
+            z, r = gate(x_z + tf.matmul(s_z, r_z)), gate(x_r + tf.matmul(s_r, r_r))
+            state = (z * state + (1.0 - z) * activation(x_h + tf.matmul(r * s_h, r_h))) * keep
             return state, cell
-        inner = tf.matmul(state, recurrent)
+        inner = times_recurrent(state)
         if inner_bias is not None:
             inner = inner + inner_bias
         if op.cell == "lstm":
@@ -1657,6 +1694,24 @@ def _recurrent(h, op, kernel, recurrent, bias, mask, shared, k):
     # a loop over the steps: unrolled (20 steps of an LSTM), XLA compiled the fit 2x slower and ran it 1.5x slower
     states = tf.scan(step, x, initializer=(zeros, zeros))[0]  # (steps, k, batch, units)
     return tf.transpose(states, (1, 2, 0, 3)) if op.sequences else states[-1]
+
+
+def _recurrent_dropout(op, h, units, shared, k, dropout):
+    """The factors (0 or 1 / (1 - rate)) of a recurrent op's dropout masks (None when it draws none): for its
+    inputs (k, batch, masks, inputs), then for its state (k, batch, masks, units), ``masks`` per sample
+    (``op.dropout_masks``), each drawn unit by unit (:func:`_unit_uniforms`) from its own stream."""
+    if dropout is None:
+        return None, None
+    seeds, batch_index, inputs_stream, state_stream = dropout
+    batch = h.shape[0 if shared else 1]
+
+    def factors(rate, stream, width):
+        if not rate:
+            return None
+        uniform = _unit_uniforms((k, batch, width), seeds, batch_index, stream, draws=op.dropout_masks)
+        return tf.where(tf.transpose(uniform, (0, 3, 2, 1)) >= rate, 1.0 / (1.0 - rate), 0.0)
+
+    return factors(op.rate, inputs_stream, h.shape[-1]), factors(op.recurrent_rate, state_stream, units)
 
 
 def _call_op(op, tensors):
