@@ -43,10 +43,12 @@ def test_a_dropout_mask_is_one_draw_per_candidate_filled_unit_by_unit():
 
 
 @pytest.mark.parametrize("slots", [2, 3])
-def test_a_candidates_mask_is_the_same_whatever_its_batch_mates_two_slots_included(slots):
-    # two slots draw a third row that nobody uses (XLA emits two rows far slower than three): the rows kept must be
-    # the candidates' own masks, as a batch of one candidate per slot gives them
-    shape = (slots, 6, 3, 3, 5)
+@pytest.mark.parametrize("unit_shape", [(6, 3, 3, 5), (32, 40), (32, 8)], ids=["conv", "dense-wide", "dense-narrow"])
+def test_a_candidates_mask_is_the_same_whatever_its_batch_mates_two_slots_included(slots, unit_shape):
+    # one or two slots draw rows up to a third that nobody uses (XLA emits fewer rows far slower than three, for a
+    # convolution's dropout and above FEW_ROWS_NUMBERS numbers a row): the rows kept must be the candidates' own
+    # masks, as a batch of one candidate per slot gives them
+    shape = (slots, *unit_shape)
     seeds = tf.constant([7, 1 << 20, 99][:slots])
     keep = tf.function(lambda s: _dropout_keep(shape, s, tf.constant(5), 3, 0.5), jit_compile=True)(seeds).numpy()
     assert keep.shape == shape

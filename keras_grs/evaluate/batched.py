@@ -1832,6 +1832,9 @@ def _input_patches(plan, x):
     return tf.reshape(patches, (patches.shape[0], math.prod(pool.window), *out, patches.shape[-1]))
 
 
+FEW_ROWS_NUMBERS = 1024  # the numbers a row of one or two candidates' random draws holds before a third row is drawn
+
+
 def _unit_uniforms(shape, seeds, batch_index, layer, draws=1):
     """Uniform numbers for a random layer of output ``shape`` (k, batch, ..., units), as (k, units, draws, values a
     unit has): candidate j's from the Philox stream of seed (seeds[j] + layer, batch_index), unit by unit (all of a
@@ -1840,13 +1843,16 @@ def _unit_uniforms(shape, seeds, batch_index, layer, draws=1):
     candidate's numbers come from one fused expression (:func:`keras_grs.evaluate.philox.stateless_uniform`, the
     numbers of ``tf.random.stateless_uniform``)."""
     rest, units = shape[1:-1], shape[-1]
-    # XLA's CPU backend emits the numbers of two rows of a convolution's dropout far slower than of three (cnn1: 10
-    # epochs of 2 slots in 5.9 s, 1.1 s when drawn as 3 rows): two candidates draw a third row that nobody uses.
-    # Rows are independent streams, so the two masks are the same numbers. (A Dense layer's dropout is not slow
-    # with two rows, and nn1 trains 10% slower with the third.)
-    if shape[0] == 2 and len(shape) > 3:
-        seeds = tf.pad(seeds, [[0, 1]])
-    uniform = stateless_uniform(seeds + layer, batch_index, draws * units * math.prod(rest))[: shape[0]]
+    numbers = draws * units * math.prod(rest)
+    # XLA's CPU backend emits the numbers of one or two rows far slower than of three once a row holds more than
+    # about a thousand, in a training program (a convolution's dropout, cnn1: 10 epochs of 2 slots in 5.9 s, 1.1 s
+    # drawn as 3 rows; a GRS step of an MLP of 128, 64 and 32 units with dropout, 2 slots, 20 epochs: 5.1 s, 0.4 s;
+    # a Dense of 40 units: 0.61 s, 0.12 s; of 32 units, 1,024 numbers a row: not slower): one or two candidates
+    # draw rows up to a third that nobody uses. Rows are independent streams, so the masks are the same numbers.
+    # (nn1's dropouts, 32 units and fewer, train 10% slower with the third row.)
+    if shape[0] < 3 and (numbers > FEW_ROWS_NUMBERS or len(shape) > 3):
+        seeds = tf.pad(seeds, [[0, 3 - shape[0]]])
+    uniform = stateless_uniform(seeds + layer, batch_index, numbers)[: shape[0]]
     return tf.reshape(uniform, (shape[0], units, draws, -1))
 
 
