@@ -93,7 +93,7 @@ def test_spatial_dropout_drops_a_samples_channel_at_every_position(dropout, whol
     randomize(model, np.random.default_rng(1))
     model.get_layer("d").set_weights([np.eye(72, dtype="float32")])
     plan = _plan(model)
-    evaluator = BatchedEvaluator(Objective("val_accuracy", "max"))
+    evaluator = BatchedEvaluator(Objective("val_accuracy", "max"), workers=1)  # both in one stack
     jobs = [Job(model, True, ""), Job(keras_grs.shrink(model, {}), True, "")]
     params, masks = evaluator._pack(evaluator._widen(jobs), plan, 1)
     forward = _forward_function(plan.ops, evaluator._slots)
@@ -130,7 +130,7 @@ def test_gaussian_noise_layers_draw_as_keras_describes_and_keep_padded_units_zer
     randomize(model, np.random.default_rng(1))
     model.get_layer("d").set_weights([np.eye(40, dtype="float32")])
     plan = _plan(model)
-    evaluator = BatchedEvaluator(Objective("val_accuracy", "max"))
+    evaluator = BatchedEvaluator(Objective("val_accuracy", "max"), workers=1)  # both in one stack
     narrower = keras_grs.shrink(model, {"h": list(range(10))})  # 30 units, padded to 40
     jobs = [Job(model, True, ""), Job(narrower, True, "")]
     params, masks = evaluator._pack(evaluator._widen(jobs), plan, 6)

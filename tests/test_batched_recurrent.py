@@ -127,7 +127,7 @@ def test_recurrent_dropout_masks_are_applied_as_keras_cells_apply_them(layer):
     randomize(model, np.random.default_rng(1))
     narrower = shrink(model, {"hidden": [1, 3]})
     plan = _plan(model)
-    evaluator = BatchedEvaluator(Objective("val_accuracy", "max"))
+    evaluator = BatchedEvaluator(Objective("val_accuracy", "max"), workers=1)  # both in one stack
     params, masks = evaluator._pack(evaluator._widen([Job(model, True, ""), Job(narrower, True, "")]), plan, CHANNELS)
     forward = _forward_function(plan.ops, evaluator._slots)
     x = tf.constant(np.random.default_rng(2).normal(size=(32, STEPS, CHANNELS)).astype("float32"))
