@@ -194,6 +194,14 @@ def evaluator_rows(runs, first: str = "") -> list[str]:
             for evaluator, (run, path) in runs.items()]
 
 
+def forget_programs() -> None:
+    """Drop the compiled fits this process keeps for later searches, so that the next one traces its own: for a
+    benchmark that compares settings of the batched evaluator read while a program is traced."""
+    from keras_grs.evaluate import batched
+
+    batched._PROGRAMS = batched._ProgramCache(batched.SHARED_PROGRAMS)
+
+
 def write(name: str, lines: list[str]) -> Path:
     """Write a result file atomically and echo it."""
     RESULTS.mkdir(exist_ok=True)

@@ -23,7 +23,7 @@ import argparse
 import tempfile
 import time
 
-from common import calcium_splits, machine, search, write
+from common import calcium_splits, forget_programs, machine, search, write
 
 import keras
 from keras_tuner import Objective
@@ -50,7 +50,7 @@ def mlp(widths, train):
 def use(variant):
     """The variant's threshold, and no compiled program of the other one."""
     batched.FEW_ROWS_NUMBERS = VARIANTS[variant]
-    batched._PROGRAMS = batched._ProgramCache(batched.SHARED_PROGRAMS)
+    forget_programs()
 
 
 def step_seconds(model, data) -> float:

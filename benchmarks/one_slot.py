@@ -3,9 +3,9 @@
 A GRS step trains one candidate per width group. With two workers, a model of one or two groups used to train its
 step as one group of two slots (a GRU: its one candidate beside a padding slot, on one core; two stacked LSTMs: both
 candidates in one group, the other core idle). The batched evaluator now fixes one slot per group for such models
-(``BatchedEvaluator._fix_slots``): each candidate in its own group, on its own core, no padding. Timed here side by
-side in one process, alternated, the compiled programs dropped between variants: "two slots" puts the floor of the
-slots back at 2, "one slot" is the evaluator's.
+(``BatchedEvaluator._fix_slots``, ``MIN_SLOTS``): each candidate in its own group, on its own core, no padding.
+Timed here side by side in one process, alternated, the compiled programs dropped between variants: "two slots"
+puts the floor of the slots (``MIN_SLOTS``) back at 2, "one slot" is the evaluator's.
 
 Models (``--models``): ``gru`` and ``lstm`` of ``sequence_speed.py`` on the calcium data read as 20 steps of 7
 channels; ``mlp-64`` (one ReLU Dense layer of 64 units) and ``mlp-64-32`` on the 140 features. Each is pretrained
@@ -20,9 +20,8 @@ Writes benchmarks/results/one_slot.md.
 from __future__ import annotations
 
 import argparse
-import math
 
-from common import calcium_splits, machine, search, write
+from common import calcium_splits, forget_programs, machine, search, write
 from sequence_speed import CHANNELS, MODELS, STEPS
 
 import keras
@@ -30,30 +29,22 @@ import keras
 from keras_grs.evaluate import batched
 
 EPOCHS = 20
-FIX_SLOTS = batched.BatchedEvaluator._fix_slots
-
-
-def two_slots(self, candidates):
-    if not self._slots:
-        self._slots = max(2, math.ceil(candidates / self.workers))
-
-
-VARIANTS = {"two slots": two_slots, "one slot": FIX_SLOTS}
+VARIANTS = {"two slots": 2, "one slot": batched.MIN_SLOTS}  # the fewest slots a compiled fit has
 
 
 def use(variant):
-    batched.BatchedEvaluator._fix_slots = VARIANTS[variant]
-    batched._PROGRAMS = batched._ProgramCache(batched.SHARED_PROGRAMS)
+    """The variant's floor of the slots, and no compiled program of the other one."""
+    batched.MIN_SLOTS = VARIANTS[variant]
+    forget_programs()
 
 
 def model_and_data(name, flat):
+    keras.utils.set_random_seed(0)
     if name in MODELS:
         data = [(x.reshape(-1, STEPS, CHANNELS), y) for x, y in flat]
-        keras.utils.set_random_seed(0)
         model = MODELS[name]((STEPS, CHANNELS))
     else:
         data = flat
-        keras.utils.set_random_seed(0)
         model = keras.Sequential([keras.Input((flat[0][0].shape[1],)),
                                   *[keras.layers.Dense(int(w), activation="relu") for w in name.split("-")[1:]],
                                   keras.layers.Dense(2, activation="softmax")], name=name)

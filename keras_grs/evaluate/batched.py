@@ -105,6 +105,7 @@ WORKERS_VARIABLE = "KERAS_GRS_WORKERS"  # the default of BatchedEvaluator(worker
 # groups trained side by side by default, one core each (this machine's two; more groups than cores take turns)
 DEFAULT_WORKERS = 2
 SHARED_PROGRAMS = 8  # the compiled fits kept for later evaluators in this process, least recently used dropped
+MIN_SLOTS = 1  # the fewest candidate slots a compiled fit has (see BatchedEvaluator._fix_slots)
 
 
 @dataclass
@@ -826,7 +827,7 @@ class BatchedEvaluator:
         trains one candidate a slot: a step is one group per candidate, each on its own core, with no padding slot
         (a GRU's step 1.7x, a two-layer LSTM's 1.9x faster than two slots)."""
         if not self._slots:
-            self._slots = max(1, math.ceil(candidates / self.workers))
+            self._slots = max(MIN_SLOTS, math.ceil(candidates / self.workers))
 
     def supports(self, jobs, fit_kwargs):
         """Why these jobs cannot be trained together (a string), or None when they can."""
